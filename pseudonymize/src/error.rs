@@ -1,0 +1,190 @@
+//! Errors of the crate ([`Error`]) and the reasons an event is rejected ([`Rejection`]).
+//!
+//! An [`Error`] is a failure of an operation (a keyring that will not open, a policy that
+//! does not parse). A [`Rejection`] is data: the event goes to quarantine with its
+//! [`Reason`] and the pipeline keeps going. Neither ever holds a key or an event value.
+
+use std::fmt;
+
+/// A failure of a key, policy or audit operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The KEK file does not hold a 32-byte key.
+    #[error("the KEK file {path} holds {len} bytes that are neither 32 raw bytes nor the base64 of 32 bytes; create one with `pseudopipe keys new-kek --out PATH`")]
+    InvalidKek {
+        /// The file.
+        path: String,
+        /// Its size.
+        len: usize,
+    },
+    /// A secret file for `keys import` does not hold a 32-byte secret.
+    #[error("the secret file {path} ({len} bytes) holds neither 32 raw bytes, 64 hex digits nor the base64 of 32 bytes")]
+    InvalidSecretFile {
+        /// The file.
+        path: String,
+        /// Its size.
+        len: usize,
+    },
+    /// The KEK given does not open this keyring.
+    #[error("the KEK does not open the keyring {path}: it was created with another KEK (check --kek-file)")]
+    WrongKek {
+        /// The keyring file.
+        path: String,
+    },
+    /// The keyring file is not a well-formed keyring or fails its integrity check.
+    #[error("the keyring {path} is corrupted or was edited: {detail}; restore it from backup or escrow (`keys import`)")]
+    CorruptKeyring {
+        /// The keyring file.
+        path: String,
+        /// What is wrong, without any key material.
+        detail: String,
+    },
+    /// The requested key operation is not allowed in the keyring's current state.
+    #[error("{0}")]
+    KeyOperation(String),
+    /// The policy file is invalid.
+    #[error("policy {path}: {detail}")]
+    InvalidPolicy {
+        /// The policy file, or `<inline>`.
+        path: String,
+        /// What to fix.
+        detail: String,
+    },
+    /// The audit log fails verification.
+    #[error("audit log {path}: line {line} is the first bad entry: {detail}")]
+    AuditTampered {
+        /// The log file.
+        path: String,
+        /// 1-based line of the first bad entry.
+        line: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The audit log is shorter than the head recorded in the keyring.
+    #[error("audit log {path} ends at sequence {last} but the keyring records head {head}: entries were cut off")]
+    AuditTruncated {
+        /// The log file.
+        path: String,
+        /// The last sequence number found.
+        last: u64,
+        /// The sequence number the keyring expects.
+        head: u64,
+    },
+}
+
+/// Machine-readable reason codes of a rejected event; stable, used in quarantine records,
+/// headers and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// The payload is larger than the policy's `max_event_bytes`.
+    TooLarge,
+    /// The payload is not valid UTF-8.
+    InvalidUtf8,
+    /// The payload is not valid JSON.
+    MalformedJson,
+    /// The payload nests deeper than the parser's limit.
+    TooDeep,
+    /// The payload is valid JSON but not an object.
+    NotAnObject,
+    /// A field has no rule in the policy.
+    UnknownField,
+    /// A field the policy requires is missing or null.
+    MissingField,
+    /// A field holds a type its rule cannot take.
+    WrongType,
+    /// A field's value cannot be processed by its rule (a date that is not a date...).
+    InvalidValue,
+    /// The tenant field is not a valid tenant name.
+    InvalidTenant,
+    /// The tenant has no keyring, or no active key version.
+    UnknownTenant,
+    /// The payload is not in the configured format (Avro framing, schema id).
+    UndecodableFormat,
+    /// A pseudonymized record failed the sink's leak guard.
+    LeakGuard,
+}
+
+impl Reason {
+    /// Every reason, for metrics pre-registration and documentation.
+    pub const ALL: [Reason; 13] = [
+        Self::TooLarge,
+        Self::InvalidUtf8,
+        Self::MalformedJson,
+        Self::TooDeep,
+        Self::NotAnObject,
+        Self::UnknownField,
+        Self::MissingField,
+        Self::WrongType,
+        Self::InvalidValue,
+        Self::InvalidTenant,
+        Self::UnknownTenant,
+        Self::UndecodableFormat,
+        Self::LeakGuard,
+    ];
+
+    /// The stable snake_case code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::MalformedJson => "malformed_json",
+            Self::TooDeep => "too_deep",
+            Self::NotAnObject => "not_an_object",
+            Self::UnknownField => "unknown_field",
+            Self::MissingField => "missing_field",
+            Self::WrongType => "wrong_type",
+            Self::InvalidValue => "invalid_value",
+            Self::InvalidTenant => "invalid_tenant",
+            Self::UnknownTenant => "unknown_tenant",
+            Self::UndecodableFormat => "undecodable_format",
+            Self::LeakGuard => "leak_guard",
+        }
+    }
+
+    /// Parses a code written by [`Reason::code`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Why one event was rejected: a reason code and a message naming the field, never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The machine-readable reason.
+    pub reason: Reason,
+    /// A human message: which field, what was expected.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with a reason and a message.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}

@@ -1,0 +1,394 @@
+//! Generalization operators: coarsen a value so that it stays useful for analysis but no
+//! longer singles a person out (a birth date to a year or an age band, an IP to its
+//! network, a postal code to its department...).
+//!
+//! Every operator parses its input fully before producing anything: a value that is not
+//! what the rule expects is rejected, never passed through truncated (a name typed into a
+//! birth-date field must not leak out as its first four letters).
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::{Number, Value};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, UtcOffset};
+
+/// What a `generalize` rule turns its value into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Generalization {
+    /// A date or timestamp to its year, `"1987"`.
+    Year,
+    /// A date or timestamp to its month, `"1987-04"`.
+    Month,
+    /// A birth date to the age band at the event's time, `"30-39"` for width 10.
+    AgeBand {
+        /// Band width in years.
+        width: u32,
+    },
+    /// A string (or integer) to its first `length` characters.
+    Prefix {
+        /// Characters kept.
+        length: usize,
+    },
+    /// An IP address to its network in CIDR notation.
+    IpNetwork {
+        /// Prefix length for IPv4 (default 24).
+        bits_v4: u8,
+        /// Prefix length for IPv6 (default 48).
+        bits_v6: u8,
+    },
+    /// An RFC 3339 timestamp to its hour, in UTC: `"2026-11-21T14:00:00Z"`.
+    Hour,
+    /// A number to the nearest multiple of `step`.
+    Round {
+        /// The step; integral steps keep integers integral.
+        step: f64,
+    },
+}
+
+/// The raw `generalize` table of a policy, validated into a [`Generalization`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GeneralizeSpec {
+    pub(crate) to: String,
+    pub(crate) width: Option<u32>,
+    pub(crate) length: Option<usize>,
+    pub(crate) bits: Option<u8>,
+    pub(crate) bits_v6: Option<u8>,
+    pub(crate) step: Option<f64>,
+}
+
+impl GeneralizeSpec {
+    /// Checks that exactly the options of `to` are given; the error says what to fix.
+    pub(crate) fn validate(self) -> Result<Generalization, String> {
+        let given = |name: &str, present: bool| present.then(|| name.to_string());
+        let extra: Vec<String> = [
+            given("width", self.width.is_some() && self.to != "age_band"),
+            given("length", self.length.is_some() && self.to != "prefix"),
+            given("bits", self.bits.is_some() && self.to != "ip_network"),
+            given("bits_v6", self.bits_v6.is_some() && self.to != "ip_network"),
+            given("step", self.step.is_some() && self.to != "round"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !extra.is_empty() {
+            return Err(format!(
+                "option(s) {} do not apply to generalize.to = \"{}\"",
+                extra.join(", "),
+                self.to
+            ));
+        }
+        Ok(match self.to.as_str() {
+            "year" => Generalization::Year,
+            "month" => Generalization::Month,
+            "hour" => Generalization::Hour,
+            "age_band" => match self.width {
+                Some(width) if width >= 1 => Generalization::AgeBand { width },
+                _ => return Err("generalize.to = \"age_band\" needs `width` >= 1 (years)".into()),
+            },
+            "prefix" => match self.length {
+                Some(length) => Generalization::Prefix { length },
+                None => return Err("generalize.to = \"prefix\" needs `length` (characters kept)".into()),
+            },
+            "ip_network" => {
+                let bits_v4 = self.bits.unwrap_or(24);
+                let bits_v6 = self.bits_v6.unwrap_or(48);
+                if bits_v4 > 32 || bits_v6 > 128 {
+                    return Err("generalize.to = \"ip_network\": `bits` must be <= 32 and `bits_v6` <= 128".into());
+                }
+                Generalization::IpNetwork { bits_v4, bits_v6 }
+            }
+            "round" => match self.step {
+                Some(step) if step.is_finite() && step > 0.0 => Generalization::Round { step },
+                _ => return Err("generalize.to = \"round\" needs a positive `step`".into()),
+            },
+            other => {
+                return Err(format!(
+                    "unknown generalize.to = \"{other}\"; expected year, month, age_band, prefix, ip_network, hour or round"
+                ))
+            }
+        })
+    }
+}
+
+/// Why a generalization could not be applied; the caller adds the field path.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The JSON type does not fit the operator.
+    WrongType(&'static str),
+    /// The value does not parse as what the operator expects.
+    Invalid(&'static str),
+}
+
+/// Parses a date `YYYY-MM-DD` or an RFC 3339 timestamp (its own calendar date).
+pub(crate) fn parse_date(value: &str) -> Option<Date> {
+    if value.len() == 10 {
+        Date::parse(value, format_description!("[year]-[month]-[day]")).ok()
+    } else {
+        OffsetDateTime::parse(value, &Rfc3339)
+            .ok()
+            .map(|t| t.date())
+    }
+}
+
+impl Generalization {
+    /// Whether the operator needs the event's date (only `age_band` does).
+    pub(crate) fn needs_event_date(&self) -> bool {
+        matches!(self, Self::AgeBand { .. })
+    }
+
+    /// Applies the operator to a non-null value.
+    pub(crate) fn apply(&self, value: &Value, event_date: Option<Date>) -> Result<Value, Failure> {
+        match self {
+            Self::Year | Self::Month | Self::AgeBand { .. } => {
+                let text = value.as_str().ok_or(Failure::WrongType("a date string"))?;
+                let date = parse_date(text).ok_or(Failure::Invalid(
+                    "a date (YYYY-MM-DD) or an RFC 3339 timestamp",
+                ))?;
+                Ok(Value::String(match self {
+                    Self::Year => format!("{:04}", date.year()),
+                    Self::Month => format!("{:04}-{:02}", date.year(), u8::from(date.month())),
+                    Self::AgeBand { width } => {
+                        let event = event_date.ok_or(Failure::Invalid(
+                            "an event with a valid `event_time` to compute an age",
+                        ))?;
+                        let mut age = event.year() - date.year();
+                        if (event.month(), event.day()) < (date.month(), date.day()) {
+                            age -= 1;
+                        }
+                        if age < 0 {
+                            return Err(Failure::Invalid("a birth date before the event time"));
+                        }
+                        let width = *width as i32;
+                        let low = age / width * width;
+                        format!("{}-{}", low, low + width - 1)
+                    }
+                    _ => unreachable!("outer match covers only date operators"),
+                }))
+            }
+            Self::Prefix { length } => {
+                let text = match value {
+                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                    Value::Number(n) if n.is_i64() || n.is_u64() => {
+                        std::borrow::Cow::Owned(n.to_string())
+                    }
+                    _ => return Err(Failure::WrongType("a string or an integer")),
+                };
+                Ok(Value::String(text.chars().take(*length).collect()))
+            }
+            Self::IpNetwork { bits_v4, bits_v6 } => {
+                let text = value
+                    .as_str()
+                    .ok_or(Failure::WrongType("an IP address string"))?;
+                let ip: IpAddr = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| Failure::Invalid("an IPv4 or IPv6 address"))?;
+                Ok(Value::String(match ip {
+                    IpAddr::V4(v4) => {
+                        let mask = u32::MAX.checked_shl(32 - u32::from(*bits_v4)).unwrap_or(0);
+                        format!(
+                            "{}/{}",
+                            std::net::Ipv4Addr::from(u32::from(v4) & mask),
+                            bits_v4
+                        )
+                    }
+                    IpAddr::V6(v6) => {
+                        let mask = u128::MAX
+                            .checked_shl(128 - u32::from(*bits_v6))
+                            .unwrap_or(0);
+                        format!(
+                            "{}/{}",
+                            std::net::Ipv6Addr::from(u128::from(v6) & mask),
+                            bits_v6
+                        )
+                    }
+                }))
+            }
+            Self::Hour => {
+                let text = value
+                    .as_str()
+                    .ok_or(Failure::WrongType("an RFC 3339 timestamp string"))?;
+                let time = OffsetDateTime::parse(text, &Rfc3339)
+                    .map_err(|_| Failure::Invalid("an RFC 3339 timestamp"))?;
+                let utc = time.to_offset(UtcOffset::UTC);
+                Ok(Value::String(format!(
+                    "{:04}-{:02}-{:02}T{:02}:00:00Z",
+                    utc.year(),
+                    u8::from(utc.month()),
+                    utc.day(),
+                    utc.hour()
+                )))
+            }
+            Self::Round { step } => {
+                let number = match value {
+                    Value::Number(n) => n,
+                    _ => return Err(Failure::WrongType("a number")),
+                };
+                let integral_step = step.fract() == 0.0 && *step <= i64::MAX as f64;
+                if let (Some(n), true) = (number.as_i64(), integral_step) {
+                    let s = *step as i64;
+                    let low = n - n.rem_euclid(s);
+                    let rounded = if n.rem_euclid(s) * 2 >= s {
+                        low.checked_add(s)
+                    } else {
+                        Some(low)
+                    };
+                    return rounded.map(Value::from).ok_or(Failure::Invalid(
+                        "a number that can be rounded without overflow",
+                    ));
+                }
+                let x = number.as_f64().ok_or(Failure::Invalid("a finite number"))?;
+                let rounded = (x / step).round() * step;
+                Number::from_f64(rounded)
+                    .map(Value::Number)
+                    .ok_or(Failure::Invalid("a finite number"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn apply(g: Generalization, v: Value) -> Result<Value, Failure> {
+        g.apply(&v, Some(time::macros::date!(2026 - 11 - 21)))
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(
+            apply(Generalization::Year, json!("1987-04-12")),
+            Ok(json!("1987"))
+        );
+        assert_eq!(
+            apply(Generalization::Month, json!("1987-04-12")),
+            Ok(json!("1987-04"))
+        );
+        assert_eq!(
+            apply(Generalization::Year, json!("2026-11-21T14:03:22.512Z")),
+            Ok(json!("2026"))
+        );
+        assert_eq!(
+            apply(Generalization::AgeBand { width: 10 }, json!("1987-04-12")),
+            Ok(json!("30-39"))
+        );
+        assert_eq!(
+            apply(Generalization::AgeBand { width: 5 }, json!("1986-11-22")),
+            Ok(json!("35-39")),
+            "birthday tomorrow: still 39"
+        );
+        assert_eq!(
+            apply(Generalization::AgeBand { width: 10 }, json!("1986-11-21")),
+            Ok(json!("40-49"))
+        );
+        assert!(matches!(
+            apply(Generalization::AgeBand { width: 10 }, json!("2030-01-01")),
+            Err(Failure::Invalid(_))
+        ));
+        assert!(matches!(
+            apply(Generalization::Year, json!("Dupont Émilie")),
+            Err(Failure::Invalid(_))
+        ));
+        assert!(matches!(
+            apply(Generalization::Year, json!(1987)),
+            Err(Failure::WrongType(_))
+        ));
+    }
+
+    #[test]
+    fn networks_prefixes_hours_rounding() {
+        let ip = Generalization::IpNetwork {
+            bits_v4: 24,
+            bits_v6: 48,
+        };
+        assert_eq!(
+            apply(ip.clone(), json!("192.0.2.44")),
+            Ok(json!("192.0.2.0/24"))
+        );
+        assert_eq!(
+            apply(ip.clone(), json!("2001:db8:abcd:12::1")),
+            Ok(json!("2001:db8:abcd::/48"))
+        );
+        assert!(matches!(
+            apply(ip, json!("not an ip")),
+            Err(Failure::Invalid(_))
+        ));
+        let ip16 = Generalization::IpNetwork {
+            bits_v4: 16,
+            bits_v6: 0,
+        };
+        assert_eq!(
+            apply(ip16.clone(), json!("10.1.2.3")),
+            Ok(json!("10.1.0.0/16"))
+        );
+        assert_eq!(apply(ip16, json!("::1")), Ok(json!("::/0")));
+        assert_eq!(
+            apply(Generalization::Prefix { length: 2 }, json!("75011")),
+            Ok(json!("75"))
+        );
+        assert_eq!(
+            apply(Generalization::Prefix { length: 2 }, json!(75011)),
+            Ok(json!("75"))
+        );
+        assert_eq!(
+            apply(Generalization::Prefix { length: 3 }, json!("Éméa")),
+            Ok(json!("Émé"))
+        );
+        assert_eq!(
+            apply(Generalization::Hour, json!("2026-11-21T14:03:22.512Z")),
+            Ok(json!("2026-11-21T14:00:00Z"))
+        );
+        assert_eq!(
+            apply(Generalization::Hour, json!("2026-11-21T14:03:22+05:30")),
+            Ok(json!("2026-11-21T08:00:00Z"))
+        );
+        assert_eq!(
+            apply(Generalization::Round { step: 100.0 }, json!(4520)),
+            Ok(json!(4500))
+        );
+        assert_eq!(
+            apply(Generalization::Round { step: 100.0 }, json!(4550)),
+            Ok(json!(4600))
+        );
+        assert_eq!(
+            apply(Generalization::Round { step: 100.0 }, json!(-4520)),
+            Ok(json!(-4500))
+        );
+        assert_eq!(
+            apply(Generalization::Round { step: 0.5 }, json!(1.3)),
+            Ok(json!(1.5))
+        );
+    }
+
+    #[test]
+    fn spec_validation_names_the_problem() {
+        let spec = |to: &str| GeneralizeSpec {
+            to: to.into(),
+            width: None,
+            length: None,
+            bits: None,
+            bits_v6: None,
+            step: None,
+        };
+        assert!(spec("age_band").validate().unwrap_err().contains("width"));
+        assert!(spec("decade")
+            .validate()
+            .unwrap_err()
+            .contains("unknown generalize.to"));
+        let mut s = spec("year");
+        s.length = Some(2);
+        assert!(s.validate().unwrap_err().contains("length"));
+        assert_eq!(
+            spec("ip_network").validate(),
+            Ok(Generalization::IpNetwork {
+                bits_v4: 24,
+                bits_v6: 48
+            })
+        );
+    }
+}

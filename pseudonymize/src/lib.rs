@@ -1,0 +1,58 @@
+//! The pseudonymization core of pseudopipe: turns a nominative event into one that can
+//! leave the premises, under keys that never do.
+//!
+//! It is a pure library (no Kafka, no async): the token, encryption and fingerprint
+//! formats of `TOKEN-SPEC.md`, the normalizers, the fail-closed policy, the keyring with
+//! secrets wrapped under a KEK, and the hash-chained audit log of key operations.
+//!
+//! ```
+//! use pseudonymize::{MasterSecret, Policy, Pseudonymizer};
+//!
+//! let policy = Policy::from_toml(r#"
+//!     tenant_field = "tenant"
+//!     record_key = "card"
+//!     [fields]
+//!     tenant = "keep"
+//!     card = { action = "token", domain = "customer", normalizer = "digits" }
+//!     name = "drop"
+//! "#).unwrap();
+//! let secret = MasterSecret::from_bytes(std::array::from_fn(|i| i as u8));
+//! let engine = Pseudonymizer::new(policy, [("default".to_string(), 1, &secret)]);
+//! let (json, key) = engine.pseudonymize(br#"{"card": "1234 5678", "name": "Émilie"}"#).unwrap();
+//! assert_eq!(String::from_utf8(json).unwrap(), format!(r#"{{"card":"{}"}}"#, key.unwrap()));
+//!
+//! let rejected = engine.pseudonymize(br#"{"card": "1", "email": "a@b.c"}"#).unwrap_err();
+//! assert_eq!(rejected.reason.code(), "unknown_field");
+//! ```
+//!
+//! # Layout
+//! - [`secret`]: master secrets and the KEK; redacted `Debug`, zeroized on drop.
+//! - [`token`]: token, encryption and fingerprint formats; the token grammar.
+//! - [`normalize`]: the normalizers applied before HMAC.
+//! - [`generalize`]: year, month, age band, prefix, IP network, hour, rounding.
+//! - [`policy`]: the TOML policy, validated and compiled into a path tree.
+//! - [`transform`]: the record path, [`Pseudonymizer`].
+//! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
+//! - [`audit`]: the hash-chained, authenticated log of key operations.
+//! - [`error`]: [`Error`] for operations, [`Rejection`] for events.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod error;
+pub mod generalize;
+pub mod keyring;
+pub mod normalize;
+pub mod policy;
+pub mod secret;
+pub mod token;
+pub mod transform;
+
+pub use error::{Error, Reason, Rejection};
+pub use keyring::{KeyState, KeyVersion, Keyring, KeyringLock};
+pub use normalize::Normalizer;
+pub use policy::Policy;
+pub use secret::{Kek, MasterSecret};
+pub use token::{fingerprint, is_encrypted, is_token, EncryptKey, TokenKey};
+pub use transform::{Outcome, Pseudonymizer, TenantKeys};

@@ -1,0 +1,184 @@
+//! The command line: every subcommand and its options, with the help text users read.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pseudopipe pseudonymizes nominative coupon-redemption events so that they can leave
+/// the premises: every personal field is tokenized (keyed HMAC), encrypted, generalized or
+/// dropped according to a policy, under keys that stay on-prem with an audit trail.
+#[derive(Debug, Parser)]
+#[command(name = "pseudopipe", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage key-encryption keys and keyrings (create, rotate, retire, destroy, import, list).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Check or print the audit log of key operations.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Compute the tokens of one value under every non-destroyed key version of a tenant,
+    /// to answer a data-subject request ("which tokens belong to this person?"). The
+    /// lookup is recorded in the audit log (without the value).
+    Lookup(LookupArgs),
+    /// Pseudonymize a file of JSON lines (a history export, a backfill) with a policy.
+    Pseudonymize(BatchArgs),
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new random key-encryption key (32 bytes, file mode 0600). Refuses to
+    /// overwrite an existing file. Keep the KEK apart from the keyring and its backups.
+    NewKek {
+        /// Where to write the KEK.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create a tenant in the keyring (the file is created if needed) with version 1 active.
+    Init(KeyringArgs),
+    /// Create a new active version for a tenant; the previous active version is retired
+    /// (kept for lookups, no longer used for new tokens).
+    Rotate(KeyringArgs),
+    /// List a tenant's key versions: state, fingerprint and dates. Never prints key material.
+    List {
+        #[command(flatten)]
+        keyring: KeyringArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire a version. Retiring the active version suspends the tenant: its events are
+    /// quarantined until `keys rotate` creates a new active version.
+    Retire {
+        #[command(flatten)]
+        keyring: KeyringArgs,
+        /// The version to retire.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Erase the material of a retired version (crypto-shredding): its tokens can never be
+    /// recomputed or looked up again. Refuses the active version. Irreversible unless the
+    /// secret was escrowed.
+    Destroy {
+        #[command(flatten)]
+        keyring: KeyringArgs,
+        /// The version to destroy.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Restore a version's master secret from escrow (e.g. to rebuild a lost keyring).
+    /// The version becomes active if the tenant has none (or with --activate), retired
+    /// otherwise. Destroyed versions are never restored.
+    Import {
+        #[command(flatten)]
+        keyring: KeyringArgs,
+        /// The version number the secret belongs to.
+        #[arg(long)]
+        version: u32,
+        /// File holding the 32-byte secret: raw, 64 hex digits, or base64.
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// Make the imported version the active one.
+        #[arg(long)]
+        activate: bool,
+    },
+}
+
+/// Options shared by the keyring commands.
+#[derive(Debug, Args)]
+pub struct KeyringArgs {
+    /// The keyring file.
+    #[arg(long)]
+    pub keyring: PathBuf,
+    /// The key-encryption key: 32 raw bytes or their base64.
+    #[arg(long)]
+    pub kek_file: PathBuf,
+    /// The tenant (loyalty programme): [a-z0-9_-]{1,64}.
+    #[arg(long)]
+    pub tenant: String,
+    /// The audit log; defaults to the keyring path plus `.audit.jsonl`.
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// Who performs the operation, as written to the audit log; defaults to the login name.
+    #[arg(long, env = "PSEUDOPIPE_ACTOR")]
+    pub actor: Option<String>,
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the whole chain: sequence, hashes and MACs of every entry. Exits 0 only when
+    /// the log is intact; otherwise names the first bad entry and exits 1. With --keyring,
+    /// also detects a log cut short at its end.
+    Verify(AuditArgs),
+    /// Print the entries, oldest first, after verifying them.
+    Show {
+        #[command(flatten)]
+        audit: AuditArgs,
+        /// Print the JSON entries instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Options of the audit commands.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The audit log file.
+    #[arg(long)]
+    pub audit_log: PathBuf,
+    /// The key-encryption key the log was written with.
+    #[arg(long)]
+    pub kek_file: PathBuf,
+    /// The keyring whose recorded head the log must reach.
+    #[arg(long)]
+    pub keyring: Option<PathBuf>,
+}
+
+/// Options of `lookup`.
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
+    /// The linkability domain of the field (as in the policy: customer, email, phone...).
+    #[arg(long)]
+    pub domain: String,
+    /// The normalizer of the field: exact, trim, lower, email, digits or name.
+    #[arg(long)]
+    pub normalizer: String,
+    /// The value to look up; `-` reads it from standard input (keeps it out of `ps`).
+    pub value: String,
+}
+
+/// Options of `pseudonymize`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The policy file (TOML).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// The keyring file.
+    #[arg(long)]
+    pub keyring: PathBuf,
+    /// The key-encryption key.
+    #[arg(long)]
+    pub kek_file: PathBuf,
+    /// JSON lines to read; `-` for standard input.
+    #[arg(long, default_value = "-")]
+    pub input: String,
+    /// Where to write pseudonymized JSON lines (same order); `-` for standard output.
+    #[arg(long, default_value = "-")]
+    pub output: String,
+    /// Where to write rejected lines as JSON objects (`line`, `reason`, `message`, and the
+    /// raw line). The file holds personal data: keep it on-prem. Without it, rejections are
+    /// reported on stderr without their content.
+    #[arg(long)]
+    pub quarantine: Option<PathBuf>,
+}

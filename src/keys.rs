@@ -1,0 +1,331 @@
+//! The key-management commands: `keys`, `audit` and `lookup`.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use pseudonymize::keyring::sibling;
+use pseudonymize::{Kek, KeyVersion, Keyring, KeyringLock, MasterSecret, Normalizer, TokenKey};
+use zeroize::Zeroize as _;
+
+use crate::cli::{AuditArgs, AuditCommand, KeyringArgs, KeysCommand, LookupArgs};
+
+/// Reads the KEK, warning when the file is readable by others.
+pub fn read_kek(path: &Path) -> Result<Kek> {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "The KEK file is readable by group or others; chmod 600 it.");
+        }
+    }
+    Ok(Kek::from_file(path)?)
+}
+
+/// The audit log of a keyring: `--audit-log`, or the keyring path plus `.audit.jsonl`.
+pub fn audit_path(keyring: &Path, explicit: Option<&PathBuf>) -> PathBuf {
+    explicit
+        .cloned()
+        .unwrap_or_else(|| sibling(keyring, ".audit.jsonl"))
+}
+
+fn actor(explicit: Option<&String>) -> String {
+    explicit
+        .cloned()
+        .or_else(|| std::env::var("SUDO_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A keyring opened under its lock with its audit log, ready for one operation.
+struct Session {
+    _lock: KeyringLock,
+    keyring: Keyring,
+    log: pseudonymize::audit::AuditLog,
+    actor: String,
+}
+
+impl Session {
+    fn open(args: &KeyringArgs, create: bool) -> Result<Self> {
+        let kek = read_kek(&args.kek_file)?;
+        if !create && !args.keyring.exists() {
+            bail!(
+                "the keyring {} does not exist; create it with `pseudopipe keys init`",
+                args.keyring.display()
+            );
+        }
+        let lock = KeyringLock::acquire(&args.keyring)?;
+        let keyring = if create {
+            Keyring::open_or_new(&args.keyring, &kek)?
+        } else {
+            Keyring::open(&args.keyring, &kek)?
+        };
+        let log_path = audit_path(&args.keyring, args.audit_log.as_ref());
+        let log = keyring.audit_log(&log_path).with_context(|| {
+            format!(
+                "refusing to change keys while the audit log {} does not verify",
+                log_path.display()
+            )
+        })?;
+        Ok(Self {
+            _lock: lock,
+            keyring,
+            log,
+            actor: actor(args.actor.as_ref()),
+        })
+    }
+}
+
+fn describe(tenant: &str, what: &str, version: &KeyVersion) {
+    println!(
+        "{what} {tenant} v{} ({}, fingerprint {})",
+        version.version,
+        version.state.name(),
+        version.fingerprint
+    );
+}
+
+/// Runs a `keys` subcommand.
+pub fn run_keys(command: KeysCommand) -> Result<ExitCode> {
+    match command {
+        KeysCommand::NewKek { out } => {
+            let kek = Kek::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&out).with_context(|| {
+                format!(
+                    "cannot create {} (an existing KEK is never overwritten)",
+                    out.display()
+                )
+            })?;
+            file.write_all(kek.expose())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote a new 32-byte KEK to {} (mode 0600); store it apart from the keyring and its backups", out.display());
+        }
+        KeysCommand::Init(args) => {
+            let mut s = Session::open(&args, true)?;
+            let version = s.keyring.init(&mut s.log, &s.actor, &args.tenant)?;
+            describe(&args.tenant, "created", &version);
+        }
+        KeysCommand::Rotate(args) => {
+            let mut s = Session::open(&args, false)?;
+            let version = s.keyring.rotate(&mut s.log, &s.actor, &args.tenant)?;
+            describe(&args.tenant, "rotated to", &version);
+        }
+        KeysCommand::Retire { keyring, version } => {
+            let mut s = Session::open(&keyring, false)?;
+            let retired = s
+                .keyring
+                .retire(&mut s.log, &s.actor, &keyring.tenant, version)?;
+            describe(&keyring.tenant, "retired", &retired);
+            eprintln!("note: tenant {} now has no active key; its events are quarantined until `keys rotate`", keyring.tenant);
+        }
+        KeysCommand::Destroy { keyring, version } => {
+            let mut s = Session::open(&keyring, false)?;
+            let destroyed = s
+                .keyring
+                .destroy(&mut s.log, &s.actor, &keyring.tenant, version)?;
+            describe(&keyring.tenant, "destroyed", &destroyed);
+        }
+        KeysCommand::Import {
+            keyring,
+            version,
+            secret_file,
+            activate,
+        } => {
+            let secret = MasterSecret::from_file(&secret_file)?;
+            let mut s = Session::open(&keyring, true)?;
+            let imported = s.keyring.import(
+                &mut s.log,
+                &s.actor,
+                &keyring.tenant,
+                version,
+                secret,
+                activate,
+            )?;
+            describe(&keyring.tenant, "imported", &imported);
+        }
+        KeysCommand::List {
+            keyring: args,
+            json,
+        } => {
+            let kek = read_kek(&args.kek_file)?;
+            let keyring = Keyring::open(&args.keyring, &kek)?;
+            let versions = keyring.versions(&args.tenant)?;
+            if json {
+                let rows: Vec<_> = versions
+                    .iter()
+                    .map(|v| {
+                        let mut row =
+                            serde_json::to_value(v).expect("a key version always serializes");
+                        row["tenant"] = args.tenant.clone().into();
+                        row
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("tenant {} in {}", args.tenant, args.keyring.display());
+                println!(
+                    "{:<8} {:<10} {:<17} {:<21} {:<21} {:<21} {:<21}",
+                    "VERSION",
+                    "STATE",
+                    "FINGERPRINT",
+                    "CREATED",
+                    "ACTIVATED",
+                    "RETIRED",
+                    "DESTROYED"
+                );
+                let dash = |d: &Option<String>| d.clone().unwrap_or_else(|| "-".into());
+                for v in versions {
+                    println!(
+                        "{:<8} {:<10} {:<17} {:<21} {:<21} {:<21} {:<21}",
+                        v.version,
+                        v.state.name(),
+                        v.fingerprint,
+                        v.created_at,
+                        dash(&v.activated_at),
+                        dash(&v.retired_at),
+                        dash(&v.destroyed_at)
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs an `audit` subcommand.
+pub fn run_audit(command: AuditCommand) -> Result<ExitCode> {
+    let (args, show, json) = match &command {
+        AuditCommand::Verify(args) => (args, false, false),
+        AuditCommand::Show { audit, json } => (audit, true, *json),
+    };
+    let AuditArgs {
+        audit_log,
+        kek_file,
+        keyring,
+    } = args;
+    let kek = read_kek(kek_file)?;
+    if !audit_log.exists() {
+        bail!("the audit log {} does not exist", audit_log.display());
+    }
+    let head = match keyring {
+        Some(path) => Keyring::open(path, &kek)?.audit_head().cloned(),
+        None => None,
+    };
+    let verified = pseudonymize::audit::verify_log(audit_log, &kek, head.as_ref());
+    let verified = match verified {
+        Ok(verified) => verified,
+        Err(error) => {
+            println!("FAILED: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if show {
+        if json {
+            for entry in &verified.entries {
+                println!("{}", serde_json::to_string(entry)?);
+            }
+        } else {
+            println!(
+                "{:<6} {:<21} {:<14} {:<10} {:<16} {:<8} {:<17} DETAILS",
+                "SEQ", "TIME", "ACTOR", "ACTION", "TENANT", "VERSION", "FINGERPRINT"
+            );
+            for e in &verified.entries {
+                println!(
+                    "{:<6} {:<21} {:<14} {:<10} {:<16} {:<8} {:<17} {}",
+                    e.seq,
+                    e.time,
+                    e.actor,
+                    e.action,
+                    e.tenant,
+                    e.key_version.map_or("-".into(), |v| v.to_string()),
+                    e.fingerprint.as_deref().unwrap_or("-"),
+                    e.details.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    let anchored = if keyring.is_some() {
+        ", and it reaches the head recorded in the keyring"
+    } else {
+        " (pass --keyring to also detect a log cut short)"
+    };
+    let summary = match &verified.head {
+        Some(head) => format!(
+            "OK: {} entries, chain intact up to sequence {} (hash {}){anchored}",
+            verified.entries.len(),
+            head.seq,
+            &head.hash[..16]
+        ),
+        None => "OK: the log is empty".to_string(),
+    };
+    if show {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `lookup`.
+pub fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
+    let normalizer = Normalizer::from_name(&args.normalizer).with_context(|| {
+        format!(
+            "unknown normalizer `{}`; expected exact, trim, lower, email, digits or name",
+            args.normalizer
+        )
+    })?;
+    if !pseudonymize::policy::is_valid_domain(&args.domain) {
+        bail!(
+            "`{}` is not a valid domain ([a-z0-9_.-]{{1,64}})",
+            args.domain
+        );
+    }
+    let mut value = if args.value == "-" {
+        let mut buffer = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buffer)
+            .context("cannot read the value from standard input")?;
+        buffer.truncate(buffer.trim_end_matches(['\n', '\r']).len());
+        buffer
+    } else {
+        args.value.clone()
+    };
+    let mut s = Session::open(&args.keyring, false)?;
+    let tenant = &args.keyring.tenant;
+    let mut lines = Vec::new();
+    let mut destroyed = Vec::new();
+    let normalized = normalizer.apply(&value).into_owned();
+    for version in s.keyring.versions(tenant)? {
+        match s.keyring.secret(tenant, version.version) {
+            Some(secret) => {
+                let token = TokenKey::derive(secret, version.version, tenant, &args.domain)
+                    .token(normalized.as_bytes());
+                lines.push(format!("{} {token}", version.version));
+            }
+            None => destroyed.push(version.version),
+        }
+    }
+    value.zeroize();
+    s.keyring.record(
+        &mut s.log,
+        &s.actor,
+        "lookup",
+        tenant,
+        format!("domain={} normalizer={}", args.domain, normalizer.name()),
+    )?;
+    for line in lines {
+        println!("{line}");
+    }
+    if !destroyed.is_empty() {
+        eprintln!(
+            "note: versions {destroyed:?} are destroyed; their tokens can no longer be computed"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
