@@ -32,6 +32,7 @@
 //! - [`generalize`]: year, month, age band, prefix, IP network, hour, rounding.
 //! - [`policy`]: the TOML policy, validated and compiled into a path tree.
 //! - [`transform`]: the record path, [`Pseudonymizer`].
+//! - [`guard`]: the leak guard, [`LeakGuard`]: a record has the output shape of a policy.
 //! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
 //! - [`audit`]: the hash-chained, authenticated log of key operations.
 //! - [`error`]: [`Error`] for operations, [`Rejection`] for events.
@@ -42,6 +43,7 @@
 pub mod audit;
 pub mod error;
 pub mod generalize;
+pub mod guard;
 pub mod keyring;
 pub mod normalize;
 pub mod policy;
@@ -50,6 +52,7 @@ pub mod token;
 pub mod transform;
 
 pub use error::{Error, Reason, Rejection};
+pub use guard::LeakGuard;
 pub use keyring::{KeyState, KeyVersion, Keyring, KeyringLock};
 pub use normalize::Normalizer;
 pub use policy::Policy;
