@@ -7,22 +7,33 @@ use simulator::{Generator, Kind};
 
 use crate::util::Scratch;
 
-const POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/coupon_redemption.policy.toml");
+const POLICY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/schemas/coupon_redemption.policy.toml"
+);
 
 /// Malformed lines the simulator does not make, with the reason they must get.
 fn extra_bad_lines() -> Vec<(Vec<u8>, &'static str)> {
     vec![
-        (b"{\"event_id\": \"a\", \"customer\": {\"email\": \"trunc".to_vec(), "malformed_json"),
+        (
+            b"{\"event_id\": \"a\", \"customer\": {\"email\": \"trunc".to_vec(),
+            "malformed_json",
+        ),
         (b"{\"event_id\": \"\xc3\x28\"}".to_vec(), "invalid_utf8"),
         (b"[{\"event_id\": \"x\"}]".to_vec(), "not_an_object"),
-        (format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(), "too_deep"),
+        (
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
+            "too_deep",
+        ),
     ]
 }
 
 #[test]
 fn a_history_export_is_pseudonymized_and_every_bad_line_quarantined() {
     let s = Scratch::with_tenants(&["brand-a", "brand-b"]);
-    let mut generator = Generator::new(42).with_tenants(vec!["brand-a".into(), "brand-b".into()]).with_malformed_ratio(0.02);
+    let mut generator = Generator::new(42)
+        .with_tenants(vec!["brand-a".into(), "brand-b".into()])
+        .with_malformed_ratio(0.02);
     let mut input = Vec::new();
     let mut expected_good = Vec::new();
     let mut expected_bad: BTreeMap<u64, String> = BTreeMap::new();
@@ -52,21 +63,51 @@ fn a_history_export_is_pseudonymized_and_every_bad_line_quarantined() {
             expected_bad.insert(line, reason.to_string());
         }
     }
-    assert!(expected_bad.len() > 50, "the export has malformed lines: {}", expected_bad.len());
+    assert!(
+        expected_bad.len() > 50,
+        "the export has malformed lines: {}",
+        expected_bad.len()
+    );
     let input_path = s.path("export.jsonl");
     std::fs::write(&input_path, &input).unwrap();
     let (output, quarantine) = (s.path("out.jsonl"), s.path("quarantine.jsonl"));
     let run = s.run(&[
-        "pseudonymize", "--policy", POLICY, "--keyring", s.keyring.to_str().unwrap(), "--kek-file", s.kek.to_str().unwrap(),
-        "--input", input_path.to_str().unwrap(), "--output", output.to_str().unwrap(), "--quarantine", quarantine.to_str().unwrap(),
+        "pseudonymize",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--input",
+        input_path.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--quarantine",
+        quarantine.to_str().unwrap(),
     ]);
     run.ok();
     let summary = run.stderr();
-    assert!(summary.contains(&format!("read {line} lines, wrote {} events, quarantined {}", expected_good.len(), expected_bad.len())), "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "read {line} lines, wrote {} events, quarantined {}",
+            expected_good.len(),
+            expected_bad.len()
+        )),
+        "{summary}"
+    );
 
     // Every good event, in input order.
     let out = std::fs::read_to_string(&output).unwrap();
-    let ids: Vec<String> = out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["event_id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(ids, expected_good);
 
     // Every bad line, with its reason and its raw content kept on-prem.
@@ -76,8 +117,14 @@ fn a_history_export_is_pseudonymized_and_every_bad_line_quarantined() {
         .map(|l| {
             let q: Value = serde_json::from_str(l).unwrap();
             assert!(q["message"].as_str().is_some_and(|m| !m.is_empty()));
-            assert!(q.get("raw").is_some() || q.get("raw_base64").is_some(), "nothing is lost: {l}");
-            (q["line"].as_u64().unwrap(), q["reason"].as_str().unwrap().to_string())
+            assert!(
+                q.get("raw").is_some() || q.get("raw_base64").is_some(),
+                "nothing is lost: {l}"
+            );
+            (
+                q["line"].as_u64().unwrap(),
+                q["reason"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     assert_eq!(got_bad, expected_bad);
@@ -85,27 +132,48 @@ fn a_history_export_is_pseudonymized_and_every_bad_line_quarantined() {
     // Nothing personal reaches the output.
     let lower = out.to_lowercase();
     for value in &personal {
-        assert!(!out.contains(value.as_str()) && !lower.contains(&value.to_lowercase()), "personal value leaked into the output");
+        assert!(
+            !out.contains(value.as_str()) && !lower.contains(&value.to_lowercase()),
+            "personal value leaked into the output"
+        );
     }
 }
 
 #[test]
 fn standard_input_to_standard_output_without_quarantine_file() {
     let s = Scratch::with_tenants(&["brand-a"]);
-    let event = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/coupon_redemption.json")).unwrap();
+    let event = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/coupon_redemption.json"
+    ))
+    .unwrap();
     let compact = serde_json::to_vec(&serde_json::from_slice::<Value>(&event).unwrap()).unwrap();
     let mut input = compact.clone();
     input.extend_from_slice(b"\r\n\n{\"nickname\": \"Mimi\"}\n");
     input.extend_from_slice(&compact);
     let run = s.run_with_stdin(
-        &["pseudonymize", "--policy", POLICY, "--keyring", s.keyring.to_str().unwrap(), "--kek-file", s.kek.to_str().unwrap()],
+        &[
+            "pseudonymize",
+            "--policy",
+            POLICY,
+            "--keyring",
+            s.keyring.to_str().unwrap(),
+            "--kek-file",
+            s.kek.to_str().unwrap(),
+        ],
         Some(&input),
     );
     let out = run.ok();
     assert_eq!(out.lines().count(), 2);
     let stderr = run.stderr();
-    assert!(stderr.contains("line 3: rejected (unknown_field)"), "{stderr}");
-    assert!(!stderr.contains("Mimi"), "rejections on stderr carry no content: {stderr}");
+    assert!(
+        stderr.contains("line 3: rejected (unknown_field)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Mimi"),
+        "rejections on stderr carry no content: {stderr}"
+    );
     assert!(stderr.contains("skipped 1 blank lines"), "{stderr}");
 }
 
@@ -115,7 +183,18 @@ fn a_bad_policy_is_explained() {
     let policy = s.path("policy.toml");
     std::fs::write(&policy, "[fields]\n\"customer.email\" = { action = \"token\", domain = \"email\", normaliser = \"email\" }\n").unwrap();
     let message = s
-        .run(&["pseudonymize", "--policy", policy.to_str().unwrap(), "--keyring", s.keyring.to_str().unwrap(), "--kek-file", s.kek.to_str().unwrap()])
+        .run(&[
+            "pseudonymize",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--keyring",
+            s.keyring.to_str().unwrap(),
+            "--kek-file",
+            s.kek.to_str().unwrap(),
+        ])
         .fails();
-    assert!(message.contains("customer.email") && message.contains("unknown field `normaliser`"), "{message}");
+    assert!(
+        message.contains("customer.email") && message.contains("unknown field `normaliser`"),
+        "{message}"
+    );
 }

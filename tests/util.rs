@@ -19,13 +19,25 @@ impl Run {
 
     /// Asserts success and returns stdout.
     pub fn ok(&self) -> String {
-        assert!(self.output.status.success(), "expected success, got {:?}\nstdout: {}\nstderr: {}", self.output.status, self.stdout(), self.stderr());
+        assert!(
+            self.output.status.success(),
+            "expected success, got {:?}\nstdout: {}\nstderr: {}",
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        );
         self.stdout()
     }
 
     /// Asserts failure (exit 1, no panic) and returns stdout + stderr.
     pub fn fails(&self) -> String {
-        assert_eq!(self.output.status.code(), Some(1), "expected exit 1\nstdout: {}\nstderr: {}", self.stdout(), self.stderr());
+        assert_eq!(
+            self.output.status.code(),
+            Some(1),
+            "expected exit 1\nstdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
         let all = format!("{}{}", self.stdout(), self.stderr());
         assert!(!all.contains("panicked"), "the binary panicked: {all}");
         all
@@ -46,7 +58,9 @@ impl Scratch {
         let kek = dir.path().join("kek");
         let keyring = dir.path().join("keyring.json");
         let scratch = Self { dir, kek, keyring };
-        scratch.run(&["keys", "new-kek", "--out", scratch.kek.to_str().unwrap()]).ok();
+        scratch
+            .run(&["keys", "new-kek", "--out", scratch.kek.to_str().unwrap()])
+            .ok();
         scratch
     }
 
@@ -74,14 +88,27 @@ impl Scratch {
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
-        command.args(args).current_dir(self.dir.path()).env("PSEUDOPIPE_ACTOR", "test-officer").env("RUST_LOG", "warn");
-        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("PSEUDOPIPE_ACTOR", "test-officer")
+            .env("RUST_LOG", "warn");
+        command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("the pseudopipe binary runs");
         if let Some(input) = stdin {
             use std::io::Write as _;
             child.stdin.take().unwrap().write_all(input).unwrap();
         }
-        Run { output: child.wait_with_output().unwrap() }
+        Run {
+            output: child.wait_with_output().unwrap(),
+        }
     }
 
     /// Runs `keys SUB --keyring K --kek-file F ARGS`.
@@ -91,7 +118,14 @@ impl Scratch {
 
     pub fn keys_with_kek(&self, kek: &Path, args: &[&str]) -> Run {
         let (sub, rest) = args.split_first().unwrap();
-        let mut all = vec!["keys", sub, "--keyring", self.keyring.to_str().unwrap(), "--kek-file", kek.to_str().unwrap()];
+        let mut all = vec![
+            "keys",
+            sub,
+            "--keyring",
+            self.keyring.to_str().unwrap(),
+            "--kek-file",
+            kek.to_str().unwrap(),
+        ];
         all.extend_from_slice(rest);
         self.run(&all)
     }
@@ -99,8 +133,14 @@ impl Scratch {
     /// Runs `audit verify` (with the keyring anchor).
     pub fn audit_verify(&self) -> Run {
         self.run(&[
-            "audit", "verify", "--audit-log", self.audit_log().to_str().unwrap(), "--kek-file", self.kek.to_str().unwrap(),
-            "--keyring", self.keyring.to_str().unwrap(),
+            "audit",
+            "verify",
+            "--audit-log",
+            self.audit_log().to_str().unwrap(),
+            "--kek-file",
+            self.kek.to_str().unwrap(),
+            "--keyring",
+            self.keyring.to_str().unwrap(),
         ])
     }
 

@@ -1,0 +1,338 @@
+//! [`Client`]: produce to, read back from and ask metadata of a cluster, with fresh
+//! librdkafka clients built from one set of properties.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::{NewRecord, Record};
+
+/// The librdkafka properties of one cluster (bootstrap servers, security) and what a
+/// test does with them. Every call makes its own short-lived librdkafka client, so
+/// nothing is shared between calls, just like separate processes.
+///
+/// Most tests use it through [`Broker`](crate::Broker); use it directly to try other
+/// properties, e.g. to prove that a client without a certificate is refused:
+///
+/// ```no_run
+/// # let broker = testkit::Broker::start_behind_tls_gateway("cloud");
+/// let anonymous = broker.client().without("ssl.certificate.location").without("ssl.key.location");
+/// assert!(anonymous.metadata(std::time::Duration::from_secs(3)).is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    properties: BTreeMap<String, String>,
+}
+
+impl Client {
+    /// A client with these librdkafka properties (at least `bootstrap.servers`).
+    pub fn new<K: Into<String>, V: Into<String>>(
+        properties: impl IntoIterator<Item = (K, V)>,
+    ) -> Client {
+        Client {
+            properties: properties
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        }
+    }
+
+    /// The same client with one more property (or a changed one).
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Client {
+        self.properties.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The same client without a property.
+    pub fn without(mut self, key: &str) -> Client {
+        self.properties.remove(key);
+        self
+    }
+
+    /// The properties, to write into a pseudopipe config (librdkafka names).
+    pub fn properties(&self) -> &BTreeMap<String, String> {
+        &self.properties
+    }
+
+    /// A librdkafka config with these properties, for a test that builds its own client.
+    pub fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Asks the cluster for its metadata (all topics): `Ok` means it answers.
+    pub fn metadata(&self, timeout: Duration) -> Result<Metadata, KafkaError> {
+        self.metadata_consumer()?.fetch_metadata(None, timeout)
+    }
+
+    /// The number of partitions of `topic`, or `None` if the cluster does not know it.
+    pub fn partition_count(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Option<usize>, KafkaError> {
+        let metadata = self
+            .metadata_consumer()?
+            .fetch_metadata(Some(topic), timeout)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|found| found.name() == topic && found.error().is_none())
+            .map(|found| found.partitions().len())
+            .filter(|&count| count > 0))
+    }
+
+    /// Creates `topic` with `partitions` partitions (CreateTopics through the admin API,
+    /// which tansu serves) and waits until metadata shows all of them.
+    pub fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let admin: AdminClient<DefaultClientContext> = self
+            .config()
+            .create()
+            .map_err(|error| format!("cannot create an admin client: {error}"))?;
+        let wanted = i32::try_from(partitions)
+            .map_err(|_| format!("{partitions} partitions is too many"))?;
+        let options = AdminOptions::new().operation_timeout(Some(timeout));
+        let results = futures::executor::block_on(admin.create_topics(
+            &[NewTopic::new(topic, wanted, TopicReplication::Fixed(1))],
+            &options,
+        ))
+        .map_err(|error| format!("cannot create topic {topic}: {error}"))?;
+        for result in results {
+            result.map_err(|(_, code)| format!("cannot create topic {topic}: {code}"))?;
+        }
+        loop {
+            let count = self.wait_for_partitions(topic, deadline)?;
+            if count == partitions as usize {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "topic {topic} has {count} partitions, not {partitions}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Produces `records` to `topic` and waits until every one is acknowledged.
+    ///
+    /// Returns how many were delivered, or the first delivery error.
+    pub fn produce<R: Into<NewRecord>>(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = R>,
+        timeout: Duration,
+    ) -> Result<usize, String> {
+        let producer: BaseProducer<DeliveryTally> = self
+            .config()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .create_with_context(DeliveryTally::default())
+            .map_err(|error| format!("cannot create a producer: {error}"))?;
+        let mut sent = 0;
+        for record in records {
+            let record: NewRecord = record.into();
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut base = BaseRecord::to(topic)
+                .payload(&record.payload)
+                .headers(headers);
+            if let Some(key) = &record.key {
+                base = base.key(key);
+            }
+            if let Some(partition) = record.partition {
+                base = base.partition(partition);
+            }
+            loop {
+                match producer.send(base) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        base = back;
+                        producer.poll(Duration::from_millis(50));
+                    }
+                    Err((error, _)) => return Err(format!("cannot send to {topic}: {error}")),
+                }
+            }
+            sent += 1;
+            producer.poll(Duration::ZERO);
+        }
+        let flushed = producer.flush(timeout);
+        let tally = producer.context();
+        let delivered = tally.delivered.load(Ordering::SeqCst);
+        if let Some(error) = tally
+            .first_error
+            .lock()
+            .expect("no panic while counting")
+            .take()
+        {
+            return Err(format!(
+                "{delivered} of {sent} records delivered to {topic}; first error: {error}"
+            ));
+        }
+        flushed.map_err(|error| {
+            format!(
+                "{delivered} of {sent} records delivered to {topic} before {timeout:?}: {error}"
+            )
+        })?;
+        Ok(delivered)
+    }
+
+    /// Reads `topic` from the beginning of every partition with a fresh consumer (a new
+    /// group, nothing committed) until `expected_count` records have arrived or
+    /// `timeout` has passed, then takes whatever else is already there, so duplicates
+    /// show. Returns the records sorted by partition and offset.
+    ///
+    /// Records are counted by reading them: tansu's watermarks can lag.
+    pub fn read_all(
+        &self,
+        topic: &str,
+        expected_count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Record>, String> {
+        let deadline = Instant::now() + timeout;
+        let partitions = self.wait_for_partitions(topic, deadline)?;
+        let consumer: BaseConsumer = self
+            .config()
+            // librdkafka wants a group even for assigned partitions; nothing is committed.
+            .set(
+                "group.id",
+                format!("testkit-reader-{}", crate::random_suffix()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("allow.auto.create.topics", "false")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .map_err(|error| format!("cannot create a consumer: {error}"))?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            let partition =
+                i32::try_from(partition).expect("a topic has fewer than 2^31 partitions");
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(|error| format!("cannot assign {topic}/{partition}: {error}"))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|error| format!("cannot assign {topic}: {error}"))?;
+
+        let mut records = Vec::new();
+        let mut settling_until = None;
+        loop {
+            let now = Instant::now();
+            if records.len() >= expected_count && settling_until.is_none() {
+                // Enough: a short last look for records already there beyond the count.
+                settling_until = Some(now + Duration::from_millis(300));
+            }
+            let until = settling_until.unwrap_or(deadline).min(deadline);
+            if now >= until {
+                break;
+            }
+            // Transient fetch errors (a broker restarting) are retried by librdkafka.
+            if let Some(Ok(message)) = consumer.poll(until - now) {
+                records.push(to_record(&message));
+            }
+        }
+        records.sort_by_key(|record| (record.partition, record.offset));
+        Ok(records)
+    }
+
+    /// Waits until the cluster reports `topic` with at least one partition.
+    pub(crate) fn wait_for_partitions(
+        &self,
+        topic: &str,
+        deadline: Instant,
+    ) -> Result<usize, String> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let problem = match self.partition_count(topic, left.min(Duration::from_secs(5))) {
+                Ok(Some(count)) => return Ok(count),
+                Ok(None) => format!("the cluster does not know topic {topic}"),
+                Err(error) => format!("metadata request failed: {error}"),
+            };
+            if Instant::now() >= deadline {
+                return Err(problem);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A consumer that never creates topics by asking about them.
+    fn metadata_consumer(&self) -> Result<BaseConsumer, KafkaError> {
+        self.config()
+            .set("allow.auto.create.topics", "false")
+            .create()
+    }
+}
+
+fn to_record(message: &BorrowedMessage<'_>) -> Record {
+    Record {
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| (header.key.to_owned(), header.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        partition: message.partition(),
+        offset: message.offset(),
+    }
+}
+
+/// Counts delivery reports and keeps the first error.
+#[derive(Default)]
+struct DeliveryTally {
+    delivered: AtomicUsize,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTally {}
+
+impl ProducerContext for DeliveryTally {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::SeqCst);
+            }
+            Err((error, _)) => {
+                self.first_error
+                    .lock()
+                    .expect("no panic while counting")
+                    .get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
