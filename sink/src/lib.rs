@@ -1,10 +1,19 @@
 //! Stage 2 of pseudopipe, at the on-prem end of the private link: consumes the
 //! pseudonymized topic, re-checks every record against the policy's output shape (the
-//! leak guard), and produces it to the cloud cluster over TLS. It holds the cloud
-//! credentials and never sees raw data or keys.
+//! leak guard), and produces it to the cloud cluster over TLS (mTLS or SASL through
+//! librdkafka properties). A record that fails the guard is quarantined on-prem, counted,
+//! and logged without its content. The sink holds the cloud credentials and never sees
+//! raw data or keys.
 //!
-//! The Kafka wiring arrives with the pipeline issue; this crate is a placeholder that
-//! fixes its place in the workspace.
+//! # Layout
+//! - [`config`]: what the stage needs to run ([`Settings`]).
+//! - [`stage`]: the leak-guard decision ([`SinkProcessor`]) and [`run`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod config;
+pub mod stage;
+
+pub use config::Settings;
+pub use stage::{run, SinkProcessor};

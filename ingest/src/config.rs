@@ -1,0 +1,22 @@
+//! What ingest needs to run, already validated by the binary's configuration loader.
+
+use std::collections::BTreeMap;
+
+/// Settings of one ingest instance.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// On-prem bootstrap servers.
+    pub brokers: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// The raw topic.
+    pub input_topic: String,
+    /// The pseudonymized topic.
+    pub output_topic: String,
+    /// The on-prem quarantine topic.
+    pub quarantine_topic: String,
+    /// Most records in flight.
+    pub max_in_flight: usize,
+    /// librdkafka properties for the consumer and the producer.
+    pub kafka: BTreeMap<String, String>,
+}

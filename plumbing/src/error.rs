@@ -1,0 +1,51 @@
+//! The one error type of this crate.
+
+use rdkafka::error::KafkaError;
+
+/// What can go wrong while setting up or running a relay.
+///
+/// A bad record is not an error: it is quarantined. A record that cannot be delivered
+/// is not an error of the process either: its partition stalls and an alert fires.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A librdkafka property would break at-least-once delivery.
+    #[error(
+        "librdkafka property `{key} = {value}` would commit offsets before their records \
+         are delivered (at-least-once needs it): remove it or set it to `false`"
+    )]
+    UnsafeProperty {
+        /// The property name.
+        key: String,
+        /// The value that was given.
+        value: String,
+    },
+    /// A librdkafka property that is set from pseudopipe's own configuration.
+    #[error(
+        "librdkafka property `{key}` cannot be set in the passthrough table: \
+         set it with the stage's own `{setting}` option"
+    )]
+    ReservedProperty {
+        /// The property name.
+        key: String,
+        /// The pseudopipe option that sets it.
+        setting: &'static str,
+    },
+    /// The relay settings are inconsistent.
+    #[error("invalid relay settings: {0}")]
+    InvalidSettings(String),
+    /// A Kafka client (e.g. a stage's producer) could not be created.
+    #[error("failed to create a Kafka client")]
+    Client(#[from] KafkaError),
+    /// The relay's Kafka consumer could not be created.
+    #[error("failed to create the Kafka consumer")]
+    CreateConsumer(#[source] KafkaError),
+    /// The consumer could not subscribe to the input topic.
+    #[error("failed to subscribe to topic `{topic}`")]
+    Subscribe {
+        /// The input topic.
+        topic: String,
+        /// What librdkafka said.
+        #[source]
+        source: KafkaError,
+    },
+}

@@ -1,0 +1,26 @@
+//! What the sink needs to run, already validated by the binary's configuration loader.
+
+use std::collections::BTreeMap;
+
+/// Settings of one sink instance.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// On-prem bootstrap servers (the pseudonymized topic and the quarantine topic).
+    pub source_brokers: String,
+    /// The pseudonymized topic.
+    pub source_topic: String,
+    /// Consumer group on the on-prem cluster.
+    pub group_id: String,
+    /// Cloud bootstrap servers.
+    pub brokers: String,
+    /// The cloud topic.
+    pub topic: String,
+    /// On-prem topic for records that fail the leak guard.
+    pub quarantine_topic: String,
+    /// Most records in flight towards the cloud.
+    pub max_in_flight: usize,
+    /// librdkafka properties of the on-prem consumer and quarantine producer.
+    pub source_kafka: BTreeMap<String, String>,
+    /// librdkafka properties of the cloud producer (TLS, SASL...).
+    pub kafka: BTreeMap<String, String>,
+}

@@ -1,0 +1,107 @@
+//! The sink stage: the leak guard decides, the shared relay moves records to the cloud.
+
+use std::sync::Arc;
+
+use plumbing::rdkafka::producer::FutureProducer;
+use plumbing::{config, Decision, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics};
+use pseudonymize::LeakGuard;
+
+use crate::config::Settings;
+
+/// Forwards a record unchanged when it has the policy's output shape; quarantines it otherwise.
+#[derive(Debug)]
+pub struct SinkProcessor {
+    guard: LeakGuard,
+}
+
+impl SinkProcessor {
+    /// A processor enforcing `guard`.
+    pub fn new(guard: LeakGuard) -> Self {
+        Self { guard }
+    }
+}
+
+impl Processor for SinkProcessor {
+    fn process(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision {
+        let Some(payload) = payload else {
+            return Decision::Quarantine {
+                reason: "leak_guard",
+                message: "the record has no payload".into(),
+            };
+        };
+        match self.guard.check(key, payload) {
+            Ok(()) => Decision::Forward {
+                key: key.map(<[u8]>::to_vec),
+                payload: payload.to_vec(),
+            },
+            Err(rejection) => {
+                tracing::warn!(reason = rejection.reason.code(), detail = %rejection.message, "A record failed the leak guard and was quarantined.");
+                Decision::Quarantine {
+                    reason: rejection.reason.code(),
+                    message: rejection.message,
+                }
+            }
+        }
+    }
+}
+
+/// Runs the sink until `shutdown`; returns what it did.
+pub async fn run(
+    settings: Settings,
+    guard: LeakGuard,
+    metrics: StageMetrics,
+    shutdown: Shutdown,
+) -> Result<RelayReport, plumbing::Error> {
+    let cloud: FutureProducer = config::producer(&settings.brokers, &settings.kafka)?.create()?;
+    let quarantine: FutureProducer =
+        config::producer(&settings.source_brokers, &settings.source_kafka)?.create()?;
+    let mut relay = RelaySettings::new(
+        "sink",
+        &settings.source_topic,
+        &settings.topic,
+        &settings.quarantine_topic,
+    );
+    relay.max_in_flight = settings.max_in_flight;
+    plumbing::run(
+        relay,
+        config::consumer(
+            &settings.source_brokers,
+            &settings.group_id,
+            &settings.source_kafka,
+        )?,
+        cloud,
+        quarantine,
+        Arc::new(SinkProcessor::new(guard)),
+        metrics,
+        shutdown,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pseudonymize::Policy;
+
+    #[test]
+    fn a_raw_event_never_passes_the_sink() {
+        let policy =
+            Policy::from_toml(include_str!("../../schemas/coupon_redemption.policy.toml")).unwrap();
+        let processor = SinkProcessor::new(LeakGuard::new(policy));
+        let raw = include_bytes!("../../schemas/coupon_redemption.json");
+        assert!(matches!(
+            processor.process(None, Some(raw)),
+            Decision::Quarantine {
+                reason: "leak_guard",
+                ..
+            }
+        ));
+        assert!(matches!(
+            processor.process(None, None),
+            Decision::Quarantine {
+                reason: "leak_guard",
+                ..
+            }
+        ));
+    }
+}
