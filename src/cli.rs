@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 /// the premises: every personal field is tokenized (keyed HMAC), encrypted, generalized or
 /// dropped according to a policy, under keys that stay on-prem with an audit trail.
 #[derive(Debug, Parser)]
-#[command(name = "pseudopipe", version, about, long_about = None, propagate_version = true)]
+#[command(name = "pseudopipe", version, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -30,6 +30,72 @@ pub enum Command {
     Lookup(LookupArgs),
     /// Pseudonymize a file of JSON lines (a history export, a backfill) with a policy.
     Pseudonymize(BatchArgs),
+    /// Stage 1, on-prem: consume raw events, pseudonymize, produce to the pseudonymized
+    /// topic; rejected records go to quarantine. Holds the keys.
+    Ingest(ConfigArgs),
+    /// Stage 2, the on-prem end of the private link: consume the pseudonymized topic, check
+    /// every record with the leak guard, produce to the cloud cluster. Holds no key.
+    Sink(ConfigArgs),
+    /// Both stages in one process (small sites).
+    Run(ConfigArgs),
+    /// Retail simulator: write realistic nominative redemptions to a topic.
+    Produce(ProduceArgs),
+    /// Run the whole pipeline on two in-process Kafka clusters (no external service),
+    /// then check that nothing was lost or leaked. Exits 0 only if so.
+    Demo(DemoArgs),
+    /// Measure the record path on one core with simulated events (no Kafka, throw-away key).
+    Bench(BenchArgs),
+}
+
+/// Options of `ingest`, `sink` and `run`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The configuration file (TOML); see config/pseudopipe.example.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Options of `produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Bootstrap servers.
+    #[arg(long)]
+    pub brokers: String,
+    /// Topic to write to.
+    #[arg(long)]
+    pub topic: String,
+    /// Number of events.
+    #[arg(long)]
+    pub events: u64,
+    /// Events per second (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Share of malformed events, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed_ratio: f64,
+    /// Seed of the simulator: the same seed gives the same events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Tenant of the events; repeat for several.
+    #[arg(long, default_values_t = ["brand-a".to_string()])]
+    pub tenant: Vec<String>,
+    /// Extra librdkafka producer property, KEY=VALUE; repeatable.
+    #[arg(long)]
+    pub property: Vec<String>,
+}
+
+/// Options of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of simulated events.
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+    /// Share of malformed events.
+    #[arg(long, default_value_t = 0.01)]
+    pub malformed_ratio: f64,
+    /// Seed of the simulator.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
 }
 
 /// `keys` subcommands.
@@ -181,4 +247,33 @@ pub struct BatchArgs {
     /// reported on stderr without their content.
     #[arg(long)]
     pub quarantine: Option<PathBuf>,
+}
+
+/// Options of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Simulated events per round.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Rounds (the first warms caches up).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Seed of the simulator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Policy to apply (default: the embedded default policy).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks every subcommand's definition (unique names, valid defaults) here,
+    /// rather than at the first run of a subcommand in the field.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,14 +1,24 @@
-//! The `pseudopipe` binary: parses the command line and runs one command.
+//! The `pseudopipe` binary: parses the command line, sets up logging, runs one command.
 
 mod batch;
+mod bench;
 mod cli;
+mod config;
+mod demo;
 mod keys;
+mod pipeline;
+mod produce;
+mod server;
 
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
+
+/// The default policy, embedded so that `demo` and `bench` need no file.
+pub const DEFAULT_POLICY: &str = include_str!("../schemas/coupon_redemption.policy.toml");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,17 +28,39 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::Keys(command) => keys::run_keys(command),
-        Command::Audit(command) => keys::run_audit(command),
-        Command::Lookup(args) => keys::run_lookup(args),
-        Command::Pseudonymize(args) => batch::run(args),
-    };
-    match result {
+    match dispatch(cli.command) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Keys(command) => keys::run_keys(command),
+        Command::Audit(command) => keys::run_audit(command),
+        Command::Lookup(args) => keys::run_lookup(args),
+        Command::Pseudonymize(args) => batch::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Ingest(args) => {
+            runtime()?.block_on(pipeline::run(&args.config, pipeline::Stages::Ingest))
+        }
+        Command::Sink(args) => {
+            runtime()?.block_on(pipeline::run(&args.config, pipeline::Stages::Sink))
+        }
+        Command::Run(args) => {
+            runtime()?.block_on(pipeline::run(&args.config, pipeline::Stages::Both))
+        }
+        Command::Produce(args) => runtime()?.block_on(produce::run(args)),
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+    }
+}
+
+/// The multi-threaded runtime the relay expects (a revocation blocks one worker).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

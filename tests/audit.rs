@@ -51,40 +51,35 @@ fn an_intact_log_verifies_and_shows() {
     );
 }
 
+/// A named tampering of the log's lines, and the line `audit verify` must name.
+type Tampering = (&'static str, fn(&mut Vec<String>), &'static str);
+
 #[test]
 fn every_kind_of_tampering_fails_verification_and_names_the_line() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<String>)>, &str)> = vec![
+    let cases: Vec<Tampering> = vec![
         (
             "edit",
-            Box::new(|l: &mut Vec<String>| l[3] = l[3].replace("test-officer", "someone-else")),
+            |l: &mut Vec<String>| l[3] = l[3].replace("test-officer", "someone-else"),
             "line 4",
         ),
         (
             "edit time",
-            Box::new(|l: &mut Vec<String>| l[0] = l[0].replacen("\"time\":\"2", "\"time\":\"1", 1)),
+            |l: &mut Vec<String>| l[0] = l[0].replacen("\"time\":\"2", "\"time\":\"1", 1),
             "line 1",
         ),
-        (
-            "delete",
-            Box::new(|l: &mut Vec<String>| drop(l.remove(2))),
-            "line 3",
-        ),
-        (
-            "reorder",
-            Box::new(|l: &mut Vec<String>| l.swap(4, 5)),
-            "line 5",
-        ),
+        ("delete", |l: &mut Vec<String>| drop(l.remove(2)), "line 3"),
+        ("reorder", |l: &mut Vec<String>| l.swap(4, 5), "line 5"),
         (
             "duplicate",
-            Box::new(|l: &mut Vec<String>| {
+            |l: &mut Vec<String>| {
                 let x = l[1].clone();
                 l.insert(2, x)
-            }),
+            },
             "line 3",
         ),
         (
             "cut off the last entry",
-            Box::new(|l: &mut Vec<String>| drop(l.pop())),
+            |l: &mut Vec<String>| drop(l.pop()),
             "ends at sequence 5",
         ),
     ];

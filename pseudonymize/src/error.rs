@@ -10,7 +10,7 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done, with the path.
         what: String,

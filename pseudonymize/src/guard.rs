@@ -178,16 +178,16 @@ mod tests {
             "a raw record key never passes"
         );
         let value: Value = serde_json::from_slice(&out).unwrap();
-        let tampered: Vec<Box<dyn Fn(&mut Value)>> = vec![
-            Box::new(|v| v["customer"]["email"] = "emilie.dupont@example.fr".into()),
-            Box::new(|v| v["customer"]["first_name"] = "Émilie".into()),
-            Box::new(|v| v["customer"]["nickname"] = "Mimi".into()),
-            Box::new(|v| v["customer"]["birth_date"] = "1987-04-12".into()),
-            Box::new(|v| v["customer"]["address"]["postal_code"] = "75011".into()),
-            Box::new(|v| v["device"]["ip"] = "192.0.2.44".into()),
-            Box::new(|v| v["device"]["ip"] = "192.0.2.44/24".into()),
-            Box::new(|v| v["consent"] = "yes".into()),
-            Box::new(|v| v["basket"]["items"][0]["note"] = "gift".into()),
+        let tampered: Vec<fn(&mut Value)> = vec![
+            |v| v["customer"]["email"] = "emilie.dupont@example.fr".into(),
+            |v| v["customer"]["first_name"] = "Émilie".into(),
+            |v| v["customer"]["nickname"] = "Mimi".into(),
+            |v| v["customer"]["birth_date"] = "1987-04-12".into(),
+            |v| v["customer"]["address"]["postal_code"] = "75011".into(),
+            |v| v["device"]["ip"] = "192.0.2.44".into(),
+            |v| v["device"]["ip"] = "192.0.2.44/24".into(),
+            |v| v["consent"] = "yes".into(),
+            |v| v["basket"]["items"][0]["note"] = "gift".into(),
         ];
         for (i, edit) in tampered.iter().enumerate() {
             let mut v = value.clone();

@@ -18,7 +18,7 @@
 //! "#).unwrap();
 //! let secret = MasterSecret::from_bytes(std::array::from_fn(|i| i as u8));
 //! let engine = Pseudonymizer::new(policy, [("default".to_string(), 1, &secret)]);
-//! let (json, key) = engine.pseudonymize(br#"{"card": "1234 5678", "name": "Émilie"}"#).unwrap();
+//! let (json, key) = engine.pseudonymize(r#"{"card": "1234 5678", "name": "Émilie"}"#.as_bytes()).unwrap();
 //! assert_eq!(String::from_utf8(json).unwrap(), format!(r#"{{"card":"{}"}}"#, key.unwrap()));
 //!
 //! let rejected = engine.pseudonymize(br#"{"card": "1", "email": "a@b.c"}"#).unwrap_err();

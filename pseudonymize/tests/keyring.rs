@@ -229,6 +229,9 @@ fn a_wrong_kek_is_named_and_changes_nothing() {
     );
 }
 
+/// A named way of damaging a keyring file's text.
+type Edit = (&'static str, Box<dyn Fn(String) -> String>);
+
 fn corrupt(path: &Path, edit: impl FnOnce(String) -> String) {
     let text = std::fs::read_to_string(path).unwrap();
     std::fs::write(path, edit(text)).unwrap();
@@ -236,7 +239,7 @@ fn corrupt(path: &Path, edit: impl FnOnce(String) -> String) {
 
 #[test]
 fn an_edited_or_truncated_keyring_is_a_clear_error() {
-    let edits: Vec<(&str, Box<dyn Fn(String) -> String>)> = vec![
+    let edits: Vec<Edit> = vec![
         (
             "state edited",
             Box::new(|t: String| t.replacen("\"retired\"", "\"active\"", 1)),

@@ -1,0 +1,255 @@
+//! `pseudopipe ingest|sink|run --config FILE`: load and validate the configuration, check
+//! that the clusters answer and the topics exist, start the metrics server, run the
+//! stage(s) until SIGTERM/SIGINT, and drain and commit before exiting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use plumbing::prometheus::{IntGaugeVec, Opts, Registry};
+use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
+use plumbing::rdkafka::ClientConfig;
+use plumbing::{Shutdown, StageMetrics};
+use pseudonymize::{Keyring, LeakGuard, Policy, Pseudonymizer};
+
+use crate::config::{kafka_properties, Config, Format, IngestConfig, KeysConfig, SinkConfig};
+use crate::keys::read_kek;
+use crate::server::{self, Readiness};
+
+/// How long a cluster may take to answer at start-up before the process gives up.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which stages a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stages {
+    /// `ingest`
+    Ingest,
+    /// `sink`
+    Sink,
+    /// `run`: both.
+    Both,
+}
+
+/// Checks that `brokers` answer and every topic exists, with a message that says what to fix.
+pub async fn check_cluster(
+    option: &str,
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topics: &[&str],
+) -> Result<()> {
+    let mut config = ClientConfig::new();
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "pseudopipe-startup-check");
+    let consumer: BaseConsumer = config
+        .create()
+        .with_context(|| format!("`{option}`: invalid client configuration"))?;
+    let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, STARTUP_TIMEOUT))
+        .await
+        .expect("the metadata task does not panic")
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot reach `{option}` = \"{brokers}\" within {} s ({error}): check the address, that the cluster is up, and its TLS/SASL settings",
+                STARTUP_TIMEOUT.as_secs()
+            )
+        })?;
+    for topic in topics {
+        let found = metadata.topics().iter().find(|t| t.name() == *topic);
+        match found {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
+            _ => bail!("topic `{topic}` does not exist on `{option}` = \"{brokers}\": create it, or fix the topic name in the config"),
+        }
+    }
+    Ok(())
+}
+
+/// Opens the keyring and builds the engine, with the active key version per tenant as a metric.
+pub fn build_engine(
+    keys: &KeysConfig,
+    policy: &Path,
+    registry: &Registry,
+) -> Result<Pseudonymizer> {
+    let policy = Policy::from_file(policy)?;
+    let kek = read_kek(&keys.kek_file)?;
+    let keyring = Keyring::open(&keys.keyring, &kek)?;
+    // The keys in use must have an intact audit trail behind them: a tampered or truncated
+    // log stops ingest before it produces a single token.
+    let audit_log = crate::keys::audit_path(&keys.keyring, keys.audit_log.as_ref());
+    let verified = keyring.verify_audit(&audit_log).with_context(|| {
+        format!("the audit log {} does not verify against the keyring: run `pseudopipe audit verify` and investigate before starting ingest", audit_log.display())
+    })?;
+    tracing::info!(entries = verified.entries.len(), audit_log = %audit_log.display(), "Audit log verified.");
+    let engine = Pseudonymizer::new(policy, keyring.active());
+    if engine.tenants().next().is_none() {
+        bail!("the keyring {} has no tenant with an active key: run `pseudopipe keys init --tenant ...`", keys.keyring.display());
+    }
+    let active = IntGaugeVec::new(
+        Opts::new(
+            "pseudopipe_key_active_version",
+            "The key version used for new tokens, per tenant (fingerprint as a label).",
+        ),
+        &["tenant", "fingerprint"],
+    )?;
+    for (tenant, tenant_keys) in engine.tenants() {
+        active
+            .with_label_values(&[tenant, tenant_keys.fingerprint()])
+            .set(i64::from(tenant_keys.version()));
+    }
+    registry.register(Box::new(active))?;
+    Ok(engine)
+}
+
+/// The ingest settings of a validated `[ingest]` section.
+pub fn ingest_settings(ingest: &IngestConfig) -> Result<ingest::Settings> {
+    // One payload format today; a new one gets its decoder here (see ADR 0004).
+    match ingest.format {
+        Format::Json => {}
+    }
+    Ok(ingest::Settings {
+        brokers: ingest.brokers.clone(),
+        group_id: ingest.group_id.clone(),
+        input_topic: ingest.input_topic.clone(),
+        output_topic: ingest.output_topic.clone(),
+        quarantine_topic: ingest.quarantine_topic.clone(),
+        max_in_flight: ingest.max_in_flight,
+        kafka: kafka_properties("ingest.kafka", &ingest.kafka)?,
+    })
+}
+
+/// The sink settings of a validated `[sink]` section.
+pub fn sink_settings(sink: &SinkConfig) -> Result<sink::Settings> {
+    Ok(sink::Settings {
+        source_brokers: sink.source_brokers.clone(),
+        source_topic: sink.source_topic.clone(),
+        group_id: sink.group_id.clone(),
+        brokers: sink.brokers.clone(),
+        topic: sink.topic.clone(),
+        quarantine_topic: sink.quarantine_topic.clone(),
+        max_in_flight: sink.max_in_flight,
+        source_kafka: kafka_properties("sink.source_kafka", &sink.source_kafka)?,
+        kafka: kafka_properties("sink.kafka", &sink.kafka)?,
+    })
+}
+
+/// Runs the stages of `stages` from the config file at `path` until a signal.
+pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
+    let config = Config::from_file(path)?;
+    let registry = Registry::new();
+    let readiness = Readiness::default();
+    let shutdown = Shutdown::on_signals();
+
+    // Validate everything before touching a cluster: a bad config fails in milliseconds.
+    let ingest_part = match stages {
+        Stages::Ingest | Stages::Both => {
+            let (keys, ingest) = config.for_ingest()?;
+            let engine = build_engine(keys, &ingest.policy, &registry)?;
+            Some((ingest_settings(ingest)?, engine))
+        }
+        Stages::Sink => None,
+    };
+    let sink_part = match stages {
+        Stages::Sink | Stages::Both => {
+            let sink = config.for_sink()?;
+            Some((
+                sink_settings(sink)?,
+                LeakGuard::new(Policy::from_file(&sink.policy)?),
+            ))
+        }
+        Stages::Ingest => None,
+    };
+
+    let server_shutdown = shutdown.clone();
+    let server = server::serve(
+        config.metrics.listen,
+        registry.clone(),
+        readiness.clone(),
+        async move { server_shutdown.triggered().await },
+    )
+    .await?;
+    tracing::info!(listen = %config.metrics.listen, "Serving /metrics, /healthz and /readyz.");
+
+    if let Some((settings, _)) = &ingest_part {
+        let ready = readiness.dependency("on-prem cluster (ingest)");
+        check_cluster(
+            "ingest.brokers",
+            &settings.brokers,
+            &settings.kafka,
+            &[
+                &settings.input_topic,
+                &settings.output_topic,
+                &settings.quarantine_topic,
+            ],
+        )
+        .await?;
+        ready.store(true, Ordering::Relaxed);
+    }
+    if let Some((settings, _)) = &sink_part {
+        let ready = readiness.dependency("on-prem cluster (sink)");
+        check_cluster(
+            "sink.source_brokers",
+            &settings.source_brokers,
+            &settings.source_kafka,
+            &[&settings.source_topic, &settings.quarantine_topic],
+        )
+        .await?;
+        ready.store(true, Ordering::Relaxed);
+        let ready = readiness.dependency("cloud cluster");
+        check_cluster(
+            "sink.brokers",
+            &settings.brokers,
+            &settings.kafka,
+            &[&settings.topic],
+        )
+        .await?;
+        ready.store(true, Ordering::Relaxed);
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some((settings, engine)) = ingest_part {
+        let metrics = StageMetrics::new(&registry, "ingest")?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            (
+                "ingest",
+                ingest::run(settings, engine, metrics, shutdown).await,
+            )
+        });
+    }
+    if let Some((settings, guard)) = sink_part {
+        let metrics = StageMetrics::new(&registry, "sink")?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { ("sink", sink::run(settings, guard, metrics, shutdown).await) });
+    }
+    tracing::info!(?stages, "Pipeline started.");
+
+    let mut failed = false;
+    while let Some(joined) = tasks.join_next().await {
+        let (stage, result) = joined.context("a stage task panicked")?;
+        match result {
+            Ok(report) => tracing::info!(
+                stage,
+                ?report,
+                "Stage stopped after draining and committing."
+            ),
+            Err(error) => {
+                tracing::error!(stage, %error, "Stage failed.");
+                failed = true;
+            }
+        }
+        // One stage ending (by error or shutdown) stops the other: never run half a pipeline silently.
+        shutdown.trigger();
+    }
+    shutdown.trigger();
+    let _ = server.await;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
