@@ -4,6 +4,8 @@
 //! - `keys`: KEK creation, the keyring life cycle, wrong KEKs and corrupted keyrings.
 //! - `audit`: `audit verify` and `audit show` on intact and tampered logs.
 //! - `batch`: `pseudonymize` over simulated exports with malformed lines.
+//! - `pipeline`: ingest, sink and produce against two real tansu brokers (the cloud one
+//!   behind an mTLS gateway): end to end, restarts, a cloud outage, bad configs.
 //! - `schemas`: the Avro schema, the example event and the default policy agree.
 
 mod util;
@@ -11,4 +13,5 @@ mod util;
 mod audit;
 mod batch;
 mod keys;
+mod pipeline;
 mod schemas;

@@ -1,0 +1,805 @@
+//! `ingest`, `sink` and `produce` against two real tansu brokers: the on-prem one and the
+//! cloud one behind an mTLS gateway (the private link). Each test starts its own brokers
+//! and runs the built binary as separate processes, as an operator would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use simulator::Generator;
+use testkit::{free_port, wait_until, Broker, Process, Record};
+
+use crate::util::Scratch;
+
+const POLICY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/schemas/coupon_redemption.policy.toml"
+);
+const TENANT: &str = "brand-a";
+const PARTITIONS: u32 = 3;
+/// Records in flight per stage: small, so that a stalled cloud shows the bound.
+const MAX_IN_FLIGHT: usize = 2000;
+
+/// Two brokers, their topics, a keyring, and config files for ingest and sink.
+struct Pipeline {
+    scratch: Scratch,
+    onprem: Broker,
+    cloud: Broker,
+    raw: String,
+    pseudonymized: String,
+    quarantine: String,
+    cloud_topic: String,
+}
+
+impl Pipeline {
+    fn start(cloud: Broker) -> Pipeline {
+        let scratch = Scratch::with_tenants(&[TENANT]);
+        let onprem = Broker::start("onprem");
+        let raw = onprem.random_topic("redemptions.raw", PARTITIONS);
+        let pseudonymized = onprem.random_topic("redemptions.pseudonymized", PARTITIONS);
+        let quarantine = onprem.random_topic("redemptions.quarantine", 1);
+        let cloud_topic = cloud.random_topic("redemptions", PARTITIONS);
+        Pipeline {
+            scratch,
+            onprem,
+            cloud,
+            raw,
+            pseudonymized,
+            quarantine,
+            cloud_topic,
+        }
+    }
+
+    /// The usual pair: in-memory on-prem broker, cloud broker behind the mTLS gateway.
+    fn new() -> Pipeline {
+        Pipeline::start(Broker::start_behind_tls_gateway("cloud"))
+    }
+
+    /// The `[sink.kafka]` table: TLS with the client certificate, unless `with_certificate` is false.
+    fn cloud_tls(&self, with_certificate: bool) -> String {
+        self.cloud
+            .client_properties()
+            .iter()
+            .filter(|(key, _)| key.as_str() != "bootstrap.servers")
+            .filter(|(key, _)| {
+                with_certificate
+                    || !key.starts_with("ssl.certificate") && !key.starts_with("ssl.key")
+            })
+            .map(|(key, value)| format!("{key:?} = {value:?}\n"))
+            .collect()
+    }
+
+    /// Writes the ingest config (keys, ingest, metrics) and returns its path.
+    fn ingest_config(&self, metrics_port: u16) -> PathBuf {
+        let text = format!(
+            r#"[keys]
+keyring = {keyring:?}
+kek_file = {kek:?}
+
+[ingest]
+brokers = "{brokers}"
+group_id = "ingest-test"
+input_topic = "{raw}"
+output_topic = "{pseudonymized}"
+quarantine_topic = "{quarantine}"
+policy = {policy:?}
+max_in_flight = {MAX_IN_FLIGHT}
+
+[ingest.kafka]
+"session.timeout.ms" = 6000
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+"#,
+            keyring = self.scratch.keyring,
+            kek = self.scratch.kek,
+            brokers = self.onprem.bootstrap(),
+            raw = self.raw,
+            pseudonymized = self.pseudonymized,
+            quarantine = self.quarantine,
+            policy = POLICY,
+        );
+        let path = self.scratch.path(&format!("ingest-{metrics_port}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Writes the sink config (sink, metrics; no keys) and returns its path.
+    fn sink_config(&self, metrics_port: u16, with_certificate: bool) -> PathBuf {
+        let text = format!(
+            r#"[sink]
+source_brokers = "{onprem}"
+source_topic = "{pseudonymized}"
+group_id = "sink-test"
+brokers = "{cloud}"
+topic = "{cloud_topic}"
+policy = {policy:?}
+quarantine_topic = "{quarantine}"
+max_in_flight = {MAX_IN_FLIGHT}
+
+[sink.source_kafka]
+"session.timeout.ms" = 6000
+
+[sink.kafka]
+{tls}"compression.type" = "zstd"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+"#,
+            onprem = self.onprem.bootstrap(),
+            pseudonymized = self.pseudonymized,
+            cloud = self.cloud.bootstrap(),
+            cloud_topic = self.cloud_topic,
+            policy = POLICY,
+            quarantine = self.quarantine,
+            tls = self.cloud_tls(with_certificate),
+        );
+        let path = self.scratch.path(&format!("sink-{metrics_port}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `pseudopipe produce` of `events` simulated redemptions, `malformed_ratio` of them bad.
+    fn produce(&self, events: u64, malformed_ratio: f64, seed: u64) {
+        let run = self.scratch.run(&[
+            "produce",
+            "--brokers",
+            &self.onprem.bootstrap(),
+            "--topic",
+            &self.raw,
+            "--events",
+            &events.to_string(),
+            "--malformed-ratio",
+            &malformed_ratio.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--tenant",
+            TENANT,
+        ]);
+        run.ok();
+        eprintln!("{}", run.stderr().trim_end());
+    }
+}
+
+/// A running `pseudopipe ingest|sink --config FILE` with its metrics address.
+struct Stage {
+    process: Process,
+    command: &'static str,
+    config: PathBuf,
+    metrics_port: u16,
+    log: PathBuf,
+}
+
+impl Stage {
+    fn start(command: &'static str, config: PathBuf, metrics_port: u16, log: PathBuf) -> Stage {
+        let mut stage = Stage {
+            process: Process::start_logging_to(command, stage_command(command, &config), &log),
+            command,
+            config,
+            metrics_port,
+            log,
+        };
+        stage.wait_started();
+        stage
+    }
+
+    fn wait_started(&mut self) {
+        assert!(
+            self.process
+                .wait_for_log("Pipeline started.", Duration::from_secs(60)),
+            "{}",
+            self.process.failure("start")
+        );
+    }
+
+    /// Starts the same stage again (after a SIGTERM or a kill), appending to the same log.
+    fn restart(&mut self) {
+        let before = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("Pipeline started.")
+            .count();
+        self.process = Process::start_logging_to(
+            self.command,
+            stage_command(self.command, &self.config),
+            &self.log,
+        );
+        assert!(
+            wait_until(Duration::from_secs(60), || {
+                std::fs::read_to_string(&self.log)
+                    .unwrap_or_default()
+                    .matches("Pipeline started.")
+                    .count()
+                    > before
+            }),
+            "{}",
+            self.process.failure("restart")
+        );
+    }
+
+    fn metrics(&self) -> Metrics {
+        Metrics(scrape(self.metrics_port, "/metrics"))
+    }
+}
+
+fn stage_command(command: &str, config: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
+    cmd.args([command, "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// `GET path` on the metrics port, the body as text.
+fn scrape(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("the metrics port answers");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// A Prometheus text exposition.
+struct Metrics(String);
+
+impl Metrics {
+    /// The sum of the samples of `name` whose labels include every one of `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                (metric == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse::<f64>().unwrap())
+            })
+            .sum()
+    }
+}
+
+/// What the simulator made for `seed`: the valid events by `event_id`, and the expected
+/// reason of each malformed payload (a payload may repeat).
+struct Expected {
+    valid: BTreeMap<String, Value>,
+    malformed: HashMap<Vec<u8>, Vec<&'static str>>,
+    malformed_count: usize,
+}
+
+fn expected(events: u64, malformed_ratio: f64, seed: u64) -> Expected {
+    // `pseudopipe produce` builds the same generator from the same options.
+    let mut generator = Generator::new(seed)
+        .with_tenants(vec![TENANT.to_owned()])
+        .with_malformed_ratio(malformed_ratio);
+    let mut expected = Expected {
+        valid: BTreeMap::new(),
+        malformed: HashMap::new(),
+        malformed_count: 0,
+    };
+    for _ in 0..events {
+        let record = generator.next_record();
+        match record.kind.expected_reason() {
+            None => {
+                let event: Value = serde_json::from_slice(&record.payload).unwrap();
+                expected
+                    .valid
+                    .insert(event["event_id"].as_str().unwrap().to_owned(), event);
+            }
+            Some(reason) => {
+                expected
+                    .malformed
+                    .entry(record.payload)
+                    .or_default()
+                    .push(reason);
+                expected.malformed_count += 1;
+            }
+        }
+    }
+    expected
+}
+
+/// Reads `topic` until every one of `ids` is there (duplicates allowed) or `timeout` passes.
+fn read_until_complete(broker: &Broker, topic: &str, ids: usize, timeout: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let records = broker.read_all(topic, ids, left.min(Duration::from_secs(120)));
+        let distinct = records
+            .iter()
+            .map(|r| r.json()["event_id"].as_str().unwrap().to_owned())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        if distinct >= ids || Instant::now() >= deadline {
+            return records;
+        }
+    }
+}
+
+/// Checks the cloud topic against the batch-mode output of the same valid events: every
+/// event there, byte for byte as `pseudonymize` writes it, keyed by its loyalty-card
+/// token, nothing personal in it; duplicates (at-least-once) are byte-identical.
+/// Returns the number of duplicates.
+fn check_cloud(p: &Pipeline, expected: &Expected, cloud: &[Record]) -> usize {
+    let input: String = expected
+        .valid
+        .values()
+        .map(|event| format!("{event}\n"))
+        .collect();
+    let input_path = p.scratch.path("valid.jsonl");
+    std::fs::write(&input_path, input).unwrap();
+    let output_path = p.scratch.path("batch.jsonl");
+    p.scratch
+        .run(&[
+            "pseudonymize",
+            "--policy",
+            POLICY,
+            "--keyring",
+            p.scratch.keyring.to_str().unwrap(),
+            "--kek-file",
+            p.scratch.kek.to_str().unwrap(),
+            "--input",
+            input_path.to_str().unwrap(),
+            "--output",
+            output_path.to_str().unwrap(),
+        ])
+        .ok();
+    let batch: HashMap<String, String> = std::fs::read_to_string(&output_path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let id = serde_json::from_str::<Value>(line).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (id, line.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        batch.len(),
+        expected.valid.len(),
+        "batch mode writes every valid event"
+    );
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for record in cloud {
+        let output = record.json();
+        let id = output["event_id"].as_str().expect("an event_id").to_owned();
+        let payload = record.payload_str().unwrap();
+        assert_eq!(
+            Some(payload),
+            batch.get(&id).map(String::as_str),
+            "cloud record {id} differs from batch mode"
+        );
+        assert_eq!(
+            record.key_str(),
+            output["customer"]["loyalty_card"].as_str(),
+            "the Kafka key is the loyalty-card token"
+        );
+        assert!(
+            record.headers.is_empty(),
+            "no input header crosses the link: {:?}",
+            record.headers
+        );
+        let leaked = simulator::leaked_fields(&expected.valid[&id], &output, record.key.as_deref());
+        assert!(
+            leaked.is_empty(),
+            "{id}: personal fields reached the cloud: {leaked:?}"
+        );
+        *seen.entry(id).or_default() += 1;
+    }
+    let missing: Vec<_> = expected
+        .valid
+        .keys()
+        .filter(|id| !seen.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} valid events never reached the cloud, e.g. {missing:?}",
+        expected.valid.len() - seen.len()
+    );
+    cloud.len() - seen.len()
+}
+
+/// Checks the on-prem quarantine: every malformed payload, unchanged, with its reason and source.
+fn check_quarantine(p: &Pipeline, expected: &Expected) -> BTreeMap<String, usize> {
+    let quarantined = p.onprem.read_all(
+        &p.quarantine,
+        expected.malformed_count,
+        Duration::from_secs(120),
+    );
+    let mut by_reason = BTreeMap::new();
+    let mut left = expected.malformed.clone();
+    for record in &quarantined {
+        let reason = record.header("pseudopipe-reason").expect("a reason header");
+        assert!(record
+            .header("pseudopipe-message")
+            .is_some_and(|m| !m.is_empty()));
+        assert_eq!(
+            record.header("pseudopipe-source-topic"),
+            Some(p.raw.as_str())
+        );
+        assert!(record
+            .header("pseudopipe-source-offset")
+            .is_some_and(|o| o.parse::<i64>().is_ok()));
+        let payload = record.payload.clone().unwrap_or_default();
+        let reasons = left
+            .get_mut(&payload)
+            .unwrap_or_else(|| panic!("unexpected quarantined record ({reason})"));
+        let position = reasons
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or_else(|| panic!("quarantined with {reason}, expected one of {reasons:?}"));
+        reasons.remove(position);
+        if reasons.is_empty() {
+            left.remove(&payload);
+        }
+        *by_reason.entry(reason.to_owned()).or_default() += 1;
+    }
+    assert!(
+        left.is_empty(),
+        "{} malformed records are not in quarantine",
+        left.values().map(Vec::len).sum::<usize>()
+    );
+    by_reason
+}
+
+#[test]
+fn a_hundred_thousand_events_reach_the_cloud_as_batch_mode_writes_them() {
+    const EVENTS: u64 = 100_000;
+    const SEED: u64 = 7;
+    let p = Pipeline::new();
+    let expected = expected(EVENTS, 0.01, SEED);
+    p.produce(EVENTS, 0.01, SEED);
+
+    let logs = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (ingest_port, sink_port) = (free_port(), free_port());
+    let ingest = Stage::start(
+        "ingest",
+        p.ingest_config(ingest_port),
+        ingest_port,
+        logs.path().join("ingest.log"),
+    );
+    let sink = Stage::start(
+        "sink",
+        p.sink_config(sink_port, true),
+        sink_port,
+        logs.path().join("sink.log"),
+    );
+    assert!(scrape(sink_port, "/readyz").contains("ready"));
+
+    let cloud = read_until_complete(
+        &p.cloud,
+        &p.cloud_topic,
+        expected.valid.len(),
+        Duration::from_secs(600),
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "end to end: {EVENTS} events through ingest and sink in {seconds:.1} s ({:.0} events/s, stages and consumer-group joins included)",
+        EVENTS as f64 / seconds
+    );
+    let duplicates = check_cloud(&p, &expected, &cloud);
+    assert_eq!(duplicates, 0, "no restart, no duplicate");
+    let by_reason = check_quarantine(&p, &expected);
+
+    // /metrics agrees with what was counted here.
+    let valid = expected.valid.len() as f64;
+    let ingest_metrics = ingest.metrics();
+    assert!(
+        wait_until(Duration::from_secs(30), || ingest
+            .metrics()
+            .value("pseudopipe_events_consumed_total", &[])
+            == EVENTS as f64),
+        "{}",
+        ingest_metrics.0
+    );
+    let ingest_metrics = ingest.metrics();
+    assert_eq!(
+        ingest_metrics.value("pseudopipe_events_produced_total", &[]),
+        valid
+    );
+    for (reason, count) in &by_reason {
+        assert_eq!(
+            ingest_metrics.value("pseudopipe_events_quarantined_total", &[("reason", reason)]),
+            *count as f64,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        ingest_metrics.value("pseudopipe_events_quarantined_total", &[]),
+        expected.malformed_count as f64
+    );
+    assert_eq!(
+        ingest_metrics.value("pseudopipe_key_active_version", &[("tenant", TENANT)]),
+        1.0
+    );
+    assert!(ingest_metrics.value("pseudopipe_processing_latency_seconds_count", &[]) >= valid);
+    let sink_metrics = sink.metrics();
+    assert_eq!(
+        sink_metrics.value("pseudopipe_events_consumed_total", &[]),
+        valid
+    );
+    assert_eq!(
+        sink_metrics.value("pseudopipe_events_produced_total", &[]),
+        valid
+    );
+    assert_eq!(
+        sink_metrics.value("pseudopipe_events_quarantined_total", &[]),
+        0.0
+    );
+    assert!(wait_until(Duration::from_secs(30), || sink
+        .metrics()
+        .value("pseudopipe_consumer_lag", &[])
+        == 0.0));
+
+    // Graceful shutdown: SIGTERM drains, commits and exits 0.
+    for mut stage in [ingest, sink] {
+        let status = stage.process.terminate(Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{}",
+            stage.process.failure("SIGTERM")
+        );
+        let log = stage.process.log();
+        assert!(
+            log.contains("Stage stopped after draining and committing."),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn restarting_ingest_and_sink_mid_run_loses_nothing() {
+    const EVENTS: u64 = 20_000;
+    const SEED: u64 = 11;
+    let p = Pipeline::new();
+    let expected = expected(EVENTS, 0.01, SEED);
+    p.produce(EVENTS, 0.01, SEED);
+
+    let logs = tempfile::tempdir().unwrap();
+    let (ingest_port, sink_port) = (free_port(), free_port());
+    let mut ingest = Stage::start(
+        "ingest",
+        p.ingest_config(ingest_port),
+        ingest_port,
+        logs.path().join("ingest.log"),
+    );
+    let mut sink = Stage::start(
+        "sink",
+        p.sink_config(sink_port, true),
+        sink_port,
+        logs.path().join("sink.log"),
+    );
+
+    // Interrupt each stage while it is moving records: SIGTERM first, then kill -9.
+    let moving = |stage: &Stage, at_least: f64| {
+        wait_until(Duration::from_secs(120), || {
+            stage
+                .metrics()
+                .value("pseudopipe_events_produced_total", &[])
+                >= at_least
+        })
+    };
+    assert!(
+        moving(&ingest, 1.0),
+        "{}",
+        ingest.process.failure("ingest moving")
+    );
+    assert!(
+        ingest
+            .process
+            .terminate(Duration::from_secs(30))
+            .is_some_and(|s| s.success()),
+        "{}",
+        ingest.process.failure("SIGTERM")
+    );
+    ingest.restart();
+    assert!(
+        moving(&sink, 1.0),
+        "{}",
+        sink.process.failure("sink moving")
+    );
+    sink.process.kill();
+    sink.restart();
+    assert!(
+        moving(&ingest, 1.0),
+        "{}",
+        ingest.process.failure("ingest moving again")
+    );
+    ingest.process.kill();
+    ingest.restart();
+    assert!(
+        moving(&sink, 1.0),
+        "{}",
+        sink.process.failure("sink moving again")
+    );
+    assert!(
+        sink.process
+            .terminate(Duration::from_secs(30))
+            .is_some_and(|s| s.success()),
+        "{}",
+        sink.process.failure("SIGTERM")
+    );
+    sink.restart();
+
+    let cloud = read_until_complete(
+        &p.cloud,
+        &p.cloud_topic,
+        expected.valid.len(),
+        Duration::from_secs(300),
+    );
+    let duplicates = check_cloud(&p, &expected, &cloud);
+    eprintln!(
+        "after two SIGTERMs and two kill -9: {} cloud records, {duplicates} duplicates",
+        cloud.len()
+    );
+    check_quarantine(&p, &expected);
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[test]
+fn a_cloud_broker_down_for_a_minute_holds_the_pipeline_back_and_it_catches_up() {
+    const EVENTS: u64 = 30_000;
+    const SEED: u64 = 13;
+    let storage = tempfile::tempdir().unwrap();
+    let cloud = Broker::builder("cloud")
+        .sqlite(storage.path().join("cloud.db"))
+        .behind_tls_gateway()
+        .start();
+    let mut p = Pipeline::start(cloud);
+    let expected = expected(EVENTS, 0.0, SEED);
+
+    let logs = tempfile::tempdir().unwrap();
+    let (ingest_port, sink_port) = (free_port(), free_port());
+    let ingest = Stage::start(
+        "ingest",
+        p.ingest_config(ingest_port),
+        ingest_port,
+        logs.path().join("ingest.log"),
+    );
+    let sink = Stage::start(
+        "sink",
+        p.sink_config(sink_port, true),
+        sink_port,
+        logs.path().join("sink.log"),
+    );
+
+    // The cloud goes down; retail systems keep producing.
+    p.cloud.stop();
+    let down = Instant::now();
+    p.produce(EVENTS, 0.0, SEED);
+    let mut peak_in_flight = 0.0f64;
+    let mut peak_rss = 0;
+    while down.elapsed() < Duration::from_secs(60) {
+        let metrics = sink.metrics();
+        peak_in_flight = peak_in_flight.max(metrics.value("pseudopipe_in_flight", &[]));
+        peak_rss = peak_rss.max(rss_kib(sink.process.pid().unwrap()));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let sink_metrics = sink.metrics();
+    let delivered = sink_metrics.value("pseudopipe_events_produced_total", &[]);
+    eprintln!(
+        "cloud down 60 s: sink in flight peaked at {peak_in_flight} (bound {MAX_IN_FLIGHT}), RSS at {} MiB, {delivered} delivered, lag {}",
+        peak_rss / 1024,
+        sink_metrics.value("pseudopipe_consumer_lag", &[])
+    );
+    assert_eq!(
+        delivered, 0.0,
+        "nothing is acknowledged while the cloud is down"
+    );
+    assert!(
+        peak_in_flight <= MAX_IN_FLIGHT as f64,
+        "in flight is bounded: {peak_in_flight}"
+    );
+    assert!(
+        peak_rss < 300 * 1024,
+        "memory stays bounded: {peak_rss} KiB"
+    );
+    assert!(
+        ingest
+            .metrics()
+            .value("pseudopipe_events_produced_total", &[])
+            == EVENTS as f64,
+        "ingest is not held back by the cloud"
+    );
+
+    // The cloud returns; the sink catches up from where it was.
+    p.cloud.restart();
+    let back = Instant::now();
+    let cloud = read_until_complete(
+        &p.cloud,
+        &p.cloud_topic,
+        expected.valid.len(),
+        Duration::from_secs(300),
+    );
+    eprintln!(
+        "caught up {} events {:.1} s after the cloud returned",
+        expected.valid.len(),
+        back.elapsed().as_secs_f64()
+    );
+    check_cloud(&p, &expected, &cloud);
+    drop(ingest);
+}
+
+#[test]
+fn the_sink_without_its_client_certificate_is_refused_by_the_cloud() {
+    let p = Pipeline::new();
+    let port = free_port();
+    let config = p.sink_config(port, false);
+    let started = Instant::now();
+    let run = p
+        .scratch
+        .run(&["sink", "--config", config.to_str().unwrap()]);
+    let message = run.fails();
+    assert!(message.contains("cannot reach `sink.brokers`"), "{message}");
+    assert!(
+        message.contains("TLS"),
+        "the message points at the TLS settings: {message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn bad_config_fails_fast_and_says_what_to_fix() {
+    let p = Pipeline::new();
+    let port = free_port();
+    let good = std::fs::read_to_string(p.ingest_config(port)).unwrap();
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown key",
+            good.replace("max_in_flight", "max_inflight"),
+            "unknown field `max_inflight`",
+        ),
+        (
+            "missing topic",
+            good.replace(&p.raw, "no-such-topic"),
+            "topic `no-such-topic` does not exist",
+        ),
+        (
+            "unreadable KEK",
+            good.replace(p.scratch.kek.to_str().unwrap(), "/nonexistent/kek"),
+            "keys.kek_file",
+        ),
+        (
+            "unreachable brokers",
+            good.replace(&p.onprem.bootstrap(), &unreachable),
+            "cannot reach `ingest.brokers`",
+        ),
+    ];
+    for (case, text, needle) in cases {
+        let path = p.scratch.path("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let started = Instant::now();
+        let message = p
+            .scratch
+            .run(&["ingest", "--config", path.to_str().unwrap()])
+            .fails();
+        let seconds = started.elapsed().as_secs_f64();
+        assert!(message.contains(needle), "{case}: {message}");
+        assert!(seconds < 20.0, "{case}: failed after {seconds:.1} s");
+        assert!(!message.contains("Pipeline started"), "{case}: {message}");
+    }
+}
