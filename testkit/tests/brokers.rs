@@ -266,3 +266,44 @@ fn a_gateway_can_be_put_in_front_of_a_broker_by_hand() {
     let records = client.read_all("by-hand", 1, READ_TIMEOUT).unwrap();
     assert_eq!(records[0].payload_str(), Some("through"));
 }
+
+/// What the pipeline's at-least-once delivery relies on: a group's committed offsets are
+/// kept per partition, and a new member of the group reads them back as they were.
+#[test]
+fn committed_offsets_are_kept_per_partition() {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let broker = Broker::start("offsets");
+    let topic = broker.random_topic("offsets", 3);
+    let consumer = |group: &str| -> BaseConsumer {
+        broker
+            .client()
+            .config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap()
+    };
+    let mut commit = TopicPartitionList::new();
+    commit
+        .add_partition_offset(&topic, 2, Offset::Offset(173))
+        .unwrap();
+    consumer("g")
+        .commit(&commit, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    let mut ask = TopicPartitionList::new();
+    for partition in 0..3 {
+        ask.add_partition(&topic, partition);
+    }
+    let committed = consumer("g")
+        .committed_offsets(ask, Duration::from_secs(10))
+        .unwrap();
+    let offsets: Vec<Offset> = (0..3)
+        .map(|p| committed.find_partition(&topic, p).unwrap().offset())
+        .collect();
+    assert_eq!(
+        offsets,
+        [Offset::Invalid, Offset::Invalid, Offset::Offset(173)]
+    );
+}
