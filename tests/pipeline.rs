@@ -143,6 +143,24 @@ listen = "127.0.0.1:{metrics_port}"
         path
     }
 
+    /// Starts `ingest` and `sink` as two processes on free metrics ports, logging into `logs`.
+    fn start_stages(&self, logs: &std::path::Path) -> (Stage, Stage) {
+        let (ingest_port, sink_port) = (free_port(), free_port());
+        let ingest = Stage::start(
+            "ingest",
+            self.ingest_config(ingest_port),
+            ingest_port,
+            logs.join("ingest.log"),
+        );
+        let sink = Stage::start(
+            "sink",
+            self.sink_config(sink_port, true),
+            sink_port,
+            logs.join("sink.log"),
+        );
+        (ingest, sink)
+    }
+
     /// `pseudopipe produce` of `events` simulated redemptions, `malformed_ratio` of them bad.
     fn produce(&self, events: u64, malformed_ratio: f64, seed: u64) {
         let run = self.scratch.run(&[
@@ -309,6 +327,15 @@ fn expected(events: u64, malformed_ratio: f64, seed: u64) -> Expected {
     expected
 }
 
+/// How many different `event_id`s `records` hold.
+fn distinct_events(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| r.json()["event_id"].as_str().unwrap().to_owned())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
 /// Reads `topic` until every one of `ids` is there (duplicates allowed) or `timeout` passes.
 fn read_until_complete(broker: &Broker, topic: &str, ids: usize, timeout: Duration) -> Vec<Record> {
     let deadline = Instant::now() + timeout;
@@ -317,12 +344,7 @@ fn read_until_complete(broker: &Broker, topic: &str, ids: usize, timeout: Durati
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(5));
         let records = broker.read_all(topic, ids, left.min(Duration::from_secs(120)));
-        let distinct = records
-            .iter()
-            .map(|r| r.json()["event_id"].as_str().unwrap().to_owned())
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        if distinct >= ids || Instant::now() >= deadline {
+        if distinct_events(&records) >= ids || Instant::now() >= deadline {
             return records;
         }
     }
@@ -467,20 +489,8 @@ fn a_hundred_thousand_events_reach_the_cloud_as_batch_mode_writes_them() {
 
     let logs = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let (ingest_port, sink_port) = (free_port(), free_port());
-    let ingest = Stage::start(
-        "ingest",
-        p.ingest_config(ingest_port),
-        ingest_port,
-        logs.path().join("ingest.log"),
-    );
-    let sink = Stage::start(
-        "sink",
-        p.sink_config(sink_port, true),
-        sink_port,
-        logs.path().join("sink.log"),
-    );
-    assert!(scrape(sink_port, "/readyz").contains("ready"));
+    let (ingest, sink) = p.start_stages(logs.path());
+    assert!(scrape(sink.metrics_port, "/readyz").contains("ready"));
 
     let cloud = read_until_complete(
         &p.cloud,
@@ -576,19 +586,7 @@ fn restarting_ingest_and_sink_mid_run_loses_nothing() {
     p.produce(EVENTS, 0.01, SEED);
 
     let logs = tempfile::tempdir().unwrap();
-    let (ingest_port, sink_port) = (free_port(), free_port());
-    let mut ingest = Stage::start(
-        "ingest",
-        p.ingest_config(ingest_port),
-        ingest_port,
-        logs.path().join("ingest.log"),
-    );
-    let mut sink = Stage::start(
-        "sink",
-        p.sink_config(sink_port, true),
-        sink_port,
-        logs.path().join("sink.log"),
-    );
+    let (mut ingest, mut sink) = p.start_stages(logs.path());
 
     // Interrupt each stage while it is moving records: SIGTERM first, then kill -9.
     let moving = |stage: &Stage, at_least: f64| {
@@ -647,14 +645,7 @@ fn restarting_ingest_and_sink_mid_run_loses_nothing() {
         expected.valid.len(),
         Duration::from_secs(300),
     );
-    let distinct = |records: &[Record]| {
-        records
-            .iter()
-            .map(|r| r.json()["event_id"].as_str().unwrap().to_owned())
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-    };
-    if distinct(&cloud) < expected.valid.len() {
+    if distinct_events(&cloud) < expected.valid.len() {
         let middle = p.onprem.read_all(
             &p.pseudonymized,
             expected.valid.len(),
@@ -662,10 +653,10 @@ fn restarting_ingest_and_sink_mid_run_loses_nothing() {
         );
         eprintln!(
             "cloud: {} distinct of {}; pseudonymized topic: {} records, {} distinct",
-            distinct(&cloud),
+            distinct_events(&cloud),
             expected.valid.len(),
             middle.len(),
-            distinct(&middle)
+            distinct_events(&middle)
         );
         for stage in [&ingest, &sink] {
             eprintln!(
@@ -712,19 +703,7 @@ fn a_cloud_broker_down_for_a_minute_holds_the_pipeline_back_and_it_catches_up() 
     let expected = expected(EVENTS, 0.0, SEED);
 
     let logs = tempfile::tempdir().unwrap();
-    let (ingest_port, sink_port) = (free_port(), free_port());
-    let ingest = Stage::start(
-        "ingest",
-        p.ingest_config(ingest_port),
-        ingest_port,
-        logs.path().join("ingest.log"),
-    );
-    let sink = Stage::start(
-        "sink",
-        p.sink_config(sink_port, true),
-        sink_port,
-        logs.path().join("sink.log"),
-    );
+    let (ingest, sink) = p.start_stages(logs.path());
 
     // The cloud goes down; retail systems keep producing.
     p.cloud.stop();
