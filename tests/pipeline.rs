@@ -91,7 +91,7 @@ max_in_flight = {MAX_IN_FLIGHT}
 
 [ingest.kafka]
 "session.timeout.ms" = 6000
-
+{tansu_safe}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 "#,
@@ -102,6 +102,7 @@ listen = "127.0.0.1:{metrics_port}"
             pseudonymized = self.pseudonymized,
             quarantine = self.quarantine,
             policy = POLICY,
+            tansu_safe = tansu_safe_producer_toml(),
         );
         let path = self.scratch.path(&format!("ingest-{metrics_port}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -161,9 +162,10 @@ listen = "127.0.0.1:{metrics_port}"
         (ingest, sink)
     }
 
-    /// `pseudopipe produce` of `events` simulated redemptions, `malformed_ratio` of them bad.
+    /// `pseudopipe produce` of `events` simulated redemptions, `malformed_ratio` of them
+    /// bad, one record per batch (see `testkit::TANSU_SAFE_PRODUCER`).
     fn produce(&self, events: u64, malformed_ratio: f64, seed: u64) {
-        let run = self.scratch.run(&[
+        let mut args: Vec<String> = [
             "produce",
             "--brokers",
             &self.onprem.bootstrap(),
@@ -177,10 +179,27 @@ listen = "127.0.0.1:{metrics_port}"
             &seed.to_string(),
             "--tenant",
             TENANT,
-        ]);
+        ]
+        .map(str::to_owned)
+        .into();
+        for (key, value) in testkit::TANSU_SAFE_PRODUCER {
+            args.extend(["--property".to_owned(), format!("{key}={value}")]);
+        }
+        let run = self
+            .scratch
+            .run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         run.ok();
         eprintln!("{}", run.stderr().trim_end());
     }
+}
+
+/// `testkit::TANSU_SAFE_PRODUCER` as lines of a `[ingest.kafka]` table: ingest's output is
+/// what sink consumes.
+fn tansu_safe_producer_toml() -> String {
+    testkit::TANSU_SAFE_PRODUCER
+        .iter()
+        .map(|(key, value)| format!("{key:?} = {value:?}\n"))
+        .collect()
 }
 
 /// A running `pseudopipe ingest|sink --config FILE` with its metrics address.
@@ -246,7 +265,7 @@ impl Stage {
 fn stage_command(command: &str, config: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
     cmd.args([command, "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info,plumbing=debug");
     cmd
 }
 
@@ -437,7 +456,7 @@ fn check_cloud(p: &Pipeline, expected: &Expected, cloud: &[Record]) -> usize {
 }
 
 /// Checks the on-prem quarantine: every malformed payload, unchanged, with its reason and source.
-fn check_quarantine(p: &Pipeline, expected: &Expected) -> BTreeMap<String, usize> {
+fn check_quarantine(p: &Pipeline, expected: &Expected) -> Quarantine {
     let quarantined = p.onprem.read_all(
         &p.quarantine,
         expected.malformed_count,
@@ -445,6 +464,8 @@ fn check_quarantine(p: &Pipeline, expected: &Expected) -> BTreeMap<String, usize
     );
     let mut by_reason = BTreeMap::new();
     let mut left = expected.malformed.clone();
+    let mut seen: HashMap<String, (Vec<u8>, String)> = HashMap::new();
+    let mut duplicates = 0;
     for record in &quarantined {
         let reason = record.header("pseudopipe-reason").expect("a reason header");
         assert!(record
@@ -458,6 +479,23 @@ fn check_quarantine(p: &Pipeline, expected: &Expected) -> BTreeMap<String, usize
             .header("pseudopipe-source-offset")
             .is_some_and(|o| o.parse::<i64>().is_ok()));
         let payload = record.payload.clone().unwrap_or_default();
+        // At-least-once: a stage stopped before its commit quarantines a record again,
+        // with the same source position, payload and reason.
+        let source = format!(
+            "{:?}/{:?}",
+            record.header("pseudopipe-source-partition"),
+            record.header("pseudopipe-source-offset")
+        );
+        if let Some((first_payload, first_reason)) = seen.get(&source) {
+            assert_eq!(
+                (first_payload, first_reason.as_str()),
+                (&payload, reason),
+                "a record quarantined twice is quarantined the same way"
+            );
+            duplicates += 1;
+            continue;
+        }
+        seen.insert(source, (payload.clone(), reason.to_owned()));
         let reasons = left
             .get_mut(&payload)
             .unwrap_or_else(|| panic!("unexpected quarantined record ({reason})"));
@@ -476,7 +514,18 @@ fn check_quarantine(p: &Pipeline, expected: &Expected) -> BTreeMap<String, usize
         "{} malformed records are not in quarantine",
         left.values().map(Vec::len).sum::<usize>()
     );
-    by_reason
+    Quarantine {
+        by_reason,
+        duplicates,
+    }
+}
+
+/// What [`check_quarantine`] found.
+struct Quarantine {
+    /// Distinct quarantined records by reason.
+    by_reason: BTreeMap<String, usize>,
+    /// Records quarantined more than once (after a restart).
+    duplicates: usize,
 }
 
 #[test]
@@ -505,7 +554,9 @@ fn a_hundred_thousand_events_reach_the_cloud_as_batch_mode_writes_them() {
     );
     let duplicates = check_cloud(&p, &expected, &cloud);
     assert_eq!(duplicates, 0, "no restart, no duplicate");
-    let by_reason = check_quarantine(&p, &expected);
+    let quarantine = check_quarantine(&p, &expected);
+    assert_eq!(quarantine.duplicates, 0, "no restart, no duplicate");
+    let by_reason = quarantine.by_reason;
 
     // /metrics agrees with what was counted here.
     let valid = expected.valid.len() as f64;
@@ -573,11 +624,11 @@ fn a_hundred_thousand_events_reach_the_cloud_as_batch_mode_writes_them() {
     }
 }
 
-/// Known defect (see the issue "ingest loses records across restarts against tansu"):
-/// after a SIGTERM and a kill -9 of ingest, a few percent of the valid events never reach
-/// the pseudonymized topic although ingest's lag is 0. Run it with `--ignored`.
+/// Each stage is stopped twice while it moves records, once with SIGTERM (drain and
+/// commit) and once with kill -9 (nothing committed since the last periodic commit):
+/// every event still reaches the cloud, duplicates allowed. Restarts start from committed
+/// offsets inside record batches, hence `testkit::TANSU_SAFE_PRODUCER`.
 #[test]
-#[ignore = "known loss across ingest restarts against tansu; under investigation"]
 fn restarting_ingest_and_sink_mid_run_loses_nothing() {
     const EVENTS: u64 = 20_000;
     const SEED: u64 = 11;
@@ -643,36 +694,147 @@ fn restarting_ingest_and_sink_mid_run_loses_nothing() {
         &p.cloud,
         &p.cloud_topic,
         expected.valid.len(),
-        Duration::from_secs(300),
+        Duration::from_secs(120),
     );
     if distinct_events(&cloud) < expected.valid.len() {
-        let middle = p.onprem.read_all(
-            &p.pseudonymized,
-            expected.valid.len(),
-            Duration::from_secs(30),
-        );
+        explain_missing(&p, &expected, &cloud, &[&ingest, &sink]);
+    }
+    let duplicates = check_cloud(&p, &expected, &cloud);
+    let quarantine = check_quarantine(&p, &expected);
+    eprintln!(
+        "after two SIGTERMs and two kill -9: {} cloud records, {duplicates} duplicates; {} quarantined twice",
+        cloud.len(),
+        quarantine.duplicates
+    );
+}
+
+/// Prints where the events missing from the cloud were in the raw and pseudonymized
+/// topics (partition and offset ranges), the watermarks, and what the stages logged
+/// about their partitions and commits: what a loss needs to be understood.
+fn explain_missing(p: &Pipeline, expected: &Expected, cloud: &[Record], stages: &[&Stage]) {
+    let event_id = |record: &Record| -> Option<String> {
+        let value: Value = serde_json::from_slice(record.payload.as_deref()?).ok()?;
+        Some(value.get("event_id")?.as_str()?.to_owned())
+    };
+    let ids_of = |records: &[Record]| -> std::collections::HashSet<String> {
+        records.iter().filter_map(event_id).collect()
+    };
+    let raw = p.onprem.read_all(
+        &p.raw,
+        expected.valid.len() + expected.malformed_count,
+        Duration::from_secs(60),
+    );
+    let middle = p.onprem.read_all(
+        &p.pseudonymized,
+        expected.valid.len(),
+        Duration::from_secs(30),
+    );
+    let (in_middle, in_cloud) = (ids_of(&middle), ids_of(cloud));
+    eprintln!(
+        "cloud: {} distinct of {}; pseudonymized topic: {} records, {} distinct",
+        in_cloud.len(),
+        expected.valid.len(),
+        middle.len(),
+        in_middle.len()
+    );
+    for (name, topic, records) in [
+        ("raw", &p.raw, &raw),
+        ("pseudonymized", &p.pseudonymized, &middle),
+    ] {
         eprintln!(
-            "cloud: {} distinct of {}; pseudonymized topic: {} records, {} distinct",
-            distinct_events(&cloud),
-            expected.valid.len(),
-            middle.len(),
-            distinct_events(&middle)
+            "{name} watermarks (low, high) by partition: {:?}",
+            p.onprem.watermarks(topic)
         );
-        for stage in [&ingest, &sink] {
+        let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for record in records {
+            by_partition
+                .entry(record.partition)
+                .or_default()
+                .push(record.offset);
+        }
+        for (partition, offsets) in by_partition {
             eprintln!(
-                "--- {} metrics\n{}\n--- log\n{}",
-                stage.command,
-                stage.metrics().0,
-                stage.process.log_tail(80)
+                "{name}[{partition}]: {} read, holes in the offsets read: {}",
+                offsets.len(),
+                ranges(&missing_between(&offsets))
             );
         }
     }
-    let duplicates = check_cloud(&p, &expected, &cloud);
-    eprintln!(
-        "after two SIGTERMs and two kill -9: {} cloud records, {duplicates} duplicates",
-        cloud.len()
-    );
-    check_quarantine(&p, &expected);
+    let mut lost_where: BTreeMap<(&str, i32), Vec<i64>> = BTreeMap::new();
+    for record in &raw {
+        let Some(id) = event_id(record) else { continue };
+        if !expected.valid.contains_key(&id) || in_cloud.contains(&id) {
+            continue;
+        }
+        let stage = if in_middle.contains(&id) {
+            "lost by sink"
+        } else {
+            "lost by ingest"
+        };
+        lost_where
+            .entry((stage, record.partition))
+            .or_default()
+            .push(record.offset);
+    }
+    for ((stage, partition), offsets) in lost_where {
+        eprintln!("{stage}: raw[{partition}] offsets {}", ranges(&offsets));
+    }
+    for stage in stages {
+        let log = std::fs::read_to_string(&stage.log).unwrap_or_default();
+        let interesting: Vec<&str> = log
+            .lines()
+            .filter(|line| {
+                [
+                    "assigned",
+                    "revoked",
+                    "ommit",
+                    "started",
+                    "stopped",
+                    "Shutting",
+                    "First record",
+                ]
+                .iter()
+                .any(|word| line.contains(word))
+            })
+            .map(|line| line.get(..400).unwrap_or(line))
+            .collect();
+        eprintln!(
+            "--- {} log, partitions and commits\n{}",
+            stage.command,
+            interesting.join("\n")
+        );
+        eprintln!("--- {} metrics\n{}", stage.command, stage.metrics().0);
+    }
+}
+
+/// The offsets between the first and the last of `sorted` that are not in it.
+fn missing_between(sorted: &[i64]) -> Vec<i64> {
+    sorted
+        .windows(2)
+        .flat_map(|pair| (pair[0] + 1)..pair[1])
+        .collect()
+}
+
+/// Sorted offsets as ranges: `3-7, 9, 12-40`.
+fn ranges(offsets: &[i64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = offsets.iter().copied().peekable();
+    while let Some(first) = iter.next() {
+        let mut last = first;
+        while iter.peek() == Some(&(last + 1)) {
+            last = iter.next().unwrap();
+        }
+        out.push(if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        });
+    }
+    if out.is_empty() {
+        "none".to_owned()
+    } else {
+        out.join(", ")
+    }
 }
 
 /// Resident memory of a process, from /proc.
@@ -685,12 +847,11 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
-/// Known defect (same issue as the restart test): the hold-back part passes (in flight
-/// stays at the bound, memory flat, nothing acknowledged), but after the cloud broker is
-/// killed and restarted a handful of events (8 of 30,000 in the last run) never appear in
-/// the cloud topic. Run it with `--ignored`.
+/// The cloud broker (SQLite storage, so it keeps its data) is down for a minute while
+/// retail systems produce: sink holds at most `max_in_flight` records, memory stays flat,
+/// nothing is acknowledged; once the broker is back every event arrives. Back-pressure
+/// pauses and resumes inside record batches, hence `testkit::TANSU_SAFE_PRODUCER`.
 #[test]
-#[ignore = "known loss after a cloud broker restart; under investigation"]
 fn a_cloud_broker_down_for_a_minute_holds_the_pipeline_back_and_it_catches_up() {
     const EVENTS: u64 = 30_000;
     const SEED: u64 = 13;

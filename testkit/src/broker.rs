@@ -299,6 +299,15 @@ impl Broker {
             })
     }
 
+    /// The low and high watermarks of every partition of `topic`, in partition order.
+    ///
+    /// Panics with the broker's log if the broker does not answer.
+    pub fn watermarks(&self, topic: &str) -> Vec<(i64, i64)> {
+        self.client()
+            .watermarks(topic, Duration::from_secs(10))
+            .unwrap_or_else(|error| panic!("{}", self.failure(&error)))
+    }
+
     /// A panic message: what failed, then the tail of the broker's log.
     pub fn failure(&self, what: &str) -> String {
         format!(

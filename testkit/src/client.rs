@@ -97,6 +97,25 @@ impl Client {
             .filter(|&count| count > 0))
     }
 
+    /// The low and high watermarks of every partition of `topic`, in partition order.
+    pub fn watermarks(&self, topic: &str, timeout: Duration) -> Result<Vec<(i64, i64)>, String> {
+        let deadline = Instant::now() + timeout;
+        let partitions = self.wait_for_partitions(topic, deadline)?;
+        let consumer = self
+            .metadata_consumer()
+            .map_err(|error| format!("cannot create a consumer: {error}"))?;
+        (0..partitions)
+            .map(|partition| {
+                let partition =
+                    i32::try_from(partition).expect("a topic has fewer than 2^31 partitions");
+                let left = deadline.saturating_duration_since(Instant::now());
+                consumer
+                    .fetch_watermarks(topic, partition, left.max(Duration::from_secs(1)))
+                    .map_err(|error| format!("watermarks of {topic}/{partition}: {error}"))
+            })
+            .collect()
+    }
+
     /// Creates `topic` with `partitions` partitions (CreateTopics through the admin API,
     /// which tansu serves) and waits until metadata shows all of them.
     pub fn create_topic(

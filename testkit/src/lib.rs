@@ -52,6 +52,17 @@ pub use process::Process;
 pub use records::{NewRecord, Record};
 pub use tls::{TlsFiles, TlsGateway};
 
+/// librdkafka producer properties for anything that writes to a tansu broker which a
+/// consumer may later read from the middle of (a committed offset, a resume after a pause).
+///
+/// tansu 0.6.0 answers a Fetch at offset X with the first record batch whose *base* offset
+/// is at least X, where Kafka answers with the batch that *contains* X: a consumer that
+/// resumes inside a batch silently skips the rest of that batch (proven by
+/// `tansu_skips_the_rest_of_a_batch_when_a_fetch_starts_inside_it` in `tests/brokers.rs`).
+/// One record per batch leaves no inside to start from, so the brokers of the tests
+/// behave as Kafka does. Pass these to every producer whose topic is consumed by a stage.
+pub const TANSU_SAFE_PRODUCER: &[(&str, &str)] = &[("batch.num.messages", "1")];
+
 /// A TCP port on `127.0.0.1` that was free a moment ago and that this test process has
 /// not handed out before (so parallel tests do not pick the same one).
 pub fn free_port() -> u16 {

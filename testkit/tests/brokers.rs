@@ -307,3 +307,81 @@ fn committed_offsets_are_kept_per_partition() {
         [Offset::Invalid, Offset::Invalid, Offset::Offset(173)]
     );
 }
+
+/// Every process that restarts gets a new idempotent producer: the records of the second
+/// one must land even though its sequence numbers start again at 0.
+#[test]
+fn idempotent_producers_one_after_the_other_all_land() {
+    let broker = Broker::start("producers");
+    let topic = broker.random_topic("producers", 1);
+    for round in 0..3 {
+        let records = (0..10).map(|i| format!("round {round} record {i}"));
+        assert_eq!(broker.produce(&topic, records), 10);
+    }
+    let records = broker.read_all(&topic, 30, READ_TIMEOUT);
+    let payloads: BTreeSet<_> = records.iter().filter_map(|r| r.payload_str()).collect();
+    assert_eq!(payloads.len(), 30, "{payloads:?}");
+}
+
+/// The first offset a consumer gets when it starts at `start` of `topic`'s partition 0.
+fn first_offset_read_from(broker: &Broker, topic: &str, start: i64) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::Message as _;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = broker
+        .client()
+        .config()
+        .set("group.id", "first-offset")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Offset(start))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            return Some(message.offset());
+        }
+    }
+    None
+}
+
+/// A broker defect the tests work around (see `testkit::TANSU_SAFE_PRODUCER`): a Fetch
+/// that starts inside a record batch gets the next batch, not the rest of this one.
+/// Kafka returns the whole batch and librdkafka skips what comes before the offset.
+/// When this test fails, tansu is fixed and the workaround can go.
+#[test]
+fn tansu_skips_the_rest_of_a_batch_when_a_fetch_starts_inside_it() {
+    let broker = Broker::start("midbatch");
+    let topic = broker.random_topic("midbatch", 1);
+    // Produced at once: librdkafka sends them as one batch.
+    let records = (0..100).map(|i| NewRecord::new(format!("record {i}")).partition(0));
+    assert_eq!(broker.produce(&topic, records), 100);
+    assert_eq!(broker.read_all(&topic, 100, READ_TIMEOUT).len(), 100);
+    assert_eq!(
+        first_offset_read_from(&broker, &topic, 50),
+        None,
+        "records 50 to 99 are skipped: nothing comes after them"
+    );
+}
+
+/// The workaround: with one record per batch, a consumer starts exactly where it asks.
+#[test]
+fn with_one_record_per_batch_a_fetch_starts_where_it_asks() {
+    let broker = Broker::start("onebatch");
+    let topic = broker.random_topic("onebatch", 1);
+    let client = testkit::TANSU_SAFE_PRODUCER
+        .iter()
+        .fold(broker.client(), |client, (key, value)| {
+            client.with(key, *value)
+        });
+    let records = (0..100).map(|i| NewRecord::new(format!("record {i}")).partition(0));
+    assert_eq!(client.produce(&topic, records, READ_TIMEOUT), Ok(100));
+    for start in [0, 1, 50, 99] {
+        assert_eq!(first_offset_read_from(&broker, &topic, start), Some(start));
+    }
+}

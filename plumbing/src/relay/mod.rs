@@ -473,6 +473,7 @@ impl Relay {
             .commit(&offsets_list(&ready), CommitMode::Async)
         {
             Ok(()) => {
+                debug!(stage = self.settings.stage, offsets = %list_offsets(&ready), "Committing offsets.");
                 let mut state = self.shared.lock();
                 for (tp, offset) in &ready {
                     state.tracker.mark_committed(tp, *offset);

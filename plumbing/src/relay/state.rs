@@ -153,6 +153,13 @@ impl Shared {
     /// A consumed record starts its way: returns its epoch and its cancellation token.
     pub(super) fn begin(&self, tp: &TopicPartition, offset: i64) -> (Epoch, CancellationToken) {
         let mut state = self.lock();
+        let first = state
+            .tracker
+            .partition(tp)
+            .is_none_or(|offsets| offsets.watermark().is_none());
+        if first {
+            info!(stage = self.stage, topic = %tp.topic, partition = tp.partition, offset, "First record of this assignment.");
+        }
         let epoch = state.tracker.hand_out(tp, offset);
         let control = state
             .partitions
