@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use simulator::Generator;
-use testkit::{free_port, wait_until, Broker, Process, Record};
+use testkit::{free_port, wait_until, Broker, NewRecord, Process, Record};
 
 use crate::util::Scratch;
 
@@ -622,6 +622,61 @@ fn a_hundred_thousand_events_reach_the_cloud_as_batch_mode_writes_them() {
             "{log}"
         );
     }
+}
+
+/// A broker that never delivers some offsets is not silent: ingest counts the offsets it
+/// jumped over and says where they were. In production that is retention deleting records
+/// before they were read; here it is tansu starting a fetch after the batch that holds the
+/// group's offset (see `testkit::TANSU_SAFE_PRODUCER`).
+#[test]
+fn offsets_the_broker_jumps_over_are_counted_and_logged() {
+    let p = Pipeline::new();
+    let mut generator = Generator::new(5).with_tenants(vec![TENANT.to_owned()]);
+    let mut events = |n: usize| -> Vec<NewRecord> {
+        (0..n)
+            .map(|_| NewRecord::new(generator.next_record().payload).partition(0))
+            .collect()
+    };
+    // One batch of 100 on partition 0, the group's offset inside it, then 10 more.
+    p.onprem.produce(&p.raw, events(100));
+    p.onprem
+        .client()
+        .commit_offset("ingest-test", &p.raw, 0, 50)
+        .unwrap();
+    p.onprem.produce(&p.raw, events(10));
+
+    let logs = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ingest = Stage::start(
+        "ingest",
+        p.ingest_config(port),
+        port,
+        logs.path().join("ingest.log"),
+    );
+    let skipped = |stage: &Stage| {
+        stage.metrics().value(
+            "pseudopipe_input_offsets_skipped_total",
+            &[("topic", &p.raw), ("partition", "0")],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || skipped(&ingest) == 50.0),
+        "skipped: {}\n{}",
+        skipped(&ingest),
+        ingest.process.failure("counting skipped offsets")
+    );
+    // The 10 records after the gap go through (tansu hands that batch out more than once
+    // after the jump: duplicates, which at-least-once allows).
+    let out = p
+        .onprem
+        .read_all(&p.pseudonymized, 10, Duration::from_secs(30));
+    assert_eq!(distinct_events(&out), 10);
+    assert!(ingest.process.wait_for_log(
+        "Input offsets were jumped over and never received",
+        Duration::from_secs(5)
+    ));
+    let log = ingest.process.log();
+    assert!(log.contains("from=50 to=99 count=50"), "{log}");
 }
 
 /// Each stage is stopped twice while it moves records, once with SIGTERM (drain and

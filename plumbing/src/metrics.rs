@@ -31,6 +31,9 @@ pub struct StageMetrics {
     pub partition_stalled: IntGaugeVec,
     /// `pseudopipe_delivery_retries_total`: deliveries tried again after a retriable error.
     pub delivery_retries: IntCounter,
+    /// `pseudopipe_input_offsets_skipped_total{topic,partition}`: input offsets the
+    /// consumer jumped over (never received): an alert on a plain topic.
+    pub offsets_skipped: IntCounterVec,
 }
 
 impl StageMetrics {
@@ -87,6 +90,13 @@ impl StageMetrics {
                 "pseudopipe_delivery_retries_total",
                 "Deliveries tried again after a retriable error.",
             ))?,
+            offsets_skipped: IntCounterVec::new(
+                opts(
+                    "pseudopipe_input_offsets_skipped_total",
+                    "Input offsets never received: expired by retention before they were read, compacted away, transaction markers, or a broker fault.",
+                ),
+                &["topic", "partition"],
+            )?,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.produced.clone()))?;
@@ -96,6 +106,7 @@ impl StageMetrics {
         registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.partition_stalled.clone()))?;
         registry.register(Box::new(metrics.delivery_retries.clone()))?;
+        registry.register(Box::new(metrics.offsets_skipped.clone()))?;
         Ok(metrics)
     }
 

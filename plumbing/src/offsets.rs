@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Range;
 
 /// A topic and a partition of it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,6 +65,9 @@ pub struct PartitionOffsets {
     /// The last offset committed, or the first offset handed out (where the group already
     /// stands, so committing it again would be a no-op).
     committed: Option<i64>,
+    /// Where the group stood when this assignment began (its committed offset), if known:
+    /// the first offset handed out should be this one.
+    expected_start: Option<i64>,
 }
 
 impl PartitionOffsets {
@@ -72,17 +76,34 @@ impl PartitionOffsets {
         Self::default()
     }
 
+    /// Records where the group stood when this assignment began (its committed offset).
+    pub fn expect_start(&mut self, offset: i64) {
+        self.expected_start = Some(offset);
+    }
+
     /// Records that `offset` was consumed and its record is on its way.
     ///
     /// Offsets normally come in increasing order; one handed out again (a redelivery after
     /// a seek) is tracked again and never moves the committed offset backwards.
-    pub fn hand_out(&mut self, offset: i64) {
+    ///
+    /// Returns the offsets jumped over, when `offset` lies beyond the next one expected
+    /// (one past the last handed out, or the group's committed offset for the first): the
+    /// broker never delivered them. In a plain topic that is a loss (retention deleted
+    /// them before they were read, or a broker fault); a compacted topic or transaction
+    /// markers leave such gaps legitimately.
+    pub fn hand_out(&mut self, offset: i64) -> Option<Range<i64>> {
+        let skipped = self
+            .next
+            .or(self.expected_start)
+            .filter(|&expected| offset > expected)
+            .map(|expected| expected..offset);
         if self.pending.insert(offset, Pending::InFlight) != Some(Pending::InFlight) {
             self.in_flight += 1;
         }
         self.next = Some(self.next.map_or(offset + 1, |next| next.max(offset + 1)));
         self.start.get_or_insert(offset);
         self.committed.get_or_insert(offset);
+        skipped
     }
 
     /// Records that the record at `offset` was delivered. Returns false when the offset
@@ -209,7 +230,8 @@ impl OffsetTracker {
     }
 
     /// Records that `offset` of `tp` was consumed; assigns `tp` first if it is unknown.
-    pub fn hand_out(&mut self, tp: &TopicPartition, offset: i64) -> Epoch {
+    /// Returns the epoch, and the offsets jumped over (see [`PartitionOffsets::hand_out`]).
+    pub fn hand_out(&mut self, tp: &TopicPartition, offset: i64) -> (Epoch, Option<Range<i64>>) {
         if !self.partitions.contains_key(tp) {
             self.assign(tp.clone());
         }
@@ -217,8 +239,15 @@ impl OffsetTracker {
             .partitions
             .get_mut(tp)
             .expect("the partition was assigned just above");
-        tracked.offsets.hand_out(offset);
-        tracked.epoch
+        let skipped = tracked.offsets.hand_out(offset);
+        (tracked.epoch, skipped)
+    }
+
+    /// Records where the group stood on `tp` when it was assigned (ignored if not assigned).
+    pub fn expect_start(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(tracked) = self.partitions.get_mut(tp) {
+            tracked.offsets.expect_start(offset);
+        }
     }
 
     /// Records that `offset` of `tp` was delivered. Ignored (returns false) when the
@@ -303,6 +332,39 @@ mod tests {
 
     fn tp() -> TopicPartition {
         TopicPartition::new("t", 0)
+    }
+
+    #[test]
+    fn offsets_jumped_over_are_reported() {
+        let mut offsets = PartitionOffsets::new();
+        offsets.expect_start(100);
+        assert_eq!(offsets.hand_out(100), None, "starts where the group stood");
+        assert_eq!(offsets.hand_out(101), None);
+        assert_eq!(offsets.hand_out(105), Some(102..105));
+        assert_eq!(offsets.hand_out(103), None, "a redelivery is no gap");
+        assert_eq!(offsets.hand_out(106), None);
+
+        let mut late = PartitionOffsets::new();
+        late.expect_start(100);
+        assert_eq!(
+            late.hand_out(982),
+            Some(100..982),
+            "the broker started further on"
+        );
+
+        let mut unknown = PartitionOffsets::new();
+        assert_eq!(
+            unknown.hand_out(7),
+            None,
+            "no committed offset: nothing to compare"
+        );
+        let mut earlier = PartitionOffsets::new();
+        earlier.expect_start(10);
+        assert_eq!(
+            earlier.hand_out(4),
+            None,
+            "a reset to earlier offsets loses nothing"
+        );
     }
 
     #[test]
@@ -413,7 +475,7 @@ mod tests {
         tracker.revoke(&tp());
         let new = tracker.assign(tp());
         assert_ne!(old, new);
-        assert_eq!(tracker.hand_out(&tp(), 7), new);
+        assert_eq!(tracker.hand_out(&tp(), 7), (new, None));
         assert!(!tracker.mark_done(&tp(), old, 7), "stale epoch");
         assert_eq!(tracker.in_flight(&tp()), 1);
         assert!(tracker.mark_done(&tp(), new, 7));
@@ -425,7 +487,7 @@ mod tests {
         let mut tracker = OffsetTracker::new();
         let a = TopicPartition::new("t", 0);
         let b = TopicPartition::new("t", 1);
-        let epoch_a = tracker.hand_out(&a, 0);
+        let (epoch_a, _) = tracker.hand_out(&a, 0);
         tracker.hand_out(&b, 0);
         tracker.mark_done(&a, epoch_a, 0);
         assert_eq!(tracker.all_committable(), vec![(a.clone(), 1)]);

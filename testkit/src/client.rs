@@ -97,6 +97,30 @@ impl Client {
             .filter(|&count| count > 0))
     }
 
+    /// Commits `offset` of `topic`/`partition` for the consumer group `group`, as a member
+    /// that stopped there would have.
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), String> {
+        let consumer: BaseConsumer = self
+            .config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|error| format!("cannot create a consumer: {error}"))?;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|error| format!("cannot commit {topic}/{partition}@{offset}: {error}"))?;
+        consumer
+            .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
+            .map_err(|error| format!("cannot commit {topic}/{partition}@{offset}: {error}"))
+    }
+
     /// The low and high watermarks of every partition of `topic`, in partition order.
     pub fn watermarks(&self, topic: &str, timeout: Duration) -> Result<Vec<(i64, i64)>, String> {
         let deadline = Instant::now() + timeout;

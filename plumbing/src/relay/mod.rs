@@ -45,7 +45,9 @@ use tracing::{debug, error, info, warn};
 
 use self::context::RelayContext;
 use self::delivery::{Delivery, Outgoing, Route, Stall};
-use self::state::{list_offsets, offsets_list, partitions_list, partitions_of, Shared};
+use self::state::{
+    committed_offsets, list_offsets, offsets_list, partitions_list, partitions_of, Shared,
+};
 use crate::metrics::StageMetrics;
 use crate::offsets::TopicPartition;
 use crate::{config, Error, Shutdown};
@@ -514,16 +516,7 @@ impl Relay {
         .await;
         match committed {
             Ok(Ok(committed)) => {
-                let committed: Vec<(TopicPartition, i64)> = committed
-                    .elements()
-                    .iter()
-                    .filter_map(|elem| match elem.offset() {
-                        Offset::Offset(offset) => {
-                            Some((TopicPartition::new(elem.topic(), elem.partition()), offset))
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                let committed = committed_offsets(&committed);
                 self.shared.lock().forget_covered(&committed);
             }
             Ok(Err(error)) => {

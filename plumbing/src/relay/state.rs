@@ -25,6 +25,8 @@ use crate::offsets::{Epoch, OffsetTracker, TopicPartition};
 /// How often at most a retry is logged at `warn` (the others at `debug`): an output
 /// cluster that is down fails every record in flight at once.
 const RETRY_WARNING_EVERY: Duration = Duration::from_secs(5);
+/// How long a newly assigned partition's committed offset may take to read.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Per-partition control besides the offsets.
 #[derive(Debug)]
@@ -158,9 +160,12 @@ impl Shared {
             .partition(tp)
             .is_none_or(|offsets| offsets.watermark().is_none());
         if first {
-            info!(stage = self.stage, topic = %tp.topic, partition = tp.partition, offset, "First record of this assignment.");
+            debug!(stage = self.stage, topic = %tp.topic, partition = tp.partition, offset, "First record of this assignment.");
         }
-        let epoch = state.tracker.hand_out(tp, offset);
+        let (epoch, skipped) = state.tracker.hand_out(tp, offset);
+        if let Some(skipped) = skipped {
+            self.report_skipped(tp, &skipped);
+        }
         let control = state
             .partitions
             .entry(tp.clone())
@@ -173,6 +178,21 @@ impl Shared {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.metrics.in_flight.inc();
         (epoch, cancel)
+    }
+
+    /// The broker never delivered `skipped`: counted, and logged unless it is the single
+    /// offset a transaction marker takes.
+    fn report_skipped(&self, tp: &TopicPartition, skipped: &std::ops::Range<i64>) {
+        let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
+        self.metrics
+            .offsets_skipped
+            .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
+            .inc_by(count);
+        if count > 1 {
+            warn!(stage = self.stage, topic = %tp.topic, partition = tp.partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
+        } else {
+            debug!(stage = self.stage, topic = %tp.topic, partition = tp.partition, offset = skipped.start, "One input offset never received (a transaction marker?).");
+        }
     }
 
     pub(super) fn record_delivered(
@@ -305,6 +325,16 @@ impl Shared {
         if partitions.is_empty() {
             return;
         }
+        // Where the group stands, to notice a first record further on (offsets the broker
+        // jumped over). librdkafka fetches the same offsets to start from; a failure here
+        // only loses that check.
+        let committed = match consumer.committed_offsets(tpl.clone(), COMMITTED_TIMEOUT) {
+            Ok(committed) => committed_offsets(&committed),
+            Err(error) => {
+                debug!(stage = self.stage, %error, "Cannot read the committed offsets of newly assigned partitions.");
+                Vec::new()
+            }
+        };
         let backpressure = {
             let mut state = self.lock();
             for tp in &partitions {
@@ -316,6 +346,9 @@ impl Shared {
                     .partition_stalled
                     .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
                     .set(0);
+            }
+            for (tp, offset) in &committed {
+                state.tracker.expect_start(tp, *offset);
             }
             state.backpressure
         };
@@ -433,6 +466,19 @@ impl Shared {
             Err(_) => wait(),
         }
     }
+}
+
+/// The partitions of a list that carry an offset.
+pub(super) fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(TopicPartition, i64)> {
+    tpl.elements()
+        .iter()
+        .filter_map(|elem| match elem.offset() {
+            Offset::Offset(offset) => {
+                Some((TopicPartition::new(elem.topic(), elem.partition()), offset))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The partitions of a list.
