@@ -24,7 +24,24 @@ use serde_json::Value;
 
 use crate::cli::DemoArgs;
 
-const PARTITIONS: i32 = 4;
+/// The fewest partitions of every demo topic.
+const MIN_PARTITIONS: i32 = 4;
+/// librdkafka's mock cluster keeps at most 5 MiB of record batches per partition and drops
+/// the oldest beyond that: a fixed retention, with no setting to change it. The demo's
+/// topics must hold every event (the raw topic until ingest reads it, the cloud topic until
+/// the check reads it back), so each partition is planned for at most this much.
+const PARTITION_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
+/// A generous size for one event in any demo topic (simulated events average ~950 bytes
+/// of JSON before compression; the pseudonymized ones are of the same order).
+const EVENT_BUDGET_BYTES: u64 = 1024;
+
+/// Partitions per topic so that `events` fit in the mock cluster's retention.
+fn partitions_for(events: u64) -> i32 {
+    let per_partition = PARTITION_BUDGET_BYTES / EVENT_BUDGET_BYTES;
+    i32::try_from(events.div_ceil(per_partition))
+        .unwrap_or(i32::MAX)
+        .max(MIN_PARTITIONS)
+}
 const TENANTS: [&str; 2] = ["brand-a", "brand-b"];
 
 /// One record read back from a topic.
@@ -120,7 +137,8 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
     let engine = Pseudonymizer::new(policy.clone(), keyring.active());
     drop(keyring);
 
-    // 2. Two in-process clusters.
+    // 2. Two in-process clusters, with room for every event (see `partitions_for`).
+    let partitions = partitions_for(args.events);
     let onprem = MockCluster::new(1).context("cannot start the on-prem mock cluster")?;
     let cloud = MockCluster::new(1).context("cannot start the cloud mock cluster")?;
     let (raw, pseudonymized, quarantine, cloud_topic) = (
@@ -131,11 +149,11 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
     );
     for topic in [raw, pseudonymized, quarantine] {
         onprem
-            .create_topic(topic, PARTITIONS, 1)
+            .create_topic(topic, partitions, 1)
             .with_context(|| format!("cannot create {topic}"))?;
     }
     cloud
-        .create_topic(cloud_topic, PARTITIONS, 1)
+        .create_topic(cloud_topic, partitions, 1)
         .context("cannot create the cloud topic")?;
     let (onprem_brokers, cloud_brokers) = (onprem.bootstrap_servers(), cloud.bootstrap_servers());
 
@@ -167,7 +185,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
     }
     let expected_quarantined: u64 = expected_reasons.values().sum();
     println!(
-        "producing {} simulated redemptions to the on-prem cluster ({} valid, {} malformed)...",
+        "producing {} simulated redemptions to the on-prem cluster ({} valid, {} malformed; {partitions} partitions per topic)...",
         args.events,
         inputs.len(),
         expected_quarantined
@@ -175,6 +193,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &onprem_brokers)
         .set("linger.ms", "5")
+        .set("compression.type", "zstd")
         .create()
         .context("cannot create the producer")?;
     crate::produce::produce_events(
@@ -233,7 +252,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
             read_topic(
                 &brokers,
                 cloud_topic,
-                PARTITIONS,
+                partitions,
                 expected_out,
                 Duration::from_secs(120),
             )
@@ -249,7 +268,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
             read_topic(
                 &brokers,
                 quarantine,
-                PARTITIONS,
+                partitions,
                 expected,
                 Duration::from_secs(30),
             )
@@ -331,7 +350,23 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
     println!("  ingest:       {ingest_report:?}");
     println!("  sink:         {sink_report:?}");
 
+    // Offsets a stage jumped over never went through the pipeline (the mock cluster's
+    // retention dropped them before they were read, for instance).
+    let skipped: u64 = registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "pseudopipe_input_offsets_skipped_total")
+        .flat_map(|family| family.get_metric())
+        .map(|metric| metric.get_counter().get_value() as u64)
+        .sum();
+    println!("  skipped:      {skipped} input offsets never received by a stage");
+
     let mut problems = Vec::new();
+    if skipped > 0 {
+        problems.push(format!(
+            "{skipped} input offsets were never received by a stage"
+        ));
+    }
     if lost > 0 {
         problems.push(format!("{lost} valid events did not reach the cloud"));
     }
@@ -361,5 +396,22 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
             );
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_have_room_for_every_event() {
+        assert_eq!(partitions_for(10), MIN_PARTITIONS);
+        assert_eq!(partitions_for(10_000), MIN_PARTITIONS);
+        assert_eq!(partitions_for(200_000), 49);
+        let per_partition = PARTITION_BUDGET_BYTES / EVENT_BUDGET_BYTES;
+        for events in [16_385, 1_000_000, 10_000_000] {
+            let partitions = u64::try_from(partitions_for(events)).unwrap();
+            assert!(partitions * per_partition >= events, "{events}");
+        }
     }
 }
