@@ -232,10 +232,21 @@ impl Broker {
 
     /// Starts the broker again on the same port, with the same storage, and waits until
     /// it answers (stopping it first if it runs).
+    ///
+    /// A restarted SQLite broker once failed to answer for 30 s in a busy parallel run
+    /// (cause unknown, see README's known problems): one more try is made before failing,
+    /// and the first failure is printed.
     pub fn restart(&mut self) {
         self.stop();
-        if let Err(failure) = self.spawn_and_wait() {
-            panic!("{failure}");
+        if let Err(first) = self.spawn_and_wait() {
+            eprintln!(
+                "testkit: restarting broker {} failed, trying once more:\n{first}",
+                self.name
+            );
+            self.stop();
+            if let Err(failure) = self.spawn_and_wait() {
+                panic!("{failure}");
+            }
         }
         if self.gateway.is_some() {
             self.wait_until_clients_answer();
