@@ -285,13 +285,7 @@ fn committed_offsets_are_kept_per_partition() {
             .create()
             .unwrap()
     };
-    let mut commit = TopicPartitionList::new();
-    commit
-        .add_partition_offset(&topic, 2, Offset::Offset(173))
-        .unwrap();
-    consumer("g")
-        .commit(&commit, rdkafka::consumer::CommitMode::Sync)
-        .unwrap();
+    broker.client().commit_offset("g", &topic, 2, 173).unwrap();
     let mut ask = TopicPartitionList::new();
     for partition in 0..3 {
         ask.add_partition(&topic, partition);
