@@ -846,7 +846,7 @@ fn explain_missing(p: &Pipeline, expected: &Expected, cloud: &[Record], stages: 
                     "started",
                     "stopped",
                     "Shutting",
-                    "First record",
+                    "jumped over",
                 ]
                 .iter()
                 .any(|word| line.contains(word))

@@ -155,13 +155,6 @@ impl Shared {
     /// A consumed record starts its way: returns its epoch and its cancellation token.
     pub(super) fn begin(&self, tp: &TopicPartition, offset: i64) -> (Epoch, CancellationToken) {
         let mut state = self.lock();
-        let first = state
-            .tracker
-            .partition(tp)
-            .is_none_or(|offsets| offsets.watermark().is_none());
-        if first {
-            debug!(stage = self.stage, topic = %tp.topic, partition = tp.partition, offset, "First record of this assignment.");
-        }
         let (epoch, skipped) = state.tracker.hand_out(tp, offset);
         if let Some(skipped) = skipped {
             self.report_skipped(tp, &skipped);
