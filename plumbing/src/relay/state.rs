@@ -83,6 +83,28 @@ impl State {
         }
     }
 
+    /// Watermarks of `partitions` whose commit was refused when they were released and
+    /// that the group's `committed` offsets still lie behind. Every record before such a
+    /// watermark was delivered by this process, so committing it again is safe whenever
+    /// the partition is back.
+    pub(super) fn refused_commits_behind(
+        &self,
+        partitions: &[TopicPartition],
+        committed: &[(TopicPartition, i64)],
+    ) -> Vec<(TopicPartition, i64)> {
+        partitions
+            .iter()
+            .filter_map(|tp| {
+                let ours = *self.uncommitted.get(tp)?;
+                let group = committed
+                    .iter()
+                    .find(|(committed_tp, _)| committed_tp == tp)
+                    .map(|(_, offset)| *offset);
+                (group.is_none_or(|group| group < ours)).then(|| (tp.clone(), ours))
+            })
+            .collect()
+    }
+
     /// Remembers how a commit on release went, for the report.
     pub(super) fn record_release_commit(
         &mut self,
@@ -328,6 +350,7 @@ impl Shared {
                 Vec::new()
             }
         };
+        let committed = self.commit_refused_watermarks(consumer, &partitions, committed);
         let backpressure = {
             let mut state = self.lock();
             for tp in &partitions {
@@ -356,6 +379,34 @@ impl Shared {
             warn!(stage = self.stage, %error, "Failed to pause or resume newly assigned partitions.");
         }
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions assigned.");
+    }
+
+    /// A partition whose commit was refused when it was released (a rebalance already
+    /// under way) and that comes back before anyone committed past it: commits the
+    /// watermark now, under the new generation, so that its records are not delivered
+    /// again. Returns the group's offsets as they stand afterwards.
+    fn commit_refused_watermarks<C: rdkafka::consumer::ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[TopicPartition],
+        mut committed: Vec<(TopicPartition, i64)>,
+    ) -> Vec<(TopicPartition, i64)> {
+        let refused = self.lock().refused_commits_behind(partitions, &committed);
+        if refused.is_empty() {
+            return committed;
+        }
+        match consumer.commit(&offsets_list(&refused), CommitMode::Sync) {
+            Ok(()) => {
+                info!(stage = self.stage, offsets = %list_offsets(&refused), "Committed the offsets refused when these partitions were released.");
+                self.lock().record_release_commit(&refused, true);
+                committed.retain(|(tp, _)| !refused.iter().any(|(ours, _)| ours == tp));
+                committed.extend(refused);
+            }
+            Err(error) => {
+                debug!(stage = self.stage, %error, offsets = %list_offsets(&refused), "Still cannot commit the offsets refused on release.");
+            }
+        }
+        committed
     }
 
     /// Partitions taken away: stop fetching, wait (bounded) for their deliveries, commit
@@ -521,4 +572,32 @@ pub(super) fn list_offsets(offsets: &[(TopicPartition, i64)]) -> String {
         .map(|(tp, offset)| format!("{tp}@{offset}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(partition: i32) -> TopicPartition {
+        TopicPartition::new("raw", partition)
+    }
+
+    #[test]
+    fn a_refused_commit_is_retried_only_where_the_group_lies_behind() {
+        let mut state = State::default();
+        state.record_release_commit(&[(tp(0), 50), (tp(1), 50), (tp(2), 50), (tp(3), 50)], false);
+        let group = [(tp(0), 40), (tp(1), 50), (tp(2), 70)];
+        let partitions = [tp(0), tp(1), tp(2), tp(3), tp(4)];
+        // Behind (0) and never committed (3): ours to commit. Caught up (1) or further
+        // (2, another member went on): never moved back. Nothing refused (4): nothing.
+        assert_eq!(
+            state.refused_commits_behind(&partitions, &group),
+            vec![(tp(0), 50), (tp(3), 50)]
+        );
+        state.record_release_commit(&[(tp(0), 50)], true);
+        assert_eq!(
+            state.refused_commits_behind(&partitions, &group),
+            vec![(tp(3), 50)]
+        );
+    }
 }
