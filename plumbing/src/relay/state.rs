@@ -84,24 +84,18 @@ impl State {
     }
 
     /// Watermarks of `partitions` whose commit was refused when they were released and
-    /// that the group's `committed` offsets still lie behind. Every record before such a
-    /// watermark was delivered by this process, so committing it again is safe whenever
-    /// the partition is back.
+    /// that the group's `committed` offsets still lie behind (the covered ones are
+    /// forgotten). Every record before such a watermark was delivered by this process, so
+    /// committing it again is safe whenever the partition is back.
     pub(super) fn refused_commits_behind(
-        &self,
+        &mut self,
         partitions: &[TopicPartition],
         committed: &[(TopicPartition, i64)],
     ) -> Vec<(TopicPartition, i64)> {
+        self.forget_covered(committed);
         partitions
             .iter()
-            .filter_map(|tp| {
-                let ours = *self.uncommitted.get(tp)?;
-                let group = committed
-                    .iter()
-                    .find(|(committed_tp, _)| committed_tp == tp)
-                    .map(|(_, offset)| *offset);
-                (group.is_none_or(|group| group < ours)).then(|| (tp.clone(), ours))
-            })
+            .filter_map(|tp| Some((tp.clone(), *self.uncommitted.get(tp)?)))
             .collect()
     }
 
