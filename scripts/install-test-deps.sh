@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a Debian machine, only what is missing:
-# - socat (the mTLS gateway in front of the cloud broker), and the headers that
-#   rdkafka's build links against (libssl-dev, zlib1g-dev, pkg-config);
-# - tansu 0.6.0, the Kafka-compatible broker the black-box tests start
-#   (`memory://` and `sqlite://` storage need the dynostore and libsql features).
-# Quick when everything is there; the first tansu build takes about 15 minutes.
+# - a Java runtime (17 or later) and Maven, to fetch and run Apache Kafka;
+# - the headers that rdkafka's build links against (libssl-dev, zlib1g-dev, pkg-config);
+# - the Apache Kafka broker jars pinned in testkit/kafka/pom.xml, resolved from Maven
+#   Central into ${PSEUDOPIPE_KAFKA_LIBS:-~/.cache/pseudopipe/kafka-VERSION/libs},
+#   where testkit looks for them.
+# Takes seconds when everything is there; the first Kafka download about a minute.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-TANSU_VERSION=0.6.0
+pom=testkit/kafka/pom.xml
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
+libs=${PSEUDOPIPE_KAFKA_LIBS:-$HOME/.cache/pseudopipe/kafka-$version/libs}
+
+# The major version of `java` on PATH, or 0.
+java_major() {
+    command -v java >/dev/null || { echo 0; return; }
+    java -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p'
+}
 
 missing=()
-for package in socat libssl-dev zlib1g-dev pkg-config; do
+if (($(java_major) < 17)); then
+    # Java 17 on Debian 12, the distribution's default (17 or later) elsewhere.
+    missing+=(default-jre-headless)
+fi
+if ! command -v mvn >/dev/null; then
+    missing+=(maven)
+fi
+for package in libssl-dev zlib1g-dev pkg-config; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$package")
     fi
@@ -25,17 +42,20 @@ if ((${#missing[@]})); then
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# `tansu --version` prints "tansu 0.6.0"; `tansu --help` ends with the storage engines
-# it was built with ("Storage engines: dynostore, libsql"), which the tests need.
-tansu=$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")
-tansu_ready() {
-    [[ "$("$tansu" --version 2>/dev/null || true)" == "tansu $TANSU_VERSION" ]] &&
-        [[ "$("$tansu" --help 2>/dev/null || true)" == *"Storage engines: dynostore, libsql"* ]]
-}
-if ! tansu_ready; then
-    echo "install-test-deps: installing tansu $TANSU_VERSION (about 15 minutes)"
-    # --force: a tansu 0.6.0 built without these features counts as installed for cargo.
-    cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql --locked --force
-    tansu="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+# The folder is complete when it holds the marker written after the last successful
+# copy, for this very pom (a changed pom resolves again).
+stamp=$(sha256sum "$pom" | cut -d' ' -f1)
+if [[ "$(cat "$libs/.complete" 2>/dev/null || true)" != "$stamp" ]]; then
+    echo "install-test-deps: resolving Apache Kafka $version into $libs (about a minute)"
+    staging=$(mktemp -d "${TMPDIR:-/tmp}/pseudopipe-kafka-libs.XXXXXX")
+    trap 'rm -rf "$staging"' EXIT
+    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$staging"
+    test -f "$staging/kafka_2.13-$version.jar"
+    echo "$stamp" >"$staging/.complete"
+    mkdir -p "$(dirname "$libs")"
+    rm -rf "$libs"
+    mv "$staging" "$libs"
+    trap - EXIT
 fi
-echo "install-test-deps: $("$tansu" --version), socat at $(command -v socat)"
+echo "install-test-deps: Apache Kafka $version in $libs ($(ls "$libs" | wc -l) jars), $(java -version 2>&1 | head -1)"
