@@ -1,63 +1,61 @@
-//! [`Broker`]: a real tansu broker on a free port, killed on drop.
+//! [`Broker`]: a single-node Apache Kafka broker (KRaft) on free ports, killed on drop.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{find_program, free_port, Client, NewRecord, Process, Record, TlsGateway};
+use crate::kafka::{self, BrokerTls};
+use crate::{free_port, Client, NewRecord, Process, Record, TlsFiles};
 
-/// How long a broker gets to answer its first metadata request.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a broker gets to log that it runs and to answer a metadata request.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a broker gets to shut down after SIGTERM before it is killed.
+const TERMINATE_GRACE: Duration = Duration::from_secs(60);
 
 /// How long `produce` and `create_topic` wait.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Environment variables tansu reads as defaults for its flags: a developer's shell must
-/// not change the broker a test gets.
-const TANSU_ENVIRONMENT: [&str; 6] = [
-    "CLUSTER_ID",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "SCHEMA_REGISTRY",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-];
+/// The line a broker logs once it serves clients.
+const READY_LINE: &str = "Transitioning from RECOVERY to RUNNING";
 
-/// A tansu broker (Apache Kafka protocol) on `127.0.0.1`, started for one test and
-/// killed when dropped.
+/// A single-node Apache Kafka broker (broker and KRaft controller in one JVM) on
+/// `127.0.0.1`, started for one test and killed when dropped. Its data lives in a
+/// temporary directory, so it survives [`kill`](Self::kill) and
+/// [`terminate`](Self::terminate) followed by [`restart`](Self::restart).
+///
+/// A broker costs a JVM (about 350 MB) and a few seconds to start: tests that do not
+/// stop their brokers share one pair, see [`shared_brokers`](crate::shared_brokers).
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// use testkit::Broker;
 ///
-/// let onprem = Broker::start("onprem");
+/// let mut onprem = Broker::start("onprem");
 /// let raw = onprem.random_topic("redemptions.raw", 3);
 /// onprem.produce(&raw, [("e-1", r#"{"event_id":"e-1"}"#)]);
+/// onprem.kill(); // kill -9
+/// onprem.restart();
 /// let records = onprem.read_all(&raw, 1, Duration::from_secs(10));
 /// assert_eq!(records[0].json()["event_id"], "e-1");
 /// ```
 #[derive(Debug)]
 pub struct Broker {
     name: String,
+    /// The client listener (PLAINTEXT, or SSL with `tls`).
     port: u16,
-    advertised_port: u16,
-    storage: Storage,
-    gateway: Option<TlsGateway>,
+    controller_port: u16,
+    tls: Option<TlsFiles>,
+    overrides: BTreeMap<String, String>,
+    /// The JVM; dropped (killed) before its watchdog and its directory.
     process: Option<Process>,
-    /// tansu's working directory and log.
+    /// Kills the JVM once the test process is gone (see [`Broker::spawn_watchdog`]).
+    watchdog: Option<Process>,
+    /// `server.properties`, `log4j2.properties`, `data/`, `broker.log`, the TLS files.
     dir: TempDir,
-}
-
-/// Where a broker keeps its data.
-#[derive(Debug, Clone)]
-enum Storage {
-    /// `memory://NAME/`: gone when the process stops.
-    Memory,
-    /// `sqlite://FILE`: survives a restart.
-    Sqlite(PathBuf),
 }
 
 /// Options for a [`Broker`] beyond [`Broker::start`]; [`start`](Self::start) starts it.
@@ -65,75 +63,70 @@ enum Storage {
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct BrokerBuilder {
     name: String,
-    storage: Storage,
-    port: Option<u16>,
-    advertised_port: Option<u16>,
-    tls_gateway: bool,
+    tls: bool,
+    overrides: BTreeMap<String, String>,
 }
 
 impl BrokerBuilder {
-    /// Keeps the data in this SQLite file, so that it survives [`Broker::restart`] and can
-    /// be handed to a later broker. The file name must be a plain name (no spaces or `%`);
-    /// its directory must exist.
-    pub fn sqlite(mut self, path: impl Into<PathBuf>) -> BrokerBuilder {
-        self.storage = Storage::Sqlite(path.into());
+    /// Serves clients over an SSL listener with `ssl.client.auth=required`, with a
+    /// throw-away CA and certificates ([`TlsFiles`]): the cloud cluster as the sink sees it.
+    /// [`Broker::client_properties`] then hold the TLS settings and the client certificate;
+    /// a client without that certificate is refused.
+    pub fn with_client_certificates(mut self) -> BrokerBuilder {
+        self.tls = true;
         self
     }
 
-    /// Listens on this port instead of a free one.
-    pub fn port(mut self, port: u16) -> BrokerBuilder {
-        self.port = Some(port);
+    /// Sets a broker property in `server.properties` (over testkit's single-node
+    /// defaults), e.g. `transaction.max.timeout.ms`.
+    pub fn property(mut self, key: &str, value: impl Into<String>) -> BrokerBuilder {
+        self.overrides.insert(key.to_owned(), value.into());
         self
     }
 
-    /// Advertises this port to clients instead of its own, for a gateway or proxy in front.
-    pub fn advertised_port(mut self, port: u16) -> BrokerBuilder {
-        self.advertised_port = Some(port);
-        self
-    }
-
-    /// Puts an mTLS [`TlsGateway`] in front: the broker advertises the gateway's port, and
-    /// [`Broker::client`], [`Broker::bootstrap`], `produce` and `read_all` go through it with
-    /// the client certificate, like the sink reaching the cloud over the private link.
-    pub fn behind_tls_gateway(mut self) -> BrokerBuilder {
-        self.tls_gateway = true;
-        self
-    }
-
-    /// Starts the broker (and its gateway) and waits until it answers a metadata request.
+    /// Formats the storage, starts the broker on free ports and waits until it runs and
+    /// answers a metadata request (up to 60 s).
     ///
     /// Panics with the broker's log if it does not start.
     pub fn start(self) -> Broker {
-        let mut dir = tempfile::Builder::new()
-            .prefix(&format!("testkit-broker-{}-", self.name))
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("testkit-kafka-{}-", self.name))
             .tempdir()
             .expect("the temporary directory is writable");
-        // A free port can be taken by someone else before tansu binds it: try a few.
-        let attempts = if self.port.is_some() { 1 } else { 3 };
-        for attempt in 1..=attempts {
-            let port = self.port.unwrap_or_else(free_port);
-            let gateway_port = self.tls_gateway.then(free_port);
-            let mut broker = Broker {
-                name: self.name.clone(),
-                port,
-                advertised_port: gateway_port.or(self.advertised_port).unwrap_or(port),
-                storage: self.storage.clone(),
-                gateway: None,
-                process: None,
-                dir,
-            };
+        let tls = self.tls.then(|| TlsFiles::generate_in(dir.path()));
+        let mut broker = Broker {
+            name: self.name,
+            port: free_port(),
+            controller_port: free_port(),
+            tls,
+            overrides: self.overrides,
+            process: None,
+            watchdog: None,
+            dir,
+        };
+        std::fs::write(
+            broker.dir.path().join("log4j2.properties"),
+            kafka::log4j2_properties(),
+        )
+        .expect("the temporary directory is writable");
+        broker.write_server_properties();
+        broker.format_storage();
+        // A free port can be taken by someone else before the broker binds it: try others.
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
             match broker.spawn_and_wait() {
-                Ok(()) => {
-                    if let Some(gateway_port) = gateway_port {
-                        broker.gateway = Some(TlsGateway::start_on(gateway_port, port));
-                        broker.wait_until_clients_answer();
-                    }
-                    return broker;
-                }
+                Ok(()) => return broker,
                 Err(failure)
-                    if attempt < attempts && failure.contains("Address already in use") =>
+                    if attempt < ATTEMPTS && failure.contains("Address already in use") =>
                 {
-                    dir = broker.into_dir();
+                    eprintln!(
+                        "testkit: broker {} found a port taken, trying others",
+                        broker.name
+                    );
+                    broker.kill();
+                    broker.port = free_port();
+                    broker.controller_port = free_port();
+                    broker.write_server_properties();
                 }
                 Err(failure) => panic!("{failure}"),
             }
@@ -143,61 +136,57 @@ impl BrokerBuilder {
 }
 
 impl Broker {
-    /// Starts a broker with in-memory storage on a free port.
+    /// Starts a plaintext broker on free ports.
     pub fn start(name: &str) -> Broker {
         Broker::builder(name).start()
     }
 
-    /// Starts a broker that keeps its data in the SQLite file `sqlite_path`: a broker
-    /// started later on the same file sees the same topics, records and committed offsets.
-    pub fn start_with_storage(name: &str, sqlite_path: impl Into<PathBuf>) -> Broker {
-        Broker::builder(name).sqlite(sqlite_path).start()
+    /// Starts a broker that only serves clients presenting a certificate of its CA (mTLS):
+    /// the cloud side.
+    pub fn start_with_client_certificates(name: &str) -> Broker {
+        Broker::builder(name).with_client_certificates().start()
     }
 
-    /// Starts an in-memory broker reached only through an mTLS gateway: the cloud side.
-    pub fn start_behind_tls_gateway(name: &str) -> Broker {
-        Broker::builder(name).behind_tls_gateway().start()
-    }
-
-    /// A broker with more options: storage, ports, a TLS gateway.
+    /// A broker with more options: TLS, broker properties.
     pub fn builder(name: &str) -> BrokerBuilder {
         BrokerBuilder {
             name: name.to_owned(),
-            storage: Storage::Memory,
-            port: None,
-            advertised_port: None,
-            tls_gateway: false,
+            tls: false,
+            overrides: BTreeMap::new(),
         }
     }
 
-    /// The name given at start (used in logs and in `memory://NAME/`).
+    /// The name given at start (used in logs and messages).
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The port tansu listens on (plaintext).
+    /// The port clients connect to (kept across restarts).
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The port tansu advertises: its own, or the gateway's.
-    pub fn advertised_port(&self) -> u16 {
-        self.advertised_port
+    /// The address clients bootstrap from: `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
-    /// The address clients bootstrap from: `127.0.0.1:PORT`, the gateway's port if there is one.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.advertised_port)
+    /// The certificates, if the broker demands client certificates.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The librdkafka properties a client of this broker needs: `bootstrap.servers`,
-    /// plus the TLS properties when it sits behind a gateway. Write them into the
-    /// pseudopipe config under test.
+    /// plus `security.protocol=ssl`, the CA and the client certificate and key when the
+    /// broker demands client certificates. Write them into the pseudopipe config under test.
     pub fn client_properties(&self) -> BTreeMap<String, String> {
-        match &self.gateway {
-            Some(gateway) => gateway.client_properties(),
-            None => BTreeMap::from([("bootstrap.servers".to_owned(), self.bootstrap())]),
-        }
+        let mut properties = self
+            .tls
+            .as_ref()
+            .map(TlsFiles::client_properties)
+            .unwrap_or_default();
+        properties.insert("bootstrap.servers".to_owned(), self.bootstrap());
+        properties
     }
 
     /// A [`Client`] with [`client_properties`](Self::client_properties).
@@ -205,55 +194,70 @@ impl Broker {
         Client::new(self.client_properties())
     }
 
-    /// The TLS gateway in front, if the broker was started behind one.
-    pub fn tls_gateway(&self) -> Option<&TlsGateway> {
-        self.gateway.as_ref()
+    /// The JVM's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(Process::pid)
     }
 
-    /// The TLS gateway in front, to [`stop`](TlsGateway::stop) (cut the link) and
-    /// [`restart`](TlsGateway::restart) it.
-    pub fn tls_gateway_mut(&mut self) -> Option<&mut TlsGateway> {
-        self.gateway.as_mut()
-    }
-
-    /// Whether the broker process is running.
+    /// Whether the broker process is running (a paused one is).
     pub fn is_running(&mut self) -> bool {
         self.process.as_mut().is_some_and(Process::is_running)
     }
 
-    /// Kills the broker (SIGKILL, as a crash or a lost machine would). With SQLite
-    /// storage, what it acknowledged is kept; with memory storage, everything is lost.
-    /// The gateway, if any, keeps running and refuses to forward.
-    pub fn stop(&mut self) {
+    /// Kills the broker with SIGKILL, as a crash would. What it acknowledged is in the
+    /// page cache and survives: [`restart`](Self::restart) recovers it.
+    pub fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.kill();
         }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            watchdog.kill();
+        }
     }
 
-    /// Starts the broker again on the same port, with the same storage, and waits until
-    /// it answers (stopping it first if it runs).
+    /// Stops the broker with SIGTERM (a controlled shutdown: logs flushed and closed)
+    /// and waits up to 60 s before killing it. Returns its exit status if it stopped by
+    /// itself (Kafka exits with 143 after a SIGTERM).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let status = self
+            .process
+            .as_mut()
+            .and_then(|process| process.terminate(TERMINATE_GRACE));
+        self.kill();
+        status
+    }
+
+    /// Freezes the broker with SIGSTOP: connections stay open and nothing answers, as
+    /// with a hung machine or a network partition. [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) {
+        if let Some(process) = &self.process {
+            process.pause();
+        }
+    }
+
+    /// Lets a [paused](Self::pause) broker run again (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(process) = &self.process {
+            process.resume();
+        }
+    }
+
+    /// Starts the broker again on the same ports with the same data, and waits until it
+    /// runs and answers (after a graceful [`terminate`](Self::terminate) if it still runs).
     ///
-    /// A restarted SQLite broker once failed to answer for 30 s in a busy parallel run
-    /// (cause unknown, see README's known problems): one more try is made before failing,
-    /// and the first failure is printed.
+    /// Panics with the broker's log if it does not come back.
     pub fn restart(&mut self) {
-        self.stop();
-        if let Err(first) = self.spawn_and_wait() {
-            eprintln!(
-                "testkit: restarting broker {} failed, trying once more:\n{first}",
-                self.name
-            );
-            self.stop();
-            if let Err(failure) = self.spawn_and_wait() {
-                panic!("{failure}");
-            }
+        if self.is_running() {
+            self.resume();
+            self.terminate();
         }
-        if self.gateway.is_some() {
-            self.wait_until_clients_answer();
+        self.kill();
+        if let Err(failure) = self.spawn_and_wait() {
+            panic!("{failure}");
         }
     }
 
-    /// The last `lines` lines of tansu's log, across restarts.
+    /// The last `lines` lines of the broker's log, across restarts.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();
@@ -269,7 +273,8 @@ impl Broker {
             .unwrap_or_else(|error| panic!("{}", self.failure(&error)));
     }
 
-    /// Creates a topic named `PREFIX-RANDOM` with `partitions` partitions and returns its name.
+    /// Creates a topic named `PREFIX-` plus random hex digits and returns the name, so
+    /// that tests sharing a broker do not see each other's records.
     pub fn random_topic(&self, prefix: &str, partitions: u32) -> String {
         let topic = format!("{prefix}-{}", crate::random_suffix());
         self.create_topic(&topic, partitions);
@@ -293,10 +298,11 @@ impl Broker {
             })
     }
 
-    /// Reads `topic` from the beginning with a fresh consumer until `expected_count`
-    /// records have arrived or `timeout` has passed, plus whatever is already there
-    /// beyond that (so duplicates show); sorted by partition and offset. Returns what it
-    /// read: compare its length with what you expected.
+    /// Reads the committed records of `topic` (`read_committed`) from the beginning with
+    /// a fresh consumer until `expected_count` records have arrived or `timeout` has
+    /// passed, plus whatever is already there beyond that (so duplicates show); sorted
+    /// by partition and offset. Returns what it read: compare its length with what you
+    /// expected.
     ///
     /// Panics with the broker's log if the topic does not exist or the broker does not answer.
     pub fn read_all(&self, topic: &str, expected_count: usize, timeout: Duration) -> Vec<Record> {
@@ -319,6 +325,16 @@ impl Broker {
             .unwrap_or_else(|error| panic!("{}", self.failure(&error)))
     }
 
+    /// Deletes the records of `topic`/`partition` before `offset` (DeleteRecords, as
+    /// retention would) and returns the new low watermark.
+    ///
+    /// Panics with the broker's log if the broker refuses.
+    pub fn delete_records_before(&self, topic: &str, partition: i32, offset: i64) -> i64 {
+        self.client()
+            .delete_records_before(topic, partition, offset, OPERATION_TIMEOUT)
+            .unwrap_or_else(|error| panic!("{}", self.failure(&error)))
+    }
+
     /// A panic message: what failed, then the tail of the broker's log.
     pub fn failure(&self, what: &str) -> String {
         format!(
@@ -330,164 +346,132 @@ impl Broker {
         )
     }
 
-    /// How many times tansu has logged that it is ready, across restarts.
+    /// How many times the broker has logged that it runs, across restarts.
     fn starts_logged(&self) -> usize {
         std::fs::read_to_string(self.log_path())
             .unwrap_or_default()
-            .matches("ready in")
+            .matches(READY_LINE)
             .count()
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.path().join("tansu.log")
+        self.dir.path().join("broker.log")
     }
 
-    /// `tansu` in a clean environment, run from a directory of ours: it reads `.env`
-    /// from its working directory.
-    fn tansu_command(&self) -> Command {
-        let tansu = tansu_program();
-        let mut command = Command::new(tansu);
-        for variable in TANSU_ENVIRONMENT {
-            command.env_remove(variable);
-        }
+    fn server_properties_path(&self) -> PathBuf {
+        self.dir.path().join("server.properties")
+    }
+
+    fn write_server_properties(&self) {
+        let keystore = self.dir.path().join("server-keystore.pem");
+        let tls = self.tls.as_ref().map(|files| {
+            files.write_server_keystore(&keystore);
+            BrokerTls {
+                keystore: keystore.clone(),
+                ca: files.ca(),
+            }
+        });
+        let text = kafka::server_properties(
+            self.port,
+            self.controller_port,
+            &self.dir.path().join("data"),
+            tls,
+            &self.overrides,
+        );
+        std::fs::write(self.server_properties_path(), text)
+            .expect("the temporary directory is writable");
+    }
+
+    /// `java` with the broker's JVM options, log4j2 configuration and class path.
+    fn java(&self) -> Command {
+        let libs = kafka::installed_kafka_libs();
+        let mut command = Command::new(kafka::java_program());
         command
-            .env(
-                "RUST_LOG",
-                std::env::var("TESTKIT_TANSU_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
+            .args(kafka::JVM_OPTIONS)
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                kafka::path_text(&self.dir.path().join("log4j2.properties"))
+            ))
+            // java expands the `*` itself: no shell involved.
+            .arg("-cp")
+            .arg(format!("{}/*", kafka::path_text(&libs)))
             .current_dir(self.dir.path());
         command
     }
 
-    /// Starts tansu and waits until it answers a plaintext metadata request on its own port.
+    /// `kafka-storage format`: a new cluster id, written into `data/`.
+    fn format_storage(&self) {
+        let output = self
+            .java()
+            .arg("kafka.tools.StorageTool")
+            .args(["format", "-t", &kafka::random_cluster_id(), "-c"])
+            .arg(self.server_properties_path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run java: {error}"));
+        if !output.status.success() {
+            panic!(
+                "broker {}: formatting the storage failed ({}):\n{}{}",
+                self.name,
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+
+    /// Starts the JVM (and its watchdog) and waits until it logs that it runs and a client
+    /// with [`client_properties`](Self::client_properties) gets metadata.
     fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let mut command = self.tansu_command();
-        let storage = match &self.storage {
-            Storage::Memory => format!("memory://{}/", url_safe(&self.name)),
-            Storage::Sqlite(path) => {
-                // tansu opens `sqlite://` paths relative to its working directory, even
-                // `sqlite:///abs/path`: run it in the file's directory.
-                let (directory, file) = split_sqlite_path(path);
-                command.current_dir(directory);
-                format!("sqlite:///{file}")
-            }
-        };
-        command
-            .arg("broker")
-            .arg("--storage-engine")
-            .arg(storage)
-            .arg("--listener-url")
-            .arg(format!("tcp://127.0.0.1:{}", self.port))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{}", self.advertised_port));
-        // tansu prints "ready in" once it has bound its port; a broker that finds the
-        // port taken logs the error and exits, while the port answers for someone else.
         let starts_before = self.starts_logged();
-        let mut process =
-            Process::start_logging_to(&format!("tansu {}", self.name), command, &self.log_path());
-        let direct = Client::new([("bootstrap.servers", format!("127.0.0.1:{}", self.port))]);
+        let mut command = self.java();
+        command
+            .arg("kafka.Kafka")
+            .arg(self.server_properties_path());
+        let process =
+            Process::start_logging_to(&format!("kafka {}", self.name), command, &self.log_path());
+        self.watchdog = Some(self.spawn_watchdog(&process));
+        self.process = Some(process);
+        let client = self.client();
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut last_error = String::new();
+        let mut last_error = String::from("it did not log that it runs");
         loop {
-            if !process.is_running() {
-                self.process = Some(process);
-                return Err(self.failure("tansu exited while starting"));
+            if !self.is_running() {
+                return Err(self.failure("the broker exited while starting"));
             }
             if self.starts_logged() > starts_before {
-                match direct.metadata(Duration::from_secs(2)) {
-                    Ok(_) => break,
-                    Err(error) => last_error = error.to_string(),
+                match client.metadata(Duration::from_secs(2)) {
+                    Ok(_) => return Ok(()),
+                    Err(error) => last_error = format!("metadata request failed: {error}"),
                 }
             }
             if Instant::now() >= deadline {
-                self.process = Some(process);
                 return Err(self.failure(&format!(
-                    "tansu did not answer a metadata request within {START_TIMEOUT:?} ({last_error})"
+                    "the broker did not start within {START_TIMEOUT:?} ({last_error})"
                 )));
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.process = Some(process);
-        Ok(())
-    }
-
-    /// Waits until a client with the broker's own properties (through the gateway) answers.
-    fn wait_until_clients_answer(&self) {
-        let client = self.client();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match client.metadata(Duration::from_secs(2)) {
-                Ok(_) => return,
-                Err(error) if Instant::now() >= deadline => {
-                    let gateway_log = self
-                        .gateway
-                        .as_ref()
-                        .map(|gateway| gateway.log_tail(20))
-                        .unwrap_or_default();
-                    panic!(
-                        "{}\n--- TLS gateway log ---\n{gateway_log}",
-                        self.failure(&format!(
-                            "clients get no metadata through {}: {error}",
-                            self.bootstrap()
-                        ))
-                    );
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// Gives back the working directory after a failed start, for the next attempt.
-    fn into_dir(self) -> TempDir {
-        let Broker { dir, .. } = self;
-        dir
+    /// A `sh` loop that kills the JVM and removes the broker's directory once this test
+    /// process has exited. A broker in a `static` (see
+    /// [`shared_brokers`](crate::shared_brokers)) is never dropped, and a JVM outlives
+    /// its parent; `unsafe` being forbidden, no `prctl(PR_SET_PDEATHSIG)`.
+    fn spawn_watchdog(&self, jvm: &Process) -> Process {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; kill -9 "$2"; sleep 0.5; rm -rf "$3""#,
+            "testkit-watchdog",
+            &std::process::id().to_string(),
+            &jvm.pid().expect("a started process has a pid").to_string(),
+            &kafka::path_text(self.dir.path()),
+        ]);
+        Process::start_logging_to(
+            &format!("watchdog of kafka {}", self.name),
+            command,
+            &self.dir.path().join("watchdog.log"),
+        )
     }
-}
-
-/// The tansu program: `$TANSU`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
-fn tansu_program() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return PathBuf::from(path);
-    }
-    find_program("tansu")
-        .or_else(|| {
-            let home = std::env::var_os("HOME")?;
-            let path = Path::new(&home).join(".cargo/bin/tansu");
-            path.is_file().then_some(path)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "tansu is not installed: run scripts/install-test-deps.sh \
-                 (cargo install tansu --version 0.6.0 --features dynostore,libsql --locked)"
-            )
-        })
-}
-
-/// `name` with anything but letters, digits and `-` replaced, to fit in a URL host.
-fn url_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
-/// The directory and file name of a SQLite path, the directory made absolute.
-fn split_sqlite_path(path: &Path) -> (PathBuf, String) {
-    let absolute = std::path::absolute(path)
-        .unwrap_or_else(|error| panic!("bad sqlite path {}: {error}", path.display()));
-    let file = absolute
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or_else(|| panic!("sqlite path {} has no UTF-8 file name", path.display()))
-        .to_owned();
-    let directory = absolute
-        .parent()
-        .expect("an absolute path with a file name has a parent")
-        .to_owned();
-    (directory, file)
 }

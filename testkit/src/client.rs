@@ -27,7 +27,7 @@ use crate::{NewRecord, Record};
 /// properties, e.g. to prove that a client without a certificate is refused:
 ///
 /// ```no_run
-/// # let broker = testkit::Broker::start_behind_tls_gateway("cloud");
+/// # let broker = testkit::Broker::start_with_client_certificates("cloud");
 /// let anonymous = broker.client().without("ssl.certificate.location").without("ssl.key.location");
 /// assert!(anonymous.metadata(std::time::Duration::from_secs(3)).is_err());
 /// ```
@@ -141,7 +141,7 @@ impl Client {
     }
 
     /// Creates `topic` with `partitions` partitions (CreateTopics through the admin API,
-    /// which tansu serves) and waits until metadata shows all of them.
+    /// replication factor 1) and waits until metadata shows all of them.
     pub fn create_topic(
         &self,
         topic: &str,
@@ -252,7 +252,8 @@ impl Client {
     /// `timeout` has passed, then takes whatever else is already there, so duplicates
     /// show. Returns the records sorted by partition and offset.
     ///
-    /// Records are counted by reading them: tansu's watermarks can lag.
+    /// Reads with `isolation.level=read_committed`, as the analysts' consumers do: records
+    /// of aborted transactions never show, those of open ones only once committed.
     pub fn read_all(
         &self,
         topic: &str,
@@ -271,6 +272,7 @@ impl Client {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("allow.auto.create.topics", "false")
+            .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "100")
             .create()
             .map_err(|error| format!("cannot create a consumer: {error}"))?;
@@ -305,6 +307,38 @@ impl Client {
         }
         records.sort_by_key(|record| (record.partition, record.offset));
         Ok(records)
+    }
+
+    /// Deletes the records of `topic`/`partition` before `offset` (DeleteRecords through
+    /// the admin API, what retention does to old segments) and returns the partition's
+    /// new low watermark.
+    pub fn delete_records_before(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<i64, String> {
+        let failed = |error: &dyn std::fmt::Display| {
+            format!("cannot delete {topic}/{partition} before {offset}: {error}")
+        };
+        let admin: AdminClient<DefaultClientContext> =
+            self.config().create().map_err(|error| failed(&error))?;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|error| failed(&error))?;
+        let options = AdminOptions::new().operation_timeout(Some(timeout));
+        let result = futures::executor::block_on(admin.delete_records(&offsets, &options))
+            .map_err(|error| failed(&error))?;
+        let element = result
+            .find_partition(topic, partition)
+            .ok_or_else(|| failed(&"the broker did not answer for the partition"))?;
+        element.error().map_err(|error| failed(&error))?;
+        match element.offset() {
+            Offset::Offset(low) => Ok(low),
+            other => Err(failed(&format!("new low watermark {other:?}"))),
+        }
     }
 
     /// Waits until the cluster reports `topic` with at least one partition.

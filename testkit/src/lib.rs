@@ -1,18 +1,20 @@
 //! Test helpers for pseudopipe's black-box tests (`tests/`), which run the built
-//! `pseudopipe` binary against real brokers: a tansu broker per zone on a free port,
-//! random topics, records produced and read back, and the cloud broker behind an mTLS
-//! gateway as the private link would put it. Every process a test starts is killed when
-//! its handle is dropped, and a failure quotes the tail of the broker's log.
+//! `pseudopipe` binary against real Apache Kafka brokers: a single-node KRaft broker per
+//! zone on free ports (the cloud one demanding client certificates, as the private link
+//! does), random topics, records produced and read back (`read_committed`), brokers
+//! killed, paused and restarted. Every process a test starts is killed when its handle is
+//! dropped or, for the brokers the tests of a binary share, when the test process exits;
+//! a failure quotes the tail of the broker's log.
 //!
-//! Needs `tansu` 0.6.0 (with the `dynostore` and `libsql` features) and `socat`:
-//! `scripts/install-test-deps.sh` installs both.
+//! Needs a Java 17+ runtime and the Apache Kafka jars pinned in `testkit/kafka/pom.xml`:
+//! `scripts/install-test-deps.sh` installs both (the jars into `$PSEUDOPIPE_KAFKA_LIBS`,
+//! default `~/.cache/pseudopipe/kafka-VERSION/libs`).
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use testkit::Broker;
 //!
-//! let onprem = Broker::start("onprem");
-//! let cloud = Broker::start_behind_tls_gateway("cloud");
+//! // Shared by the tests of this binary; each test makes its own topics and groups.
+//! let testkit::Brokers { onprem, cloud } = testkit::shared_brokers();
 //! let raw = onprem.random_topic("redemptions.raw", 3);
 //! let out = cloud.random_topic("redemptions", 3);
 //! onprem.produce(&raw, [("e-1", r#"{"event_id":"e-1"}"#)]);
@@ -23,21 +25,25 @@
 //!
 //! # Layout
 //!
-//! - `broker`: [`Broker`] and [`BrokerBuilder`], a tansu broker (memory or SQLite
-//!   storage) that can be stopped, restarted on its port, and put behind a gateway.
+//! - `broker`: [`Broker`] and [`BrokerBuilder`], an Apache Kafka broker that can be
+//!   killed, terminated, paused and restarted on its ports with its data.
+//! - `shared`: [`shared_brokers`], the pair of brokers the tests of one binary share.
+//! - `kafka`: where the jars are ([`kafka_libs`], [`kafka_version`]), the broker's
+//!   `server.properties` and log configuration.
 //! - `client`: [`Client`], librdkafka properties plus produce / read back / metadata.
 //! - `records`: [`NewRecord`] to produce, [`Record`] read back.
-//! - `tls`: [`TlsFiles`], a throw-away CA with server and client certificates, and
-//!   [`TlsGateway`], socat demanding a client certificate in front of a broker.
+//! - `tls`: [`TlsFiles`], a throw-away CA with server and client certificates.
 //! - `process`: [`Process`], a child process logging to a file, killed on drop.
-//! - here: [`free_port`], [`wait_until`].
+//! - here: [`free_port`], [`wait_until`], [`random_name`].
 
 #![warn(missing_docs)]
 
 mod broker;
 mod client;
+mod kafka;
 mod process;
 mod records;
+mod shared;
 mod tls;
 
 use std::collections::HashSet;
@@ -48,20 +54,11 @@ use std::time::{Duration, Instant};
 
 pub use broker::{Broker, BrokerBuilder};
 pub use client::Client;
+pub use kafka::{kafka_libs, kafka_version, KAFKA_LIBS_VARIABLE};
 pub use process::Process;
 pub use records::{NewRecord, Record};
-pub use tls::{TlsFiles, TlsGateway};
-
-/// librdkafka producer properties for anything that writes to a tansu broker which a
-/// consumer may later read from the middle of (a committed offset, a resume after a pause).
-///
-/// tansu 0.6.0 answers a Fetch at offset X with the first record batch whose *base* offset
-/// is at least X, where Kafka answers with the batch that *contains* X: a consumer that
-/// resumes inside a batch silently skips the rest of that batch (proven by
-/// `tansu_skips_the_rest_of_a_batch_when_a_fetch_starts_inside_it` in `tests/brokers.rs`).
-/// One record per batch leaves no inside to start from, so the brokers of the tests
-/// behave as Kafka does. Pass these to every producer whose topic is consumed by a stage.
-pub const TANSU_SAFE_PRODUCER: &[(&str, &str)] = &[("batch.num.messages", "1")];
+pub use shared::{shared_brokers, Brokers};
+pub use tls::TlsFiles;
 
 /// A TCP port on `127.0.0.1` that was free a moment ago and that this test process has
 /// not handed out before (so parallel tests do not pick the same one).
@@ -96,8 +93,19 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+/// `PREFIX-` plus eight random hex digits: a consumer group, a `transactional.id` or a
+/// topic name of one test, so that tests sharing a broker do not meet.
+pub fn random_name(prefix: &str) -> String {
+    format!("{prefix}-{}", random_suffix())
+}
+
 /// Eight hex digits that differ between calls and between test processes.
 pub(crate) fn random_suffix() -> String {
+    format!("{:08x}", random_u64() as u32)
+}
+
+/// 64 random bits that differ between calls and between test processes.
+pub(crate) fn random_u64() -> u64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,7 +115,7 @@ pub(crate) fn random_suffix() -> String {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     hasher.write_u32(std::process::id());
-    format!("{:08x}", hasher.finish() as u32)
+    hasher.finish()
 }
 
 /// The first `name` on `PATH` that is a file.

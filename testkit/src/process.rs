@@ -15,7 +15,8 @@ pub(crate) const LOG_TAIL_LINES: usize = 40;
 /// process (with any children it forked) is killed when this value is dropped, so a
 /// failing test leaves no broker or pipeline behind.
 ///
-/// Keep it in a local variable, not in a `static`: statics are never dropped.
+/// Keep it in a local variable, not in a `static`: statics are never dropped (a
+/// [`Broker`](crate::Broker) in a static has a watchdog for that).
 ///
 /// ```no_run
 /// # use std::process::Command;
@@ -131,6 +132,22 @@ impl Process {
         status
     }
 
+    /// Freezes the process with SIGSTOP: it keeps its sockets and memory but does
+    /// nothing, as a process stuck in a long GC pause or a hung machine would.
+    /// [`resume`](Self::resume) lets it go on.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "STOP");
+        }
+    }
+
+    /// Lets a [paused](Self::pause) process run again with SIGCONT.
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "CONT");
+        }
+    }
+
     /// Waits up to `timeout` until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         crate::wait_until(timeout, || self.log().contains(needle))
@@ -181,8 +198,8 @@ fn signal(pid: u32, name: &str) {
         .status();
 }
 
-/// Kills the direct children of `pid` (socat forks one per connection; they would keep
-/// an open connection alive after the gateway is "down").
+/// Kills the direct children of `pid` (a shell's `sleep`, a forked server's workers),
+/// which would otherwise outlive it.
 fn kill_children_of(pid: u32) {
     for child in children_of(pid) {
         signal(child, "KILL");
@@ -213,7 +230,7 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Removes ANSI escape sequences (tansu colours its log lines).
+/// Removes ANSI escape sequences (some programs colour their log lines).
 fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
@@ -275,6 +292,28 @@ mod tests {
         let status = process.terminate(Duration::from_secs(5));
         assert_eq!(status.and_then(|status| status.code()), Some(3));
         assert!(!process.is_running());
+    }
+
+    #[test]
+    fn a_paused_process_does_nothing_until_resumed() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "while true; do echo tick; sleep 0.05; done"]);
+        let mut process = Process::start("ticker", command);
+        assert!(process.wait_for_log("tick", Duration::from_secs(5)));
+        process.pause();
+        std::thread::sleep(Duration::from_millis(200));
+        let ticks = process.log().matches("tick").count();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            process.log().matches("tick").count(),
+            ticks,
+            "it ticked while paused"
+        );
+        assert!(process.is_running(), "a paused process still runs");
+        process.resume();
+        assert!(crate::wait_until(Duration::from_secs(5), || {
+            process.log().matches("tick").count() > ticks
+        }));
     }
 
     /// A killed child whose parent is gone may linger as a zombie: that is dead.
