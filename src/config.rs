@@ -54,8 +54,8 @@ pub enum Delivery {
     /// (byte-identical, same `event_id`).
     #[default]
     AtLeastOnce,
-    /// Designed (ARCHITECTURE.md) but refused at start-up: no broker available here
-    /// commits Kafka transactions, so it cannot be proven.
+    /// Kafka transactions: each record reaches the output exactly once for readers with
+    /// `isolation.level=read_committed` (ARCHITECTURE.md, ADR 0007).
     ExactlyOnce,
 }
 
@@ -73,6 +73,23 @@ fn default_ingest_group() -> String {
 /// Consumer group of the sink by default.
 fn default_sink_group() -> String {
     "pseudopipe-sink".into()
+}
+
+/// Records per transaction by default (exactly once): the commit's few round trips are
+/// a small share of the time, and an aborted batch is quick to do again.
+fn default_transaction_max_records() -> usize {
+    5_000
+}
+
+/// How long a transaction stays open by default (exactly once), in milliseconds: Kafka
+/// Streams' commit interval under exactly-once.
+fn default_transaction_interval_ms() -> u64 {
+    100
+}
+
+/// The cloud topic that stores the sink's source offsets by default (exactly once).
+fn default_offsets_topic() -> String {
+    "pseudopipe.sink-offsets".into()
 }
 
 /// The metrics port registered for Prometheus exporters in the 94xx range.
@@ -106,6 +123,18 @@ pub struct IngestConfig {
     /// Most records in flight (consumed, not yet acknowledged by the output cluster).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Exactly once: most records in one transaction.
+    #[serde(default = "default_transaction_max_records")]
+    pub transaction_max_records: usize,
+    /// Exactly once: longest a transaction stays open, in milliseconds; also how late at
+    /// most a record becomes visible to `read_committed` readers.
+    #[serde(default = "default_transaction_interval_ms")]
+    pub transaction_interval_ms: u64,
+    /// Exactly once: this instance's `transactional.id`, unique among the live instances
+    /// of the group and the same across its restarts (a StatefulSet pod name), so that a
+    /// restarted instance aborts at once what its previous life left open. Default
+    /// `GROUP_ID.HOSTNAME`.
+    pub transactional_id: Option<String>,
     /// librdkafka properties for both the consumer and the producer, passed through.
     #[serde(default)]
     pub kafka: BTreeMap<String, toml::Value>,
@@ -136,6 +165,19 @@ pub struct SinkConfig {
     /// Most records in flight towards the cloud.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Exactly once: a cloud topic with at least as many partitions as `source_topic`; its
+    /// partition P stores, as the committed offset of the cloud group `group_id`, the next
+    /// offset of source partition P, in the same transaction as the records. It holds no
+    /// records; create it once (`cleanup.policy=compact`, 1 KB segments are plenty).
+    #[serde(default = "default_offsets_topic")]
+    pub offsets_topic: String,
+    /// Exactly once: most records in one transaction.
+    #[serde(default = "default_transaction_max_records")]
+    pub transaction_max_records: usize,
+    /// Exactly once: longest a transaction stays open, in milliseconds; also how late at
+    /// most a record becomes visible to `read_committed` readers.
+    #[serde(default = "default_transaction_interval_ms")]
+    pub transaction_interval_ms: u64,
     /// librdkafka properties of the on-prem consumer (and of the quarantine producer).
     #[serde(default)]
     pub source_kafka: BTreeMap<String, toml::Value>,
@@ -195,12 +237,12 @@ fn require_file(path: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn refuse_exactly_once(delivery: Delivery, section: &str) -> Result<()> {
-    if delivery == Delivery::ExactlyOnce {
-        bail!(
-            "`{section}.delivery = \"exactly_once\"` is not available: it needs Kafka transactions, which no broker \
-             here commits (see ARCHITECTURE.md); use \"at_least_once\" (duplicates are byte-identical and carry event_id)"
-        );
+fn require_transaction_limits(section: &str, max_records: usize, interval_ms: u64) -> Result<()> {
+    if max_records == 0 {
+        bail!("`{section}.transaction_max_records` is 0: set it to at least 1 (default 5000)");
+    }
+    if interval_ms == 0 {
+        bail!("`{section}.transaction_interval_ms` is 0: set it to at least 1 (default 100)");
     }
     Ok(())
 }
@@ -258,7 +300,18 @@ impl Config {
         if ingest.max_in_flight == 0 {
             bail!("`ingest.max_in_flight` is 0: set it to at least 1 (default 10000)");
         }
-        refuse_exactly_once(ingest.delivery, "ingest")?;
+        require_transaction_limits(
+            "ingest",
+            ingest.transaction_max_records,
+            ingest.transaction_interval_ms,
+        )?;
+        if ingest
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            bail!("`ingest.transactional_id` is empty: remove it (default GROUP_ID.HOSTNAME) or name this instance");
+        }
         kafka_properties("ingest.kafka", &ingest.kafka)?;
         Ok((keys, ingest))
     }
@@ -298,7 +351,18 @@ impl Config {
         if sink.max_in_flight == 0 {
             bail!("`sink.max_in_flight` is 0: set it to at least 1 (default 10000)");
         }
-        refuse_exactly_once(sink.delivery, "sink")?;
+        if sink.delivery == Delivery::ExactlyOnce {
+            require(
+                &sink.offsets_topic,
+                "sink.offsets_topic",
+                "a cloud topic with as many partitions as the source topic, where the source offsets are stored",
+            )?;
+        }
+        require_transaction_limits(
+            "sink",
+            sink.transaction_max_records,
+            sink.transaction_interval_ms,
+        )?;
         kafka_properties("sink.source_kafka", &sink.source_kafka)?;
         kafka_properties("sink.kafka", &sink.kafka)?;
         Ok(sink)
@@ -339,13 +403,21 @@ mod tests {
     }
 
     #[test]
-    fn exactly_once_is_refused_with_the_reason() {
-        let mut config: Config = toml::from_str(EXAMPLE).unwrap();
-        config.sink.as_mut().unwrap().delivery = Delivery::ExactlyOnce;
-        let error = refuse_exactly_once(Delivery::ExactlyOnce, "sink")
+    fn empty_transactions_are_refused_with_the_setting_to_change() {
+        let error = require_transaction_limits("sink", 0, 100)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("transactions"), "{error}");
+        assert!(
+            error.contains("`sink.transaction_max_records` is 0"),
+            "{error}"
+        );
+        let error = require_transaction_limits("ingest", 10, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`ingest.transaction_interval_ms` is 0"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -218,6 +218,8 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         quarantine_topic: quarantine.into(),
         max_in_flight: 10_000,
         kafka: fast.clone(),
+        // librdkafka's mock cluster does not commit transactions.
+        exactly_once: None,
     };
     let sink_settings = sink::Settings {
         source_brokers: onprem_brokers.clone(),
@@ -229,6 +231,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         max_in_flight: 10_000,
         source_kafka: fast.clone(),
         kafka: BTreeMap::new(),
+        exactly_once: None,
     };
     let pipeline_started = Instant::now();
     let ingest_task = tokio::spawn(ingest::run(

@@ -12,10 +12,12 @@ use anyhow::{bail, Context as _, Result};
 use plumbing::prometheus::{IntGaugeVec, Opts, Registry};
 use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use plumbing::rdkafka::ClientConfig;
-use plumbing::{Shutdown, StageMetrics};
+use plumbing::{Shutdown, StageMetrics, TransactionSettings};
 use pseudonymize::{Keyring, LeakGuard, Policy, Pseudonymizer};
 
-use crate::config::{kafka_properties, Config, Format, IngestConfig, KeysConfig, SinkConfig};
+use crate::config::{
+    kafka_properties, Config, Delivery, Format, IngestConfig, KeysConfig, SinkConfig,
+};
 use crate::keys::read_kek;
 use crate::server::{self, Readiness};
 
@@ -39,7 +41,7 @@ pub async fn check_cluster(
     brokers: &str,
     properties: &BTreeMap<String, String>,
     topics: &[&str],
-) -> Result<()> {
+) -> Result<Vec<usize>> {
     let mut config = ClientConfig::new();
     for (key, value) in properties {
         config.set(key, value);
@@ -59,14 +61,16 @@ pub async fn check_cluster(
                 STARTUP_TIMEOUT.as_secs()
             )
         })?;
-    for topic in topics {
-        let found = metadata.topics().iter().find(|t| t.name() == *topic);
-        match found {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
-            _ => bail!("topic `{topic}` does not exist on `{option}` = \"{brokers}\": create it, or fix the topic name in the config"),
-        }
-    }
-    Ok(())
+    topics
+        .iter()
+        .map(|topic| {
+            let found = metadata.topics().iter().find(|t| t.name() == *topic);
+            match found {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+                _ => bail!("topic `{topic}` does not exist on `{option}` = \"{brokers}\": create it, or fix the topic name in the config"),
+            }
+        })
+        .collect()
 }
 
 /// Opens the keyring and builds the engine, with the active key version per tenant as a metric.
@@ -119,6 +123,16 @@ pub fn ingest_settings(ingest: &IngestConfig) -> Result<ingest::Settings> {
         quarantine_topic: ingest.quarantine_topic.clone(),
         max_in_flight: ingest.max_in_flight,
         kafka: kafka_properties("ingest.kafka", &ingest.kafka)?,
+        exactly_once: (ingest.delivery == Delivery::ExactlyOnce).then(|| ingest::ExactlyOnce {
+            transactional_id: ingest
+                .transactional_id
+                .clone()
+                .unwrap_or_else(|| format!("{}.{}", ingest.group_id, hostname())),
+            transactions: transaction_settings(
+                ingest.transaction_max_records,
+                ingest.transaction_interval_ms,
+            ),
+        }),
     })
 }
 
@@ -134,7 +148,32 @@ pub fn sink_settings(sink: &SinkConfig) -> Result<sink::Settings> {
         max_in_flight: sink.max_in_flight,
         source_kafka: kafka_properties("sink.source_kafka", &sink.source_kafka)?,
         kafka: kafka_properties("sink.kafka", &sink.kafka)?,
+        exactly_once: (sink.delivery == Delivery::ExactlyOnce).then(|| sink::ExactlyOnce {
+            offsets_topic: sink.offsets_topic.clone(),
+            transactions: transaction_settings(
+                sink.transaction_max_records,
+                sink.transaction_interval_ms,
+            ),
+        }),
     })
+}
+
+fn transaction_settings(max_records: usize, interval_ms: u64) -> TransactionSettings {
+    TransactionSettings {
+        max_records,
+        max_duration: Duration::from_millis(interval_ms),
+        ..TransactionSettings::default()
+    }
+}
+
+/// This machine's name (a Kubernetes pod's name), for a default `transactional.id`.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Runs the stages of `stages` from the config file at `path` until a signal.
@@ -191,7 +230,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     }
     if let Some((settings, _)) = &sink_part {
         let ready = readiness.dependency("on-prem cluster (sink)");
-        check_cluster(
+        let source = check_cluster(
             "sink.source_brokers",
             &settings.source_brokers,
             &settings.source_kafka,
@@ -200,13 +239,32 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         .await?;
         ready.store(true, Ordering::Relaxed);
         let ready = readiness.dependency("cloud cluster");
-        check_cluster(
+        let mut cloud_topics = vec![settings.topic.as_str()];
+        cloud_topics.extend(
+            settings
+                .exactly_once
+                .as_ref()
+                .map(|e| e.offsets_topic.as_str()),
+        );
+        let cloud = check_cluster(
             "sink.brokers",
             &settings.brokers,
             &settings.kafka,
-            &[&settings.topic],
+            &cloud_topics,
         )
         .await?;
+        if let (Some(exactly_once), Some(&offsets_partitions)) =
+            (&settings.exactly_once, cloud.get(1))
+        {
+            if offsets_partitions < source[0] {
+                bail!(
+                    "`sink.offsets_topic` `{}` has {offsets_partitions} partitions on the cloud cluster and `sink.source_topic` has {}: \
+                     add partitions to the offsets topic (it stores one source offset per partition)",
+                    exactly_once.offsets_topic,
+                    source[0]
+                );
+            }
+        }
         ready.store(true, Ordering::Relaxed);
     }
 

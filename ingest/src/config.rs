@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use plumbing::TransactionSettings;
+
 /// Settings of one ingest instance.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -19,4 +21,15 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// librdkafka properties for the consumer and the producer.
     pub kafka: BTreeMap<String, String>,
+    /// Exactly once when set (Kafka transactions), at least once otherwise.
+    pub exactly_once: Option<ExactlyOnce>,
+}
+
+/// How ingest delivers exactly once.
+#[derive(Debug, Clone)]
+pub struct ExactlyOnce {
+    /// This instance's `transactional.id`: unique among live instances, stable across restarts.
+    pub transactional_id: String,
+    /// How transactions are cut.
+    pub transactions: TransactionSettings,
 }

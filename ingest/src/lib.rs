@@ -16,5 +16,5 @@
 pub mod config;
 pub mod stage;
 
-pub use config::Settings;
+pub use config::{ExactlyOnce, Settings};
 pub use stage::{run, IngestProcessor};

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use plumbing::rdkafka::producer::FutureProducer;
-use plumbing::{config, Decision, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics};
+use plumbing::{
+    config, Decision, Layout, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
+};
 use pseudonymize::{Pseudonymizer, Reason};
 
 use crate::config::Settings;
@@ -46,14 +48,18 @@ impl Processor for IngestProcessor {
 }
 
 /// Runs ingest until `shutdown`; returns what it did.
+///
+/// At least once by default; with [`Settings::exactly_once`], the pseudonymized and
+/// quarantined records of a batch and the input offsets past it commit in one Kafka
+/// transaction on the on-prem cluster.
 pub async fn run(
     settings: Settings,
     engine: Pseudonymizer,
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, plumbing::Error> {
-    let producer: FutureProducer =
-        config::producer(&settings.brokers, &settings.kafka)?.create()?;
+    let producer = config::producer(&settings.brokers, &settings.kafka)?;
+    let consumer = config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?;
     let mut relay = RelaySettings::new(
         "ingest",
         &settings.input_topic,
@@ -61,16 +67,38 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
-    plumbing::run(
-        relay,
-        config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?,
-        producer.clone(),
-        producer,
-        Arc::new(IngestProcessor::new(engine)),
-        metrics,
-        shutdown,
-    )
-    .await
+    let processor = Arc::new(IngestProcessor::new(engine));
+    match settings.exactly_once {
+        None => {
+            let producer: FutureProducer = producer.create()?;
+            plumbing::run(
+                relay,
+                consumer,
+                producer.clone(),
+                producer,
+                processor,
+                metrics,
+                shutdown,
+            )
+            .await
+        }
+        Some(exactly_once) => {
+            let layout = Layout::SameCluster {
+                producer,
+                transactional_id: exactly_once.transactional_id,
+            };
+            plumbing::run_exactly_once(
+                relay,
+                exactly_once.transactions,
+                consumer,
+                layout,
+                processor,
+                metrics,
+                shutdown,
+            )
+            .await
+        }
+    }
 }
 
 #[cfg(test)]

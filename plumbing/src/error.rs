@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// What can go wrong while setting up or running a relay.
 ///
@@ -48,4 +48,32 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
+    /// A transaction could not be completed nor aborted, or another instance fenced
+    /// this one: the process must stop, its uncommitted records are consumed again.
+    #[error("transaction failed while {during}{hint}", hint = fenced_hint(.source))]
+    Transaction {
+        /// What the relay was doing.
+        during: &'static str,
+        /// What librdkafka said.
+        #[source]
+        source: KafkaError,
+    },
+}
+
+impl Error {
+    pub(crate) fn transaction(during: &'static str, source: KafkaError) -> Self {
+        Self::Transaction { during, source }
+    }
+}
+
+/// Says what a fenced producer means, after the error's first sentence.
+fn fenced_hint(source: &KafkaError) -> &'static str {
+    match source.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::Fenced,
+        ) => ": another instance took over these partitions (this one was fenced); it stops and its open transaction is aborted",
+        _ => "",
+    }
 }

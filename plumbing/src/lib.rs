@@ -40,7 +40,8 @@
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
 //! - [`shutdown`]: one shutdown handle, fired by SIGTERM/SIGINT or by hand.
 //! - [`metrics`]: the Prometheus metrics of a stage, labelled by `stage`.
-//! - [`relay`]: the consume → decide → produce → commit loop.
+//! - [`relay`]: the consume → decide → produce → commit loop (at least once).
+//! - [`transactions`]: the same loop in Kafka transactions (exactly once).
 //! - `error`: the crate's one error type, [`Error`].
 
 #![forbid(unsafe_code)]
@@ -52,12 +53,14 @@ pub mod metrics;
 pub mod offsets;
 pub mod relay;
 pub mod shutdown;
+pub mod transactions;
 
 pub use error::Error;
 pub use metrics::StageMetrics;
 pub use offsets::TopicPartition;
 pub use relay::{run, Decision, Processor, RelayReport, RelaySettings};
 pub use shutdown::Shutdown;
+pub use transactions::{run_exactly_once, Layout, TransactionSettings};
 
 /// The prometheus this crate registers its metrics with.
 pub use prometheus;

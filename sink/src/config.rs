@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use plumbing::TransactionSettings;
+
 /// Settings of one sink instance.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -23,4 +25,18 @@ pub struct Settings {
     pub source_kafka: BTreeMap<String, String>,
     /// librdkafka properties of the cloud producer (TLS, SASL...).
     pub kafka: BTreeMap<String, String>,
+    /// Exactly once when set (Kafka transactions on the cloud cluster, the source offsets
+    /// stored there under `group_id`), at least once otherwise.
+    pub exactly_once: Option<ExactlyOnce>,
+}
+
+/// How the sink delivers exactly once.
+#[derive(Debug, Clone)]
+pub struct ExactlyOnce {
+    /// The cloud topic whose partition P stores, as the committed offset of the cloud
+    /// group `group_id`, the next offset of source partition P. At least as many
+    /// partitions as the source topic; it holds no records.
+    pub offsets_topic: String,
+    /// How transactions are cut.
+    pub transactions: TransactionSettings,
 }

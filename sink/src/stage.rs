@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use plumbing::rdkafka::producer::FutureProducer;
-use plumbing::{config, Decision, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics};
+use plumbing::{
+    config, Decision, Layout, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
+};
 use pseudonymize::LeakGuard;
 
 use crate::config::Settings;
@@ -46,15 +48,26 @@ impl Processor for SinkProcessor {
 }
 
 /// Runs the sink until `shutdown`; returns what it did.
+///
+/// At least once by default. With [`Settings::exactly_once`], the cloud records of a batch
+/// and the source offsets past it commit in one transaction on the cloud cluster: one
+/// transactional producer per source partition (`transactional.id` =
+/// `GROUP_ID.SOURCE_TOPIC.PARTITION`, which fences a previous owner), the offsets stored
+/// under the consumer group `group_id` of the cloud cluster as offsets of
+/// [`ExactlyOnce::offsets_topic`](crate::ExactlyOnce::offsets_topic) (ADR 0007).
 pub async fn run(
     settings: Settings,
     guard: LeakGuard,
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, plumbing::Error> {
-    let cloud: FutureProducer = config::producer(&settings.brokers, &settings.kafka)?.create()?;
-    let quarantine: FutureProducer =
-        config::producer(&settings.source_brokers, &settings.source_kafka)?.create()?;
+    let cloud = config::producer(&settings.brokers, &settings.kafka)?;
+    let quarantine = config::producer(&settings.source_brokers, &settings.source_kafka)?;
+    let consumer = config::consumer(
+        &settings.source_brokers,
+        &settings.group_id,
+        &settings.source_kafka,
+    )?;
     let mut relay = RelaySettings::new(
         "sink",
         &settings.source_topic,
@@ -62,20 +75,40 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
-    plumbing::run(
-        relay,
-        config::consumer(
-            &settings.source_brokers,
-            &settings.group_id,
-            &settings.source_kafka,
-        )?,
-        cloud,
-        quarantine,
-        Arc::new(SinkProcessor::new(guard)),
-        metrics,
-        shutdown,
-    )
-    .await
+    let processor = Arc::new(SinkProcessor::new(guard));
+    match settings.exactly_once {
+        None => {
+            plumbing::run(
+                relay,
+                consumer,
+                cloud.create::<FutureProducer>()?,
+                quarantine.create::<FutureProducer>()?,
+                processor,
+                metrics,
+                shutdown,
+            )
+            .await
+        }
+        Some(exactly_once) => {
+            let layout = Layout::CrossCluster {
+                output: cloud,
+                transactional_id_prefix: settings.group_id.clone(),
+                offsets_topic: exactly_once.offsets_topic,
+                offsets: config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?,
+                quarantine,
+            };
+            plumbing::run_exactly_once(
+                relay,
+                exactly_once.transactions,
+                consumer,
+                layout,
+                processor,
+                metrics,
+                shutdown,
+            )
+            .await
+        }
+    }
 }
 
 #[cfg(test)]

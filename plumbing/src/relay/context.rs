@@ -17,21 +17,9 @@ pub(super) struct RelayContext {
 }
 
 impl ClientContext for RelayContext {
-    // librdkafka's own lines go to `tracing` like everything else. They name brokers,
-    // topics and partitions, never record content.
+    // librdkafka's own lines go to `tracing` like everything else.
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        let stage = self.shared.stage;
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => error!(stage, facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Warning => warn!(stage, facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                info!(stage, facility, "librdkafka: {message}");
-            }
-            RDKafkaLogLevel::Debug => debug!(stage, facility, "librdkafka: {message}"),
-        }
+        log_to_tracing(self.shared.stage, level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -61,5 +49,26 @@ impl ConsumerContext for RelayContext {
         if let Err(error) = result {
             warn!(stage = self.shared.stage, %error, "Failed to commit offsets.");
         }
+    }
+}
+
+/// A librdkafka log line into `tracing`, at the matching level. librdkafka's lines name
+/// brokers, topics and partitions, never record content.
+pub(crate) fn log_to_tracing(
+    stage: &'static str,
+    level: RDKafkaLogLevel,
+    facility: &str,
+    message: &str,
+) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => error!(stage, facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Warning => warn!(stage, facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            info!(stage, facility, "librdkafka: {message}");
+        }
+        RDKafkaLogLevel::Debug => debug!(stage, facility, "librdkafka: {message}"),
     }
 }

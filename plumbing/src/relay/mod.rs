@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
@@ -43,6 +43,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::level_filters::LevelFilter;
 use tracing::{debug, error, info, warn};
 
+pub(crate) use self::context::log_to_tracing;
 use self::context::RelayContext;
 use self::delivery::{Delivery, Outgoing, Route, Stall};
 use self::state::{
@@ -158,7 +159,7 @@ impl RelaySettings {
         }
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         let invalid = |message: String| Err(Error::InvalidSettings(message));
         for (name, topic) in [
             ("input_topic", &self.input_topic),
@@ -199,6 +200,9 @@ pub struct RelayReport {
     pub quarantined: BTreeMap<&'static str, u64>,
     /// Deliveries tried again after a retriable error.
     pub retries: u64,
+    /// Exactly once: input partitions whose transaction was aborted and whose records
+    /// were consumed again (one per partition and abort).
+    pub aborted_transactions: u64,
     /// Partitions stopped by a permanent failure, with the first offset that failed.
     pub stalled: Vec<(TopicPartition, i64)>,
     /// Watermarks that could not be committed when their partition was released (at
@@ -347,20 +351,7 @@ impl Relay {
         let offset = message.offset();
         let (epoch, cancel) = self.shared.begin(&tp, offset);
 
-        // A processor that panics on one record would otherwise crash the stage on that
-        // record forever (it is consumed again after every restart): quarantine it. The
-        // panic message is not logged here, it may quote the record.
-        let processor = &self.processor;
-        let decision = panic::catch_unwind(AssertUnwindSafe(|| {
-            processor.process(message.key(), message.payload())
-        }))
-        .unwrap_or_else(|_panic| {
-            error!(stage = self.settings.stage, topic = %tp.topic, partition = tp.partition, offset, "The processor panicked; the record is quarantined.");
-            Decision::Quarantine {
-                reason: PROCESSOR_PANIC,
-                message: "the processor panicked on this record".to_owned(),
-            }
-        });
+        let decision = decide(self.processor.as_ref(), self.settings.stage, message);
         let outgoing = match decision {
             Decision::Forward { key, payload } => Outgoing {
                 route: Route::Forward,
@@ -497,7 +488,7 @@ impl Relay {
         let consumer = Arc::clone(&self.consumer);
         let shared = Arc::clone(&self.shared);
         self.lag_task = Some(tokio::task::spawn_blocking(move || {
-            measure_lag(&consumer, &shared);
+            measure_lag(consumer.as_ref(), &shared.metrics, shared.stage);
         }));
     }
 
@@ -619,7 +610,7 @@ impl Relay {
 }
 
 /// The librdkafka log level matching what `tracing` lets through.
-fn librdkafka_log_level() -> RDKafkaLogLevel {
+pub(crate) fn librdkafka_log_level() -> RDKafkaLogLevel {
     match LevelFilter::current() {
         LevelFilter::TRACE | LevelFilter::DEBUG => RDKafkaLogLevel::Debug,
         LevelFilter::INFO => RDKafkaLogLevel::Info,
@@ -629,11 +620,16 @@ fn librdkafka_log_level() -> RDKafkaLogLevel {
 }
 
 /// Lag of every assigned partition that has a position: high watermark - position.
-fn measure_lag(consumer: &RelayConsumer, shared: &Shared) {
+/// Fetching watermarks waits for the brokers: call it off the async workers.
+pub(crate) fn measure_lag<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    metrics: &StageMetrics,
+    stage: &'static str,
+) {
     let positions = match consumer.position() {
         Ok(positions) => positions,
         Err(error) => {
-            debug!(stage = shared.stage, %error, "Cannot read positions to measure lag.");
+            debug!(stage, %error, "Cannot read positions to measure lag.");
             return;
         }
     };
@@ -643,25 +639,55 @@ fn measure_lag(consumer: &RelayConsumer, shared: &Shared) {
         };
         match consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(2)) {
             Ok((_low, high)) => {
-                let tp = TopicPartition::new(elem.topic(), elem.partition());
                 // Skip partitions revoked meanwhile, so no stale series is left behind.
-                if shared.lock().is_assigned(&tp) {
-                    shared
-                        .metrics
+                let still_assigned = consumer.assignment().is_ok_and(|assignment| {
+                    assignment
+                        .find_partition(elem.topic(), elem.partition())
+                        .is_some()
+                });
+                if still_assigned {
+                    metrics
                         .consumer_lag
                         .with_label_values(&[elem.topic(), &elem.partition().to_string()])
                         .set((high - position).max(0));
                 }
             }
             Err(error) => {
-                debug!(stage = shared.stage, topic = elem.topic(), partition = elem.partition(), %error, "Cannot fetch watermarks to measure lag.")
+                debug!(stage, topic = elem.topic(), partition = elem.partition(), %error, "Cannot fetch watermarks to measure lag.")
             }
         }
     }
 }
 
+/// Asks `processor` about one record. A processor that panics on one record would
+/// otherwise crash the stage on that record forever (it is consumed again after every
+/// restart): the record is quarantined instead. The panic message is not logged, it may
+/// quote the record.
+pub(crate) fn decide(
+    processor: &dyn Processor,
+    stage: &'static str,
+    message: &BorrowedMessage<'_>,
+) -> Decision {
+    panic::catch_unwind(AssertUnwindSafe(|| {
+        processor.process(message.key(), message.payload())
+    }))
+    .unwrap_or_else(|_panic| {
+        error!(
+            stage,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            "The processor panicked; the record is quarantined."
+        );
+        Decision::Quarantine {
+            reason: PROCESSOR_PANIC,
+            message: "the processor panicked on this record".to_owned(),
+        }
+    })
+}
+
 /// The original headers (less any `pseudopipe-*` of an earlier quarantine), then ours.
-fn quarantine_headers(
+pub(crate) fn quarantine_headers(
     message: &BorrowedMessage<'_>,
     reason: &str,
     explanation: &str,

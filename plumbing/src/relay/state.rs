@@ -120,11 +120,6 @@ impl State {
             .get(tp)
             .is_some_and(|control| control.stalled_at.is_some())
     }
-
-    /// Whether `tp` is assigned to this consumer.
-    pub(super) fn is_assigned(&self, tp: &TopicPartition) -> bool {
-        self.partitions.contains_key(tp)
-    }
 }
 
 pub(super) struct Shared {
@@ -321,6 +316,7 @@ impl Shared {
             retries: self.retries.load(Ordering::Relaxed),
             stalled,
             uncommitted: state.uncommitted(),
+            aborted_transactions: 0,
         }
     }
 

@@ -1,0 +1,91 @@
+//! The librdkafka callbacks of the exactly-once relay: rebalances and logs.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::ProducerContext;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::TopicPartitionList;
+use tracing::{error, warn};
+
+use super::producers::Transactions;
+use crate::relay::log_to_tracing;
+
+/// Takes assignments itself: with per-partition producers, a partition starts from the
+/// offset stored in the output cluster, which only an explicit assignment can say.
+pub(super) struct TransactionContext {
+    pub(super) stage: &'static str,
+    pub(super) state: Arc<Mutex<Transactions>>,
+}
+
+impl ClientContext for TransactionContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_to_tracing(self.stage, level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(stage = self.stage, %error, reason, "Kafka client error.");
+    }
+}
+
+impl ConsumerContext for TransactionContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        error: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(error) = state.prepare_assignment(partitions) {
+                    error!(stage = self.stage, %error, "Cannot take the assigned partitions.");
+                    state.fail(error);
+                }
+                drop(state);
+                if let Err(error) = consumer.assign(partitions) {
+                    error!(stage = self.stage, %error, "Cannot assign partitions.");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                state.release(consumer, partitions);
+                drop(state);
+                if let Err(error) = consumer.unassign() {
+                    error!(stage = self.stage, %error, "Cannot release partitions.");
+                }
+            }
+            other => {
+                warn!(stage = self.stage, error = ?other, "Rebalance failed.");
+                drop(state);
+                if let Err(error) = consumer.unassign() {
+                    error!(stage = self.stage, %error, "Cannot release partitions.");
+                }
+            }
+        }
+    }
+}
+
+/// Routes a producer's librdkafka logs to `tracing`; delivery reports are not needed:
+/// a failed record fails the commit of its transaction.
+pub(super) struct ProducerLog {
+    pub(super) stage: &'static str,
+}
+
+impl ClientContext for ProducerLog {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_to_tracing(self.stage, level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(stage = self.stage, %error, reason, "Kafka producer error.");
+    }
+}
+
+impl ProducerContext for ProducerLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _report: &rdkafka::message::DeliveryResult<'_>, _opaque: ()) {}
+}

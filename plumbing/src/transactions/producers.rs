@@ -1,0 +1,758 @@
+//! The transactional producers of an exactly-once relay and the batch they hold open.
+//!
+//! Everything here runs on the relay's thread: from its loop, or from the rebalance
+//! callbacks that its `poll` calls.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::context::ProducerLog;
+use super::{Layout, TransactionSettings};
+use crate::relay::quarantine_headers;
+use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
+
+type TxProducer = ThreadedProducer<ProducerLog>;
+
+/// How often a retriable failure of a transactional call is tried again.
+const RETRIES: usize = 3;
+/// How long to wait for room when librdkafka's local queue is full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
+
+/// How a commit went.
+pub(super) enum Outcome {
+    /// Every open transaction committed (or none was open).
+    Committed,
+    /// Some transactions were aborted: rewind these input partitions to these offsets.
+    Aborted { rewind: Vec<(i32, i64)> },
+    /// This process cannot go on.
+    Fatal(Error),
+}
+
+/// The records of one input partition in the open transaction.
+#[derive(Debug)]
+struct PartitionBatch {
+    /// The first offset: where to rewind to if the transaction aborts.
+    first: i64,
+    /// One past the last offset: the offset to commit.
+    next: i64,
+    /// When each record was consumed, for the latency histogram.
+    received: Vec<Instant>,
+    forwarded: u64,
+    quarantined: BTreeMap<&'static str, u64>,
+}
+
+/// A transactional producer and whether it has a transaction open.
+struct Owned {
+    producer: TxProducer,
+    open: bool,
+}
+
+impl Owned {
+    fn begin_if_needed(&mut self) -> Result<(), Error> {
+        if !self.open {
+            self.producer
+                .begin_transaction()
+                .map_err(|source| Error::transaction("beginning a transaction", source))?;
+            self.open = true;
+        }
+        Ok(())
+    }
+}
+
+enum Producers {
+    /// [`Layout::SameCluster`]: one producer for output and quarantine.
+    Shared(Owned),
+    /// [`Layout::CrossCluster`]: one producer per assigned input partition.
+    PerPartition {
+        output: ClientConfig,
+        prefix: String,
+        owned: BTreeMap<i32, Owned>,
+        /// Partition P of this output-cluster topic holds, as the committed offset of the
+        /// offsets consumer's group, the next offset of input partition P.
+        offsets_topic: String,
+        /// Never subscribed: its group is where the input offsets are stored.
+        offsets: BaseConsumer,
+        group: ConsumerGroupMetadata,
+        quarantine: ThreadedProducer<ProducerLog>,
+        /// Whether a quarantined record may still be in the quarantine producer's queue.
+        quarantine_pending: bool,
+    },
+}
+
+/// The open transaction(s), their producers, and what was committed so far.
+pub(super) struct Transactions {
+    stage: &'static str,
+    input_topic: String,
+    output_topic: String,
+    quarantine_topic: String,
+    call_timeout: Duration,
+    producers: Producers,
+    batch: BTreeMap<i32, PartitionBatch>,
+    records: usize,
+    started: Option<Instant>,
+    metrics: StageMetrics,
+    forwarded: u64,
+    quarantined: BTreeMap<&'static str, u64>,
+    aborted: u64,
+    /// A fatal error met in a rebalance callback, for the loop to stop on.
+    fatal: Option<Error>,
+}
+
+impl Transactions {
+    pub(super) fn new(
+        settings: &RelaySettings,
+        transactions: &TransactionSettings,
+        layout: Layout,
+        metrics: StageMetrics,
+    ) -> Result<Self, Error> {
+        let stage = settings.stage;
+        let call_timeout = transactions.call_timeout;
+        let producers = match layout {
+            Layout::SameCluster {
+                producer,
+                transactional_id,
+            } => Producers::Shared(transactional(
+                stage,
+                &producer,
+                &transactional_id,
+                call_timeout,
+            )?),
+            Layout::CrossCluster {
+                output,
+                transactional_id_prefix,
+                offsets_topic,
+                offsets,
+                quarantine,
+            } => {
+                let offsets: BaseConsumer = config_with_read_committed(offsets)
+                    .create()
+                    .map_err(Error::CreateConsumer)?;
+                let group = offsets.group_metadata().ok_or_else(|| {
+                    Error::InvalidSettings(
+                        "the offsets consumer of the output cluster needs a `group.id`".to_owned(),
+                    )
+                })?;
+                Producers::PerPartition {
+                    output,
+                    prefix: transactional_id_prefix,
+                    owned: BTreeMap::new(),
+                    offsets_topic,
+                    offsets,
+                    group,
+                    quarantine: quarantine.create_with_context(ProducerLog { stage })?,
+                    quarantine_pending: false,
+                }
+            }
+        };
+        Ok(Self {
+            stage,
+            input_topic: settings.input_topic.clone(),
+            output_topic: settings.output_topic.clone(),
+            quarantine_topic: settings.quarantine_topic.clone(),
+            call_timeout,
+            producers,
+            batch: BTreeMap::new(),
+            records: 0,
+            started: None,
+            metrics,
+            forwarded: 0,
+            quarantined: BTreeMap::new(),
+            aborted: 0,
+            fatal: None,
+        })
+    }
+
+    /// Remembers a fatal error met in a rebalance callback, for the loop to stop on.
+    pub(super) fn fail(&mut self, error: Error) {
+        self.fatal.get_or_insert(error);
+    }
+
+    /// A fatal error met in a rebalance callback, once.
+    pub(super) fn take_fatal(&mut self) -> Option<Error> {
+        self.fatal.take()
+    }
+
+    /// Whether the open transaction is full or old enough to commit.
+    pub(super) fn is_due(&self, settings: &TransactionSettings) -> bool {
+        self.records >= settings.max_records
+            || self
+                .started
+                .is_some_and(|started| started.elapsed() >= settings.max_duration)
+    }
+
+    /// Produces what `decision` says about `message` inside the open transaction.
+    pub(super) fn send(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        decision: Decision,
+    ) -> Result<(), Error> {
+        let partition = message.partition();
+        let received = Instant::now();
+        let headers;
+        let (record, reason) = match &decision {
+            Decision::Forward { key, payload } => {
+                let mut record =
+                    BaseRecord::<[u8], [u8]>::to(&self.output_topic).payload(payload.as_slice());
+                if let Some(key) = key {
+                    record = record.key(key.as_slice());
+                }
+                (record, None)
+            }
+            Decision::Quarantine {
+                reason,
+                message: explanation,
+            } => {
+                headers = quarantine_headers(message, reason, explanation, self.stage);
+                let mut record =
+                    BaseRecord::<[u8], [u8]>::to(&self.quarantine_topic).headers(headers);
+                if let Some(key) = message.key() {
+                    record = record.key(key);
+                }
+                if let Some(payload) = message.payload() {
+                    record = record.payload(payload);
+                }
+                if let Some(timestamp) = message.timestamp().to_millis() {
+                    record = record.timestamp(timestamp);
+                }
+                (record, Some(*reason))
+            }
+        };
+        let producer = match &mut self.producers {
+            Producers::Shared(owned) => {
+                owned.begin_if_needed()?;
+                &owned.producer
+            }
+            Producers::PerPartition {
+                quarantine,
+                quarantine_pending,
+                ..
+            } if reason.is_some() => {
+                *quarantine_pending = true;
+                quarantine
+            }
+            Producers::PerPartition { owned, .. } => {
+                let owned = owned.get_mut(&partition).ok_or_else(|| {
+                    Error::InvalidSettings(format!(
+                        "a record of partition {partition} arrived without its transactional producer"
+                    ))
+                })?;
+                owned.begin_if_needed()?;
+                &owned.producer
+            }
+        };
+        send_waiting_for_room(producer, record)?;
+
+        let entry = self
+            .batch
+            .entry(partition)
+            .or_insert_with(|| PartitionBatch {
+                first: message.offset(),
+                next: message.offset() + 1,
+                received: Vec::new(),
+                forwarded: 0,
+                quarantined: BTreeMap::new(),
+            });
+        entry.next = message.offset() + 1;
+        entry.received.push(received);
+        match reason {
+            None => entry.forwarded += 1,
+            Some(reason) => *entry.quarantined.entry(reason).or_default() += 1,
+        }
+        self.records += 1;
+        self.started.get_or_insert(received);
+        self.metrics.in_flight.set(gauge(self.records));
+        Ok(())
+    }
+
+    /// Commits the open transaction(s) with the offsets past their records: all of them,
+    /// or (per-partition producers) those of `only`. An input offset moves only inside
+    /// the transaction that carries the records before it.
+    pub(super) fn commit_open<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[i32]>,
+    ) -> Outcome {
+        let outcome = match &mut self.producers {
+            Producers::Shared(owned) => {
+                if !owned.open {
+                    return Outcome::Committed;
+                }
+                let offsets = offsets_list(&self.input_topic, &self.batch);
+                let Some(group) = consumer.group_metadata() else {
+                    return Outcome::Fatal(Error::InvalidSettings(
+                        "the consumer has no group metadata: set its `group.id`".to_owned(),
+                    ));
+                };
+                let committed = commit(&owned.producer, &offsets, &group, self.call_timeout);
+                let partitions: Vec<i32> = self.batch.keys().copied().collect();
+                let outcome = finish(
+                    &owned.producer,
+                    committed,
+                    &partitions,
+                    &self.batch,
+                    self.call_timeout,
+                );
+                owned.open = false;
+                outcome
+            }
+            Producers::PerPartition {
+                owned,
+                offsets_topic,
+                group,
+                quarantine,
+                quarantine_pending,
+                ..
+            } => {
+                let partitions: Vec<i32> = self
+                    .batch
+                    .keys()
+                    .copied()
+                    .filter(|partition| only.is_none_or(|only| only.contains(partition)))
+                    .collect();
+                // A quarantined record must be stored before its offset moves on.
+                let flushed = if *quarantine_pending {
+                    quarantine.flush(self.call_timeout)
+                } else {
+                    Ok(())
+                };
+                if flushed.is_ok() {
+                    *quarantine_pending = false;
+                }
+                let mut outcome = Outcome::Committed;
+                for partition in &partitions {
+                    let Some(producer) = owned.get_mut(partition) else {
+                        continue;
+                    };
+                    if !producer.open {
+                        continue;
+                    }
+                    let offsets = stored_offsets_list(
+                        offsets_topic,
+                        &self.input_topic,
+                        *partition,
+                        self.batch[partition].next,
+                    );
+                    let committed = match &flushed {
+                        Ok(()) => commit(&producer.producer, &offsets, group, self.call_timeout),
+                        Err(error) => Err(error.clone()),
+                    };
+                    producer.open = false;
+                    let one = finish(
+                        &producer.producer,
+                        committed,
+                        &[*partition],
+                        &self.batch,
+                        self.call_timeout,
+                    );
+                    outcome = merge(outcome, one);
+                    if matches!(outcome, Outcome::Fatal(_)) {
+                        break;
+                    }
+                }
+                if matches!(outcome, Outcome::Committed) && !partitions.is_empty() {
+                    // The input cluster's group follows as a hint for lag monitoring; on
+                    // assignment the offsets stored in the output cluster win.
+                    let hint = offsets_list(&self.input_topic, &self.batch);
+                    if let Err(error) = consumer.commit(&hint, CommitMode::Async) {
+                        debug!(stage = self.stage, %error, "Cannot commit the offsets hint to the input cluster.");
+                    }
+                }
+                outcome
+            }
+        };
+        self.account(&outcome, only);
+        outcome
+    }
+
+    /// Moves the settled partitions out of the batch: into the counters when committed.
+    fn account(&mut self, outcome: &Outcome, only: Option<&[i32]>) {
+        let aborted: Vec<i32> = match outcome {
+            Outcome::Aborted { rewind } => rewind.iter().map(|(partition, _)| *partition).collect(),
+            _ => Vec::new(),
+        };
+        let settled: Vec<i32> = self
+            .batch
+            .keys()
+            .copied()
+            .filter(|partition| only.is_none_or(|only| only.contains(partition)))
+            .collect();
+        if matches!(outcome, Outcome::Fatal(_)) {
+            return;
+        }
+        let now = Instant::now();
+        for partition in settled {
+            let Some(batch) = self.batch.remove(&partition) else {
+                continue;
+            };
+            self.records -= batch.received.len();
+            if aborted.contains(&partition) {
+                self.aborted += 1;
+                continue;
+            }
+            self.forwarded += batch.forwarded;
+            self.metrics.produced.inc_by(batch.forwarded);
+            for (reason, count) in batch.quarantined {
+                *self.quarantined.entry(reason).or_default() += count;
+                self.metrics
+                    .quarantined
+                    .with_label_values(&[reason])
+                    .inc_by(count);
+            }
+            for received in batch.received {
+                self.metrics
+                    .processing_latency
+                    .observe(now.duration_since(received).as_secs_f64());
+            }
+        }
+        if self.batch.is_empty() {
+            self.started = None;
+        }
+        self.metrics.in_flight.set(gauge(self.records));
+    }
+
+    /// Before `assignment` is taken: with per-partition producers, initializes the
+    /// producer of each new partition (which fences its previous owner and aborts what
+    /// that one left open), then sets each partition's starting offset to the one stored
+    /// in the output cluster, if any.
+    pub(super) fn prepare_assignment(
+        &mut self,
+        assignment: &mut TopicPartitionList,
+    ) -> Result<(), Error> {
+        let Producers::PerPartition {
+            output,
+            prefix,
+            owned,
+            offsets_topic,
+            offsets,
+            ..
+        } = &mut self.producers
+        else {
+            return Ok(());
+        };
+        let partitions: Vec<i32> = assignment
+            .elements_for_topic(&self.input_topic)
+            .iter()
+            .map(|elem| elem.partition())
+            .collect();
+        for partition in &partitions {
+            if owned.contains_key(partition) {
+                continue;
+            }
+            let id = format!("{prefix}.{}.{partition}", self.input_topic);
+            owned.insert(
+                *partition,
+                transactional(self.stage, output, &id, self.call_timeout)?,
+            );
+        }
+        let mut asked = TopicPartitionList::new();
+        for partition in &partitions {
+            asked.add_partition(offsets_topic, *partition);
+        }
+        let stored = offsets
+            .committed_offsets(asked, self.call_timeout)
+            .map_err(|source| {
+                Error::transaction("reading the offsets stored in the output cluster", source)
+            })?;
+        let mut starts = Vec::new();
+        for elem in stored.elements_for_topic(offsets_topic) {
+            let partition = elem.partition();
+            if let Err(source) = elem.error() {
+                return Err(Error::transaction(
+                    "reading the offsets stored in the output cluster",
+                    source,
+                ));
+            }
+            let Offset::Offset(offset) = elem.offset() else {
+                continue; // none stored yet: the input group's offset, or auto.offset.reset
+            };
+            if elem.metadata() != self.input_topic {
+                return Err(Error::InvalidSettings(format!(
+                    "partition {partition} of the offsets topic `{offsets_topic}` holds the offset of another input topic \
+                     for this group: give this sink its own `group_id` or offsets topic"
+                )));
+            }
+            assignment
+                .set_partition_offset(&self.input_topic, partition, Offset::Offset(offset))
+                .map_err(|source| Error::transaction("setting a starting offset", source))?;
+            starts.push(format!("{partition}@{offset}"));
+        }
+        info!(
+            stage = self.stage,
+            topic = %self.input_topic,
+            partitions = ?partitions,
+            stored_offsets = %starts.join(","),
+            "Partitions assigned: their transactional producers fenced any previous owner; starting from the offsets stored in the output cluster (the input group's where none is stored)."
+        );
+        Ok(())
+    }
+
+    /// Before `revoked` is released: commits what is open for it, and (per-partition
+    /// producers) lets its producers go. A failure here is not rewound: the next owner
+    /// starts from the committed offsets.
+    pub(super) fn release<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = revoked
+            .elements_for_topic(&self.input_topic)
+            .iter()
+            .map(|elem| elem.partition())
+            .collect();
+        match self.commit_open(consumer, Some(&partitions)) {
+            Outcome::Committed => {}
+            Outcome::Aborted { rewind } => {
+                warn!(stage = self.stage, partitions = ?rewind, "The transaction of revoked partitions was aborted: their next owner consumes those records again.");
+            }
+            Outcome::Fatal(error) => self.fail(error),
+        }
+        if let Producers::PerPartition { owned, .. } = &mut self.producers {
+            for partition in &partitions {
+                owned.remove(partition);
+            }
+        }
+    }
+
+    /// What was committed so far.
+    pub(super) fn report(&self, consumed: u64) -> RelayReport {
+        RelayReport {
+            consumed,
+            forwarded: self.forwarded,
+            quarantined: self.quarantined.clone(),
+            aborted_transactions: self.aborted,
+            ..RelayReport::default()
+        }
+    }
+}
+
+/// A transactional producer with `transactional_id`, initialized: any earlier producer
+/// with that id is fenced and its open transaction aborted.
+fn transactional(
+    stage: &'static str,
+    config: &ClientConfig,
+    transactional_id: &str,
+    timeout: Duration,
+) -> Result<Owned, Error> {
+    let producer: TxProducer = config
+        .clone()
+        .set("transactional.id", transactional_id)
+        .create_with_context(ProducerLog { stage })?;
+    producer
+        .init_transactions(timeout)
+        .map_err(|source| Error::transaction("initializing transactions", source))?;
+    debug!(stage, transactional_id, "Transactional producer ready.");
+    Ok(Owned {
+        producer,
+        open: false,
+    })
+}
+
+fn config_with_read_committed(mut config: ClientConfig) -> ClientConfig {
+    // Committed offsets are read with require_stable: pending transactional commits first
+    // complete or abort.
+    config.set("isolation.level", "read_committed");
+    config
+}
+
+/// Hands `record` to librdkafka, waiting while its local queue is full.
+fn send_waiting_for_room(
+    producer: &TxProducer,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), Error> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(QUEUE_FULL_BACKOFF);
+            }
+            // The record itself cannot be produced (too large, say): stop rather than
+            // skip it, as the at-least-once relay stalls its partition.
+            Err((source, _record)) => return Err(Error::transaction("producing a record", source)),
+        }
+    }
+}
+
+/// The offsets to commit: one past the batch's last record, per partition.
+fn offsets_list(topic: &str, batch: &BTreeMap<i32, PartitionBatch>) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (partition, records) in batch {
+        list.add_partition_offset(topic, *partition, Offset::Offset(records.next))
+            .expect("an offset of a consumed record is a valid offset");
+    }
+    list
+}
+
+/// The next `offset` of input partition `partition`, as the offset of the same partition
+/// of `offsets_topic`, with the input topic's name as metadata (checked when read back).
+fn stored_offsets_list(
+    offsets_topic: &str,
+    input_topic: &str,
+    partition: i32,
+    offset: i64,
+) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    let mut elem = list.add_partition(offsets_topic, partition);
+    elem.set_offset(Offset::Offset(offset))
+        .expect("an offset of a consumed record is a valid offset");
+    elem.set_metadata(input_topic);
+    list
+}
+
+/// What to do after a failed transactional call.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    Retry,
+    Abort,
+    Fatal,
+}
+
+fn classify(error: &KafkaError) -> Failure {
+    match error {
+        KafkaError::Transaction(error) if error.is_fatal() => Failure::Fatal,
+        KafkaError::Transaction(error) if error.txn_requires_abort() => Failure::Abort,
+        KafkaError::Transaction(error) if error.is_retriable() => Failure::Retry,
+        _ => Failure::Abort,
+    }
+}
+
+/// Sends the offsets into the transaction and commits it, retrying what may be retried.
+fn commit(
+    producer: &TxProducer,
+    offsets: &TopicPartitionList,
+    group: &ConsumerGroupMetadata,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    retrying(|| producer.send_offsets_to_transaction(offsets, group, timeout))?;
+    retrying(|| producer.commit_transaction(timeout))
+}
+
+fn retrying(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    let mut attempt = 0;
+    loop {
+        match call() {
+            Err(error) if classify(&error) == Failure::Retry && attempt < RETRIES => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
+/// Turns the result of a commit into an outcome, aborting when needed.
+fn finish(
+    producer: &TxProducer,
+    committed: Result<(), KafkaError>,
+    partitions: &[i32],
+    batch: &BTreeMap<i32, PartitionBatch>,
+    timeout: Duration,
+) -> Outcome {
+    let error = match committed {
+        Ok(()) => return Outcome::Committed,
+        Err(error) => error,
+    };
+    if classify(&error) == Failure::Fatal {
+        return Outcome::Fatal(Error::transaction("committing a transaction", error));
+    }
+    warn!(%error, "A transaction failed: aborting it and consuming its records again.");
+    if let Err(abort_error) = producer.abort_transaction(timeout) {
+        return Outcome::Fatal(Error::transaction("aborting a transaction", abort_error));
+    }
+    let rewind = partitions
+        .iter()
+        .filter_map(|partition| Some((*partition, batch.get(partition)?.first)))
+        .collect();
+    Outcome::Aborted { rewind }
+}
+
+fn merge(a: Outcome, b: Outcome) -> Outcome {
+    match (a, b) {
+        (fatal @ Outcome::Fatal(_), _) | (_, fatal @ Outcome::Fatal(_)) => fatal,
+        (Outcome::Aborted { mut rewind }, Outcome::Aborted { rewind: more }) => {
+            rewind.extend(more);
+            Outcome::Aborted { rewind }
+        }
+        (aborted @ Outcome::Aborted { .. }, Outcome::Committed)
+        | (Outcome::Committed, aborted @ Outcome::Aborted { .. }) => aborted,
+        (Outcome::Committed, Outcome::Committed) => Outcome::Committed,
+    }
+}
+
+fn gauge(records: usize) -> i64 {
+    i64::try_from(records).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aborted_partitions_add_up_and_a_fatal_error_wins() {
+        let merged = merge(
+            Outcome::Aborted {
+                rewind: vec![(0, 5)],
+            },
+            Outcome::Aborted {
+                rewind: vec![(2, 9)],
+            },
+        );
+        assert!(matches!(merged, Outcome::Aborted { rewind } if rewind == vec![(0, 5), (2, 9)]));
+        let fatal = Outcome::Fatal(Error::InvalidSettings("x".into()));
+        assert!(matches!(
+            merge(Outcome::Committed, fatal),
+            Outcome::Fatal(_)
+        ));
+    }
+
+    #[test]
+    fn offsets_point_past_the_last_record_of_each_partition() {
+        let batch = BTreeMap::from([
+            (
+                0,
+                PartitionBatch {
+                    first: 10,
+                    next: 15,
+                    received: Vec::new(),
+                    forwarded: 5,
+                    quarantined: BTreeMap::new(),
+                },
+            ),
+            (
+                3,
+                PartitionBatch {
+                    first: 0,
+                    next: 1,
+                    received: Vec::new(),
+                    forwarded: 1,
+                    quarantined: BTreeMap::new(),
+                },
+            ),
+        ]);
+        let list = offsets_list("raw", &batch);
+        assert_eq!(
+            list.find_partition("raw", 0).unwrap().offset(),
+            Offset::Offset(15)
+        );
+        assert_eq!(list.count(), 2);
+        let stored = stored_offsets_list("raw.offsets", "raw", 3, 1);
+        let elem = stored.find_partition("raw.offsets", 3).unwrap();
+        assert_eq!((elem.offset(), elem.metadata()), (Offset::Offset(1), "raw"));
+    }
+
+    #[test]
+    fn failures_outside_a_transaction_call_abort() {
+        assert_eq!(classify(&KafkaError::Canceled), Failure::Abort);
+        assert_eq!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            )),
+            Failure::Abort
+        );
+    }
+}
