@@ -1,17 +1,22 @@
-//! `ingest`, `sink` and `produce` against two real tansu brokers: the on-prem one and the
-//! cloud one behind an mTLS gateway (the private link). Each test starts its own brokers
-//! and runs the built binary as separate processes, as an operator would.
+//! `ingest`, `sink` and `produce` against two real Apache Kafka brokers: the on-prem one
+//! and the cloud one, which demands the sink's client certificate (the private link). The
+//! tests share one pair (`testkit::shared_brokers`), each with its own topics and consumer
+//! groups; a test that stops a broker starts its own. The built binary runs as separate
+//! processes, as an operator would run it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use simulator::Generator;
-use testkit::{free_port, wait_until, Broker, NewRecord, Process, Record};
+use testkit::{
+    free_port, random_name, shared_brokers, wait_until, Broker, NewRecord, Process, Record,
+};
 
 use crate::util::Scratch;
 
@@ -24,21 +29,40 @@ const PARTITIONS: u32 = 3;
 /// Records in flight per stage: small, so that a stalled cloud shows the bound.
 const MAX_IN_FLIGHT: usize = 2000;
 
-/// Two brokers, their topics, a keyring, and config files for ingest and sink.
+/// A broker of the shared pair, or one a test started for itself (to stop it).
+enum Zone {
+    Shared(&'static Broker),
+    Own(Box<Broker>),
+}
+
+impl Deref for Zone {
+    type Target = Broker;
+
+    fn deref(&self) -> &Broker {
+        match self {
+            Zone::Shared(broker) => broker,
+            Zone::Own(broker) => broker,
+        }
+    }
+}
+
+/// Two brokers, this test's topics and consumer groups, a keyring, and config files for
+/// ingest and sink.
 struct Pipeline {
     scratch: Scratch,
-    onprem: Broker,
-    cloud: Broker,
+    onprem: Zone,
+    cloud: Zone,
     raw: String,
     pseudonymized: String,
     quarantine: String,
     cloud_topic: String,
+    ingest_group: String,
+    sink_group: String,
 }
 
 impl Pipeline {
-    fn start(cloud: Broker) -> Pipeline {
+    fn start(onprem: Zone, cloud: Zone) -> Pipeline {
         let scratch = Scratch::with_tenants(&[TENANT]);
-        let onprem = Broker::start("onprem");
         let raw = onprem.random_topic("redemptions.raw", PARTITIONS);
         let pseudonymized = onprem.random_topic("redemptions.pseudonymized", PARTITIONS);
         let quarantine = onprem.random_topic("redemptions.quarantine", 1);
@@ -51,12 +75,23 @@ impl Pipeline {
             pseudonymized,
             quarantine,
             cloud_topic,
+            ingest_group: random_name("ingest-test"),
+            sink_group: random_name("sink-test"),
         }
     }
 
-    /// The usual pair: in-memory on-prem broker, cloud broker behind the mTLS gateway.
+    /// On the shared brokers: plaintext on-prem, mTLS cloud.
     fn new() -> Pipeline {
-        Pipeline::start(Broker::start_behind_tls_gateway("cloud"))
+        let shared = shared_brokers();
+        Pipeline::start(Zone::Shared(&shared.onprem), Zone::Shared(&shared.cloud))
+    }
+
+    /// The cloud broker, which this test started for itself to stop and restart it.
+    fn own_cloud(&mut self) -> &mut Broker {
+        match &mut self.cloud {
+            Zone::Own(broker) => broker,
+            Zone::Shared(_) => panic!("the shared cloud broker must not be stopped"),
+        }
     }
 
     /// The `[sink.kafka]` table: TLS with the client certificate, unless `with_certificate` is false.
@@ -82,7 +117,7 @@ kek_file = {kek:?}
 
 [ingest]
 brokers = "{brokers}"
-group_id = "ingest-test"
+group_id = "{ingest_group}"
 input_topic = "{raw}"
 output_topic = "{pseudonymized}"
 quarantine_topic = "{quarantine}"
@@ -91,7 +126,7 @@ max_in_flight = {MAX_IN_FLIGHT}
 
 [ingest.kafka]
 "session.timeout.ms" = 6000
-{tansu_safe}
+
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 "#,
@@ -102,7 +137,7 @@ listen = "127.0.0.1:{metrics_port}"
             pseudonymized = self.pseudonymized,
             quarantine = self.quarantine,
             policy = POLICY,
-            tansu_safe = tansu_safe_producer_toml(),
+            ingest_group = self.ingest_group,
         );
         let path = self.scratch.path(&format!("ingest-{metrics_port}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -115,7 +150,7 @@ listen = "127.0.0.1:{metrics_port}"
             r#"[sink]
 source_brokers = "{onprem}"
 source_topic = "{pseudonymized}"
-group_id = "sink-test"
+group_id = "{sink_group}"
 brokers = "{cloud}"
 topic = "{cloud_topic}"
 policy = {policy:?}
@@ -138,6 +173,7 @@ listen = "127.0.0.1:{metrics_port}"
             policy = POLICY,
             quarantine = self.quarantine,
             tls = self.cloud_tls(with_certificate),
+            sink_group = self.sink_group,
         );
         let path = self.scratch.path(&format!("sink-{metrics_port}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -162,10 +198,9 @@ listen = "127.0.0.1:{metrics_port}"
         (ingest, sink)
     }
 
-    /// `pseudopipe produce` of `events` simulated redemptions, `malformed_ratio` of them
-    /// bad, one record per batch (see `testkit::TANSU_SAFE_PRODUCER`).
+    /// `pseudopipe produce` of `events` simulated redemptions, `malformed_ratio` of them bad.
     fn produce(&self, events: u64, malformed_ratio: f64, seed: u64) {
-        let mut args: Vec<String> = [
+        let args: Vec<String> = [
             "produce",
             "--brokers",
             &self.onprem.bootstrap(),
@@ -182,24 +217,12 @@ listen = "127.0.0.1:{metrics_port}"
         ]
         .map(str::to_owned)
         .into();
-        for (key, value) in testkit::TANSU_SAFE_PRODUCER {
-            args.extend(["--property".to_owned(), format!("{key}={value}")]);
-        }
         let run = self
             .scratch
             .run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         run.ok();
         eprintln!("{}", run.stderr().trim_end());
     }
-}
-
-/// `testkit::TANSU_SAFE_PRODUCER` as lines of a `[ingest.kafka]` table: ingest's output is
-/// what sink consumes.
-fn tansu_safe_producer_toml() -> String {
-    testkit::TANSU_SAFE_PRODUCER
-        .iter()
-        .map(|(key, value)| format!("{key:?} = {value:?}\n"))
-        .collect()
 }
 
 /// A running `pseudopipe ingest|sink --config FILE` with its metrics address.
@@ -624,10 +647,11 @@ fn a_hundred_thousand_events_reach_the_cloud_as_batch_mode_writes_them() {
     }
 }
 
-/// A broker that never delivers some offsets is not silent: ingest counts the offsets it
-/// jumped over and says where they were. In production that is retention deleting records
-/// before they were read; here it is tansu starting a fetch after the batch that holds the
-/// group's offset (see `testkit::TANSU_SAFE_PRODUCER`).
+/// Offsets the consumer jumps over are not silent: ingest counts them and says where they
+/// were. Here, as retention would, DeleteRecords removes offsets 0 to 59 of a partition
+/// while the group's committed offset is 50 and ingest is stopped: the fetch at 50 is
+/// out of range, the consumer resets to the earliest offset, 60, and 50 to 59 never go
+/// through the pipeline.
 #[test]
 fn offsets_the_broker_jumps_over_are_counted_and_logged() {
     let p = Pipeline::new();
@@ -637,13 +661,14 @@ fn offsets_the_broker_jumps_over_are_counted_and_logged() {
             .map(|_| NewRecord::new(generator.next_record().payload).partition(0))
             .collect()
     };
-    // One batch of 100 on partition 0, the group's offset inside it, then 10 more.
+    // 100 records on partition 0, the group's offset at 50, then 10 more; 0 to 59 deleted.
     p.onprem.produce(&p.raw, events(100));
     p.onprem
         .client()
-        .commit_offset("ingest-test", &p.raw, 0, 50)
+        .commit_offset(&p.ingest_group, &p.raw, 0, 50)
         .unwrap();
     p.onprem.produce(&p.raw, events(10));
+    assert_eq!(p.onprem.delete_records_before(&p.raw, 0, 60), 60);
 
     let logs = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -660,30 +685,29 @@ fn offsets_the_broker_jumps_over_are_counted_and_logged() {
         )
     };
     assert!(
-        wait_until(Duration::from_secs(60), || skipped(&ingest) == 50.0),
+        wait_until(Duration::from_secs(60), || skipped(&ingest) == 10.0),
         "skipped: {}\n{}",
         skipped(&ingest),
         ingest.process.failure("counting skipped offsets")
     );
-    // The 10 records after the gap go through. tansu answers the fetch at 50 with that
-    // batch six times over in one response (librdkafka's debug log: one 51 kB message set,
-    // 60 messages enqueued, last offset 109): duplicates, which at-least-once allows.
+    // The 50 records after the gap (60 to 109) go through, once each.
     let out = p
         .onprem
-        .read_all(&p.pseudonymized, 10, Duration::from_secs(30));
-    assert_eq!(distinct_events(&out), 10);
+        .read_all(&p.pseudonymized, 50, Duration::from_secs(30));
+    assert_eq!(distinct_events(&out), 50);
+    assert_eq!(out.len(), 50, "no restart, no duplicate");
     assert!(ingest.process.wait_for_log(
         "Input offsets were jumped over and never received",
         Duration::from_secs(5)
     ));
     let log = ingest.process.log();
-    assert!(log.contains("from=50 to=99 count=50"), "{log}");
+    assert!(log.contains("from=50 to=59 count=10"), "{log}");
 }
 
 /// Each stage is stopped twice while it moves records, once with SIGTERM (drain and
 /// commit) and once with kill -9 (nothing committed since the last periodic commit):
 /// every event still reaches the cloud, duplicates allowed. Restarts start from committed
-/// offsets inside record batches, hence `testkit::TANSU_SAFE_PRODUCER`.
+/// offsets inside record batches.
 #[test]
 fn restarting_ingest_and_sink_mid_run_loses_nothing() {
     const EVENTS: u64 = 20_000;
@@ -903,27 +927,26 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
-/// The cloud broker (SQLite storage, so it keeps its data) is down for a minute while
-/// retail systems produce: sink holds at most `max_in_flight` records, memory stays flat,
-/// nothing is acknowledged; once the broker is back every event arrives. Back-pressure
-/// pauses and resumes inside record batches, hence `testkit::TANSU_SAFE_PRODUCER`.
+/// The cloud broker crashes (kill -9) and stays down for a minute while retail systems
+/// produce: sink holds at most `max_in_flight` records, memory stays flat, nothing is
+/// acknowledged; once the broker is restarted (same port, same data) every event
+/// arrives. Back-pressure pauses and resumes inside record batches.
 #[test]
 fn a_cloud_broker_down_for_a_minute_holds_the_pipeline_back_and_it_catches_up() {
     const EVENTS: u64 = 30_000;
     const SEED: u64 = 13;
-    let storage = tempfile::tempdir().unwrap();
-    let cloud = Broker::builder("cloud")
-        .sqlite(storage.path().join("cloud.db"))
-        .behind_tls_gateway()
-        .start();
-    let mut p = Pipeline::start(cloud);
+    let cloud = Broker::start_with_client_certificates("cloud-outage");
+    let mut p = Pipeline::start(
+        Zone::Shared(&shared_brokers().onprem),
+        Zone::Own(Box::new(cloud)),
+    );
     let expected = expected(EVENTS, 0.0, SEED);
 
     let logs = tempfile::tempdir().unwrap();
     let (ingest, sink) = p.start_stages(logs.path());
 
     // The cloud goes down; retail systems keep producing.
-    p.cloud.stop();
+    p.own_cloud().kill();
     let down = Instant::now();
     p.produce(EVENTS, 0.0, SEED);
     let mut peak_in_flight = 0.0f64;
@@ -962,7 +985,7 @@ fn a_cloud_broker_down_for_a_minute_holds_the_pipeline_back_and_it_catches_up() 
     );
 
     // The cloud returns; the sink catches up from where it was.
-    p.cloud.restart();
+    p.own_cloud().restart();
     let back = Instant::now();
     let cloud = read_until_complete(
         &p.cloud,

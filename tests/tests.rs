@@ -4,8 +4,9 @@
 //! - `keys`: KEK creation, the keyring life cycle, wrong KEKs and corrupted keyrings.
 //! - `audit`: `audit verify` and `audit show` on intact and tampered logs.
 //! - `batch`: `pseudonymize` over simulated exports with malformed lines.
-//! - `pipeline`: ingest, sink and produce against two real tansu brokers (the cloud one
-//!   behind an mTLS gateway): end to end, restarts, a cloud outage, bad configs.
+//! - `pipeline`: ingest, sink and produce against two real Apache Kafka brokers (the
+//!   cloud one demanding the sink's client certificate), shared by the tests that do not
+//!   stop them: end to end, restarts, skipped offsets, a cloud outage, bad configs.
 //! - `schemas`: the Avro schema, the example event and the default policy agree.
 
 mod util;
