@@ -78,8 +78,9 @@ pub(crate) const JVM_OPTIONS: &[&str] = &[
 
 /// What a single node needs besides its listeners: replication factor 1 and min ISR 1
 /// for the internal topics (else transactions and groups wait for replicas that never
-/// come), no rebalance delay, no topic created by asking for it, and few partitions in
-/// the internal topics so that the first group or transaction does not wait for 50.
+/// come), no rebalance delay, a short broker session (quick restarts), no topic created
+/// by asking for it, and few partitions in the internal topics so that the first group
+/// or transaction does not wait for 50.
 const SINGLE_NODE: &[(&str, &str)] = &[
     ("process.roles", "broker,controller"),
     ("node.id", "1"),
@@ -92,6 +93,10 @@ const SINGLE_NODE: &[(&str, &str)] = &[
     ("share.coordinator.state.topic.replication.factor", "1"),
     ("share.coordinator.state.topic.min.isr", "1"),
     ("group.initial.rebalance.delay.ms", "0"),
+    // A broker restarted after a kill -9 cannot register until the controller (restarted
+    // with it) has let the dead incarnation's session expire: 9 s by default.
+    ("broker.session.timeout.ms", "2000"),
+    ("broker.heartbeat.interval.ms", "500"),
     ("auto.create.topics.enable", "false"),
     ("num.partitions", "1"),
 ];
@@ -182,8 +187,20 @@ logger.server.level = info
 }
 
 /// A new cluster id: 16 random bytes in URL-safe base64 without padding, as
-/// `kafka-storage random-uuid` prints (without starting a JVM for it).
+/// `kafka-storage random-uuid` prints (without starting a JVM for it). Like Kafka's
+/// `Uuid.randomUuid`, never one that starts with `-`, which the command line would take
+/// for an option.
 pub(crate) fn random_cluster_id() -> String {
+    loop {
+        let id = random_base64_id();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+/// 16 random bytes in URL-safe base64 without padding (22 characters).
+fn random_base64_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = [0u8; 16];
     for chunk in bytes.chunks_mut(8) {
@@ -235,6 +252,7 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_ne!(id, random_cluster_id());
+        assert!((0..1000).all(|_| !random_cluster_id().starts_with('-')));
     }
 
     #[test]

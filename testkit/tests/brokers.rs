@@ -157,7 +157,9 @@ fn a_broker_keeps_its_records_across_a_sigterm_and_a_restart() {
 
 #[test]
 fn a_dropped_broker_stops_answering_and_leaves_no_process() {
+    let started = Instant::now();
     let broker = Broker::start("dropped");
+    eprintln!("format and start: {:.1} s", started.elapsed().as_secs_f64());
     let client = broker.client();
     client
         .metadata(READ_TIMEOUT)
