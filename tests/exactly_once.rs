@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
-use testkit::{free_port, wait_until};
+use simulator::Generator;
+use testkit::{free_port, wait_until, NewRecord};
 
 use crate::harness::*;
 
@@ -210,4 +211,80 @@ fn a_paused_sink_is_fenced_by_the_one_that_took_its_partitions() {
     assert_eq!(duplicated, 0);
     assert_eq!(cloud.len(), expected.valid.len());
     check_cloud(&p, &expected, &cloud);
+}
+
+/// Raw events written straight to the pseudonymized topic (a misconfigured producer) fail
+/// the sink's leak guard: exactly once, each is quarantined on-prem and its source offset
+/// stored in the cloud with its partition's transaction, so a restarted sink starts past
+/// them and quarantines none of them again.
+#[test]
+fn records_failing_the_leak_guard_are_quarantined_and_not_consumed_again() {
+    const RECORDS: usize = 60;
+    let p = Pipeline::new().with_delivery(Delivery::ExactlyOnce);
+    let mut generator = Generator::new(31).with_tenants(vec![TENANT.to_owned()]);
+    let raw: Vec<NewRecord> = (0..RECORDS)
+        .map(|_| NewRecord::new(generator.next_record().payload))
+        .collect();
+    p.onprem.produce(&p.pseudonymized, raw);
+
+    let logs = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut sink = Stage::start(
+        "sink",
+        p.sink_config(port, true),
+        port,
+        logs.path().join("sink.log"),
+    );
+    let quarantined = p
+        .onprem
+        .read_all(&p.quarantine, RECORDS, Duration::from_secs(60));
+    assert_eq!(
+        quarantined.len(),
+        RECORDS,
+        "{}",
+        sink.process.failure("quarantining")
+    );
+    assert!(quarantined
+        .iter()
+        .all(|record| record.header("pseudopipe-reason") == Some("leak_guard")));
+    assert!(
+        sink.process
+            .terminate(Duration::from_secs(30))
+            .is_some_and(|status| status.success()),
+        "{}",
+        sink.process.failure("SIGTERM")
+    );
+
+    sink.restart();
+    let starts = |log: &str| -> Option<i64> {
+        let line = log
+            .lines()
+            .rev()
+            .find(|line| line.contains("stored_offsets="))?;
+        let stored = line
+            .split("stored_offsets=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?;
+        Some(
+            stored
+                .split(',')
+                .filter_map(|start| start.split_once('@')?.1.parse::<i64>().ok())
+                .sum(),
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || starts(&sink.process.log())
+            == Some(RECORDS as i64)),
+        "the restarted sink starts past the quarantined records: {}",
+        sink.process.failure("restart")
+    );
+    let quarantined = p
+        .onprem
+        .read_all(&p.quarantine, RECORDS + 1, Duration::from_secs(5));
+    assert_eq!(quarantined.len(), RECORDS, "none quarantined twice");
+    assert!(p
+        .cloud
+        .read_all(&p.cloud_topic, 1, Duration::from_secs(2))
+        .is_empty());
 }

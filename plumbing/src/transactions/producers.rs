@@ -231,21 +231,24 @@ impl Transactions {
                 &owned.producer
             }
             Producers::PerPartition {
+                owned,
                 quarantine,
                 quarantine_pending,
                 ..
-            } if reason.is_some() => {
-                *quarantine_pending = true;
-                quarantine
-            }
-            Producers::PerPartition { owned, .. } => {
+            } => {
                 let owned = owned.get_mut(&partition).ok_or_else(|| {
                     Error::InvalidSettings(format!(
                         "a record of partition {partition} arrived without its transactional producer"
                     ))
                 })?;
+                // A quarantined record's offset moves in its partition's transaction too.
                 owned.begin_if_needed()?;
-                &owned.producer
+                if reason.is_some() {
+                    *quarantine_pending = true;
+                    quarantine
+                } else {
+                    &owned.producer
+                }
             }
         };
         send_waiting_for_room(producer, record)?;
@@ -368,7 +371,12 @@ impl Transactions {
                 outcome
             }
         };
-        self.account(&outcome, only);
+        // One producer commits every partition at once; per-partition producers commit `only`.
+        let settled = match self.producers {
+            Producers::Shared(_) => None,
+            Producers::PerPartition { .. } => only,
+        };
+        self.account(&outcome, settled);
         outcome
     }
 
