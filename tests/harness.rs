@@ -241,23 +241,7 @@ listen = "127.0.0.1:{metrics_port}"
 
     /// `pseudopipe produce` of `events` simulated redemptions, `malformed_ratio` of them bad.
     pub(crate) fn produce(&self, events: u64, malformed_ratio: f64, seed: u64) {
-        let args: Vec<String> = [
-            "produce",
-            "--brokers",
-            &self.onprem.bootstrap(),
-            "--topic",
-            &self.raw,
-            "--events",
-            &events.to_string(),
-            "--malformed-ratio",
-            &malformed_ratio.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--tenant",
-            TENANT,
-        ]
-        .map(str::to_owned)
-        .into();
+        let args = self.produce_args(events, malformed_ratio, seed);
         let run = self
             .scratch
             .run(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -273,8 +257,16 @@ listen = "127.0.0.1:{metrics_port}"
         seed: u64,
         rate: u64,
     ) -> Process {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
-        command.args([
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
+        command
+            .args(self.produce_args(events, malformed_ratio, seed))
+            .args(["--rate", &rate.to_string()]);
+        Process::start("produce", command)
+    }
+
+    /// The arguments of `pseudopipe produce` into this test's raw topic.
+    fn produce_args(&self, events: u64, malformed_ratio: f64, seed: u64) -> Vec<String> {
+        [
             "produce",
             "--brokers",
             &self.onprem.bootstrap(),
@@ -288,10 +280,9 @@ listen = "127.0.0.1:{metrics_port}"
             &seed.to_string(),
             "--tenant",
             TENANT,
-            "--rate",
-            &rate.to_string(),
-        ]);
-        Process::start("produce", command)
+        ]
+        .map(str::to_owned)
+        .into()
     }
 }
 

@@ -159,6 +159,19 @@ impl RelaySettings {
         }
     }
 
+    /// Subscribes `consumer` to the input topic.
+    pub(crate) fn subscribe<C: ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+    ) -> Result<(), Error> {
+        consumer
+            .subscribe(&[self.input_topic.as_str()])
+            .map_err(|source| Error::Subscribe {
+                topic: self.input_topic.clone(),
+                source,
+            })
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let invalid = |message: String| Err(Error::InvalidSettings(message));
         for (name, topic) in [
@@ -255,12 +268,7 @@ pub async fn run(
             shared: Arc::clone(&shared),
         })
         .map_err(Error::CreateConsumer)?;
-    consumer
-        .subscribe(&[settings.input_topic.as_str()])
-        .map_err(|source| Error::Subscribe {
-            topic: settings.input_topic.clone(),
-            source,
-        })?;
+    settings.subscribe(&consumer)?;
     info!(
         stage = settings.stage,
         input_topic = %settings.input_topic,

@@ -192,12 +192,7 @@ impl ExactlyOnce {
                 state: Arc::clone(&state),
             })
             .map_err(Error::CreateConsumer)?;
-        consumer
-            .subscribe(&[settings.input_topic.as_str()])
-            .map_err(|source| Error::Subscribe {
-                topic: settings.input_topic.clone(),
-                source,
-            })?;
+        settings.subscribe(&consumer)?;
         info!(
             stage = settings.stage,
             input_topic = %settings.input_topic,
