@@ -350,8 +350,8 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         );
     }
     println!("  throughput:   {:.0} events/s through both stages ({:.2} s from start to last cloud record)", args.events as f64 / elapsed, elapsed);
-    println!("  ingest:       {ingest_report:?}");
-    println!("  sink:         {sink_report:?}");
+    println!("  ingest:       {ingest_report}");
+    println!("  sink:         {sink_report}");
 
     // Offsets a stage jumped over never went through the pipeline (the mock cluster's
     // retention dropped them before they were read, for instance).

@@ -292,7 +292,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         match result {
             Ok(report) => tracing::info!(
                 stage,
-                ?report,
+                %report,
                 "Stage stopped after draining and committing."
             ),
             Err(error) => {

@@ -27,6 +27,7 @@ mod delivery;
 mod state;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,6 +230,41 @@ impl RelayReport {
     /// Records delivered to the quarantine topic, all reasons together.
     pub fn quarantined_total(&self) -> u64 {
         self.quarantined.values().sum()
+    }
+}
+
+/// One line for people: `consumed 10000, forwarded 9903, quarantined 97 (malformed_json 8,
+/// ...)`, then retries, aborted transactions, stalled and uncommitted partitions when any.
+impl fmt::Display for RelayReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "consumed {}, forwarded {}, quarantined {}",
+            self.consumed,
+            self.forwarded,
+            self.quarantined_total()
+        )?;
+        if !self.quarantined.is_empty() {
+            let reasons: Vec<String> = self
+                .quarantined
+                .iter()
+                .map(|(reason, count)| format!("{reason} {count}"))
+                .collect();
+            write!(f, " ({})", reasons.join(", "))?;
+        }
+        if self.retries > 0 {
+            write!(f, ", {} deliveries retried", self.retries)?;
+        }
+        if self.aborted_transactions > 0 {
+            write!(f, ", {} transactions aborted", self.aborted_transactions)?;
+        }
+        if !self.stalled.is_empty() {
+            write!(f, ", stalled at {}", list_offsets(&self.stalled))?;
+        }
+        if !self.uncommitted.is_empty() {
+            write!(f, ", not committed {}", list_offsets(&self.uncommitted))?;
+        }
+        Ok(())
     }
 }
 
@@ -767,6 +803,21 @@ mod tests {
             let error = settings.validate().expect_err(field).to_string();
             assert!(error.contains(field), "{error}");
         }
+    }
+
+    #[test]
+    fn a_report_reads_as_one_line() {
+        let report = RelayReport {
+            consumed: 10,
+            forwarded: 7,
+            quarantined: BTreeMap::from([("malformed_json", 2), ("too_deep", 1)]),
+            aborted_transactions: 1,
+            ..RelayReport::default()
+        };
+        assert_eq!(
+            report.to_string(),
+            "consumed 10, forwarded 7, quarantined 3 (malformed_json 2, too_deep 1), 1 transactions aborted"
+        );
     }
 
     #[test]
