@@ -186,8 +186,14 @@ fn a_paused_sink_is_fenced_by_the_one_that_took_its_partitions() {
         a.process.failure("waiting for A to stop")
     );
     let log = a.process.log();
-    let fenced = log.lines().find(|line| line.contains("fenced"));
-    assert!(fenced.is_some(), "A says it was fenced: {log}");
+    let fenced = log
+        .lines()
+        .find(|line| line.contains("this one was fenced"));
+    assert!(
+        fenced.is_some(),
+        "A says it was fenced: {}",
+        a.process.log_tail(30)
+    );
     eprintln!("sink A, resumed: {}", fenced.unwrap_or_default());
 
     // Whatever A had produced stays in its aborted transaction: nothing twice.
