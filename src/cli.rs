@@ -247,6 +247,9 @@ pub struct BatchArgs {
     /// reported on stderr without their content.
     #[arg(long)]
     pub quarantine: Option<PathBuf>,
+    /// Worker threads (default: every core). The output keeps the input's order.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 /// Options of `bench`.
