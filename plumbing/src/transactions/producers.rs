@@ -288,14 +288,14 @@ impl Transactions {
                 if !owned.open {
                     return Outcome::Committed;
                 }
-                let offsets = offsets_list(&self.input_topic, &self.batch);
+                let partitions: Vec<i32> = self.batch.keys().copied().collect();
+                let offsets = offsets_list(&self.input_topic, &self.batch, &partitions);
                 let Some(group) = consumer.group_metadata() else {
                     return Outcome::Fatal(Error::InvalidSettings(
                         "the consumer has no group metadata: set its `group.id`".to_owned(),
                     ));
                 };
                 let committed = commit(&owned.producer, &offsets, &group, self.call_timeout);
-                let partitions: Vec<i32> = self.batch.keys().copied().collect();
                 let outcome = finish(
                     &owned.producer,
                     committed,
@@ -361,9 +361,10 @@ impl Transactions {
                     }
                 }
                 if matches!(outcome, Outcome::Committed) && !partitions.is_empty() {
-                    // The input cluster's group follows as a hint for lag monitoring; on
-                    // assignment the offsets stored in the output cluster win.
-                    let hint = offsets_list(&self.input_topic, &self.batch);
+                    // The input cluster's group follows as a hint for lag monitoring (and
+                    // the start of a partition the output cluster stores nothing for yet):
+                    // only the partitions whose transaction committed.
+                    let hint = offsets_list(&self.input_topic, &self.batch, &partitions);
                     if let Err(error) = consumer.commit(&hint, CommitMode::Async) {
                         debug!(stage = self.stage, %error, "Cannot commit the offsets hint to the input cluster.");
                     }
@@ -589,12 +590,18 @@ fn send_waiting_for_room(
     }
 }
 
-/// The offsets to commit: one past the batch's last record, per partition.
-fn offsets_list(topic: &str, batch: &BTreeMap<i32, PartitionBatch>) -> TopicPartitionList {
+/// The offsets to commit: one past the batch's last record, for each of `partitions`.
+fn offsets_list(
+    topic: &str,
+    batch: &BTreeMap<i32, PartitionBatch>,
+    partitions: &[i32],
+) -> TopicPartitionList {
     let mut list = TopicPartitionList::new();
-    for (partition, records) in batch {
-        list.add_partition_offset(topic, *partition, Offset::Offset(records.next))
-            .expect("an offset of a consumed record is a valid offset");
+    for partition in partitions {
+        if let Some(records) = batch.get(partition) {
+            list.add_partition_offset(topic, *partition, Offset::Offset(records.next))
+                .expect("an offset of a consumed record is a valid offset");
+        }
     }
     list
 }
@@ -742,12 +749,13 @@ mod tests {
                 },
             ),
         ]);
-        let list = offsets_list("raw", &batch);
+        let list = offsets_list("raw", &batch, &[0, 3]);
         assert_eq!(
             list.find_partition("raw", 0).unwrap().offset(),
             Offset::Offset(15)
         );
         assert_eq!(list.count(), 2);
+        assert_eq!(offsets_list("raw", &batch, &[3]).count(), 1);
         let stored = stored_offsets_list("raw.offsets", "raw", 3, 1);
         let elem = stored.find_partition("raw.offsets", 3).unwrap();
         assert_eq!((elem.offset(), elem.metadata()), (Offset::Offset(1), "raw"));
