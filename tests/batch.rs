@@ -1,16 +1,44 @@
 //! `pseudonymize` over a simulated history export with malformed lines.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
 use simulator::{Generator, Kind};
 
-use crate::util::Scratch;
+use crate::util::{Run, Scratch};
 
 const POLICY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/schemas/coupon_redemption.policy.toml"
 );
+
+/// `pseudopipe pseudonymize` of `input` into `output` and `quarantine`, plus `extra` options.
+fn pseudonymize_file(
+    s: &Scratch,
+    input: &Path,
+    output: &Path,
+    quarantine: &Path,
+    extra: &[&str],
+) -> Run {
+    let mut args = vec![
+        "pseudonymize",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--quarantine",
+        quarantine.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    s.run(&args)
+}
 
 /// Malformed lines the simulator does not make, with the reason they must get.
 fn extra_bad_lines() -> Vec<(Vec<u8>, &'static str)> {
@@ -72,21 +100,7 @@ fn a_history_export_is_pseudonymized_and_every_bad_line_quarantined() {
     let input_path = s.path("export.jsonl");
     std::fs::write(&input_path, &input).unwrap();
     let (output, quarantine) = (s.path("out.jsonl"), s.path("quarantine.jsonl"));
-    let run = s.run(&[
-        "pseudonymize",
-        "--policy",
-        POLICY,
-        "--keyring",
-        s.keyring.to_str().unwrap(),
-        "--kek-file",
-        s.kek.to_str().unwrap(),
-        "--input",
-        input_path.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--quarantine",
-        quarantine.to_str().unwrap(),
-    ]);
+    let run = pseudonymize_file(&s, &input_path, &output, &quarantine, &[]);
     run.ok();
     let summary = run.stderr();
     assert!(
@@ -223,23 +237,13 @@ fn more_threads_give_the_same_files_in_the_same_order() {
             s.path(&format!("out-{threads}.jsonl")),
             s.path(&format!("quarantine-{threads}.jsonl")),
         );
-        let run = s.run(&[
-            "pseudonymize",
-            "--policy",
-            POLICY,
-            "--keyring",
-            s.keyring.to_str().unwrap(),
-            "--kek-file",
-            s.kek.to_str().unwrap(),
-            "--input",
-            input_path.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-            "--quarantine",
-            quarantine.to_str().unwrap(),
-            "--threads",
-            threads,
-        ]);
+        let run = pseudonymize_file(
+            &s,
+            &input_path,
+            &output,
+            &quarantine,
+            &["--threads", threads],
+        );
         run.ok();
         assert!(
             run.stderr().contains(&format!("on {threads} threads")),
