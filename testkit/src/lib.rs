@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 pub use broker::{Broker, BrokerBuilder};
 pub use client::Client;
 pub use kafka::{kafka_libs, kafka_version, KAFKA_LIBS_VARIABLE};
-pub use process::Process;
+pub use process::{is_alive, Process};
 pub use records::{NewRecord, Record};
 pub use shared::{shared_brokers, Brokers};
 pub use tls::TlsFiles;

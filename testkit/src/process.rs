@@ -251,6 +251,19 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// Whether process `pid` runs. A killed process whose parent has not reaped it yet is a
+/// zombie: that is dead.
+pub fn is_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            state != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,17 +327,5 @@ mod tests {
         assert!(crate::wait_until(Duration::from_secs(5), || {
             process.log().matches("tick").count() > ticks
         }));
-    }
-
-    /// A killed child whose parent is gone may linger as a zombie: that is dead.
-    fn is_alive(pid: u32) -> bool {
-        fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                let state = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next());
-                state != Some("Z")
-            })
-            .unwrap_or(false)
     }
 }

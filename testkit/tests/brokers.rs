@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use serde_json::json;
-use testkit::{shared_brokers, Broker, Client, NewRecord, TlsFiles};
+use testkit::{is_alive, shared_brokers, Broker, Client, NewRecord, TlsFiles};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -341,14 +341,8 @@ fn a_fetch_inside_a_record_batch_starts_where_it_asks() {
 fn a_committed_transaction_is_read_and_an_aborted_one_is_not() {
     let broker = &shared_brokers().onprem;
     let topic = broker.random_topic("transactions", 1);
-    let producer: BaseProducer = broker
-        .client()
-        .config()
-        .set("transactional.id", testkit::random_name("testkit"))
-        .create()
-        .unwrap();
     let timeout = Duration::from_secs(30);
-    producer.init_transactions(timeout).unwrap();
+    let producer = transactional_producer(broker, timeout);
     let send_in_a_transaction = |payloads: &[&str]| {
         producer.begin_transaction().unwrap();
         for payload in payloads {
@@ -381,14 +375,8 @@ fn a_committed_transaction_is_read_and_an_aborted_one_is_not() {
 fn an_open_transaction_is_not_read_until_it_commits() {
     let cloud = &shared_brokers().cloud;
     let topic = cloud.random_topic("open", 1);
-    let producer: BaseProducer = cloud
-        .client()
-        .config()
-        .set("transactional.id", testkit::random_name("testkit"))
-        .create()
-        .unwrap();
     let timeout = Duration::from_secs(30);
-    producer.init_transactions(timeout).unwrap();
+    let producer = transactional_producer(cloud, timeout);
     producer.begin_transaction().unwrap();
     producer
         .send(BaseRecord::<(), str>::to(&topic).payload("pending"))
@@ -432,14 +420,14 @@ fn a_paused_broker_answers_once_resumed() {
     assert_eq!(broker.read_all(&topic, 1, READ_TIMEOUT).len(), 1);
 }
 
-/// A killed process whose parent has not reaped it yet is a zombie: that is dead.
-fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            state != Some("Z")
-        })
-        .unwrap_or(false)
+/// A producer of `broker` with a fresh `transactional.id`, transactions initialized.
+fn transactional_producer(broker: &Broker, timeout: Duration) -> BaseProducer {
+    let producer: BaseProducer = broker
+        .client()
+        .config()
+        .set("transactional.id", testkit::random_name("testkit"))
+        .create()
+        .unwrap();
+    producer.init_transactions(timeout).unwrap();
+    producer
 }
