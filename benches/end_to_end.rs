@@ -1,32 +1,51 @@
-//! End-to-end throughput through two real Apache Kafka brokers (testkit: an on-prem one,
-//! plaintext, and a cloud one demanding client certificates), in events/s, for three
-//! pipelines over the same pre-filled raw topic (200,000 simulated redemptions, 1 %
-//! malformed, 3 partitions per topic):
+//! End to end through two real Apache Kafka brokers (testkit: an on-prem one, plaintext,
+//! and a cloud one demanding client certificates), for four pipelines:
 //!
 //! - `pass-through`, the ceiling: two plain librdkafka consume → produce copies (raw →
 //!   on-prem copy topic → cloud topic over mTLS), run concurrently in this process with
 //!   the stages' producer defaults and no transformation;
 //! - `at_least_once`: the built binary, `pseudopipe ingest` and `pseudopipe sink` as two
 //!   processes;
-//! - `exactly_once`: the same with `delivery = "exactly_once"` in both stages.
+//! - `exactly_once`: the same with `delivery = "exactly_once"` in both stages;
+//! - `python`: `bench/reference/pseudonymize.py`, the same job as one Python process with
+//!   `confluent-kafka` (raw → cloud in one hop, at least once), run with the interpreter
+//!   of `$PSEUDOPIPE_BENCH_PYTHON`, else `~/.cache/pseudopipe/bench-venv/bin/python`
+//!   (`scripts/bench-pipeline.sh` creates it); skipped, with the reason, when that
+//!   interpreter or its `confluent_kafka` is missing.
 //!
-//! Each mode gets fresh downstream topics and consumer groups. A `read_committed`
-//! consumer counts the cloud topic; the time runs from the pipeline's start until it has
-//! seen every valid event (the malformed ones go to quarantine), so it includes process
-//! start-up and the consumer-group joins. The stages are then stopped with SIGTERM.
+//! Two phases, each mode on fresh downstream topics and consumer groups:
+//!
+//! 1. **Throughput** over one pre-filled raw topic (200,000 simulated redemptions, 1 %
+//!    malformed, 3 partitions per topic): a `read_committed` consumer counts the cloud
+//!    topic, and the time runs from the pipeline's start until it has seen every valid
+//!    event, so it includes process start-up and the consumer-group joins. events/s
+//!    counts valid events; MB/s the raw bytes of all events, malformed ones included.
+//! 2. **Latency at a fixed rate** (20,000 events/s for 15 s) into a fresh raw topic: once
+//!    a 2-second warm-up at that rate has reached the cloud, each valid event's produce
+//!    time is matched, by `event_id` (which the policy keeps), with the time a
+//!    `read_committed` consumer of the cloud topic receives it; p50 and p99 of those.
+//!    An event still missing 60 s after the last one was produced counts with the time
+//!    waited, and a percentile that rests on one is printed as a lower bound (`≥`).
+//!
+//! The peak RSS (`VmHWM`) of every stage process is read from `/proc` before it is
+//! stopped with SIGTERM; the table shows the larger of the two phases.
 //!
 //! ```sh
-//! cargo bench -p pseudopipe --bench end_to_end                   # 200,000 events
-//! cargo bench -p pseudopipe --bench end_to_end -- --events 20000
+//! cargo bench -p pseudopipe --bench end_to_end                   # 200,000 events, 20,000/s for 15 s
+//! cargo bench -p pseudopipe --bench end_to_end -- --events 20000 --rate 20000 --seconds 15
 //! PSEUDOPIPE_BENCH_EVENTS=20000 cargo bench -p pseudopipe --bench end_to_end
+//! # no Kafka: write the simulated events of `pseudopipe bench --events N` as JSON lines
+//! cargo bench -p pseudopipe --bench end_to_end -- --write-events events.jsonl --events 200000
 //! ```
 //!
-//! Needs the Kafka jars and a Java runtime (`scripts/install-test-deps.sh`).
+//! Needs the Kafka jars and a Java runtime (`scripts/install-test-deps.sh`);
+//! `scripts/bench-pipeline.sh` installs everything and runs it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -34,9 +53,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use plumbing::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use plumbing::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use plumbing::rdkafka::message::{BorrowedMessage, Message as _};
-use plumbing::rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use plumbing::rdkafka::{Offset, TopicPartitionList};
+use plumbing::rdkafka::message::Message as _;
+use plumbing::rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext,
+};
+use plumbing::rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use serde::Deserialize;
+use simulator::{Generator, Record};
 use tempfile::TempDir;
 use testkit::{free_port, random_name, shared_brokers, Broker, Brokers, Process};
 
@@ -44,13 +67,34 @@ const POLICY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/schemas/coupon_redemption.policy.toml"
 );
+const PYTHON_REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/bench/reference/pseudonymize.py"
+);
+const PYTHON_VARIABLE: &str = "PSEUDOPIPE_BENCH_PYTHON";
 const TENANT: &str = "brand-a";
 const PARTITIONS: u32 = 3;
 const DEFAULT_EVENTS: u64 = 200_000;
 const EVENTS_VARIABLE: &str = "PSEUDOPIPE_BENCH_EVENTS";
-const MALFORMED_RATIO: &str = "0.01";
+/// The fixed rate of the latency phase, in events/s (the issue's figure).
+const DEFAULT_RATE: f64 = 20_000.0;
+/// How long the latency phase produces at that rate.
+const DEFAULT_SECONDS: f64 = 15.0;
+const MALFORMED_RATIO: f64 = 0.01;
+/// Seeds of the throughput fill and of the latency phase's events.
+const FILL_SEED: u64 = 7;
+const RATE_SEED: u64 = 11;
+/// `pseudopipe bench` draws its events from seed 1 over these tenants.
+const TRANSFORM_SEED: u64 = 1;
+const TRANSFORM_TENANTS: [&str; 2] = ["brand-a", "brand-b"];
 /// How long one mode may take to bring every record to the cloud.
 const MODE_TIMEOUT: Duration = Duration::from_secs(600);
+/// The latency phase first produces this long at the rate, and waits for it to arrive,
+/// so that start-up and group joins are over when the clock starts.
+const WARM_UP: Duration = Duration::from_secs(2);
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the latency phase waits for the last events after producing them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stage gets to drain and commit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// How often the pass-through copies commit their consumed positions.
@@ -58,38 +102,149 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const LOG_TAIL_LINES: usize = 40;
 
 fn main() -> Result<()> {
-    let events = events()?;
-    eprintln!("starting the on-prem and the cloud broker...");
-    let bench = Bench::prepare(shared_brokers(), events)?;
-    let mut results = Vec::new();
-    for mode in [Mode::PassThrough, Mode::AtLeastOnce, Mode::ExactlyOnce] {
-        eprintln!("measuring {}...", mode.name());
-        let seconds = bench
-            .measure(mode)
-            .with_context(|| format!("{} failed", mode.name()))?;
-        results.push((mode, seconds));
+    let options = Options::parse()?;
+    if let Some(path) = &options.write_events {
+        return write_events(path, options.events);
     }
-    print_table(events, bench.expected, &results);
+    let python = python_reference();
+    let load_at_start = load_average();
+    eprintln!("starting the on-prem and the cloud broker...");
+    let bench = Bench::prepare(shared_brokers(), options.events, python)?;
+    let modes: Vec<Mode> = Mode::ALL
+        .into_iter()
+        .filter(|mode| *mode != Mode::Python || bench.python.is_some())
+        .collect();
+    let mut rows: Vec<Row> = modes.iter().map(|&mode| Row::new(mode)).collect();
+    for row in &mut rows {
+        eprintln!("throughput: {}...", row.mode.name());
+        let outcome = bench.throughput(row.mode);
+        row.throughput = row.settle(outcome);
+    }
+    for row in &mut rows {
+        eprintln!(
+            "latency at {:.0} events/s: {}...",
+            options.rate,
+            row.mode.name()
+        );
+        let outcome = bench.latency(row.mode, options.rate, options.seconds);
+        row.latency = row.settle(outcome);
+    }
+    print_table(&bench, &options, &rows, (load_at_start, load_average()));
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.failed)
+        .map(|row| row.mode.name())
+        .collect();
+    ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
     Ok(())
 }
 
-/// `--events N`, else `$PSEUDOPIPE_BENCH_EVENTS`, else 200,000. Other arguments (cargo
-/// passes `--bench`) are ignored.
-fn events() -> Result<u64> {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--events" {
-            let value = args.next().context("`--events` needs a number")?;
-            return value
-                .parse()
-                .with_context(|| format!("`--events {value}`: not a number"));
+/// The command line. Other arguments (cargo passes `--bench`) are ignored.
+struct Options {
+    /// `--events N`, else `$PSEUDOPIPE_BENCH_EVENTS`, else 200,000.
+    events: u64,
+    /// `--rate R`: events/s of the latency phase.
+    rate: f64,
+    /// `--seconds S`: how long the latency phase produces.
+    seconds: f64,
+    /// `--write-events FILE`: only write `events` simulated events there.
+    write_events: Option<PathBuf>,
+}
+
+impl Options {
+    fn parse() -> Result<Options> {
+        let mut options = Options {
+            events: match std::env::var(EVENTS_VARIABLE) {
+                Ok(value) => value
+                    .parse()
+                    .with_context(|| format!("{EVENTS_VARIABLE}={value}: not a number"))?,
+                Err(_) => DEFAULT_EVENTS,
+            },
+            rate: DEFAULT_RATE,
+            seconds: DEFAULT_SECONDS,
+            write_events: None,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || {
+                args.next()
+                    .with_context(|| format!("`{arg}` needs a value"))
+            };
+            match arg.as_str() {
+                "--events" => options.events = number(&arg, &value()?)?,
+                "--rate" => options.rate = number(&arg, &value()?)?,
+                "--seconds" => options.seconds = number(&arg, &value()?)?,
+                "--write-events" => options.write_events = Some(value()?.into()),
+                _ => {}
+            }
         }
+        ensure!(
+            options.rate > 0.0 && options.seconds > 0.0,
+            "`--rate` and `--seconds` must be positive"
+        );
+        Ok(options)
     }
-    match std::env::var(EVENTS_VARIABLE) {
-        Ok(value) => value
-            .parse()
-            .with_context(|| format!("{EVENTS_VARIABLE}={value}: not a number")),
-        Err(_) => Ok(DEFAULT_EVENTS),
+}
+
+fn number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .ok()
+        .with_context(|| format!("`{option} {value}`: not a number"))
+}
+
+/// Writes the events `pseudopipe bench --events N` measures, as JSON lines, so that the
+/// Python reference's transform can be timed on the very same events.
+fn write_events(path: &Path, events: u64) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    let mut generator = Generator::new(TRANSFORM_SEED)
+        .with_tenants(TRANSFORM_TENANTS.iter().map(|t| t.to_string()).collect());
+    for _ in 0..events {
+        out.write_all(&generator.next_record().payload)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    eprintln!(
+        "wrote {events} simulated events to {} (seed {TRANSFORM_SEED}, tenants {}: the events of `pseudopipe bench --events {events}`)",
+        path.display(),
+        TRANSFORM_TENANTS.join(" and ")
+    );
+    Ok(())
+}
+
+/// The interpreter of the Python reference, if it can import `confluent_kafka`; says
+/// why the reference is skipped otherwise.
+fn python_reference() -> Option<PathBuf> {
+    let python = match std::env::var_os(PYTHON_VARIABLE) {
+        Some(path) => PathBuf::from(path),
+        None => {
+            PathBuf::from(std::env::var_os("HOME")?).join(".cache/pseudopipe/bench-venv/bin/python")
+        }
+    };
+    let works = Command::new(&python)
+        .args(["-c", "import confluent_kafka"])
+        .output();
+    match works {
+        Ok(output) if output.status.success() => Some(python),
+        Ok(output) => {
+            eprintln!(
+                "skipping the Python reference: {} cannot import confluent_kafka ({}); \
+                 scripts/bench-pipeline.sh installs it",
+                python.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            None
+        }
+        Err(error) => {
+            eprintln!(
+                "skipping the Python reference: cannot run {} ({error}); \
+                 scripts/bench-pipeline.sh creates it, ${PYTHON_VARIABLE} picks another",
+                python.display()
+            );
+            None
+        }
     }
 }
 
@@ -98,124 +253,304 @@ enum Mode {
     PassThrough,
     AtLeastOnce,
     ExactlyOnce,
+    Python,
 }
 
 impl Mode {
+    const ALL: [Mode; 4] = [
+        Mode::PassThrough,
+        Mode::AtLeastOnce,
+        Mode::ExactlyOnce,
+        Mode::Python,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Mode::PassThrough => "pass-through",
             Mode::AtLeastOnce => "at_least_once",
             Mode::ExactlyOnce => "exactly_once",
+            Mode::Python => "python",
         }
     }
 }
 
-/// The brokers, a keyring, and the raw topic filled once for all modes.
+/// What one mode measured; a phase that failed is `None` and its error was printed.
+struct Row {
+    mode: Mode,
+    throughput: Option<Throughput>,
+    latency: Option<Latency>,
+    /// Peak RSS in KiB of each process of the mode, the larger of the two phases.
+    peak_rss: BTreeMap<String, u64>,
+    failed: bool,
+}
+
+impl Row {
+    fn new(mode: Mode) -> Row {
+        Row {
+            mode,
+            throughput: None,
+            latency: None,
+            peak_rss: BTreeMap::new(),
+            failed: false,
+        }
+    }
+
+    /// Keeps the peak RSS of a phase and its result, or prints why it failed.
+    fn settle<T>(&mut self, outcome: Result<(T, PeakRss)>) -> Option<T> {
+        match outcome {
+            Ok((result, peak_rss)) => {
+                for (name, kib) in peak_rss {
+                    let peak = self.peak_rss.entry(name).or_default();
+                    *peak = (*peak).max(kib);
+                }
+                Some(result)
+            }
+            Err(error) => {
+                eprintln!("{} failed: {error:#}", self.mode.name());
+                self.failed = true;
+                None
+            }
+        }
+    }
+}
+
+/// `VmHWM` in KiB of each process, by name.
+type PeakRss = Vec<(String, u64)>;
+
+struct Throughput {
+    seconds: f64,
+}
+
+struct Latency {
+    /// Events produced in the measured window (malformed ones included), and how long
+    /// producing them took.
+    produced: u64,
+    sending: Duration,
+    /// Valid events among them.
+    sent: usize,
+    /// Of those, how many reached the cloud.
+    arrived: usize,
+    p50: Percentile,
+    p99: Percentile,
+    /// How long after the last produce call the last event arrived: the backlog left
+    /// when the pipeline is slower than the rate; `None` when some never arrived.
+    behind: Option<Duration>,
+}
+
+/// A latency percentile; `lower_bound` when it rests on an event that never arrived.
+struct Percentile {
+    value: Duration,
+    lower_bound: bool,
+}
+
+/// The brokers, a keyring, and the raw topic filled once for the throughput phase.
 struct Bench {
     brokers: &'static Brokers,
-    /// Keyring, KEK, stage configs and logs.
+    /// Keyring, KEK, the master secret (for the Python reference), configs and logs.
     scratch: TempDir,
     raw: String,
-    /// Valid events, the records every mode must bring to the cloud.
+    /// Valid events of `raw`, the records every mode must bring to the cloud.
     expected: usize,
+    /// Bytes of every payload of `raw`.
+    raw_bytes: u64,
+    events: u64,
+    python: Option<PathBuf>,
+    feeder: Feeder,
 }
 
 impl Bench {
-    fn prepare(brokers: &'static Brokers, events: u64) -> Result<Bench> {
+    fn prepare(brokers: &'static Brokers, events: u64, python: Option<PathBuf>) -> Result<Bench> {
         let scratch = tempfile::Builder::new()
             .prefix("pseudopipe-bench-")
             .tempdir()?;
         let raw = brokers.onprem.random_topic("bench.raw", PARTITIONS);
+        let feeder = Feeder::new(&brokers.onprem)?;
         let mut bench = Bench {
             brokers,
             scratch,
             raw,
             expected: 0,
+            raw_bytes: 0,
+            events,
+            python,
+            feeder,
         };
         bench.make_keyring()?;
         eprintln!("producing {events} events to {}...", bench.raw);
-        bench.expected = bench.fill_raw_topic(events)?;
+        let mut generator = Generator::new(FILL_SEED)
+            .with_tenants(vec![TENANT.to_owned()])
+            .with_malformed_ratio(MALFORMED_RATIO);
+        let (mut expected, mut raw_bytes) = (0, 0);
+        bench
+            .feeder
+            .feed(&bench.raw, &mut generator, events, None, |record, _| {
+                expected += usize::from(record.is_valid());
+                raw_bytes += record.payload.len() as u64;
+            })?;
+        (bench.expected, bench.raw_bytes) = (expected, raw_bytes);
         Ok(bench)
     }
 
+    /// A keyring whose active key is a master secret this bench also hands to the Python
+    /// reference (`keys import`), so that both write the same tokens.
     fn make_keyring(&self) -> Result<()> {
-        let (kek, keyring) = (self.path("kek"), self.path("keyring.json"));
+        let (kek, keyring, secret) = (
+            self.path("kek"),
+            self.path("keyring.json"),
+            self.path("secret.hex"),
+        );
+        std::fs::write(&secret, hex::encode(rand::random::<[u8; 32]>()))?;
         pseudopipe(&["keys", "new-kek", "--out", text(&kek)])?;
         pseudopipe(&[
             "keys",
-            "init",
+            "import",
             "--keyring",
             text(&keyring),
             "--kek-file",
             text(&kek),
             "--tenant",
             TENANT,
+            "--version",
+            "1",
+            "--secret-file",
+            text(&secret),
         ])?;
         Ok(())
     }
 
-    /// `pseudopipe produce`; returns the number of valid events it reports.
-    fn fill_raw_topic(&self, events: u64) -> Result<usize> {
-        let output = pseudopipe(&[
-            "produce",
-            "--brokers",
-            &self.brokers.onprem.bootstrap(),
-            "--topic",
-            &self.raw,
-            "--events",
-            &events.to_string(),
-            "--malformed-ratio",
-            MALFORMED_RATIO,
-            "--seed",
-            "7",
-            "--tenant",
-            TENANT,
-        ])?;
-        // "produced N events to T (V valid, M malformed) in ..."
-        let line = output
-            .lines()
-            .find(|line| line.starts_with("produced "))
-            .with_context(|| format!("`produce` did not say what it produced:\n{output}"))?;
-        line.split_once('(')
-            .and_then(|(_, rest)| rest.split_once(" valid"))
-            .and_then(|(valid, _)| valid.parse().ok())
-            .with_context(|| format!("no valid count in {line:?}"))
-    }
-
-    /// Runs `mode` on fresh topics and groups until the cloud has every valid event;
-    /// returns the seconds from the pipeline's start.
-    fn measure(&self, mode: Mode) -> Result<f64> {
+    /// Runs `mode` over the pre-filled raw topic until the cloud has every valid event.
+    fn throughput(&self, mode: Mode) -> Result<(Throughput, PeakRss)> {
         let cloud_topic = self.brokers.cloud.random_topic("bench.cloud", PARTITIONS);
-        let launch = self.launch(mode, &cloud_topic)?;
+        let launch = self.launch(mode, "throughput", &self.raw, &cloud_topic)?;
         let counter = Counter::start(&self.brokers.cloud, &cloud_topic, self.expected)?;
         let started = Instant::now();
         let mut running = launch.start()?;
         let outcome = counter.wait(&mut running);
+        let peak_rss = running.peak_rss();
         let tails = running.log_tails();
         running.stop()?;
         match outcome {
-            Ok(done) => Ok((done - started).as_secs_f64()),
+            Ok(done) => Ok((
+                Throughput {
+                    seconds: (done - started).as_secs_f64(),
+                },
+                peak_rss,
+            )),
             Err(error) => Err(anyhow::anyhow!("{error:#}\n{tails}")),
         }
     }
 
-    /// Creates the mode's other topics and writes its configs, so that the clock only
-    /// runs for the pipeline itself.
-    fn launch(&self, mode: Mode, cloud_topic: &str) -> Result<Launch> {
-        let onprem = &self.brokers.onprem;
-        if mode == Mode::PassThrough {
-            return Ok(Launch::PassThrough(PassThrough {
-                onprem: onprem.bootstrap(),
-                raw: self.raw.clone(),
-                copy: onprem.random_topic("bench.copy", PARTITIONS),
-                cloud: self.brokers.cloud.bootstrap(),
-                cloud_tls: self.cloud_tls(),
-                cloud_topic: cloud_topic.to_owned(),
-            }));
+    /// Runs `mode` on a fresh raw topic fed at `rate` events/s for `seconds`, and times
+    /// each valid event from its produce call to its arrival in the cloud.
+    fn latency(&self, mode: Mode, rate: f64, seconds: f64) -> Result<(Latency, PeakRss)> {
+        let raw = self
+            .brokers
+            .onprem
+            .random_topic("bench.raw-rate", PARTITIONS);
+        let cloud_topic = self.brokers.cloud.random_topic("bench.cloud", PARTITIONS);
+        let launch = self.launch(mode, "latency", &raw, &cloud_topic)?;
+        let tracker = Tracker::start(&self.brokers.cloud, &cloud_topic)?;
+        let mut running = launch.start()?;
+        let outcome = self.feed_at_rate(&raw, &tracker, &mut running, rate, seconds);
+        let peak_rss = running.peak_rss();
+        let tails = running.log_tails();
+        running.stop()?;
+        let arrivals = tracker.finish()?;
+        match outcome {
+            Ok(timed) => Ok((timed.latency(&arrivals), peak_rss)),
+            Err(error) => Err(anyhow::anyhow!("{error:#}\n{tails}")),
         }
+    }
+
+    fn feed_at_rate(
+        &self,
+        raw: &str,
+        tracker: &Tracker,
+        running: &mut Running,
+        rate: f64,
+        seconds: f64,
+    ) -> Result<Timed> {
+        let mut generator = Generator::new(RATE_SEED)
+            .with_tenants(vec![TENANT.to_owned()])
+            .with_malformed_ratio(MALFORMED_RATIO);
+        let mut warm_up = 0;
+        let warm_up_events = (rate * WARM_UP.as_secs_f64()).ceil() as u64;
+        self.feeder.feed(
+            raw,
+            &mut generator,
+            warm_up_events,
+            Some(rate),
+            |record, _| {
+                warm_up += usize::from(record.is_valid());
+            },
+        )?;
+        if !tracker.wait_for(warm_up, WARM_UP_TIMEOUT, running)? {
+            bail!(
+                "the warm-up did not reach the cloud within {WARM_UP_TIMEOUT:?} ({} of {warm_up})",
+                tracker.arrived()
+            );
+        }
+        let mut sent = Vec::new();
+        let started = Instant::now();
+        let events = (rate * seconds).round() as u64;
+        self.feeder
+            .feed(raw, &mut generator, events, Some(rate), |record, at| {
+                if record.is_valid() {
+                    sent.push((event_id(&record.payload), at));
+                }
+            })?;
+        let sending = started.elapsed();
+        tracker.wait_for(warm_up + sent.len(), DRAIN_TIMEOUT, running)?;
+        Ok(Timed {
+            produced: events,
+            sent,
+            sending,
+            gave_up: Instant::now(),
+        })
+    }
+
+    /// Creates the mode's other topics and writes its configs, so that the clock only
+    /// runs for the pipeline itself. `phase` tells the config and log files apart.
+    fn launch(&self, mode: Mode, phase: &str, raw: &str, cloud_topic: &str) -> Result<Launch> {
+        let onprem = &self.brokers.onprem;
+        let files = |command: &str| {
+            let stem = format!("{phase}-{}-{command}", mode.name());
+            (
+                self.path(&format!("{stem}.toml")),
+                self.path(&format!("{stem}.log")),
+            )
+        };
+        let quarantine = || onprem.random_topic("bench.quarantine", PARTITIONS);
+        let delivery = match mode {
+            Mode::PassThrough => {
+                return Ok(Launch::PassThrough(PassThrough {
+                    onprem: onprem.bootstrap(),
+                    raw: raw.to_owned(),
+                    copy: onprem.random_topic("bench.copy", PARTITIONS),
+                    cloud: self.brokers.cloud.bootstrap(),
+                    cloud_tls: self.cloud_tls(),
+                    cloud_topic: cloud_topic.to_owned(),
+                }))
+            }
+            Mode::Python => {
+                let (_, log) = files("python");
+                let python = self
+                    .python
+                    .as_ref()
+                    .expect("the Python mode only runs with an interpreter");
+                return Ok(Launch::Processes(vec![Spawn {
+                    name: "python",
+                    command: self.python_command(python, raw, &quarantine(), cloud_topic),
+                    log,
+                }]));
+            }
+            Mode::AtLeastOnce => "at_least_once",
+            Mode::ExactlyOnce => "exactly_once",
+        };
         let stages = Stages {
+            raw: raw.to_owned(),
             pseudonymized: onprem.random_topic("bench.pseudonymized", PARTITIONS),
-            quarantine: onprem.random_topic("bench.quarantine", PARTITIONS),
+            quarantine: quarantine(),
             cloud_topic: cloud_topic.to_owned(),
             // The sink stores its source offsets there: a partition per source partition.
             offsets_topic: (mode == Mode::ExactlyOnce).then(|| {
@@ -223,27 +558,22 @@ impl Bench {
                     .cloud
                     .random_topic("bench.sink-offsets", PARTITIONS)
             }),
-            delivery: if mode == Mode::ExactlyOnce {
-                "exactly_once"
-            } else {
-                "at_least_once"
-            },
+            delivery,
         };
-        Ok(Launch::Stages(vec![
-            self.stage_files(mode, "ingest", self.ingest_config(&stages))?,
-            self.stage_files(mode, "sink", self.sink_config(&stages))?,
-        ]))
-    }
-
-    /// Writes the config of `command` (ingest or sink) and names its log.
-    fn stage_files(&self, mode: Mode, command: &'static str, config: String) -> Result<StageFiles> {
-        let files = StageFiles {
-            command,
-            config: self.path(&format!("{}-{command}.toml", mode.name())),
-            log: self.path(&format!("{}-{command}.log", mode.name())),
-        };
-        std::fs::write(&files.config, config)?;
-        Ok(files)
+        let mut processes = Vec::new();
+        for (name, config) in [
+            ("ingest", self.ingest_config(&stages)),
+            ("sink", self.sink_config(&stages)),
+        ] {
+            let (config_path, log) = files(name);
+            std::fs::write(&config_path, config)?;
+            let mut command = Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
+            command
+                .args([name, "--config", text(&config_path)])
+                .env("RUST_LOG", "warn");
+            processes.push(Spawn { name, command, log });
+        }
+        Ok(Launch::Processes(processes))
     }
 
     fn ingest_config(&self, stages: &Stages) -> String {
@@ -268,7 +598,7 @@ listen = "127.0.0.1:{port}"
             kek = text(&self.path("kek")),
             onprem = self.brokers.onprem.bootstrap(),
             group = random_name("bench-ingest"),
-            raw = self.raw,
+            raw = stages.raw,
             pseudonymized = stages.pseudonymized,
             quarantine = stages.quarantine,
             delivery = stages.delivery,
@@ -314,6 +644,39 @@ listen = "127.0.0.1:{port}"
         )
     }
 
+    /// `pseudonymize.py` between `raw` and the cloud topic, with the keyring's secret and
+    /// the cloud broker's client certificate as PEM files.
+    fn python_command(
+        &self,
+        python: &Path,
+        raw: &str,
+        quarantine: &str,
+        cloud_topic: &str,
+    ) -> Command {
+        let tls = self
+            .brokers
+            .cloud
+            .tls_files()
+            .expect("the cloud broker demands client certificates");
+        let mut command = Command::new(python);
+        command
+            .arg("-u")
+            .arg(PYTHON_REFERENCE)
+            .args(["--policy", POLICY])
+            .arg("--secret")
+            .arg(format!("{TENANT}:1:{}", text(&self.path("secret.hex"))))
+            .args(["--brokers", &self.brokers.onprem.bootstrap()])
+            .args(["--group-id", &random_name("bench-python")])
+            .args(["--input-topic", raw])
+            .args(["--quarantine-topic", quarantine])
+            .args(["--cloud-brokers", &self.brokers.cloud.bootstrap()])
+            .args(["--cloud-topic", cloud_topic])
+            .args(["--cloud-ca", text(&tls.ca())])
+            .args(["--cloud-cert", text(&tls.client_cert())])
+            .args(["--cloud-key", text(&tls.client_key())]);
+        command
+    }
+
     /// The cloud broker's client properties (TLS with the client certificate) without
     /// `bootstrap.servers`, which comes from the `brokers` option.
     fn cloud_tls(&self) -> BTreeMap<String, String> {
@@ -327,8 +690,9 @@ listen = "127.0.0.1:{port}"
     }
 }
 
-/// The downstream topics and delivery of one run of the two stages.
+/// The topics and delivery of one run of the two stages.
 struct Stages {
+    raw: String,
     pseudonymized: String,
     quarantine: String,
     cloud_topic: String,
@@ -336,39 +700,173 @@ struct Stages {
     delivery: &'static str,
 }
 
+/// What the latency phase produced: each valid event's id and produce time.
+struct Timed {
+    produced: u64,
+    sent: Vec<(String, Instant)>,
+    sending: Duration,
+    /// When the bench stopped waiting for events still missing.
+    gave_up: Instant,
+}
+
+impl Timed {
+    fn latency(&self, arrivals: &HashMap<String, Instant>) -> Latency {
+        // (latency, arrived); a missing event counts with the time waited, a lower bound.
+        let mut samples: Vec<(Duration, bool)> = self
+            .sent
+            .iter()
+            .map(|(id, produced)| match arrivals.get(id) {
+                Some(arrived) => (arrived.saturating_duration_since(*produced), true),
+                None => (self.gave_up.saturating_duration_since(*produced), false),
+            })
+            .collect();
+        samples.sort_unstable();
+        let percentile = |fraction: f64| {
+            let rank = ((fraction * samples.len() as f64).ceil() as usize).max(1);
+            let (value, _) = samples.get(rank - 1).copied().unwrap_or_default();
+            Percentile {
+                value,
+                // Raising the missing samples to their true latency can only raise the
+                // value at this rank when one of them sorts at or below it.
+                lower_bound: samples[..rank.min(samples.len())]
+                    .iter()
+                    .any(|(_, arrived)| !arrived),
+            }
+        };
+        let arrived = samples.iter().filter(|(_, arrived)| *arrived).count();
+        let last_produced = self.sent.iter().map(|(_, at)| *at).max();
+        let last_arrived = self
+            .sent
+            .iter()
+            .filter_map(|(id, _)| arrivals.get(id))
+            .max();
+        let behind = match (last_produced, last_arrived) {
+            (Some(produced), Some(arrived_at)) if arrived == samples.len() => {
+                Some(arrived_at.saturating_duration_since(produced))
+            }
+            _ => None,
+        };
+        Latency {
+            produced: self.produced,
+            sending: self.sending,
+            sent: self.sent.len(),
+            arrived,
+            p50: percentile(0.50),
+            p99: percentile(0.99),
+            behind,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct EventId {
+    event_id: String,
+}
+
+/// The `event_id` of a valid simulated event.
+fn event_id(payload: &[u8]) -> String {
+    serde_json::from_slice::<EventId>(payload)
+        .expect("valid simulated events carry a string event_id")
+        .event_id
+}
+
+/// Produces simulated records to the on-prem broker with `pseudopipe produce`'s settings.
+struct Feeder {
+    producer: BaseProducer<CountFailures>,
+}
+
+/// Counts the records the broker did not take.
+#[derive(Default)]
+struct CountFailures(AtomicUsize);
+
+impl ClientContext for CountFailures {}
+
+impl ProducerContext for CountFailures {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Feeder {
+    fn new(onprem: &Broker) -> Result<Feeder> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", onprem.bootstrap())
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "zstd")
+            .create_with_context(CountFailures::default())?;
+        Ok(Feeder { producer })
+    }
+
+    /// Produces `count` records of `generator` to `topic`, at `rate` records/s if given,
+    /// calling `sent` with each record and the instant it was handed to the producer;
+    /// returns once all are delivered.
+    fn feed(
+        &self,
+        topic: &str,
+        generator: &mut Generator,
+        count: u64,
+        rate: Option<f64>,
+        mut sent: impl FnMut(&Record, Instant),
+    ) -> Result<()> {
+        let started = Instant::now();
+        for index in 0..count {
+            if let Some(rate) = rate {
+                let due = started + Duration::from_secs_f64(index as f64 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+            }
+            let record = generator.next_record();
+            let at = Instant::now();
+            send(
+                &self.producer,
+                topic,
+                record.key.as_deref(),
+                &record.payload,
+            )?;
+            sent(&record, at);
+            self.producer.poll(Duration::ZERO);
+        }
+        self.producer.flush(Duration::from_secs(60))?;
+        let failed = self.producer.context().0.swap(0, Ordering::Relaxed);
+        ensure!(
+            failed == 0,
+            "{failed} records were not delivered to {topic}"
+        );
+        Ok(())
+    }
+}
+
 /// A pipeline ready to start: everything it needs exists.
 enum Launch {
     PassThrough(PassThrough),
-    Stages(Vec<StageFiles>),
+    Processes(Vec<Spawn>),
 }
 
 impl Launch {
     fn start(self) -> Result<Running> {
         match self {
             Launch::PassThrough(pass_through) => pass_through.start(),
-            Launch::Stages(stages) => Ok(Running::Stages(
-                stages.iter().map(StageFiles::start).collect(),
+            Launch::Processes(processes) => Ok(Running::Processes(
+                processes
+                    .into_iter()
+                    .map(|spawn| Process::start_logging_to(spawn.name, spawn.command, &spawn.log))
+                    .collect(),
             )),
         }
     }
 }
 
-/// The config and the log of one stage process.
-struct StageFiles {
-    command: &'static str,
-    config: PathBuf,
+/// A process of a pipeline (a stage, or the Python reference) and its log.
+struct Spawn {
+    name: &'static str,
+    command: Command,
     log: PathBuf,
-}
-
-impl StageFiles {
-    /// `pseudopipe COMMAND --config CONFIG`, quiet, logging to `log`.
-    fn start(&self) -> Process {
-        let mut pseudopipe = Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
-        pseudopipe
-            .args([self.command, "--config", text(&self.config)])
-            .env("RUST_LOG", "warn");
-        Process::start_logging_to(self.command, pseudopipe, &self.log)
-    }
 }
 
 /// The ceiling: raw → copy on-prem and copy → cloud, no transformation.
@@ -418,9 +916,9 @@ impl PassThrough {
 
 /// One consume → produce copy of every record (key and payload) of `source` into `destination`.
 struct Hop {
-    consumer: plumbing::rdkafka::ClientConfig,
+    consumer: ClientConfig,
     source: String,
-    producer: plumbing::rdkafka::ClientConfig,
+    producer: ClientConfig,
     destination: String,
 }
 
@@ -432,7 +930,13 @@ impl Hop {
         let mut last_commit = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-                send(&producer, &self.destination, &message?)?;
+                let message = message?;
+                send(
+                    &producer,
+                    &self.destination,
+                    message.key(),
+                    message.payload().unwrap_or_default(),
+                )?;
             }
             producer.poll(Duration::ZERO);
             if last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -446,14 +950,16 @@ impl Hop {
     }
 }
 
-/// Sends a copy of `message`, waiting for room while the producer's queue is full.
-fn send(producer: &BaseProducer, topic: &str, message: &BorrowedMessage<'_>) -> Result<()> {
-    let mut record = BaseRecord::to(topic);
-    if let Some(key) = message.key() {
+/// Sends a record, waiting for room while the producer's queue is full.
+fn send<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) -> Result<()> {
+    let mut record = BaseRecord::to(topic).payload(payload);
+    if let Some(key) = key {
         record = record.key(key);
-    }
-    if let Some(payload) = message.payload() {
-        record = record.payload(payload);
     }
     loop {
         match producer.send(record) {
@@ -473,7 +979,7 @@ enum Running {
         stop: Arc<AtomicBool>,
         hops: Vec<JoinHandle<Result<()>>>,
     },
-    Stages(Vec<Process>),
+    Processes(Vec<Process>),
 }
 
 impl Running {
@@ -486,10 +992,10 @@ impl Running {
                     bail!("a pass-through hop ended early");
                 }
             }
-            Running::Stages(stages) => {
-                for stage in stages {
-                    if let Some(status) = stage.exit_status() {
-                        bail!("{} exited early ({status})", stage.name());
+            Running::Processes(processes) => {
+                for process in processes {
+                    if let Some(status) = process.exit_status() {
+                        bail!("{} exited early ({status})", process.name());
                     }
                 }
             }
@@ -497,18 +1003,32 @@ impl Running {
         Ok(())
     }
 
-    /// The last lines of each stage's log, for a failure message.
+    /// The peak resident set (`VmHWM`) of each process so far; nothing for the
+    /// pass-through, which runs inside this bench.
+    fn peak_rss(&self) -> PeakRss {
+        match self {
+            Running::PassThrough { .. } => Vec::new(),
+            Running::Processes(processes) => processes
+                .iter()
+                .filter_map(|process| {
+                    Some((process.name().to_owned(), vm_hwm_kib(process.pid()?)?))
+                })
+                .collect(),
+        }
+    }
+
+    /// The last lines of each process's log, for a failure message.
     fn log_tails(&self) -> String {
         match self {
             Running::PassThrough { .. } => "the pass-through logs nothing".to_owned(),
-            Running::Stages(stages) => stages
+            Running::Processes(processes) => processes
                 .iter()
-                .map(|stage| {
+                .map(|process| {
                     format!(
                         "--- last lines of {} ({}) ---\n{}",
-                        stage.name(),
-                        stage.log_path().display(),
-                        stage.log_tail(LOG_TAIL_LINES)
+                        process.name(),
+                        process.log_path().display(),
+                        process.log_tail(LOG_TAIL_LINES)
                     )
                 })
                 .collect::<Vec<_>>()
@@ -516,23 +1036,24 @@ impl Running {
         }
     }
 
-    /// Stops the hops, or the stages with SIGTERM; says so if one does not stop cleanly.
+    /// Stops the hops, or the processes with SIGTERM; says so if one does not stop cleanly.
     fn stop(self) -> Result<()> {
         match self {
             Running::PassThrough { stop, hops } => {
                 stop.store(true, Ordering::Relaxed);
                 hops.into_iter().try_for_each(join)
             }
-            Running::Stages(stages) => {
-                for mut stage in stages {
-                    match stage.terminate(STOP_GRACE) {
+            Running::Processes(processes) => {
+                for mut process in processes {
+                    match process.terminate(STOP_GRACE) {
                         Some(status) if status.success() => {}
-                        Some(status) => {
-                            eprintln!("note: {} exited with {status} after SIGTERM", stage.name())
-                        }
+                        Some(status) => eprintln!(
+                            "note: {} exited with {status} after SIGTERM",
+                            process.name()
+                        ),
                         None => eprintln!(
                             "note: {} did not stop within {STOP_GRACE:?} of SIGTERM and was killed",
-                            stage.name()
+                            process.name()
                         ),
                     }
                 }
@@ -542,37 +1063,49 @@ impl Running {
     }
 }
 
+/// `VmHWM` of a running process, in KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn join(hop: JoinHandle<Result<()>>) -> Result<()> {
     hop.join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// A `read_committed` consumer counting the records of a cloud topic from the beginning
-/// of every partition, on its own thread.
+/// A `read_committed` consumer of every partition of a cloud topic from the beginning,
+/// connected before returning, so that the pipeline started next is not timed against
+/// the consumer's own start-up.
+fn cloud_reader(cloud: &Broker, topic: &str) -> Result<BaseConsumer> {
+    let consumer: BaseConsumer = cloud
+        .client()
+        .config()
+        // librdkafka wants a group even for assigned partitions; nothing is committed.
+        .set("group.id", random_name("bench-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS as i32 {
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(consumer)
+}
+
+/// Counts the records of a cloud topic on its own thread.
 struct Counter {
     expected: usize,
     thread: JoinHandle<(usize, Option<Instant>)>,
 }
 
 impl Counter {
-    /// Assigns every partition and connects before returning, so that the pipeline
-    /// started next is not timed against the counter's own start-up.
     fn start(cloud: &Broker, topic: &str, expected: usize) -> Result<Counter> {
-        let consumer: BaseConsumer = cloud
-            .client()
-            .config()
-            // librdkafka wants a group even for assigned partitions; nothing is committed.
-            .set("group.id", random_name("bench-counter"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "100")
-            .create()?;
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..PARTITIONS as i32 {
-            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-        }
-        consumer.assign(&assignment)?;
-        consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let consumer = cloud_reader(cloud, topic)?;
         let deadline = Instant::now() + MODE_TIMEOUT;
         let thread = thread::spawn(move || count(&consumer, expected, deadline));
         Ok(Counter { expected, thread })
@@ -611,37 +1144,226 @@ fn count(consumer: &BaseConsumer, expected: usize, deadline: Instant) -> (usize,
     (counted, Some(Instant::now()))
 }
 
-fn print_table(events: u64, expected: usize, results: &[(Mode, f64)]) {
+/// Notes when each `event_id` first reaches a cloud topic, on its own thread.
+struct Tracker {
+    stop: Arc<AtomicBool>,
+    /// Distinct events arrived so far.
+    arrived: Arc<AtomicUsize>,
+    thread: JoinHandle<HashMap<String, Instant>>,
+}
+
+impl Tracker {
+    fn start(cloud: &Broker, topic: &str) -> Result<Tracker> {
+        let consumer = cloud_reader(cloud, topic)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, arrived) = (Arc::clone(&stop), Arc::clone(&arrived));
+            thread::spawn(move || {
+                let mut arrivals = HashMap::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    // A payload without an event_id would count as never arrived.
+                    if let Ok(id) =
+                        serde_json::from_slice::<EventId>(message.payload().unwrap_or_default())
+                    {
+                        arrivals.entry(id.event_id).or_insert(now);
+                        arrived.store(arrivals.len(), Ordering::Relaxed);
+                    }
+                }
+                arrivals
+            })
+        };
+        Ok(Tracker {
+            stop,
+            arrived,
+            thread,
+        })
+    }
+
+    fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::Relaxed)
+    }
+
+    /// Whether `expected` events arrived within `timeout`; an error if the pipeline fails.
+    fn wait_for(&self, expected: usize, timeout: Duration, running: &mut Running) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        while self.arrived() < expected {
+            running.check()?;
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(true)
+    }
+
+    /// Stops the consumer; the first arrival of each `event_id`.
+    fn finish(self) -> Result<HashMap<String, Instant>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the cloud tracker panicked"))
+    }
+}
+
+fn print_table(bench: &Bench, options: &Options, rows: &[Row], load: (String, String)) {
+    let rate = |wanted: Mode| {
+        rows.iter()
+            .find(|row| row.mode == wanted)
+            .and_then(|row| row.throughput.as_ref())
+            .map(|throughput| bench.expected as f64 / throughput.seconds)
+    };
     println!();
     println!(
-        "{events} events, {expected} valid ones to the cloud, {PARTITIONS} partitions per topic"
+        "throughput: {} events ({} valid to the cloud, {:.1} MB of raw JSON), {PARTITIONS} partitions per topic",
+        bench.events,
+        bench.expected,
+        bench.raw_bytes as f64 / 1e6,
     );
     println!(
-        "{:<15} {:>10} {:>10} {:>12}",
-        "pipeline", "records", "seconds", "events/s"
+        "latency: {:.0} events/s for {:.0} s after a {WARM_UP:?} warm-up; load average (1 min) {} at the start, {} at the end, on {} CPUs",
+        options.rate,
+        options.seconds,
+        load.0,
+        load.1,
+        thread::available_parallelism().map_or(0, |cpus| cpus.get()),
     );
-    for (mode, seconds) in results {
-        println!(
-            "{:<15} {:>10} {:>10.2} {:>12.0}",
-            mode.name(),
-            expected,
-            seconds,
-            expected as f64 / seconds
-        );
-    }
-    let rate = |wanted: Mode| {
-        results
-            .iter()
-            .find(|(mode, _)| *mode == wanted)
-            .map(|(_, seconds)| expected as f64 / seconds)
-    };
-    if let (Some(stages), Some(ceiling)) = (rate(Mode::AtLeastOnce), rate(Mode::PassThrough)) {
-        println!("at_least_once / pass-through: {:.2}", stages / ceiling);
+    println!(
+        "{:<14} {:>7} {:>8} {:>5} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>7} | peak RSS MiB",
+        "pipeline",
+        "seconds",
+        "events/s",
+        "MB/s",
+        "x pass",
+        "sent/s",
+        "missing",
+        "p50 ms",
+        "p99 ms",
+        "behind"
+    );
+    let ceiling = rate(Mode::PassThrough);
+    for row in rows {
+        let throughput = match &row.throughput {
+            Some(throughput) => {
+                let events_per_second = bench.expected as f64 / throughput.seconds;
+                format!(
+                    "{:>7.2} {:>8.0} {:>5.1} {:>6}",
+                    throughput.seconds,
+                    events_per_second,
+                    bench.raw_bytes as f64 / 1e6 / throughput.seconds,
+                    ceiling
+                        .map(|ceiling| format!("{:.2}", events_per_second / ceiling))
+                        .unwrap_or_default()
+                )
+            }
+            None => format!("{:>29}", "failed"),
+        };
+        let latency = match &row.latency {
+            Some(latency) => format!(
+                "{:>7.0} {:>7} {:>7} {:>7} {:>7}",
+                latency.produced as f64 / latency.sending.as_secs_f64(),
+                latency.sent - latency.arrived,
+                milliseconds(&latency.p50),
+                milliseconds(&latency.p99),
+                latency.behind.map_or("-".to_owned(), |behind| format!(
+                    "{:.1}s",
+                    behind.as_secs_f64()
+                ))
+            ),
+            None => format!("{:>39}", "failed"),
+        };
+        let rss = if row.peak_rss.is_empty() {
+            "- (in the bench process)".to_owned()
+        } else {
+            row.peak_rss
+                .iter()
+                .map(|(name, kib)| format!("{name} {:.0}", *kib as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("{:<14} {throughput} | {latency} | {rss}", row.mode.name());
     }
     println!(
-        "seconds: from the pipeline's start to the last record counted on the cloud \
-         (read_committed), including process start-up and the consumer-group joins"
+        "seconds: from the pipeline's start to the last valid event counted on the cloud (read_committed),\n  \
+         start-up and group joins included; events/s: valid events; MB/s: raw bytes of all events.\n\
+         sent/s: events produced per second in the latency phase, malformed ones included; missing: valid\n  \
+         events not in the cloud {DRAIN_TIMEOUT:?} after the last was produced; p50/p99: from the produce\n  \
+         call to a read_committed cloud consumer (≥: a lower bound, resting on missing events); behind: the\n  \
+         last arrival after the last produce call (the backlog when a pipeline is slower than the rate).\n\
+         peak RSS: VmHWM of each process. The Python reference is one process and one hop (raw → cloud)."
     );
+    print_targets(rows, &rate);
+}
+
+/// The 1-minute load average, as `/proc/loadavg` says it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// The issue's targets, met or missed, from the measured figures only.
+fn print_targets(rows: &[Row], rate: &dyn Fn(Mode) -> Option<f64>) {
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    println!("targets:");
+    let ceiling = rate(Mode::PassThrough);
+    let python = rate(Mode::Python);
+    for mode in [Mode::AtLeastOnce, Mode::ExactlyOnce] {
+        if let (Some(stages), Some(ceiling)) = (rate(mode), ceiling) {
+            let ratio = stages / ceiling;
+            println!(
+                "  {} >= 0.8 of pass-through: {ratio:.2} {}",
+                mode.name(),
+                verdict(ratio >= 0.8)
+            );
+        }
+        if let (Some(stages), Some(python)) = (rate(mode), python) {
+            let ratio = stages / python;
+            println!(
+                "  {} >= 10x the Python reference: {ratio:.1}x {}",
+                mode.name(),
+                verdict(ratio >= 10.0)
+            );
+        }
+    }
+    for row in rows {
+        if let (Mode::AtLeastOnce | Mode::ExactlyOnce, Some(latency)) = (row.mode, &row.latency) {
+            println!(
+                "  {} p99 < 50 ms: {} ms {}",
+                row.mode.name(),
+                milliseconds(&latency.p99),
+                verdict(!latency.p99.lower_bound && latency.p99.value < Duration::from_millis(50))
+            );
+        }
+    }
+    for row in rows {
+        for (name, kib) in &row.peak_rss {
+            if matches!(row.mode, Mode::AtLeastOnce | Mode::ExactlyOnce) {
+                println!(
+                    "  {} {name} peak RSS < 256 MiB: {:.0} MiB {}",
+                    row.mode.name(),
+                    *kib as f64 / 1024.0,
+                    verdict(*kib < 256 * 1024)
+                );
+            }
+        }
+    }
+}
+
+fn milliseconds(percentile: &Percentile) -> String {
+    let value = percentile.value.as_secs_f64() * 1e3;
+    if percentile.lower_bound {
+        format!("≥{value:.0}")
+    } else if value < 100.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
 }
 
 /// Runs the built binary with `args` and returns its stdout and stderr; an error with
