@@ -65,6 +65,14 @@ fn open_output(path: &str) -> Result<Box<dyn Write>> {
 }
 
 /// Runs the batch command.
+/// The threads asked for, or one per core.
+pub fn worker_threads(requested: Option<u16>) -> usize {
+    requested.map_or_else(
+        || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        usize::from,
+    )
+}
+
 pub fn run(args: BatchArgs) -> Result<ExitCode> {
     let policy = Policy::from_file(&args.policy)?;
     let kek = read_kek(&args.kek_file)?;
@@ -81,10 +89,7 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         None => None,
     };
 
-    let threads = args.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
-        usize::from,
-    );
+    let threads = worker_threads(args.threads);
     let started = Instant::now();
     let mut summary = Summary::default();
     let mut block = Block::default();

@@ -1,17 +1,30 @@
-//! `pseudopipe bench`: the record path's throughput on one core, with simulated events
-//! and a throw-away key, no Kafka. Prints events/s and MB/s so that figures in the README
-//! can be reproduced with one command.
+//! `pseudopipe bench transform`: the record path in process, with simulated events and a
+//! throw-away key, no Kafka. Prints events/s (in all and per thread), MB/s, the cost of an
+//! event by phase and, when built with `--features count-allocations`, allocations per
+//! event, so that the figures of `docs/performance.md` can be reproduced with one command.
+//!
+//! The phases are measured apart on one thread, over the same events:
+//! - decode+walk: reading the bytes alongside the policy, the required fields and the
+//!   tenant ([`Pseudonymizer::decode_and_walk`]);
+//! - tokens: normalizing and HMAC-ing the values of the token fields (found beforehand);
+//! - encode: the rest of the whole path (writing the output, generalizations), by
+//!   difference.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use pseudonymize::{MasterSecret, Policy, Pseudonymizer};
+use pseudonymize::policy::Rule;
+use pseudonymize::{MasterSecret, Normalizer, Policy, Pseudonymizer, TokenKey};
+use serde_json::Value;
 
+use crate::batch::worker_threads;
 use crate::cli::BenchArgs;
 
+const TENANTS: [&str; 2] = ["brand-a", "brand-b"];
+
 /// Runs the benchmark.
-pub fn run(args: BenchArgs) -> Result<ExitCode> {
+pub fn transform(args: BenchArgs) -> Result<ExitCode> {
     let policy = match &args.policy {
         Some(path) => Policy::from_file(path)?,
         None => {
@@ -19,34 +32,222 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
     };
     let secret = MasterSecret::generate();
-    let tenants = ["brand-a", "brand-b"];
-    let engine = Pseudonymizer::new(policy, tenants.iter().map(|t| (t.to_string(), 1, &secret)));
+    let engine = Pseudonymizer::new(
+        policy.clone(),
+        TENANTS.iter().map(|t| (t.to_string(), 1, &secret)),
+    );
     let mut generator = simulator::Generator::new(args.seed)
-        .with_tenants(tenants.iter().map(|t| t.to_string()).collect());
+        .with_tenants(TENANTS.iter().map(|t| t.to_string()).collect());
     let events: Vec<Vec<u8>> = (0..args.events)
         .map(|_| generator.next_record().payload)
         .collect();
     let bytes: usize = events.iter().map(Vec::len).sum();
+    let threads = worker_threads(args.threads);
     println!(
-        "record path, 1 thread: {} simulated events, {:.0} bytes on average, default policy",
+        "record path: {} simulated events, {:.0} bytes on average, {} policy, {threads} thread(s)",
         events.len(),
-        bytes as f64 / events.len().max(1) as f64
+        bytes as f64 / events.len().max(1) as f64,
+        if args.policy.is_some() {
+            "the given"
+        } else {
+            "the default"
+        },
     );
-    let mut out = Vec::with_capacity(4096);
+
+    let mut best = f64::INFINITY;
     for round in 1..=args.rounds {
-        let started = Instant::now();
-        let mut ok = 0usize;
-        for event in &events {
-            out.clear();
-            ok += usize::from(engine.pseudonymize_into(event, &mut out).is_ok());
-        }
-        let seconds = started.elapsed().as_secs_f64();
+        let (seconds, ok) = run_round(&engine, &events, threads);
+        best = best.min(seconds);
         println!(
-            "round {round}: {:>10.0} events/s  {:>7.1} MB/s  ({ok} pseudonymized, {:.3} s)",
+            "round {round}: {:>10.0} events/s  {:>10.0} per thread  {:>7.1} MB/s  ({ok} pseudonymized, {:.3} s)",
             events.len() as f64 / seconds,
+            events.len() as f64 / seconds / threads as f64,
             bytes as f64 / seconds / 1e6,
             seconds
         );
     }
+    println!(
+        "best: {:.0} events/s, {:.0} events/s per thread, {:.1} MB/s",
+        events.len() as f64 / best,
+        events.len() as f64 / best / threads as f64,
+        bytes as f64 / best / 1e6
+    );
+
+    let phases = Phases::measure(&engine, &policy, &secret, &events);
+    println!(
+        "phases, one thread, ns per event: decode+walk {:.0}, tokens {:.0} ({:.1} tokens per event), encode {:.0}; whole {:.0}",
+        phases.walk, phases.tokens, phases.tokens_per_event, phases.encode(), phases.whole
+    );
+    match allocations_per_event(&engine, &events) {
+        Some(allocations) => println!("allocations per event, steady state: {allocations:.3}"),
+        None => println!(
+            "allocations per event: not counted (build with `--features count-allocations`)"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pseudonymizes every event once, split over `threads`; returns the wall time in seconds
+/// and how many were pseudonymized.
+fn run_round(engine: &Pseudonymizer, events: &[Vec<u8>], threads: usize) -> (f64, usize) {
+    let chunk = events.len().div_ceil(threads).max(1);
+    let started = Instant::now();
+    let ok = std::thread::scope(|scope| {
+        let workers: Vec<_> = events
+            .chunks(chunk)
+            .map(|share| scope.spawn(move || pseudonymize_all(engine, share)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("a bench thread panicked"))
+            .sum()
+    });
+    (started.elapsed().as_secs_f64(), ok)
+}
+
+fn pseudonymize_all(engine: &Pseudonymizer, events: &[Vec<u8>]) -> usize {
+    let mut out = Vec::with_capacity(4096);
+    let mut ok = 0;
+    for event in events {
+        out.clear();
+        ok += usize::from(engine.pseudonymize_into(event, &mut out).is_ok());
+    }
+    ok
+}
+
+/// Nanoseconds per event by phase, on one thread (best of three passes each).
+struct Phases {
+    whole: f64,
+    walk: f64,
+    tokens: f64,
+    tokens_per_event: f64,
+}
+
+impl Phases {
+    fn measure(
+        engine: &Pseudonymizer,
+        policy: &Policy,
+        secret: &MasterSecret,
+        events: &[Vec<u8>],
+    ) -> Self {
+        let per_event = |f: &dyn Fn()| {
+            (0..3)
+                .map(|_| {
+                    let started = Instant::now();
+                    f();
+                    started.elapsed().as_nanos() as f64 / events.len().max(1) as f64
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let whole = per_event(&|| {
+            pseudonymize_all(engine, events);
+        });
+        let walk = per_event(&|| {
+            for event in events {
+                let _ = engine.decode_and_walk(event);
+            }
+        });
+        let inputs = token_inputs(policy, secret, events);
+        let tokens = per_event(&|| {
+            let mut out = Vec::with_capacity(64);
+            let mut scratch = String::new();
+            for (key, normalizer, value) in &inputs {
+                out.clear();
+                key.write_token(
+                    normalizer.normalize(value, &mut scratch).as_bytes(),
+                    &mut out,
+                );
+            }
+        });
+        Self {
+            whole,
+            walk,
+            tokens,
+            tokens_per_event: inputs.len() as f64 / events.len().max(1) as f64,
+        }
+    }
+
+    fn encode(&self) -> f64 {
+        (self.whole - self.walk - self.tokens).max(0.0)
+    }
+}
+
+/// The values of the token fields of `events` (strings and integers), with the key and
+/// normalizer of their field, found with a JSON parser beforehand.
+fn token_inputs<'k>(
+    policy: &Policy,
+    secret: &MasterSecret,
+    events: &[Vec<u8>],
+) -> Vec<(&'k TokenKey, Normalizer, String)> {
+    // One key per tenant and domain, leaked: the bench process ends right after.
+    let keys: &'k Vec<Vec<(String, TokenKey)>> = Box::leak(Box::new(
+        policy
+            .token_domains()
+            .iter()
+            .map(|domain| {
+                TENANTS
+                    .iter()
+                    .map(|t| (t.to_string(), TokenKey::derive(secret, 1, t, domain)))
+                    .collect()
+            })
+            .collect(),
+    ));
+    let mut inputs = Vec::new();
+    for event in events {
+        let Ok(value) = serde_json::from_slice::<Value>(event) else {
+            continue;
+        };
+        let tenant = value["tenant"].as_str().unwrap_or(policy.default_tenant());
+        for (path, rule) in policy.rules() {
+            let Rule::Token { domain, normalizer } = rule else {
+                continue;
+            };
+            let Some((_, key)) = keys[*domain].iter().find(|(t, _)| t == tenant) else {
+                continue;
+            };
+            let mut found = Vec::new();
+            values_at(&value, path.split('.'), &mut found);
+            for text in found {
+                inputs.push((key, *normalizer, text));
+            }
+        }
+    }
+    inputs
+}
+
+/// The scalar texts at a policy path (`a.b[].c`) in `value`.
+fn values_at<'p>(value: &Value, mut segments: std::str::Split<'p, char>, found: &mut Vec<String>) {
+    let Some(segment) = segments.next() else {
+        match value {
+            Value::String(text) => found.push(text.clone()),
+            Value::Number(n) if n.is_i64() || n.is_u64() => found.push(n.to_string()),
+            _ => {}
+        }
+        return;
+    };
+    let arrays = segment.matches("[]").count();
+    let mut current = vec![&value[segment.trim_end_matches("[]")]];
+    for _ in 0..arrays {
+        current = current
+            .into_iter()
+            .filter_map(Value::as_array)
+            .flatten()
+            .collect();
+    }
+    for item in current {
+        values_at(item, segments.clone(), found);
+    }
+}
+
+/// Allocations per event over one more single-threaded pass, if they are counted.
+#[cfg(feature = "count-allocations")]
+fn allocations_per_event(engine: &Pseudonymizer, events: &[Vec<u8>]) -> Option<f64> {
+    let region = stats_alloc::Region::new(crate::ALLOCATOR);
+    pseudonymize_all(engine, events);
+    Some(region.change().allocations as f64 / events.len().max(1) as f64)
+}
+
+#[cfg(not(feature = "count-allocations"))]
+fn allocations_per_event(_engine: &Pseudonymizer, _events: &[Vec<u8>]) -> Option<f64> {
+    None
 }

@@ -43,8 +43,9 @@ pub enum Command {
     /// Run the whole pipeline on two in-process Kafka clusters (no external service),
     /// then check that nothing was lost or leaked. Exits 0 only if so.
     Demo(DemoArgs),
-    /// Measure the record path on one core with simulated events (no Kafka, throw-away key).
-    Bench(BenchArgs),
+    /// Measure pseudopipe with simulated events and a throw-away key.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// Options of `ingest`, `sink` and `run`.
@@ -252,15 +253,27 @@ pub struct BatchArgs {
     pub threads: Option<u16>,
 }
 
-/// Options of `bench`.
+/// What `bench` measures.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The record path in process, no Kafka: events/s per core, MB/s, nanoseconds per
+    /// event by phase, allocations per event (counted when built with
+    /// `--features count-allocations`). End to end through Kafka: scripts/bench-pipeline.sh.
+    Transform(BenchArgs),
+}
+
+/// Options of `bench transform`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Simulated events per round.
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
-    /// Rounds (the first warms caches up).
+    /// Rounds (the first warms caches up); the best round is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// Threads, each on its share of the events (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Seed of the simulator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -15,7 +15,12 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{BenchCommand, Cli, Command};
+
+/// Counts allocations for `bench transform`.
+#[cfg(feature = "count-allocations")]
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 
 /// The default policy, embedded so that `demo` and `bench` need no file.
 pub const DEFAULT_POLICY: &str = include_str!("../schemas/coupon_redemption.policy.toml");
@@ -43,7 +48,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Audit(command) => keys::run_audit(command),
         Command::Lookup(args) => keys::run_lookup(args),
         Command::Pseudonymize(args) => batch::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(BenchCommand::Transform(args)) => bench::transform(args),
         Command::Ingest(args) => {
             runtime()?.block_on(pipeline::run(&args.config, pipeline::Stages::Ingest))
         }

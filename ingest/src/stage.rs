@@ -36,7 +36,7 @@ impl Processor for IngestProcessor {
         let mut out = Vec::with_capacity(payload.len());
         match self.engine.pseudonymize_into(payload, &mut out) {
             Ok(outcome) => Decision::Forward {
-                key: outcome.record_key.map(String::into_bytes),
+                key: outcome.record_key(&out).map(<[u8]>::to_vec),
                 payload: out,
             },
             Err(rejection) => Decision::Quarantine {

@@ -97,6 +97,8 @@ pub enum Reason {
     NotAnObject,
     /// A field has no rule in the policy.
     UnknownField,
+    /// An object holds the same field twice (which value a reader keeps varies).
+    DuplicateField,
     /// A field the policy requires is missing or null.
     MissingField,
     /// A field holds a type its rule cannot take.
@@ -115,13 +117,14 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Self::TooLarge,
         Self::InvalidUtf8,
         Self::MalformedJson,
         Self::TooDeep,
         Self::NotAnObject,
         Self::UnknownField,
+        Self::DuplicateField,
         Self::MissingField,
         Self::WrongType,
         Self::InvalidValue,
@@ -140,6 +143,7 @@ impl Reason {
             Self::TooDeep => "too_deep",
             Self::NotAnObject => "not_an_object",
             Self::UnknownField => "unknown_field",
+            Self::DuplicateField => "duplicate_field",
             Self::MissingField => "missing_field",
             Self::WrongType => "wrong_type",
             Self::InvalidValue => "invalid_value",

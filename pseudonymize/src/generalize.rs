@@ -8,11 +8,15 @@
 
 use std::net::IpAddr;
 
+use std::fmt::Write as _;
+use std::io::Write as _;
+
 use serde::Deserialize;
-use serde_json::{Number, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, UtcOffset};
+
+use crate::json::{write_string, Number};
 
 /// What a `generalize` rule turns its value into.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,23 +137,53 @@ pub(crate) fn parse_date(value: &str) -> Option<Date> {
     }
 }
 
+/// A scalar of an event as the operators see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Scalar<'a> {
+    /// A string's text (unescaped).
+    Str(&'a str),
+    /// A number and its text.
+    Number(Number, &'a str),
+    /// Anything else, by its type name (`boolean`, `object`...).
+    Other,
+}
+
+impl<'a> Scalar<'a> {
+    fn as_str(self) -> Option<&'a str> {
+        match self {
+            Self::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
 impl Generalization {
     /// Whether the operator needs the event's date (only `age_band` does).
     pub(crate) fn needs_event_date(&self) -> bool {
         matches!(self, Self::AgeBand { .. })
     }
 
-    /// Applies the operator to a non-null value.
-    pub(crate) fn apply(&self, value: &Value, event_date: Option<Date>) -> Result<Value, Failure> {
+    /// Applies the operator to a non-null value and appends the JSON result to `out`;
+    /// `scratch` holds intermediate text. Nothing is written on failure.
+    pub(crate) fn apply(
+        &self,
+        value: Scalar<'_>,
+        event_date: Option<Date>,
+        scratch: &mut String,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        scratch.clear();
         match self {
             Self::Year | Self::Month | Self::AgeBand { .. } => {
                 let text = value.as_str().ok_or(Failure::WrongType("a date string"))?;
                 let date = parse_date(text).ok_or(Failure::Invalid(
                     "a date (YYYY-MM-DD) or an RFC 3339 timestamp",
                 ))?;
-                Ok(Value::String(match self {
-                    Self::Year => format!("{:04}", date.year()),
-                    Self::Month => format!("{:04}-{:02}", date.year(), u8::from(date.month())),
+                match self {
+                    Self::Year => write!(scratch, "{:04}", date.year()),
+                    Self::Month => {
+                        write!(scratch, "{:04}-{:02}", date.year(), u8::from(date.month()))
+                    }
                     Self::AgeBand { width } => {
                         let event = event_date.ok_or(Failure::Invalid(
                             "an event with a valid `event_time` to compute an age",
@@ -163,20 +197,23 @@ impl Generalization {
                         }
                         let width = *width as i32;
                         let low = age / width * width;
-                        format!("{}-{}", low, low + width - 1)
+                        write!(scratch, "{}-{}", low, low + width - 1)
                     }
                     _ => unreachable!("outer match covers only date operators"),
-                }))
+                }
             }
             Self::Prefix { length } => {
                 let text = match value {
-                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-                    Value::Number(n) if n.is_i64() || n.is_u64() => {
-                        std::borrow::Cow::Owned(n.to_string())
-                    }
+                    Scalar::Str(text) => text,
+                    Scalar::Number(n, text) if n.is_integer() => text,
                     _ => return Err(Failure::WrongType("a string or an integer")),
                 };
-                Ok(Value::String(text.chars().take(*length).collect()))
+                let end = text
+                    .char_indices()
+                    .nth(*length)
+                    .map_or(text.len(), |(i, _)| i);
+                scratch.push_str(&text[..end]);
+                Ok(())
             }
             Self::IpNetwork { bits_v4, bits_v6 } => {
                 let text = value
@@ -186,10 +223,11 @@ impl Generalization {
                     .trim()
                     .parse()
                     .map_err(|_| Failure::Invalid("an IPv4 or IPv6 address"))?;
-                Ok(Value::String(match ip {
+                match ip {
                     IpAddr::V4(v4) => {
                         let mask = u32::MAX.checked_shl(32 - u32::from(*bits_v4)).unwrap_or(0);
-                        format!(
+                        write!(
+                            scratch,
                             "{}/{}",
                             std::net::Ipv4Addr::from(u32::from(v4) & mask),
                             bits_v4
@@ -199,13 +237,14 @@ impl Generalization {
                         let mask = u128::MAX
                             .checked_shl(128 - u32::from(*bits_v6))
                             .unwrap_or(0);
-                        format!(
+                        write!(
+                            scratch,
                             "{}/{}",
                             std::net::Ipv6Addr::from(u128::from(v6) & mask),
                             bits_v6
                         )
                     }
-                }))
+                }
             }
             Self::Hour => {
                 let text = value
@@ -214,40 +253,56 @@ impl Generalization {
                 let time = OffsetDateTime::parse(text, &Rfc3339)
                     .map_err(|_| Failure::Invalid("an RFC 3339 timestamp"))?;
                 let utc = time.to_offset(UtcOffset::UTC);
-                Ok(Value::String(format!(
+                write!(
+                    scratch,
                     "{:04}-{:02}-{:02}T{:02}:00:00Z",
                     utc.year(),
                     u8::from(utc.month()),
                     utc.day(),
                     utc.hour()
-                )))
+                )
             }
             Self::Round { step } => {
-                let number = match value {
-                    Value::Number(n) => n,
-                    _ => return Err(Failure::WrongType("a number")),
+                let Scalar::Number(number, _) = value else {
+                    return Err(Failure::WrongType("a number"));
                 };
-                let integral_step = step.fract() == 0.0 && *step <= i64::MAX as f64;
-                if let (Some(n), true) = (number.as_i64(), integral_step) {
-                    let s = *step as i64;
-                    let low = n - n.rem_euclid(s);
-                    let rounded = if n.rem_euclid(s) * 2 >= s {
-                        low.checked_add(s)
-                    } else {
-                        Some(low)
-                    };
-                    return rounded.map(Value::from).ok_or(Failure::Invalid(
-                        "a number that can be rounded without overflow",
-                    ));
-                }
-                let x = number.as_f64().ok_or(Failure::Invalid("a finite number"))?;
-                let rounded = (x / step).round() * step;
-                Number::from_f64(rounded)
-                    .map(Value::Number)
-                    .ok_or(Failure::Invalid("a finite number"))
+                return round(number, *step, out);
             }
         }
+        .expect("writing to a String cannot fail");
+        write_string(out, scratch);
+        Ok(())
     }
+}
+
+/// A number to the nearest multiple of `step`, as a JSON number: integers stay integers
+/// when the step is integral.
+fn round(number: Number, step: f64, out: &mut Vec<u8>) -> Result<(), Failure> {
+    let integral_step = step.fract() == 0.0 && step <= i64::MAX as f64;
+    let as_i64 = match number {
+        Number::I64(n) => Some(n),
+        Number::U64(n) => i64::try_from(n).ok(),
+        Number::F64(_) => None,
+    };
+    if let (Some(n), true) = (as_i64, integral_step) {
+        let s = step as i64;
+        let low = n - n.rem_euclid(s);
+        let rounded = if n.rem_euclid(s) * 2 >= s {
+            low.checked_add(s)
+        } else {
+            Some(low)
+        };
+        let rounded = rounded.ok_or(Failure::Invalid(
+            "a number that can be rounded without overflow",
+        ))?;
+        let _ = write!(out, "{rounded}");
+        return Ok(());
+    }
+    let rounded = (number.as_f64() / step).round() * step;
+    if !rounded.is_finite() {
+        return Err(Failure::Invalid("a finite number"));
+    }
+    serde_json::to_writer(out, &rounded).map_err(|_| Failure::Invalid("a finite number"))
 }
 
 #[cfg(test)]
@@ -255,8 +310,33 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use serde_json::Value;
+
+    /// Applies `g` to a JSON value the way the record path sees it.
     fn apply(g: Generalization, v: Value) -> Result<Value, Failure> {
-        g.apply(&v, Some(time::macros::date!(2026 - 11 - 21)))
+        let text = v.to_string();
+        let scalar = match &v {
+            Value::String(s) => Scalar::Str(s),
+            Value::Number(n) => Scalar::Number(
+                if let Some(u) = n.as_u64() {
+                    Number::U64(u)
+                } else if let Some(i) = n.as_i64() {
+                    Number::I64(i)
+                } else {
+                    Number::F64(n.as_f64().unwrap())
+                },
+                &text,
+            ),
+            _ => Scalar::Other,
+        };
+        let mut out = Vec::new();
+        g.apply(
+            scalar,
+            Some(time::macros::date!(2026 - 11 - 21)),
+            &mut String::new(),
+            &mut out,
+        )?;
+        Ok(serde_json::from_slice(&out).expect("operators write JSON"))
     }
 
     #[test]

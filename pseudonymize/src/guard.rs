@@ -8,12 +8,15 @@
 //! A raw event, an event pseudonymized with another policy, or a producer bug upstream
 //! fails here instead of crossing the link.
 
-use serde_json::{Map, Value};
+use std::cell::RefCell;
 
 use crate::error::{Reason, Rejection};
-use crate::generalize::Generalization;
-use crate::policy::{Node, ObjectNode, Policy, Rule};
+use crate::generalize::{Generalization, Scalar};
+use crate::json::{unescape, Kind};
+use crate::policy::{Policy, Rule};
 use crate::token::{is_encrypted, is_token};
+use crate::tree::Shape;
+use crate::walk::{unknown_field_at, Malformed, Problem, Step, Walk};
 
 /// Checks records against the output shape of a policy.
 #[derive(Debug, Clone)]
@@ -25,72 +28,120 @@ fn fail(message: String) -> Rejection {
     Rejection::new(Reason::LeakGuard, message)
 }
 
+/// A walk and a string, reused from one record to the next on a thread.
+struct Scratch {
+    policy: u64,
+    walk: Walk,
+    text: String,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+}
+
 impl LeakGuard {
     /// A guard for the output of `policy`.
     pub fn new(policy: Policy) -> Self {
         Self { policy }
     }
 
-    /// Checks one record; the message names the field and the rule, never the value.
+    /// Checks one record in one pass over its bytes, without building a value; the
+    /// message names the field and the rule, never the value. A field twice in one object
+    /// fails: the guard judges every byte it lets through.
     pub fn check(&self, key: Option<&[u8]>, payload: &[u8]) -> Result<(), Rejection> {
         if let Some(key) = key {
             if !std::str::from_utf8(key).is_ok_and(is_token) {
                 return Err(fail("the record key is not a token".into()));
             }
         }
-        let value: Value =
-            serde_json::from_slice(payload).map_err(|_| fail("the payload is not JSON".into()))?;
-        let Value::Object(map) = &value else {
-            return Err(fail("the payload is not a JSON object".into()));
+        let payload =
+            std::str::from_utf8(payload).map_err(|_| fail("the payload is not JSON".into()))?;
+        SCRATCH.with_borrow_mut(|slot| {
+            let scratch = match slot {
+                Some(scratch) if scratch.policy == self.policy.id => scratch,
+                _ => slot.insert(Scratch {
+                    policy: self.policy.id,
+                    walk: Walk::new(&self.policy.tree, &[]),
+                    text: String::new(),
+                }),
+            };
+            self.check_walked(payload, scratch)
+        })
+    }
+
+    fn check_walked(&self, payload: &str, scratch: &mut Scratch) -> Result<(), Rejection> {
+        let tree = &self.policy.tree;
+        scratch
+            .walk
+            .run(tree, payload)
+            .map_err(|malformed| match malformed {
+                Malformed::Syntax(_) => fail("the payload is not JSON".into()),
+                Malformed::NotAnObject(_) => fail("the payload is not a JSON object".into()),
+                Malformed::Duplicate(node) => fail(format!(
+                    "field `{}` appears twice in one object",
+                    tree.node(node).path
+                )),
+            })?;
+        let (steps, problem) = match scratch.walk.problem {
+            Some((at, problem)) => (&scratch.walk.steps[..at], Some(problem)),
+            None => (&scratch.walk.steps[..], None),
         };
-        check_object(&self.policy.root, map)
-    }
-}
-
-fn check_object(node: &ObjectNode, map: &Map<String, Value>) -> Result<(), Rejection> {
-    for (key, value) in map {
-        let child = node.child(key).ok_or_else(|| {
-            fail(format!(
-                "field `{}` is not in the policy's output",
-                node.child_path(key)
-            ))
-        })?;
-        check_node(child, value, &|| node.child_path(key))?;
-    }
-    Ok(())
-}
-
-fn check_node(node: &Node, value: &Value, path: &dyn Fn() -> String) -> Result<(), Rejection> {
-    match (node, value) {
-        (Node::Leaf(Rule::Drop), _) => {
-            Err(fail(format!("field `{}` must have been dropped", path())))
+        for step in steps {
+            let Step::Value {
+                node,
+                kind,
+                start,
+                end,
+            } = *step
+            else {
+                continue;
+            };
+            let path = &tree.node(node).path;
+            let rule = match &tree.node(node).shape {
+                Shape::Leaf(Rule::Drop) => {
+                    return Err(fail(format!("field `{path}` must have been dropped")))
+                }
+                Shape::Leaf(rule) if kind != Kind::Null => rule,
+                _ => continue,
+            };
+            let raw = &payload[start..end];
+            let scalar = match kind {
+                Kind::String { escaped: true } => Scalar::Str(unescape(raw, &mut scratch.text)),
+                Kind::String { escaped: false } => Scalar::Str(raw),
+                Kind::Number(n) => Scalar::Number(n, raw),
+                _ => Scalar::Other,
+            };
+            let container = matches!(kind, Kind::Object | Kind::Array);
+            if container || !leaf_ok(rule, scalar) {
+                return Err(fail(format!(
+                    "field `{path}` does not have the shape of its rule's output"
+                )));
+            }
         }
-        (_, Value::Null) => Ok(()),
-        (Node::Leaf(rule), value) => {
-            if leaf_ok(rule, value) {
-                Ok(())
-            } else {
+        match problem {
+            None => Ok(()),
+            Some(Problem::Unknown { parent }) => Err(fail(format!(
+                "{} is not in the policy's output",
+                unknown_field_at(tree, parent)
+            ))),
+            Some(Problem::NotAnObject { node, .. } | Problem::NotAnArray { node, .. }) => {
                 Err(fail(format!(
-                    "field `{}` does not have the shape of its rule's output",
-                    path()
+                    "field `{}` has the wrong structure",
+                    tree.node(node).path
                 )))
             }
         }
-        (Node::Object(inner), Value::Object(map)) => check_object(inner, map),
-        (Node::Array(element, array_path), Value::Array(items)) => {
-            let element_path = || format!("{array_path}[]");
-            items
-                .iter()
-                .try_for_each(|item| check_node(element, item, &element_path))
-        }
-        _ => Err(fail(format!("field `{}` has the wrong structure", path()))),
     }
 }
 
-fn leaf_ok(rule: &Rule, value: &Value) -> bool {
-    let text = value.as_str();
+/// Whether a non-null scalar has the shape of `rule`'s output.
+fn leaf_ok(rule: &Rule, value: Scalar<'_>) -> bool {
+    let text = match value {
+        Scalar::Str(text) => Some(text),
+        _ => None,
+    };
     match rule {
-        Rule::Keep => !matches!(value, Value::Object(_) | Value::Array(_)),
+        Rule::Keep => true,
         Rule::Drop => false,
         Rule::Token { .. } => text.is_some_and(is_token),
         Rule::Encrypt { .. } => text.is_some_and(is_encrypted),
@@ -108,8 +159,11 @@ fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn generalized_ok(generalization: &Generalization, value: &Value) -> bool {
-    let text = value.as_str().unwrap_or("");
+fn generalized_ok(generalization: &Generalization, value: Scalar<'_>) -> bool {
+    let text = match value {
+        Scalar::Str(text) => text,
+        _ => "",
+    };
     match generalization {
         Generalization::Year => text.len() == 4 && all_digits(text),
         Generalization::Month => text.len() == 7 && all_digits(&text[..4]) && &text[4..5] == "-" && all_digits(&text[5..]),
@@ -118,7 +172,7 @@ fn generalized_ok(generalization: &Generalization, value: &Value) -> bool {
                 && all_digits(high)
                 && matches!((low.parse::<u32>(), high.parse::<u32>()), (Ok(low), Ok(high)) if low % width == 0 && high + 1 == low + width)
         }),
-        Generalization::Prefix { length } => value.is_string() && text.chars().count() <= *length,
+        Generalization::Prefix { length } => matches!(value, Scalar::Str(_)) && text.chars().count() <= *length,
         Generalization::IpNetwork { bits_v4, bits_v6 } => text.split_once('/').is_some_and(|(addr, bits)| {
             match addr.parse::<std::net::IpAddr>() {
                 Ok(std::net::IpAddr::V4(v4)) => {
@@ -133,8 +187,8 @@ fn generalized_ok(generalization: &Generalization, value: &Value) -> bool {
         Generalization::Hour => {
             text.len() == 20 && text.ends_with(":00:00Z") && time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok()
         }
-        Generalization::Round { step } => value.as_f64().is_some_and(|x| {
-            let q = x / step;
+        Generalization::Round { step } => matches!(value, Scalar::Number(n, _) if {
+            let q = n.as_f64() / step;
             (q - q.round()).abs() < 1e-9
         }),
     }
@@ -144,6 +198,7 @@ fn generalized_ok(generalization: &Generalization, value: &Value) -> bool {
 mod tests {
     use super::*;
     use crate::{MasterSecret, Pseudonymizer};
+    use serde_json::Value;
 
     const POLICY: &str = include_str!("../../schemas/coupon_redemption.policy.toml");
     const EVENT: &str = include_str!("../../schemas/coupon_redemption.json");

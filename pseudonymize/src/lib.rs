@@ -31,7 +31,8 @@
 //! - [`normalize`]: the normalizers applied before HMAC.
 //! - [`generalize`]: year, month, age band, prefix, IP network, hour, rounding.
 //! - [`policy`]: the TOML policy, validated and compiled into a path tree.
-//! - [`transform`]: the record path, [`Pseudonymizer`].
+//! - [`transform`]: the record path, [`Pseudonymizer`]: one pass over the bytes
+//!   (`json` reads them, `walk` follows the policy's tree, `tree`), no value tree.
 //! - [`guard`]: the leak guard, [`LeakGuard`]: a record has the output shape of a policy.
 //! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
 //! - [`audit`]: the hash-chained, authenticated log of key operations.
@@ -44,12 +45,17 @@ pub mod audit;
 pub mod error;
 pub mod generalize;
 pub mod guard;
+mod json;
 pub mod keyring;
 pub mod normalize;
+#[cfg(test)]
+mod oracle;
 pub mod policy;
 pub mod secret;
 pub mod token;
 pub mod transform;
+mod tree;
+mod walk;
 
 pub use error::{Error, Reason, Rejection};
 pub use guard::LeakGuard;

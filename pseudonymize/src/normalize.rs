@@ -1,7 +1,8 @@
 //! Normalizers applied before HMAC, so that one person gets one token whatever the typing.
 //!
-//! Each returns a borrowed slice of its input when nothing changes (the common case for
-//! clean data), so the record path allocates only for values that need rewriting.
+//! Each returns a slice of its input when nothing changes (the common case for clean
+//! data) and otherwise writes into a scratch string the caller reuses; ASCII input, the
+//! common case, takes byte-wise fast paths.
 
 use std::borrow::Cow;
 
@@ -56,44 +57,97 @@ impl Normalizer {
 
     /// Normalizes `value`.
     pub fn apply(self, value: &str) -> Cow<'_, str> {
+        let mut scratch = String::new();
+        match self.normalize_into(value, &mut scratch) {
+            Normalized::Slice(slice) => Cow::Borrowed(slice),
+            Normalized::Rewritten => Cow::Owned(scratch),
+        }
+    }
+
+    /// Normalizes `value`, writing into `scratch` only when the result is not a slice of
+    /// `value`: the record path reuses one scratch string and allocates nothing.
+    pub fn normalize<'a>(self, value: &'a str, scratch: &'a mut String) -> &'a str {
+        match self.normalize_into(value, scratch) {
+            Normalized::Slice(slice) => slice,
+            Normalized::Rewritten => scratch,
+        }
+    }
+
+    fn normalize_into<'a>(self, value: &'a str, scratch: &mut String) -> Normalized<'a> {
+        scratch.clear();
         match self {
-            Self::Exact => Cow::Borrowed(value),
-            Self::Trim => Cow::Borrowed(value.trim()),
-            Self::Lower | Self::Email => lower(value.trim()),
-            Self::Digits => digits(value.trim()),
-            Self::Name => name(value),
+            Self::Exact => Normalized::Slice(value),
+            Self::Trim => Normalized::Slice(value.trim()),
+            Self::Lower | Self::Email => lower(value.trim(), scratch),
+            Self::Digits => digits(value.trim(), scratch),
+            Self::Name if value.is_ascii() => ascii_name(value, scratch),
+            Self::Name => name(value, scratch),
         }
     }
 }
 
-fn lower(value: &str) -> Cow<'_, str> {
-    if value
-        .bytes()
-        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
-    {
-        Cow::Borrowed(value)
-    } else {
-        Cow::Owned(value.to_lowercase())
-    }
+/// A normalized value: a slice of the input, or what was written into the scratch string.
+enum Normalized<'a> {
+    Slice(&'a str),
+    Rewritten,
 }
 
-fn digits(value: &str) -> Cow<'_, str> {
+fn lower<'a>(value: &'a str, out: &mut String) -> Normalized<'a> {
+    if value.is_ascii() {
+        if !value.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Normalized::Slice(value);
+        }
+        out.extend(value.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+    } else {
+        // Rare, and `str::to_lowercase` knows the final sigma: no fast path here.
+        out.push_str(&value.to_lowercase());
+    }
+    Normalized::Rewritten
+}
+
+fn digits<'a>(value: &'a str, out: &mut String) -> Normalized<'a> {
     let (plus, rest) = match value.strip_prefix('+') {
         Some(rest) => ("+", rest),
         None => ("", value),
     };
     if rest.bytes().all(|b| b.is_ascii_digit()) {
-        return Cow::Borrowed(value);
+        return Normalized::Slice(value);
     }
-    let mut out = String::with_capacity(value.len());
     out.push_str(plus);
-    out.extend(rest.chars().filter(char::is_ascii_digit));
-    Cow::Owned(out)
+    out.extend(rest.bytes().filter(u8::is_ascii_digit).map(char::from));
+    Normalized::Rewritten
 }
 
-fn name(value: &str) -> Cow<'_, str> {
+/// `name` for ASCII input: NFKC changes no ASCII character, and the Unicode whitespace of
+/// ASCII is `\t`, `\n`, `\x0b`, `\x0c`, `\r` and the space.
+fn ascii_name<'a>(value: &'a str, out: &mut String) -> Normalized<'a> {
+    let clean = !value
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || is_ascii_unicode_space(b) && b != b' ')
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.contains("  ");
+    if clean {
+        return Normalized::Slice(value);
+    }
+    for word in value
+        .split(|c: char| is_ascii_unicode_space(c as u8))
+        .filter(|word| !word.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+    }
+    Normalized::Rewritten
+}
+
+fn is_ascii_unicode_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
+}
+
+fn name<'a>(value: &'a str, out: &mut String) -> Normalized<'a> {
     let nfkc: String = value.nfkc().collect::<String>().to_lowercase();
-    let mut out = String::with_capacity(nfkc.len());
     for word in nfkc.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
@@ -101,9 +155,9 @@ fn name(value: &str) -> Cow<'_, str> {
         out.push_str(word);
     }
     if out == value {
-        Cow::Borrowed(value)
+        Normalized::Slice(value)
     } else {
-        Cow::Owned(out)
+        Normalized::Rewritten
     }
 }
 
@@ -137,6 +191,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_ascii_name_fast_path_agrees_with_the_unicode_one(value in "[ -~\t\n\x0b\x0c\r]*") {
+            let mut fast = String::new();
+            let mut slow = String::new();
+            let fast = match ascii_name(&value, &mut fast) { Normalized::Slice(s) => s.to_owned(), Normalized::Rewritten => fast };
+            let slow = match name(&value, &mut slow) { Normalized::Slice(s) => s.to_owned(), Normalized::Rewritten => slow };
+            prop_assert_eq!(fast, slow);
+        }
+
         #[test]
         fn normalization_is_idempotent(value in "\\PC*", which in 0usize..6) {
             let n = Normalizer::ALL[which];

@@ -23,12 +23,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::generalize::{Generalization, GeneralizeSpec};
 use crate::normalize::Normalizer;
+use crate::tree::{NodeId, Tree};
 
 /// Default size limit of one event: 1 MiB, ten times the largest event seen in the
 /// retailers' exports and well under Kafka's default `message.max.bytes`.
@@ -139,52 +141,18 @@ pub enum Rule {
     Generalize(Generalization),
 }
 
-/// A node of the compiled path tree.
-#[derive(Debug, Clone)]
-pub(crate) enum Node {
-    /// A leaf with its rule.
-    Leaf(Rule),
-    /// An object whose fields are listed.
-    Object(ObjectNode),
-    /// An array whose every element follows the inner node.
-    Array(Box<Node>, Box<str>),
-}
-
-/// An object node: its fields and its own path (for messages).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ObjectNode {
-    pub(crate) path: Box<str>,
-    pub(crate) fields: Vec<(Box<str>, Node)>,
-}
-
-impl ObjectNode {
-    /// The child for `key`; objects are small, so a linear scan beats hashing.
-    pub(crate) fn child(&self, key: &str) -> Option<&Node> {
-        self.fields
-            .iter()
-            .find(|(name, _)| &**name == key)
-            .map(|(_, node)| node)
-    }
-
-    /// `path.key`, built only for error messages.
-    pub(crate) fn child_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{}", self.path, key)
-        }
-    }
-}
-
 /// A validated, compiled policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub(crate) root: ObjectNode,
-    pub(crate) tenant_field: Option<Vec<String>>,
+    /// Tells compiled policies apart (clones share it): per-thread scratch space is kept
+    /// per policy.
+    pub(crate) id: u64,
+    pub(crate) tree: Tree,
+    pub(crate) tenant_field: Option<NodeId>,
     pub(crate) default_tenant: String,
-    pub(crate) record_key: Option<Vec<String>>,
-    pub(crate) event_time_field: Vec<String>,
-    pub(crate) required: Vec<(String, Vec<String>)>,
+    pub(crate) record_key: Option<NodeId>,
+    pub(crate) event_time_field: Option<NodeId>,
+    pub(crate) required: Vec<(String, NodeId)>,
     pub(crate) limits: Limits,
     pub(crate) needs_event_date: bool,
     token_domains: Vec<String>,
@@ -281,7 +249,7 @@ impl Policy {
                     domains.len() - 1
                 }))
         };
-        let mut root = ObjectNode::default();
+        let mut tree = Tree::new();
         let mut rules = Vec::new();
         let mut needs_event_date = false;
         for (path, value) in file.fields {
@@ -322,49 +290,58 @@ impl Policy {
                 }
             };
             let segments = split_path(&path)?;
-            insert(&mut root, &segments, rule.clone(), &path)?;
+            tree.insert(&segments, rule.clone(), &path)?;
             rules.push((path, rule));
         }
-        let tenant_field = file
-            .tenant_field
-            .as_deref()
-            .map(|p| object_path("tenant_field", p))
-            .transpose()?;
-        if let Some(segments) = &tenant_field {
-            match lookup_rule(&root, segments) {
-                Some(Rule::Keep) | Some(Rule::Drop) => {}
+        // The leaf at an object path: an error for a path through an array, `None` when
+        // no rule has that path.
+        let leaf = |option: &str, path: &str| -> Result<Option<(NodeId, &Rule)>, String> {
+            let segments = object_path(option, path)?;
+            Ok(tree
+                .find(&segments)
+                .and_then(|id| tree.rule(id).map(|rule| (id, rule))))
+        };
+        let tenant_field = match file.tenant_field.as_deref() {
+            Some(path) => match leaf("tenant_field", path)? {
+                Some((id, Rule::Keep | Rule::Drop)) => Some(id),
                 _ => {
                     return Err(
                         "`tenant_field` must name a field whose rule is \"keep\" or \"drop\""
                             .into(),
                     )
                 }
+            },
+            None => None,
+        };
+        let record_key = match file.record_key.as_deref() {
+            Some(path) => match leaf("record_key", path)? {
+                Some((id, Rule::Token { .. })) => Some(id),
+                _ => return Err("`record_key` must name a field whose rule is a token".into()),
+            },
+            None => None,
+        };
+        let event_time_field = match leaf("event_time_field", &file.event_time_field)? {
+            Some((id, _)) => Some(id),
+            None if !needs_event_date => None,
+            None => {
+                return Err(format!(
+                    "`event_time_field` = \"{}\" has no rule in [fields]; an `age_band` rule computes ages at the event's time",
+                    file.event_time_field
+                ))
             }
-        }
-        let record_key = file
-            .record_key
-            .as_deref()
-            .map(|p| object_path("record_key", p))
-            .transpose()?;
-        if let Some(segments) = &record_key {
-            if !matches!(lookup_rule(&root, segments), Some(Rule::Token { .. })) {
-                return Err("`record_key` must name a field whose rule is a token".into());
-            }
-        }
-        let event_time_field = object_path("event_time_field", &file.event_time_field)?;
+        };
         let required = file
             .required
             .iter()
-            .map(|p| {
-                let segments = object_path("required", p)?;
-                if lookup_rule(&root, &segments).is_none() {
-                    return Err(format!("required field `{p}` has no rule in [fields]"));
-                }
-                Ok((p.clone(), segments))
+            .map(|p| match leaf("required", p)? {
+                Some((id, _)) => Ok((p.clone(), id)),
+                None => Err(format!("required field `{p}` has no rule in [fields]")),
             })
             .collect::<Result<_, String>>()?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
-            root,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            tree,
             tenant_field,
             default_tenant: file.default_tenant,
             record_key,
@@ -404,89 +381,10 @@ impl Policy {
     }
 }
 
-/// Adds `rule` at `segments` into the tree; conflicting paths are an error.
-fn insert(
-    object: &mut ObjectNode,
-    segments: &[String],
-    rule: Rule,
-    full: &str,
-) -> Result<(), String> {
-    let (first, rest) = segments
-        .split_first()
-        .expect("split_path yields at least one segment");
-    let position = match object.fields.iter().position(|(name, _)| **name == **first) {
-        Some(position) => position,
-        None => {
-            let node = build(&object.child_path(first), rest)?;
-            object.fields.push((first.as_str().into(), node));
-            object.fields.len() - 1
-        }
-    };
-    let child_path = object.child_path(first);
-    insert_into_node(
-        &mut object.fields[position].1,
-        rest,
-        rule,
-        full,
-        &child_path,
-    )
-}
-
-/// Builds an empty node of the shape `rest` describes (leaf placeholder when empty).
-fn build(path: &str, rest: &[String]) -> Result<Node, String> {
-    Ok(match rest.first().map(String::as_str) {
-        None => Node::Leaf(Rule::Drop),
-        Some("[]") => Node::Array(
-            Box::new(build(&format!("{path}[]"), &rest[1..])?),
-            path.into(),
-        ),
-        Some(_) => Node::Object(ObjectNode {
-            path: path.into(),
-            fields: Vec::new(),
-        }),
-    })
-}
-
-fn insert_into_node(
-    node: &mut Node,
-    rest: &[String],
-    rule: Rule,
-    full: &str,
-    path: &str,
-) -> Result<(), String> {
-    let conflict = || {
-        format!("field `{full}` conflicts with another rule on `{path}` (a path is either a leaf, an object or an array)")
-    };
-    match (node, rest.first().map(String::as_str)) {
-        (node @ Node::Leaf(_), None) => {
-            // A new leaf starts as a placeholder; TOML itself forbids a path twice.
-            *node = Node::Leaf(rule);
-            Ok(())
-        }
-        (Node::Array(inner, _), Some("[]")) => {
-            insert_into_node(inner, &rest[1..], rule, full, &format!("{path}[]"))
-        }
-        (Node::Object(object), Some(key)) if key != "[]" => insert(object, rest, rule, full),
-        _ => Err(conflict()),
-    }
-}
-
-/// The rule at an object path, if it is a leaf.
-fn lookup_rule<'a>(root: &'a ObjectNode, segments: &[String]) -> Option<&'a Rule> {
-    let mut object = root;
-    for (index, segment) in segments.iter().enumerate() {
-        match object.child(segment)? {
-            Node::Leaf(rule) if index + 1 == segments.len() => return Some(rule),
-            Node::Object(inner) => object = inner,
-            _ => return None,
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tree::{Shape, ROOT};
 
     #[test]
     fn the_default_policy_compiles() {
@@ -546,16 +444,19 @@ mod tests {
     #[test]
     fn array_paths_compile_into_the_tree() {
         let policy = Policy::from_toml("[fields]\n\"basket.items[].sku\" = \"keep\"\n\"basket.items[].qty\" = \"drop\"\n\"tags[]\" = \"keep\"").unwrap();
-        let Some(Node::Object(basket)) = policy.root.child("basket") else {
-            panic!("basket is an object")
-        };
-        let Some(Node::Array(items, _)) = basket.child("items") else {
+        let tree = &policy.tree;
+        let basket = tree.child(ROOT, b"basket").expect("basket");
+        let items = tree.child(basket, b"items").expect("items");
+        let Shape::Array(item) = tree.node(items).shape else {
             panic!("items is an array")
         };
-        let Node::Object(item) = &**items else {
+        assert_eq!(&*tree.node(item).path, "basket.items[]");
+        let Shape::Object(fields) = &tree.node(item).shape else {
             panic!("items hold objects")
         };
-        assert_eq!(item.fields.len(), 2);
-        assert!(matches!(policy.root.child("tags"), Some(Node::Array(_, _))));
+        assert_eq!(fields.len(), 2);
+        let tags = tree.child(ROOT, b"tags").expect("tags");
+        assert!(matches!(tree.node(tags).shape, Shape::Array(_)));
+        assert_eq!(&*tree.node(tags).key_json, b"\"tags\":");
     }
 }

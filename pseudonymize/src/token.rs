@@ -90,6 +90,23 @@ impl TokenKey {
         URL_SAFE_NO_PAD.encode_string(&tag[..16], out);
     }
 
+    /// Appends the token of the already-normalized bytes `normalized` to a byte buffer,
+    /// without allocating.
+    pub fn write_token(&self, normalized: &[u8], out: &mut Vec<u8>) {
+        let mut mac = self.keyed.clone();
+        mac.update(normalized);
+        let tag = mac.finalize().into_bytes();
+        let mut encoded = [0u8; TOKEN_TAG_CHARS];
+        URL_SAFE_NO_PAD
+            .encode_slice(&tag[..16], &mut encoded)
+            .expect("16 bytes take 22 base64 characters");
+        out.push(b'v');
+        std::io::Write::write_fmt(out, format_args!("{}", self.version))
+            .expect("writing to a Vec cannot fail");
+        out.push(b'.');
+        out.extend_from_slice(&encoded);
+    }
+
     /// The token of the already-normalized bytes `normalized`.
     pub fn token(&self, normalized: &[u8]) -> String {
         let mut out = String::with_capacity(4 + TOKEN_TAG_CHARS);

@@ -1,20 +1,32 @@
 //! The record path: one raw event in, one pseudonymized event (or a [`Rejection`]) out.
 //!
 //! [`Pseudonymizer`] holds a compiled [`Policy`] and, per tenant, the keys of the active
-//! version already derived for every domain the policy uses. An event is parsed once,
-//! walked once alongside the policy tree (touching only the fields it has), rewritten in
-//! place and serialized into a caller-owned buffer.
+//! version already derived for every domain the policy uses (HMAC states keyed once).
+//! An event is read once, byte by byte, alongside the policy's tree ([`crate::walk`]);
+//! the output is then written straight into the caller's buffer: the structure in compact
+//! form, kept values copied verbatim from the input, tokens and generalized values in
+//! place of the others. No `serde_json::Value` is built, and once the per-thread scratch
+//! buffers have grown, an event costs no allocation (an `encrypt` rule excepted).
+//!
+//! What is rejected, and in which order, is what a parser of the whole payload would
+//! find first: size, UTF-8, syntax and nesting, a field twice in one object, a top-level
+//! value that is not an object, then the required fields, the tenant, and the first field
+//! in document order that the policy refuses.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Range;
 
-use serde_json::{Map, Value};
 use time::Date;
 
 use crate::error::{Reason, Rejection};
-use crate::generalize::{parse_date, Failure};
-use crate::policy::{is_valid_tenant, Node, ObjectNode, Policy, Rule};
+use crate::generalize::{parse_date, Failure, Scalar};
+use crate::json::{unescape, write_string, Kind, SyntaxKind};
+use crate::policy::{is_valid_tenant, Policy, Rule};
 use crate::secret::MasterSecret;
 use crate::token::{fingerprint, EncryptKey, TokenKey};
+use crate::tree::{NodeId, Shape, Tree};
+use crate::walk::{unknown_field_at, Malformed, Problem, Step, Walk};
 
 /// The keys of one tenant's active version, derived for every domain of the policy.
 #[derive(Debug, Clone)]
@@ -53,6 +65,18 @@ impl TenantKeys {
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
+
+    /// The token key of domain number `domain` of the policy.
+    #[cfg(test)]
+    pub(crate) fn token_key(&self, domain: usize) -> &TokenKey {
+        &self.tokens[domain]
+    }
+
+    /// The encryption key of domain number `domain` of the policy.
+    #[cfg(test)]
+    pub(crate) fn encrypt_key(&self, domain: usize) -> &EncryptKey {
+        &self.encrypts[domain]
+    }
 }
 
 /// What came out of a successful [`Pseudonymizer::pseudonymize_into`].
@@ -62,8 +86,16 @@ pub struct Outcome<'a> {
     pub tenant: &'a str,
     /// The key version used for its tokens.
     pub key_version: u32,
-    /// The token of the policy's `record_key` field, when it has one and it is not null.
-    pub record_key: Option<String>,
+    /// Where, in the output buffer, the token of the policy's `record_key` field is,
+    /// when it has one and it is not null (see [`Outcome::record_key`]).
+    pub record_key: Option<Range<usize>>,
+}
+
+impl Outcome<'_> {
+    /// The record key's token, read from the buffer the event was written into.
+    pub fn record_key<'o>(&self, out: &'o [u8]) -> Option<&'o [u8]> {
+        self.record_key.clone().map(|range| &out[range])
+    }
 }
 
 /// Applies a policy with a set of tenant keys.
@@ -73,11 +105,40 @@ pub struct Pseudonymizer {
     tenants: HashMap<String, TenantKeys>,
 }
 
-/// State of one event while it is walked.
-struct EventContext<'k> {
-    keys: &'k TenantKeys,
-    event_date: Option<Date>,
-    scratch: String,
+/// Buffers reused from one event to the next on a thread.
+struct Scratch {
+    /// The policy they were made for.
+    policy: u64,
+    walk: Walk,
+    /// An unescaped string.
+    text: String,
+    /// A normalized value.
+    normalized: String,
+    /// A masked or generalized value.
+    rewritten: String,
+}
+
+impl Scratch {
+    fn new(policy: &Policy) -> Self {
+        let watched: Vec<NodeId> = policy
+            .tenant_field
+            .iter()
+            .chain(&policy.event_time_field)
+            .chain(policy.required.iter().map(|(_, node)| node))
+            .copied()
+            .collect();
+        Self {
+            policy: policy.id,
+            walk: Walk::new(&policy.tree, &watched),
+            text: String::new(),
+            normalized: String::new(),
+            rewritten: String::new(),
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
 }
 
 impl Pseudonymizer {
@@ -112,7 +173,10 @@ impl Pseudonymizer {
     pub fn pseudonymize(&self, payload: &[u8]) -> Result<(Vec<u8>, Option<String>), Rejection> {
         let mut out = Vec::with_capacity(payload.len());
         let outcome = self.pseudonymize_into(payload, &mut out)?;
-        Ok((out, outcome.record_key))
+        let key = outcome
+            .record_key(&out)
+            .map(|token| String::from_utf8_lossy(token).into_owned());
+        Ok((out, key))
     }
 
     /// Pseudonymizes one event, appending the JSON result to `out` (left untouched on rejection).
@@ -121,6 +185,27 @@ impl Pseudonymizer {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Outcome<'_>, Rejection> {
+        let text = self.check_bytes(payload)?;
+        self.with_scratch(|scratch| {
+            let mark = out.len();
+            let outcome = self.run(text, scratch, out);
+            if outcome.is_err() {
+                out.truncate(mark);
+            }
+            outcome
+        })
+    }
+
+    /// The first phase of the record path alone: reads the event alongside the policy
+    /// and checks the required fields and the tenant, writing nothing. For benchmarks.
+    #[doc(hidden)]
+    pub fn decode_and_walk(&self, payload: &[u8]) -> Result<(), Rejection> {
+        let text = self.check_bytes(payload)?;
+        self.with_scratch(|scratch| self.walk(text, scratch).map(|_| ()))
+    }
+
+    /// Size and UTF-8 checks.
+    fn check_bytes<'p>(&self, payload: &'p [u8]) -> Result<&'p str, Rejection> {
         let limit = self.policy.limits.max_event_bytes;
         if payload.len() > limit {
             return Err(Rejection::new(
@@ -131,7 +216,7 @@ impl Pseudonymizer {
                 ),
             ));
         }
-        let text = std::str::from_utf8(payload).map_err(|error| {
+        std::str::from_utf8(payload).map_err(|error| {
             Rejection::new(
                 Reason::InvalidUtf8,
                 format!(
@@ -139,57 +224,55 @@ impl Pseudonymizer {
                     error.valid_up_to()
                 ),
             )
-        })?;
-        let mut event: Value = serde_json::from_str(text).map_err(|error| {
-            let message = error.to_string();
-            if message.starts_with("recursion limit exceeded") {
-                Rejection::new(Reason::TooDeep, "payload nests deeper than 128 levels")
-            } else {
-                Rejection::new(
-                    Reason::MalformedJson,
-                    format!("payload is not valid JSON: {message}"),
-                )
-            }
-        })?;
-        let Value::Object(map) = &mut event else {
-            return Err(Rejection::new(
-                Reason::NotAnObject,
-                format!("payload is a JSON {}, not an object", type_name(&event)),
-            ));
-        };
+        })
+    }
 
-        for (path, segments) in &self.policy.required {
-            if matches!(resolve(map, segments), None | Some(Value::Null)) {
+    /// Runs `f` with this thread's scratch space for this policy.
+    fn with_scratch<T>(&self, f: impl FnOnce(&mut Scratch) -> T) -> T {
+        SCRATCH.with_borrow_mut(|slot| {
+            let scratch = match slot {
+                Some(scratch) if scratch.policy == self.policy.id => scratch,
+                _ => slot.insert(Scratch::new(&self.policy)),
+            };
+            f(scratch)
+        })
+    }
+
+    /// Walks the event, checks the required fields, finds the tenant's keys.
+    fn walk(&self, payload: &str, scratch: &mut Scratch) -> Result<(&str, &TenantKeys), Rejection> {
+        let tree = &self.policy.tree;
+        scratch
+            .walk
+            .run(tree, payload)
+            .map_err(|malformed| rejection_of(tree, payload, malformed))?;
+        for (path, node) in &self.policy.required {
+            if matches!(scratch.walk.captured(*node), None | Some((Kind::Null, ..))) {
                 return Err(Rejection::new(
                     Reason::MissingField,
                     format!("required field `{path}` is missing or null"),
                 ));
             }
         }
-        let (tenant, keys) = self.tenant_of(map)?;
-        let event_date = if self.policy.needs_event_date {
-            resolve(map, &self.policy.event_time_field)
-                .and_then(Value::as_str)
-                .and_then(parse_date)
-        } else {
-            None
-        };
-        let mut context = EventContext {
-            keys,
-            event_date,
-            scratch: String::new(),
-        };
-        apply_object(&self.policy.root, map, &mut context)?;
+        self.tenant_of(payload, scratch)
+    }
 
-        let record_key = match &self.policy.record_key {
-            Some(segments) => match resolve(map, segments) {
-                Some(Value::String(token)) => Some(token.clone()),
+    fn run(
+        &self,
+        payload: &str,
+        scratch: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome<'_>, Rejection> {
+        let (tenant, keys) = self.walk(payload, scratch)?;
+        let event_date = match self.policy.event_time_field {
+            Some(node) if self.policy.needs_event_date => match scratch.walk.captured(node) {
+                Some((Kind::String { escaped }, start, end)) => {
+                    parse_date(string_text(payload, start, end, escaped, &mut scratch.text))
+                }
                 _ => None,
             },
-            None => None,
+            _ => None,
         };
-        serde_json::to_writer(&mut *out, &event)
-            .expect("serializing a JSON value into a Vec cannot fail");
+        let record_key = self.emit(payload, scratch, keys, event_date, out)?;
         Ok(Outcome {
             tenant,
             key_version: keys.version,
@@ -197,28 +280,33 @@ impl Pseudonymizer {
         })
     }
 
-    fn tenant_of(&self, map: &Map<String, Value>) -> Result<(&str, &TenantKeys), Rejection> {
-        let name = match &self.policy.tenant_field {
-            Some(segments) => match resolve(map, segments) {
-                None | Some(Value::Null) => self.policy.default_tenant.as_str(),
-                Some(Value::String(name)) if is_valid_tenant(name) => name.as_str(),
-                Some(Value::String(_)) => {
+    fn tenant_of(
+        &self,
+        payload: &str,
+        scratch: &mut Scratch,
+    ) -> Result<(&str, &TenantKeys), Rejection> {
+        let captured = self
+            .policy
+            .tenant_field
+            .and_then(|node| scratch.walk.captured(node));
+        let name = match captured {
+            None | Some((Kind::Null, ..)) => self.policy.default_tenant.as_str(),
+            Some((Kind::String { escaped }, start, end)) => {
+                let name = string_text(payload, start, end, escaped, &mut scratch.text);
+                if !is_valid_tenant(name) {
                     return Err(Rejection::new(
                         Reason::InvalidTenant,
                         "the tenant field is not a valid tenant name ([a-z0-9_-]{1,64})",
-                    ))
+                    ));
                 }
-                Some(other) => {
-                    return Err(Rejection::new(
-                        Reason::InvalidTenant,
-                        format!(
-                            "the tenant field holds a {}, not a string",
-                            type_name(other)
-                        ),
-                    ))
-                }
-            },
-            None => self.policy.default_tenant.as_str(),
+                name
+            }
+            Some((kind, ..)) => {
+                return Err(Rejection::new(
+                    Reason::InvalidTenant,
+                    format!("the tenant field holds a {}, not a string", kind.name()),
+                ))
+            }
         };
         match self.tenants.get_key_value(name) {
             Some((name, keys)) => Ok((name.as_str(), keys)),
@@ -229,183 +317,266 @@ impl Pseudonymizer {
             )),
         }
     }
-}
 
-/// The value at an object path, if every step is an object.
-fn resolve<'v>(map: &'v Map<String, Value>, segments: &[String]) -> Option<&'v Value> {
-    let (last, parents) = segments.split_last()?;
-    let mut current = map;
-    for segment in parents {
-        current = current.get(segment)?.as_object()?;
-    }
-    current.get(last)
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "integer",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn apply_object(
-    node: &ObjectNode,
-    map: &mut Map<String, Value>,
-    context: &mut EventContext<'_>,
-) -> Result<(), Rejection> {
-    let mut failure = None;
-    map.retain(|key, value| {
-        if failure.is_some() {
-            return true;
-        }
-        let outcome = match node.child(key) {
-            Some(child) => apply_node(child, value, context, &|| node.child_path(key)),
-            None => Err(Rejection::new(
-                Reason::UnknownField,
-                format!("field `{}` has no rule in the policy", node.child_path(key)),
-            )),
+    /// Writes the event from the walk's steps; returns where the record key's token is.
+    fn emit(
+        &self,
+        payload: &str,
+        scratch: &mut Scratch,
+        keys: &TenantKeys,
+        event_date: Option<Date>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Range<usize>>, Rejection> {
+        let tree = &self.policy.tree;
+        let Scratch {
+            walk,
+            text,
+            normalized,
+            rewritten,
+            ..
+        } = scratch;
+        let (steps, problem) = match walk.problem {
+            Some((at, problem)) => (&walk.steps[..at], Some(problem)),
+            None => (&walk.steps[..], None),
         };
-        outcome.unwrap_or_else(|rejection| {
-            failure = Some(rejection);
-            true
-        })
-    });
-    failure.map_or(Ok(()), Err)
+        let mut record_key = None;
+        // Whether the next member opens its container (no comma before it).
+        let mut first = true;
+        for step in steps {
+            match *step {
+                Step::Open { node, array } => {
+                    if !first {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&tree.node(node).key_json);
+                    out.push(if array { b'[' } else { b'{' });
+                    first = true;
+                }
+                Step::Close { array } => {
+                    out.push(if array { b']' } else { b'}' });
+                    first = false;
+                }
+                Step::Value {
+                    node,
+                    kind,
+                    start,
+                    end,
+                } => {
+                    let rule = match &tree.node(node).shape {
+                        Shape::Leaf(Rule::Drop) => continue,
+                        Shape::Leaf(rule) => Some(rule),
+                        _ => None,
+                    };
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(&tree.node(node).key_json);
+                    let (Some(rule), false) = (rule, kind == Kind::Null) else {
+                        out.extend_from_slice(b"null");
+                        continue;
+                    };
+                    let value = Value {
+                        payload,
+                        kind,
+                        start,
+                        end,
+                    };
+                    let applied = match rule {
+                        Rule::Drop => unreachable!("skipped above"),
+                        Rule::Keep => value.keep(out),
+                        Rule::Token { domain, normalizer } => value.text(text).map(|raw| {
+                            let normalized = normalizer.normalize(raw, normalized);
+                            out.push(b'"');
+                            let token_start = out.len();
+                            keys.tokens[*domain].write_token(normalized.as_bytes(), out);
+                            if self.policy.record_key == Some(node) {
+                                record_key = Some(token_start..out.len());
+                            }
+                            out.push(b'"');
+                        }),
+                        Rule::Encrypt { domain } => value.text(text).map(|raw| {
+                            let sealed = keys.encrypts[*domain].encrypt(raw.as_bytes());
+                            out.push(b'"');
+                            out.extend_from_slice(sealed.as_bytes());
+                            out.push(b'"');
+                        }),
+                        Rule::Mask { keep_last } => value.text(text).map(|raw| {
+                            let total = raw.chars().count();
+                            rewritten.clear();
+                            rewritten.extend(raw.chars().enumerate().map(|(i, c)| {
+                                if i + keep_last < total {
+                                    '*'
+                                } else {
+                                    c
+                                }
+                            }));
+                            write_string(out, rewritten);
+                        }),
+                        Rule::Generalize(generalization) => {
+                            let scalar = value.scalar(text);
+                            generalization.apply(scalar, event_date, rewritten, out)
+                        }
+                    };
+                    applied
+                        .map_err(|failure| rule_rejection(&tree.node(node).path, kind, failure))?;
+                }
+            }
+        }
+        match problem {
+            Some(problem) => Err(problem_rejection(tree, problem)),
+            None => Ok(record_key),
+        }
+    }
 }
 
-/// Applies `node` to `value`; `Ok(false)` means the field is dropped. `path` names the
-/// field for messages and is only called on failure, so the happy path never formats.
-fn apply_node(
-    node: &Node,
-    value: &mut Value,
-    context: &mut EventContext<'_>,
-    path: &dyn Fn() -> String,
-) -> Result<bool, Rejection> {
-    let expected_container = |what: &str, value: &Value| {
+/// A leaf's value in the payload.
+struct Value<'p> {
+    payload: &'p str,
+    kind: Kind,
+    start: usize,
+    end: usize,
+}
+
+impl<'p> Value<'p> {
+    fn raw(&self) -> &'p str {
+        &self.payload[self.start..self.end]
+    }
+
+    /// A kept scalar, copied as it was written (a string with its quotes).
+    fn keep(&self, out: &mut Vec<u8>) -> Result<(), Failure> {
+        match self.kind {
+            Kind::Object | Kind::Array => Err(Failure::WrongType(
+                "only a scalar (list the nested fields in the policy)",
+            )),
+            Kind::String { .. } => {
+                out.push(b'"');
+                out.extend_from_slice(self.raw().as_bytes());
+                out.push(b'"');
+                Ok(())
+            }
+            _ => {
+                out.extend_from_slice(self.raw().as_bytes());
+                Ok(())
+            }
+        }
+    }
+
+    /// The text of a string, or the decimal form of an integer.
+    fn text<'s>(&self, scratch: &'s mut String) -> Result<&'s str, Failure>
+    where
+        'p: 's,
+    {
+        match self.kind {
+            Kind::String { escaped } => Ok(string_text(
+                self.payload,
+                self.start,
+                self.end,
+                escaped,
+                scratch,
+            )),
+            Kind::Number(n) if n.is_integer() => Ok(self.raw()),
+            _ => Err(Failure::WrongType("a string or an integer")),
+        }
+    }
+
+    /// The value as the generalization operators take it.
+    fn scalar<'s>(&self, scratch: &'s mut String) -> Scalar<'s>
+    where
+        'p: 's,
+    {
+        match self.kind {
+            Kind::String { escaped } => Scalar::Str(string_text(
+                self.payload,
+                self.start,
+                self.end,
+                escaped,
+                scratch,
+            )),
+            Kind::Number(n) => Scalar::Number(n, self.raw()),
+            _ => Scalar::Other,
+        }
+    }
+}
+
+/// The text of the string at `start..end` (quotes excluded), unescaped into `scratch` if
+/// it holds escapes.
+fn string_text<'a>(
+    payload: &'a str,
+    start: usize,
+    end: usize,
+    escaped: bool,
+    scratch: &'a mut String,
+) -> &'a str {
+    let raw = &payload[start..end];
+    if escaped {
+        unescape(raw, scratch)
+    } else {
+        raw
+    }
+}
+
+/// The rejection of a payload that could not be walked.
+fn rejection_of(tree: &Tree, payload: &str, malformed: Malformed) -> Rejection {
+    match malformed {
+        Malformed::Syntax(error) if error.kind == SyntaxKind::TooDeep => {
+            Rejection::new(Reason::TooDeep, "payload nests deeper than 128 levels")
+        }
+        Malformed::Syntax(error) => Rejection::new(
+            Reason::MalformedJson,
+            format!(
+                "payload is not valid JSON: {}",
+                error.describe(payload.as_bytes())
+            ),
+        ),
+        Malformed::NotAnObject(kind) => Rejection::new(
+            Reason::NotAnObject,
+            format!("payload is a JSON {}, not an object", kind.name()),
+        ),
+        Malformed::Duplicate(node) => Rejection::new(
+            Reason::DuplicateField,
+            format!(
+                "field `{}` appears twice in one object",
+                tree.node(node).path
+            ),
+        ),
+    }
+}
+
+/// The rejection of a field the policy refuses, found by the walk.
+fn problem_rejection(tree: &Tree, problem: Problem) -> Rejection {
+    let expected = |node: NodeId, kind: Kind, what: &str| {
         Rejection::new(
             Reason::WrongType,
             format!(
                 "field `{}` holds a {}; the policy expects {what}",
-                path(),
-                type_name(value)
+                tree.node(node).path,
+                kind.name()
             ),
         )
     };
-    match node {
-        Node::Leaf(rule) => apply_rule(rule, value, context).map_err(|failure| match failure {
-            Failure::WrongType(expected) => Rejection::new(
-                Reason::WrongType,
-                format!(
-                    "field `{}` holds a {}; its rule takes {expected}",
-                    path(),
-                    type_name(value)
-                ),
-            ),
-            Failure::Invalid(expected) => Rejection::new(
-                Reason::InvalidValue,
-                format!("field `{}` is not {expected}", path()),
-            ),
-        }),
-        Node::Object(inner) => match value {
-            Value::Object(map) => apply_object(inner, map, context).map(|()| true),
-            Value::Null => Ok(true),
-            other => Err(expected_container("an object", other)),
-        },
-        Node::Array(element, array_path) => match value {
-            Value::Array(items) => {
-                let element_path = || format!("{array_path}[]");
-                let mut failure = None;
-                items.retain_mut(|item| {
-                    if failure.is_some() {
-                        return true;
-                    }
-                    apply_node(element, item, context, &element_path).unwrap_or_else(|rejection| {
-                        failure = Some(rejection);
-                        true
-                    })
-                });
-                failure.map_or(Ok(true), Err)
-            }
-            Value::Null => Ok(true),
-            other => Err(expected_container("an array", other)),
-        },
+    match problem {
+        Problem::Unknown { parent } => {
+            Rejection::new(Reason::UnknownField, unknown_field_at(tree, parent))
+        }
+        Problem::NotAnObject { node, kind } => expected(node, kind, "an object"),
+        Problem::NotAnArray { node, kind } => expected(node, kind, "an array"),
     }
 }
 
-/// Applies a leaf rule. `Ok(false)` drops the field.
-fn apply_rule(
-    rule: &Rule,
-    value: &mut Value,
-    context: &mut EventContext<'_>,
-) -> Result<bool, Failure> {
-    if matches!(rule, Rule::Drop) {
-        return Ok(false);
-    }
-    if value.is_null() {
-        return Ok(true);
-    }
-    match rule {
-        Rule::Drop => unreachable!("handled above"),
-        Rule::Keep => match value {
-            Value::Object(_) | Value::Array(_) => Err(Failure::WrongType(
-                "only a scalar (list the nested fields in the policy)",
-            )),
-            _ => Ok(true),
-        },
-        Rule::Token { domain, normalizer } => {
-            let key = &context.keys.tokens[*domain];
-            let token = {
-                let raw = scalar_text(value, &mut context.scratch, "a string or an integer")?;
-                key.token(normalizer.apply(raw).as_bytes())
-            };
-            *value = Value::String(token);
-            Ok(true)
-        }
-        Rule::Encrypt { domain } => {
-            let key = &context.keys.encrypts[*domain];
-            let sealed = key.encrypt(
-                scalar_text(value, &mut context.scratch, "a string or an integer")?.as_bytes(),
-            );
-            *value = Value::String(sealed);
-            Ok(true)
-        }
-        Rule::Mask { keep_last } => {
-            let raw = scalar_text(value, &mut context.scratch, "a string or an integer")?;
-            let total = raw.chars().count();
-            let masked: String = raw
-                .chars()
-                .enumerate()
-                .map(|(i, c)| if i + keep_last < total { '*' } else { c })
-                .collect();
-            *value = Value::String(masked);
-            Ok(true)
-        }
-        Rule::Generalize(generalization) => {
-            *value = generalization.apply(value, context.event_date)?;
-            Ok(true)
-        }
-    }
-}
-
-/// The text of a string, or the decimal form of an integer (written into `scratch`).
-fn scalar_text<'a>(
-    value: &'a Value,
-    scratch: &'a mut String,
-    expected: &'static str,
-) -> Result<&'a str, Failure> {
-    match value {
-        Value::String(s) => Ok(s),
-        Value::Number(n) if n.is_i64() || n.is_u64() => {
-            use std::fmt::Write as _;
-            scratch.clear();
-            write!(scratch, "{n}").expect("writing to a String cannot fail");
-            Ok(scratch)
-        }
-        _ => Err(Failure::WrongType(expected)),
+/// The rejection of a value its rule cannot take.
+fn rule_rejection(path: &str, kind: Kind, failure: Failure) -> Rejection {
+    match failure {
+        Failure::WrongType(expected) => Rejection::new(
+            Reason::WrongType,
+            format!(
+                "field `{path}` holds a {}; its rule takes {expected}",
+                kind.name()
+            ),
+        ),
+        Failure::Invalid(expected) => Rejection::new(
+            Reason::InvalidValue,
+            format!("field `{path}` is not {expected}"),
+        ),
     }
 }

@@ -1,0 +1,277 @@
+//! One pass over an event's bytes alongside a policy's tree, shared by the record path and
+//! the leak guard.
+//!
+//! [`Walk::run`] validates the whole payload (syntax, nesting, no field twice in an
+//! object) and records, in document order, one [`Step`] per container opened or closed
+//! and per value of a policy leaf, as spans of the payload. It never stops at the first
+//! field the policy does not expect: it notes the first such [`Problem`] with the step it
+//! happened at and reads on, because a syntax error further on must win (as it does for a
+//! parser that reads the whole payload first) and because the tenant and the required
+//! fields may come after it. The values of watched fields (tenant, event time, required)
+//! are captured even when their rule drops them.
+//!
+//! A `Walk` is scratch space: reuse one per thread and nothing is allocated per event
+//! once its buffers have grown.
+
+use crate::json::{unescape, Kind, Reader, SyntaxError, SyntaxKind, MAX_DEPTH};
+use crate::tree::{NodeId, Shape, Tree, ROOT};
+
+/// One thing met in the payload, in document order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Step {
+    /// `{` or `[` of a policy object or array node (the root included).
+    Open { node: NodeId, array: bool },
+    /// The matching `}` or `]`.
+    Close { array: bool },
+    /// A value: of a leaf (any kind, containers included, span covering them whole), or
+    /// `null` for an object or array node. A string's span excludes its quotes.
+    Value {
+        node: NodeId,
+        kind: Kind,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// What the policy cannot accept, found while walking.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Problem {
+    /// A field the policy does not list, in object node `parent`.
+    Unknown { parent: NodeId },
+    /// Object node `node` holds a value of another kind.
+    NotAnObject { node: NodeId, kind: Kind },
+    /// Array node `node` holds a value of another kind.
+    NotAnArray { node: NodeId, kind: Kind },
+}
+
+/// Why a payload could not be walked at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Malformed {
+    /// Not JSON, or nested too deep.
+    Syntax(SyntaxError),
+    /// The top-level value is not an object.
+    NotAnObject(Kind),
+    /// An object holds the policy field `node` twice.
+    Duplicate(NodeId),
+}
+
+/// A captured value: its kind and span.
+pub(crate) type Captured = (Kind, usize, usize);
+
+/// Scratch space and results of walking one payload.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    /// What was met, in document order.
+    pub(crate) steps: Vec<Step>,
+    /// The first problem and the number of steps recorded before it.
+    pub(crate) problem: Option<(usize, Problem)>,
+    /// Per node: its value, if watched and met.
+    captured: Vec<Option<Captured>>,
+    /// The watched nodes.
+    watched: Vec<NodeId>,
+    /// Per node: whether it is watched.
+    is_watched: Vec<bool>,
+    /// Per node: the object instance it was last seen in (duplicate detection).
+    seen_in: Vec<u64>,
+    /// Counts object instances, across payloads.
+    objects: u64,
+    duplicate: Option<NodeId>,
+    key: String,
+}
+
+impl Walk {
+    /// Scratch space for `tree`, capturing the values of the `watched` nodes.
+    pub(crate) fn new(tree: &Tree, watched: &[NodeId]) -> Self {
+        let mut is_watched = vec![false; tree.len()];
+        for &node in watched {
+            is_watched[node as usize] = true;
+        }
+        Self {
+            steps: Vec::with_capacity(64),
+            captured: vec![None; tree.len()],
+            watched: watched.to_vec(),
+            is_watched,
+            seen_in: vec![0; tree.len()],
+            ..Self::default()
+        }
+    }
+
+    /// The value of watched node `node` in the last payload, if it had one.
+    pub(crate) fn captured(&self, node: NodeId) -> Option<Captured> {
+        self.captured[node as usize]
+    }
+
+    /// Walks `payload` (valid UTF-8) alongside `tree`.
+    pub(crate) fn run(&mut self, tree: &Tree, payload: &str) -> Result<(), Malformed> {
+        self.steps.clear();
+        self.problem = None;
+        self.duplicate = None;
+        for &node in &self.watched {
+            self.captured[node as usize] = None;
+        }
+        let bytes = payload.as_bytes();
+        let mut reader = Reader::new(bytes);
+        let (kind, _, _) = reader.value_start().map_err(Malformed::Syntax)?;
+        if kind == Kind::Object {
+            self.steps.push(Step::Open {
+                node: ROOT,
+                array: false,
+            });
+            self.object(tree, &mut reader, payload, ROOT, 1)
+                .map_err(Malformed::Syntax)?;
+        } else {
+            reader.skip_rest(kind, 1).map_err(Malformed::Syntax)?;
+        }
+        reader.end().map_err(Malformed::Syntax)?;
+        if kind != Kind::Object {
+            return Err(Malformed::NotAnObject(kind));
+        }
+        match self.duplicate {
+            Some(node) => Err(Malformed::Duplicate(node)),
+            None => Ok(()),
+        }
+    }
+
+    fn note(&mut self, problem: Problem) {
+        if self.problem.is_none() {
+            self.problem = Some((self.steps.len(), problem));
+        }
+    }
+
+    /// After the `{` of object node `node`, up to and including its `}`.
+    fn object(
+        &mut self,
+        tree: &Tree,
+        reader: &mut Reader<'_>,
+        payload: &str,
+        node: NodeId,
+        depth: usize,
+    ) -> Result<(), SyntaxError> {
+        if depth > MAX_DEPTH {
+            return Err(too_deep(reader));
+        }
+        self.objects += 1;
+        let instance = self.objects;
+        if !reader.empty_container(b'}') {
+            loop {
+                let (start, end, escaped) = reader.key()?;
+                let raw = &payload[start..end];
+                let key = if escaped {
+                    unescape(raw, &mut self.key)
+                } else {
+                    raw
+                };
+                match tree.child(node, key.as_bytes()) {
+                    Some(child) => {
+                        let seen = &mut self.seen_in[child as usize];
+                        if *seen == instance {
+                            self.duplicate.get_or_insert(child);
+                        }
+                        *seen = instance;
+                        self.value(tree, reader, payload, child, depth)?;
+                    }
+                    None => {
+                        self.note(Problem::Unknown { parent: node });
+                        let (kind, _, _) = reader.value_start()?;
+                        reader.skip_rest(kind, depth + 1)?;
+                    }
+                }
+                if !reader.next_member(b'}')? {
+                    break;
+                }
+            }
+        }
+        self.steps.push(Step::Close { array: false });
+        Ok(())
+    }
+
+    /// After the `[` of array node `node` (elements `element`), up to its `]`.
+    fn array(
+        &mut self,
+        tree: &Tree,
+        reader: &mut Reader<'_>,
+        payload: &str,
+        element: NodeId,
+        depth: usize,
+    ) -> Result<(), SyntaxError> {
+        if depth > MAX_DEPTH {
+            return Err(too_deep(reader));
+        }
+        if !reader.empty_container(b']') {
+            loop {
+                self.value(tree, reader, payload, element, depth)?;
+                if !reader.next_member(b']')? {
+                    break;
+                }
+            }
+        }
+        self.steps.push(Step::Close { array: true });
+        Ok(())
+    }
+
+    /// One value of node `node`, inside a container at `depth`.
+    fn value(
+        &mut self,
+        tree: &Tree,
+        reader: &mut Reader<'_>,
+        payload: &str,
+        node: NodeId,
+        depth: usize,
+    ) -> Result<(), SyntaxError> {
+        let (kind, start, end) = reader.value_start()?;
+        match (&tree.node(node).shape, kind) {
+            (Shape::Object(_), Kind::Object) => {
+                self.steps.push(Step::Open { node, array: false });
+                self.object(tree, reader, payload, node, depth + 1)
+            }
+            (Shape::Array(element), Kind::Array) => {
+                self.steps.push(Step::Open { node, array: true });
+                self.array(tree, reader, payload, *element, depth + 1)
+            }
+            (Shape::Leaf(_), _) | (_, Kind::Null) => {
+                let end = if matches!(kind, Kind::Object | Kind::Array) {
+                    reader.skip_rest(kind, depth + 1)?;
+                    reader.offset()
+                } else {
+                    end
+                };
+                if self.is_watched[node as usize] {
+                    self.captured[node as usize] = Some((kind, start, end));
+                }
+                self.steps.push(Step::Value {
+                    node,
+                    kind,
+                    start,
+                    end,
+                });
+                Ok(())
+            }
+            (Shape::Object(_), _) => {
+                self.note(Problem::NotAnObject { node, kind });
+                reader.skip_rest(kind, depth + 1)
+            }
+            (Shape::Array(_), _) => {
+                self.note(Problem::NotAnArray { node, kind });
+                reader.skip_rest(kind, depth + 1)
+            }
+        }
+    }
+}
+
+fn too_deep(reader: &Reader<'_>) -> SyntaxError {
+    SyntaxError {
+        kind: SyntaxKind::TooDeep,
+        offset: reader.offset().saturating_sub(1),
+    }
+}
+
+/// The message naming where an unknown field is, without its name (a key can be personal
+/// data too: `{"alice@example.com": 1}`).
+pub(crate) fn unknown_field_at(tree: &Tree, parent: NodeId) -> String {
+    let path = &tree.node(parent).path;
+    if path.is_empty() {
+        "an unknown field at the top level".to_owned()
+    } else {
+        format!("an unknown field in `{path}`")
+    }
+}
