@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use plumbing::rdkafka::producer::FutureProducer;
 use plumbing::{
     config, Decision, Layout, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
 };
@@ -70,7 +69,7 @@ pub async fn run(
     let processor = Arc::new(IngestProcessor::new(engine));
     match settings.exactly_once {
         None => {
-            let producer: FutureProducer = producer.create()?;
+            // One producer serves both topics: they live on the same cluster.
             plumbing::run(
                 relay,
                 consumer,

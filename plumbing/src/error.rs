@@ -48,6 +48,10 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
+    /// The relay's thread was cancelled before it could report (the runtime is shutting
+    /// down): its uncommitted records are consumed again after a restart.
+    #[error("the relay was interrupted before it could drain and commit")]
+    Interrupted,
     /// A transaction could not be completed nor aborted, or another instance fenced
     /// this one: the process must stop, its uncommitted records are consumed again.
     #[error("transaction failed while {during}{hint}", hint = fenced_hint(.source))]

@@ -10,12 +10,11 @@
 //! use std::collections::BTreeMap;
 //! use std::sync::Arc;
 //!
-//! use plumbing::rdkafka::producer::FutureProducer;
 //! use plumbing::{config, Decision, RelaySettings, Shutdown, StageMetrics};
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let passthrough = BTreeMap::new();
-//! let producer: FutureProducer = config::producer("localhost:9092", &passthrough)?.create()?;
+//! let producer = config::producer("localhost:9092", &passthrough)?;
 //! let report = plumbing::run(
 //!     RelaySettings::new("ingest", "redemptions.raw", "redemptions.pseudonymized", "redemptions.quarantine"),
 //!     config::consumer("localhost:9092", "pseudopipe-ingest", &passthrough)?,
@@ -40,7 +39,7 @@
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
 //! - [`shutdown`]: one shutdown handle, fired by SIGTERM/SIGINT or by hand.
 //! - [`metrics`]: the Prometheus metrics of a stage, labelled by `stage`.
-//! - [`relay`]: the consume → decide → produce → commit loop (at least once).
+//! - [`relay`]: the consume → decide → produce → commit loop (at least once), in batches.
 //! - [`transactions`]: the same loop in Kafka transactions (exactly once).
 //! - `error`: the crate's one error type, [`Error`].
 

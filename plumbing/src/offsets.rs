@@ -6,8 +6,16 @@
 //! whose delivery was not confirmed. A record that will never be delivered by this process
 //! (a permanent failure, or a retry abandoned at shutdown) is *abandoned*: it holds the
 //! watermark back for good, which stops the partition instead of losing the record.
+//!
+//! [`PartitionOffsets`] costs O(1) per record: the records of a partition sit in a ring in
+//! consumption order, each with a state, and each is named by a [`Ticket`] (its position in
+//! that order). Marking a record done flips its state; the ring's head then moves past the
+//! done records in front, so the watermark is the offset of the record at the head. Only
+//! when the consumer went back to an earlier offset (a seek) is the ring not in offset
+//! order; the watermark is then the lowest offset not done, found by a scan, until the
+//! ring empties again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 
@@ -36,28 +44,49 @@ impl fmt::Display for TopicPartition {
     }
 }
 
-/// One assignment of a partition to this consumer.
+/// Names one handed-out record of a partition: its rank in consumption order.
 ///
-/// A partition revoked and assigned again gets a new epoch, so that a delivery finishing
-/// late for the old assignment cannot mark an offset of the new one as done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Epoch(u64);
+/// Tickets only grow. A partition assigned again continues from the ticket where its
+/// previous assignment stopped ([`PartitionOffsets::starting_at`]), so a delivery that
+/// finishes late for the old assignment names a ticket the new one never handed out, and
+/// is ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pending {
+enum State {
     /// Its delivery is still being attempted.
     InFlight,
+    /// Delivered: the head moves past it.
+    Done,
     /// This process will not deliver it: it holds the watermark back for good.
     Abandoned,
 }
 
+#[derive(Clone, Debug)]
+struct Entry<T> {
+    offset: i64,
+    state: State,
+    tag: T,
+}
+
 /// The offsets of one partition: handed out, not yet done, and the watermark.
-#[derive(Clone, Debug, Default)]
-pub struct PartitionOffsets {
-    /// Offsets handed out and not done yet.
-    pending: BTreeMap<i64, Pending>,
-    /// How many of `pending` are in flight (not abandoned).
+///
+/// Each record carries a `tag` of the caller's (e.g. where it went and when it was read),
+/// handed back when it is done.
+#[derive(Clone, Debug)]
+pub struct PartitionOffsets<T = ()> {
+    /// Records handed out, in consumption order, from the first one not done.
+    ring: VecDeque<Entry<T>>,
+    /// The ticket of `ring[0]`.
+    head: u64,
+    /// How many records in `ring` are in flight.
     in_flight: usize,
+    /// How many records in `ring` are abandoned.
+    abandoned: usize,
+    /// Whether an offset was handed out below an earlier one while `ring` held records:
+    /// `ring` is not in offset order until it empties.
+    unordered: bool,
     /// The first offset handed out: where the group stood when this assignment began.
     start: Option<i64>,
     /// One past the highest offset handed out.
@@ -70,10 +99,31 @@ pub struct PartitionOffsets {
     expected_start: Option<i64>,
 }
 
-impl PartitionOffsets {
-    /// No offset handed out yet.
+impl<T: Copy> Default for PartitionOffsets<T> {
+    fn default() -> Self {
+        Self::starting_at(Ticket(0))
+    }
+}
+
+impl<T: Copy> PartitionOffsets<T> {
+    /// No offset handed out yet; the first ticket is 0.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No offset handed out yet; the first ticket is `first` (see [`Ticket`]).
+    pub fn starting_at(first: Ticket) -> Self {
+        Self {
+            ring: VecDeque::new(),
+            head: first.0,
+            in_flight: 0,
+            abandoned: 0,
+            unordered: false,
+            start: None,
+            next: None,
+            committed: None,
+            expected_start: None,
+        }
     }
 
     /// Records where the group stood when this assignment began (its committed offset).
@@ -81,65 +131,129 @@ impl PartitionOffsets {
         self.expected_start = Some(offset);
     }
 
-    /// Records that `offset` was consumed and its record is on its way.
+    /// Records that `offset` was consumed and its record is on its way; returns its
+    /// ticket.
     ///
     /// Offsets normally come in increasing order; one handed out again (a redelivery after
     /// a seek) is tracked again and never moves the committed offset backwards.
     ///
-    /// Returns the offsets jumped over, when `offset` lies beyond the next one expected
-    /// (one past the last handed out, or the group's committed offset for the first): the
-    /// broker never delivered them. In a plain topic that is a loss (retention deleted
-    /// them before they were read, or a broker fault); a compacted topic or transaction
-    /// markers leave such gaps legitimately.
-    pub fn hand_out(&mut self, offset: i64) -> Option<Range<i64>> {
+    /// Also returns the offsets jumped over, when `offset` lies beyond the next one
+    /// expected (one past the last handed out, or the group's committed offset for the
+    /// first): the broker never delivered them. In a plain topic that is a loss (retention
+    /// deleted them before they were read, or a broker fault); a compacted topic or
+    /// transaction markers leave such gaps legitimately.
+    pub fn hand_out(&mut self, offset: i64, tag: T) -> (Ticket, Option<Range<i64>>) {
         let skipped = self
             .next
             .or(self.expected_start)
             .filter(|&expected| offset > expected)
             .map(|expected| expected..offset);
-        if self.pending.insert(offset, Pending::InFlight) != Some(Pending::InFlight) {
-            self.in_flight += 1;
+        if self.next.is_some_and(|next| offset < next) && !self.ring.is_empty() {
+            self.unordered = true;
         }
+        let ticket = Ticket(self.next_ticket().0);
+        self.ring.push_back(Entry {
+            offset,
+            state: State::InFlight,
+            tag,
+        });
+        self.in_flight += 1;
         self.next = Some(self.next.map_or(offset + 1, |next| next.max(offset + 1)));
         self.start.get_or_insert(offset);
         self.committed.get_or_insert(offset);
-        skipped
+        (ticket, skipped)
     }
 
-    /// Records that the record at `offset` was delivered. Returns false when the offset
-    /// was not pending.
-    pub fn mark_done(&mut self, offset: i64) -> bool {
-        match self.pending.remove(&offset) {
-            Some(Pending::InFlight) => {
+    /// The ticket the next record handed out will get.
+    pub fn next_ticket(&self) -> Ticket {
+        Ticket(self.head + self.ring.len() as u64)
+    }
+
+    /// The tag of a record in flight.
+    pub fn tag_mut(&mut self, ticket: Ticket) -> Option<&mut T> {
+        let entry = self.entry_mut(ticket)?;
+        (entry.state == State::InFlight).then_some(&mut entry.tag)
+    }
+
+    /// The offset of a record not done yet.
+    pub fn offset(&self, ticket: Ticket) -> Option<i64> {
+        let index = usize::try_from(ticket.0.checked_sub(self.head)?).ok()?;
+        self.ring
+            .get(index)
+            .filter(|entry| entry.state != State::Done)
+            .map(|entry| entry.offset)
+    }
+
+    /// Records that the record of `ticket` was delivered; returns its tag. `None` when the
+    /// ticket is not pending (unknown, from an earlier assignment, or done already).
+    pub fn mark_done(&mut self, ticket: Ticket) -> Option<T> {
+        let entry = self.entry_mut(ticket)?;
+        let was = entry.state;
+        let tag = entry.tag;
+        entry.state = State::Done;
+        match was {
+            State::Done => return None,
+            State::InFlight => self.in_flight -= 1,
+            State::Abandoned => self.abandoned -= 1,
+        }
+        while self
+            .ring
+            .front()
+            .is_some_and(|entry| entry.state == State::Done)
+        {
+            self.ring.pop_front();
+            self.head += 1;
+        }
+        if self.ring.is_empty() {
+            self.unordered = false;
+        }
+        Some(tag)
+    }
+
+    /// Records that this process gives up on the record of `ticket`: the watermark will
+    /// never pass it. Returns false when the ticket is not pending.
+    pub fn mark_abandoned(&mut self, ticket: Ticket) -> bool {
+        let Some(entry) = self.entry_mut(ticket) else {
+            return false;
+        };
+        match entry.state {
+            State::Done => false,
+            State::Abandoned => true,
+            State::InFlight => {
+                entry.state = State::Abandoned;
                 self.in_flight -= 1;
+                self.abandoned += 1;
                 true
             }
-            Some(Pending::Abandoned) => true,
-            None => false,
         }
     }
 
-    /// Records that this process gives up on the record at `offset`: the watermark will
-    /// never pass it. Returns false when the offset was not pending.
-    pub fn mark_abandoned(&mut self, offset: i64) -> bool {
-        match self.pending.get_mut(&offset) {
-            Some(state @ Pending::InFlight) => {
-                *state = Pending::Abandoned;
-                self.in_flight -= 1;
-                true
+    /// Gives up on every record in flight (see [`PartitionOffsets::mark_abandoned`]).
+    pub fn abandon_all(&mut self) {
+        for entry in &mut self.ring {
+            if entry.state == State::InFlight {
+                entry.state = State::Abandoned;
             }
-            Some(Pending::Abandoned) => true,
-            None => false,
         }
+        self.abandoned += self.in_flight;
+        self.in_flight = 0;
     }
 
-    /// The next offset to commit: the first pending offset, or one past the highest offset
-    /// handed out when none is pending. `None` before anything was handed out.
+    /// The next offset to commit: the first offset not done, or one past the highest
+    /// offset handed out when all are done. `None` before anything was handed out.
     pub fn watermark(&self) -> Option<i64> {
-        match self.pending.first_key_value() {
-            Some((&first_pending, _)) => Some(first_pending),
-            None => self.next,
+        if self.unordered {
+            // After a seek back only: the lowest offset not done.
+            return self
+                .ring
+                .iter()
+                .filter(|entry| entry.state != State::Done)
+                .map(|entry| entry.offset)
+                .min()
+                .or(self.next);
         }
+        // The head is never done, and the ring is in offset order.
+        self.ring.front().map(|entry| entry.offset).or(self.next)
     }
 
     /// The watermark, when it moved past the last committed offset.
@@ -174,194 +288,71 @@ impl PartitionOffsets {
 
     /// How many handed-out records are not done (in flight or abandoned).
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.in_flight + self.abandoned
     }
 
     /// The first abandoned offset, if any: where this partition is stuck.
     pub fn first_abandoned(&self) -> Option<i64> {
-        self.pending
+        self.ring
             .iter()
-            .find(|(_, state)| **state == Pending::Abandoned)
-            .map(|(offset, _)| *offset)
-    }
-}
-
-#[derive(Debug)]
-struct Tracked {
-    epoch: Epoch,
-    offsets: PartitionOffsets,
-}
-
-/// Watermarks of every partition assigned to this consumer.
-#[derive(Debug, Default)]
-pub struct OffsetTracker {
-    partitions: HashMap<TopicPartition, Tracked>,
-    next_epoch: u64,
-}
-
-impl OffsetTracker {
-    /// No partition assigned.
-    pub fn new() -> Self {
-        Self::default()
+            .filter(|entry| entry.state == State::Abandoned)
+            .map(|entry| entry.offset)
+            .min()
     }
 
-    /// Starts a new assignment of `tp`, forgetting anything known about it before.
-    pub fn assign(&mut self, tp: TopicPartition) -> Epoch {
-        let epoch = Epoch(self.next_epoch);
-        self.next_epoch += 1;
-        self.partitions.insert(
-            tp,
-            Tracked {
-                epoch,
-                offsets: PartitionOffsets::new(),
-            },
-        );
-        epoch
-    }
-
-    /// Ends the assignment of `tp`, returning what was known about it.
-    pub fn revoke(&mut self, tp: &TopicPartition) -> Option<PartitionOffsets> {
-        self.partitions.remove(tp).map(|tracked| tracked.offsets)
-    }
-
-    /// The current epoch of `tp`, if assigned.
-    pub fn epoch(&self, tp: &TopicPartition) -> Option<Epoch> {
-        self.partitions.get(tp).map(|tracked| tracked.epoch)
-    }
-
-    /// Records that `offset` of `tp` was consumed; assigns `tp` first if it is unknown.
-    /// Returns the epoch, and the offsets jumped over (see [`PartitionOffsets::hand_out`]).
-    pub fn hand_out(&mut self, tp: &TopicPartition, offset: i64) -> (Epoch, Option<Range<i64>>) {
-        if !self.partitions.contains_key(tp) {
-            self.assign(tp.clone());
-        }
-        let tracked = self
-            .partitions
-            .get_mut(tp)
-            .expect("the partition was assigned just above");
-        let skipped = tracked.offsets.hand_out(offset);
-        (tracked.epoch, skipped)
-    }
-
-    /// Records where the group stood on `tp` when it was assigned (ignored if not assigned).
-    pub fn expect_start(&mut self, tp: &TopicPartition, offset: i64) {
-        if let Some(tracked) = self.partitions.get_mut(tp) {
-            tracked.offsets.expect_start(offset);
-        }
-    }
-
-    /// Records that `offset` of `tp` was delivered. Ignored (returns false) when the
-    /// partition was reassigned since (`epoch` is stale) or the offset is not pending.
-    pub fn mark_done(&mut self, tp: &TopicPartition, epoch: Epoch, offset: i64) -> bool {
-        self.current_mut(tp, epoch)
-            .is_some_and(|offsets| offsets.mark_done(offset))
-    }
-
-    /// Records that `offset` of `tp` will not be delivered by this process. Ignored
-    /// (returns false) when `epoch` is stale or the offset is not pending.
-    pub fn mark_abandoned(&mut self, tp: &TopicPartition, epoch: Epoch, offset: i64) -> bool {
-        self.current_mut(tp, epoch)
-            .is_some_and(|offsets| offsets.mark_abandoned(offset))
-    }
-
-    /// The offsets of `tp`, if assigned.
-    pub fn partition(&self, tp: &TopicPartition) -> Option<&PartitionOffsets> {
-        self.partitions.get(tp).map(|tracked| &tracked.offsets)
-    }
-
-    /// How many deliveries of `tp` are under way (0 when not assigned).
-    pub fn in_flight(&self, tp: &TopicPartition) -> usize {
-        self.partition(tp).map_or(0, PartitionOffsets::in_flight)
-    }
-
-    /// The watermark of `tp`, if anything was handed out.
-    pub fn committable(&self, tp: &TopicPartition) -> Option<i64> {
-        self.partition(tp).and_then(PartitionOffsets::committable)
-    }
-
-    /// Every partition whose watermark moved past its last commit, sorted.
-    pub fn all_committable(&self) -> Vec<(TopicPartition, i64)> {
-        let mut ready: Vec<_> = self
-            .partitions
-            .iter()
-            .filter_map(|(tp, tracked)| Some((tp.clone(), tracked.offsets.committable()?)))
-            .collect();
-        ready.sort();
-        ready
-    }
-
-    /// Every partition whose watermark moved since it was assigned, committed or not,
-    /// sorted.
-    pub fn all_progress(&self) -> Vec<(TopicPartition, i64)> {
-        let mut ready: Vec<_> = self
-            .partitions
-            .iter()
-            .filter_map(|(tp, tracked)| Some((tp.clone(), tracked.offsets.progress()?)))
-            .collect();
-        ready.sort();
-        ready
-    }
-
-    /// Records that `offset` of `tp` was committed.
-    pub fn mark_committed(&mut self, tp: &TopicPartition, offset: i64) {
-        if let Some(tracked) = self.partitions.get_mut(tp) {
-            tracked.offsets.mark_committed(offset);
-        }
-    }
-
-    /// Deliveries under way over all partitions.
-    pub fn total_in_flight(&self) -> usize {
-        self.partitions
-            .values()
-            .map(|tracked| tracked.offsets.in_flight())
-            .sum()
-    }
-
-    fn current_mut(&mut self, tp: &TopicPartition, epoch: Epoch) -> Option<&mut PartitionOffsets> {
-        self.partitions
-            .get_mut(tp)
-            .filter(|tracked| tracked.epoch == epoch)
-            .map(|tracked| &mut tracked.offsets)
+    fn entry_mut(&mut self, ticket: Ticket) -> Option<&mut Entry<T>> {
+        let index = usize::try_from(ticket.0.checked_sub(self.head)?).ok()?;
+        self.ring.get_mut(index)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use proptest::prelude::*;
 
-    fn tp() -> TopicPartition {
-        TopicPartition::new("t", 0)
+    /// Hands out `offsets` in order; returns their tickets.
+    fn hand_out_all(offsets: &mut PartitionOffsets, handed: &[i64]) -> Vec<Ticket> {
+        handed
+            .iter()
+            .map(|offset| offsets.hand_out(*offset, ()).0)
+            .collect()
     }
 
     #[test]
     fn offsets_jumped_over_are_reported() {
-        let mut offsets = PartitionOffsets::new();
+        let mut offsets = PartitionOffsets::<()>::new();
         offsets.expect_start(100);
-        assert_eq!(offsets.hand_out(100), None, "starts where the group stood");
-        assert_eq!(offsets.hand_out(101), None);
-        assert_eq!(offsets.hand_out(105), Some(102..105));
-        assert_eq!(offsets.hand_out(103), None, "a redelivery is no gap");
-        assert_eq!(offsets.hand_out(106), None);
+        assert_eq!(
+            offsets.hand_out(100, ()).1,
+            None,
+            "starts where the group stood"
+        );
+        assert_eq!(offsets.hand_out(101, ()).1, None);
+        assert_eq!(offsets.hand_out(105, ()).1, Some(102..105));
+        assert_eq!(offsets.hand_out(103, ()).1, None, "a redelivery is no gap");
+        assert_eq!(offsets.hand_out(106, ()).1, None);
 
-        let mut late = PartitionOffsets::new();
+        let mut late = PartitionOffsets::<()>::new();
         late.expect_start(100);
         assert_eq!(
-            late.hand_out(982),
+            late.hand_out(982, ()).1,
             Some(100..982),
             "the broker started further on"
         );
 
-        let mut unknown = PartitionOffsets::new();
+        let mut unknown = PartitionOffsets::<()>::new();
         assert_eq!(
-            unknown.hand_out(7),
+            unknown.hand_out(7, ()).1,
             None,
             "no committed offset: nothing to compare"
         );
-        let mut earlier = PartitionOffsets::new();
+        let mut earlier = PartitionOffsets::<()>::new();
         earlier.expect_start(10);
         assert_eq!(
-            earlier.hand_out(4),
+            earlier.hand_out(4, ()).1,
             None,
             "a reset to earlier offsets loses nothing"
         );
@@ -369,7 +360,7 @@ mod tests {
 
     #[test]
     fn nothing_handed_out_nothing_to_commit() {
-        let offsets = PartitionOffsets::new();
+        let offsets = PartitionOffsets::<()>::new();
         assert_eq!(offsets.watermark(), None);
         assert_eq!(offsets.committable(), None);
     }
@@ -377,39 +368,49 @@ mod tests {
     #[test]
     fn watermark_waits_for_the_first_undone_offset() {
         let mut offsets = PartitionOffsets::new();
-        for offset in 10..15 {
-            offsets.hand_out(offset);
-        }
+        let t = hand_out_all(&mut offsets, &[10, 11, 12, 13, 14]);
         // Nothing done: the group already stands at 10.
         assert_eq!(offsets.watermark(), Some(10));
         assert_eq!(offsets.committable(), None);
 
-        assert!(offsets.mark_done(12));
-        assert!(offsets.mark_done(13));
+        assert!(offsets.mark_done(t[2]).is_some());
+        assert!(offsets.mark_done(t[3]).is_some());
         assert_eq!(offsets.committable(), None, "10 and 11 are not done");
 
-        assert!(offsets.mark_done(10));
+        assert!(offsets.mark_done(t[0]).is_some());
         assert_eq!(offsets.committable(), Some(11));
 
-        assert!(offsets.mark_done(11));
+        assert!(offsets.mark_done(t[1]).is_some());
         assert_eq!(offsets.committable(), Some(14));
 
-        assert!(offsets.mark_done(14));
+        assert!(offsets.mark_done(t[4]).is_some());
         assert_eq!(offsets.committable(), Some(15));
         assert_eq!(offsets.in_flight(), 0);
+        assert!(offsets.mark_done(t[4]).is_none(), "done once only");
+    }
+
+    #[test]
+    fn a_done_record_hands_its_tag_back() {
+        let mut offsets = PartitionOffsets::new();
+        let (ticket, _) = offsets.hand_out(3, "forward");
+        assert_eq!(offsets.offset(ticket), Some(3));
+        *offsets.tag_mut(ticket).unwrap() = "retried";
+        assert_eq!(offsets.mark_done(ticket), Some("retried"));
+        assert_eq!(offsets.offset(ticket), None);
+        assert_eq!(offsets.tag_mut(ticket), None);
     }
 
     #[test]
     fn committed_watermark_is_not_offered_again() {
         let mut offsets = PartitionOffsets::new();
-        offsets.hand_out(0);
-        offsets.mark_done(0);
+        let (first, _) = offsets.hand_out(0, ());
+        offsets.mark_done(first);
         assert_eq!(offsets.committable(), Some(1));
         offsets.mark_committed(1);
         assert_eq!(offsets.committable(), None);
         assert_eq!(offsets.progress(), Some(1), "a final commit sends it again");
-        offsets.hand_out(1);
-        offsets.mark_done(1);
+        let (second, _) = offsets.hand_out(1, ());
+        offsets.mark_done(second);
         assert_eq!(offsets.committable(), Some(2));
     }
 
@@ -417,11 +418,9 @@ mod tests {
     fn gaps_in_offsets_are_skipped() {
         // Compacted topics and transaction markers leave holes in the offsets.
         let mut offsets = PartitionOffsets::new();
-        for offset in [3, 7, 8, 20] {
-            offsets.hand_out(offset);
-        }
-        for offset in [20, 8, 7, 3] {
-            offsets.mark_done(offset);
+        let t = hand_out_all(&mut offsets, &[3, 7, 8, 20]);
+        for ticket in t.into_iter().rev() {
+            offsets.mark_done(ticket);
         }
         assert_eq!(offsets.committable(), Some(21));
     }
@@ -429,13 +428,11 @@ mod tests {
     #[test]
     fn abandoned_offset_holds_the_watermark_forever() {
         let mut offsets = PartitionOffsets::new();
-        for offset in 0..5 {
-            offsets.hand_out(offset);
-        }
-        offsets.mark_done(0);
-        assert!(offsets.mark_abandoned(1));
-        for offset in 2..5 {
-            offsets.mark_done(offset);
+        let t = hand_out_all(&mut offsets, &[0, 1, 2, 3, 4]);
+        offsets.mark_done(t[0]);
+        assert!(offsets.mark_abandoned(t[1]));
+        for ticket in &t[2..] {
+            offsets.mark_done(*ticket);
         }
         assert_eq!(offsets.committable(), Some(1));
         assert_eq!(offsets.in_flight(), 0);
@@ -444,111 +441,198 @@ mod tests {
     }
 
     #[test]
-    fn unknown_offsets_are_ignored() {
+    fn abandoning_all_keeps_what_is_done() {
         let mut offsets = PartitionOffsets::new();
-        offsets.hand_out(5);
-        assert!(!offsets.mark_done(4));
-        assert!(!offsets.mark_abandoned(6));
+        let t = hand_out_all(&mut offsets, &[0, 1, 2]);
+        offsets.mark_done(t[0]);
+        offsets.abandon_all();
+        assert_eq!(offsets.in_flight(), 0);
+        assert_eq!(offsets.pending(), 2);
+        assert_eq!(offsets.progress(), Some(1));
+    }
+
+    #[test]
+    fn unknown_tickets_are_ignored() {
+        let mut offsets = PartitionOffsets::starting_at(Ticket(10));
+        let (ticket, _) = offsets.hand_out(5, ());
+        assert_eq!(ticket, Ticket(10));
+        assert!(offsets.mark_done(Ticket(9)).is_none());
+        assert!(!offsets.mark_abandoned(Ticket(11)));
         assert_eq!(offsets.in_flight(), 1);
     }
 
     #[test]
     fn redelivered_offset_never_moves_the_commit_backwards() {
         let mut offsets = PartitionOffsets::new();
-        offsets.hand_out(0);
-        offsets.hand_out(1);
-        offsets.mark_done(0);
-        offsets.mark_done(1);
+        let t = hand_out_all(&mut offsets, &[0, 1]);
+        offsets.mark_done(t[0]);
+        offsets.mark_done(t[1]);
         offsets.mark_committed(2);
-        offsets.hand_out(1);
+        let (again, _) = offsets.hand_out(1, ());
         assert_eq!(offsets.watermark(), Some(1));
         assert_eq!(offsets.committable(), None);
-        offsets.mark_done(1);
+        offsets.mark_done(again);
         assert_eq!(offsets.committable(), None, "2 is already committed");
     }
 
     #[test]
-    fn late_delivery_from_a_previous_assignment_is_ignored() {
-        let mut tracker = OffsetTracker::new();
-        let old = tracker.assign(tp());
-        tracker.hand_out(&tp(), 7);
-        tracker.revoke(&tp());
-        let new = tracker.assign(tp());
-        assert_ne!(old, new);
-        assert_eq!(tracker.hand_out(&tp(), 7), (new, None));
-        assert!(!tracker.mark_done(&tp(), old, 7), "stale epoch");
-        assert_eq!(tracker.in_flight(&tp()), 1);
-        assert!(tracker.mark_done(&tp(), new, 7));
-        assert_eq!(tracker.committable(&tp()), Some(8));
+    fn a_seek_back_holds_the_watermark_at_the_lowest_undone_offset() {
+        let mut offsets = PartitionOffsets::new();
+        let t = hand_out_all(&mut offsets, &[5, 6, 7, 3]);
+        offsets.mark_done(t[0]);
+        offsets.mark_done(t[1]);
+        assert_eq!(offsets.watermark(), Some(3), "3 is not done");
+        offsets.mark_done(t[3]);
+        assert_eq!(offsets.watermark(), Some(7));
+        offsets.mark_done(t[2]);
+        assert_eq!(offsets.watermark(), Some(8));
     }
 
     #[test]
-    fn tracker_lists_partitions_that_advanced() {
-        let mut tracker = OffsetTracker::new();
-        let a = TopicPartition::new("t", 0);
-        let b = TopicPartition::new("t", 1);
-        let (epoch_a, _) = tracker.hand_out(&a, 0);
-        tracker.hand_out(&b, 0);
-        tracker.mark_done(&a, epoch_a, 0);
-        assert_eq!(tracker.all_committable(), vec![(a.clone(), 1)]);
-        tracker.mark_committed(&a, 1);
-        assert!(tracker.all_committable().is_empty());
-        assert_eq!(tracker.all_progress(), vec![(a.clone(), 1)]);
-        assert_eq!(tracker.total_in_flight(), 1);
+    fn a_new_assignment_ignores_tickets_of_the_previous_one() {
+        let mut old = PartitionOffsets::new();
+        let (late, _) = old.hand_out(7, ());
+        let mut new = PartitionOffsets::starting_at(old.next_ticket());
+        let (current, _) = new.hand_out(7, ());
+        assert_ne!(late, current);
+        assert!(new.mark_done(late).is_none(), "stale ticket");
+        assert_eq!(new.in_flight(), 1);
+        assert!(new.mark_done(current).is_some());
+        assert_eq!(new.committable(), Some(8));
     }
 
-    /// Offsets with gaps, an order in which they finish, and which of them fail for good.
-    fn scenario() -> impl Strategy<Value = (Vec<i64>, Vec<usize>, Vec<bool>)> {
-        prop::collection::vec(1i64..4, 1..60).prop_flat_map(|steps| {
-            let offsets: Vec<i64> = steps
-                .iter()
-                .scan(100i64, |offset, step| {
-                    *offset += step;
-                    Some(*offset)
-                })
-                .collect();
-            let len = offsets.len();
-            (
-                Just(offsets),
-                Just((0..len).collect::<Vec<_>>()).prop_shuffle(),
-                prop::collection::vec(prop::bool::weighted(0.1), len),
-            )
-        })
+    /// The obvious implementation, kept as the model: every pending offset in an ordered
+    /// map (a lookup and an allocation per record).
+    #[derive(Default)]
+    struct Model {
+        pending: BTreeMap<i64, bool>,
+        next: Option<i64>,
+        start: Option<i64>,
+        committed: Option<i64>,
+    }
+
+    impl Model {
+        fn hand_out(&mut self, offset: i64) {
+            self.pending.insert(offset, false);
+            self.next = Some(self.next.map_or(offset + 1, |next| next.max(offset + 1)));
+            self.start.get_or_insert(offset);
+            self.committed.get_or_insert(offset);
+        }
+        fn done(&mut self, offset: i64) {
+            self.pending.remove(&offset);
+        }
+        fn abandon(&mut self, offset: i64) {
+            self.pending.insert(offset, true);
+        }
+        fn watermark(&self) -> Option<i64> {
+            self.pending.keys().next().copied().or(self.next)
+        }
+        fn committable(&self) -> Option<i64> {
+            let watermark = self.watermark()?;
+            (self.committed.is_none_or(|committed| watermark > committed)).then_some(watermark)
+        }
+        fn progress(&self) -> Option<i64> {
+            let watermark = self.watermark()?;
+            (self.start.is_none_or(|start| watermark > start)).then_some(watermark)
+        }
+        fn in_flight(&self) -> usize {
+            self.pending
+                .values()
+                .filter(|abandoned| !**abandoned)
+                .count()
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Hands out the next offset of the sequence.
+        HandOut,
+        /// Finishes the n-th record still pending (modulo how many there are).
+        Done(usize),
+        /// Gives up on the n-th record still pending.
+        Abandon(usize),
+        /// Commits the committable watermark.
+        Commit,
+    }
+
+    /// Distinct offsets in the order they are consumed (with gaps, and with seeks back
+    /// when `ordered` is false), and operations interleaving hand-outs and deliveries.
+    fn scenario(ordered: bool) -> impl Strategy<Value = (Vec<i64>, Vec<Op>)> {
+        let offsets = prop::collection::btree_set(0i64..400, 1..80)
+            .prop_map(|set| set.into_iter().collect::<Vec<_>>());
+        let offsets = if ordered {
+            offsets.boxed()
+        } else {
+            offsets.prop_shuffle().boxed()
+        };
+        let op = prop_oneof![
+            4 => Just(Op::HandOut),
+            4 => any::<usize>().prop_map(Op::Done),
+            1 => any::<usize>().prop_map(Op::Abandon),
+            1 => Just(Op::Commit),
+        ];
+        (offsets, prop::collection::vec(op, 1..300))
+    }
+
+    fn run_against_the_model(offsets: &[i64], ops: &[Op]) -> Result<(), TestCaseError> {
+        let mut ring = PartitionOffsets::new();
+        let mut model = Model::default();
+        let mut next = offsets.iter();
+        // (ticket, offset) of records not done, in hand-out order.
+        let mut pending: Vec<(Ticket, i64)> = Vec::new();
+        let mut last_committed = None;
+        // Then everything is handed out, and everything finishes.
+        let everything = ops
+            .iter()
+            .chain(std::iter::repeat_n(&Op::HandOut, offsets.len()))
+            .chain(std::iter::repeat_n(&Op::Done(0), offsets.len()));
+        for op in everything {
+            match op {
+                Op::HandOut => {
+                    let Some(offset) = next.next() else { continue };
+                    let (ticket, _) = ring.hand_out(*offset, ());
+                    model.hand_out(*offset);
+                    pending.push((ticket, *offset));
+                }
+                Op::Done(n) if !pending.is_empty() => {
+                    let (ticket, offset) = pending.remove(n % pending.len());
+                    prop_assert!(ring.mark_done(ticket).is_some());
+                    model.done(offset);
+                }
+                Op::Abandon(n) if !pending.is_empty() => {
+                    let (ticket, offset) = pending[n % pending.len()];
+                    prop_assert!(ring.mark_abandoned(ticket));
+                    model.abandon(offset);
+                }
+                Op::Commit => {
+                    if let Some(commit) = ring.committable() {
+                        prop_assert!(last_committed.is_none_or(|last| commit > last));
+                        ring.mark_committed(commit);
+                        model.committed = Some(model.committed.map_or(commit, |c| c.max(commit)));
+                        last_committed = Some(commit);
+                    }
+                }
+                Op::Done(_) | Op::Abandon(_) => {}
+            }
+            prop_assert_eq!(ring.watermark(), model.watermark());
+            prop_assert_eq!(ring.committable(), model.committable());
+            prop_assert_eq!(ring.progress(), model.progress());
+            prop_assert_eq!(ring.in_flight(), model.in_flight());
+            prop_assert_eq!(ring.pending(), model.pending.len());
+        }
+        prop_assert_eq!(ring.pending(), 0);
+        Ok(())
     }
 
     proptest! {
         #[test]
-        fn never_commits_past_an_undone_offset((offsets, order, abandoned) in scenario()) {
-            let mut tracker = PartitionOffsets::new();
-            for offset in &offsets {
-                tracker.hand_out(*offset);
-            }
-            let mut done = vec![false; offsets.len()];
-            let mut last_committed = None;
-            for index in order {
-                if abandoned[index] {
-                    tracker.mark_abandoned(offsets[index]);
-                } else {
-                    tracker.mark_done(offsets[index]);
-                    done[index] = true;
-                }
-                if let Some(commit) = tracker.committable() {
-                    // Every offset below the commit is done.
-                    for (offset, is_done) in offsets.iter().zip(&done) {
-                        if *offset < commit {
-                            prop_assert!(*is_done, "committed {commit} past undone {offset}");
-                        }
-                    }
-                    prop_assert!(last_committed.is_none_or(|last| commit > last));
-                    tracker.mark_committed(commit);
-                    last_committed = Some(commit);
-                }
-            }
-            // At the end the watermark stands exactly on the first undone offset.
-            let first_undone = offsets.iter().zip(&done).find(|(_, d)| !**d).map(|(o, _)| *o);
-            let expected = first_undone.unwrap_or(offsets[offsets.len() - 1] + 1);
-            prop_assert_eq!(tracker.watermark(), Some(expected));
-            prop_assert_eq!(tracker.in_flight(), 0);
+        fn the_watermark_is_the_models_in_any_delivery_order((offsets, ops) in scenario(true)) {
+            run_against_the_model(&offsets, &ops)?;
+        }
+
+        #[test]
+        fn the_watermark_is_the_models_after_seeks_back((offsets, ops) in scenario(false)) {
+            run_against_the_model(&offsets, &ops)?;
         }
     }
 }

@@ -61,16 +61,13 @@ impl Cluster {
         topic
     }
 
-    /// A producer built like the stages build theirs, with extra properties.
-    fn producer(&self, extra: &[(&str, &str)]) -> FutureProducer {
+    /// A producer configuration built like the stages build theirs, with extra properties.
+    fn producer(&self, extra: &[(&str, &str)]) -> ClientConfig {
         let passthrough = extra
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        config::producer(&self.brokers(), &passthrough)
-            .expect("valid producer properties")
-            .create()
-            .expect("the producer starts")
+        config::producer(&self.brokers(), &passthrough).expect("valid producer properties")
     }
 
     fn go_down(&self) {
@@ -89,7 +86,7 @@ impl Cluster {
 
     /// Writes `records` to `topic` and waits for them to be there.
     async fn fill(&self, topic: &str, records: &[Input]) {
-        let producer = self.producer(&[]);
+        let producer: FutureProducer = self.producer(&[]).create().expect("the producer starts");
         for record in records {
             let mut out = FutureRecord::<[u8], [u8]>::to(topic)
                 .partition(record.partition)
@@ -244,7 +241,7 @@ impl Running {
         cluster: &Cluster,
         group: &str,
         settings: RelaySettings,
-        output: FutureProducer,
+        output: ClientConfig,
         processor: Arc<dyn Processor>,
     ) -> Self {
         Self::start_with(cluster, group, &[], settings, output, processor)
@@ -256,7 +253,7 @@ impl Running {
         group: &str,
         consumer_properties: &[(&str, &str)],
         settings: RelaySettings,
-        output: FutureProducer,
+        output: ClientConfig,
         processor: Arc<dyn Processor>,
     ) -> Self {
         let passthrough = consumer_properties
@@ -305,6 +302,22 @@ impl Running {
             .filter(|family| family.name() == "pseudopipe_partition_stalled")
             .map(|family| family.get_metric().len())
             .sum()
+    }
+
+    /// Whether lag is measured on `partitions` partitions and is zero on each.
+    fn caught_up(&self, partitions: usize) -> bool {
+        self.registry
+            .gather()
+            .iter()
+            .find(|family| family.name() == "pseudopipe_consumer_lag")
+            .is_some_and(|family| {
+                family.get_metric().len() == partitions
+                    && family
+                        .get_metric()
+                        .iter()
+                        .all(|metric| metric.get_gauge().get_value() == 0.0)
+            })
+            && self.metrics.in_flight.get() == 0
     }
 
     /// Stops the relay and returns its report.
@@ -447,21 +460,7 @@ async fn forwards_and_quarantines_with_headers_then_commits_the_end() {
     );
     wait_until("31 records are delivered", || relay.settled() >= 31).await;
     // Lag is measured on every partition, and is zero once everything is consumed.
-    wait_until("lag is zero on 3 partitions", || {
-        relay
-            .registry
-            .gather()
-            .iter()
-            .find(|family| family.name() == "pseudopipe_consumer_lag")
-            .is_some_and(|family| {
-                family.get_metric().len() == 3
-                    && family
-                        .get_metric()
-                        .iter()
-                        .all(|metric| metric.get_gauge().get_value() == 0.0)
-            })
-    })
-    .await;
+    wait_until("lag is zero on 3 partitions", || relay.caught_up(3)).await;
     let metrics = relay.metrics.clone();
     let report = relay.stop().await;
 
@@ -732,6 +731,10 @@ async fn rebalance_to_a_second_relay_loses_nothing() {
         second.assigned_partitions() == 4
     })
     .await;
+    // The count above includes records delivered twice (a refused commit on revocation
+    // hands them over again), so wait until the second relay read every partition to
+    // its end.
+    wait_until("the second relay caught up", || second.caught_up(4)).await;
     let second_report = second.stop().await;
     assert!(first_report.consumed + second_report.consumed >= 200);
     assert!(
@@ -748,9 +751,17 @@ async fn rebalance_to_a_second_relay_loses_nothing() {
 
     let delivered = target.read(&output, 1, 200).await;
     let expected: BTreeSet<String> = (0..200).map(|i| format!("pseudo:event-{i}")).collect();
-    assert_eq!(payloads(&delivered), expected, "every record arrived");
+    let arrived = payloads(&delivered);
+    assert_eq!(
+        expected.difference(&arrived).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "every record arrived\n{}",
+        lines_about(&logged(), &["ommit", "assigned", "revoked", "Relay"])
+    );
     assert_eq!(
         cluster.committed("rebalance", &input, 4).await,
-        cluster.end_offsets(&input, 4).await
+        cluster.end_offsets(&input, 4).await,
+        "{}",
+        lines_about(&logged(), &["ommit", "assigned", "revoked", "Relay"])
     );
 }

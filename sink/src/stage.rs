@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use plumbing::rdkafka::producer::FutureProducer;
 use plumbing::{
     config, Decision, Layout, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
 };
@@ -79,13 +78,7 @@ pub async fn run(
     match settings.exactly_once {
         None => {
             plumbing::run(
-                relay,
-                consumer,
-                cloud.create::<FutureProducer>()?,
-                quarantine.create::<FutureProducer>()?,
-                processor,
-                metrics,
-                shutdown,
+                relay, consumer, cloud, quarantine, processor, metrics, shutdown,
             )
             .await
         }

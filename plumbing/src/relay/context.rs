@@ -1,14 +1,19 @@
-//! The consumer's librdkafka callbacks: rebalances, commit results, logs.
+//! The librdkafka callbacks of a relay: the consumer's (rebalances, commit results, logs)
+//! and the producers' (delivery reports, logs).
 
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::ProducerContext;
 use rdkafka::TopicPartitionList;
 use tracing::{debug, error, info, warn};
 
+use super::delivery::{Failure, Outgoing, Report};
 use super::state::Shared;
 
 /// Hooks the relay's offset tracking into the consumer group protocol.
@@ -49,6 +54,41 @@ impl ConsumerContext for RelayContext {
         if let Err(error) = result {
             warn!(stage = self.shared.stage, %error, "Failed to commit offsets.");
         }
+    }
+}
+
+/// Passes delivery reports on to the relay's thread, which settles them in bulk: a
+/// report costs a channel send here, no lock.
+pub(super) struct DeliveryContext {
+    pub(super) stage: &'static str,
+    pub(super) reports: Sender<Report>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_to_tracing(self.stage, level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(stage = self.stage, %error, reason, "Kafka producer error.");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
+        let report = match result {
+            Ok(_) => Report::Delivered(token),
+            // The record comes back for a retry; its content is never logged.
+            Err((error, message)) => Report::Failed(Box::new(Failure {
+                token,
+                error: error.clone(),
+                record: Outgoing::from_report(message),
+            })),
+        };
+        // The relay is gone only once it stopped caring (after its drain).
+        let _ = self.reports.send(report);
     }
 }
 

@@ -1,29 +1,88 @@
-//! One record on its way out: the produce request, its retries, and how it settles.
+//! One record on its way out: where it goes, how its delivery report finds its way back,
+//! and what a retry needs.
+//!
+//! A record is handed to librdkafka with a [`Token`] as its delivery opaque: a plain
+//! `usize` packing its input partition and its [`Ticket`], so a delivery report costs no
+//! allocation and no lookup beyond the partition's ring. The producers' delivery
+//! callbacks only pass reports on ([`Report`]); the relay's thread settles them in bulk.
 //!
 //! Nothing here ever logs or formats a key, a payload or a header value: log lines carry
 //! the topic, partition, offset and librdkafka's error only.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::mpsc::UnboundedSender;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use rdkafka::Message;
 
-use super::state::Shared;
-use crate::offsets::{Epoch, TopicPartition};
+use super::context::DeliveryContext;
+use crate::offsets::Ticket;
+
+/// The producer type of a relay.
+pub(super) type RelayProducer = ThreadedProducer<DeliveryContext>;
+
+/// A record as the relay hands it to librdkafka: its token is the delivery opaque.
+pub(super) type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
+
+/// A record librdkafka refused to enqueue, handed back with why.
+pub(super) type Refused<'a> = (KafkaError, Record<'a>);
 
 /// First pause before a retriable failure is tried again.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause between tries; librdkafka's own `message.timeout.ms` comes on top.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// The pause before try number `attempts + 1`: doubling from 100 ms, at most 10 s.
+pub(super) fn backoff(attempts: u8) -> Duration {
+    RETRY_BACKOFF_MIN
+        .saturating_mul(1 << attempts.min(16))
+        .min(RETRY_BACKOFF_MAX)
+}
+
+// Tokens pack a partition and a ticket into a usize.
+const _: () = assert!(usize::BITS >= 64, "delivery tokens need a 64-bit usize");
+/// Bits of a token that hold the ticket: 1.7e13 records per partition and process.
+const TICKET_BITS: u32 = 44;
+/// Partitions a token can name: 0 to 2^20 - 1.
+const PARTITION_LIMIT: i32 = 1 << (64 - TICKET_BITS);
+
+/// The delivery opaque of one record: its input partition and its ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Token {
+    pub(super) partition: i32,
+    pub(super) ticket: Ticket,
+}
+
+impl Token {
+    /// Whether a token can name records of `partition`.
+    pub(super) fn fits(partition: i32) -> bool {
+        (0..PARTITION_LIMIT).contains(&partition)
+    }
+
+    /// Packs the token; `None` for a partition that does not fit, or a ticket past 2^44.
+    pub(super) fn pack(self) -> Option<usize> {
+        let partition = u64::try_from(self.partition).ok()?;
+        if !Self::fits(self.partition) || self.ticket.0 >> TICKET_BITS != 0 {
+            return None;
+        }
+        usize::try_from(partition << TICKET_BITS | self.ticket.0).ok()
+    }
+
+    /// Unpacks what [`Token::pack`] packed.
+    pub(super) fn unpack(packed: usize) -> Self {
+        let packed = packed as u64;
+        Self {
+            // Below 2^20 by construction.
+            partition: i32::try_from(packed >> TICKET_BITS).unwrap_or(i32::MAX),
+            ticket: Ticket(packed & ((1 << TICKET_BITS) - 1)),
+        }
+    }
+}
+
 /// Where a record goes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Route {
     /// To the output topic, with the processor's key and payload.
     Forward,
@@ -31,10 +90,23 @@ pub(super) enum Route {
     Quarantine(&'static str),
 }
 
-/// Everything needed to produce (and re-produce) one record.
+/// What a delivery callback passes on to the relay's thread.
+pub(super) enum Report {
+    /// The record of this token is acknowledged by its cluster.
+    Delivered(usize),
+    /// Its delivery failed; the record comes back for a retry.
+    Failed(Box<Failure>),
+}
+
+/// A failed delivery.
+pub(super) struct Failure {
+    pub(super) token: usize,
+    pub(super) error: KafkaError,
+    pub(super) record: Outgoing,
+}
+
+/// A record to produce again after a failure (the rare path: it owns copies).
 pub(super) struct Outgoing {
-    pub(super) route: Route,
-    pub(super) topic: Arc<str>,
     pub(super) key: Option<Vec<u8>>,
     pub(super) payload: Option<Vec<u8>>,
     pub(super) headers: Option<OwnedHeaders>,
@@ -42,26 +114,73 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    /// Hands the record to librdkafka's queue; the future resolves with the delivery report.
-    pub(super) fn send(&self, producer: &FutureProducer) -> Result<DeliveryFuture, KafkaError> {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic);
-        if let Some(key) = &self.key {
-            record = record.key(key.as_slice());
+    /// The record a failed delivery report hands back.
+    pub(super) fn from_report(message: &BorrowedMessage<'_>) -> Self {
+        Self {
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers: message.headers().map(|headers| headers.detach()),
+            timestamp: message.timestamp().to_millis(),
         }
-        if let Some(payload) = &self.payload {
-            record = record.payload(payload.as_slice());
-        }
-        if let Some(headers) = &self.headers {
-            record = record.headers(headers.clone());
-        }
-        if let Some(timestamp) = self.timestamp {
-            record = record.timestamp(timestamp);
-        }
-        // The rejected record carries the content: drop it, keep the error.
-        producer
-            .send_result(record)
-            .map_err(|(error, _record)| error)
     }
+
+    /// The record librdkafka refused to enqueue.
+    pub(super) fn from_refused(record: Record<'_>) -> Self {
+        Self {
+            key: record.key.map(<[u8]>::to_vec),
+            payload: record.payload.map(<[u8]>::to_vec),
+            headers: record.headers,
+            timestamp: record.timestamp,
+        }
+    }
+
+    /// Hands the record to librdkafka's queue again; a refusal hands it back.
+    #[allow(clippy::result_large_err)] // the rare path, and the record must come back
+    pub(super) fn send(
+        self,
+        producer: &RelayProducer,
+        topic: &str,
+        token: usize,
+    ) -> Result<(), (KafkaError, Self)> {
+        send(
+            producer,
+            topic,
+            token,
+            self.key.as_deref(),
+            self.payload.as_deref(),
+            self.headers,
+            self.timestamp,
+        )
+        .map_err(|(error, record)| (error, Self::from_refused(record)))
+    }
+}
+
+/// Hands one record to librdkafka's queue, in the caller's order (which librdkafka keeps
+/// per output partition).
+#[allow(clippy::result_large_err)] // the refused record comes back, as rdkafka returns it
+pub(super) fn send<'a>(
+    producer: &RelayProducer,
+    topic: &'a str,
+    token: usize,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    headers: Option<OwnedHeaders>,
+    timestamp: Option<i64>,
+) -> Result<(), Refused<'a>> {
+    let mut record: Record<'a> = BaseRecord::with_opaque_to(topic, token);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
+    if let Some(timestamp) = timestamp {
+        record = record.timestamp(timestamp);
+    }
+    producer.send(record)
 }
 
 /// Whether a failed delivery may succeed if tried again.
@@ -108,117 +227,6 @@ pub(crate) fn is_retriable(error: &KafkaError) -> bool {
     )
 }
 
-/// A permanent failure: the relay pauses the partition.
-#[derive(Debug)]
-pub(super) struct Stall {
-    pub(super) tp: TopicPartition,
-    pub(super) epoch: Epoch,
-}
-
-/// The delivery of one consumed record, run as its own task.
-pub(super) struct Delivery {
-    pub(super) shared: Arc<Shared>,
-    pub(super) producer: FutureProducer,
-    pub(super) outgoing: Outgoing,
-    pub(super) tp: TopicPartition,
-    pub(super) epoch: Epoch,
-    pub(super) offset: i64,
-    pub(super) received_at: Instant,
-    /// Fired when the partition is revoked or the drain at shutdown times out.
-    pub(super) cancel: CancellationToken,
-    pub(super) stalls: UnboundedSender<Stall>,
-}
-
-impl Delivery {
-    /// Waits for the delivery report of `first` and retries until the record is delivered,
-    /// fails permanently, or the delivery is cancelled.
-    pub(super) async fn run(self, first: Result<DeliveryFuture, KafkaError>) {
-        let mut guard = InFlight {
-            shared: &self.shared,
-            tp: &self.tp,
-            epoch: self.epoch,
-            offset: self.offset,
-            settled: false,
-        };
-        let mut attempt = first;
-        let mut backoff = RETRY_BACKOFF_MIN;
-        loop {
-            let outcome = match attempt {
-                Ok(report) => tokio::select! {
-                    biased;
-                    () = self.cancel.cancelled() => return,
-                    report = report => match report {
-                        Ok(Ok(_delivery)) => Ok(()),
-                        // The returned message holds the content: never looked at.
-                        Ok(Err((error, _message))) => Err(error),
-                        Err(_canceled) => Err(KafkaError::Canceled),
-                    },
-                },
-                Err(error) => Err(error),
-            };
-            let error = match outcome {
-                Ok(()) => {
-                    guard.delivered(self.outgoing.route, self.received_at);
-                    return;
-                }
-                Err(error) => error,
-            };
-            if !is_retriable(&error) {
-                guard.stalled(&error);
-                // The relay may be gone already at shutdown: the watermark holds anyway.
-                let _ = self.stalls.send(Stall {
-                    tp: self.tp.clone(),
-                    epoch: self.epoch,
-                });
-                return;
-            }
-            self.shared
-                .record_retry(&self.tp, self.offset, &error, backoff);
-            tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-            attempt = self.outgoing.send(&self.producer);
-        }
-    }
-}
-
-/// Settles one offset exactly once: delivered, stalled, or (when dropped unsettled, on
-/// cancellation or abort) abandoned.
-struct InFlight<'a> {
-    shared: &'a Shared,
-    tp: &'a TopicPartition,
-    epoch: Epoch,
-    offset: i64,
-    settled: bool,
-}
-
-impl InFlight<'_> {
-    fn delivered(&mut self, route: Route, received_at: Instant) {
-        self.shared
-            .record_delivered(self.tp, self.epoch, self.offset, route, received_at);
-        self.settled = true;
-    }
-
-    fn stalled(&mut self, error: &KafkaError) {
-        self.shared
-            .record_stalled(self.tp, self.epoch, self.offset, error);
-        self.settled = true;
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.shared
-                .record_abandoned(self.tp, self.epoch, self.offset);
-        }
-        self.shared.settle_one();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +265,38 @@ mod tests {
                 "{code:?}"
             );
         }
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        for (partition, ticket) in [
+            (0, 0),
+            (7, 123_456),
+            (PARTITION_LIMIT - 1, (1 << TICKET_BITS) - 1),
+        ] {
+            let token = Token {
+                partition,
+                ticket: Ticket(ticket),
+            };
+            assert_eq!(Token::unpack(token.pack().unwrap()), token);
+        }
+        for (partition, ticket) in [(-1, 0), (PARTITION_LIMIT, 0), (0, 1 << TICKET_BITS)] {
+            assert_eq!(
+                Token {
+                    partition,
+                    ticket: Ticket(ticket)
+                }
+                .pack(),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_ten_seconds() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(7), Duration::from_secs(10));
+        assert_eq!(backoff(u8::MAX), Duration::from_secs(10));
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! [`run`] consumes the input topic in a consumer group and asks a [`Processor`] what to
 //! do with each record: forward it to the output topic with a new key and payload, or
-//! quarantine it unchanged with a reason. Records are produced without waiting for each
-//! other (up to `max_in_flight` at once), each delivery report is awaited by its own task,
-//! and an input offset is committed only once every record before it in its partition is
-//! delivered (see [`crate::offsets`]).
+//! quarantine it unchanged with a reason. It works in batches, on a thread of its own:
+//! poll up to a batch of records (as many as `max_in_flight` leaves room for), decide for
+//! each in offset order, hand each to a librdkafka producer with a small token as its
+//! delivery opaque, then settle the delivery reports that arrived meanwhile, all under
+//! one lock per step. An input offset is committed only once every record before it in
+//! its partition is delivered (see [`crate::offsets`]: a ring per partition, O(1) per
+//! record). Nothing is spawned, locked or allocated per record besides the record itself
+//! and its channel slot from the producer's delivery callback.
 //!
 //! - Retriable delivery failures are retried with backoff, holding the partition's
 //!   offsets back; a permanent failure stalls the partition (paused, never committed past,
@@ -18,38 +22,32 @@
 //! A retried record may land after records that followed it in its input partition;
 //! librdkafka's own retries (idempotent producer) keep order.
 //!
-//! `run` should be called on tokio's multi-threaded runtime: a revocation blocks the
-//! consumer's thread while deliveries finish on the other workers. On a single-threaded
-//! runtime revocations commit what is delivered without waiting (still at-least-once).
+//! The processor runs on the relay's thread. A pool of transform threads was measured
+//! (ADR 0009) and not kept: see there.
 
 mod context;
 mod delivery;
+mod pump;
 mod state;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
+use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Message, Offset};
-use tokio::sync::mpsc;
-use tokio::task::{JoinError, JoinHandle, JoinSet};
-use tokio::time::{Instant, MissedTickBehavior};
 use tracing::level_filters::LevelFilter;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 pub(crate) use self::context::log_to_tracing;
-use self::context::RelayContext;
-use self::delivery::{Delivery, Outgoing, Route, Stall};
-use self::state::{
-    committed_offsets, list_offsets, offsets_list, partitions_list, partitions_of, Shared,
-};
+use self::context::{DeliveryContext, RelayContext};
+use self::delivery::{RelayProducer, Report};
+use self::pump::{Pump, RelayConsumer};
+use self::state::{list_offsets, Core, Outputs, Shared};
 use crate::metrics::StageMetrics;
 use crate::offsets::TopicPartition;
 use crate::{config, Error, Shutdown};
@@ -268,37 +266,64 @@ impl fmt::Display for RelayReport {
     }
 }
 
-/// The consumer type of a relay.
-type RelayConsumer = StreamConsumer<RelayContext>;
-
 /// Runs a relay until `shutdown` fires, then drains, commits, leaves the group and
 /// returns what it did.
 ///
 /// `consumer` is a consumer configuration such as [`config::consumer`] builds (automatic
-/// commits are refused; absent, they are turned off). `output` and `quarantine` may be
-/// clones of one producer when both topics live on the same cluster.
+/// commits are refused; absent, they are turned off). `output` and `quarantine` are
+/// producer configurations such as [`config::producer`] builds; when they are the same,
+/// one producer serves both topics.
 ///
-/// Errors are those of setting up (settings, consumer creation, subscription). Once
+/// Errors are those of setting up (settings, client creation, subscription). Once
 /// running, nothing is an error: delivery failures are retried or stall their partition,
 /// and offsets that could not be committed at the end are listed in the report.
 pub async fn run(
     settings: RelaySettings,
     consumer: ClientConfig,
-    output: FutureProducer,
-    quarantine: FutureProducer,
+    output: ClientConfig,
+    quarantine: ClientConfig,
     processor: Arc<dyn Processor>,
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, Error> {
     settings.validate()?;
     let mut consumer_config = config::ensure_manual_commit(&consumer)?;
-    // rdkafka takes its log level from the `log` crate; this consumer logs to `tracing`.
+    // rdkafka takes its log level from the `log` crate; these clients log to `tracing`.
     consumer_config.set_log_level(librdkafka_log_level());
-    let shared = Arc::new(Shared::new(
+
+    let (reports, settle) = mpsc::channel::<Report>();
+    let producer = |config: &ClientConfig| -> Result<RelayProducer, Error> {
+        let mut config = config.clone();
+        config.set_log_level(librdkafka_log_level());
+        Ok(RelayProducer::from_config_and_context(
+            &config,
+            DeliveryContext {
+                stage: settings.stage,
+                reports: reports.clone(),
+            },
+        )?)
+    };
+    let output_producer = producer(&output)?;
+    let quarantine_producer = if quarantine.config_map() == output.config_map() {
+        output_producer.clone()
+    } else {
+        producer(&quarantine)?
+    };
+    drop(reports);
+    let core = Core::new(
         settings.stage,
-        metrics,
+        settings.input_topic.clone(),
+        metrics.clone(),
+        Outputs {
+            output: output_producer,
+            quarantine: quarantine_producer,
+            output_topic: settings.output_topic.clone(),
+            quarantine_topic: settings.quarantine_topic.clone(),
+        },
+        settle,
         settings.rebalance_drain_timeout,
-    ));
+    );
+    let shared = Arc::new(Shared::new(core));
     let consumer: RelayConsumer = consumer_config
         .create_with_context(RelayContext {
             shared: Arc::clone(&shared),
@@ -313,343 +338,18 @@ pub async fn run(
         "Relay started."
     );
 
-    let (stall_sender, stalls) = mpsc::unbounded_channel();
-    let mut relay = Relay {
-        output_topic: Arc::from(settings.output_topic.as_str()),
-        quarantine_topic: Arc::from(settings.quarantine_topic.as_str()),
+    let pump = Pump {
         settings,
         shared,
         consumer: Arc::new(consumer),
-        output,
-        quarantine,
         processor,
-        deliveries: JoinSet::new(),
-        stall_sender,
-        lag_task: None,
-        consumed: 0,
+        metrics,
     };
-    relay.relay_until(&shutdown, stalls).await;
-    relay.finish().await
-}
-
-/// The running relay, owned by its loop.
-struct Relay {
-    settings: RelaySettings,
-    output_topic: Arc<str>,
-    quarantine_topic: Arc<str>,
-    shared: Arc<Shared>,
-    consumer: Arc<RelayConsumer>,
-    output: FutureProducer,
-    quarantine: FutureProducer,
-    processor: Arc<dyn Processor>,
-    deliveries: JoinSet<()>,
-    stall_sender: mpsc::UnboundedSender<Stall>,
-    lag_task: Option<JoinHandle<()>>,
-    consumed: u64,
-}
-
-impl Relay {
-    async fn relay_until(
-        &mut self,
-        shutdown: &Shutdown,
-        mut stalls: mpsc::UnboundedReceiver<Stall>,
-    ) {
-        // A local handle, so that a received message borrows it and not `self`.
-        let consumer = Arc::clone(&self.consumer);
-        let mut commit_tick = tokio::time::interval_at(
-            Instant::now() + self.settings.commit_interval,
-            self.settings.commit_interval,
-        );
-        commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut lag_tick = tokio::time::interval(self.settings.lag_interval);
-        lag_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-
-        loop {
-            self.apply_backpressure();
-            // Biased: shutdown first, and neither commits nor reaping may starve behind a
-            // busy input topic.
-            tokio::select! {
-                biased;
-                () = shutdown.triggered() => break,
-                Some(stall) = stalls.recv() => self.pause_stalled(&stall),
-                _ = commit_tick.tick() => self.commit_periodically(),
-                _ = lag_tick.tick() => self.measure_lag(),
-                Some(joined) = self.deliveries.join_next() => log_join_error(joined),
-                received = consumer.recv() => match received {
-                    Ok(message) => self.dispatch(&message),
-                    Err(KafkaError::PartitionEOF(partition)) => {
-                        debug!(stage = self.settings.stage, partition, "Reached the end of a partition.");
-                    }
-                    Err(error) => warn!(stage = self.settings.stage, %error, "Consumer error."),
-                },
-            }
-        }
-    }
-
-    /// Decides for one record, hands it to its producer, and lets a task await the report.
-    fn dispatch(&mut self, message: &BorrowedMessage<'_>) {
-        let received_at = Instant::now();
-        self.consumed += 1;
-        self.shared.metrics.consumed.inc();
-        let tp = TopicPartition::new(message.topic(), message.partition());
-        let offset = message.offset();
-        let (epoch, cancel) = self.shared.begin(&tp, offset);
-
-        let decision = decide(self.processor.as_ref(), self.settings.stage, message);
-        let outgoing = match decision {
-            Decision::Forward { key, payload } => Outgoing {
-                route: Route::Forward,
-                topic: Arc::clone(&self.output_topic),
-                key,
-                payload: Some(payload),
-                headers: None,
-                timestamp: None,
-            },
-            Decision::Quarantine {
-                reason,
-                message: explanation,
-            } => Outgoing {
-                route: Route::Quarantine(reason),
-                topic: Arc::clone(&self.quarantine_topic),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
-                headers: Some(quarantine_headers(
-                    message,
-                    reason,
-                    &explanation,
-                    self.settings.stage,
-                )),
-                timestamp: message.timestamp().to_millis(),
-            },
-        };
-        let producer = match outgoing.route {
-            Route::Forward => self.output.clone(),
-            Route::Quarantine(_) => self.quarantine.clone(),
-        };
-        // Enqueued here, in offset order, so that librdkafka keeps the input order.
-        let first = outgoing.send(&producer);
-        let delivery = Delivery {
-            shared: Arc::clone(&self.shared),
-            producer,
-            outgoing,
-            tp,
-            epoch,
-            offset,
-            received_at,
-            cancel,
-            stalls: self.stall_sender.clone(),
-        };
-        self.deliveries.spawn(delivery.run(first));
-    }
-
-    /// Pauses the whole assignment above `max_in_flight`, resumes it (less the stalled
-    /// partitions) once a quarter of the room is free again. The consumer keeps being
-    /// polled meanwhile, so the group membership and rebalances are served.
-    fn apply_backpressure(&self) {
-        let in_flight = self.shared.in_flight();
-        let max = self.settings.max_in_flight;
-        let resume_below = max - max / 4;
-        let mut state = self.shared.lock();
-        if !state.backpressure && in_flight >= max {
-            state.backpressure = true;
-            match self.consumer.assignment() {
-                Ok(assignment) => {
-                    if let Err(error) = self.consumer.pause(&assignment) {
-                        warn!(stage = self.settings.stage, %error, "Failed to pause consumption.");
-                    }
-                }
-                Err(error) => {
-                    warn!(stage = self.settings.stage, %error, "Failed to read the assignment.")
-                }
-            }
-            debug!(
-                stage = self.settings.stage,
-                in_flight, "Too many records in flight: consumption paused."
-            );
-        } else if state.backpressure && in_flight < resume_below.max(1) {
-            state.backpressure = false;
-            match self.consumer.assignment() {
-                Ok(assignment) => {
-                    let partitions = partitions_of(&assignment);
-                    let resumable =
-                        partitions_list(partitions.iter().filter(|tp| !state.is_stalled(tp)));
-                    if let Err(error) = self.consumer.resume(&resumable) {
-                        warn!(stage = self.settings.stage, %error, "Failed to resume consumption.");
-                    }
-                }
-                Err(error) => {
-                    warn!(stage = self.settings.stage, %error, "Failed to read the assignment.")
-                }
-            }
-            debug!(
-                stage = self.settings.stage,
-                in_flight, "Consumption resumed."
-            );
-        }
-    }
-
-    /// Stops fetching a partition whose delivery failed permanently.
-    fn pause_stalled(&self, stall: &Stall) {
-        let state = self.shared.lock();
-        if state.tracker.epoch(&stall.tp) != Some(stall.epoch) {
-            return; // revoked since: no longer ours to pause
-        }
-        if let Err(error) = self.consumer.pause(&partitions_list([&stall.tp])) {
-            warn!(stage = self.settings.stage, topic = %stall.tp.topic, partition = stall.tp.partition, %error, "Failed to pause a stalled partition.");
-        }
-    }
-
-    /// Commits the watermarks that moved, without waiting for the broker.
-    fn commit_periodically(&self) {
-        let ready = self.shared.lock().tracker.all_committable();
-        if ready.is_empty() {
-            return;
-        }
-        match self
-            .consumer
-            .commit(&offsets_list(&ready), CommitMode::Async)
-        {
-            Ok(()) => {
-                debug!(stage = self.settings.stage, offsets = %list_offsets(&ready), "Committing offsets.");
-                let mut state = self.shared.lock();
-                for (tp, offset) in &ready {
-                    state.tracker.mark_committed(tp, *offset);
-                }
-            }
-            Err(error) => warn!(stage = self.settings.stage, %error, "Failed to commit offsets."),
-        }
-    }
-
-    /// Measures consumer lag on a blocking thread (fetching watermarks waits for brokers).
-    fn measure_lag(&mut self) {
-        if self
-            .lag_task
-            .as_ref()
-            .is_some_and(|task| !task.is_finished())
-        {
-            return;
-        }
-        let consumer = Arc::clone(&self.consumer);
-        let shared = Arc::clone(&self.shared);
-        self.lag_task = Some(tokio::task::spawn_blocking(move || {
-            measure_lag(consumer.as_ref(), &shared.metrics, shared.stage);
-        }));
-    }
-
-    /// A commit that failed on release may have been made good by a later one (or by
-    /// another member): asks the group, so that the report lists only real gaps.
-    async fn forget_covered_commits(&self) {
-        let failed = self.shared.lock().uncommitted();
-        if failed.is_empty() {
-            return;
-        }
-        let consumer = Arc::clone(&self.consumer);
-        let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
-        let committed = tokio::task::spawn_blocking(move || {
-            consumer.committed_offsets(partitions, Duration::from_secs(5))
-        })
-        .await;
-        match committed {
-            Ok(Ok(committed)) => {
-                let committed = committed_offsets(&committed);
-                self.shared.lock().forget_covered(&committed);
-            }
-            Ok(Err(error)) => {
-                debug!(stage = self.settings.stage, %error, "Cannot read committed offsets.");
-            }
-            Err(error) => {
-                debug!(stage = self.settings.stage, %error, "Cannot read committed offsets.");
-            }
-        }
-    }
-
-    /// Stops: drains deliveries, commits, leaves the group, reports.
-    async fn finish(mut self) -> Result<RelayReport, Error> {
-        let stage = self.settings.stage;
-        info!(
-            stage,
-            in_flight = self.shared.in_flight(),
-            "Shutting down: draining in-flight deliveries."
-        );
-        let drained = tokio::time::timeout(self.settings.drain_timeout, async {
-            while let Some(joined) = self.deliveries.join_next().await {
-                log_join_error(joined);
-            }
-        })
-        .await
-        .is_ok();
-        if !drained {
-            warn!(stage, in_flight = self.shared.in_flight(), "Drain timed out: records not delivered yet will be consumed again after a restart.");
-            self.shared.cancel_all();
-            self.deliveries.abort_all();
-            while let Some(joined) = self.deliveries.join_next().await {
-                if let Err(error) = joined {
-                    if error.is_panic() {
-                        log_join_error(Err(error));
-                    }
-                }
-            }
-        }
-
-        let ready = self.shared.lock().tracker.all_progress();
-        if !ready.is_empty() {
-            let consumer = Arc::clone(&self.consumer);
-            let tpl = offsets_list(&ready);
-            let commit =
-                tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-                    .await
-                    .unwrap_or(Err(KafkaError::Canceled));
-            let mut state = self.shared.lock();
-            state.record_release_commit(&ready, commit.is_ok());
-            match commit {
-                Ok(()) => {
-                    for (tp, offset) in &ready {
-                        state.tracker.mark_committed(tp, *offset);
-                    }
-                    drop(state);
-                    info!(stage, offsets = %list_offsets(&ready), "Committed final offsets.");
-                }
-                // Closing the consumer below tries once more, on revocation.
-                Err(error) => {
-                    drop(state);
-                    warn!(stage, %error, offsets = %list_offsets(&ready), "Failed to commit final offsets.");
-                }
-            }
-        }
-
-        if let Some(task) = self.lag_task.take() {
-            let _ = task.await;
-        }
-        self.forget_covered_commits().await;
-        // Before closing: the revocation on close forgets the stalled partitions.
-        let report = self.shared.report(self.consumed);
-        // Closing leaves the group (its revocation commits once more) and blocks until
-        // done: not on a runtime worker.
-        let consumer = self.consumer;
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-        if report.uncommitted.is_empty() {
-            info!(
-                stage,
-                consumed = report.consumed,
-                forwarded = report.forwarded,
-                quarantined = report.quarantined_total(),
-                retries = report.retries,
-                stalled = report.stalled.len(),
-                "Relay stopped."
-            );
-        } else {
-            warn!(
-                stage,
-                consumed = report.consumed,
-                forwarded = report.forwarded,
-                quarantined = report.quarantined_total(),
-                retries = report.retries,
-                stalled = report.stalled.len(),
-                uncommitted = %list_offsets(&report.uncommitted),
-                "Relay stopped; some offsets could not be committed: their records will be delivered again."
-            );
-        }
-        Ok(report)
+    // The consumer's poll blocks: the relay runs on a thread of its own.
+    match tokio::task::spawn_blocking(move || pump.run(&shutdown)).await {
+        Ok(report) => Ok(report),
+        Err(error) if error.is_panic() => panic::resume_unwind(error.into_panic()),
+        Err(_cancelled) => Err(Error::Interrupted),
     }
 }
 
@@ -764,14 +464,6 @@ pub(crate) fn quarantine_headers(
         });
     }
     out
-}
-
-fn log_join_error(joined: Result<(), JoinError>) {
-    if let Err(error) = joined {
-        if error.is_panic() {
-            error!(%error, "A delivery task panicked; its offset holds the partition back.");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,66 +1,580 @@
-//! State shared by the relay loop, the delivery tasks and the rebalance callbacks.
+//! The relay's state: every assigned partition's ring of offsets, the retries waiting
+//! for their turn, the counts of the report.
 //!
-//! Rebalance callbacks run synchronously inside the consumer's poll, so they cannot wait
-//! for the relay loop: delivery tasks settle their offsets here themselves, and signal a
-//! condition variable that a revocation waits on.
+//! One lock guards it all, taken once per batch by the relay's thread and by the
+//! rebalance callbacks, which librdkafka runs on that same thread inside the consumer's
+//! poll (so the lock is never contended on the hot path). Delivery reports reach it
+//! through a channel ([`Report`]) and are settled in bulk, under that one lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use prometheus::local::LocalHistogram;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::runtime::{Handle, RuntimeFlavor};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use super::delivery::Route;
-use super::RelayReport;
+use super::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Route, Token};
+use super::{decide, quarantine_headers, Decision, Processor, RelayReport};
 use crate::metrics::StageMetrics;
-use crate::offsets::{Epoch, OffsetTracker, TopicPartition};
+use crate::offsets::{PartitionOffsets, Ticket, TopicPartition};
 
 /// How often at most a retry is logged at `warn` (the others at `debug`): an output
 /// cluster that is down fails every record in flight at once.
 const RETRY_WARNING_EVERY: Duration = Duration::from_secs(5);
 /// How long a newly assigned partition's committed offset may take to read.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a wait for deliveries sleeps at most between two looks at its deadline.
+const WAIT_STEP: Duration = Duration::from_millis(100);
 
-/// Per-partition control besides the offsets.
+/// What the ring keeps of each record besides its offset.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tag {
+    route: Route,
+    /// When its batch was consumed (the latency histogram's start).
+    received: Instant,
+    /// Failed deliveries so far (the retry backoff).
+    attempts: u8,
+}
+
+/// One assigned partition.
 #[derive(Debug)]
-struct PartitionControl {
-    epoch: Epoch,
-    /// Cancels the retries of this assignment's deliveries.
-    cancel: CancellationToken,
+struct Partition {
+    offsets: PartitionOffsets<Tag>,
+    /// The rebalance generation this assignment began in: records polled before it
+    /// belong to an earlier assignment.
+    generation: u64,
     /// The first offset that failed permanently, if any.
     stalled_at: Option<i64>,
 }
 
-impl PartitionControl {
-    fn new(epoch: Epoch) -> Self {
-        Self {
-            epoch,
-            cancel: CancellationToken::new(),
-            stalled_at: None,
+/// A failed record waiting for its next try.
+struct Retry {
+    due: Instant,
+    token: Token,
+    record: Outgoing,
+}
+
+/// The producers and topics a relay writes to.
+pub(super) struct Outputs {
+    pub(super) output: RelayProducer,
+    pub(super) quarantine: RelayProducer,
+    pub(super) output_topic: String,
+    pub(super) quarantine_topic: String,
+}
+
+impl Outputs {
+    fn of(&self, route: Route) -> (&RelayProducer, &str) {
+        match route {
+            Route::Forward => (&self.output, &self.output_topic),
+            Route::Quarantine(_) => (&self.quarantine, &self.quarantine_topic),
         }
     }
 }
 
-#[derive(Debug, Default)]
-pub(super) struct State {
-    pub(super) tracker: OffsetTracker,
-    partitions: HashMap<TopicPartition, PartitionControl>,
+pub(super) struct Core {
+    stage: &'static str,
+    input_topic: String,
+    metrics: StageMetrics,
+    latency: LocalHistogram,
+    outputs: Outputs,
+    reports: Receiver<Report>,
+    rebalance_drain_timeout: Duration,
+    partitions: HashMap<i32, Partition>,
+    /// Where the tickets of a partition continue when it is assigned again.
+    next_tickets: HashMap<i32, Ticket>,
+    retries: Vec<Retry>,
     /// Whether consumption is paused because too many records are in flight.
-    pub(super) backpressure: bool,
+    backpressure: bool,
+    consumed: u64,
     forwarded: u64,
     quarantined: BTreeMap<&'static str, u64>,
+    /// What the counters above had when they were last added to the metrics.
+    exported_forwarded: u64,
+    exported_quarantined: BTreeMap<&'static str, u64>,
+    retried: u64,
+    last_retry_warning: Option<Instant>,
     /// Watermarks that could not be committed when their partition was released.
     uncommitted: BTreeMap<TopicPartition, i64>,
 }
 
-impl State {
+impl Core {
+    pub(super) fn new(
+        stage: &'static str,
+        input_topic: String,
+        metrics: StageMetrics,
+        outputs: Outputs,
+        reports: Receiver<Report>,
+        rebalance_drain_timeout: Duration,
+    ) -> Self {
+        Self {
+            stage,
+            input_topic,
+            latency: metrics.processing_latency.local(),
+            metrics,
+            outputs,
+            reports,
+            rebalance_drain_timeout,
+            partitions: HashMap::new(),
+            next_tickets: HashMap::new(),
+            retries: Vec::new(),
+            backpressure: false,
+            consumed: 0,
+            forwarded: 0,
+            quarantined: BTreeMap::new(),
+            exported_forwarded: 0,
+            exported_quarantined: BTreeMap::new(),
+            retried: 0,
+            last_retry_warning: None,
+            uncommitted: BTreeMap::new(),
+        }
+    }
+
+    fn tp(&self, partition: i32) -> TopicPartition {
+        TopicPartition::new(self.input_topic.as_str(), partition)
+    }
+
+    /// Records consumed whose delivery is not settled yet.
+    pub(super) fn in_flight(&self) -> usize {
+        self.partitions
+            .values()
+            .map(|partition| partition.offsets.in_flight())
+            .sum()
+    }
+
+    fn in_flight_of(&self, partitions: &[i32]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|partition| self.partitions.get(partition))
+            .map(|partition| partition.offsets.in_flight())
+            .sum()
+    }
+
+    /// Decides for a batch of records, in order, and hands them to their producers.
+    ///
+    /// `generation` is the rebalance generation the batch was polled in: a record of a
+    /// partition revoked or assigned anew since is dropped (not tracked, not committed:
+    /// the partition's owner consumes it again).
+    pub(super) fn dispatch<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        messages: &[BorrowedMessage<'_>],
+        generation: u64,
+        processor: &dyn Processor,
+    ) {
+        let received = Instant::now();
+        let mut consumed = 0;
+        for message in messages {
+            let partition = message.partition();
+            let Some(assigned) = self.partitions.get(&partition) else {
+                debug!(
+                    stage = self.stage,
+                    partition,
+                    "A record of a partition no longer assigned is left to its next owner."
+                );
+                continue;
+            };
+            if assigned.generation > generation {
+                debug!(
+                    stage = self.stage,
+                    partition, "A record of an earlier assignment is left to be consumed again."
+                );
+                continue;
+            }
+            consumed += 1;
+            let decision = decide(processor, self.stage, message);
+            let route = match &decision {
+                Decision::Forward { .. } => Route::Forward,
+                Decision::Quarantine { reason, .. } => Route::Quarantine(reason),
+            };
+            let tag = Tag {
+                route,
+                received,
+                attempts: 0,
+            };
+            let Some(token) = self.hand_out(partition, message.offset(), tag) else {
+                continue;
+            };
+            let Some(packed) = token.pack() else {
+                // Past 2^20 partitions or 2^44 records of one partition: never in practice.
+                let error = KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::InvalidPartitions,
+                );
+                self.failed(consumer, token, error, None);
+                continue;
+            };
+            let (producer, topic) = self.outputs.of(route);
+            // Enqueued in offset order, so that librdkafka keeps the input order.
+            let sent = match decision {
+                Decision::Forward { key, payload } => send(
+                    producer,
+                    topic,
+                    packed,
+                    key.as_deref(),
+                    Some(&payload),
+                    None,
+                    None,
+                )
+                .map_err(|(error, record)| (error, Outgoing::from_refused(record))),
+                Decision::Quarantine {
+                    reason,
+                    message: explanation,
+                } => send(
+                    producer,
+                    topic,
+                    packed,
+                    message.key(),
+                    message.payload(),
+                    Some(quarantine_headers(
+                        message,
+                        reason,
+                        &explanation,
+                        self.stage,
+                    )),
+                    message.timestamp().to_millis(),
+                )
+                .map_err(|(error, record)| (error, Outgoing::from_refused(record))),
+            };
+            if let Err((error, record)) = sent {
+                self.failed(consumer, token, error, Some(record));
+            }
+        }
+        self.consumed += consumed;
+        self.metrics.consumed.inc_by(consumed);
+    }
+
+    /// Puts a consumed record in its partition's ring; reports offsets jumped over.
+    fn hand_out(&mut self, partition: i32, offset: i64, tag: Tag) -> Option<Token> {
+        let assigned = self.partitions.get_mut(&partition)?;
+        let (ticket, skipped) = assigned.offsets.hand_out(offset, tag);
+        if let Some(skipped) = skipped {
+            report_skipped(self.stage, &self.metrics, &self.tp(partition), &skipped);
+        }
+        Some(Token { partition, ticket })
+    }
+
+    /// Settles every delivery report that arrived, sends the retries that are due, and
+    /// brings the metrics up to date.
+    pub(super) fn service<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let now = Instant::now();
+        while let Ok(report) = self.reports.try_recv() {
+            self.settle(consumer, report, now);
+        }
+        self.send_due_retries(consumer, now);
+        self.export_metrics();
+    }
+
+    fn settle<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        report: Report,
+        now: Instant,
+    ) {
+        match report {
+            Report::Delivered(packed) => {
+                let token = Token::unpack(packed);
+                let Some(tag) = self
+                    .partitions
+                    .get_mut(&token.partition)
+                    .and_then(|assigned| assigned.offsets.mark_done(token.ticket))
+                else {
+                    return; // revoked since, or abandoned and settled already
+                };
+                match tag.route {
+                    Route::Forward => self.forwarded += 1,
+                    Route::Quarantine(reason) => *self.quarantined.entry(reason).or_default() += 1,
+                }
+                self.latency
+                    .observe(now.saturating_duration_since(tag.received).as_secs_f64());
+            }
+            Report::Failed(failure) => {
+                let token = Token::unpack(failure.token);
+                self.failed(consumer, token, failure.error, Some(failure.record));
+            }
+        }
+    }
+
+    /// A delivery failed: schedules a retry, or stalls the partition when the failure is
+    /// permanent (or the record cannot be tried again).
+    fn failed<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        token: Token,
+        error: KafkaError,
+        record: Option<Outgoing>,
+    ) {
+        let stage = self.stage;
+        let Some(assigned) = self.partitions.get_mut(&token.partition) else {
+            return; // revoked since
+        };
+        let Some(offset) = assigned.offsets.offset(token.ticket) else {
+            return;
+        };
+        let Some(tag) = assigned.offsets.tag_mut(token.ticket) else {
+            return; // abandoned already
+        };
+        match record {
+            Some(record) if is_retriable(&error) => {
+                let pause = backoff(tag.attempts);
+                tag.attempts = tag.attempts.saturating_add(1);
+                self.retries.push(Retry {
+                    due: Instant::now() + pause,
+                    token,
+                    record,
+                });
+                self.record_retry(token.partition, offset, &error, pause);
+            }
+            _ => {
+                error!(
+                    stage,
+                    topic = %self.input_topic,
+                    partition = token.partition,
+                    offset,
+                    %error,
+                    "Delivery failed permanently: the partition stops here until this is fixed and the stage restarted."
+                );
+                assigned.offsets.mark_abandoned(token.ticket);
+                assigned.stalled_at = Some(assigned.stalled_at.map_or(offset, |at| at.min(offset)));
+                let tp = self.tp(token.partition);
+                self.metrics
+                    .partition_stalled
+                    .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
+                    .set(1);
+                if let Err(error) = consumer.pause(&partitions_list([&tp])) {
+                    warn!(stage, topic = %tp.topic, partition = tp.partition, %error, "Failed to pause a stalled partition.");
+                }
+            }
+        }
+    }
+
+    fn record_retry(&mut self, partition: i32, offset: i64, error: &KafkaError, backoff: Duration) {
+        self.retried += 1;
+        self.metrics.delivery_retries.inc();
+        let now = Instant::now();
+        let warn_now = self
+            .last_retry_warning
+            .is_none_or(|at| now.duration_since(at) >= RETRY_WARNING_EVERY);
+        if warn_now {
+            self.last_retry_warning = Some(now);
+        }
+        let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+        let topic = self.input_topic.as_str();
+        if warn_now {
+            warn!(stage = self.stage, topic, partition, offset, %error, backoff_ms, retries = self.retried, "Delivery failed, retrying; the partition's offsets wait for it.");
+        } else {
+            debug!(stage = self.stage, topic, partition, offset, %error, backoff_ms, "Delivery failed, retrying.");
+        }
+    }
+
+    fn send_due_retries<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, now: Instant) {
+        if self.retries.iter().all(|retry| retry.due > now) {
+            return;
+        }
+        let (due, waiting) = std::mem::take(&mut self.retries)
+            .into_iter()
+            .partition::<Vec<_>, _>(|retry| retry.due <= now);
+        self.retries = waiting;
+        for retry in due {
+            let route = match self
+                .partitions
+                .get_mut(&retry.token.partition)
+                .and_then(|assigned| assigned.offsets.tag_mut(retry.token.ticket))
+            {
+                Some(tag) => tag.route,
+                None => continue, // revoked or abandoned meanwhile
+            };
+            let Some(packed) = retry.token.pack() else {
+                continue;
+            };
+            let (producer, topic) = self.outputs.of(route);
+            if let Err((error, record)) = retry.record.send(producer, topic, packed) {
+                self.failed(consumer, retry.token, error, Some(record));
+            }
+        }
+    }
+
+    /// When the next retry is due, if any waits.
+    fn next_retry(&self) -> Option<Instant> {
+        self.retries.iter().map(|retry| retry.due).min()
+    }
+
+    /// Whether anything is under way (deliveries or retries).
+    pub(super) fn busy(&self) -> bool {
+        !self.retries.is_empty() || self.in_flight() > 0
+    }
+
+    fn export_metrics(&mut self) {
+        self.metrics
+            .produced
+            .inc_by(self.forwarded - self.exported_forwarded);
+        self.exported_forwarded = self.forwarded;
+        for (reason, count) in &self.quarantined {
+            let exported = self.exported_quarantined.entry(reason).or_default();
+            if *count > *exported {
+                self.metrics
+                    .quarantined
+                    .with_label_values(&[reason])
+                    .inc_by(*count - *exported);
+                *exported = *count;
+            }
+        }
+        self.latency.flush();
+        self.metrics
+            .in_flight
+            .set(i64::try_from(self.in_flight()).unwrap_or(i64::MAX));
+    }
+
+    /// Settles reports and retries until no delivery of `partitions` (all of them when
+    /// `None`) is under way, or `deadline`. Returns whether they all settled.
+    pub(super) fn wait_for<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: Option<&[i32]>,
+        deadline: Instant,
+    ) -> bool {
+        loop {
+            self.service(consumer);
+            let in_flight =
+                partitions.map_or_else(|| self.in_flight(), |some| self.in_flight_of(some));
+            if in_flight == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wake = self
+                .next_retry()
+                .map_or(deadline, |due| due.min(deadline))
+                .min(now + WAIT_STEP);
+            match self
+                .reports
+                .recv_timeout(wake.saturating_duration_since(now))
+            {
+                Ok(report) => self.settle(consumer, report, Instant::now()),
+                Err(RecvTimeoutError::Timeout) => {}
+                // The producers live as long as this state: not before the end.
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Gives up on every delivery still under way (the drain at shutdown timed out):
+    /// their offsets hold the watermarks back.
+    pub(super) fn abandon_all(&mut self) {
+        self.retries.clear();
+        for assigned in self.partitions.values_mut() {
+            assigned.offsets.abandon_all();
+        }
+        self.export_metrics();
+    }
+
+    /// Pauses the whole assignment above `max_in_flight`, resumes it (less the stalled
+    /// partitions) once a quarter of the room is free again. The consumer keeps being
+    /// polled meanwhile, so the group membership and rebalances are served.
+    pub(super) fn apply_backpressure<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        max_in_flight: usize,
+    ) {
+        let in_flight = self.in_flight();
+        let resume_below = max_in_flight - max_in_flight / 4;
+        if !self.backpressure && in_flight >= max_in_flight {
+            self.backpressure = true;
+            match consumer.assignment() {
+                Ok(assignment) => {
+                    if let Err(error) = consumer.pause(&assignment) {
+                        warn!(stage = self.stage, %error, "Failed to pause consumption.");
+                    }
+                }
+                Err(error) => warn!(stage = self.stage, %error, "Failed to read the assignment."),
+            }
+            debug!(
+                stage = self.stage,
+                in_flight, "Too many records in flight: consumption paused."
+            );
+        } else if self.backpressure && in_flight < resume_below.max(1) {
+            self.backpressure = false;
+            match consumer.assignment() {
+                Ok(assignment) => {
+                    let partitions = partitions_of(&assignment);
+                    let resumable =
+                        partitions_list(partitions.iter().filter(|tp| !self.is_stalled(tp)));
+                    if let Err(error) = consumer.resume(&resumable) {
+                        warn!(stage = self.stage, %error, "Failed to resume consumption.");
+                    }
+                }
+                Err(error) => warn!(stage = self.stage, %error, "Failed to read the assignment."),
+            }
+            debug!(stage = self.stage, in_flight, "Consumption resumed.");
+        }
+    }
+
+    /// Whether `tp` stopped on a permanent failure.
+    fn is_stalled(&self, tp: &TopicPartition) -> bool {
+        tp.topic == self.input_topic
+            && self
+                .partitions
+                .get(&tp.partition)
+                .is_some_and(|assigned| assigned.stalled_at.is_some())
+    }
+
+    /// Every partition whose watermark moved past its last commit, sorted.
+    fn all_committable(&self) -> Vec<(TopicPartition, i64)> {
+        let mut ready: Vec<_> = self
+            .partitions
+            .iter()
+            .filter_map(|(partition, assigned)| {
+                Some((self.tp(*partition), assigned.offsets.committable()?))
+            })
+            .collect();
+        ready.sort();
+        ready
+    }
+
+    /// Every partition whose watermark moved since it was assigned, committed or not,
+    /// sorted.
+    pub(super) fn all_progress(&self) -> Vec<(TopicPartition, i64)> {
+        let mut ready: Vec<_> = self
+            .partitions
+            .iter()
+            .filter_map(|(partition, assigned)| {
+                Some((self.tp(*partition), assigned.offsets.progress()?))
+            })
+            .collect();
+        ready.sort();
+        ready
+    }
+
+    /// Records that these offsets were committed.
+    pub(super) fn mark_committed(&mut self, offsets: &[(TopicPartition, i64)]) {
+        for (tp, offset) in offsets {
+            if let Some(assigned) = self.partitions.get_mut(&tp.partition) {
+                assigned.offsets.mark_committed(*offset);
+            }
+        }
+    }
+
+    /// Commits the watermarks that moved, without waiting for the broker.
+    pub(super) fn commit_periodically<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let ready = self.all_committable();
+        if ready.is_empty() {
+            return;
+        }
+        match consumer.commit(&offsets_list(&ready), CommitMode::Async) {
+            Ok(()) => {
+                debug!(stage = self.stage, offsets = %list_offsets(&ready), "Committing offsets.");
+                self.mark_committed(&ready);
+            }
+            Err(error) => warn!(stage = self.stage, %error, "Failed to commit offsets."),
+        }
+    }
+
     /// Watermarks whose commit failed on release, to be checked against the group.
     pub(super) fn uncommitted(&self) -> Vec<(TopicPartition, i64)> {
         self.uncommitted
@@ -87,7 +601,7 @@ impl State {
     /// that the group's `committed` offsets still lie behind (the covered ones are
     /// forgotten). Every record before such a watermark was delivered by this process, so
     /// committing it again is safe whenever the partition is back.
-    pub(super) fn refused_commits_behind(
+    fn refused_commits_behind(
         &mut self,
         partitions: &[TopicPartition],
         committed: &[(TopicPartition, i64)],
@@ -114,214 +628,80 @@ impl State {
         }
     }
 
-    /// Whether `tp` stopped on a permanent failure.
-    pub(super) fn is_stalled(&self, tp: &TopicPartition) -> bool {
-        self.partitions
-            .get(tp)
-            .is_some_and(|control| control.stalled_at.is_some())
+    /// The report so far.
+    pub(super) fn report(&self) -> RelayReport {
+        let mut stalled: Vec<_> = self
+            .partitions
+            .iter()
+            .filter_map(|(partition, assigned)| Some((self.tp(*partition), assigned.stalled_at?)))
+            .collect();
+        stalled.sort();
+        RelayReport {
+            consumed: self.consumed,
+            forwarded: self.forwarded,
+            quarantined: self.quarantined.clone(),
+            retries: self.retried,
+            stalled,
+            uncommitted: self.uncommitted(),
+            aborted_transactions: 0,
+        }
     }
 }
 
+/// The broker never delivered `skipped`: counted, and logged unless it is the single
+/// offset a transaction marker takes.
+fn report_skipped(
+    stage: &'static str,
+    metrics: &StageMetrics,
+    tp: &TopicPartition,
+    skipped: &std::ops::Range<i64>,
+) {
+    let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
+    metrics
+        .offsets_skipped
+        .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
+        .inc_by(count);
+    if count > 1 {
+        warn!(stage, topic = %tp.topic, partition = tp.partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
+    } else {
+        debug!(stage, topic = %tp.topic, partition = tp.partition, offset = skipped.start, "One input offset never received (a transaction marker?).");
+    }
+}
+
+/// The state, the rebalance generation, and the rebalance callbacks.
 pub(super) struct Shared {
     pub(super) stage: &'static str,
-    pub(super) metrics: StageMetrics,
-    rebalance_drain_timeout: Duration,
-    state: Mutex<State>,
-    /// Signalled whenever a delivery settles.
-    settled: Condvar,
-    in_flight: AtomicUsize,
-    retries: AtomicU64,
-    last_retry_warning: Mutex<Option<Instant>>,
+    core: Mutex<Core>,
+    /// Bumped by every assignment and revocation.
+    generation: AtomicU64,
 }
 
 impl Shared {
-    pub(super) fn new(
-        stage: &'static str,
-        metrics: StageMetrics,
-        rebalance_drain_timeout: Duration,
-    ) -> Self {
+    pub(super) fn new(core: Core) -> Self {
         Self {
-            stage,
-            metrics,
-            rebalance_drain_timeout,
-            state: Mutex::default(),
-            settled: Condvar::new(),
-            in_flight: AtomicUsize::new(0),
-            retries: AtomicU64::new(0),
-            last_retry_warning: Mutex::new(None),
+            stage: core.stage,
+            core: Mutex::new(core),
+            generation: AtomicU64::new(0),
         }
     }
 
     /// The state; a panic elsewhere while holding the lock leaves it usable (every update
-    /// under the lock is a single step).
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// under the lock keeps the rings consistent).
+    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records currently in flight (their delivery is not settled).
-    pub(super) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+    /// The current rebalance generation.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
-    /// A consumed record starts its way: returns its epoch and its cancellation token.
-    pub(super) fn begin(&self, tp: &TopicPartition, offset: i64) -> (Epoch, CancellationToken) {
-        let mut state = self.lock();
-        let (epoch, skipped) = state.tracker.hand_out(tp, offset);
-        if let Some(skipped) = skipped {
-            self.report_skipped(tp, &skipped);
-        }
-        let control = state
-            .partitions
-            .entry(tp.clone())
-            .or_insert_with(|| PartitionControl::new(epoch));
-        if control.epoch != epoch {
-            *control = PartitionControl::new(epoch);
-        }
-        let cancel = control.cancel.clone();
-        drop(state);
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.metrics.in_flight.inc();
-        (epoch, cancel)
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// The broker never delivered `skipped`: counted, and logged unless it is the single
-    /// offset a transaction marker takes.
-    fn report_skipped(&self, tp: &TopicPartition, skipped: &std::ops::Range<i64>) {
-        let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
-        self.metrics
-            .offsets_skipped
-            .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
-            .inc_by(count);
-        if count > 1 {
-            warn!(stage = self.stage, topic = %tp.topic, partition = tp.partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
-        } else {
-            debug!(stage = self.stage, topic = %tp.topic, partition = tp.partition, offset = skipped.start, "One input offset never received (a transaction marker?).");
-        }
-    }
-
-    pub(super) fn record_delivered(
-        &self,
-        tp: &TopicPartition,
-        epoch: Epoch,
-        offset: i64,
-        route: Route,
-        received_at: Instant,
-    ) {
-        let mut state = self.lock();
-        state.tracker.mark_done(tp, epoch, offset);
-        match route {
-            Route::Forward => state.forwarded += 1,
-            Route::Quarantine(reason) => *state.quarantined.entry(reason).or_default() += 1,
-        }
-        drop(state);
-        match route {
-            Route::Forward => self.metrics.produced.inc(),
-            Route::Quarantine(reason) => {
-                self.metrics.quarantined.with_label_values(&[reason]).inc()
-            }
-        }
-        self.metrics
-            .processing_latency
-            .observe(received_at.elapsed().as_secs_f64());
-    }
-
-    pub(super) fn record_stalled(
-        &self,
-        tp: &TopicPartition,
-        epoch: Epoch,
-        offset: i64,
-        error: &KafkaError,
-    ) {
-        error!(
-            stage = self.stage,
-            topic = %tp.topic,
-            partition = tp.partition,
-            offset,
-            %error,
-            "Delivery failed permanently: the partition stops here until this is fixed and the stage restarted."
-        );
-        let mut state = self.lock();
-        state.tracker.mark_abandoned(tp, epoch, offset);
-        if let Some(control) = state.partitions.get_mut(tp) {
-            if control.epoch == epoch {
-                control.stalled_at = Some(control.stalled_at.map_or(offset, |at| at.min(offset)));
-                self.metrics
-                    .partition_stalled
-                    .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
-                    .set(1);
-            }
-        }
-    }
-
-    pub(super) fn record_abandoned(&self, tp: &TopicPartition, epoch: Epoch, offset: i64) {
-        self.lock().tracker.mark_abandoned(tp, epoch, offset);
-    }
-
-    /// A delivery task is done with its record, whatever the outcome.
-    pub(super) fn settle_one(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.in_flight.dec();
-        self.settled.notify_all();
-    }
-
-    pub(super) fn record_retry(
-        &self,
-        tp: &TopicPartition,
-        offset: i64,
-        error: &KafkaError,
-        backoff: Duration,
-    ) {
-        let retries = self.retries.fetch_add(1, Ordering::Relaxed) + 1;
-        self.metrics.delivery_retries.inc();
-        let now = Instant::now();
-        let warn_now = {
-            let mut last = self
-                .last_retry_warning
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let due = last.is_none_or(|at| now.duration_since(at) >= RETRY_WARNING_EVERY);
-            if due {
-                *last = Some(now);
-            }
-            due
-        };
-        let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
-        if warn_now {
-            warn!(stage = self.stage, topic = %tp.topic, partition = tp.partition, offset, %error, backoff_ms, retries, "Delivery failed, retrying; the partition's offsets wait for it.");
-        } else {
-            debug!(stage = self.stage, topic = %tp.topic, partition = tp.partition, offset, %error, backoff_ms, "Delivery failed, retrying.");
-        }
-    }
-
-    /// Cancels the retries of every delivery (the drain at shutdown timed out).
-    pub(super) fn cancel_all(&self) {
-        for control in self.lock().partitions.values() {
-            control.cancel.cancel();
-        }
-    }
-
-    /// The report so far.
-    pub(super) fn report(&self, consumed: u64) -> RelayReport {
-        let state = self.lock();
-        let mut stalled: Vec<_> = state
-            .partitions
-            .iter()
-            .filter_map(|(tp, control)| Some((tp.clone(), control.stalled_at?)))
-            .collect();
-        stalled.sort();
-        RelayReport {
-            consumed,
-            forwarded: state.forwarded,
-            quarantined: state.quarantined.clone(),
-            retries: self.retries.load(Ordering::Relaxed),
-            stalled,
-            uncommitted: state.uncommitted(),
-            aborted_transactions: 0,
-        }
-    }
-
-    /// New partitions: fresh offsets, and fetching as the current back-pressure says.
-    pub(super) fn on_assign<C: rdkafka::consumer::ConsumerContext>(
+    /// New partitions: fresh rings, and fetching as the current back-pressure says.
+    pub(super) fn on_assign<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
@@ -341,22 +721,43 @@ impl Shared {
             }
         };
         let committed = self.commit_refused_watermarks(consumer, &partitions, committed);
+        let generation = self.next_generation();
         let backpressure = {
-            let mut state = self.lock();
+            let mut core = self.lock();
             for tp in &partitions {
-                let epoch = state.tracker.assign(tp.clone());
-                state
-                    .partitions
-                    .insert(tp.clone(), PartitionControl::new(epoch));
-                self.metrics
+                if tp.topic != core.input_topic {
+                    continue;
+                }
+                if !Token::fits(tp.partition) {
+                    error!(stage = self.stage, topic = %tp.topic, partition = tp.partition, "Partition numbers above 2^20 are not supported: this partition is not consumed.");
+                    if let Err(error) = consumer.pause(&partitions_list([tp])) {
+                        warn!(stage = self.stage, %error, "Failed to pause a partition.");
+                    }
+                    continue;
+                }
+                let first = core
+                    .next_tickets
+                    .get(&tp.partition)
+                    .copied()
+                    .unwrap_or(Ticket(0));
+                let mut offsets = PartitionOffsets::starting_at(first);
+                if let Some((_, offset)) = committed.iter().find(|(committed, _)| committed == tp) {
+                    offsets.expect_start(*offset);
+                }
+                core.partitions.insert(
+                    tp.partition,
+                    Partition {
+                        offsets,
+                        generation,
+                        stalled_at: None,
+                    },
+                );
+                core.metrics
                     .partition_stalled
                     .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
                     .set(0);
             }
-            for (tp, offset) in &committed {
-                state.tracker.expect_start(tp, *offset);
-            }
-            state.backpressure
+            core.backpressure
         };
         // librdkafka keeps an application pause across assignments: a partition stalled
         // in an earlier assignment would otherwise stay paused.
@@ -375,7 +776,7 @@ impl Shared {
     /// under way) and that comes back before anyone committed past it: commits the
     /// watermark now, under the new generation, so that its records are not delivered
     /// again. Returns the group's offsets as they stand afterwards.
-    fn commit_refused_watermarks<C: rdkafka::consumer::ConsumerContext>(
+    fn commit_refused_watermarks<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         partitions: &[TopicPartition],
@@ -401,7 +802,7 @@ impl Shared {
 
     /// Partitions taken away: stop fetching, wait (bounded) for their deliveries, commit
     /// their watermarks, then let them go.
-    pub(super) fn on_revoke<C: rdkafka::consumer::ConsumerContext>(
+    pub(super) fn on_revoke<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
@@ -410,21 +811,29 @@ impl Shared {
         if partitions.is_empty() {
             return;
         }
+        self.next_generation();
         if let Err(error) = consumer.pause(tpl) {
             debug!(stage = self.stage, %error, "Failed to pause revoked partitions.");
         }
-        self.wait_for_deliveries(&partitions);
-
-        let ready: Vec<(TopicPartition, i64)> = {
-            let state = self.lock();
-            partitions
-                .iter()
-                .filter_map(|tp| {
-                    let offset = state.tracker.partition(tp)?.progress()?;
-                    Some((tp.clone(), offset))
-                })
-                .collect()
-        };
+        let mut core = self.lock();
+        let numbers: Vec<i32> = partitions
+            .iter()
+            .filter(|tp| tp.topic == core.input_topic)
+            .map(|tp| tp.partition)
+            .collect();
+        let deadline = Instant::now() + core.rebalance_drain_timeout;
+        if !core.wait_for(consumer, Some(&numbers), deadline) {
+            warn!(stage = self.stage, in_flight = core.in_flight_of(&numbers), "Revoked partitions still have deliveries in flight; committing what was delivered.");
+        }
+        let ready: Vec<(TopicPartition, i64)> = numbers
+            .iter()
+            .filter_map(|partition| {
+                Some((
+                    core.tp(*partition),
+                    core.partitions.get(partition)?.offsets.progress()?,
+                ))
+            })
+            .collect();
         let committed = if ready.is_empty() {
             true
         } else if consumer.assignment_lost() {
@@ -442,63 +851,22 @@ impl Shared {
                 }
             }
         };
-
-        let mut state = self.lock();
-        state.record_release_commit(&ready, committed);
-        for tp in &partitions {
-            state.tracker.revoke(tp);
-            if let Some(control) = state.partitions.remove(tp) {
-                control.cancel.cancel();
+        core.record_release_commit(&ready, committed);
+        for partition in &numbers {
+            if let Some(assigned) = core.partitions.remove(partition) {
+                core.next_tickets
+                    .insert(*partition, assigned.offsets.next_ticket());
             }
-            let labels = [tp.topic.as_str(), &tp.partition.to_string()];
+            core.retries
+                .retain(|retry| retry.token.partition != *partition);
+            let labels = [core.input_topic.as_str(), &partition.to_string()];
             // Absent labels are fine: nothing was measured for the partition yet.
-            let _ = self.metrics.partition_stalled.remove_label_values(&labels);
-            let _ = self.metrics.consumer_lag.remove_label_values(&labels);
+            let _ = core.metrics.partition_stalled.remove_label_values(&labels);
+            let _ = core.metrics.consumer_lag.remove_label_values(&labels);
         }
-        drop(state);
+        core.export_metrics();
+        drop(core);
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions revoked.");
-    }
-
-    /// Blocks until no delivery of `partitions` is in flight, for at most the rebalance
-    /// drain timeout.
-    fn wait_for_deliveries(&self, partitions: &[TopicPartition]) {
-        let deadline = std::time::Instant::now() + self.rebalance_drain_timeout;
-        let wait = || {
-            let mut state = self.lock();
-            loop {
-                let in_flight: usize = partitions
-                    .iter()
-                    .map(|tp| state.tracker.in_flight(tp))
-                    .sum();
-                if in_flight == 0 {
-                    return;
-                }
-                let now = std::time::Instant::now();
-                if now >= deadline {
-                    warn!(stage = self.stage, in_flight, "Revoked partitions still have deliveries in flight; committing what was delivered.");
-                    return;
-                }
-                state = self
-                    .settled
-                    .wait_timeout(state, deadline - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-        };
-        match Handle::try_current() {
-            // Delivery tasks run on the other workers meanwhile.
-            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait);
-            }
-            // On a single-threaded runtime the deliveries cannot progress while this
-            // thread waits: commit what is delivered now (at-least-once holds either way).
-            Ok(_) => debug!(
-                stage = self.stage,
-                "Single-threaded runtime: not waiting for in-flight deliveries on revoke."
-            ),
-            // Outside the runtime (e.g. closing the consumer on a plain thread).
-            Err(_) => wait(),
-        }
     }
 }
 
@@ -572,9 +940,35 @@ mod tests {
         TopicPartition::new("raw", partition)
     }
 
+    /// A state with nothing assigned, whose producers point nowhere.
+    fn core() -> Core {
+        let (sender, reports) = std::sync::mpsc::channel();
+        let producer: RelayProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "localhost:1")
+            .create_with_context(super::super::context::DeliveryContext {
+                stage: "ingest",
+                reports: sender,
+            })
+            .unwrap();
+        let outputs = Outputs {
+            output: producer.clone(),
+            quarantine: producer,
+            output_topic: "out".into(),
+            quarantine_topic: "quarantine".into(),
+        };
+        Core::new(
+            "ingest",
+            "raw".into(),
+            StageMetrics::unregistered("ingest"),
+            outputs,
+            reports,
+            Duration::from_secs(1),
+        )
+    }
+
     #[test]
     fn a_refused_commit_is_retried_only_where_the_group_lies_behind() {
-        let mut state = State::default();
+        let mut state = core();
         state.record_release_commit(&[(tp(0), 50), (tp(1), 50), (tp(2), 50), (tp(3), 50)], false);
         let group = [(tp(0), 40), (tp(1), 50), (tp(2), 70)];
         let partitions = [tp(0), tp(1), tp(2), tp(3), tp(4)];
