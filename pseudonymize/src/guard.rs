@@ -92,6 +92,7 @@ impl LeakGuard {
                 kind,
                 start,
                 end,
+                ..
             } = *step
             else {
                 continue;

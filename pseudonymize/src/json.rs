@@ -408,15 +408,21 @@ impl<'a> Reader<'a> {
             self.pos += 1;
         }
         let int_start = self.pos;
+        // The integer part's value, `None` past u64 (then parsed as a double below).
+        let mut magnitude = Some(0u64);
         match self.bytes.get(self.pos) {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => {
-                self.digits();
+                while let Some(&b) = self.bytes.get(self.pos).filter(|b| b.is_ascii_digit()) {
+                    magnitude = magnitude
+                        .and_then(|m| m.checked_mul(10))
+                        .and_then(|m| m.checked_add(u64::from(b - b'0')));
+                    self.pos += 1;
+                }
             }
             Some(_) => return Err(self.error(SyntaxKind::InvalidNumber)),
             None => return Err(self.error(SyntaxKind::Eof)),
         }
-        let int_end = self.pos;
         if self.bytes[int_start] == b'0' && self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit)
         {
             return Err(self.error(SyntaxKind::InvalidNumber));
@@ -439,22 +445,18 @@ impl<'a> Reader<'a> {
                 return Err(self.bytes_error_at_end());
             }
         }
-        // ASCII digits, signs, dots and exponents only: valid UTF-8.
-        let text = std::str::from_utf8(&self.bytes[start..self.pos]).unwrap_or_default();
-        if integral {
-            let magnitude =
-                std::str::from_utf8(&self.bytes[int_start..int_end]).unwrap_or_default();
-            if let Ok(n) = magnitude.parse::<u64>() {
-                if !negative {
-                    return Ok(Number::U64(n));
-                }
-                if n != 0 {
-                    if let Some(n) = 0i64.checked_sub_unsigned(n) {
-                        return Ok(Number::I64(n));
-                    }
+        if let (true, Some(n)) = (integral, magnitude) {
+            if !negative {
+                return Ok(Number::U64(n));
+            }
+            if n != 0 {
+                if let Some(n) = 0i64.checked_sub_unsigned(n) {
+                    return Ok(Number::I64(n));
                 }
             }
         }
+        // ASCII digits, signs, dots and exponents only: valid UTF-8.
+        let text = std::str::from_utf8(&self.bytes[start..self.pos]).unwrap_or_default();
         match text.parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(Number::F64(x)),
             _ => Err(SyntaxError {

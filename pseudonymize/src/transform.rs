@@ -26,7 +26,7 @@ use crate::policy::{is_valid_tenant, Policy, Rule};
 use crate::secret::MasterSecret;
 use crate::token::{fingerprint, EncryptKey, TokenKey};
 use crate::tree::{NodeId, Shape, Tree};
-use crate::walk::{unknown_field_at, Malformed, Problem, Step, Walk};
+use crate::walk::{unknown_field_at, Malformed, Member, Problem, Step, Walk};
 
 /// The keys of one tenant's active version, derived for every domain of the policy.
 #[derive(Debug, Clone)]
@@ -340,41 +340,58 @@ impl Pseudonymizer {
             None => (&walk.steps[..], None),
         };
         let mut record_key = None;
-        // Whether the next member opens its container (no comma before it).
-        let mut first = true;
+        let mut splice = Splice::new(payload.as_bytes(), out);
         for step in steps {
             match *step {
-                Step::Open { node, array } => {
-                    if !first {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(&tree.node(node).key_json);
-                    out.push(if array { b'[' } else { b'{' });
-                    first = true;
+                Step::Open {
+                    node,
+                    array: _,
+                    member,
+                    at,
+                } => {
+                    splice.member(member, &tree.node(node).key_json, at);
+                    splice.verbatim(at..at + 1);
+                    splice.first = true;
                 }
-                Step::Close { array } => {
-                    out.push(if array { b']' } else { b'}' });
-                    first = false;
+                Step::Close { at, .. } => {
+                    splice.verbatim(at..at + 1);
+                    splice.first = false;
                 }
                 Step::Value {
                     node,
                     kind,
                     start,
                     end,
+                    member,
                 } => {
                     let rule = match &tree.node(node).shape {
                         Shape::Leaf(Rule::Drop) => continue,
                         Shape::Leaf(rule) => Some(rule),
                         _ => None,
                     };
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    out.extend_from_slice(&tree.node(node).key_json);
-                    let (Some(rule), false) = (rule, kind == Kind::Null) else {
-                        out.extend_from_slice(b"null");
-                        continue;
+                    let raw_start = Step::raw_start(kind, start);
+                    let raw = raw_start..Step::raw_end(kind, end);
+                    splice.member(member, &tree.node(node).key_json, raw_start);
+                    splice.first = false;
+                    let rule = match rule {
+                        Some(Rule::Keep) | None => {
+                            if matches!(kind, Kind::Object | Kind::Array) {
+                                return Err(rule_rejection(
+                                    &tree.node(node).path,
+                                    kind,
+                                    Failure::WrongType(
+                                        "only a scalar (list the nested fields in the policy)",
+                                    ),
+                                ));
+                            }
+                            splice.verbatim(raw);
+                            continue;
+                        }
+                        Some(_) if kind == Kind::Null => {
+                            splice.verbatim(raw);
+                            continue;
+                        }
+                        Some(rule) => rule,
                     };
                     let value = Value {
                         payload,
@@ -382,9 +399,9 @@ impl Pseudonymizer {
                         start,
                         end,
                     };
+                    let out = splice.generated();
                     let applied = match rule {
-                        Rule::Drop => unreachable!("skipped above"),
-                        Rule::Keep => value.keep(out),
+                        Rule::Drop | Rule::Keep => unreachable!("handled above"),
                         Rule::Token { domain, normalizer } => value.text(text).map(|raw| {
                             let normalized = normalizer.normalize(raw, normalized);
                             out.push(b'"');
@@ -423,10 +440,84 @@ impl Pseudonymizer {
                 }
             }
         }
+        splice.flush();
         match problem {
             Some(problem) => Err(problem_rejection(tree, problem)),
             None => Ok(record_key),
         }
+    }
+}
+
+/// Writes the output as runs of input bytes copied whole, broken only where something
+/// else is written (a token, a generalized value, a key that was not plain, a comma where
+/// a dropped member left a gap). A clean event is a handful of copies.
+struct Splice<'a> {
+    input: &'a [u8],
+    out: &'a mut Vec<u8>,
+    /// Input bytes to copy, not copied yet.
+    run: Range<usize>,
+    /// Whether the next member opens its container (no comma before it).
+    first: bool,
+}
+
+impl<'a> Splice<'a> {
+    fn new(input: &'a [u8], out: &'a mut Vec<u8>) -> Self {
+        Self {
+            input,
+            out,
+            run: 0..0,
+            first: true,
+        }
+    }
+
+    /// Adds input bytes to the output.
+    fn verbatim(&mut self, range: Range<usize>) {
+        if self.run.end != range.start || self.run.is_empty() {
+            self.flush();
+            self.run.start = range.start;
+        }
+        self.run.end = range.end;
+    }
+
+    /// Starts a member whose value begins at `value_start`: the comma if one is due, then
+    /// its key and `:` (copied when plain, written from the policy otherwise; nothing for
+    /// an array element, whose member starts at its value).
+    fn member(&mut self, member: Member, key_json: &[u8], value_start: usize) {
+        let comma = !self.first;
+        if !member.plain {
+            self.flush();
+            if comma {
+                self.out.push(b',');
+            }
+            self.out.extend_from_slice(key_json);
+            return;
+        }
+        if comma {
+            // The input's own comma joins the run when it sits right after it.
+            let joins = !self.run.is_empty()
+                && self.run.end + 1 == member.start
+                && self.input[self.run.end] == b',';
+            if joins {
+                self.run.end += 1;
+            } else {
+                self.flush();
+                self.out.push(b',');
+            }
+        }
+        self.verbatim(member.start..value_start);
+    }
+
+    /// The output buffer, to write something that is not in the input.
+    fn generated(&mut self) -> &mut Vec<u8> {
+        self.flush();
+        self.out
+    }
+
+    fn flush(&mut self) {
+        if !self.run.is_empty() {
+            self.out.extend_from_slice(&self.input[self.run.clone()]);
+        }
+        self.run = self.run.end..self.run.end;
     }
 }
 
@@ -441,25 +532,6 @@ struct Value<'p> {
 impl<'p> Value<'p> {
     fn raw(&self) -> &'p str {
         &self.payload[self.start..self.end]
-    }
-
-    /// A kept scalar, copied as it was written (a string with its quotes).
-    fn keep(&self, out: &mut Vec<u8>) -> Result<(), Failure> {
-        match self.kind {
-            Kind::Object | Kind::Array => Err(Failure::WrongType(
-                "only a scalar (list the nested fields in the policy)",
-            )),
-            Kind::String { .. } => {
-                out.push(b'"');
-                out.extend_from_slice(self.raw().as_bytes());
-                out.push(b'"');
-                Ok(())
-            }
-            _ => {
-                out.extend_from_slice(self.raw().as_bytes());
-                Ok(())
-            }
-        }
     }
 
     /// The text of a string, or the decimal form of an integer.

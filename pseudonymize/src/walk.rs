@@ -16,13 +16,28 @@
 use crate::json::{unescape, Kind, Reader, SyntaxError, SyntaxKind, MAX_DEPTH};
 use crate::tree::{NodeId, Shape, Tree, ROOT};
 
+/// Where a member of an object (its key, `:` and value) or an element of an array starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Member {
+    /// Offset of the key's opening quote (of the value, for an array element).
+    pub(crate) start: usize,
+    /// Whether the bytes from `start` to the value are exactly the key as the policy spells
+    /// it and a `:` (no escape, no whitespace): then they can be copied as they are.
+    pub(crate) plain: bool,
+}
+
 /// One thing met in the payload, in document order.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Step {
-    /// `{` or `[` of a policy object or array node (the root included).
-    Open { node: NodeId, array: bool },
-    /// The matching `}` or `]`.
-    Close { array: bool },
+    /// `{` or `[` (at offset `at`) of a policy object or array node (the root included).
+    Open {
+        node: NodeId,
+        array: bool,
+        member: Member,
+        at: usize,
+    },
+    /// The matching `}` or `]`, at offset `at`.
+    Close { array: bool, at: usize },
     /// A value: of a leaf (any kind, containers included, span covering them whole), or
     /// `null` for an object or array node. A string's span excludes its quotes.
     Value {
@@ -30,7 +45,20 @@ pub(crate) enum Step {
         kind: Kind,
         start: usize,
         end: usize,
+        member: Member,
     },
+}
+
+impl Step {
+    /// Where a value's text ends, closing quote included.
+    pub(crate) fn raw_end(kind: Kind, end: usize) -> usize {
+        end + usize::from(matches!(kind, Kind::String { .. }))
+    }
+
+    /// Where a value's text starts, opening quote included.
+    pub(crate) fn raw_start(kind: Kind, start: usize) -> usize {
+        start - usize::from(matches!(kind, Kind::String { .. }))
+    }
 }
 
 /// What the policy cannot accept, found while walking.
@@ -111,11 +139,16 @@ impl Walk {
         }
         let bytes = payload.as_bytes();
         let mut reader = Reader::new(bytes);
-        let (kind, _, _) = reader.value_start().map_err(Malformed::Syntax)?;
+        let (kind, at, _) = reader.value_start().map_err(Malformed::Syntax)?;
         if kind == Kind::Object {
             self.steps.push(Step::Open {
                 node: ROOT,
                 array: false,
+                member: Member {
+                    start: at,
+                    plain: true,
+                },
+                at,
             });
             self.object(tree, &mut reader, payload, ROOT, 1)
                 .map_err(Malformed::Syntax)?;
@@ -168,7 +201,20 @@ impl Walk {
                             self.duplicate.get_or_insert(child);
                         }
                         *seen = instance;
-                        self.value(tree, reader, payload, child, depth)?;
+                        // Plain: `"key":` with nothing in between (the value is checked next).
+                        let after_colon = reader.offset();
+                        let member = Member {
+                            start: start - 1,
+                            plain: !escaped && after_colon == end + 2,
+                        };
+                        self.value(
+                            tree,
+                            reader,
+                            payload,
+                            child,
+                            depth,
+                            Some((member, after_colon)),
+                        )?;
                     }
                     None => {
                         self.note(Problem::Unknown { parent: node });
@@ -181,7 +227,10 @@ impl Walk {
                 }
             }
         }
-        self.steps.push(Step::Close { array: false });
+        self.steps.push(Step::Close {
+            array: false,
+            at: reader.offset() - 1,
+        });
         Ok(())
     }
 
@@ -199,17 +248,22 @@ impl Walk {
         }
         if !reader.empty_container(b']') {
             loop {
-                self.value(tree, reader, payload, element, depth)?;
+                self.value(tree, reader, payload, element, depth, None)?;
                 if !reader.next_member(b']')? {
                     break;
                 }
             }
         }
-        self.steps.push(Step::Close { array: true });
+        self.steps.push(Step::Close {
+            array: true,
+            at: reader.offset() - 1,
+        });
         Ok(())
     }
 
-    /// One value of node `node`, inside a container at `depth`.
+    /// One value of node `node`, inside a container at `depth`: a member of an object
+    /// (`member` says where its key starts, and where its `:` ends) or an element of an
+    /// array (`None`).
     fn value(
         &mut self,
         tree: &Tree,
@@ -217,15 +271,37 @@ impl Walk {
         payload: &str,
         node: NodeId,
         depth: usize,
+        member: Option<(Member, usize)>,
     ) -> Result<(), SyntaxError> {
         let (kind, start, end) = reader.value_start()?;
+        let raw_start = Step::raw_start(kind, start);
+        let member = match member {
+            Some((member, after_colon)) => Member {
+                plain: member.plain && raw_start == after_colon,
+                ..member
+            },
+            None => Member {
+                start: raw_start,
+                plain: true,
+            },
+        };
         match (&tree.node(node).shape, kind) {
             (Shape::Object(_), Kind::Object) => {
-                self.steps.push(Step::Open { node, array: false });
+                self.steps.push(Step::Open {
+                    node,
+                    array: false,
+                    member,
+                    at: start,
+                });
                 self.object(tree, reader, payload, node, depth + 1)
             }
             (Shape::Array(element), Kind::Array) => {
-                self.steps.push(Step::Open { node, array: true });
+                self.steps.push(Step::Open {
+                    node,
+                    array: true,
+                    member,
+                    at: start,
+                });
                 self.array(tree, reader, payload, *element, depth + 1)
             }
             (Shape::Leaf(_), _) | (_, Kind::Null) => {
@@ -243,6 +319,7 @@ impl Walk {
                     kind,
                     start,
                     end,
+                    member,
                 });
                 Ok(())
             }
