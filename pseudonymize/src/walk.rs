@@ -14,7 +14,7 @@
 //! once its buffers have grown.
 
 use crate::json::{unescape, Kind, Reader, SyntaxError, SyntaxKind, MAX_DEPTH};
-use crate::tree::{NodeId, Shape, Tree, ROOT};
+use crate::tree::{prefix_of, NodeId, Shape, Tree, ROOT};
 
 /// Where a member of an object (its key, `:` and value) or an element of an array starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,6 +101,10 @@ pub(crate) struct Walk {
     is_watched: Vec<bool>,
     /// Per node: the object instance it was last seen in (duplicate detection).
     seen_in: Vec<u64>,
+    /// Per object node, the index of its first field in the last event; per field node,
+    /// the index of the field that followed it. Producers keep their field order, so this
+    /// predicts the next key.
+    follows: Vec<usize>,
     /// Counts object instances, across payloads.
     objects: u64,
     duplicate: Option<NodeId>,
@@ -120,6 +124,7 @@ impl Walk {
             watched: watched.to_vec(),
             is_watched,
             seen_in: vec![0; tree.len()],
+            follows: vec![0; tree.len()],
             ..Self::default()
         }
     }
@@ -185,17 +190,24 @@ impl Walk {
         }
         self.objects += 1;
         let instance = self.objects;
+        // The node whose successor the next key is: the object itself, then each field.
+        let mut previous = node;
         if !reader.empty_container(b'}') {
             loop {
                 let (start, end, escaped) = reader.key()?;
                 let raw = &payload[start..end];
-                let key = if escaped {
-                    unescape(raw, &mut self.key)
+                let (key, prefix) = if escaped {
+                    let key = unescape(raw, &mut self.key);
+                    (key, prefix_of(key.as_bytes()))
                 } else {
-                    raw
+                    (raw, word_at(payload.as_bytes(), start, end - start))
                 };
-                match tree.child(node, key.as_bytes()) {
-                    Some(child) => {
+                let hint = self.follows[previous as usize];
+                let found = tree.field(node, key.as_bytes(), prefix, hint);
+                match found.map(|index| (index, tree.field_node(node, index))) {
+                    Some((index, child)) => {
+                        self.follows[previous as usize] = index;
+                        previous = child;
                         let seen = &mut self.seen_in[child as usize];
                         if *seen == instance {
                             self.duplicate.get_or_insert(child);
@@ -332,6 +344,16 @@ impl Walk {
                 reader.skip_rest(kind, depth + 1)
             }
         }
+    }
+}
+
+/// The `len` bytes at `start` (at most eight), zero-padded, as a word, read whole when
+/// the payload goes on long enough.
+fn word_at(bytes: &[u8], start: usize, len: usize) -> u64 {
+    match bytes.get(start..).and_then(<[u8]>::first_chunk::<8>) {
+        Some(word) if len < 8 => u64::from_le_bytes(*word) & ((1u64 << (8 * len)) - 1),
+        Some(word) => u64::from_le_bytes(*word),
+        None => prefix_of(&bytes[start..start + len]),
     }
 }
 
