@@ -127,9 +127,9 @@ impl Tree {
 
     /// The node at an object path (no `[]`), if every step is an object field.
     pub(crate) fn find(&self, segments: &[String]) -> Option<NodeId> {
-        segments
-            .iter()
-            .try_fold(ROOT, |object, segment| self.child(object, segment.as_bytes()))
+        segments.iter().try_fold(ROOT, |object, segment| {
+            self.child(object, segment.as_bytes())
+        })
     }
 
     /// The rule of a leaf node.
