@@ -16,8 +16,8 @@ pub(crate) const MAX_DEPTH: usize = 127;
 pub(crate) enum SyntaxKind {
     /// The payload ends inside a value.
     Eof,
-    /// Another byte was expected here.
-    Expected(&'static str),
+    /// Something else was expected here.
+    Expected(Expected),
     /// A control character (U+0000 to U+001F) inside a string.
     ControlCharacter,
     /// A backslash not followed by a valid escape.
@@ -32,6 +32,29 @@ pub(crate) enum SyntaxKind {
     TrailingCharacters,
     /// Nesting deeper than [`MAX_DEPTH`].
     TooDeep,
+}
+
+/// What a reader expected where it found something else (a small type, so that results
+/// of the reader stay small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expected {
+    Value,
+    Key,
+    Colon,
+    CommaOrBrace,
+    CommaOrBracket,
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Value => "a value",
+            Self::Key => "a string key",
+            Self::Colon => "`:`",
+            Self::CommaOrBrace => "`,` or `}`",
+            Self::CommaOrBracket => "`,` or `]`",
+        })
+    }
 }
 
 /// A syntax error and where it is.
@@ -183,7 +206,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips whitespace and consumes `byte`, or fails naming `what` was expected.
-    pub(crate) fn expect(&mut self, byte: u8, what: &'static str) -> Result<(), SyntaxError> {
+    pub(crate) fn expect(&mut self, byte: u8, what: Expected) -> Result<(), SyntaxError> {
         match self.peek() {
             Some(b) if b == byte => {
                 self.pos += 1;
@@ -207,9 +230,9 @@ impl<'a> Reader<'a> {
                 Ok(false)
             }
             Some(_) => Err(self.error(SyntaxKind::Expected(if close == b'}' {
-                "`,` or `}`"
+                Expected::CommaOrBrace
             } else {
-                "`,` or `]`"
+                Expected::CommaOrBracket
             }))),
             None => Err(self.error(SyntaxKind::Eof)),
         }
@@ -238,14 +261,14 @@ impl<'a> Reader<'a> {
     pub(crate) fn key(&mut self) -> Result<(usize, usize, bool), SyntaxError> {
         match self.peek() {
             Some(b'"') => {}
-            Some(_) => return Err(self.error(SyntaxKind::Expected("a string key"))),
+            Some(_) => return Err(self.error(SyntaxKind::Expected(Expected::Key))),
             None => return Err(self.error(SyntaxKind::Eof)),
         }
         self.pos += 1;
         let start = self.pos;
         let escaped = self.string_body()?;
         let end = self.pos - 1;
-        self.expect(b':', "`:`")?;
+        self.expect(b':', Expected::Colon)?;
         Ok((start, end, escaped))
     }
 
@@ -275,7 +298,7 @@ impl<'a> Reader<'a> {
             b't' => self.literal(b"true", Kind::Bool)?,
             b'f' => self.literal(b"false", Kind::Bool)?,
             b'-' | b'0'..=b'9' => Kind::Number(self.number()?),
-            _ => return Err(self.error(SyntaxKind::Expected("a value"))),
+            _ => return Err(self.error(SyntaxKind::Expected(Expected::Value))),
         };
         Ok((kind, start, self.pos))
     }
@@ -313,7 +336,7 @@ impl<'a> Reader<'a> {
         for &expected in word {
             match self.bytes.get(self.pos) {
                 Some(&b) if b == expected => self.pos += 1,
-                Some(_) => return Err(self.error(SyntaxKind::Expected("a value"))),
+                Some(_) => return Err(self.error(SyntaxKind::Expected(Expected::Value))),
                 None => return Err(self.error(SyntaxKind::Eof)),
             }
         }
