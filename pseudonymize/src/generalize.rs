@@ -13,8 +13,7 @@ use std::io::Write as _;
 
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
-use time::{Date, OffsetDateTime, UtcOffset};
+use time::{Date, Month, OffsetDateTime, UtcOffset};
 
 use crate::json::{write_string, Number};
 
@@ -129,7 +128,23 @@ pub(crate) enum Failure {
 /// Parses a date `YYYY-MM-DD` or an RFC 3339 timestamp (its own calendar date).
 pub(crate) fn parse_date(value: &str) -> Option<Date> {
     if value.len() == 10 {
-        Date::parse(value, format_description!("[year]-[month]-[day]")).ok()
+        // `[year]-[month]-[day]` by hand: the format parser costs more than a token.
+        let b = value.as_bytes();
+        let digits = |range: std::ops::Range<usize>| {
+            b[range].iter().try_fold(0u16, |n, &c| {
+                c.is_ascii_digit().then(|| n * 10 + u16::from(c - b'0'))
+            })
+        };
+        if b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let month = Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?;
+        Date::from_calendar_date(
+            i32::from(digits(0..4)?),
+            month,
+            u8::try_from(digits(8..10)?).ok()?,
+        )
+        .ok()
     } else {
         OffsetDateTime::parse(value, &Rfc3339)
             .ok()
@@ -443,6 +458,38 @@ mod tests {
             apply(Generalization::Round { step: 0.5 }, json!(1.3)),
             Ok(json!(1.5))
         );
+    }
+
+    #[test]
+    fn dates_parse_as_the_format_parser_does() {
+        let reference = |text: &str| {
+            Date::parse(
+                text,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .ok()
+        };
+        for text in [
+            "1987-04-12",
+            "2024-02-29",
+            "2023-02-29",
+            "1987-13-01",
+            "1987-00-10",
+            "1987-04-00",
+            "1987-04-31",
+            "0000-01-01",
+            "9999-12-31",
+            "+987-04-12",
+            "1987/04/12",
+            "1987-4-120",
+            "19a7-04-12",
+            "1987-04-1x",
+            "１９87-04-1",
+        ] {
+            if text.len() == 10 {
+                assert_eq!(parse_date(text), reference(text), "{text}");
+            }
+        }
     }
 
     #[test]
