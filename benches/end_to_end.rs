@@ -34,7 +34,7 @@
 //! cargo bench -p pseudopipe --bench end_to_end                   # 200,000 events, 20,000/s for 15 s
 //! cargo bench -p pseudopipe --bench end_to_end -- --events 20000 --rate 20000 --seconds 15
 //! PSEUDOPIPE_BENCH_EVENTS=20000 cargo bench -p pseudopipe --bench end_to_end
-//! # no Kafka: write the simulated events of `pseudopipe bench --events N` as JSON lines
+//! # no Kafka: write the simulated events of `pseudopipe bench transform --events N` as JSON lines
 //! cargo bench -p pseudopipe --bench end_to_end -- --write-events events.jsonl --events 200000
 //! ```
 //!
@@ -84,7 +84,7 @@ const MALFORMED_RATIO: f64 = 0.01;
 /// Seeds of the throughput fill and of the latency phase's events.
 const FILL_SEED: u64 = 7;
 const RATE_SEED: u64 = 11;
-/// `pseudopipe bench` draws its events from seed 1 over these tenants.
+/// `pseudopipe bench transform` draws its events from seed 1 over these tenants.
 const TRANSFORM_SEED: u64 = 1;
 const TRANSFORM_TENANTS: [&str; 2] = ["brand-a", "brand-b"];
 /// How long one mode may take to bring every record to the cloud.
@@ -193,7 +193,7 @@ fn number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T> {
         .with_context(|| format!("`{option} {value}`: not a number"))
 }
 
-/// Writes the events `pseudopipe bench --events N` measures, as JSON lines, so that the
+/// Writes the events `pseudopipe bench transform --events N` measures, as JSON lines, so that the
 /// Python reference's transform can be timed on the very same events.
 fn write_events(path: &Path, events: u64) -> Result<()> {
     let file =
@@ -207,7 +207,7 @@ fn write_events(path: &Path, events: u64) -> Result<()> {
     }
     out.flush()?;
     eprintln!(
-        "wrote {events} simulated events to {} (seed {TRANSFORM_SEED}, tenants {}: the events of `pseudopipe bench --events {events}`)",
+        "wrote {events} simulated events to {} (seed {TRANSFORM_SEED}, tenants {}: the events of `pseudopipe bench transform --events {events}`)",
         path.display(),
         TRANSFORM_TENANTS.join(" and ")
     );

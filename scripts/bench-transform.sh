@@ -2,7 +2,7 @@
 # The transform alone, no Kafka, on the same simulated events: the Python reference
 # (bench/reference/pseudonymize.py --transform-only: json.loads, the policy with
 # hmac/hashlib, json.dumps, one thread) and pseudopipe's record path
-# (`pseudopipe bench transform` when the binary has it, else `pseudopipe bench`).
+# (`pseudopipe bench transform`, compared per core: its events per CPU-second).
 # Also checks that both write the same bytes for every event (`pseudopipe pseudonymize`
 # under a keyring holding the reference's secret), so that they do the same work.
 #
@@ -31,11 +31,11 @@ trap 'rm -rf "$scratch"' EXIT
 pseudopipe=target/release/pseudopipe
 policy=schemas/coupon_redemption.policy.toml
 
-# The events `pseudopipe bench --events N` measures (seed 1, tenants brand-a and brand-b),
+# The events `pseudopipe bench transform --events N` measures (seed 1, tenants brand-a and brand-b),
 # written by the end-to-end bench binary, which also builds target/release/pseudopipe.
 cargo bench -q -p pseudopipe --bench end_to_end -- --write-events "$scratch/events.jsonl" --events "$events"
 
-# One master secret for both tenants, as `pseudopipe bench` uses.
+# One master secret for both tenants, as `pseudopipe bench transform` uses.
 python3 -c 'import secrets; print(secrets.token_hex(32))' >"$scratch/secret.hex"
 export PSEUDOPIPE_ACTOR=bench-transform
 "$pseudopipe" keys new-kek --out "$scratch/kek" >/dev/null
@@ -60,16 +60,12 @@ else
     cmp "$scratch/python.jsonl" "$scratch/pseudopipe.jsonl" || true
 fi
 
-if "$pseudopipe" bench --help | grep -qE '^ +transform\b'; then
-    command=("$pseudopipe" bench transform --events "$events" "${threads[@]}")
-else
-    command=("$pseudopipe" bench --events "$events")
-fi
+command=("$pseudopipe" bench transform --events "$events" "${threads[@]}")
 echo "== ${command[*]}"
 rust_output=$("${command[@]}")
 echo "$rust_output"
 
-# The last events/s figure of each (for `pseudopipe bench`, its last round).
+# The last events/s figure of each (for `bench transform`, per core by CPU time).
 rate() { grep -oE '[0-9.]+ +events/s' | tail -1 | grep -oE '^[0-9.]+'; }
 python_rate=$(rate <<<"$python_line")
 rust_rate=$(rate <<<"$rust_output" || true)
