@@ -4,8 +4,6 @@
 //! HMAC state already keyed, so tokenizing a value costs one clone of that state and
 //! two SHA-256 compressions for short values.
 
-use std::fmt::Write as _;
-
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -54,6 +52,8 @@ pub fn fingerprint(secret: &MasterSecret) -> String {
 #[derive(Clone)]
 pub struct TokenKey {
     version: u32,
+    /// `v<version>.`, written before every tag.
+    prefix: Box<[u8]>,
     keyed: HmacSha256,
 }
 
@@ -71,23 +71,16 @@ impl TokenKey {
         let mut key = derive(TOKEN_SALT, secret, tenant, domain);
         let keyed = <HmacSha256 as Mac>::new_from_slice(&key).expect("HMAC accepts any key length");
         key.zeroize();
-        Self { version, keyed }
+        Self {
+            version,
+            prefix: format!("v{version}.").into_bytes().into(),
+            keyed,
+        }
     }
 
     /// The key version written into every token.
     pub fn version(&self) -> u32 {
         self.version
-    }
-
-    /// Appends the token of the already-normalized bytes `normalized` to `out`.
-    pub fn token_into(&self, normalized: &[u8], out: &mut String) {
-        let mut mac = self.keyed.clone();
-        mac.update(normalized);
-        let tag = mac.finalize().into_bytes();
-        out.push('v');
-        write!(out, "{}", self.version).expect("writing to a String cannot fail");
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(&tag[..16], out);
     }
 
     /// Appends the token of the already-normalized bytes `normalized` to a byte buffer,
@@ -100,18 +93,15 @@ impl TokenKey {
         URL_SAFE_NO_PAD
             .encode_slice(&tag[..16], &mut encoded)
             .expect("16 bytes take 22 base64 characters");
-        out.push(b'v');
-        std::io::Write::write_fmt(out, format_args!("{}", self.version))
-            .expect("writing to a Vec cannot fail");
-        out.push(b'.');
+        out.extend_from_slice(&self.prefix);
         out.extend_from_slice(&encoded);
     }
 
     /// The token of the already-normalized bytes `normalized`.
     pub fn token(&self, normalized: &[u8]) -> String {
-        let mut out = String::with_capacity(4 + TOKEN_TAG_CHARS);
-        self.token_into(normalized, &mut out);
-        out
+        let mut out = Vec::with_capacity(self.prefix.len() + TOKEN_TAG_CHARS);
+        self.write_token(normalized, &mut out);
+        String::from_utf8(out).expect("a token is ASCII")
     }
 }
 
