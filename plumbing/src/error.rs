@@ -81,3 +81,24 @@ fn fenced_hint(source: &KafkaError) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_producer_says_so_whatever_call_saw_it() {
+        for source in [
+            KafkaError::MessageProduction(RDKafkaErrorCode::Fenced),
+            KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced),
+        ] {
+            let message = Error::transaction("producing a record", source).to_string();
+            assert!(message.contains("this one was fenced"), "{message}");
+        }
+        let other = Error::transaction(
+            "producing a record",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        );
+        assert!(!other.to_string().contains("fenced"), "{other}");
+    }
+}

@@ -585,7 +585,17 @@ fn send_waiting_for_room(
             }
             // The record itself cannot be produced (too large, say): stop rather than
             // skip it, as the at-least-once relay stalls its partition.
-            Err((source, _record)) => return Err(Error::transaction("producing a record", source)),
+            Err((source, _record)) => {
+                // After a fatal error librdkafka refuses every record with `_FATAL`: report
+                // the error that made it fatal instead (typically: this producer was fenced).
+                let source = match (source.rdkafka_error_code(), producer.client().fatal_error()) {
+                    (Some(RDKafkaErrorCode::Fatal), Some((code, _reason))) => {
+                        KafkaError::MessageProduction(code)
+                    }
+                    _ => source,
+                };
+                return Err(Error::transaction("producing a record", source));
+            }
         }
     }
 }
