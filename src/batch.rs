@@ -1,5 +1,5 @@
 //! `pseudopipe pseudonymize`: JSON lines in, pseudonymized JSON lines out, rejected lines
-//! to a quarantine file with their reason.
+//! to a quarantine file with their reason (mode 0600: it holds the raw lines).
 //!
 //! Lines are read in blocks; each block is cut into one contiguous slice per worker thread,
 //! the workers pseudonymize their slices at the same time, and the results are written in
@@ -19,6 +19,7 @@ use pseudonymize::{Keyring, Policy, Pseudonymizer, Reason, Rejection};
 
 use crate::cli::BatchArgs;
 use crate::keys::read_kek;
+use crate::private_file;
 
 /// Counts of one batch run.
 #[derive(Debug, Default)]
@@ -83,9 +84,9 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
     let mut input = open_input(&args.input)?;
     let mut output = open_output(&args.output)?;
     let mut quarantine = match &args.quarantine {
-        Some(path) => Some(BufWriter::new(File::create(path).with_context(|| {
-            format!("cannot create the quarantine file {}", path.display())
-        })?)),
+        Some(path) => Some(BufWriter::new(private_file::create(path).with_context(
+            || format!("cannot create the quarantine file {}", path.display()),
+        )?)),
         None => None,
     };
 

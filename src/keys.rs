@@ -10,6 +10,7 @@ use pseudonymize::{Kek, KeyVersion, Keyring, KeyringLock, MasterSecret, Normaliz
 use zeroize::Zeroize as _;
 
 use crate::cli::{AuditArgs, AuditCommand, KeyringArgs, KeysCommand, LookupArgs};
+use crate::private_file;
 
 /// Reads the KEK, warning when the file is readable by others.
 pub fn read_kek(path: &Path) -> Result<Kek> {
@@ -91,16 +92,15 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode> {
     match command {
         KeysCommand::NewKek { out } => {
             let kek = Kek::generate();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&out).with_context(|| {
-                format!(
-                    "cannot create {} (an existing KEK is never overwritten)",
-                    out.display()
-                )
-            })?;
+            let mut file = private_file::options()
+                .create_new(true)
+                .open(&out)
+                .with_context(|| {
+                    format!(
+                        "cannot create {} (an existing KEK is never overwritten)",
+                        out.display()
+                    )
+                })?;
             file.write_all(kek.expose())
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("cannot write {}", out.display()))?;

@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod keys;
 mod pipeline;
+mod private_file;
 mod produce;
 mod server;
 

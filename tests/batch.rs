@@ -100,7 +100,22 @@ fn a_history_export_is_pseudonymized_and_every_bad_line_quarantined() {
     let input_path = s.path("export.jsonl");
     std::fs::write(&input_path, &input).unwrap();
     let (output, quarantine) = (s.path("out.jsonl"), s.path("quarantine.jsonl"));
+    // An existing, world-readable file is tightened, not kept as it was.
+    std::fs::write(&quarantine, "stale").unwrap();
+    std::fs::set_permissions(
+        &quarantine,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     let run = pseudonymize_file(&s, &input_path, &output, &quarantine, &[]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&quarantine).unwrap().permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the quarantine holds raw personal data"
+    );
     run.ok();
     let summary = run.stderr();
     assert!(
