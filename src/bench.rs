@@ -190,7 +190,8 @@ impl Phases {
                 let _ = engine.decode_and_walk(event);
             }
         });
-        let inputs = token_inputs(policy, secret, events);
+        let keys = token_keys(policy, secret);
+        let inputs = token_inputs(policy, &keys, events);
         let tokens = per_event(&|| {
             let mut out = Vec::with_capacity(64);
             let mut scratch = String::new();
@@ -215,26 +216,28 @@ impl Phases {
     }
 }
 
+/// One token key per domain of `policy` and bench tenant: `keys[domain]` lists
+/// `(tenant, key)`.
+fn token_keys(policy: &Policy, secret: &MasterSecret) -> Vec<Vec<(String, TokenKey)>> {
+    policy
+        .token_domains()
+        .iter()
+        .map(|domain| {
+            TENANTS
+                .iter()
+                .map(|t| (t.to_string(), TokenKey::derive(secret, 1, t, domain)))
+                .collect()
+        })
+        .collect()
+}
+
 /// The values of the token fields of `events` (strings and integers), with the key and
 /// normalizer of their field, found with a JSON parser beforehand.
 fn token_inputs<'k>(
     policy: &Policy,
-    secret: &MasterSecret,
+    keys: &'k [Vec<(String, TokenKey)>],
     events: &[Vec<u8>],
 ) -> Vec<(&'k TokenKey, Normalizer, String)> {
-    // One key per tenant and domain, leaked: the bench process ends right after.
-    let keys: &'k Vec<Vec<(String, TokenKey)>> = Box::leak(Box::new(
-        policy
-            .token_domains()
-            .iter()
-            .map(|domain| {
-                TENANTS
-                    .iter()
-                    .map(|t| (t.to_string(), TokenKey::derive(secret, 1, t, domain)))
-                    .collect()
-            })
-            .collect(),
-    ));
     let mut inputs = Vec::new();
     for event in events {
         let Ok(value) = serde_json::from_slice::<Value>(event) else {
