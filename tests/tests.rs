@@ -19,7 +19,10 @@ mod util;
 
 mod audit;
 mod batch;
+mod chaos;
 mod exactly_once;
+mod hardening;
+mod hostile;
 mod keys;
 mod pipeline;
 mod schemas;
