@@ -2,27 +2,32 @@
 //! documented here, unknown keys refused, validated once at start-up with messages that
 //! say what to fix. `config/pseudopipe.example.toml` shows every option and is parsed by
 //! a test so it cannot rot.
+//!
+//! Each command interprets only the sections it needs: `ingest` reads `[keys]` and
+//! `[ingest]` and never looks at `[sink]` (nor reads its secret files); `sink` reads
+//! `[sink]` and never looks at `[keys]`, so one file can configure both stages while each
+//! process sees only its own secrets. Secret librdkafka properties can come from a file
+//! or an environment variable (`"sasl.password_file" = "/run/secrets/..."`,
+//! `"sasl.password_env" = "VAR"`; see [`plumbing::secrets`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-/// The whole file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The top-level sections a config file may have.
+const SECTIONS: [&str; 4] = ["keys", "ingest", "sink", "metrics"];
+
+/// A config file, read and checked for unknown sections, but each section interpreted
+/// only when a command asks for it. No `Debug`: the file may hold inline secrets.
 pub struct Config {
-    /// Where ingest finds its keys. Only ingest reads it; the sink never needs keys.
-    pub keys: Option<KeysConfig>,
-    /// Stage 1 (on-prem): raw topic → pseudonymized topic.
-    pub ingest: Option<IngestConfig>,
-    /// Stage 2 (private link): pseudonymized topic → cloud topic.
-    pub sink: Option<SinkConfig>,
-    /// The metrics and health endpoint.
-    #[serde(default)]
-    pub metrics: MetricsConfig,
+    /// Where it was read from, for messages.
+    origin: String,
+    /// The top-level sections, as TOML.
+    sections: toml::Table,
 }
 
 /// `[keys]`
@@ -97,8 +102,8 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
-/// `[ingest]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[ingest]` (no `Debug`: `kafka` may hold inline secrets)
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// Bootstrap servers of the on-prem cluster, `host:port[,host:port]`.
@@ -140,8 +145,8 @@ pub struct IngestConfig {
     pub kafka: BTreeMap<String, toml::Value>,
 }
 
-/// `[sink]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[sink]` (no `Debug`: the librdkafka tables may hold inline secrets)
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Bootstrap servers of the on-prem cluster (where the pseudonymized topic lives).
@@ -204,12 +209,14 @@ impl Default for MetricsConfig {
     }
 }
 
-/// librdkafka properties as strings; TOML strings, integers, floats and booleans are accepted.
+/// librdkafka properties as strings (TOML strings, integers, floats and booleans are
+/// accepted), with every `PROPERTY_file` / `PROPERTY_env` of a secret property replaced by
+/// the secret it names. Errors name the property and the file or variable, never a value.
 pub fn kafka_properties(
     section: &str,
     table: &BTreeMap<String, toml::Value>,
 ) -> Result<BTreeMap<String, String>> {
-    table
+    let properties = table
         .iter()
         .map(|(key, value)| {
             let text = match value {
@@ -221,7 +228,8 @@ pub fn kafka_properties(
             };
             Ok((key.clone(), text))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    plumbing::secrets::resolve(properties).with_context(|| format!("`[{section}]`"))
 }
 
 fn require(value: &str, name: &str, hint: &str) -> Result<()> {
@@ -248,22 +256,57 @@ fn require_transaction_limits(section: &str, max_records: usize, interval_ms: u6
 }
 
 impl Config {
-    /// Reads and parses the file; unknown keys are errors.
+    /// Reads the file and parses it as TOML; a top-level section other than `[keys]`,
+    /// `[ingest]`, `[sink]` and `[metrics]` is an error. The sections themselves are
+    /// checked by [`Config::for_ingest`], [`Config::for_sink`] and [`Config::metrics`].
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        Self::parse(&text, &format!("config file {}", path.display()))
     }
 
-    /// The `[keys]` and `[ingest]` sections, validated.
-    pub fn for_ingest(&self) -> Result<(&KeysConfig, &IngestConfig)> {
-        let keys = self
-            .keys
-            .as_ref()
+    /// Parses `text`; `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let sections: toml::Table = toml::from_str(text).with_context(|| origin.to_owned())?;
+        if let Some(unknown) = sections
+            .keys()
+            .find(|key| !SECTIONS.contains(&key.as_str()))
+        {
+            bail!(
+                "{origin}: unknown section `[{unknown}]`: the sections are `[{}]`",
+                SECTIONS.join("]`, `[")
+            );
+        }
+        Ok(Self {
+            origin: origin.to_owned(),
+            sections,
+        })
+    }
+
+    /// Interprets one section, if present; unknown keys in it are errors.
+    fn section<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        self.sections
+            .get(name)
+            .map(|value| {
+                T::deserialize(value.clone())
+                    .with_context(|| format!("{}: section `[{name}]`", self.origin))
+            })
+            .transpose()
+    }
+
+    /// The `[metrics]` section, or its defaults.
+    pub fn metrics(&self) -> Result<MetricsConfig> {
+        Ok(self.section("metrics")?.unwrap_or_default())
+    }
+
+    /// The `[keys]` and `[ingest]` sections, validated (secret files included). `[sink]`
+    /// is not looked at.
+    pub fn for_ingest(&self) -> Result<(KeysConfig, IngestConfig)> {
+        let keys: KeysConfig = self
+            .section("keys")?
             .context("`[keys]` is missing: ingest needs `keyring` and `kek_file`")?;
-        let ingest = self
-            .ingest
-            .as_ref()
+        let ingest: IngestConfig = self
+            .section("ingest")?
             .context("`[ingest]` is missing: set brokers, topics and policy")?;
         require_file(&keys.keyring, "keys.keyring")?;
         require_file(&keys.kek_file, "keys.kek_file")?;
@@ -316,11 +359,11 @@ impl Config {
         Ok((keys, ingest))
     }
 
-    /// The `[sink]` section, validated.
-    pub fn for_sink(&self) -> Result<&SinkConfig> {
-        let sink = self
-            .sink
-            .as_ref()
+    /// The `[sink]` section, validated (secret files included). `[keys]` and `[ingest]`
+    /// are not looked at: the sink holds no keys.
+    pub fn for_sink(&self) -> Result<SinkConfig> {
+        let sink: SinkConfig = self
+            .section("sink")?
             .context("`[sink]` is missing: set source and cloud brokers, topics and policy")?;
         require(
             &sink.source_brokers,
@@ -372,24 +415,60 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     const EXAMPLE: &str = include_str!("../config/pseudopipe.example.toml");
+    const POLICY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/coupon_redemption.policy.toml"
+    );
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, "test config").expect("valid TOML with known sections")
+    }
+
+    /// A temporary file holding `content`.
+    fn file(content: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(content).unwrap();
+        file
+    }
+
+    /// A config whose `[keys]` and `[ingest]` pass validation (files that exist), then `rest`.
+    fn ingest_config(keyring: &Path, rest: &str) -> String {
+        format!(
+            "[keys]\nkeyring = {keyring:?}\nkek_file = {keyring:?}\n\n\
+             [ingest]\nbrokers = \"b:9092\"\ninput_topic = \"raw\"\noutput_topic = \"out\"\n\
+             quarantine_topic = \"q\"\npolicy = {POLICY:?}\n{rest}"
+        )
+    }
+
+    /// A config whose `[sink]` passes validation, then `rest`.
+    fn sink_config(rest: &str) -> String {
+        format!(
+            "[sink]\nsource_brokers = \"b:9092\"\nsource_topic = \"out\"\nbrokers = \"c:9093\"\n\
+             topic = \"cloud\"\nquarantine_topic = \"q\"\npolicy = {POLICY:?}\n{rest}"
+        )
+    }
 
     #[test]
     fn the_example_parses_with_every_section() {
-        let config: Config = toml::from_str(EXAMPLE).expect("the example config parses");
-        let ingest = config.ingest.unwrap();
+        let config = parse(EXAMPLE);
+        let ingest: IngestConfig = config.section("ingest").unwrap().unwrap();
         assert_eq!(ingest.format, Format::Json);
         assert_eq!(ingest.delivery, Delivery::AtLeastOnce);
         assert!(!ingest.kafka.is_empty());
-        let sink = config.sink.unwrap();
+        let mut sink: SinkConfig = config.section("sink").unwrap().unwrap();
+        // The example's key password comes from a file that exists only in production.
+        assert!(sink.kafka.remove("ssl.key.password_file").is_some());
         assert_eq!(
             kafka_properties("sink.kafka", &sink.kafka).unwrap()["security.protocol"],
             "ssl"
         );
         assert!(!sink.source_kafka.is_empty());
-        assert_eq!(config.metrics.listen.port(), 9464);
-        assert!(config.keys.unwrap().audit_log.is_some());
+        assert_eq!(config.metrics().unwrap().listen.port(), 9464);
+        let keys: KeysConfig = config.section("keys").unwrap().unwrap();
+        assert!(keys.audit_log.is_some());
     }
 
     #[test]
@@ -398,8 +477,91 @@ mod tests {
             "group_id = \"pseudopipe-ingest\"",
             "group_id = \"pseudopipe-ingest\"\ngroup = \"x\"",
         );
-        let error = toml::from_str::<Config>(&text).unwrap_err().to_string();
+        let error = format!("{:#}", parse(&text).for_ingest().err().unwrap());
         assert!(error.contains("unknown field `group`"), "{error}");
+        assert!(error.contains("section `[ingest]`"), "{error}");
+    }
+
+    #[test]
+    fn unknown_sections_are_refused_whatever_the_command() {
+        let text = format!("{EXAMPLE}\n[sinks]\ntopic = \"x\"\n");
+        let error = Config::parse(&text, "test config")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("unknown section `[sinks]`"), "{error}");
+    }
+
+    #[test]
+    fn ingest_never_interprets_the_sink_section() {
+        let keyring = file(b"exists");
+        // A sink section that is wrong in every way: unknown key, wrong type, a secret
+        // file that does not exist.
+        let text = ingest_config(
+            keyring.path(),
+            "[sink]\nbogus = 1\nbrokers = 3\n[sink.kafka]\n\"sasl.password_file\" = \"/nonexistent/cloud-secret\"\n",
+        );
+        let config = parse(&text);
+        let (_keys, ingest) = config.for_ingest().expect("ingest does not look at [sink]");
+        assert_eq!(ingest.input_topic, "raw");
+        assert!(config.for_sink().is_err(), "the sink section is invalid");
+    }
+
+    #[test]
+    fn the_sink_never_interprets_the_keys_section() {
+        let text = sink_config(
+            "[keys]\nkeyring = \"/nonexistent/keyring.json\"\nkek_file = \"/nonexistent/kek\"\nunknown = true\n",
+        );
+        let config = parse(&text);
+        let sink = config.for_sink().expect("the sink does not look at [keys]");
+        assert_eq!(sink.topic, "cloud");
+        assert!(config.for_ingest().is_err(), "the keys do not exist");
+    }
+
+    #[test]
+    fn secrets_from_files_and_variables_reach_the_client_properties() {
+        let secret = file(b"cloud-s3cret-from-file\n");
+        std::env::set_var("PSEUDOPIPE_CONFIG_TEST_KEY_PASSWORD", "key-s3cret-from-env");
+        let text = sink_config(&format!(
+            "[sink.kafka]\n\"security.protocol\" = \"sasl_ssl\"\n\
+             \"sasl.password_file\" = {:?}\n\
+             \"ssl.key.password_env\" = \"PSEUDOPIPE_CONFIG_TEST_KEY_PASSWORD\"\n",
+            secret.path()
+        ));
+        let sink = parse(&text).for_sink().unwrap();
+        let properties = kafka_properties("sink.kafka", &sink.kafka).unwrap();
+        assert_eq!(properties["sasl.password"], "cloud-s3cret-from-file");
+        assert_eq!(properties["ssl.key.password"], "key-s3cret-from-env");
+        assert_eq!(properties["security.protocol"], "sasl_ssl");
+        assert!(!properties.contains_key("sasl.password_file"));
+    }
+
+    #[test]
+    fn secret_errors_say_what_to_fix_and_never_quote_the_secret() {
+        let secret = file(b"s3cret-in-a-file");
+        let cases = [
+            (
+                format!(
+                    "[sink.kafka]\n\"sasl.password\" = \"s3cret-inline\"\n\"sasl.password_file\" = {:?}\n",
+                    secret.path()
+                ),
+                "`sasl.password` is given as `sasl.password` and `sasl.password_file`",
+            ),
+            (
+                "[sink.kafka]\n\"sasl.password_file\" = \"/run/secrets/missing\"\n".to_owned(),
+                "`sasl.password_file` = /run/secrets/missing: cannot read it",
+            ),
+            (
+                "[sink.source_kafka]\n\"ssl.keystore.password_env\" = \"PSEUDOPIPE_CONFIG_TEST_UNSET\"\n"
+                    .to_owned(),
+                "`ssl.keystore.password_env` = PSEUDOPIPE_CONFIG_TEST_UNSET: the environment variable is not set",
+            ),
+        ];
+        for (rest, expected) in cases {
+            let error = format!("{:#}", parse(&sink_config(&rest)).for_sink().err().unwrap());
+            assert!(error.contains(expected), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
     }
 
     #[test]
@@ -422,14 +584,8 @@ mod tests {
 
     #[test]
     fn empty_topics_say_what_to_set() {
-        let mut config: Config = toml::from_str(EXAMPLE).unwrap();
-        config.sink.as_mut().unwrap().topic = String::new();
-        let policy = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/coupon_redemption.policy.toml"
-        );
-        config.sink.as_mut().unwrap().policy = policy.into();
-        let error = config.for_sink().unwrap_err().to_string();
+        let text = sink_config("").replace("topic = \"cloud\"", "topic = \"\"");
+        let error = parse(&text).for_sink().err().unwrap().to_string();
         assert!(
             error.contains("`sink.topic` is empty: set it to the cloud topic analysts read"),
             "{error}"

@@ -51,6 +51,7 @@ pub async fn check_cluster(
         .set("group.id", "pseudopipe-startup-check");
     let consumer: BaseConsumer = config
         .create()
+        .map_err(plumbing::secrets::redact_error)
         .with_context(|| format!("`{option}`: invalid client configuration"))?;
     let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, STARTUP_TIMEOUT))
         .await
@@ -179,6 +180,7 @@ fn hostname() -> String {
 /// Runs the stages of `stages` from the config file at `path` until a signal.
 pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     let config = Config::from_file(path)?;
+    let listen = config.metrics()?.listen;
     let registry = Registry::new();
     let readiness = Readiness::default();
     let shutdown = Shutdown::on_signals();
@@ -187,8 +189,8 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     let ingest_part = match stages {
         Stages::Ingest | Stages::Both => {
             let (keys, ingest) = config.for_ingest()?;
-            let engine = build_engine(keys, &ingest.policy, &registry)?;
-            Some((ingest_settings(ingest)?, engine))
+            let engine = build_engine(&keys, &ingest.policy, &registry)?;
+            Some((ingest_settings(&ingest)?, engine))
         }
         Stages::Sink => None,
     };
@@ -196,7 +198,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         Stages::Sink | Stages::Both => {
             let sink = config.for_sink()?;
             Some((
-                sink_settings(sink)?,
+                sink_settings(&sink)?,
                 LeakGuard::new(Policy::from_file(&sink.policy)?),
             ))
         }
@@ -204,14 +206,11 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     };
 
     let server_shutdown = shutdown.clone();
-    let server = server::serve(
-        config.metrics.listen,
-        registry.clone(),
-        readiness.clone(),
-        async move { server_shutdown.triggered().await },
-    )
+    let server = server::serve(listen, registry.clone(), readiness.clone(), async move {
+        server_shutdown.triggered().await
+    })
     .await?;
-    tracing::info!(listen = %config.metrics.listen, "Serving /metrics, /healthz and /readyz.");
+    tracing::info!(listen = %listen, "Serving /metrics, /healthz and /readyz.");
 
     if let Some((settings, _)) = &ingest_part {
         let ready = readiness.dependency("on-prem cluster (ingest)");

@@ -1,11 +1,13 @@
 //! What ingest needs to run, already validated by the binary's configuration loader.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use plumbing::secrets::Redacted;
 use plumbing::TransactionSettings;
 
-/// Settings of one ingest instance.
-#[derive(Debug, Clone)]
+/// Settings of one ingest instance. `Debug` redacts the secret librdkafka properties.
+#[derive(Clone)]
 pub struct Settings {
     /// On-prem bootstrap servers.
     pub brokers: String,
@@ -23,6 +25,21 @@ pub struct Settings {
     pub kafka: BTreeMap<String, String>,
     /// Exactly once when set (Kafka transactions), at least once otherwise.
     pub exactly_once: Option<ExactlyOnce>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("input_topic", &self.input_topic)
+            .field("output_topic", &self.output_topic)
+            .field("quarantine_topic", &self.quarantine_topic)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("kafka", &Redacted(&self.kafka))
+            .field("exactly_once", &self.exactly_once)
+            .finish()
+    }
 }
 
 /// How ingest delivers exactly once.

@@ -1,5 +1,7 @@
 //! The one error type of this crate.
 
+use std::path::PathBuf;
+
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// What can go wrong while setting up or running a relay.
@@ -30,12 +32,55 @@ pub enum Error {
         /// The pseudopipe option that sets it.
         setting: &'static str,
     },
+    /// The file named by `PROPERTY_file` cannot be read.
+    #[error("`{property}_file` = {}: cannot read it ({source}); mount the secret there or fix the path", path.display())]
+    SecretFile {
+        /// The secret property.
+        property: String,
+        /// The file that was named.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The variable named by `PROPERTY_env` is not set, or not UTF-8.
+    #[error("`{property}_env` = {variable}: the environment variable is not set (or not UTF-8); set it, or name the variable that holds the secret")]
+    SecretEnv {
+        /// The secret property.
+        property: String,
+        /// The variable that was named.
+        variable: String,
+    },
+    /// The file or the variable is empty (after trimming one trailing newline).
+    #[error("`{property}` comes from {origin}, which is empty: put the secret there")]
+    SecretEmpty {
+        /// The secret property.
+        property: String,
+        /// `file PATH` or `environment variable NAME`.
+        origin: String,
+    },
+    /// The property is given more than once (inline, `_file`, `_env`).
+    #[error("`{property}` is given {forms}: keep only one of them")]
+    SecretAmbiguous {
+        /// The secret property.
+        property: String,
+        /// The forms given, e.g. "as `sasl.password` and `sasl.password_file`".
+        forms: String,
+    },
+    /// `_file` or `_env` on a property whose value is not a secret.
+    #[error("`{given}`: `{property}` is not a secret librdkafka property ({}); set `{property}` itself", crate::secrets::SENSITIVE.join(", "))]
+    NotASecret {
+        /// The key as written.
+        given: String,
+        /// The property it would set.
+        property: String,
+    },
     /// The relay settings are inconsistent.
     #[error("invalid relay settings: {0}")]
     InvalidSettings(String),
     /// A Kafka client (e.g. a stage's producer) could not be created.
     #[error("failed to create a Kafka client")]
-    Client(#[from] KafkaError),
+    Client(#[source] KafkaError),
     /// The relay's Kafka consumer could not be created.
     #[error("failed to create the Kafka consumer")]
     CreateConsumer(#[source] KafkaError),
@@ -64,7 +109,20 @@ pub enum Error {
     },
 }
 
+/// A client that cannot be created: librdkafka's configuration errors quote the value
+/// they refused, which is redacted when it is a secret.
+impl From<KafkaError> for Error {
+    fn from(source: KafkaError) -> Self {
+        Self::Client(crate::secrets::redact_error(source))
+    }
+}
+
 impl Error {
+    /// The consumer of a relay could not be created (its configuration error redacted).
+    pub(crate) fn create_consumer(source: KafkaError) -> Self {
+        Self::CreateConsumer(crate::secrets::redact_error(source))
+    }
+
     pub(crate) fn transaction(during: &'static str, source: KafkaError) -> Self {
         Self::Transaction { during, source }
     }

@@ -37,6 +37,7 @@
 //!
 //! - [`config`]: Kafka client configurations with safe defaults and a passthrough table.
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
+//! - [`secrets`]: secret librdkafka properties from files or environment variables, redacted.
 //! - [`shutdown`]: one shutdown handle, fired by SIGTERM/SIGINT or by hand.
 //! - [`metrics`]: the Prometheus metrics of a stage, labelled by `stage`.
 //! - [`relay`]: the consume → decide → produce → commit loop (at least once), in batches.
@@ -51,6 +52,7 @@ mod error;
 pub mod metrics;
 pub mod offsets;
 pub mod relay;
+pub mod secrets;
 pub mod shutdown;
 pub mod transactions;
 

@@ -1,11 +1,13 @@
 //! What the sink needs to run, already validated by the binary's configuration loader.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use plumbing::secrets::Redacted;
 use plumbing::TransactionSettings;
 
-/// Settings of one sink instance.
-#[derive(Debug, Clone)]
+/// Settings of one sink instance. `Debug` redacts the secret librdkafka properties.
+#[derive(Clone)]
 pub struct Settings {
     /// On-prem bootstrap servers (the pseudonymized topic and the quarantine topic).
     pub source_brokers: String,
@@ -28,6 +30,23 @@ pub struct Settings {
     /// Exactly once when set (Kafka transactions on the cloud cluster, the source offsets
     /// stored there under `group_id`), at least once otherwise.
     pub exactly_once: Option<ExactlyOnce>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("source_brokers", &self.source_brokers)
+            .field("source_topic", &self.source_topic)
+            .field("group_id", &self.group_id)
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("quarantine_topic", &self.quarantine_topic)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("source_kafka", &Redacted(&self.source_kafka))
+            .field("kafka", &Redacted(&self.kafka))
+            .field("exactly_once", &self.exactly_once)
+            .finish()
+    }
 }
 
 /// How the sink delivers exactly once.

@@ -330,7 +330,7 @@ pub async fn run(
         .create_with_context(RelayContext {
             shared: Arc::clone(&shared),
         })
-        .map_err(Error::CreateConsumer)?;
+        .map_err(Error::create_consumer)?;
     settings.subscribe(&consumer)?;
     info!(
         stage = settings.stage,

@@ -191,7 +191,7 @@ impl ExactlyOnce {
                 stage: settings.stage,
                 state: Arc::clone(&state),
             })
-            .map_err(Error::CreateConsumer)?;
+            .map_err(Error::create_consumer)?;
         settings.subscribe(&consumer)?;
         info!(
             stage = settings.stage,

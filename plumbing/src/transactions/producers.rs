@@ -134,7 +134,7 @@ impl Transactions {
             } => {
                 let offsets: BaseConsumer = config_with_read_committed(offsets)
                     .create()
-                    .map_err(Error::CreateConsumer)?;
+                    .map_err(Error::create_consumer)?;
                 let group = offsets.group_metadata().ok_or_else(|| {
                     Error::InvalidSettings(
                         "the offsets consumer of the output cluster needs a `group.id`".to_owned(),
