@@ -1,5 +1,8 @@
 //! The metrics and health endpoint: `/metrics` (Prometheus text format), `/healthz`
-//! (the process is up) and `/readyz` (every cluster the process needs has answered).
+//! (the process is up) and `/readyz`: 200 once every cluster the process needs has
+//! answered at start-up, 503 naming why while one is unreachable since
+//! (`pseudopipe_cluster_reachable` 0) or a partition is stalled
+//! (`pseudopipe_partition_stalled` 1), and 200 again once that is over.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +26,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Registers a dependency, not ready until its flag is set.
+    /// Registers a dependency (a cluster checked at start-up), not ready until its flag is set.
     pub fn dependency(&self, name: &'static str) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
         self.checks
@@ -75,14 +78,67 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let pending = state.readiness.pending();
-    if pending.is_empty() {
+    let reasons = unready(&state.registry, &state.readiness);
+    if reasons.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("waiting for: {}\n", pending.join(", ")),
+            format!("not ready:\n- {}\n", reasons.join("\n- ")),
         )
+    }
+}
+
+/// Why the process is not ready, one line per reason; empty when it is. The stages'
+/// gauges are the source: what `/readyz` says, the metrics say too.
+fn unready(registry: &Registry, readiness: &Readiness) -> Vec<String> {
+    let mut reasons: Vec<String> = readiness
+        .pending()
+        .into_iter()
+        .map(|name| format!("waiting for the {name} to answer"))
+        .collect();
+    for family in registry.gather() {
+        let stalled = family.name() == "pseudopipe_partition_stalled";
+        let reachable = family.name() == "pseudopipe_cluster_reachable";
+        if !stalled && !reachable {
+            continue;
+        }
+        for metric in family.get_metric() {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|pair| pair.name() == name)
+                    .map_or("", |pair| pair.value())
+            };
+            let value = metric.get_gauge().get_value();
+            if stalled && value != 0.0 {
+                reasons.push(format!(
+                    "{}: partition {}/{} is stalled: a record failed permanently (see the log line \"Delivery failed permanently\"); fix the cause and restart the stage",
+                    label("stage"),
+                    label("topic"),
+                    label("partition")
+                ));
+            }
+            if reachable && value == 0.0 {
+                reasons.push(format!(
+                    "{}: the {} is unreachable (all brokers down); it is ready again once a broker answers",
+                    label("stage"),
+                    cluster_name(label("stage"), label("cluster"))
+                ));
+            }
+        }
+    }
+    reasons
+}
+
+/// A stage's cluster in the operator's words, with the setting that names it.
+fn cluster_name(stage: &str, cluster: &str) -> String {
+    match (stage, cluster) {
+        ("sink", "output") => "cloud cluster (`sink.brokers`)".to_owned(),
+        ("sink", _) => "on-prem cluster (`sink.source_brokers`)".to_owned(),
+        ("ingest", _) => "on-prem cluster (`ingest.brokers`)".to_owned(),
+        (_, cluster) => format!("{cluster} cluster"),
     }
 }
 
@@ -114,4 +170,45 @@ pub async fn serve(
             tracing::error!(%error, "The metrics server stopped.");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plumbing::StageMetrics;
+
+    #[test]
+    fn ready_once_started_unready_while_a_partition_stalls_or_a_cluster_is_lost() {
+        let registry = Registry::new();
+        let readiness = Readiness::default();
+        let sink = StageMetrics::new(&registry, "sink").unwrap();
+        let started = readiness.dependency("cloud cluster");
+        assert_eq!(
+            unready(&registry, &readiness),
+            ["waiting for the cloud cluster to answer"]
+        );
+        started.store(true, Ordering::Relaxed);
+        assert!(unready(&registry, &readiness).is_empty());
+
+        let stalled = sink
+            .partition_stalled
+            .with_label_values(&["redemptions.pseudonymized", "2"]);
+        stalled.set(1);
+        let lost = sink.cluster_reachable.with_label_values(&["output"]);
+        lost.set(0);
+        let reasons = unready(&registry, &readiness);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("sink: the cloud cluster (`sink.brokers`) is unreachable"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].starts_with("sink: partition redemptions.pseudonymized/2 is stalled"),
+            "{reasons:?}"
+        );
+
+        stalled.set(0);
+        lost.set(1);
+        assert!(unready(&registry, &readiness).is_empty());
+    }
 }

@@ -20,6 +20,8 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     // A new group starts from the beginning: nothing already in the topic is skipped.
     ("auto.offset.reset", "earliest"),
+    // Statistics tell when a cluster lost entirely answers again (`/readyz`, see health).
+    ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
 ];
 
 /// Producer defaults, each with why.
@@ -32,7 +34,14 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("compression.type", "zstd"),
     // A few milliseconds of batching buy much throughput for little latency.
     ("linger.ms", "5"),
+    // Statistics tell when a cluster lost entirely answers again (`/readyz`, see health).
+    ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
 ];
+
+/// How often librdkafka reports statistics: how late at most `/readyz` sees a lost
+/// cluster back. `0` turns them off (then a lost cluster stays "unreachable" until a
+/// restart).
+const STATISTICS_INTERVAL_MS: &str = "2000";
 
 /// Properties that come from pseudopipe's own options, and which option that is.
 const RESERVED: &[(&str, &str)] = &[("bootstrap.servers", "brokers"), ("group.id", "group_id")];
@@ -40,7 +49,7 @@ const RESERVED: &[(&str, &str)] = &[("bootstrap.servers", "brokers"), ("group.id
 /// A consumer configuration for `brokers` in consumer group `group_id`.
 ///
 /// Defaults: `enable.auto.commit=false`, `enable.auto.offset.store=false`,
-/// `auto.offset.reset=earliest`; `passthrough` wins over them, except that
+/// `auto.offset.reset=earliest`, `statistics.interval.ms=2000`; `passthrough` wins over them, except that
 /// `enable.auto.commit` may only be `false`.
 pub fn consumer(
     brokers: &str,
@@ -57,7 +66,7 @@ pub fn consumer(
 /// A producer configuration for `brokers`.
 ///
 /// Defaults: `enable.idempotence=true`, `acks=all`, `compression.type=zstd`,
-/// `linger.ms=5`; `passthrough` wins over them.
+/// `linger.ms=5`, `statistics.interval.ms=2000`; `passthrough` wins over them.
 pub fn producer(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,

@@ -93,13 +93,26 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
+    /// A Kafka client met an error that no retry can fix (fenced, idempotence lost,
+    /// authorization refused, SASL credentials refused): the stage stops, and what was
+    /// not committed is consumed again after the restart.
+    #[error("fatal Kafka error on the {cluster} cluster: {source} ({reason}): {hint}", hint = fatal_hint(.source))]
+    Fatal {
+        /// `input`, `output` or `quarantine`: which of the stage's clusters.
+        cluster: &'static str,
+        /// What librdkafka said.
+        #[source]
+        source: KafkaError,
+        /// librdkafka's explanation (names brokers and topics, never record content).
+        reason: String,
+    },
     /// The relay's thread was cancelled before it could report (the runtime is shutting
     /// down): its uncommitted records are consumed again after a restart.
     #[error("the relay was interrupted before it could drain and commit")]
     Interrupted,
     /// A transaction could not be completed nor aborted, or another instance fenced
     /// this one: the process must stop, its uncommitted records are consumed again.
-    #[error("transaction failed while {during}{hint}", hint = fenced_hint(.source))]
+    #[error("transaction failed while {during}{}", fenced_hint(.source).map(|hint| format!(": {hint}")).unwrap_or_default())]
     Transaction {
         /// What the relay was doing.
         during: &'static str,
@@ -129,14 +142,40 @@ impl Error {
 }
 
 /// Says what a fenced producer means, after the error's first sentence.
-fn fenced_hint(source: &KafkaError) -> &'static str {
+fn fenced_hint(source: &KafkaError) -> Option<&'static str> {
     match source.rdkafka_error_code() {
         Some(
             RDKafkaErrorCode::ProducerFenced
             | RDKafkaErrorCode::InvalidProducerEpoch
             | RDKafkaErrorCode::Fenced,
-        ) => ": another instance took over these partitions (this one was fenced); it stops and its open transaction is aborted",
-        _ => "",
+        ) => Some("another instance took over these partitions (this one was fenced); it stops and its open transaction is aborted"),
+        _ => None,
+    }
+}
+
+/// What to do about a fatal error, by its code.
+fn fatal_hint(source: &KafkaError) -> &'static str {
+    use RDKafkaErrorCode as Code;
+    if let Some(fenced) = fenced_hint(source) {
+        return fenced;
+    }
+    match source.rdkafka_error_code() {
+        Some(Code::TopicAuthorizationFailed) => {
+            "grant this client's principal access to the topic (READ to consume, WRITE to produce), then restart the stage"
+        }
+        Some(Code::ClusterAuthorizationFailed) => {
+            "grant this client's principal IDEMPOTENT_WRITE on the cluster (the idempotent producer needs it), then restart the stage"
+        }
+        Some(Code::TransactionalIdAuthorizationFailed) => {
+            "grant this client's principal WRITE and DESCRIBE on its transactional id, then restart the stage"
+        }
+        Some(Code::GroupAuthorizationFailed) => {
+            "grant this client's principal READ on its consumer group, then restart the stage"
+        }
+        Some(Code::Authentication | Code::SaslAuthenticationFailed) => {
+            "the broker refused the SASL credentials: check `sasl.mechanisms`, `sasl.username` and the password (`sasl.password_file` / `sasl.password_env`)"
+        }
+        _ => "the client cannot go on (librdkafka's fatal error, e.g. the idempotent producer lost its guarantees); the stage stops so that its supervisor restarts it",
     }
 }
 
@@ -158,5 +197,29 @@ mod tests {
             KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
         );
         assert!(!other.to_string().contains("fenced"), "{other}");
+    }
+
+    #[test]
+    fn a_fatal_error_says_which_cluster_and_what_to_do() {
+        let error = Error::Fatal {
+            cluster: "output",
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+            reason: "redemptions".to_owned(),
+        }
+        .to_string();
+        assert!(
+            error.starts_with("fatal Kafka error on the output cluster"),
+            "{error}"
+        );
+        assert!(error.contains("WRITE to produce"), "{error}");
+        let fenced = Error::Fatal {
+            cluster: "output",
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced),
+            reason: String::new(),
+        };
+        assert!(
+            fenced.to_string().contains("this one was fenced"),
+            "{fenced}"
+        );
     }
 }

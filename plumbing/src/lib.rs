@@ -42,6 +42,8 @@
 //! - [`metrics`]: the Prometheus metrics of a stage, labelled by `stage`.
 //! - [`relay`]: the consume → decide → produce → commit loop (at least once), in batches.
 //! - [`transactions`]: the same loop in Kafka transactions (exactly once).
+//! - `health`: whether a stage's clusters answer, and the client errors that stop it.
+//! - `log_limit`: per-record log lines, at most one per reason per 10 s.
 //! - `error`: the crate's one error type, [`Error`].
 
 #![forbid(unsafe_code)]
@@ -49,6 +51,8 @@
 
 pub mod config;
 mod error;
+mod health;
+mod log_limit;
 pub mod metrics;
 pub mod offsets;
 pub mod relay;

@@ -5,6 +5,7 @@
 //! one series per stage, as `run` mode (both stages in one process) needs. Labels are few
 //! and bounded: stage, topic, partition, reason — never a value of an event.
 
+use crate::health::Health;
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -34,6 +35,11 @@ pub struct StageMetrics {
     /// `pseudopipe_input_offsets_skipped_total{topic,partition}`: input offsets the
     /// consumer jumped over (never received): an alert on a plain topic.
     pub offsets_skipped: IntCounterVec,
+    /// `pseudopipe_cluster_reachable{cluster}`: 0 while a client of the stage has lost
+    /// every broker of that cluster (`input`, `output`, `quarantine`), 1 otherwise.
+    pub cluster_reachable: IntGaugeVec,
+    /// What the stage's clients report about their clusters and fatal errors.
+    pub(crate) health: Health,
 }
 
 impl StageMetrics {
@@ -43,6 +49,13 @@ impl StageMetrics {
     /// one of these names with other labels.
     pub fn new(registry: &Registry, stage: &str) -> Result<Self, prometheus::Error> {
         let opts = |name: &str, help: &str| Opts::new(name, help).const_label("stage", stage);
+        let cluster_reachable = IntGaugeVec::new(
+            opts(
+                "pseudopipe_cluster_reachable",
+                "0 while a Kafka client of the stage has lost every broker of this cluster, 1 otherwise.",
+            ),
+            &["cluster"],
+        )?;
         let metrics = Self {
             consumed: IntCounter::with_opts(opts(
                 "pseudopipe_events_consumed_total",
@@ -97,6 +110,8 @@ impl StageMetrics {
                 ),
                 &["topic", "partition"],
             )?,
+            health: Health::new(cluster_reachable.clone()),
+            cluster_reachable,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.produced.clone()))?;
@@ -107,6 +122,7 @@ impl StageMetrics {
         registry.register(Box::new(metrics.partition_stalled.clone()))?;
         registry.register(Box::new(metrics.delivery_retries.clone()))?;
         registry.register(Box::new(metrics.offsets_skipped.clone()))?;
+        registry.register(Box::new(metrics.cluster_reachable.clone()))?;
         Ok(metrics)
     }
 

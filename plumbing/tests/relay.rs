@@ -765,3 +765,43 @@ async fn rebalance_to_a_second_relay_loses_nothing() {
         lines_about(&logged(), &["ommit", "assigned", "revoked", "Relay"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_authorization_stops_the_relay_with_what_to_grant() {
+    let source = Cluster::start();
+    let target = Cluster::start();
+    let input = source.topic("raw", 1);
+    let output = target.topic("pseudonymized", 1);
+    let quarantine = target.topic("quarantine", 1);
+    source.fill(&input, &numbered(5, 1)).await;
+
+    // The output cluster refuses every write: an ACL missing, not a passing fault.
+    target.fail_next_produce_requests(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        50,
+    );
+    let relay = Running::start(
+        &source,
+        "unauthorized",
+        settings(&input, &output, &quarantine),
+        target.producer(&[]),
+        forward_all(),
+    );
+    let stopped = tokio::time::timeout(PATIENCE, relay.task)
+        .await
+        .expect("the relay stops on its own")
+        .expect("the relay task does not panic");
+    let error = stopped.expect_err("a refused authorization is fatal");
+    let message = error.to_string();
+    assert!(matches!(error, Error::Fatal { .. }), "{error:?}");
+    assert!(
+        message.contains("fatal Kafka error on the output cluster"),
+        "{message}"
+    );
+    assert!(message.contains("WRITE to produce"), "{message}");
+    assert_eq!(
+        source.committed("unauthorized", &input, 1).await,
+        vec![-1],
+        "nothing is committed past records that were not delivered"
+    );
+}

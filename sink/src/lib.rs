@@ -2,8 +2,9 @@
 //! pseudonymized topic, re-checks every record against the policy's output shape (the
 //! leak guard), and produces it to the cloud cluster over TLS (mTLS or SASL through
 //! librdkafka properties). A record that fails the guard is quarantined on-prem, counted,
-//! and logged without its content. The sink holds the cloud credentials and never sees
-//! raw data or keys.
+//! and logged without its content (by the relay: rate-limited, with topic, partition and
+//! offset). Input headers never cross: a forwarded record carries only its key and
+//! payload. The sink holds the cloud credentials and never sees raw data or keys.
 //!
 //! # Layout
 //! - [`config`]: what the stage needs to run ([`Settings`]).

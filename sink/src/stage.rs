@@ -35,13 +35,12 @@ impl Processor for SinkProcessor {
                 key: key.map(<[u8]>::to_vec),
                 payload: payload.to_vec(),
             },
-            Err(rejection) => {
-                tracing::warn!(reason = rejection.reason.code(), detail = %rejection.message, "A record failed the leak guard and was quarantined.");
-                Decision::Quarantine {
-                    reason: rejection.reason.code(),
-                    message: rejection.message,
-                }
-            }
+            // The relay logs it (topic, partition, offset, reason; rate-limited), never
+            // the explanation, which stays on-prem in the quarantine record's headers.
+            Err(rejection) => Decision::Quarantine {
+                reason: rejection.reason.code(),
+                message: rejection.message,
+            },
         }
     }
 }

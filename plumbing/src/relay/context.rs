@@ -10,15 +10,18 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::ProducerContext;
-use rdkafka::TopicPartitionList;
+use rdkafka::{Statistics, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::delivery::{Failure, Outgoing, Report};
 use super::state::Shared;
+use crate::health::ClientWatch;
 
 /// Hooks the relay's offset tracking into the consumer group protocol.
 pub(super) struct RelayContext {
     pub(super) shared: Arc<Shared>,
+    /// The consumer's window on the stage's health (its cluster is the input).
+    pub(super) watch: ClientWatch,
 }
 
 impl ClientContext for RelayContext {
@@ -29,6 +32,11 @@ impl ClientContext for RelayContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(stage = self.shared.stage, %error, reason, "Kafka client error.");
+        self.watch.on_error(&error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.watch.on_stats(&statistics);
     }
 }
 
@@ -62,6 +70,8 @@ impl ConsumerContext for RelayContext {
 pub(super) struct DeliveryContext {
     pub(super) stage: &'static str,
     pub(super) reports: Sender<Report>,
+    /// The producer's window on the stage's health.
+    pub(super) watch: ClientWatch,
 }
 
 impl ClientContext for DeliveryContext {
@@ -71,6 +81,11 @@ impl ClientContext for DeliveryContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(stage = self.stage, %error, reason, "Kafka producer error.");
+        self.watch.on_error(&error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.watch.on_stats(&statistics);
     }
 }
 

@@ -36,20 +36,22 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::{ClientConfig, Message, Offset};
 use tracing::level_filters::LevelFilter;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 pub(crate) use self::context::log_to_tracing;
 use self::context::{DeliveryContext, RelayContext};
 use self::delivery::{RelayProducer, Report};
 use self::pump::{Pump, RelayConsumer};
 use self::state::{list_offsets, Core, Outputs, Shared};
+use crate::health::Cluster;
+use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
 use crate::offsets::TopicPartition;
 use crate::{config, Error, Shutdown};
@@ -276,9 +278,11 @@ impl fmt::Display for RelayReport {
 /// producer configurations such as [`config::producer`] builds; when they are the same,
 /// one producer serves both topics.
 ///
-/// Errors are those of setting up (settings, client creation, subscription). Once
-/// running, nothing is an error: delivery failures are retried or stall their partition,
-/// and offsets that could not be committed at the end are listed in the report.
+/// Errors are those of setting up (settings, client creation, subscription), and
+/// [`Error::Fatal`]: a client met an error that no retry can fix (fenced, idempotence
+/// lost, authorization or SASL credentials refused); the relay then drains, commits what
+/// was delivered and stops. Otherwise delivery failures are retried or stall their
+/// partition, and offsets that could not be committed at the end are listed in the report.
 pub async fn run(
     settings: RelaySettings,
     consumer: ClientConfig,
@@ -294,7 +298,7 @@ pub async fn run(
     consumer_config.set_log_level(librdkafka_log_level());
 
     let (reports, settle) = mpsc::channel::<Report>();
-    let producer = |config: &ClientConfig| -> Result<RelayProducer, Error> {
+    let producer = |config: &ClientConfig, cluster: Cluster| -> Result<RelayProducer, Error> {
         let mut config = config.clone();
         config.set_log_level(librdkafka_log_level());
         Ok(RelayProducer::from_config_and_context(
@@ -302,14 +306,15 @@ pub async fn run(
             DeliveryContext {
                 stage: settings.stage,
                 reports: reports.clone(),
+                watch: metrics.health.watch(cluster),
             },
         )?)
     };
-    let output_producer = producer(&output)?;
+    let output_producer = producer(&output, Cluster::Output)?;
     let quarantine_producer = if quarantine.config_map() == output.config_map() {
         output_producer.clone()
     } else {
-        producer(&quarantine)?
+        producer(&quarantine, Cluster::Quarantine)?
     };
     drop(reports);
     let core = Core::new(
@@ -329,6 +334,7 @@ pub async fn run(
     let consumer: RelayConsumer = consumer_config
         .create_with_context(RelayContext {
             shared: Arc::clone(&shared),
+            watch: metrics.health.watch(Cluster::Input),
         })
         .map_err(Error::create_consumer)?;
     settings.subscribe(&consumer)?;
@@ -349,7 +355,7 @@ pub async fn run(
     };
     // The consumer's poll blocks: the relay runs on a thread of its own.
     match tokio::task::spawn_blocking(move || pump.run(&shutdown)).await {
-        Ok(report) => Ok(report),
+        Ok(result) => result,
         Err(error) if error.is_panic() => panic::resume_unwind(error.into_panic()),
         Err(_cancelled) => Err(Error::Interrupted),
     }
@@ -409,27 +415,48 @@ pub(crate) fn measure_lag<C: ConsumerContext>(
 /// otherwise crash the stage on that record forever (it is consumed again after every
 /// restart): the record is quarantined instead. The panic message is not logged, it may
 /// quote the record.
-pub(crate) fn decide(
-    processor: &dyn Processor,
-    stage: &'static str,
-    message: &BorrowedMessage<'_>,
-) -> Decision {
+pub(crate) fn decide(processor: &dyn Processor, message: &BorrowedMessage<'_>) -> Decision {
     panic::catch_unwind(AssertUnwindSafe(|| {
         processor.process(message.key(), message.payload())
     }))
     .unwrap_or_else(|_panic| {
-        error!(
-            stage,
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            "The processor panicked; the record is quarantined."
-        );
+        // Logged (rate-limited) with the other quarantined records, see `log_quarantine`.
         Decision::Quarantine {
             reason: PROCESSOR_PANIC,
             message: "the processor panicked on this record".to_owned(),
         }
     })
+}
+
+/// The line about a quarantined record, at most one per reason per 10 s and stage: where
+/// it was read (topic, partition, offset) and its reason code. Never its content, nor the
+/// processor's explanation: that stays on-prem, in the quarantined record's headers.
+pub(crate) fn log_quarantine(
+    log: &mut LogLimiter,
+    stage: &'static str,
+    message: &BorrowedMessage<'_>,
+    reason: &'static str,
+) {
+    let Some(held_back) = log.admit(reason, Instant::now()) else {
+        return;
+    };
+    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    if reason == PROCESSOR_PANIC {
+        error!(
+            stage,
+            topic,
+            partition,
+            offset,
+            reason,
+            held_back,
+            "The processor panicked on a record; it is quarantined."
+        );
+    } else {
+        warn!(
+            stage,
+            topic, partition, offset, reason, held_back, "A record was quarantined."
+        );
+    }
 }
 
 /// The original headers (less any `pseudopipe-*` of an earlier quarantine), then ours.

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::context::RelayContext;
 use super::state::{committed_offsets, list_offsets, offsets_list, partitions_list, Shared};
 use super::{measure_lag, Processor, RelayReport, RelaySettings};
 use crate::metrics::StageMetrics;
-use crate::Shutdown;
+use crate::{Error, Shutdown};
 
 /// The consumer type of a relay.
 pub(super) type RelayConsumer = BaseConsumer<RelayContext>;
@@ -42,24 +42,37 @@ pub(super) struct Pump {
 }
 
 impl Pump {
-    /// Relays until `shutdown`, then drains, commits, leaves the group and reports.
-    pub(super) fn run(self, shutdown: &Shutdown) -> RelayReport {
+    /// Relays until `shutdown` or a fatal client error, then drains, commits, leaves the
+    /// group and reports (or returns the fatal error).
+    pub(super) fn run(self, shutdown: &Shutdown) -> Result<RelayReport, Error> {
         let lag = LagProbe::start(
             Arc::clone(&self.consumer),
             self.metrics.clone(),
             self.settings.stage,
             self.settings.lag_interval,
         );
-        self.relay_until(shutdown);
-        self.finish(lag)
+        let fatal = self.relay_until(shutdown);
+        let stage = self.settings.stage;
+        if let Some(error) = &fatal {
+            error!(stage, %error, "A Kafka client failed fatally: the stage drains what it can, commits what was delivered and stops.");
+        }
+        let report = self.finish(lag);
+        match fatal {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
     }
 
-    fn relay_until(&self, shutdown: &Shutdown) {
+    /// Relays until `shutdown`; returns early with the first fatal client error.
+    fn relay_until(&self, shutdown: &Shutdown) -> Option<Error> {
         let consumer = self.consumer.as_ref();
         let max = self.settings.max_in_flight;
         let mut next_commit = Instant::now() + self.settings.commit_interval;
         let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(MAX_BATCH);
         while !shutdown.is_triggered() {
+            if let Some(error) = self.metrics.health.take_fatal() {
+                return Some(error);
+            }
             let (room, busy) = {
                 let mut core = self.shared.lock();
                 core.service(consumer);
@@ -81,6 +94,7 @@ impl Pump {
                 batch.clear();
             }
         }
+        None
     }
 
     /// Polls up to `limit` records: waits `wait` for the first, then takes what is ready.
@@ -111,6 +125,7 @@ impl Pump {
                 }
                 Some(Err(error)) => {
                     warn!(stage, %error, "Consumer error.");
+                    self.consumer.context().watch.on_error(&error, "");
                     break;
                 }
             }

@@ -14,19 +14,19 @@ use std::time::{Duration, Instant};
 
 use prometheus::local::LocalHistogram;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::Producer as _;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Route, Token};
-use super::{decide, quarantine_headers, Decision, Processor, RelayReport};
+use super::{decide, log_quarantine, quarantine_headers, Decision, Processor, RelayReport};
+use crate::health::stops_the_stage;
+use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
 use crate::offsets::{PartitionOffsets, Ticket, TopicPartition};
 
-/// How often at most a retry is logged at `warn` (the others at `debug`): an output
-/// cluster that is down fails every record in flight at once.
-const RETRY_WARNING_EVERY: Duration = Duration::from_secs(5);
 /// How long a newly assigned partition's committed offset may take to read.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a wait for deliveries sleeps at most between two looks at its deadline.
@@ -98,7 +98,9 @@ pub(super) struct Core {
     exported_forwarded: u64,
     exported_quarantined: BTreeMap<&'static str, u64>,
     retried: u64,
-    last_retry_warning: Option<Instant>,
+    /// Per-record lines (quarantine, delivery failures): one per reason per 10 s; an
+    /// output cluster that is down fails every record in flight at once.
+    log: LogLimiter,
     /// Watermarks that could not be committed when their partition was released.
     uncommitted: BTreeMap<TopicPartition, i64>,
 }
@@ -130,7 +132,7 @@ impl Core {
             exported_forwarded: 0,
             exported_quarantined: BTreeMap::new(),
             retried: 0,
-            last_retry_warning: None,
+            log: LogLimiter::default(),
             uncommitted: BTreeMap::new(),
         }
     }
@@ -187,10 +189,13 @@ impl Core {
                 continue;
             }
             consumed += 1;
-            let decision = decide(processor, self.stage, message);
+            let decision = decide(processor, message);
             let route = match &decision {
                 Decision::Forward { .. } => Route::Forward,
-                Decision::Quarantine { reason, .. } => Route::Quarantine(reason),
+                Decision::Quarantine { reason, .. } => {
+                    log_quarantine(&mut self.log, self.stage, message, reason);
+                    Route::Quarantine(reason)
+                }
             };
             let tag = Tag {
                 route,
@@ -318,6 +323,27 @@ impl Core {
         let Some(tag) = assigned.offsets.tag_mut(token.ticket) else {
             return; // abandoned already
         };
+        if stops_the_stage(&error, "") {
+            // The relay stops on it; the record is never committed past.
+            let (producer, _) = self.outputs.of(tag.route);
+            assigned.offsets.mark_abandoned(token.ticket);
+            let (error, reason) =
+                match (error.rdkafka_error_code(), producer.client().fatal_error()) {
+                    // librdkafka's fatal error: what made it fatal says more than `_FATAL`.
+                    (Some(RDKafkaErrorCode::Fatal), Some((code, reason))) => {
+                        (KafkaError::MessageProduction(code), reason)
+                    }
+                    _ => (
+                        error,
+                        format!(
+                            "delivery of the record at {}/{}@{offset}",
+                            self.input_topic, token.partition
+                        ),
+                    ),
+                };
+            producer.context().watch.fail(error, &reason);
+            return;
+        }
         match record {
             Some(record) if is_retriable(&error) => {
                 let pause = backoff(tag.attempts);
@@ -330,14 +356,17 @@ impl Core {
                 self.record_retry(token.partition, offset, &error, pause);
             }
             _ => {
-                error!(
-                    stage,
-                    topic = %self.input_topic,
-                    partition = token.partition,
-                    offset,
-                    %error,
-                    "Delivery failed permanently: the partition stops here until this is fixed and the stage restarted."
-                );
+                if let Some(held_back) = self.log.admit("delivery_failed", Instant::now()) {
+                    error!(
+                        stage,
+                        topic = %self.input_topic,
+                        partition = token.partition,
+                        offset,
+                        %error,
+                        held_back,
+                        "Delivery failed permanently: the partition stops here until this is fixed and the stage restarted."
+                    );
+                }
                 assigned.offsets.mark_abandoned(token.ticket);
                 assigned.stalled_at = Some(assigned.stalled_at.map_or(offset, |at| at.min(offset)));
                 let tp = self.tp(token.partition);
@@ -355,17 +384,10 @@ impl Core {
     fn record_retry(&mut self, partition: i32, offset: i64, error: &KafkaError, backoff: Duration) {
         self.retried += 1;
         self.metrics.delivery_retries.inc();
-        let now = Instant::now();
-        let warn_now = self
-            .last_retry_warning
-            .is_none_or(|at| now.duration_since(at) >= RETRY_WARNING_EVERY);
-        if warn_now {
-            self.last_retry_warning = Some(now);
-        }
         let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
         let topic = self.input_topic.as_str();
-        if warn_now {
-            warn!(stage = self.stage, topic, partition, offset, %error, backoff_ms, retries = self.retried, "Delivery failed, retrying; the partition's offsets wait for it.");
+        if let Some(held_back) = self.log.admit("delivery_retry", Instant::now()) {
+            warn!(stage = self.stage, topic, partition, offset, %error, backoff_ms, retries = self.retried, held_back, "Delivery failed, retrying; the partition's offsets wait for it.");
         } else {
             debug!(stage = self.stage, topic, partition, offset, %error, backoff_ms, "Delivery failed, retrying.");
         }
@@ -943,11 +965,13 @@ mod tests {
     /// A state with nothing assigned, whose producers point nowhere.
     fn core() -> Core {
         let (sender, reports) = std::sync::mpsc::channel();
+        let metrics = StageMetrics::unregistered("ingest");
         let producer: RelayProducer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", "localhost:1")
             .create_with_context(super::super::context::DeliveryContext {
                 stage: "ingest",
                 reports: sender,
+                watch: metrics.health.watch(crate::health::Cluster::Output),
             })
             .unwrap();
         let outputs = Outputs {
@@ -959,7 +983,7 @@ mod tests {
         Core::new(
             "ingest",
             "raw".into(),
-            StageMetrics::unregistered("ingest"),
+            metrics,
             outputs,
             reports,
             Duration::from_secs(1),

@@ -8,10 +8,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::ProducerContext;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::TopicPartitionList;
+use rdkafka::{Statistics, TopicPartitionList};
 use tracing::{error, warn};
 
 use super::producers::Transactions;
+use crate::health::ClientWatch;
 use crate::relay::log_to_tracing;
 
 /// Takes assignments itself: with per-partition producers, a partition starts from the
@@ -19,6 +20,8 @@ use crate::relay::log_to_tracing;
 pub(super) struct TransactionContext {
     pub(super) stage: &'static str,
     pub(super) state: Arc<Mutex<Transactions>>,
+    /// The consumer's window on the stage's health (its cluster is the input).
+    pub(super) watch: ClientWatch,
 }
 
 impl ClientContext for TransactionContext {
@@ -28,6 +31,11 @@ impl ClientContext for TransactionContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(stage = self.stage, %error, reason, "Kafka client error.");
+        self.watch.on_error(&error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.watch.on_stats(&statistics);
     }
 }
 
@@ -72,6 +80,8 @@ impl ConsumerContext for TransactionContext {
 /// a failed record fails the commit of its transaction.
 pub(super) struct ProducerLog {
     pub(super) stage: &'static str,
+    /// The producer's window on the stage's health.
+    pub(super) watch: ClientWatch,
 }
 
 impl ClientContext for ProducerLog {
@@ -81,6 +91,11 @@ impl ClientContext for ProducerLog {
 
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(stage = self.stage, %error, reason, "Kafka producer error.");
+        self.watch.on_error(&error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.watch.on_stats(&statistics);
     }
 }
 

@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 
 use self::context::TransactionContext;
 use self::producers::{Outcome, Transactions};
+use crate::health::Cluster;
 use crate::relay::{decide, librdkafka_log_level};
 use crate::{config, Error, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics};
 
@@ -190,6 +191,7 @@ impl ExactlyOnce {
             .create_with_context(TransactionContext {
                 stage: settings.stage,
                 state: Arc::clone(&state),
+                watch: metrics.health.watch(Cluster::Input),
             })
             .map_err(Error::create_consumer)?;
         settings.subscribe(&consumer)?;
@@ -254,12 +256,15 @@ impl ExactlyOnce {
             if let Some(error) = self.lock().take_fatal() {
                 return Err(error);
             }
+            if let Some(error) = self.metrics.health.take_fatal() {
+                return Err(error);
+            }
             let polled = self.consumer.poll(POLL_INTERVAL);
             match polled {
                 Some(Ok(message)) => {
                     self.consumed += 1;
                     self.metrics.consumed.inc();
-                    let decision = decide(self.processor.as_ref(), self.settings.stage, &message);
+                    let decision = decide(self.processor.as_ref(), &message);
                     self.lock().send(&message, decision)?;
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
@@ -268,7 +273,10 @@ impl ExactlyOnce {
                         partition, "Reached the end of a partition."
                     );
                 }
-                Some(Err(error)) => warn!(stage = self.settings.stage, %error, "Consumer error."),
+                Some(Err(error)) => {
+                    warn!(stage = self.settings.stage, %error, "Consumer error.");
+                    self.consumer.context().watch.on_error(&error, "");
+                }
                 None => {}
             }
             let due = self.lock().is_due(&self.transactions);

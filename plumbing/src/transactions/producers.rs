@@ -16,7 +16,10 @@ use tracing::{debug, info, warn};
 
 use super::context::ProducerLog;
 use super::{Layout, TransactionSettings};
-use crate::relay::quarantine_headers;
+use crate::health::stops_the_stage;
+use crate::health::Cluster;
+use crate::log_limit::LogLimiter;
+use crate::relay::{log_quarantine, quarantine_headers};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
 type TxProducer = ThreadedProducer<ProducerLog>;
@@ -104,6 +107,8 @@ pub(super) struct Transactions {
     aborted: u64,
     /// A fatal error met in a rebalance callback, for the loop to stop on.
     fatal: Option<Error>,
+    /// Lines about quarantined records: one per reason per 10 s.
+    log: LogLimiter,
 }
 
 impl Transactions {
@@ -120,7 +125,10 @@ impl Transactions {
                 producer,
                 transactional_id,
             } => Producers::Shared(transactional(
-                stage,
+                ProducerLog {
+                    stage,
+                    watch: metrics.health.watch(Cluster::Output),
+                },
                 &producer,
                 &transactional_id,
                 call_timeout,
@@ -147,7 +155,10 @@ impl Transactions {
                     offsets_topic,
                     offsets,
                     group,
-                    quarantine: quarantine.create_with_context(ProducerLog { stage })?,
+                    quarantine: quarantine.create_with_context(ProducerLog {
+                        stage,
+                        watch: metrics.health.watch(Cluster::Quarantine),
+                    })?,
                     quarantine_pending: false,
                 }
             }
@@ -167,6 +178,7 @@ impl Transactions {
             quarantined: BTreeMap::new(),
             aborted: 0,
             fatal: None,
+            log: LogLimiter::default(),
         })
     }
 
@@ -210,6 +222,7 @@ impl Transactions {
                 reason,
                 message: explanation,
             } => {
+                log_quarantine(&mut self.log, self.stage, message, reason);
                 headers = quarantine_headers(message, reason, explanation, self.stage);
                 let mut record =
                     BaseRecord::<[u8], [u8]>::to(&self.quarantine_topic).headers(headers);
@@ -458,7 +471,15 @@ impl Transactions {
             let id = format!("{prefix}.{}.{partition}", self.input_topic);
             owned.insert(
                 *partition,
-                transactional(self.stage, output, &id, self.call_timeout)?,
+                transactional(
+                    ProducerLog {
+                        stage: self.stage,
+                        watch: self.metrics.health.watch(Cluster::Output),
+                    },
+                    output,
+                    &id,
+                    self.call_timeout,
+                )?,
             );
         }
         let mut asked = TopicPartitionList::new();
@@ -545,15 +566,16 @@ impl Transactions {
 /// A transactional producer with `transactional_id`, initialized: any earlier producer
 /// with that id is fenced and its open transaction aborted.
 fn transactional(
-    stage: &'static str,
+    context: ProducerLog,
     config: &ClientConfig,
     transactional_id: &str,
     timeout: Duration,
 ) -> Result<Owned, Error> {
+    let stage = context.stage;
     let producer: TxProducer = config
         .clone()
         .set("transactional.id", transactional_id)
-        .create_with_context(ProducerLog { stage })?;
+        .create_with_context(context)?;
     producer
         .init_transactions(timeout)
         .map_err(|source| Error::transaction("initializing transactions", source))?;
@@ -688,6 +710,14 @@ fn finish(
     warn!(%error, "A transaction failed: aborting it and consuming its records again.");
     if let Err(abort_error) = producer.abort_transaction(timeout) {
         return Outcome::Fatal(Error::transaction("aborting a transaction", abort_error));
+    }
+    // Refused authorization fails every attempt again: stop instead of looping.
+    if stops_the_stage(&error, "") {
+        return Outcome::Fatal(Error::Fatal {
+            cluster: "output",
+            source: error,
+            reason: "committing a transaction".to_owned(),
+        });
     }
     let rewind = partitions
         .iter()
