@@ -300,7 +300,8 @@ pub fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
     let tenant = &args.keyring.tenant;
     let mut lines = Vec::new();
     let mut destroyed = Vec::new();
-    let normalized = normalizer.apply(&value).into_owned();
+    // The value and its normal form are personal data: erased once the tokens are made.
+    let mut normalized = normalizer.apply(&value).into_owned();
     for version in s.keyring.versions(tenant)? {
         match s.keyring.secret(tenant, version.version) {
             Some(secret) => {
@@ -312,6 +313,7 @@ pub fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
         }
     }
     value.zeroize();
+    normalized.zeroize();
     s.keyring.record(
         &mut s.log,
         &s.actor,
