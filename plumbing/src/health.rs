@@ -148,7 +148,7 @@ impl ClientWatch {
             self.health.set_down(self.id, true);
         }
         if stops_the_stage(error, reason) {
-            self.fail(error.clone(), reason);
+            self.fail(underlying(error, reason), reason);
         }
     }
 
@@ -179,6 +179,20 @@ impl Drop for ClientWatch {
         if let Some((cluster, _)) = removed {
             self.health.export(cluster);
         }
+    }
+}
+
+/// The error behind librdkafka's `_FATAL` when its reason names a fencing (the error
+/// callback gives the reason, "Fatal error: Broker: There is a newer producer with the
+/// same transactionalId which fences the current one: ...", not the client to ask), so
+/// that the stage says it was fenced; any other error as it is.
+fn underlying(error: &KafkaError, reason: &str) -> KafkaError {
+    let fenced =
+        reason.contains("fences the current one") || reason.contains("operation with an old epoch");
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) && fenced {
+        KafkaError::Global(RDKafkaErrorCode::ProducerFenced)
+    } else {
+        error.clone()
     }
 }
 
@@ -300,5 +314,13 @@ mod tests {
         assert!(error.contains("output cluster"), "{error}");
         assert!(error.contains("no WRITE on redemptions"), "{error}");
         assert!(health.take_fatal().is_none());
+
+        // librdkafka's fatal error of a fenced producer says it was fenced.
+        watch.on_error(
+            &KafkaError::Global(RDKafkaErrorCode::Fatal),
+            "Fatal error: Broker: There is a newer producer with the same transactionalId which fences the current one: Failed to produce",
+        );
+        let error = health.take_fatal().expect("kept").to_string();
+        assert!(error.contains("this one was fenced"), "{error}");
     }
 }
