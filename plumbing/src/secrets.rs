@@ -13,6 +13,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use rdkafka::error::KafkaError;
+use rdkafka::ClientConfig;
 
 use crate::Error;
 
@@ -159,17 +160,35 @@ pub struct Redacted<'a>(pub &'a BTreeMap<String, String>);
 
 impl fmt::Debug for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(key, value)| {
-                let shown: &dyn fmt::Debug = if is_sensitive(key) {
-                    &"**REDACTED**"
-                } else {
-                    value
-                };
-                (key, shown)
-            }))
-            .finish()
+        redacted_map(f, self.0.iter())
     }
+}
+
+/// Shows a client configuration like [`Redacted`] (rdkafka's own `Debug` of a
+/// `ClientConfig` prints every value), sorted by property.
+pub struct RedactedConfig<'a>(pub &'a ClientConfig);
+
+impl fmt::Debug for RedactedConfig<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sorted: BTreeMap<&String, &String> = self.0.config_map().iter().collect();
+        redacted_map(f, sorted.into_iter())
+    }
+}
+
+fn redacted_map<'a>(
+    f: &mut fmt::Formatter<'_>,
+    properties: impl Iterator<Item = (&'a String, &'a String)>,
+) -> fmt::Result {
+    f.debug_map()
+        .entries(properties.map(|(key, value)| {
+            let shown: &dyn fmt::Debug = if is_sensitive(key) {
+                &"**REDACTED**"
+            } else {
+                value
+            };
+            (key, shown)
+        }))
+        .finish()
 }
 
 #[cfg(test)]
@@ -304,5 +323,11 @@ mod tests {
             "{shown}"
         );
         assert_eq!(shown.matches("**REDACTED**").count(), 2, "{shown}");
+
+        let mut config = ClientConfig::new();
+        for (key, value) in &properties {
+            config.set(key, value);
+        }
+        assert_eq!(format!("{:?}", RedactedConfig(&config)), shown);
     }
 }

@@ -39,6 +39,7 @@ use self::context::TransactionContext;
 use self::producers::{Outcome, Transactions};
 use crate::health::Cluster;
 use crate::relay::{decide, librdkafka_log_level};
+use crate::secrets::RedactedConfig;
 use crate::{config, Error, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics};
 
 /// How long one poll of the consumer may block: the loop checks shutdown and the
@@ -88,7 +89,8 @@ impl TransactionSettings {
 }
 
 /// Where the transactional producers write, and where the input offsets are kept.
-#[derive(Clone, Debug)]
+/// `Debug` redacts the secret librdkafka properties.
+#[derive(Clone)]
 pub enum Layout {
     /// Output, quarantine and the input's consumer group live on one cluster (ingest).
     SameCluster {
@@ -118,6 +120,35 @@ pub enum Layout {
         /// a crash one may be written twice (its headers name its source offset), never lost.
         quarantine: ClientConfig,
     },
+}
+
+impl std::fmt::Debug for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SameCluster {
+                producer,
+                transactional_id,
+            } => f
+                .debug_struct("SameCluster")
+                .field("producer", &RedactedConfig(producer))
+                .field("transactional_id", transactional_id)
+                .finish(),
+            Self::CrossCluster {
+                output,
+                transactional_id_prefix,
+                offsets_topic,
+                offsets,
+                quarantine,
+            } => f
+                .debug_struct("CrossCluster")
+                .field("output", &RedactedConfig(output))
+                .field("transactional_id_prefix", transactional_id_prefix)
+                .field("offsets_topic", offsets_topic)
+                .field("offsets", &RedactedConfig(offsets))
+                .field("quarantine", &RedactedConfig(quarantine))
+                .finish(),
+        }
+    }
 }
 
 /// Runs an exactly-once relay until `shutdown` fires, then commits the open transaction,
