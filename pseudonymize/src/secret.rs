@@ -64,15 +64,6 @@ secret_type!(
     Kek
 );
 
-/// Kept for one caller only: `pseudonymize/tests/keyring.rs` imports the same secret
-/// twice with `secret.clone()`. No library or binary code copies a master secret; remove
-/// this once that test builds its second secret with `MasterSecret::from_bytes`.
-impl Clone for MasterSecret {
-    fn clone(&self) -> Self {
-        Self(self.0)
-    }
-}
-
 impl Kek {
     /// Reads a KEK file: exactly 32 raw bytes, or the base64 of 32 bytes
     /// (surrounding whitespace allowed).

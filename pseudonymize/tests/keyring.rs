@@ -147,14 +147,27 @@ fn refused_operations_change_nothing() {
         .unwrap_err()
         .to_string()
         .contains("not in the keyring"));
-    let secret = MasterSecret::from_bytes([1; 32]);
     assert!(ring
-        .import(&mut log, "x", "brand-a", 1, secret.clone(), false)
+        .import(
+            &mut log,
+            "x",
+            "brand-a",
+            1,
+            MasterSecret::from_bytes([1; 32]),
+            false
+        )
         .unwrap_err()
         .to_string()
         .contains("never restored"));
     assert!(ring
-        .import(&mut log, "x", "brand-a", 2, secret, false)
+        .import(
+            &mut log,
+            "x",
+            "brand-a",
+            2,
+            MasterSecret::from_bytes([1; 32]),
+            false
+        )
         .unwrap_err()
         .to_string()
         .contains("already exists"));
