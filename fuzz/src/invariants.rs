@@ -299,11 +299,7 @@ fn rotate(c: char) -> char {
 /// every element of an array.
 fn values_at<'v>(root: &'v Value, path: &str) -> Vec<&'v Value> {
     let mut current = vec![root];
-    for segment in path.split('.') {
-        let (name, each) = match segment.strip_suffix("[]") {
-            Some(name) => (name, true),
-            None => (segment, false),
-        };
+    for (name, each) in segments(path) {
         current = current
             .into_iter()
             .filter_map(|value| value.get(name))
@@ -315,4 +311,14 @@ fn values_at<'v>(root: &'v Value, path: &str) -> Vec<&'v Value> {
             .collect();
     }
     current
+}
+
+/// The segments of a policy path: each member name, and whether `[]` follows it (the
+/// path goes on in every element of the array it holds).
+pub fn segments(path: &str) -> impl Iterator<Item = (&str, bool)> {
+    path.split('.')
+        .map(|segment| match segment.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (segment, false),
+        })
 }

@@ -195,11 +195,7 @@ impl Json {
     /// The values at a policy path (`basket.items[].sku`) that the document has.
     fn at_path(&mut self, path: &str) -> Vec<&mut Json> {
         let mut places = vec![self];
-        for segment in path.split('.') {
-            let (name, each) = match segment.strip_suffix("[]") {
-                Some(name) => (name, true),
-                None => (segment, false),
-            };
+        for (name, each) in invariants::segments(path) {
             places = places
                 .into_iter()
                 .filter_map(|place| match place {
