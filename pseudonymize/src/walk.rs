@@ -117,24 +117,28 @@ impl Limit {
         } else {
             format!("`{path}`")
         };
-        match self {
-            Self::Depth => format!(
-                "{at} nests deeper than `limits.max_depth` = {} levels",
-                limits.max_depth
+        let (exceeds, name, value, unit) = match self {
+            Self::Depth => ("nests deeper", "max_depth", limits.max_depth, "levels"),
+            Self::StringBytes => (
+                "holds a string longer",
+                "max_string_bytes",
+                limits.max_string_bytes,
+                "bytes",
             ),
-            Self::StringBytes => format!(
-                "{at} holds a string longer than `limits.max_string_bytes` = {} bytes",
-                limits.max_string_bytes
+            Self::ArrayLen => (
+                "holds more",
+                "max_array_len",
+                limits.max_array_len,
+                "elements",
             ),
-            Self::ArrayLen => format!(
-                "{at} holds more than `limits.max_array_len` = {} elements",
-                limits.max_array_len
+            Self::ObjectFields => (
+                "holds more",
+                "max_object_fields",
+                limits.max_object_fields,
+                "fields",
             ),
-            Self::ObjectFields => format!(
-                "{at} holds more than `limits.max_object_fields` = {} fields",
-                limits.max_object_fields
-            ),
-        }
+        };
+        format!("{at} {exceeds} than `limits.{name}` = {value} {unit}")
     }
 }
 

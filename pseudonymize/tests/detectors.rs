@@ -2,6 +2,7 @@
 //! no false positive on simulated valid events, every kind caught in every kept field, in
 //! ingest and in the leak guard alike, and every limit at N and N+1.
 
+use pseudonymize::policy::Limits;
 use pseudonymize::{LeakGuard, MasterSecret, Policy, Pseudonymizer, Reason, Rejection};
 use serde_json::{json, Value};
 use simulator::Generator;
@@ -337,17 +338,15 @@ fn a_limit_is_not_a_syntax_error_that_comes_later() {
 }
 
 #[test]
-fn the_default_limits_are_the_documented_ones() {
+fn the_default_policy_spells_out_the_default_limits() {
     let policy = Policy::from_toml(POLICY).unwrap();
-    let limits = policy.limits();
-    assert_eq!(
-        (
-            limits.max_event_bytes,
-            limits.max_depth,
-            limits.max_string_bytes,
-            limits.max_array_len,
-            limits.max_object_fields
-        ),
-        (1_048_576, 32, 65_536, 10_000, 256)
-    );
+    let documented = Limits {
+        max_event_bytes: 1_048_576,
+        max_depth: 32,
+        max_string_bytes: 65_536,
+        max_array_len: 10_000,
+        max_object_fields: 256,
+    };
+    assert_eq!(*policy.limits(), documented);
+    assert_eq!(Limits::default(), documented);
 }
