@@ -7,9 +7,12 @@
 //! difference is what the detectors cost per event.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use pseudonymize::policy::Rule;
 use pseudonymize::{
-    Detector, EncryptKey, LeakGuard, MasterSecret, Normalizer, Policy, Pseudonymizer, TokenKey,
+    Detector, Detectors, EncryptKey, LeakGuard, MasterSecret, Normalizer, Policy, Pseudonymizer,
+    TokenKey,
 };
+use serde_json::Value;
 
 const POLICY: &str = include_str!("../../schemas/coupon_redemption.policy.toml");
 const EVENT: &str = include_str!("../../schemas/coupon_redemption.json");
@@ -134,5 +137,65 @@ fn event(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, token, encrypt, event);
+/// The values at a policy path (`basket.items[].sku`) of `event`.
+fn values_at<'v>(event: &'v Value, path: &str, found: &mut Vec<&'v Value>) {
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    let (name, elements) = match head.strip_suffix("[]") {
+        Some(name) => (name, true),
+        None => (head, false),
+    };
+    let Some(value) = event.get(name) else {
+        return;
+    };
+    let values: Vec<&Value> = match value {
+        Value::Array(items) if elements => items.iter().collect(),
+        _ => vec![value],
+    };
+    for value in values {
+        if rest.is_empty() {
+            found.push(value);
+        } else {
+            values_at(value, rest, found);
+        }
+    }
+}
+
+fn detectors(c: &mut Criterion) {
+    let policy = Policy::from_toml(POLICY).expect("default policy is valid");
+    let example: Value = serde_json::from_str(EVENT).unwrap();
+    let mut kept = Vec::new();
+    for (path, rule) in policy.rules() {
+        if matches!(rule, Rule::Keep { .. }) {
+            values_at(&example, path, &mut kept);
+        }
+    }
+    let texts: Vec<String> = kept
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let integers: Vec<String> = kept
+        .iter()
+        .filter(|v| v.is_u64())
+        .map(|v| v.to_string())
+        .collect();
+    c.bench_function(
+        &format!(
+            "detect/the example's kept values ({} strings, {} integers)",
+            texts.len(),
+            integers.len()
+        ),
+        |b| {
+            b.iter(|| {
+                for text in &texts {
+                    assert!(Detectors::ALL.in_text(black_box(text)).is_none());
+                }
+                for integer in &integers {
+                    assert!(Detectors::ALL.in_integer(black_box(integer)).is_none());
+                }
+            })
+        },
+    );
+}
+
+criterion_group!(benches, token, encrypt, event, detectors);
 criterion_main!(benches);

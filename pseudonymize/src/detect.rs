@@ -79,16 +79,6 @@ impl Detector {
     fn bit(self) -> u8 {
         1 << self as u8
     }
-
-    fn finds_in(self, text: &[u8]) -> bool {
-        match self {
-            Self::Email => has_email(text),
-            Self::Phone => numbers(text).any(is_phone),
-            Self::Card => numbers(text).any(is_card),
-            Self::Iban => has_iban(text),
-            Self::Ip => has_ip(text),
-        }
-    }
 }
 
 impl fmt::Display for Detector {
@@ -111,6 +101,9 @@ impl Detectors {
     /// Every detector: the default of a `keep` field.
     pub const ALL: Self = Self(0b1_1111);
 
+    /// No detector.
+    pub const NONE: Self = Self(0);
+
     /// These detectors but `detector` (a kind the field may hold).
     pub fn without(self, detector: Detector) -> Self {
         Self(self.0 & !detector.bit())
@@ -123,18 +116,37 @@ impl Detectors {
 
     /// The first detector of the set that finds something in the string `text`.
     pub fn in_text(self, text: &str) -> Option<Detector> {
-        let bytes = text.as_bytes();
-        // Every kind but an IPv6 address without digits holds a digit or an `@`: most
-        // kept values (names of channels, currencies, countries) stop here.
-        if !bytes
-            .iter()
-            .any(|&b| b.is_ascii_digit() || b == b'@' || b == b':')
-        {
+        if self == Self::NONE {
             return None;
         }
-        Detector::ALL
-            .into_iter()
-            .find(|&d| self.contains(d) && d.finds_in(bytes))
+        let text = text.as_bytes();
+        // The census rules out most values before any scan: too few digits in a row for
+        // a number, no `@`, not enough dots or colons for an address.
+        let census = Census::of(text);
+        if self.contains(Detector::Email) && census.at && has_email(text) {
+            return Some(Detector::Email);
+        }
+        let card = self.contains(Detector::Card) && census.number_digits >= 13;
+        let phone = self.contains(Detector::Phone) && census.number_digits >= 8;
+        if card || phone {
+            let (mut card_found, mut phone_found) = (false, false);
+            for number in numbers(text) {
+                card_found |= card && is_card(number);
+                phone_found |= phone && is_phone(number);
+            }
+            if card_found {
+                return Some(Detector::Card);
+            }
+            if phone_found {
+                return Some(Detector::Phone);
+            }
+        }
+        let iban = census.digits >= 2 && census.upper >= 2 && text.len() >= 15;
+        if self.contains(Detector::Iban) && iban && has_iban(text) {
+            return Some(Detector::Iban);
+        }
+        let ip = (census.dots >= 3 && census.number_digits >= 4) || census.colons >= 2;
+        (self.contains(Detector::Ip) && ip && has_ip(text)).then_some(Detector::Ip)
     }
 
     /// The first detector of the set that finds something in an integer, given as its
@@ -145,6 +157,115 @@ impl Detectors {
             && is_card(text.as_bytes());
         card.then_some(Detector::Card)
     }
+}
+
+/// What one pass over a value counts, to skip the detectors that cannot find anything.
+struct Census {
+    digits: usize,
+    upper: usize,
+    colons: usize,
+    dots: usize,
+    at: bool,
+    /// The most digits in one run of digits and number separators (see [`numbers`]).
+    number_digits: usize,
+}
+
+const DIGIT: u8 = 1;
+const UPPER: u8 = 2;
+const COLON: u8 = 4;
+const DOT: u8 = 8;
+const AT: u8 = 16;
+const NUMBER: u8 = 32;
+
+/// The classes of each byte, for the census.
+const fn classes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let mut class = 0;
+        if byte.is_ascii_digit() {
+            class |= DIGIT | NUMBER;
+        }
+        if byte.is_ascii_uppercase() {
+            class |= UPPER;
+        }
+        if matches!(byte, b' ' | b'-' | b'.' | b'/' | b'(' | b')' | b'+') {
+            class |= NUMBER;
+        }
+        if byte == b':' {
+            class |= COLON;
+        }
+        if byte == b'.' {
+            class |= DOT;
+        }
+        if byte == b'@' {
+            class |= AT;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+}
+static CLASSES: [u8; 256] = classes();
+
+/// Per byte, what it adds to the four counts of the census, packed 32 bits each (digits,
+/// capitals, colons, dots), so that counting costs one addition a byte.
+const fn increments() -> [u128; 256] {
+    let mut table = [0u128; 256];
+    let mut b = 0;
+    while b < 256 {
+        let class = CLASSES[b];
+        let mut increment = 0;
+        let mut field = 0;
+        while field < 4 {
+            if class & (1 << field) != 0 {
+                increment |= 1 << (32 * field);
+            }
+            field += 1;
+        }
+        table[b] = increment;
+        b += 1;
+    }
+    table
+}
+static INCREMENTS: [u128; 256] = increments();
+
+impl Census {
+    fn of(text: &[u8]) -> Self {
+        // A string holds fewer than 2^32 bytes (a Kafka record is far smaller): no count
+        // overflows into the next.
+        let mut counts = 0u128;
+        let mut seen = 0u8;
+        let mut run_digits = 0;
+        let mut number_digits = 0;
+        for &b in text {
+            let class = CLASSES[usize::from(b)];
+            counts += INCREMENTS[usize::from(b)];
+            seen |= class;
+            // Digits in a row, number separators allowed between them.
+            run_digits = if class & NUMBER != 0 {
+                run_digits + usize::from(class & DIGIT)
+            } else {
+                0
+            };
+            number_digits = number_digits.max(run_digits);
+        }
+        let count = |field: u32| (counts >> (32 * field)) as u32 as usize;
+        Self {
+            digits: count(0),
+            upper: count(1),
+            colons: count(2),
+            dots: count(3),
+            at: seen & AT != 0,
+            number_digits,
+        }
+    }
+}
+
+/// Whether `b` may be part of a phone or card number.
+fn in_number(b: u8) -> bool {
+    CLASSES[usize::from(b)] & NUMBER != 0
 }
 
 fn is_word(b: u8) -> bool {
@@ -169,8 +290,6 @@ fn stands_alone(text: &[u8], start: usize, end: usize) -> bool {
 /// The numbers of `text` that stand alone: maximal runs of digits and phone or card
 /// separators, trimmed to start at a digit, `+` or `(` and end at a digit or `)`.
 fn numbers(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let in_number =
-        |b: u8| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'/' | b'(' | b')' | b'+');
     let mut pos = 0;
     std::iter::from_fn(move || {
         while pos < text.len() {
@@ -230,7 +349,7 @@ fn is_phone(number: &[u8]) -> bool {
         .iter()
         .filter(|j| number.contains(j))
         .count();
-    if number[1..].contains(&b'+') || joiners > 1 || is_ipv4(number) {
+    if number[1..].contains(&b'+') || joiners > 1 || (number.contains(&b'.') && is_ipv4(number)) {
         return false;
     }
     let Groups { digits, longest } = groups(number);
@@ -244,9 +363,10 @@ fn is_phone(number: &[u8]) -> bool {
 }
 
 fn is_card(number: &[u8]) -> bool {
-    if !number
-        .iter()
-        .all(|&b| b.is_ascii_digit() || b == b' ' || b == b'-')
+    if number.len() < 13
+        || !number
+            .iter()
+            .all(|&b| b.is_ascii_digit() || b == b' ' || b == b'-')
     {
         return false;
     }
@@ -390,14 +510,17 @@ fn has_ip(text: &[u8]) -> bool {
             text.get(pos) == Some(&b'/') && text.get(pos + 1).is_some_and(u8::is_ascii_digit);
         let alone =
             (start == 0 || !is_word(text[start - 1])) && text.get(pos).is_none_or(|&b| !is_word(b));
-        if alone && !network {
-            let Ok(run) = std::str::from_utf8(run) else {
-                continue;
-            };
-            if run.parse::<Ipv4Addr>().is_ok()
-                || (run.bytes().filter(|&b| b == b':').count() >= 2
-                    && run.parse::<Ipv6Addr>().is_ok())
-            {
+        if !alone || network {
+            continue;
+        }
+        let count = |byte: u8| run.iter().filter(|&&b| b == byte).count();
+        // Only runs of an address's shape are worth parsing.
+        let v4 = count(b'.') == 3 && run.iter().all(|&b| b.is_ascii_digit() || b == b'.');
+        let v6 = count(b':') >= 2;
+        if v4 || v6 {
+            // Hex digits, dots and colons: ASCII, so UTF-8.
+            let run = std::str::from_utf8(run).unwrap_or_default();
+            if (v4 && run.parse::<Ipv4Addr>().is_ok()) || (v6 && run.parse::<Ipv6Addr>().is_ok()) {
                 return true;
             }
         }
