@@ -2,12 +2,17 @@
 //!
 //! `cargo bench -p pseudonymize` prints time per operation; events/s per core is
 //! 1 / (time per event). The `event` group also times the first phase alone (decode and
-//! walk) and the sink's leak guard on the pseudonymized event.
+//! walk) and the sink's leak guard on the pseudonymized event, each with the content
+//! detectors on (the default) and off (every kind allowed on every kept field): the
+//! difference is what the detectors cost per event.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use pseudonymize::policy::Rule;
 use pseudonymize::{
-    EncryptKey, LeakGuard, MasterSecret, Normalizer, Policy, Pseudonymizer, TokenKey,
+    Detector, Detectors, EncryptKey, LeakGuard, MasterSecret, Normalizer, Policy, Pseudonymizer,
+    TokenKey,
 };
+use serde_json::Value;
 
 const POLICY: &str = include_str!("../../schemas/coupon_redemption.policy.toml");
 const EVENT: &str = include_str!("../../schemas/coupon_redemption.json");
@@ -52,17 +57,47 @@ fn encrypt(c: &mut Criterion) {
     });
 }
 
+/// The default policy with every detector allowed on every kept field.
+fn without_detectors() -> String {
+    let names: Vec<String> = Detector::ALL.iter().map(|d| format!("\"{d}\"")).collect();
+    let allow = format!("{{ action = \"keep\", allow = [{}] }}", names.join(", "));
+    POLICY
+        .lines()
+        .map(|line| match line.strip_suffix(" = \"keep\"") {
+            Some(path) => format!("{path} = {allow}"),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn event(c: &mut Criterion) {
     let policy = Policy::from_toml(POLICY).expect("default policy is valid");
     let secret = secret();
     let guard = LeakGuard::new(policy.clone());
     let engine = Pseudonymizer::new(policy, [("brand-a".to_string(), 1, &secret)]);
+    let unchecked =
+        Policy::from_toml(&without_detectors()).expect("the policy without detectors is valid");
+    let unchecked_guard = LeakGuard::new(unchecked.clone());
+    let unchecked_engine = Pseudonymizer::new(unchecked, [("brand-a".to_string(), 1, &secret)]);
     // The example event, compacted to one line as it travels on Kafka.
     let payload =
         serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(EVENT).unwrap()).unwrap();
     let mut out = Vec::with_capacity(2048);
     let mut group = c.benchmark_group("event");
     group.throughput(Throughput::Elements(1));
+    group.bench_function(
+        format!("pseudonymize {} bytes, detectors off", payload.len()),
+        |b| {
+            b.iter(|| {
+                out.clear();
+                unchecked_engine
+                    .pseudonymize_into(black_box(&payload), &mut out)
+                    .expect("the example event is valid");
+                black_box(&out);
+            })
+        },
+    );
     group.bench_function(format!("pseudonymize {} bytes", payload.len()), |b| {
         b.iter(|| {
             out.clear();
@@ -89,8 +124,78 @@ fn event(c: &mut Criterion) {
                 .expect("pseudonymized output passes")
         })
     });
+    group.bench_function(
+        format!("leak guard {} bytes, detectors off", out.len()),
+        |b| {
+            b.iter(|| {
+                unchecked_guard
+                    .check(key.as_deref(), black_box(&out))
+                    .expect("pseudonymized output passes")
+            })
+        },
+    );
     group.finish();
 }
 
-criterion_group!(benches, token, encrypt, event);
+/// The values at a policy path (`basket.items[].sku`) of `event`.
+fn values_at<'v>(event: &'v Value, path: &str, found: &mut Vec<&'v Value>) {
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    let (name, elements) = match head.strip_suffix("[]") {
+        Some(name) => (name, true),
+        None => (head, false),
+    };
+    let Some(value) = event.get(name) else {
+        return;
+    };
+    let values: Vec<&Value> = match value {
+        Value::Array(items) if elements => items.iter().collect(),
+        _ => vec![value],
+    };
+    for value in values {
+        if rest.is_empty() {
+            found.push(value);
+        } else {
+            values_at(value, rest, found);
+        }
+    }
+}
+
+fn detectors(c: &mut Criterion) {
+    let policy = Policy::from_toml(POLICY).expect("default policy is valid");
+    let example: Value = serde_json::from_str(EVENT).unwrap();
+    let mut kept = Vec::new();
+    for (path, rule) in policy.rules() {
+        if matches!(rule, Rule::Keep { .. }) {
+            values_at(&example, path, &mut kept);
+        }
+    }
+    let texts: Vec<String> = kept
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let integers: Vec<String> = kept
+        .iter()
+        .filter(|v| v.is_u64())
+        .map(|v| v.to_string())
+        .collect();
+    c.bench_function(
+        &format!(
+            "detect/the example's kept values ({} strings, {} integers)",
+            texts.len(),
+            integers.len()
+        ),
+        |b| {
+            b.iter(|| {
+                for text in &texts {
+                    assert!(Detectors::ALL.in_text(black_box(text)).is_none());
+                }
+                for integer in &integers {
+                    assert!(Detectors::ALL.in_integer(black_box(integer)).is_none());
+                }
+            })
+        },
+    );
+}
+
+criterion_group!(benches, token, encrypt, event, detectors);
 criterion_main!(benches);

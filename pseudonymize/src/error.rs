@@ -85,13 +85,15 @@ pub enum Error {
 /// headers and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
-    /// The payload is larger than the policy's `max_event_bytes`.
+    /// The payload is larger than the policy's `limits.max_event_bytes`, or a string, an
+    /// array or an object in it is over `limits.max_string_bytes`, `max_array_len` or
+    /// `max_object_fields`.
     TooLarge,
     /// The payload is not valid UTF-8.
     InvalidUtf8,
     /// The payload is not valid JSON.
     MalformedJson,
-    /// The payload nests deeper than the parser's limit.
+    /// The payload nests deeper than the policy's `limits.max_depth`.
     TooDeep,
     /// The payload is valid JSON but not an object.
     NotAnObject,
@@ -113,11 +115,14 @@ pub enum Reason {
     UndecodableFormat,
     /// A pseudonymized record failed the sink's leak guard.
     LeakGuard,
+    /// A value of a `keep` field looks like personal data (an e-mail address, a phone or
+    /// card number, an IBAN, an IP address) that the field's `allow` does not list.
+    PersonalValueInKeptField,
 }
 
 impl Reason {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Self::TooLarge,
         Self::InvalidUtf8,
         Self::MalformedJson,
@@ -132,6 +137,7 @@ impl Reason {
         Self::UnknownTenant,
         Self::UndecodableFormat,
         Self::LeakGuard,
+        Self::PersonalValueInKeptField,
     ];
 
     /// The stable snake_case code.
@@ -151,6 +157,7 @@ impl Reason {
             Self::UnknownTenant => "unknown_tenant",
             Self::UndecodableFormat => "undecodable_format",
             Self::LeakGuard => "leak_guard",
+            Self::PersonalValueInKeptField => "personal_value_in_kept_field",
         }
     }
 

@@ -15,6 +15,7 @@ use crate::generalize::{Generalization, Scalar};
 use crate::json::{unescape, Kind};
 use crate::policy::{Policy, Rule};
 use crate::token::{is_encrypted, is_token};
+use crate::transform::{personal_rejection, Kept, Value};
 use crate::tree::Shape;
 use crate::walk::{unknown_field_at, Malformed, Problem, Step, Walk};
 
@@ -61,7 +62,7 @@ impl LeakGuard {
                 Some(scratch) if scratch.policy == self.policy.id => scratch,
                 _ => slot.insert(Scratch {
                     policy: self.policy.id,
-                    walk: Walk::new(&self.policy.tree, &[]),
+                    walk: Walk::new(&self.policy.tree, &self.policy.limits, &[]),
                     text: String::new(),
                 }),
             };
@@ -81,6 +82,10 @@ impl LeakGuard {
                     "field `{}` appears twice in one object",
                     tree.node(node).path
                 )),
+                Malformed::Limit { limit, node } => Rejection::new(
+                    limit.reason(),
+                    limit.describe(&self.policy.limits, &tree.node(node).path),
+                ),
             })?;
         let (steps, problem) = match scratch.walk.problem {
             Some((at, problem)) => (&scratch.walk.steps[..at], Some(problem)),
@@ -102,6 +107,21 @@ impl LeakGuard {
                 Shape::Leaf(Rule::Drop) => {
                     return Err(fail(format!("field `{path}` must have been dropped")))
                 }
+                Shape::Leaf(Rule::Keep { detect }) => {
+                    let value = Value {
+                        payload,
+                        kind,
+                        start,
+                        end,
+                    };
+                    match value.kept(*detect, &mut scratch.text) {
+                        Ok(()) => continue,
+                        Err(Kept::NotAScalar) => return Err(not_its_shape(path)),
+                        Err(Kept::Personal(detector)) => {
+                            return Err(personal_rejection(path, detector))
+                        }
+                    }
+                }
                 Shape::Leaf(rule) if kind != Kind::Null => rule,
                 _ => continue,
             };
@@ -114,9 +134,7 @@ impl LeakGuard {
             };
             let container = matches!(kind, Kind::Object | Kind::Array);
             if container || !leaf_ok(rule, scalar) {
-                return Err(fail(format!(
-                    "field `{path}` does not have the shape of its rule's output"
-                )));
+                return Err(not_its_shape(path));
             }
         }
         match problem {
@@ -135,15 +153,21 @@ impl LeakGuard {
     }
 }
 
-/// Whether a non-null scalar has the shape of `rule`'s output.
+fn not_its_shape(path: &str) -> Rejection {
+    fail(format!(
+        "field `{path}` does not have the shape of its rule's output"
+    ))
+}
+
+/// Whether a non-null scalar has the shape of `rule`'s output (a `keep` rule's values are
+/// checked by the detectors instead).
 fn leaf_ok(rule: &Rule, value: Scalar<'_>) -> bool {
     let text = match value {
         Scalar::Str(text) => Some(text),
         _ => None,
     };
     match rule {
-        Rule::Keep => true,
-        Rule::Drop => false,
+        Rule::Keep { .. } | Rule::Drop => false,
         Rule::Token { .. } => text.is_some_and(is_token),
         Rule::Encrypt { .. } => text.is_some_and(is_encrypted),
         Rule::Mask { keep_last } => text.is_some_and(|t| {
@@ -218,6 +242,160 @@ mod tests {
         guard
             .check(key.as_deref().map(str::as_bytes), &out)
             .unwrap();
+    }
+
+    /// `out` with `from` (which must be in it) replaced by `to`.
+    fn edited(out: &[u8], from: &str, to: &str) -> Vec<u8> {
+        let text = std::str::from_utf8(out).unwrap();
+        assert!(text.contains(from), "{from} is in {text}");
+        text.replacen(from, to, 1).into_bytes()
+    }
+
+    #[test]
+    fn hostile_records_fail_with_their_reason_and_no_value() {
+        let (guard, out, key) = guard_and_output();
+        let key = key.as_deref().map(str::as_bytes);
+        let text = String::from_utf8(out.clone()).unwrap();
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        let email = value["customer"]["email"].as_str().unwrap().to_owned();
+        let email_member = format!(r#""email":"{email}""#);
+        let raw = "emilie.dupont@example.fr";
+        let leak = Reason::LeakGuard;
+        let cases: Vec<(&str, Vec<u8>, Reason, &str)> = vec![
+            (
+                "the raw address, then a valid token, under one key",
+                edited(&out, &email_member, &format!(r#""email":"{raw}",{email_member}"#)),
+                leak,
+                "field `customer.email` appears twice in one object",
+            ),
+            (
+                "the same twice, the second key escaped",
+                edited(&out, &email_member, &format!(r#""email":"{raw}","em\u0061il":"{email}""#)),
+                leak,
+                "field `customer.email` appears twice in one object",
+            ),
+            (
+                "an escaped spelling of a token field holding a raw value",
+                edited(&out, &email_member, &format!(r#""em\u0061il":"{raw}""#)),
+                leak,
+                "field `customer.email` does not have the shape of its rule's output",
+            ),
+            (
+                "an escaped spelling of a dropped field",
+                edited(&out, r#""customer":{"#, r#""customer":{"first_n\u0061me":"Émilie","#),
+                leak,
+                "field `customer.first_name` must have been dropped",
+            ),
+            (
+                "a second record after the first",
+                format!(r#"{text}{{"customer":{{"email":"{raw}"}}}}"#).into_bytes(),
+                leak,
+                "the payload is not JSON",
+            ),
+            (
+                "trailing garbage",
+                format!("{text} x").into_bytes(),
+                leak,
+                "the payload is not JSON",
+            ),
+            (
+                "a byte-order mark",
+                format!("\u{feff}{text}").into_bytes(),
+                leak,
+                "the payload is not JSON",
+            ),
+            (
+                "a number where a token goes",
+                edited(&out, &email_member, r#""email":33612345678"#),
+                leak,
+                "field `customer.email` does not have the shape of its rule's output",
+            ),
+            (
+                "an object where a token goes",
+                edited(&out, &email_member, &format!(r#""email":{{"v":"{raw}"}}"#)),
+                leak,
+                "field `customer.email` does not have the shape of its rule's output",
+            ),
+            (
+                "an array where a token goes",
+                edited(&out, &email_member, &format!(r#""email":["{email}","{raw}"]"#)),
+                leak,
+                "field `customer.email` does not have the shape of its rule's output",
+            ),
+            (
+                "a boolean where a token goes",
+                edited(&out, &email_member, r#""email":true"#),
+                leak,
+                "field `customer.email` does not have the shape of its rule's output",
+            ),
+            (
+                "a token of version 0",
+                edited(&out, &email_member, &format!(r#""email":"v0{}""#, &email[2..])),
+                leak,
+                "field `customer.email` does not have the shape of its rule's output",
+            ),
+            (
+                "a token whose version has a leading zero",
+                edited(&out, &email_member, &format!(r#""email":"v01{}""#, &email[2..])),
+                leak,
+                "field `customer.email` does not have the shape of its rule's output",
+            ),
+            (
+                "a token one character short",
+                edited(&out, &email_member, &format!(r#""email":"{}""#, &email[..email.len() - 1])),
+                leak,
+                "field `customer.email` does not have the shape of its rule's output",
+            ),
+            (
+                "an object in a kept field",
+                edited(&out, r#""currency":"EUR""#, &format!(r#""currency":{{"EUR":"{raw}"}}"#)),
+                leak,
+                "field `coupon.currency` does not have the shape of its rule's output",
+            ),
+            (
+                "an e-mail address in a kept field",
+                edited(&out, r#""currency":"EUR""#, &format!(r#""currency":"{raw}""#)),
+                Reason::PersonalValueInKeptField,
+                "`coupon.currency` holds what looks like an e-mail address; if the field may hold one, add \"email\" to its `allow`",
+            ),
+            (
+                "an unknown key that is personal data",
+                edited(&out, r#""customer":{"#, &format!(r#""customer":{{"{raw}":1,"#)),
+                leak,
+                "an unknown field in `customer` is not in the policy's output",
+            ),
+        ];
+        for (what, record, reason, message) in cases {
+            let rejection = guard.check(key, &record).expect_err(what);
+            assert_eq!(
+                (rejection.reason, rejection.message.as_str()),
+                (reason, message),
+                "{what}"
+            );
+            assert!(!rejection.message.contains("emilie"), "{what}");
+        }
+        let spaced = format!(" \n{text}\r\n\t ");
+        guard
+            .check(key, spaced.as_bytes())
+            .expect("whitespace around the record is fine");
+    }
+
+    #[test]
+    fn a_well_formed_token_is_all_the_guard_can_check_without_keys() {
+        // The sink holds no key: a token of another domain, tenant or key version is as
+        // meaningless to it as ours, and as pseudonymous (TOKEN-SPEC.md's tokens carry
+        // only their version).
+        let (guard, out, key) = guard_and_output();
+        let key = key.as_deref().map(str::as_bytes);
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        let email = value["customer"]["email"].as_str().unwrap();
+        let other =
+            crate::TokenKey::derive(&MasterSecret::from_bytes([4; 32]), 9, "brand-z", "customer")
+                .token(b"emilie.dupont@example.fr");
+        let record = edited(&out, email, &other);
+        guard
+            .check(key, &record)
+            .expect("a token of another key is a token");
     }
 
     #[test]

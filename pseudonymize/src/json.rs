@@ -304,12 +304,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Steps over a whole value of kind `kind` whose start [`Reader::value_start`] read,
-    /// validating it; `depth` is the nesting of the container it opens.
-    pub(crate) fn skip_rest(&mut self, kind: Kind, depth: usize) -> Result<(), SyntaxError> {
+    /// validating it; `depth` is the nesting of the container it opens. Returns the
+    /// nesting of the deepest container in it (0 for a scalar).
+    pub(crate) fn skip_rest(&mut self, kind: Kind, depth: usize) -> Result<usize, SyntaxError> {
         let close = match kind {
             Kind::Object => b'}',
             Kind::Array => b']',
-            _ => return Ok(()),
+            _ => return Ok(0),
         };
         if depth > MAX_DEPTH {
             return Err(SyntaxError {
@@ -317,17 +318,18 @@ impl<'a> Reader<'a> {
                 offset: self.pos - 1,
             });
         }
+        let mut deepest = depth;
         if self.empty_container(close) {
-            return Ok(());
+            return Ok(deepest);
         }
         loop {
             if close == b'}' {
                 self.key()?;
             }
             let (inner, _, _) = self.value_start()?;
-            self.skip_rest(inner, depth + 1)?;
+            deepest = deepest.max(self.skip_rest(inner, depth + 1)?);
             if !self.next_member(close)? {
-                return Ok(());
+                return Ok(deepest);
             }
         }
     }
@@ -556,6 +558,36 @@ pub(crate) fn unescape<'o>(raw: &str, out: &'o mut String) -> &'o str {
     out
 }
 
+/// The length in bytes of the text of a validated string span once unescaped, without
+/// unescaping it.
+pub(crate) fn unescaped_len(raw: &[u8]) -> usize {
+    let mut len = 0;
+    let mut pos = 0;
+    while let Some(backslash) = raw[pos..].iter().position(|&b| b == b'\\') {
+        len += backslash;
+        pos += backslash + 1;
+        if raw.get(pos) != Some(&b'u') {
+            len += 1;
+            pos += 1;
+            continue;
+        }
+        let unit = std::str::from_utf8(&raw[pos + 1..pos + 5])
+            .ok()
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            .unwrap_or(0);
+        // A high surrogate is followed by its low half: one four-byte character.
+        let (bytes, used) = match unit {
+            0..=0x7F => (1, 5),
+            0x80..=0x7FF => (2, 5),
+            0xD800..=0xDBFF => (4, 11),
+            _ => (3, 5),
+        };
+        len += bytes;
+        pos += used;
+    }
+    len + raw.len() - pos
+}
+
 /// Appends `text` as a JSON string (quotes included), escaped as `serde_json` does.
 pub(crate) fn write_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
@@ -596,6 +628,38 @@ mod tests {
         let (kind, _, _) = reader.value_start()?;
         reader.skip_rest(kind, 1)?;
         reader.end()
+    }
+
+    #[test]
+    fn skipping_tells_the_deepest_level() {
+        for (text, deepest) in [
+            ("1", 0),
+            ("[]", 1),
+            ("{\"a\":[1,{\"b\":[]}],\"c\":{}}", 4),
+            ("[[],[[]]]", 3),
+        ] {
+            let mut reader = Reader::new(text.as_bytes());
+            let (kind, _, _) = reader.value_start().unwrap();
+            assert_eq!(reader.skip_rest(kind, 1), Ok(deepest), "{text}");
+        }
+    }
+
+    #[test]
+    fn unescaped_length_is_the_length_of_the_text() {
+        let mut scratch = String::new();
+        for raw in [
+            "",
+            "plain",
+            "\\n\\\\",
+            "\\u0041\\u00e9\\u20ac\\ud83d\\ude00x",
+            "é\\/",
+        ] {
+            assert_eq!(
+                unescaped_len(raw.as_bytes()),
+                unescape(raw, &mut scratch).len(),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@
 //! - [`policy`]: the TOML policy, validated and compiled into a path tree.
 //! - [`transform`]: the record path, [`Pseudonymizer`]: one pass over the bytes
 //!   (`json` reads them, `walk` follows the policy's tree, `tree`), no value tree.
+//! - [`detect`]: content detectors (e-mail, phone, card, IBAN, IP) for kept values.
 //! - [`guard`]: the leak guard, [`LeakGuard`]: a record has the output shape of a policy.
 //! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
 //! - [`audit`]: the hash-chained, authenticated log of key operations.
@@ -42,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod detect;
 pub mod error;
 pub mod generalize;
 pub mod guard;
@@ -57,6 +59,7 @@ pub mod transform;
 mod tree;
 mod walk;
 
+pub use detect::{Detector, Detectors};
 pub use error::{Error, Reason, Rejection};
 pub use guard::LeakGuard;
 pub use keyring::{KeyState, KeyVersion, Keyring, KeyringLock};

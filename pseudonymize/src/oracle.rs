@@ -8,10 +8,10 @@ use time::Date;
 use crate::error::{Reason, Rejection};
 use crate::generalize::{parse_date, Failure, Scalar};
 use crate::json::Number;
-use crate::policy::{is_valid_tenant, Rule};
-use crate::transform::{Pseudonymizer, TenantKeys};
+use crate::policy::{is_valid_tenant, Limits, Rule};
+use crate::transform::{personal_rejection, Pseudonymizer, TenantKeys};
 use crate::tree::{NodeId, Shape, Tree, ROOT};
-use crate::walk::unknown_field_at;
+use crate::walk::{unknown_field_at, Limit};
 
 /// Pseudonymizes `payload` the old way: the JSON output and the record key's token.
 pub(crate) fn pseudonymize(
@@ -39,6 +39,12 @@ pub(crate) fn pseudonymize(
             format!("payload is a JSON {}, not an object", type_name(&event)),
         ));
     };
+    if let Some((limit, node)) = object_limits(&policy.limits, tree, ROOT, map, 1) {
+        return Err(Rejection::new(
+            limit.reason(),
+            limit.describe(&policy.limits, &tree.node(node).path),
+        ));
+    }
     for (path, node) in &policy.required {
         if matches!(resolve(tree, map, *node), None | Some(Value::Null)) {
             return Err(Rejection::new(
@@ -92,6 +98,67 @@ pub(crate) fn pseudonymize(
         _ => None,
     };
     Ok((event, record_key))
+}
+
+/// How deep containers nest in `value` (0 for a scalar).
+fn nesting(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(nesting).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The first limit exceeded in object node `node` at nesting `depth`, in document order.
+fn object_limits(
+    limits: &Limits,
+    tree: &Tree,
+    node: NodeId,
+    map: &Map<String, Value>,
+    depth: usize,
+) -> Option<(Limit, NodeId)> {
+    if depth > limits.max_depth {
+        return Some((Limit::Depth, node));
+    }
+    map.iter().enumerate().find_map(|(index, (key, value))| {
+        if index >= limits.max_object_fields {
+            return Some((Limit::ObjectFields, node));
+        }
+        match tree.child(node, key.as_bytes()) {
+            Some(child) => value_limits(limits, tree, child, value, depth),
+            None => (depth + nesting(value) > limits.max_depth && nesting(value) > 0)
+                .then_some((Limit::Depth, node)),
+        }
+    })
+}
+
+/// The first limit exceeded in `value` of node `node`, inside a container at `depth`.
+fn value_limits(
+    limits: &Limits,
+    tree: &Tree,
+    node: NodeId,
+    value: &Value,
+    depth: usize,
+) -> Option<(Limit, NodeId)> {
+    match (&tree.node(node).shape, value) {
+        (Shape::Object(_), Value::Object(map)) => object_limits(limits, tree, node, map, depth + 1),
+        (Shape::Array(element), Value::Array(items)) => {
+            if depth + 1 > limits.max_depth {
+                return Some((Limit::Depth, node));
+            }
+            items.iter().enumerate().find_map(|(index, item)| {
+                if index >= limits.max_array_len {
+                    return Some((Limit::ArrayLen, node));
+                }
+                value_limits(limits, tree, *element, item, depth + 1)
+            })
+        }
+        (Shape::Leaf(_), Value::String(text)) => {
+            (text.len() > limits.max_string_bytes).then_some((Limit::StringBytes, node))
+        }
+        (_, value) => (nesting(value) > 0 && depth + nesting(value) > limits.max_depth)
+            .then_some((Limit::Depth, node)),
+    }
 }
 
 /// The value at the path of object-path node `node`.
@@ -164,21 +231,20 @@ fn apply_node(
         )
     };
     match &tree.node(node).shape {
-        Shape::Leaf(rule) => {
-            apply_rule(rule, value, keys, event_date).map_err(|failure| match failure {
-                Failure::WrongType(expected) => Rejection::new(
-                    Reason::WrongType,
-                    format!(
-                        "field `{path}` holds a {}; its rule takes {expected}",
-                        type_name(value)
-                    ),
-                ),
-                Failure::Invalid(expected) => Rejection::new(
-                    Reason::InvalidValue,
-                    format!("field `{path}` is not {expected}"),
-                ),
-            })
+        Shape::Leaf(Rule::Keep { detect }) => {
+            let found = match value {
+                Value::String(text) => detect.in_text(text),
+                Value::Number(n) if n.is_i64() || n.is_u64() => detect.in_integer(&n.to_string()),
+                _ => None,
+            };
+            match found {
+                Some(detector) => Err(personal_rejection(path, detector)),
+                None => apply_rule(&Rule::Keep { detect: *detect }, value, keys, event_date)
+                    .map_err(|failure| rule_failure(path, value, failure)),
+            }
         }
+        Shape::Leaf(rule) => apply_rule(rule, value, keys, event_date)
+            .map_err(|failure| rule_failure(path, value, failure)),
         Shape::Object(_) => match value {
             Value::Object(map) => apply_object(tree, node, map, keys, event_date).map(|()| true),
             Value::Null => Ok(true),
@@ -204,6 +270,22 @@ fn apply_node(
     }
 }
 
+fn rule_failure(path: &str, value: &Value, failure: Failure) -> Rejection {
+    match failure {
+        Failure::WrongType(expected) => Rejection::new(
+            Reason::WrongType,
+            format!(
+                "field `{path}` holds a {}; its rule takes {expected}",
+                type_name(value)
+            ),
+        ),
+        Failure::Invalid(expected) => Rejection::new(
+            Reason::InvalidValue,
+            format!("field `{path}` is not {expected}"),
+        ),
+    }
+}
+
 fn apply_rule(
     rule: &Rule,
     value: &mut Value,
@@ -223,7 +305,7 @@ fn apply_rule(
     };
     *value = match rule {
         Rule::Drop => unreachable!("handled above"),
-        Rule::Keep => match value {
+        Rule::Keep { .. } => match value {
             Value::Object(_) | Value::Array(_) => {
                 return Err(Failure::WrongType(
                     "only a scalar (list the nested fields in the policy)",
@@ -292,6 +374,11 @@ mod tests {
         tenant_field = "tenant"
         record_key = "customer.card"
         required = ["id"]
+        [limits]
+        max_depth = 5
+        max_string_bytes = 64
+        max_array_len = 2
+        max_object_fields = 13
         [fields]
         id = "keep"
         tenant = "keep"
@@ -348,7 +435,7 @@ mod tests {
                     json!("q\"uote\\ \n\u{1F600}"),
                     json!("ΣΑΣ"),
                 ],
-                vec![json!(1.5), json!(true)],
+                vec![json!(1.5), json!(true), json!("long ".repeat(13))],
             ),
             "birth" | "month" | "year" => (
                 vec![json!("1987-04-12"), json!("1986-11-22T23:00:00+02:00")],
@@ -431,7 +518,11 @@ mod tests {
                     .map(|_| object(rng, &["sku", "qty", "note"]))
                     .collect(),
             ),
-            "tags" => Value::Array((0..rng.gen_range(0..3)).map(|_| anything(rng, 2)).collect()),
+            "tags" => {
+                // Now and then one more than the policy's `max_array_len`.
+                let len = rng.gen_range(0..3) + usize::from(rng.gen_bool(0.05));
+                Value::Array((0..len).map(|_| anything(rng, 2)).collect())
+            }
             "matrix" => Value::Array(
                 (0..rng.gen_range(0..3))
                     .map(|_| {
@@ -681,6 +772,8 @@ mod tests {
             "UnknownTenant",
             "MissingField",
             "NotAnObject",
+            "PersonalValueInKeptField",
+            "TooLarge",
         ] {
             assert!(
                 reasons.keys().any(|k| k.contains(expected)),

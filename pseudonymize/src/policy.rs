@@ -16,7 +16,32 @@
 //! "customer.loyalty_card" = { action = "token", domain = "customer", normalizer = "digits" }
 //! "customer.first_name" = "drop"
 //! "customer.birth_date" = { action = "generalize", to = "year" }
+//! "retailer.note" = { action = "keep", allow = ["phone"] }
+//!
+//! [limits]
+//! max_event_bytes = 1048576
+//! max_depth = 32
+//! max_string_bytes = 65536
+//! max_array_len = 10000
+//! max_object_fields = 256
 //! ```
+//!
+//! Every value of a `keep` field goes through the content detectors of [`crate::detect`]
+//! (e-mail, phone, card, IBAN, IP): a hit quarantines the event as
+//! `personal_value_in_kept_field`; `allow` lists the kinds a field may hold.
+//!
+//! `[limits]` bounds what one event may cost, in ingest and in the leak guard alike:
+//! - `max_event_bytes`: the payload's size (`too_large`), checked before anything else.
+//! - `max_depth`: how deep objects and arrays nest (`too_deep`); at most 127, the JSON
+//!   reader's own bound, which also holds inside fields the policy skips.
+//! - `max_string_bytes`: a string value of a policy field, in bytes as written (`too_large`).
+//! - `max_array_len`: the elements of an array of the policy (`too_large`).
+//! - `max_object_fields`: the members of one object of the policy, the event itself
+//!   included, known or not (`too_large`).
+//!
+//! The last three apply to what the policy describes; inside a field it does not (an
+//! unknown field, a container where a scalar is due) nothing is read into anything, and
+//! the event is rejected or the field dropped whole.
 //!
 //! [`Policy::from_toml`] validates the file and compiles the paths into a tree that the
 //! record path walks alongside the event, so each event field costs one lookup.
@@ -27,8 +52,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 
+use crate::detect::{Detector, Detectors};
 use crate::error::Error;
 use crate::generalize::{Generalization, GeneralizeSpec};
+use crate::json::MAX_DEPTH;
 use crate::normalize::Normalizer;
 use crate::tree::{NodeId, Tree};
 
@@ -48,19 +75,61 @@ fn default_event_time_field() -> String {
     "event_time".into()
 }
 
-/// Size limits applied before parsing.
-#[derive(Debug, Clone, Deserialize)]
+/// Default nesting limit: 32 levels, four times the deepest simulated or example event
+/// (`basket.items[]` objects are at level 3) and well under the reader's bound of 127.
+fn default_max_depth() -> usize {
+    32
+}
+
+/// Default longest string: 64 KiB, far above any field of the schema (a user agent is
+/// the longest, a few hundred bytes).
+fn default_max_string_bytes() -> usize {
+    64 * 1024
+}
+
+/// Default longest array: 10,000 elements, a basket two orders of magnitude larger than
+/// any seen in the retailers' exports.
+fn default_max_array_len() -> usize {
+    10_000
+}
+
+/// Default widest object: 256 members, ten times the widest object of the schema.
+fn default_max_object_fields() -> usize {
+    256
+}
+
+/// What one event may cost; every limit applies in ingest and in the leak guard.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted payload in bytes; larger events are rejected as `too_large`.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// Deepest nesting of objects and arrays (the top-level object is level 1), at most
+    /// 127; deeper events are rejected as `too_deep`.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+    /// Longest string value of a policy field, in bytes as written (escapes included);
+    /// longer ones are rejected as `too_large`.
+    #[serde(default = "default_max_string_bytes")]
+    pub max_string_bytes: usize,
+    /// Most elements in an array of the policy; more are rejected as `too_large`.
+    #[serde(default = "default_max_array_len")]
+    pub max_array_len: usize,
+    /// Most members in one object of the policy (the event itself included), known or
+    /// not; more are rejected as `too_large`.
+    #[serde(default = "default_max_object_fields")]
+    pub max_object_fields: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_event_bytes: default_max_event_bytes(),
+            max_depth: default_max_depth(),
+            max_string_bytes: default_max_string_bytes(),
+            max_array_len: default_max_array_len(),
+            max_object_fields: default_max_object_fields(),
         }
     }
 }
@@ -93,8 +162,13 @@ struct PolicyFile {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
 enum RuleSpec {
-    Keep,
-    Drop,
+    Keep {
+        /// Detectors not applied to this field: kinds of value it may hold.
+        #[serde(default)]
+        allow: Vec<String>,
+    },
+    // A struct variant, so that options given to `drop` are refused as unknown.
+    Drop {},
     Token {
         domain: String,
         #[serde(default = "exact")]
@@ -116,8 +190,11 @@ fn exact() -> Normalizer {
 /// What happens to one field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
-    /// Forwarded unchanged (scalars only).
-    Keep,
+    /// Forwarded unchanged (scalars only), once the detectors found nothing personal.
+    Keep {
+        /// The detectors applied to its values.
+        detect: Detectors,
+    },
     /// Removed from the output.
     Drop,
     /// Replaced by its keyed token in `domain` (index into [`Policy::token_domains`]).
@@ -230,6 +307,12 @@ impl Policy {
                 file.default_tenant
             ));
         }
+        if !(1..=MAX_DEPTH).contains(&file.limits.max_depth) {
+            return Err(format!(
+                "`limits.max_depth` = {} is out of range: set it between 1 and {MAX_DEPTH} (the JSON reader's own bound)",
+                file.limits.max_depth
+            ));
+        }
         if file.fields.is_empty() {
             return Err("`[fields]` is empty: classify every field of the event".into());
         }
@@ -255,8 +338,8 @@ impl Policy {
         for (path, value) in file.fields {
             let spec = match value {
                 toml::Value::String(name) => match name.as_str() {
-                    "keep" => RuleSpec::Keep,
-                    "drop" => RuleSpec::Drop,
+                    "keep" => RuleSpec::Keep { allow: Vec::new() },
+                    "drop" => RuleSpec::Drop {},
                     other => {
                         return Err(format!(
                             "field `{path}`: \"{other}\" needs options; write it as a table, e.g. {{ action = \"{other}\", ... }}"
@@ -269,8 +352,18 @@ impl Policy {
                 other => return Err(format!("field `{path}`: expected \"keep\", \"drop\" or a rule table, found {}", other.type_str())),
             };
             let rule = match spec {
-                RuleSpec::Keep => Rule::Keep,
-                RuleSpec::Drop => Rule::Drop,
+                RuleSpec::Keep { allow } => Rule::Keep {
+                    detect: allow.iter().try_fold(Detectors::ALL, |detect, name| {
+                        Detector::from_name(name).map(|d| detect.without(d)).ok_or_else(|| {
+                            let known: Vec<&str> = Detector::ALL.iter().map(|d| d.name()).collect();
+                            format!(
+                                "field `{path}`: `allow` names an unknown detector \"{name}\"; the detectors are {}",
+                                known.join(", ")
+                            )
+                        })
+                    })?,
+                },
+                RuleSpec::Drop {} => Rule::Drop,
                 RuleSpec::Token { domain, normalizer } => Rule::Token {
                     domain: intern(&mut token_domains, domain)
                         .map_err(|e| format!("field `{path}`: {e}"))?,
@@ -303,7 +396,7 @@ impl Policy {
         };
         let tenant_field = match file.tenant_field.as_deref() {
             Some(path) => match leaf("tenant_field", path)? {
-                Some((id, Rule::Keep | Rule::Drop)) => Some(id),
+                Some((id, Rule::Keep { .. } | Rule::Drop)) => Some(id),
                 _ => {
                     return Err(
                         "`tenant_field` must name a field whose rule is \"keep\" or \"drop\""
@@ -434,11 +527,61 @@ mod tests {
                 "width",
             ),
             ("[fields]", "empty"),
+            (
+                "[fields]\na = { action = \"keep\", allow = [\"phone\", \"phones\"] }",
+                "field `a`: `allow` names an unknown detector \"phones\"; the detectors are email, card, phone, iban, ip",
+            ),
+            (
+                "[fields]\na = { action = \"drop\", allow = [\"phone\"] }",
+                "unknown field `allow`",
+            ),
+            ("[limits]\nmax_depth = 128\n[fields]\na = \"keep\"", "between 1 and 127"),
+            ("[limits]\nmax_depth = 0\n[fields]\na = \"keep\"", "between 1 and 127"),
+            ("[limits]\nmax_strings = 1\n[fields]\na = \"keep\"", "unknown field `max_strings`"),
         ];
         for (text, expected) in cases {
             let error = Policy::from_toml(text).expect_err(text);
             assert!(error.contains(expected), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn allow_lists_compile_into_detector_sets() {
+        let policy = Policy::from_toml(
+            "[fields]\na = \"keep\"\nb = { action = \"keep\", allow = [\"phone\", \"ip\"] }\nc = { action = \"keep\" }",
+        )
+        .unwrap();
+        let rules: Vec<&Rule> = policy.rules().iter().map(|(_, rule)| rule).collect();
+        let all = Detectors::ALL;
+        assert_eq!(
+            rules,
+            [
+                &Rule::Keep { detect: all },
+                &Rule::Keep {
+                    detect: all.without(Detector::Phone).without(Detector::Ip)
+                },
+                &Rule::Keep { detect: all },
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_default_when_absent_and_read_when_given() {
+        let policy = Policy::from_toml("[fields]\na = \"keep\"").unwrap();
+        assert_eq!(*policy.limits(), Limits::default());
+        assert_eq!(policy.limits().max_depth, 32);
+        let policy = Policy::from_toml(
+            "[limits]\nmax_depth = 5\nmax_string_bytes = 6\nmax_array_len = 7\nmax_object_fields = 8\n[fields]\na = \"keep\"",
+        )
+        .unwrap();
+        let expected = Limits {
+            max_depth: 5,
+            max_string_bytes: 6,
+            max_array_len: 7,
+            max_object_fields: 8,
+            ..Limits::default()
+        };
+        assert_eq!(*policy.limits(), expected);
     }
 
     #[test]

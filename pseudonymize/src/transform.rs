@@ -19,6 +19,7 @@ use std::ops::Range;
 
 use time::Date;
 
+use crate::detect::{Detector, Detectors};
 use crate::error::{Reason, Rejection};
 use crate::generalize::{parse_date, Failure, Scalar};
 use crate::json::{unescape, write_string, Kind, SyntaxKind};
@@ -26,7 +27,7 @@ use crate::policy::{is_valid_tenant, Policy, Rule};
 use crate::secret::MasterSecret;
 use crate::token::{fingerprint, EncryptKey, TokenKey};
 use crate::tree::{NodeId, Shape, Tree};
-use crate::walk::{unknown_field_at, Malformed, Member, Problem, Step, Walk};
+use crate::walk::{unknown_field_at, Limit, Malformed, Member, Problem, Step, Walk};
 
 /// The keys of one tenant's active version, derived for every domain of the policy.
 #[derive(Debug, Clone)]
@@ -129,7 +130,7 @@ impl Scratch {
             .collect();
         Self {
             policy: policy.id,
-            walk: Walk::new(&policy.tree, &watched),
+            walk: Walk::new(&policy.tree, &policy.limits, &watched),
             text: String::new(),
             normalized: String::new(),
             rewritten: String::new(),
@@ -244,7 +245,7 @@ impl Pseudonymizer {
         scratch
             .walk
             .run(tree, payload)
-            .map_err(|malformed| rejection_of(tree, payload, malformed))?;
+            .map_err(|malformed| rejection_of(&self.policy, payload, malformed))?;
         for (path, node) in &self.policy.required {
             if matches!(scratch.walk.captured(*node), None | Some((Kind::Null, ..))) {
                 return Err(Rejection::new(
@@ -374,16 +375,20 @@ impl Pseudonymizer {
                     splice.member(member, &tree.node(node).key_json, raw_start);
                     splice.first = false;
                     let rule = match rule {
-                        Some(Rule::Keep) | None => {
-                            if matches!(kind, Kind::Object | Kind::Array) {
-                                return Err(rule_rejection(
-                                    &tree.node(node).path,
-                                    kind,
-                                    Failure::WrongType(
-                                        "only a scalar (list the nested fields in the policy)",
-                                    ),
-                                ));
-                            }
+                        Some(Rule::Keep { detect }) => {
+                            let value = Value {
+                                payload,
+                                kind,
+                                start,
+                                end,
+                            };
+                            value
+                                .kept(*detect, text)
+                                .map_err(|rejection| rejection.at(&tree.node(node).path, kind))?;
+                            splice.verbatim(raw);
+                            continue;
+                        }
+                        None => {
                             splice.verbatim(raw);
                             continue;
                         }
@@ -401,7 +406,7 @@ impl Pseudonymizer {
                     };
                     let out = splice.generated();
                     let applied = match rule {
-                        Rule::Drop | Rule::Keep => unreachable!("handled above"),
+                        Rule::Drop | Rule::Keep { .. } => unreachable!("handled above"),
                         Rule::Token { domain, normalizer } => value.text(text).map(|raw| {
                             let normalized = normalizer.normalize(raw, normalized);
                             out.push(b'"');
@@ -522,16 +527,69 @@ impl<'a> Splice<'a> {
 }
 
 /// A leaf's value in the payload.
-struct Value<'p> {
-    payload: &'p str,
-    kind: Kind,
-    start: usize,
-    end: usize,
+pub(crate) struct Value<'p> {
+    pub(crate) payload: &'p str,
+    pub(crate) kind: Kind,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// Why a value cannot be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// An object or an array: a `keep` rule takes scalars only.
+    NotAScalar,
+    /// The detector found personal data in it.
+    Personal(Detector),
+}
+
+impl Kept {
+    /// The rejection, for the field at `path` holding a value of kind `kind`.
+    pub(crate) fn at(self, path: &str, kind: Kind) -> Rejection {
+        match self {
+            Self::NotAScalar => rule_rejection(
+                path,
+                kind,
+                Failure::WrongType("only a scalar (list the nested fields in the policy)"),
+            ),
+            Self::Personal(detector) => personal_rejection(path, detector),
+        }
+    }
+}
+
+/// The rejection of a kept value in which a detector found personal data: the field and
+/// the kind, never the value.
+pub(crate) fn personal_rejection(path: &str, detector: Detector) -> Rejection {
+    Rejection::new(
+        Reason::PersonalValueInKeptField,
+        format!(
+            "`{path}` holds what looks like {}; if the field may hold one, add \"{}\" to its `allow`",
+            detector.describe(),
+            detector.name()
+        ),
+    )
 }
 
 impl<'p> Value<'p> {
     fn raw(&self) -> &'p str {
         &self.payload[self.start..self.end]
+    }
+
+    /// Checks a value of a `keep` field: a scalar in which `detect` finds nothing.
+    pub(crate) fn kept(&self, detect: Detectors, scratch: &mut String) -> Result<(), Kept> {
+        let found = match self.kind {
+            Kind::Object | Kind::Array => return Err(Kept::NotAScalar),
+            Kind::String { escaped } => detect.in_text(string_text(
+                self.payload,
+                self.start,
+                self.end,
+                escaped,
+                scratch,
+            )),
+            Kind::Number(n) if n.is_integer() => detect.in_integer(self.raw()),
+            Kind::Null | Kind::Bool | Kind::Number(_) => None,
+        };
+        found.map_or(Ok(()), |detector| Err(Kept::Personal(detector)))
     }
 
     /// The text of a string, or the decimal form of an integer.
@@ -589,11 +647,16 @@ fn string_text<'a>(
 }
 
 /// The rejection of a payload that could not be walked.
-fn rejection_of(tree: &Tree, payload: &str, malformed: Malformed) -> Rejection {
+fn rejection_of(policy: &Policy, payload: &str, malformed: Malformed) -> Rejection {
+    let tree = &policy.tree;
     match malformed {
         Malformed::Syntax(error) if error.kind == SyntaxKind::TooDeep => {
-            Rejection::new(Reason::TooDeep, "payload nests deeper than 128 levels")
+            Rejection::new(Reason::TooDeep, Limit::Depth.describe(&policy.limits, ""))
         }
+        Malformed::Limit { limit, node } => Rejection::new(
+            limit.reason(),
+            limit.describe(&policy.limits, &tree.node(node).path),
+        ),
         Malformed::Syntax(error) => Rejection::new(
             Reason::MalformedJson,
             format!(
@@ -650,5 +713,114 @@ fn rule_rejection(path: &str, kind: Kind, failure: Failure) -> Rejection {
             Reason::InvalidValue,
             format!("field `{path}` is not {expected}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = include_str!("../../schemas/coupon_redemption.policy.toml");
+
+    fn engine() -> Pseudonymizer {
+        let secret = MasterSecret::from_bytes([5; 32]);
+        let policy = Policy::from_toml(POLICY).expect("the default policy is valid");
+        Pseudonymizer::new(policy, [("default".to_string(), 1, &secret)])
+    }
+
+    /// A minimal valid event with `customer` members `customer`.
+    fn event(customer: &str) -> String {
+        format!(
+            r#"{{"event_id":"e1","event_time":"2026-11-21T14:03:22Z","retailer":{{"id":"r"}},"coupon":{{"campaign_id":"c"}},"customer":{{{customer}}}}}"#
+        )
+    }
+
+    #[test]
+    fn the_decoder_reads_what_it_forwards_and_nothing_else() {
+        let engine = engine();
+        let raw = "alice@example.com";
+        let cases: [(String, Reason, &str); 11] = [
+            (
+                event(&format!(r#""email":"{raw}","email":"v1.KxaYpQJkpd4SOvySjpg7xw""#)),
+                Reason::DuplicateField,
+                "field `customer.email` appears twice in one object",
+            ),
+            (
+                event(&format!(r#""email":"{raw}","em\u0061il":"x""#)),
+                Reason::DuplicateField,
+                "field `customer.email` appears twice in one object",
+            ),
+            (
+                format!("{} {{}}", event("")),
+                Reason::MalformedJson,
+                "payload is not valid JSON: trailing characters after the value at line 1 column 120",
+            ),
+            (
+                event(&format!(r#""\u0061lice@example.com":"{raw}""#)),
+                Reason::UnknownField,
+                "an unknown field in `customer`",
+            ),
+            (
+                event(r#""email":1.5"#),
+                Reason::WrongType,
+                "field `customer.email` holds a float; its rule takes a string or an integer",
+            ),
+            (
+                event(r#""email":true"#),
+                Reason::WrongType,
+                "field `customer.email` holds a boolean; its rule takes a string or an integer",
+            ),
+            (
+                event(&format!(r#""email":{{"a":"{raw}"}}"#)),
+                Reason::WrongType,
+                "field `customer.email` holds a object; its rule takes a string or an integer",
+            ),
+            (
+                event(&format!(r#""email":["{raw}"]"#)),
+                Reason::WrongType,
+                "field `customer.email` holds a array; its rule takes a string or an integer",
+            ),
+            (
+                event(&format!(r#""address":{{"country":"{raw}"}}"#)),
+                Reason::PersonalValueInKeptField,
+                "`customer.address.country` holds what looks like an e-mail address; if the field may hold one, add \"email\" to its `allow`",
+            ),
+            (
+                event(&format!(r#""address":{{"country":{{"a":"{raw}"}}}}"#)),
+                Reason::WrongType,
+                "field `customer.address.country` holds a object; its rule takes only a scalar (list the nested fields in the policy)",
+            ),
+            (
+                event(r#""address":{"country":4111111111111111}"#),
+                Reason::PersonalValueInKeptField,
+                "`customer.address.country` holds what looks like a payment card number; if the field may hold one, add \"card\" to its `allow`",
+            ),
+        ];
+        for (payload, reason, message) in cases {
+            let rejection = engine.pseudonymize(payload.as_bytes()).expect_err(&payload);
+            assert_eq!(
+                (rejection.reason, rejection.message.as_str()),
+                (reason, message),
+                "{payload}"
+            );
+            assert!(!rejection.message.contains("alice"), "{payload}");
+        }
+    }
+
+    #[test]
+    fn an_escaped_key_is_the_field_it_spells() {
+        let engine = engine();
+        let (plain, _) = engine
+            .pseudonymize(event(r#""email":"alice@example.com""#).as_bytes())
+            .unwrap();
+        let (escaped, _) = engine
+            .pseudonymize(event(r#""em\u0061il":"alice@example.com""#).as_bytes())
+            .unwrap();
+        assert_eq!(
+            plain, escaped,
+            "tokenized, the key spelled as the policy does"
+        );
+        let spaced = format!(" \n{}\r\n\t ", event(""));
+        assert!(engine.pseudonymize(spaced.as_bytes()).is_ok());
     }
 }

@@ -2,7 +2,7 @@
 //! the leak guard.
 //!
 //! [`Walk::run`] validates the whole payload (syntax, nesting, no field twice in an
-//! object) and records, in document order, one [`Step`] per container opened or closed
+//! object, the policy's `[limits]`) and records, in document order, one [`Step`] per container opened or closed
 //! and per value of a policy leaf, as spans of the payload. It never stops at the first
 //! field the policy does not expect: it notes the first such [`Problem`] with the step it
 //! happened at and reads on, because a syntax error further on must win (as it does for a
@@ -13,7 +13,9 @@
 //! A `Walk` is scratch space: reuse one per thread and nothing is allocated per event
 //! once its buffers have grown.
 
-use crate::json::{unescape, Kind, Reader, SyntaxError, SyntaxKind, MAX_DEPTH};
+use crate::error::Reason;
+use crate::json::{unescape, unescaped_len, Kind, Reader, SyntaxError, SyntaxKind, MAX_DEPTH};
+use crate::policy::Limits;
 use crate::tree::{prefix_of, NodeId, Shape, Tree, ROOT};
 
 /// Where a member of an object (its key, `:` and value) or an element of an array starts.
@@ -75,12 +77,69 @@ pub(crate) enum Problem {
 /// Why a payload could not be walked at all.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Malformed {
-    /// Not JSON, or nested too deep.
+    /// Not JSON, or nested deeper than the reader's bound.
     Syntax(SyntaxError),
     /// The top-level value is not an object.
     NotAnObject(Kind),
     /// An object holds the policy field `node` twice.
     Duplicate(NodeId),
+    /// A limit of the policy is exceeded at node `node` (inside its value, for depth).
+    Limit { limit: Limit, node: NodeId },
+}
+
+/// A limit of a policy's `[limits]` checked while walking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// `max_depth`.
+    Depth,
+    /// `max_string_bytes`.
+    StringBytes,
+    /// `max_array_len`.
+    ArrayLen,
+    /// `max_object_fields`.
+    ObjectFields,
+}
+
+impl Limit {
+    /// The reason of a rejection: `too_deep` for depth (as for the reader's own bound),
+    /// `too_large` for the sizes (as for the payload's).
+    pub(crate) fn reason(self) -> Reason {
+        match self {
+            Self::Depth => Reason::TooDeep,
+            Self::StringBytes | Self::ArrayLen | Self::ObjectFields => Reason::TooLarge,
+        }
+    }
+
+    /// The message of a rejection: the limit, its value and where, from the policy's paths.
+    pub(crate) fn describe(self, limits: &Limits, path: &str) -> String {
+        let at = if path.is_empty() {
+            "the event".to_owned()
+        } else {
+            format!("`{path}`")
+        };
+        let (exceeds, name, value, unit) = match self {
+            Self::Depth => ("nests deeper", "max_depth", limits.max_depth, "levels"),
+            Self::StringBytes => (
+                "holds a string longer",
+                "max_string_bytes",
+                limits.max_string_bytes,
+                "bytes",
+            ),
+            Self::ArrayLen => (
+                "holds more",
+                "max_array_len",
+                limits.max_array_len,
+                "elements",
+            ),
+            Self::ObjectFields => (
+                "holds more",
+                "max_object_fields",
+                limits.max_object_fields,
+                "fields",
+            ),
+        };
+        format!("{at} {exceeds} than `limits.{name}` = {value} {unit}")
+    }
 }
 
 /// A captured value: its kind and span.
@@ -107,13 +166,15 @@ pub(crate) struct Walk {
     follows: Vec<usize>,
     /// Counts object instances, across payloads.
     objects: u64,
-    duplicate: Option<NodeId>,
+    /// The first duplicate field or exceeded limit, in document order.
+    fault: Option<Malformed>,
+    limits: Limits,
     key: String,
 }
 
 impl Walk {
-    /// Scratch space for `tree`, capturing the values of the `watched` nodes.
-    pub(crate) fn new(tree: &Tree, watched: &[NodeId]) -> Self {
+    /// Scratch space for `tree` under `limits`, capturing the values of the `watched` nodes.
+    pub(crate) fn new(tree: &Tree, limits: &Limits, watched: &[NodeId]) -> Self {
         let mut is_watched = vec![false; tree.len()];
         for &node in watched {
             is_watched[node as usize] = true;
@@ -125,6 +186,7 @@ impl Walk {
             is_watched,
             seen_in: vec![0; tree.len()],
             follows: vec![0; tree.len()],
+            limits: limits.clone(),
             ..Self::default()
         }
     }
@@ -138,7 +200,7 @@ impl Walk {
     pub(crate) fn run(&mut self, tree: &Tree, payload: &str) -> Result<(), Malformed> {
         self.steps.clear();
         self.problem = None;
-        self.duplicate = None;
+        self.fault = None;
         for &node in &self.watched {
             self.captured[node as usize] = None;
         }
@@ -164,8 +226,8 @@ impl Walk {
         if kind != Kind::Object {
             return Err(Malformed::NotAnObject(kind));
         }
-        match self.duplicate {
-            Some(node) => Err(Malformed::Duplicate(node)),
+        match self.fault {
+            Some(fault) => Err(fault),
             None => Ok(()),
         }
     }
@@ -174,6 +236,27 @@ impl Walk {
         if self.problem.is_none() {
             self.problem = Some((self.steps.len(), problem));
         }
+    }
+
+    /// Notes a limit exceeded at `node`, unless something came first; reading goes on, so
+    /// that a syntax error further on still wins.
+    fn exceeded(&mut self, limit: Limit, node: NodeId) {
+        self.fault.get_or_insert(Malformed::Limit { limit, node });
+    }
+
+    /// Steps over the rest of a value of `node` that the walk does not follow (a field the
+    /// policy does not know, a container in a leaf), checking its depth.
+    fn skip(
+        &mut self,
+        reader: &mut Reader<'_>,
+        kind: Kind,
+        depth: usize,
+        node: NodeId,
+    ) -> Result<(), SyntaxError> {
+        if reader.skip_rest(kind, depth)? > self.limits.max_depth {
+            self.exceeded(Limit::Depth, node);
+        }
+        Ok(())
     }
 
     /// After the `{` of object node `node`, up to and including its `}`.
@@ -188,12 +271,20 @@ impl Walk {
         if depth > MAX_DEPTH {
             return Err(too_deep(reader));
         }
+        if depth > self.limits.max_depth {
+            self.exceeded(Limit::Depth, node);
+        }
         self.objects += 1;
         let instance = self.objects;
         // The node whose successor the next key is: the object itself, then each field.
         let mut previous = node;
+        let mut members = 0;
         if !reader.empty_container(b'}') {
             loop {
+                members += 1;
+                if members > self.limits.max_object_fields {
+                    self.exceeded(Limit::ObjectFields, node);
+                }
                 let (start, end, escaped) = reader.key()?;
                 let raw = &payload[start..end];
                 let (key, prefix) = if escaped {
@@ -210,7 +301,7 @@ impl Walk {
                         previous = child;
                         let seen = &mut self.seen_in[child as usize];
                         if *seen == instance {
-                            self.duplicate.get_or_insert(child);
+                            self.fault.get_or_insert(Malformed::Duplicate(child));
                         }
                         *seen = instance;
                         // Plain: `"key":` with nothing in between (the value is checked next).
@@ -231,7 +322,7 @@ impl Walk {
                     None => {
                         self.note(Problem::Unknown { parent: node });
                         let (kind, _, _) = reader.value_start()?;
-                        reader.skip_rest(kind, depth + 1)?;
+                        self.skip(reader, kind, depth + 1, node)?;
                     }
                 }
                 if !reader.next_member(b'}')? {
@@ -252,14 +343,22 @@ impl Walk {
         tree: &Tree,
         reader: &mut Reader<'_>,
         payload: &str,
-        element: NodeId,
+        (node, element): (NodeId, NodeId),
         depth: usize,
     ) -> Result<(), SyntaxError> {
         if depth > MAX_DEPTH {
             return Err(too_deep(reader));
         }
+        if depth > self.limits.max_depth {
+            self.exceeded(Limit::Depth, node);
+        }
+        let mut elements = 0;
         if !reader.empty_container(b']') {
             loop {
+                elements += 1;
+                if elements > self.limits.max_array_len {
+                    self.exceeded(Limit::ArrayLen, node);
+                }
                 self.value(tree, reader, payload, element, depth, None)?;
                 if !reader.next_member(b']')? {
                     break;
@@ -314,14 +413,27 @@ impl Walk {
                     member,
                     at: start,
                 });
-                self.array(tree, reader, payload, *element, depth + 1)
+                self.array(tree, reader, payload, (node, *element), depth + 1)
             }
             (Shape::Leaf(_), _) | (_, Kind::Null) => {
-                let end = if matches!(kind, Kind::Object | Kind::Array) {
-                    reader.skip_rest(kind, depth + 1)?;
-                    reader.offset()
-                } else {
-                    end
+                let end = match kind {
+                    Kind::Object | Kind::Array => {
+                        self.skip(reader, kind, depth + 1, node)?;
+                        reader.offset()
+                    }
+                    Kind::String { escaped } => {
+                        let raw = &payload.as_bytes()[start..end];
+                        let len = if escaped {
+                            unescaped_len(raw)
+                        } else {
+                            raw.len()
+                        };
+                        if len > self.limits.max_string_bytes {
+                            self.exceeded(Limit::StringBytes, node);
+                        }
+                        end
+                    }
+                    _ => end,
                 };
                 if self.is_watched[node as usize] {
                     self.captured[node as usize] = Some((kind, start, end));
@@ -337,11 +449,11 @@ impl Walk {
             }
             (Shape::Object(_), _) => {
                 self.note(Problem::NotAnObject { node, kind });
-                reader.skip_rest(kind, depth + 1)
+                self.skip(reader, kind, depth + 1, node)
             }
             (Shape::Array(_), _) => {
                 self.note(Problem::NotAnArray { node, kind });
-                reader.skip_rest(kind, depth + 1)
+                self.skip(reader, kind, depth + 1, node)
             }
         }
     }

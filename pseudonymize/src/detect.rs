@@ -1,0 +1,665 @@
+//! Content detectors: whether a value the policy keeps looks like personal data (an e-mail
+//! address, a phone number, a payment card number, an IBAN, an IP address).
+//!
+//! The schema says what a field is; these catch the human error no schema check sees: a
+//! note that holds a phone number, a store id typed where the card number goes. They run
+//! on every value of a `keep` field, in ingest and in the leak guard, never on what
+//! pseudopipe itself wrote (tokens, ciphertexts, masks, generalized values), and a field
+//! that legitimately holds one kind lists it in `allow`.
+//!
+//! Each detector is one pass over the bytes, without allocation, and looks for the thing
+//! anywhere in the value, as a whole word: a number glued to letters by `-`, `.` or `/`
+//! (`US-701204901-020`, `SKU/3017620422003`) is part of an identifier, not a phone or a
+//! card. The rules, chosen to find real values without flagging identifiers, times or
+//! amounts:
+//! - **email**: `local@domain.tld`, a top-level domain of two letters or more.
+//! - **phone**: `+` then 8 to 15 digits (E.164), or 9 to 12 digits that start with a trunk
+//!   `0` or `(`, or 9 to 11 digits in groups of at most four (`206-555-0142`,
+//!   `612 345 678`); separators are spaces, parentheses and one of `-`, `.`, `/`. A bare run of
+//!   digits without a leading `0` is not taken for a phone number (it is any identifier),
+//!   and neither is an integer (it has lost its `+` or `0`).
+//! - **card**: 13 to 19 digits, spaces or dashes between them, Luhn-valid, starting with 2
+//!   to 6 (the ISO/IEC 7812 industries of payment cards, which also keeps epoch
+//!   timestamps out), and not a valid GTIN-13/14 product code (an EAN-13 is Luhn-valid one
+//!   time in ten). Integers too.
+//! - **iban**: two capital letters, two check digits, then letters and digits (single
+//!   spaces allowed), 15 to 34 characters in all, ISO 13616 mod-97 valid.
+//! - **ip**: an IPv4 or IPv6 address as `std` parses it; a network (`192.0.2.0/24`) is not
+//!   an address.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A kind of personal value a detector finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Detector {
+    /// An e-mail address.
+    Email,
+    /// A phone number.
+    Phone,
+    /// A payment card number.
+    Card,
+    /// An IBAN.
+    Iban,
+    /// An IPv4 or IPv6 address.
+    Ip,
+}
+
+impl Detector {
+    /// Every detector, in the order they are tried.
+    pub const ALL: [Detector; 5] = [Self::Email, Self::Card, Self::Phone, Self::Iban, Self::Ip];
+
+    /// The name used in a policy's `allow` list.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::Card => "card",
+            Self::Iban => "iban",
+            Self::Ip => "ip",
+        }
+    }
+
+    /// The detector named `name` in a policy's `allow` list.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// What it found, for messages: "an e-mail address".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Email => "an e-mail address",
+            Self::Phone => "a phone number",
+            Self::Card => "a payment card number",
+            Self::Iban => "an IBAN",
+            Self::Ip => "an IP address",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl fmt::Display for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The detectors applied to one field (all of them unless the policy allows some).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detectors(u8);
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Detectors {
+    /// Every detector: the default of a `keep` field.
+    pub const ALL: Self = Self(0b1_1111);
+
+    /// No detector.
+    pub const NONE: Self = Self(0);
+
+    /// These detectors but `detector` (a kind the field may hold).
+    pub fn without(self, detector: Detector) -> Self {
+        Self(self.0 & !detector.bit())
+    }
+
+    /// Whether `detector` is applied.
+    pub fn contains(self, detector: Detector) -> bool {
+        self.0 & detector.bit() != 0
+    }
+
+    /// The first detector of the set that finds something in the string `text`.
+    pub fn in_text(self, text: &str) -> Option<Detector> {
+        if self == Self::NONE {
+            return None;
+        }
+        let text = text.as_bytes();
+        // The census rules out most values before any scan: too few digits in a row for
+        // a number, no `@`, not enough dots or colons for an address.
+        let census = Census::of(text);
+        if self.contains(Detector::Email) && census.at && has_email(text) {
+            return Some(Detector::Email);
+        }
+        let card = self.contains(Detector::Card) && census.number_digits >= 13;
+        let phone = self.contains(Detector::Phone) && census.number_digits >= 8;
+        if card || phone {
+            let (mut card_found, mut phone_found) = (false, false);
+            for number in numbers(text) {
+                card_found |= card && is_card(number);
+                phone_found |= phone && is_phone(number);
+            }
+            if card_found {
+                return Some(Detector::Card);
+            }
+            if phone_found {
+                return Some(Detector::Phone);
+            }
+        }
+        let iban = census.digits >= 2 && census.upper >= 2 && text.len() >= 15;
+        if self.contains(Detector::Iban) && iban && has_iban(text) {
+            return Some(Detector::Iban);
+        }
+        let ip = (census.dots >= 3 && census.number_digits >= 4) || census.colons >= 2;
+        (self.contains(Detector::Ip) && ip && has_ip(text)).then_some(Detector::Ip)
+    }
+
+    /// The first detector of the set that finds something in an integer, given as its
+    /// JSON text: only a card number survives being written as a number.
+    pub fn in_integer(self, text: &str) -> Option<Detector> {
+        let card = self.contains(Detector::Card)
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && is_card(text.as_bytes());
+        card.then_some(Detector::Card)
+    }
+}
+
+/// What one pass over a value counts, to skip the detectors that cannot find anything.
+struct Census {
+    digits: usize,
+    upper: usize,
+    colons: usize,
+    dots: usize,
+    at: bool,
+    /// The most digits in one run of digits and number separators (see [`numbers`]).
+    number_digits: usize,
+}
+
+const DIGIT: u8 = 1;
+const UPPER: u8 = 2;
+const COLON: u8 = 4;
+const DOT: u8 = 8;
+const AT: u8 = 16;
+const NUMBER: u8 = 32;
+
+/// The classes of each byte, for the census.
+const fn classes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let mut class = 0;
+        if byte.is_ascii_digit() {
+            class |= DIGIT | NUMBER;
+        }
+        if byte.is_ascii_uppercase() {
+            class |= UPPER;
+        }
+        if matches!(byte, b' ' | b'-' | b'.' | b'/' | b'(' | b')' | b'+') {
+            class |= NUMBER;
+        }
+        if byte == b':' {
+            class |= COLON;
+        }
+        if byte == b'.' {
+            class |= DOT;
+        }
+        if byte == b'@' {
+            class |= AT;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+}
+static CLASSES: [u8; 256] = classes();
+
+/// Per byte, what it adds to the four counts of the census, packed 32 bits each (digits,
+/// capitals, colons, dots), so that counting costs one addition a byte.
+const fn increments() -> [u128; 256] {
+    let mut table = [0u128; 256];
+    let mut b = 0;
+    while b < 256 {
+        let class = CLASSES[b];
+        let mut increment = 0;
+        let mut field = 0;
+        while field < 4 {
+            if class & (1 << field) != 0 {
+                increment |= 1 << (32 * field);
+            }
+            field += 1;
+        }
+        table[b] = increment;
+        b += 1;
+    }
+    table
+}
+static INCREMENTS: [u128; 256] = increments();
+
+impl Census {
+    fn of(text: &[u8]) -> Self {
+        // A string holds fewer than 2^32 bytes (a Kafka record is far smaller): no count
+        // overflows into the next.
+        let mut counts = 0u128;
+        let mut seen = 0u8;
+        let mut run_digits = 0;
+        let mut number_digits = 0;
+        for &b in text {
+            let class = CLASSES[usize::from(b)];
+            counts += INCREMENTS[usize::from(b)];
+            seen |= class;
+            // Digits in a row, number separators allowed between them.
+            run_digits = if class & NUMBER != 0 {
+                run_digits + usize::from(class & DIGIT)
+            } else {
+                0
+            };
+            number_digits = number_digits.max(run_digits);
+        }
+        let count = |field: u32| (counts >> (32 * field)) as u32 as usize;
+        Self {
+            digits: count(0),
+            upper: count(1),
+            colons: count(2),
+            dots: count(3),
+            at: seen & AT != 0,
+            number_digits,
+        }
+    }
+}
+
+/// Whether `b` may be part of a phone or card number.
+fn in_number(b: u8) -> bool {
+    CLASSES[usize::from(b)] & NUMBER != 0
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+/// Whether the span `start..end` of `text` stands as a word: not glued to a letter or a
+/// digit directly, nor through one joiner (`-`, `.`, `/`, `_`; `:` when a digit is on its
+/// other side, as in a time).
+fn stands_alone(text: &[u8], start: usize, end: usize) -> bool {
+    let glued = |near: Option<&u8>, far: Option<&u8>| match near {
+        Some(&b) if is_word(b) => true,
+        Some(b'-' | b'.' | b'/' | b'_') => far.is_some_and(|&b| is_word(b)),
+        Some(b':') => far.is_some_and(u8::is_ascii_digit),
+        _ => false,
+    };
+    let before = start.checked_sub(1).and_then(|i| text.get(i));
+    let before_that = start.checked_sub(2).and_then(|i| text.get(i));
+    !glued(before, before_that) && !glued(text.get(end), text.get(end + 1))
+}
+
+/// The numbers of `text` that stand alone: maximal runs of digits and phone or card
+/// separators, trimmed to start at a digit, `+` or `(` and end at a digit or `)`.
+fn numbers(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        while pos < text.len() {
+            let run_start = pos;
+            while pos < text.len() && in_number(text[pos]) {
+                pos += 1;
+            }
+            let run_end = pos;
+            if run_end == run_start {
+                pos += 1;
+                continue;
+            }
+            let run = &text[run_start..run_end];
+            let Some(first) = run
+                .iter()
+                .position(|&b| b.is_ascii_digit() || b == b'+' || b == b'(')
+            else {
+                continue;
+            };
+            let Some(last) = run.iter().rposition(|&b| b.is_ascii_digit() || b == b')') else {
+                continue;
+            };
+            if first <= last
+                && run[first..=last].iter().any(u8::is_ascii_digit)
+                && stands_alone(text, run_start + first, run_start + last + 1)
+            {
+                return Some(&run[first..=last]);
+            }
+        }
+        None
+    })
+}
+
+/// The digit groups of a number: how many digits, how many groups, the longest group.
+struct Groups {
+    digits: usize,
+    longest: usize,
+}
+
+fn groups(number: &[u8]) -> Groups {
+    let (mut digits, mut longest, mut current) = (0, 0, 0);
+    for &b in number {
+        if b.is_ascii_digit() {
+            digits += 1;
+            current += 1;
+            longest = longest.max(current);
+        } else {
+            current = 0;
+        }
+    }
+    Groups { digits, longest }
+}
+
+fn is_phone(number: &[u8]) -> bool {
+    // One kind of joiner at most: `192.0.2.0/24` or `2026-11.3` are not phone numbers.
+    let joiners = [b'-', b'.', b'/']
+        .iter()
+        .filter(|j| number.contains(j))
+        .count();
+    if number[1..].contains(&b'+') || joiners > 1 || (number.contains(&b'.') && is_ipv4(number)) {
+        return false;
+    }
+    let Groups { digits, longest } = groups(number);
+    match number[0] {
+        b'+' => (8..=15).contains(&digits),
+        first => {
+            let trunk = first == b'(' || first == b'0';
+            (trunk && (9..=12).contains(&digits)) || ((9..=11).contains(&digits) && longest <= 4)
+        }
+    }
+}
+
+fn is_card(number: &[u8]) -> bool {
+    if number.len() < 13
+        || !number
+            .iter()
+            .all(|&b| b.is_ascii_digit() || b == b' ' || b == b'-')
+    {
+        return false;
+    }
+    let digits = || {
+        number
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .map(|b| u32::from(b - b'0'))
+    };
+    let count = digits().count();
+    if !(13..=19).contains(&count) || !matches!(digits().next(), Some(2..=6)) {
+        return false;
+    }
+    // Luhn: from the right, every second digit doubled (digits of the product summed).
+    let luhn: u32 = digits()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| match (i % 2 == 1, d * 2) {
+            (true, doubled) if doubled > 9 => doubled - 9,
+            (true, doubled) => doubled,
+            (false, _) => d,
+        })
+        .sum();
+    // GTIN: from the right, the check digit, then weights 3, 1, 3...
+    let gtin: u32 = digits()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| if i % 2 == 1 { 3 * d } else { d })
+        .sum();
+    luhn.is_multiple_of(10) && !(matches!(count, 13 | 14) && gtin.is_multiple_of(10))
+}
+
+fn has_email(text: &[u8]) -> bool {
+    let local = |b: u8| is_word(b) || b"!#$%&'*+/=?^_`{|}~.-".contains(&b);
+    text.iter().enumerate().any(|(at, &b)| {
+        if b != b'@' || at == 0 || !local(text[at - 1]) {
+            return false;
+        }
+        // Labels of letters, digits and `-`, separated by single dots; the last one is a
+        // top-level domain of at least two letters.
+        let mut labels = 0;
+        let mut label_len = 0;
+        let mut letters_only = true;
+        let mut last_ok = false;
+        for &c in &text[at + 1..] {
+            if is_word(c) || c == b'-' {
+                label_len += 1;
+                letters_only &= c.is_ascii_alphabetic() || c >= 0x80;
+            } else if c == b'.' && label_len > 0 {
+                labels += 1;
+                label_len = 0;
+                letters_only = true;
+                continue;
+            } else {
+                break;
+            }
+            last_ok = labels >= 1 && label_len >= 2 && letters_only;
+        }
+        last_ok
+    })
+}
+
+fn has_iban(text: &[u8]) -> bool {
+    let value = |b: u8| match b {
+        b'0'..=b'9' => Some(u32::from(b - b'0')),
+        b'A'..=b'Z' => Some(u32::from(b - b'A') + 10),
+        b'a'..=b'z' => Some(u32::from(b - b'a') + 10),
+        _ => None,
+    };
+    // Appends a character's value (one or two decimal digits) to a remainder mod 97.
+    let feed = |remainder: u32, v: u32| {
+        if v >= 10 {
+            (remainder * 100 + v) % 97
+        } else {
+            (remainder * 10 + v) % 97
+        }
+    };
+    (0..text.len().saturating_sub(3)).any(|start| {
+        let head = &text[start..start + 4];
+        let starts = head[0].is_ascii_uppercase()
+            && head[1].is_ascii_uppercase()
+            && head[2].is_ascii_digit()
+            && head[3].is_ascii_digit()
+            && (start == 0 || !is_word(text[start - 1]));
+        if !starts {
+            return false;
+        }
+        // ISO 13616: the country code and check digits move behind the BBAN.
+        let close = |remainder: u32| head.iter().filter_map(|&b| value(b)).fold(remainder, feed);
+        let mut remainder = 0;
+        let mut length = 4;
+        let mut pos = start + 4;
+        while pos < text.len() && length < 34 {
+            let b = text[pos];
+            let Some(v) = value(b) else {
+                let single_space = b == b' '
+                    && text.get(pos + 1).is_some_and(u8::is_ascii_alphanumeric)
+                    && text[pos - 1] != b' ';
+                if single_space {
+                    pos += 1;
+                    continue;
+                }
+                break;
+            };
+            remainder = feed(remainder, v);
+            length += 1;
+            pos += 1;
+            let ends_here = text.get(pos).is_none_or(|&next| !is_word(next));
+            if ends_here && length >= 15 && close(remainder) == 1 {
+                return true;
+            }
+        }
+        false
+    })
+}
+
+fn is_ipv4(number: &[u8]) -> bool {
+    std::str::from_utf8(number).is_ok_and(|s| s.parse::<Ipv4Addr>().is_ok())
+}
+
+fn has_ip(text: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < text.len() {
+        let start = pos;
+        while pos < text.len()
+            && (text[pos].is_ascii_hexdigit() || matches!(text[pos], b'.' | b':'))
+        {
+            pos += 1;
+        }
+        if pos == start {
+            pos += 1;
+            continue;
+        }
+        // A sentence may end right after an address.
+        let mut end = pos;
+        while end > start && text[end - 1] == b'.' {
+            end -= 1;
+        }
+        let run = &text[start..end];
+        let network =
+            text.get(pos) == Some(&b'/') && text.get(pos + 1).is_some_and(u8::is_ascii_digit);
+        let alone =
+            (start == 0 || !is_word(text[start - 1])) && text.get(pos).is_none_or(|&b| !is_word(b));
+        if !alone || network {
+            continue;
+        }
+        let count = |byte: u8| run.iter().filter(|&&b| b == byte).count();
+        // Only runs of an address's shape are worth parsing.
+        let v4 = count(b'.') == 3 && run.iter().all(|&b| b.is_ascii_digit() || b == b'.');
+        let v6 = count(b':') >= 2;
+        if v4 || v6 {
+            // Hex digits, dots and colons: ASCII, so UTF-8.
+            let run = std::str::from_utf8(run).unwrap_or_default();
+            if (v4 && run.parse::<Ipv4Addr>().is_ok()) || (v6 && run.parse::<Ipv6Addr>().is_ok()) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(text: &str) -> Option<Detector> {
+        Detectors::ALL.in_text(text)
+    }
+
+    #[test]
+    fn finds_each_kind_alone_and_inside_text() {
+        let cases = [
+            ("Emilie.Dupont@example.fr", Detector::Email),
+            ("write to émilie@exemple.fr please", Detector::Email),
+            ("a+b@mail.co.uk", Detector::Email),
+            ("+33 6 12 34 56 78", Detector::Phone),
+            ("+336 12345678", Detector::Phone),
+            ("call 06 12 34 56 78 after 6pm", Detector::Phone),
+            ("0612345678", Detector::Phone),
+            ("06.12.34.56.78", Detector::Phone),
+            ("(312) 555-0142", Detector::Phone),
+            ("206-555-0142", Detector::Phone),
+            ("+1-202-555-0142", Detector::Phone),
+            ("612 345 678", Detector::Phone),
+            ("0151 12345678", Detector::Phone),
+            ("+49 (0)40 123456", Detector::Phone),
+            ("Tel: 07700 900123.", Detector::Phone),
+            ("4111 1111 1111 1111", Detector::Card),
+            ("4111-1111-1111-1111", Detector::Card),
+            ("5500005555555559", Detector::Card),
+            ("378282246310005", Detector::Card),
+            ("card 6280 0012 3456 7895 expired", Detector::Card),
+            ("FR76 3000 6000 0112 3456 7890 189", Detector::Iban),
+            ("FR7630006000011234567890189", Detector::Iban),
+            ("iban: DE89 3704 0044 0532 0130 00.", Detector::Iban),
+            ("GB82WEST12345698765432", Detector::Iban),
+            ("192.0.2.44", Detector::Ip),
+            ("from 10.1.2.3, twice", Detector::Ip),
+            ("2001:db8::1", Detector::Ip),
+            ("fe80::1%eth0", Detector::Ip),
+            ("::1", Detector::Ip),
+            (
+                "host 2001:0db8:0000:0000:0000:ff00:0042:8329.",
+                Detector::Ip,
+            ),
+        ];
+        for (text, kind) in cases {
+            assert_eq!(found(text), Some(kind), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn leaves_identifiers_times_and_amounts_alone() {
+        for text in [
+            "",
+            "in_store",
+            "EUR",
+            "FR",
+            "hyper-fr",
+            "US-701204901-020",
+            "US-021341234-020",
+            "FR-75011-042",
+            "PL-02123-020",
+            "7f1c2b9e-4d3a-4c55-9a0e-2b8f61d0c3a4",
+            "01234567-8901-4555-9a0e-2b8f61d0c3a4",
+            "2026-11-21T14:03:22.512Z",
+            "2026-11-21 14:03:22",
+            "2026-11-21",
+            "21/11/2026",
+            "14:03:22",
+            "00:1a:2b:3c:4d:5e",
+            "3017620422003",
+            "SKU-4006381333931",
+            "40063813339314",
+            "3017620422072",
+            "SPRING26",
+            "SPR-8F3K-22QX",
+            "4520",
+            "45.20",
+            "123456789",
+            "2026-000123",
+            "1732197802512",
+            "192.0.2.0/24",
+            "2001:db8::/48",
+            "LoyaltyApp/5.2",
+            "user@localhost",
+            "@handle",
+            "FR76 is not an IBAN",
+            "FR7630006000011234567890188",
+        ] {
+            assert_eq!(found(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn integers_are_checked_for_cards_only() {
+        let all = Detectors::ALL;
+        assert_eq!(all.in_integer("4111111111111111"), Some(Detector::Card));
+        for text in [
+            "4111111111111112",
+            "3017620422003",
+            "1732197802512",
+            "33612345678",
+            "-4111111111111111",
+            "0",
+        ] {
+            assert_eq!(all.in_integer(text), None, "{text}");
+        }
+        assert_eq!(
+            all.without(Detector::Card).in_integer("4111111111111111"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_allowed_kind_is_not_reported() {
+        let note = "call +33 6 12 34 56 78 or write to a@b.fr";
+        assert_eq!(found(note), Some(Detector::Email));
+        let phone_ok = Detectors::ALL.without(Detector::Phone);
+        assert_eq!(phone_ok.in_text(note), Some(Detector::Email));
+        assert_eq!(phone_ok.without(Detector::Email).in_text(note), None);
+        assert_eq!(
+            Detectors::ALL.without(Detector::Ip).in_text("192.0.2.44"),
+            None,
+            "an allowed IP is not taken for a phone number either"
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for detector in Detector::ALL {
+            assert_eq!(Detector::from_name(detector.name()), Some(detector));
+        }
+        assert_eq!(Detector::from_name("phones"), None);
+    }
+}
