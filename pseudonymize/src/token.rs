@@ -49,7 +49,6 @@ pub fn fingerprint(secret: &MasterSecret) -> String {
 }
 
 /// A token key for one tenant, domain and version, with the HMAC state precomputed.
-#[derive(Clone)]
 pub struct TokenKey {
     version: u32,
     /// `v<version>.`, written before every tag.
@@ -106,7 +105,6 @@ impl TokenKey {
 }
 
 /// An AES-256-GCM key for one tenant, domain and version.
-#[derive(Clone)]
 pub struct EncryptKey {
     version: u32,
     cipher: Aes256Gcm,

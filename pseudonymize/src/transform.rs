@@ -30,7 +30,7 @@ use crate::tree::{NodeId, Shape, Tree};
 use crate::walk::{unknown_field_at, Limit, Malformed, Member, Problem, Step, Walk};
 
 /// The keys of one tenant's active version, derived for every domain of the policy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TenantKeys {
     version: u32,
     fingerprint: String,
@@ -100,7 +100,7 @@ impl Outcome<'_> {
 }
 
 /// Applies a policy with a set of tenant keys.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pseudonymizer {
     policy: Policy,
     tenants: HashMap<String, TenantKeys>,
