@@ -19,7 +19,8 @@ use crate::json::push_string;
 /// The default `limits.max_event_bytes` of the policy (`schemas/coupon_redemption.policy.toml`).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1_048_576;
 
-/// Deeper than this, a payload is rejected as `too_deep` (the pseudonymizer's JSON parser limit).
+/// Deeper than this, a payload is rejected as `too_deep` whatever the policy says: the JSON
+/// reader's hard limit (serde_json's); the policy's `limits.max_depth` (default 32) is lower.
 pub const MAX_JSON_DEPTH: usize = 128;
 
 /// One way a payload is broken.
