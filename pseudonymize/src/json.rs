@@ -154,6 +154,19 @@ impl Kind {
             Self::Object => "object",
         }
     }
+
+    /// The name with its article, for "holds …" in messages.
+    pub(crate) fn with_article(self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool => "a boolean",
+            Self::Number(n) if n.is_integer() => "an integer",
+            Self::Number(_) => "a float",
+            Self::String { .. } => "a string",
+            Self::Array => "an array",
+            Self::Object => "an object",
+        }
+    }
 }
 
 /// A cursor over a payload that validates everything it steps over.

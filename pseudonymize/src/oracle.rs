@@ -69,8 +69,8 @@ pub(crate) fn pseudonymize(
             return Err(Rejection::new(
                 Reason::InvalidTenant,
                 format!(
-                    "the tenant field holds a {}, not a string",
-                    type_name(other)
+                    "the tenant field holds {}, not a string",
+                    with_article(type_name(other))
                 ),
             ))
         }
@@ -173,6 +173,19 @@ fn resolve<'v>(tree: &Tree, map: &'v Map<String, Value>, node: NodeId) -> Option
     current.get(last)
 }
 
+/// `name` with its article, as the record path's messages write it.
+fn with_article(name: &'static str) -> &'static str {
+    match name {
+        "boolean" => "a boolean",
+        "integer" => "an integer",
+        "float" => "a float",
+        "string" => "a string",
+        "array" => "an array",
+        "object" => "an object",
+        other => other,
+    }
+}
+
 fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -225,8 +238,8 @@ fn apply_node(
         Rejection::new(
             Reason::WrongType,
             format!(
-                "field `{path}` holds a {}; the policy expects {what}",
-                type_name(value)
+                "field `{path}` holds {}; the policy expects {what}",
+                with_article(type_name(value))
             ),
         )
     };
@@ -275,8 +288,8 @@ fn rule_failure(path: &str, value: &Value, failure: Failure) -> Rejection {
         Failure::WrongType(expected) => Rejection::new(
             Reason::WrongType,
             format!(
-                "field `{path}` holds a {}; its rule takes {expected}",
-                type_name(value)
+                "field `{path}` holds {}; its rule takes {expected}",
+                with_article(type_name(value))
             ),
         ),
         Failure::Invalid(expected) => Rejection::new(

@@ -305,7 +305,10 @@ impl Pseudonymizer {
             Some((kind, ..)) => {
                 return Err(Rejection::new(
                     Reason::InvalidTenant,
-                    format!("the tenant field holds a {}, not a string", kind.name()),
+                    format!(
+                        "the tenant field holds {}, not a string",
+                        kind.with_article()
+                    ),
                 ))
             }
         };
@@ -684,9 +687,9 @@ fn problem_rejection(tree: &Tree, problem: Problem) -> Rejection {
         Rejection::new(
             Reason::WrongType,
             format!(
-                "field `{}` holds a {}; the policy expects {what}",
+                "field `{}` holds {}; the policy expects {what}",
                 tree.node(node).path,
-                kind.name()
+                kind.with_article()
             ),
         )
     };
@@ -705,8 +708,8 @@ fn rule_rejection(path: &str, kind: Kind, failure: Failure) -> Rejection {
         Failure::WrongType(expected) => Rejection::new(
             Reason::WrongType,
             format!(
-                "field `{path}` holds a {}; its rule takes {expected}",
-                kind.name()
+                "field `{path}` holds {}; its rule takes {expected}",
+                kind.with_article()
             ),
         ),
         Failure::Invalid(expected) => Rejection::new(
@@ -773,12 +776,12 @@ mod tests {
             (
                 event(&format!(r#""email":{{"a":"{raw}"}}"#)),
                 Reason::WrongType,
-                "field `customer.email` holds a object; its rule takes a string or an integer",
+                "field `customer.email` holds an object; its rule takes a string or an integer",
             ),
             (
                 event(&format!(r#""email":["{raw}"]"#)),
                 Reason::WrongType,
-                "field `customer.email` holds a array; its rule takes a string or an integer",
+                "field `customer.email` holds an array; its rule takes a string or an integer",
             ),
             (
                 event(&format!(r#""address":{{"country":"{raw}"}}"#)),
@@ -788,7 +791,7 @@ mod tests {
             (
                 event(&format!(r#""address":{{"country":{{"a":"{raw}"}}}}"#)),
                 Reason::WrongType,
-                "field `customer.address.country` holds a object; its rule takes only a scalar (list the nested fields in the policy)",
+                "field `customer.address.country` holds an object; its rule takes only a scalar (list the nested fields in the policy)",
             ),
             (
                 event(r#""address":{"country":4111111111111111}"#),
