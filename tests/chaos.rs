@@ -284,15 +284,7 @@ fn cloud_down(delivery: Delivery) {
         scale.outage > MESSAGE_TIMEOUT,
         "the outage must outlast message.timeout.ms"
     );
-    let cloud = Broker::start_with_client_certificates("chaos-cloud");
-    let p = Pipeline::start(
-        Zone::Shared(&shared_brokers().onprem),
-        Zone::Own(Box::new(cloud)),
-    )
-    .with_sink_kafka(
-        "message.timeout.ms",
-        &MESSAGE_TIMEOUT.as_millis().to_string(),
-    );
+    let p = with_own_cloud(Broker::start_with_client_certificates("chaos-cloud"));
     let mut chaos = Chaos::start("cloud_down", p, delivery, 1, 1, 401);
     chaos.wait_until(Duration::from_secs(2));
     chaos.say("the cloud broker stops");
@@ -338,14 +330,7 @@ fn link_cut(delivery: Delivery) {
         .with_client_certificates()
         .behind_link()
         .start();
-    let p = Pipeline::start(
-        Zone::Shared(&shared_brokers().onprem),
-        Zone::Own(Box::new(cloud)),
-    )
-    .with_sink_kafka(
-        "message.timeout.ms",
-        &MESSAGE_TIMEOUT.as_millis().to_string(),
-    );
+    let p = with_own_cloud(cloud);
     let mut chaos = Chaos::start("link_cut", p, delivery, 1, 1, 601);
     chaos.wait_until(Duration::from_secs(2));
     let used = cloud_link(&mut chaos).connections_accepted();
@@ -358,6 +343,19 @@ fn link_cut(delivery: Delivery) {
     cloud_link(&mut chaos).restore();
     chaos.faults = format!("link cut {} s", scale.cut.as_secs());
     chaos.finish().assert_holds();
+}
+
+/// A pipeline from the shared on-prem broker to `cloud`, a broker of the test's own,
+/// whose sink gives up on a record after [`MESSAGE_TIMEOUT`] (and sends it again).
+fn with_own_cloud(cloud: Broker) -> Pipeline {
+    Pipeline::start(
+        Zone::Shared(&shared_brokers().onprem),
+        Zone::Own(Box::new(cloud)),
+    )
+    .with_sink_kafka(
+        "message.timeout.ms",
+        &MESSAGE_TIMEOUT.as_millis().to_string(),
+    )
 }
 
 /// The link in front of the cloud broker of a `link_cut` run.
@@ -568,11 +566,16 @@ impl Chaos {
             seen.extend(reader.records()[before..].iter().filter_map(event_id));
             self.supervise();
         }
+        // The wall time of a run: until every valid event is in the cloud (or time is up).
+        let wall = self.started.elapsed();
+        self.say(&format!(
+            "{} of {valid} valid events in the cloud",
+            seen.len()
+        ));
         // What a stage started again re-sends comes soon after: read until all is quiet.
         while reader.read_for(Duration::from_secs(3)) > 0 {
             self.supervise();
         }
-        let wall = self.started.elapsed();
         let cloud = reader.into_records();
         let quarantine = self.p.onprem.read_all(
             &self.p.quarantine,
@@ -584,9 +587,11 @@ impl Chaos {
             self.expected.valid.len(),
             Duration::from_secs(60),
         );
+        self.say("read the quarantine and the pseudonymized topic");
         let mut verdict = Verdict::count(&self, &cloud, &quarantine, wall);
         verdict.duplicated_by_ingest = pseudonymized.len() - distinct_events(&pseudonymized);
         verdict.report();
+        self.say("counted");
         let stages: Vec<&Stage> = self.ingests.iter().chain(&self.sinks).collect();
         if verdict.lost > 0 {
             explain_missing(&self.p, &self.expected, &cloud, &stages);
@@ -599,6 +604,7 @@ impl Chaos {
         if verdict.lost == 0 && verdict.leaked == 0 {
             // Byte for byte as batch mode, keyed by the card token, no header.
             check_cloud(&self.p, &self.expected, &cloud);
+            self.say("checked against batch mode");
         }
         verdict
     }

@@ -182,6 +182,9 @@ quarantine_topic = "{quarantine}"
 policy = {policy:?}
 max_in_flight = {MAX_IN_FLIGHT}
 delivery = "{delivery}"
+# Unique among the live instances, the same across restarts (a StatefulSet pod name): the
+# default, GROUP.HOSTNAME, is the same for every instance on one machine.
+transactional_id = "{ingest_group}.{metrics_port}"
 
 [ingest.kafka]
 "session.timeout.ms" = 6000
