@@ -9,11 +9,11 @@
 //!   again in turn, twice over (rebalances at every step);
 //! - `scale_ingest`: three ingests over a six-partition raw topic, one killed with SIGKILL
 //!   and one added under load;
-//! - `cloud_down`: the cloud broker stopped for longer than the sink's
-//!   `message.timeout.ms` (10 s), then restarted, with the stages' memory sampled;
+//! - `cloud_down`: once the sink delivers, the cloud broker stopped for longer than the
+//!   sink's `message.timeout.ms` (10 s), then restarted, with the stages' memory sampled;
 //! - `onprem_restart`: the on-prem broker restarted (SIGTERM, start);
-//! - `link_cut`: the sink's route to the cloud refused ([`testkit::Link`]: new
-//!   connections refused, open ones reset), then restored.
+//! - `link_cut`: once the sink delivers, its route to the cloud refused
+//!   ([`testkit::Link`]: new connections refused, open ones reset), then restored.
 //!
 //! A stage that exits by itself is started again, as its supervisor (Kubernetes) would:
 //! the row counts those `exits`. The verdict is counted from what the cloud topic holds,
@@ -30,7 +30,8 @@
 //!   produced.
 //!
 //! Each test prints its row and, with `CHAOS_RESULTS=FILE`, appends it to FILE as a JSON
-//! line; `scripts/chaos.sh` runs them at a larger scale and prints the table.
+//! line; `scripts/chaos.sh` runs them at a larger scale and prints the table. A run whose
+//! verdict fails prints the stages' warnings and keeps their logs and configs.
 //! What must hold: nothing lost, nothing leaked, every malformed record quarantined, in
 //! every scenario and mode; nothing duplicated in exactly-once, nor at least once after
 //! SIGTERM restarts and rebalances; otherwise at most [`Verdict::duplicate_bound`].
@@ -286,7 +287,7 @@ fn cloud_down(delivery: Delivery) {
     );
     let p = with_own_cloud(Broker::start_with_client_certificates("chaos-cloud"));
     let mut chaos = Chaos::start("cloud_down", p, delivery, 1, 1, 401);
-    chaos.wait_until(Duration::from_secs(2));
+    chaos.wait_for_delivery();
     chaos.say("the cloud broker stops");
     assert!(
         chaos.p.own_cloud().terminate().is_some(),
@@ -332,7 +333,7 @@ fn link_cut(delivery: Delivery) {
         .start();
     let p = with_own_cloud(cloud);
     let mut chaos = Chaos::start("link_cut", p, delivery, 1, 1, 601);
-    chaos.wait_until(Duration::from_secs(2));
+    chaos.wait_for_delivery();
     let used = cloud_link(&mut chaos).connections_accepted();
     assert!(used > 0, "the sink reaches the cloud through the link");
     chaos.say("the link to the cloud is cut");
@@ -482,6 +483,26 @@ impl Chaos {
         offsets(&self.p.cloud, &self.p.cloud_topic)
     }
 
+    /// Supervises until the sink delivers: the cloud topic holds two seconds' worth of
+    /// events (or a tenth of them), so that a fault hits transactions in flight rather than
+    /// a sink still taking its partitions.
+    fn wait_for_delivery(&mut self) {
+        let enough = (2 * self.scale.rate).min(self.scale.events / 10) as i64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.cloud_offsets() < enough {
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                self.sinks[0].process.failure("the sink delivers nothing")
+            );
+            self.wait_for(Duration::from_millis(250));
+        }
+        self.say(&format!(
+            "{} offsets in the cloud topic",
+            self.cloud_offsets()
+        ));
+    }
+
     /// Supervises until `moment` after producing started.
     fn wait_until(&mut self, moment: Duration) {
         self.wait_for(moment.saturating_sub(self.started.elapsed()));
@@ -600,6 +621,14 @@ impl Chaos {
             for stage in stages {
                 print_warnings(stage);
             }
+            // A failed run keeps its stages' logs and configs for whoever looks into it.
+            self.logs.disable_cleanup(true);
+            self.p.scratch.dir.disable_cleanup(true);
+            self.say(&format!(
+                "logs kept in {}, configs in {}",
+                self.logs.path().display(),
+                self.p.scratch.dir.path().display()
+            ));
         }
         if verdict.lost == 0 && verdict.leaked == 0 {
             // Byte for byte as batch mode, keyed by the card token, no header.

@@ -424,7 +424,6 @@ impl TopicReader {
 
 fn to_record(message: &BorrowedMessage<'_>) -> Record {
     Record {
-        timestamp_ms: message.timestamp().to_millis(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
         headers: message

@@ -123,9 +123,6 @@ pub struct Record {
     pub partition: i32,
     /// Its offset in that partition.
     pub offset: i64,
-    /// Its timestamp (milliseconds since the epoch: the producer's create time, or the
-    /// broker's log-append time), if it has one.
-    pub timestamp_ms: Option<i64>,
 }
 
 impl Record {
@@ -197,7 +194,6 @@ mod tests {
             ],
             partition: 0,
             offset: 7,
-            timestamp_ms: None,
         };
         assert_eq!(record.header("reason"), Some("schema"));
         assert_eq!(record.header("empty"), None);
