@@ -58,6 +58,8 @@ pub(crate) struct Pipeline {
     pub(crate) sink_group: String,
     /// Where the sink stores its source offsets in the cloud, exactly once.
     pub(crate) offsets_topic: String,
+    /// More librdkafka properties of the sink's cloud producer (`[sink.kafka]`).
+    pub(crate) sink_kafka: BTreeMap<String, String>,
 }
 
 /// `delivery` in `[ingest]` and `[sink]`.
@@ -78,12 +80,18 @@ impl Delivery {
 
 impl Pipeline {
     pub(crate) fn start(onprem: Zone, cloud: Zone) -> Pipeline {
+        Pipeline::start_with_partitions(onprem, cloud, PARTITIONS)
+    }
+
+    /// [`start`](Self::start) with `partitions` partitions in the raw, pseudonymized and
+    /// cloud topics.
+    pub(crate) fn start_with_partitions(onprem: Zone, cloud: Zone, partitions: u32) -> Pipeline {
         let scratch = Scratch::with_tenants(&[TENANT]);
-        let raw = onprem.random_topic("redemptions.raw", PARTITIONS);
-        let pseudonymized = onprem.random_topic("redemptions.pseudonymized", PARTITIONS);
+        let raw = onprem.random_topic("redemptions.raw", partitions);
+        let pseudonymized = onprem.random_topic("redemptions.pseudonymized", partitions);
         let quarantine = onprem.random_topic("redemptions.quarantine", 1);
-        let cloud_topic = cloud.random_topic("redemptions", PARTITIONS);
-        let offsets_topic = cloud.random_topic("pseudopipe.sink-offsets", PARTITIONS);
+        let cloud_topic = cloud.random_topic("redemptions", partitions);
+        let offsets_topic = cloud.random_topic("pseudopipe.sink-offsets", partitions);
         Pipeline {
             delivery: Delivery::AtLeastOnce,
             offsets_topic,
@@ -96,6 +104,7 @@ impl Pipeline {
             cloud_topic,
             ingest_group: random_name("ingest-test"),
             sink_group: random_name("sink-test"),
+            sink_kafka: BTreeMap::new(),
         }
     }
 
@@ -119,7 +128,30 @@ impl Pipeline {
         }
     }
 
-    /// The `[sink.kafka]` table: TLS with the client certificate, unless `with_certificate` is false.
+    /// The on-prem broker, which this test started for itself to stop and restart it.
+    pub(crate) fn own_onprem(&mut self) -> &mut Broker {
+        match &mut self.onprem {
+            Zone::Own(broker) => broker,
+            Zone::Shared(_) => panic!("the shared on-prem broker must not be stopped"),
+        }
+    }
+
+    /// The sink's cloud producer also gets librdkafka property `key` (`[sink.kafka]`).
+    pub(crate) fn with_sink_kafka(mut self, key: &str, value: &str) -> Pipeline {
+        self.sink_kafka.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Where the sink reaches the cloud: through the link in front of the cloud broker
+    /// if it has one, else straight.
+    pub(crate) fn sink_cloud_bootstrap(&self) -> String {
+        self.cloud
+            .link()
+            .map_or_else(|| self.cloud.bootstrap(), |link| link.bootstrap())
+    }
+
+    /// The `[sink.kafka]` table: TLS with the client certificate, unless `with_certificate`
+    /// is false, and [`sink_kafka`](Self::with_sink_kafka).
     pub(crate) fn cloud_tls(&self, with_certificate: bool) -> String {
         self.cloud
             .client_properties()
@@ -129,6 +161,7 @@ impl Pipeline {
                 with_certificate
                     || !key.starts_with("ssl.certificate") && !key.starts_with("ssl.key")
             })
+            .chain(&self.sink_kafka)
             .map(|(key, value)| format!("{key:?} = {value:?}\n"))
             .collect()
     }
@@ -149,6 +182,9 @@ quarantine_topic = "{quarantine}"
 policy = {policy:?}
 max_in_flight = {MAX_IN_FLIGHT}
 delivery = "{delivery}"
+# Unique among the live instances, the same across restarts (a StatefulSet pod name): the
+# default, GROUP.HOSTNAME, is the same for every instance on one machine.
+transactional_id = "{ingest_group}.{metrics_port}"
 
 [ingest.kafka]
 "session.timeout.ms" = 6000
@@ -207,7 +243,7 @@ listen = "127.0.0.1:{metrics_port}"
 "#,
             onprem = self.onprem.bootstrap(),
             pseudonymized = self.pseudonymized,
-            cloud = self.cloud.bootstrap(),
+            cloud = self.sink_cloud_bootstrap(),
             cloud_topic = self.cloud_topic,
             policy = POLICY,
             quarantine = self.quarantine,
@@ -322,17 +358,14 @@ impl Stage {
         );
     }
 
-    /// Starts the same stage again (after a SIGTERM or a kill), appending to the same log.
+    /// Starts the same stage again (after a SIGTERM or a kill), appending to the same log,
+    /// and waits until it has started.
     pub(crate) fn restart(&mut self) {
         let before = std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .matches("Pipeline started.")
             .count();
-        self.process = Process::start_logging_to(
-            self.command,
-            stage_command(self.command, &self.config),
-            &self.log,
-        );
+        self.respawn();
         assert!(
             wait_until(Duration::from_secs(60), || {
                 std::fs::read_to_string(&self.log)
@@ -348,6 +381,21 @@ impl Stage {
 
     pub(crate) fn metrics(&self) -> Metrics {
         Metrics(scrape(self.metrics_port, "/metrics"))
+    }
+
+    /// Starts the same stage again, appending to the same log, without waiting: what a
+    /// supervisor does when the stage has exited, whether or not its clusters answer.
+    pub(crate) fn respawn(&mut self) {
+        self.process = Process::start_logging_to(
+            self.command,
+            stage_command(self.command, &self.config),
+            &self.log,
+        );
+    }
+
+    /// The process id while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 }
 
@@ -399,6 +447,8 @@ impl Metrics {
 /// reason of each malformed payload (a payload may repeat).
 pub(crate) struct Expected {
     pub(crate) valid: BTreeMap<String, Value>,
+    /// The position of each valid event in the order they were produced.
+    pub(crate) produced_at: HashMap<String, usize>,
     pub(crate) malformed: HashMap<Vec<u8>, Vec<&'static str>>,
     pub(crate) malformed_count: usize,
 }
@@ -410,6 +460,7 @@ pub(crate) fn expected(events: u64, malformed_ratio: f64, seed: u64) -> Expected
         .with_malformed_ratio(malformed_ratio);
     let mut expected = Expected {
         valid: BTreeMap::new(),
+        produced_at: HashMap::new(),
         malformed: HashMap::new(),
         malformed_count: 0,
     };
@@ -418,9 +469,11 @@ pub(crate) fn expected(events: u64, malformed_ratio: f64, seed: u64) -> Expected
         match record.kind.expected_reason() {
             None => {
                 let event: Value = serde_json::from_slice(&record.payload).unwrap();
+                let id = event["event_id"].as_str().unwrap().to_owned();
                 expected
-                    .valid
-                    .insert(event["event_id"].as_str().unwrap().to_owned(), event);
+                    .produced_at
+                    .insert(id.clone(), expected.produced_at.len());
+                expected.valid.insert(id, event);
             }
             Some(reason) => {
                 expected
@@ -756,12 +809,30 @@ pub(crate) fn ranges(offsets: &[i64]) -> String {
     }
 }
 
-/// Resident memory of a process, from /proc.
-pub(crate) fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+/// The memory of a process, from `/proc/PID/status`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Memory {
+    /// Resident now (`VmRSS`), KiB.
+    pub(crate) rss_kib: u64,
+    /// The resident peak since it started (`VmHWM`), KiB.
+    pub(crate) hwm_kib: u64,
+}
+
+/// The memory of process `pid`, or `None` once it has exited.
+pub(crate) fn memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
 }

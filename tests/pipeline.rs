@@ -287,7 +287,11 @@ fn a_cloud_broker_down_for_a_minute_holds_the_pipeline_back_and_it_catches_up() 
     while down.elapsed() < Duration::from_secs(60) {
         let metrics = sink.metrics();
         peak_in_flight = peak_in_flight.max(metrics.value("pseudopipe_in_flight", &[]));
-        peak_rss = peak_rss.max(rss_kib(sink.process.pid().unwrap()));
+        peak_rss = peak_rss.max(
+            memory(sink.process.pid().unwrap())
+                .expect("the sink runs")
+                .rss_kib,
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
     let sink_metrics = sink.metrics();

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::kafka::{self, BrokerTls};
-use crate::{free_port, Client, NewRecord, Process, Record, TlsFiles};
+use crate::kafka::{self, BrokerTls, LinkListener};
+use crate::{free_port, Client, Link, NewRecord, Process, Record, TlsFiles, TopicReader};
 
 /// How long a broker gets to log that it runs and to answer a metadata request.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +49,8 @@ pub struct Broker {
     port: u16,
     controller_port: u16,
     tls: Option<TlsFiles>,
+    /// The listener behind a link, if any: the port it binds and the link to it.
+    link: Option<(u16, Link)>,
     overrides: BTreeMap<String, String>,
     /// The JVM; dropped (killed) before its watchdog and its directory.
     process: Option<Process>,
@@ -64,6 +66,7 @@ pub struct Broker {
 pub struct BrokerBuilder {
     name: String,
     tls: bool,
+    behind_link: bool,
     overrides: BTreeMap<String, String>,
 }
 
@@ -74,6 +77,16 @@ impl BrokerBuilder {
     /// a client without that certificate is refused.
     pub fn with_client_certificates(mut self) -> BrokerBuilder {
         self.tls = true;
+        self
+    }
+
+    /// Also serves clients behind a [`Link`] (a network link the test can cut): a second
+    /// listener, with the same security, advertises the link's port, so a client that
+    /// bootstraps from the link's address ([`Broker::link`]) keeps going through it. The
+    /// test's own clients ([`Broker::client`], [`Broker::read_all`]...) stay on the direct
+    /// listener and are not cut.
+    pub fn behind_link(mut self) -> BrokerBuilder {
+        self.behind_link = true;
         self
     }
 
@@ -94,11 +107,16 @@ impl BrokerBuilder {
             .tempdir()
             .expect("the temporary directory is writable");
         let tls = self.tls.then(|| TlsFiles::generate_in(dir.path()));
+        let link = self.behind_link.then(|| {
+            let port = free_port();
+            (port, Link::open(port))
+        });
         let mut broker = Broker {
             name: self.name,
             port: free_port(),
             controller_port: free_port(),
             tls,
+            link,
             overrides: self.overrides,
             process: None,
             watchdog: None,
@@ -126,6 +144,10 @@ impl BrokerBuilder {
                     broker.kill();
                     broker.port = free_port();
                     broker.controller_port = free_port();
+                    if let Some((port, link)) = &mut broker.link {
+                        *port = free_port();
+                        link.set_target(*port);
+                    }
                     broker.write_server_properties();
                 }
                 Err(failure) => panic!("{failure}"),
@@ -152,6 +174,7 @@ impl Broker {
         BrokerBuilder {
             name: name.to_owned(),
             tls: false,
+            behind_link: false,
             overrides: BTreeMap::new(),
         }
     }
@@ -169,6 +192,18 @@ impl Broker {
     /// The address clients bootstrap from: `127.0.0.1:PORT`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The link in front of the broker's second listener, if it was started
+    /// [`behind_link`](BrokerBuilder::behind_link): give a client its
+    /// [`bootstrap`](Link::bootstrap) address, then [`cut`](Link::cut) it.
+    pub fn link(&self) -> Option<&Link> {
+        self.link.as_ref().map(|(_, link)| link)
+    }
+
+    /// The link, to cut and restore it.
+    pub fn link_mut(&mut self) -> Option<&mut Link> {
+        self.link.as_mut().map(|(_, link)| link)
     }
 
     /// The certificates, if the broker demands client certificates.
@@ -316,6 +351,16 @@ impl Broker {
             })
     }
 
+    /// A [`TopicReader`] of `topic` (`read_committed`, from the beginning), to read as a
+    /// test goes on, over the broker's direct listener.
+    ///
+    /// Panics with the broker's log if the topic does not exist within 30 s.
+    pub fn reader(&self, topic: &str) -> TopicReader {
+        self.client()
+            .reader(topic, OPERATION_TIMEOUT)
+            .unwrap_or_else(|error| panic!("{}", self.failure(&error)))
+    }
+
     /// The low and high watermarks of every partition of `topic`, in partition order.
     ///
     /// Panics with the broker's log if the broker does not answer.
@@ -371,9 +416,14 @@ impl Broker {
                 ca: files.ca(),
             }
         });
+        let link = self.link.as_ref().map(|(port, link)| LinkListener {
+            port: *port,
+            advertised: link.port(),
+        });
         let text = kafka::server_properties(
             self.port,
             self.controller_port,
+            link,
             &self.dir.path().join("data"),
             tls,
             &self.overrides,

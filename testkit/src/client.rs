@@ -261,7 +261,27 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<Record>, String> {
         let deadline = Instant::now() + timeout;
-        let partitions = self.wait_for_partitions(topic, deadline)?;
+        let mut reader = self.reader(topic, timeout)?;
+        while reader.records().len() < expected_count && Instant::now() < deadline {
+            reader.read_for(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(500)),
+            );
+        }
+        // Enough (or too late): a short last look for records already there beyond the count.
+        reader.read_for(
+            Duration::from_millis(300).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        Ok(reader.into_records())
+    }
+
+    /// A [`TopicReader`] of `topic` from the beginning of every partition
+    /// (`read_committed`, a fresh group, nothing committed), waiting up to `timeout` for
+    /// the topic to exist. Unlike [`read_all`](Self::read_all), it keeps its consumer, so a
+    /// test can read as it goes while it does other things.
+    pub fn reader(&self, topic: &str, timeout: Duration) -> Result<TopicReader, String> {
+        let partitions = self.wait_for_partitions(topic, Instant::now() + timeout)?;
         let consumer: BaseConsumer = self
             .config()
             // librdkafka wants a group even for assigned partitions; nothing is committed.
@@ -287,26 +307,10 @@ impl Client {
         consumer
             .assign(&assignment)
             .map_err(|error| format!("cannot assign {topic}: {error}"))?;
-
-        let mut records = Vec::new();
-        let mut settling_until = None;
-        loop {
-            let now = Instant::now();
-            if records.len() >= expected_count && settling_until.is_none() {
-                // Enough: a short last look for records already there beyond the count.
-                settling_until = Some(now + Duration::from_millis(300));
-            }
-            let until = settling_until.unwrap_or(deadline).min(deadline);
-            if now >= until {
-                break;
-            }
-            // Transient fetch errors (a broker restarting) are retried by librdkafka.
-            if let Some(Ok(message)) = consumer.poll(until - now) {
-                records.push(to_record(&message));
-            }
-        }
-        records.sort_by_key(|record| (record.partition, record.offset));
-        Ok(records)
+        Ok(TopicReader {
+            consumer,
+            records: Vec::new(),
+        })
     }
 
     /// Deletes the records of `topic`/`partition` before `offset` (DeleteRecords through
@@ -366,6 +370,55 @@ impl Client {
         self.config()
             .set("allow.auto.create.topics", "false")
             .create()
+    }
+}
+
+/// A consumer that reads every partition of one topic from the beginning, with
+/// `read_committed`, and keeps what it read: a test calls [`read_for`](Self::read_for)
+/// between the other things it does (restarting a stage, cutting a link), then takes
+/// [`into_records`](Self::into_records). Made by [`Client::reader`].
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    records: Vec<Record>,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TopicReader")
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TopicReader {
+    /// Reads for `duration`, keeping every record that arrives; returns how many did.
+    /// Transient fetch errors (a broker restarting) are retried by librdkafka.
+    pub fn read_for(&mut self, duration: Duration) -> usize {
+        let deadline = Instant::now() + duration;
+        let before = self.records.len();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Some(Ok(message)) = self.consumer.poll(left) {
+                self.records.push(to_record(&message));
+            }
+        }
+        self.records.len() - before
+    }
+
+    /// The records read so far, in the order they arrived (by partition, in offset order).
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The records read, sorted by partition and offset.
+    pub fn into_records(mut self) -> Vec<Record> {
+        self.records
+            .sort_by_key(|record| (record.partition, record.offset));
+        self.records
     }
 }
 

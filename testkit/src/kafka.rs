@@ -109,12 +109,24 @@ pub(crate) struct BrokerTls {
     pub ca: PathBuf,
 }
 
+/// A second client listener reached over a [`Link`](crate::Link): bound on `port`, it
+/// advertises the link's port, so clients that bootstrap through the link stay on it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkListener {
+    /// The port the broker binds for it (the link's target).
+    pub port: u16,
+    /// The link's own port, which the broker advertises on this listener.
+    pub advertised: u16,
+}
+
 /// The `server.properties` of a single-node KRaft broker on `127.0.0.1`: clients on
 /// `port` (SSL with required client certificates when `tls` is given, else PLAINTEXT),
-/// the controller on `controller_port`, then `overrides`.
+/// clients behind a link on `link` (same security), the controller on
+/// `controller_port`, then `overrides`.
 pub(crate) fn server_properties(
     port: u16,
     controller_port: u16,
+    link: Option<LinkListener>,
     data: &Path,
     tls: Option<BrokerTls>,
     overrides: &BTreeMap<String, String>,
@@ -131,20 +143,32 @@ pub(crate) fn server_properties(
         "controller.quorum.voters",
         format!("1@127.0.0.1:{controller_port}"),
     );
+    // Metadata names the addresses of the listener a request came in on: the LINK one
+    // sends clients back through the link, the other one straight to the broker.
+    let (link_bound, link_advertised, link_protocol) = match link {
+        Some(link) => (
+            format!(",LINK://127.0.0.1:{}", link.port),
+            format!(",LINK://127.0.0.1:{}", link.advertised),
+            format!(",LINK:{listener}"),
+        ),
+        None => Default::default(),
+    };
     set(
         "listeners",
-        format!("{listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+        format!(
+            "{listener}://127.0.0.1:{port}{link_bound},CONTROLLER://127.0.0.1:{controller_port}"
+        ),
     );
     set(
         "advertised.listeners",
-        format!("{listener}://127.0.0.1:{port}"),
+        format!("{listener}://127.0.0.1:{port}{link_advertised}"),
     );
     // The broker talks to itself (transaction markers, ...) over its client listener:
     // with TLS, its certificate serves as a client certificate too.
     set("inter.broker.listener.name", listener.to_owned());
     set(
         "listener.security.protocol.map",
-        format!("CONTROLLER:PLAINTEXT,{listener}:{listener}"),
+        format!("CONTROLLER:PLAINTEXT,{listener}:{listener}{link_protocol}"),
     );
     set("log.dirs", path_text(data));
     if let Some(tls) = tls {
@@ -258,9 +282,36 @@ mod tests {
     #[test]
     fn overrides_win_over_the_single_node_defaults() {
         let overrides = BTreeMap::from([("num.partitions".to_owned(), "3".to_owned())]);
-        let text = server_properties(9092, 9093, Path::new("/data"), None, &overrides);
+        let text = server_properties(9092, 9093, None, Path::new("/data"), None, &overrides);
         assert!(text.contains("num.partitions=3\n"), "{text}");
         assert!(!text.contains("num.partitions=1"), "{text}");
         assert!(text.contains("listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n"));
+    }
+
+    #[test]
+    fn a_link_listener_advertises_the_link_port() {
+        let link = LinkListener {
+            port: 9094,
+            advertised: 9095,
+        };
+        let text = server_properties(
+            9092,
+            9093,
+            Some(link),
+            Path::new("/data"),
+            None,
+            &BTreeMap::new(),
+        );
+        assert!(
+            text.contains("\nlisteners=PLAINTEXT://127.0.0.1:9092,LINK://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "advertised.listeners=PLAINTEXT://127.0.0.1:9092,LINK://127.0.0.1:9095\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,LINK:PLAINTEXT\n"), "{text}");
     }
 }

@@ -30,9 +30,11 @@
 //! - `shared`: [`shared_brokers`], the pair of brokers the tests of one binary share.
 //! - `kafka`: where the jars are ([`kafka_libs`], [`kafka_version`]), the broker's
 //!   `server.properties` and log configuration.
-//! - `client`: [`Client`], librdkafka properties plus produce / read back / metadata.
+//! - `client`: [`Client`], librdkafka properties plus produce / read back / metadata;
+//!   [`TopicReader`], a consumer that keeps reading a topic while a test goes on.
 //! - `records`: [`NewRecord`] to produce, [`Record`] read back.
 //! - `tls`: [`TlsFiles`], a throw-away CA with server and client certificates.
+//! - `link`: [`Link`], the network link between two sites, a TCP forwarder a test cuts.
 //! - `process`: [`Process`], a child process logging to a file, killed on drop.
 //! - here: [`free_port`], [`wait_until`], [`random_name`].
 
@@ -41,6 +43,7 @@
 mod broker;
 mod client;
 mod kafka;
+mod link;
 mod process;
 mod records;
 mod shared;
@@ -53,8 +56,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use broker::{Broker, BrokerBuilder};
-pub use client::Client;
+pub use client::{Client, TopicReader};
 pub use kafka::{kafka_libs, kafka_version, KAFKA_LIBS_VARIABLE};
+pub use link::Link;
 pub use process::{is_alive, Process};
 pub use records::{NewRecord, Record};
 pub use shared::{shared_brokers, Brokers};

@@ -238,6 +238,51 @@ fn a_client_without_a_certificate_is_refused() {
         .expect("the real client still gets in");
 }
 
+/// A TLS broker behind a link: a client that bootstraps through the link is sent back
+/// through it (metadata advertises the link's port) and is cut off with it, while the
+/// test's own client on the direct listener is not; once restored, the link carries again.
+#[test]
+fn a_client_behind_a_cut_link_is_cut_off_and_the_direct_one_is_not() {
+    let mut cloud = Broker::builder("behind-link")
+        .with_client_certificates()
+        .behind_link()
+        .start();
+    let link = cloud.link().expect("started behind a link");
+    let through_link = cloud.client().with("bootstrap.servers", link.bootstrap());
+    let metadata = through_link.metadata(READ_TIMEOUT).unwrap();
+    assert!(
+        metadata
+            .brokers()
+            .iter()
+            .all(|broker| broker.port() == i32::from(link.port())),
+        "over the link, the broker advertises the link"
+    );
+    let topic = cloud.random_topic("redemptions", 2);
+    through_link
+        .produce(&topic, [("k", "over the link")], READ_TIMEOUT)
+        .unwrap();
+    let accepted = link.connections_accepted();
+    assert!(accepted > 0);
+
+    cloud.link_mut().expect("behind a link").cut();
+    assert!(
+        through_link.metadata(Duration::from_secs(3)).is_err(),
+        "the link is cut"
+    );
+    assert_eq!(
+        cloud.read_all(&topic, 1, READ_TIMEOUT).len(),
+        1,
+        "the direct listener is not"
+    );
+
+    cloud.link_mut().expect("behind a link").restore();
+    through_link
+        .produce(&topic, [("k", "over the restored link")], READ_TIMEOUT)
+        .unwrap();
+    assert_eq!(cloud.read_all(&topic, 2, READ_TIMEOUT).len(), 2);
+    assert!(cloud.link().expect("behind a link").connections_accepted() > accepted);
+}
+
 /// What the pipeline's at-least-once delivery relies on: a group's committed offsets are
 /// kept per partition, and a new member of the group reads them back as they were.
 #[test]

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The chaos suite (tests/chaos.rs) at a larger scale than CI runs it: SIGKILL of ingest,
+# sink or both, SIGTERM rolling restarts, three ingests with one killed and one added, the
+# cloud broker down for longer than the sink's message.timeout.ms (with the stages' memory
+# sampled), the on-prem broker restarted, the link to the cloud cut; through two real
+# Apache Kafka brokers, in both delivery modes. Counts what the cloud topic holds
+# (read_committed) and prints one table: produced, delivered, lost, duplicated (and the
+# bound allowed), out of order per key, leaked, quarantined, wall time; then the memory of
+# the stages while the cloud was down.
+#
+#   scripts/chaos.sh [--events N] [--rate R] [--mode exactly_once|at_least_once|both]
+#                    [--kills K] [--outage-seconds S] [--cut-seconds S] [--seed S]
+#                    [--scenario NAME] [--results FILE]
+#   scripts/chaos.sh --print FILE     (the tables of a results file from an earlier run)
+#
+# Defaults: 200,000 events per scenario at 1,500 events/s (so that producing outlasts the
+# outage), 10 kills, the cloud down 120 s, the link cut 90 s, both modes, every scenario
+# (sigkill, sigterm_rolling, three_ingests, cloud_broker_down, onprem_broker, link).
+# One scenario runs at a time; about 45 minutes with the defaults on 2 cores, plus the
+# first build. Needs jq for the table; installs the Kafka jars and Java if missing
+# (scripts/install-test-deps.sh). Exits non-zero if a scenario's verdict fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Prints the verdicts of a results file (one JSON line per scenario) as tables.
+print_tables() {
+    local results=$1
+    echo
+    jq -r '[.scenario, .mode, .faults, .produced, .delivered, .lost,
+            "\(.duplicated) (<= \(.duplicate_bound))", .out_of_order, .leaked,
+            "\(.quarantined)/\(.quarantine_expected)", .exits, "\(.wall_seconds) s"] | @tsv' "$results" |
+        (printf 'scenario\tmode\tfaults\tproduced\tdelivered\tlost\tduplicated (bound)\tout of order\tleaked\tquarantined\texits\twall\n'; cat) |
+        column -t -s $'\t'
+    if grep -q '"memory":{' "$results"; then
+        echo
+        jq -r 'select(.memory != null) | .memory as $m | [.mode, $m.samples,
+            "\($m.sink_peak_rss_mib | floor) MiB", "\($m.sink_hwm_mib | floor) MiB",
+            "\($m.sink_first_half_mib | floor) -> \($m.sink_second_half_mib | floor) MiB", $m.sink_flat,
+            "\($m.ingest_peak_rss_mib | floor) MiB", "\($m.ingest_hwm_mib | floor) MiB",
+            "\($m.ingest_first_half_mib | floor) -> \($m.ingest_second_half_mib | floor) MiB", $m.ingest_flat] | @tsv' "$results" |
+            (printf 'cloud down: mode\tsamples (1/s)\tsink peak RSS\tsink VmHWM\tsink 1st -> 2nd half\tflat\tingest peak RSS\tingest VmHWM\tingest 1st -> 2nd half\tflat\n'; cat) |
+            column -t -s $'\t'
+    fi
+}
+
+main() {
+    events=200000 rate=1500 mode=both kills=10 outage=120 cut=90 seed=0 scenario="" results=""
+    usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+    while (($#)); do
+        (($# >= 2)) || [[ $1 == -h || $1 == --help ]] || { echo "chaos: $1 needs a value" >&2; exit 2; }
+        case $1 in
+            --events) events=$2 ;;
+            --rate) rate=$2 ;;
+            --mode) mode=$2 ;;
+            --kills) kills=$2 ;;
+            --outage-seconds) outage=$2 ;;
+            --cut-seconds) cut=$2 ;;
+            --seed) seed=$2 ;;
+            --scenario) scenario=$2 ;;
+            --results) results=$2 ;;
+            --print) print_tables "$2"; exit 0 ;;
+            -h | --help) usage; exit 0 ;;
+            *) echo "chaos: unknown argument $1" >&2; usage >&2; exit 2 ;;
+        esac
+        shift 2
+    done
+    case $mode in
+        both) modes=(exactly_once at_least_once) ;;
+        exactly_once | at_least_once) modes=("$mode") ;;
+        *) echo "chaos: --mode is exactly_once, at_least_once or both, not $mode" >&2; exit 2 ;;
+    esac
+    command -v jq >/dev/null || { echo "chaos: jq is needed to print the table (apt-get install jq)" >&2; exit 2; }
+
+    scripts/install-test-deps.sh
+    cargo test -p pseudopipe --test blackbox --no-run
+
+    results=${results:-$(mktemp -t chaos-results.XXXXXX)}
+    log=${results%.jsonl}.log
+    : >"$results"
+    : >"$log"
+    export CHAOS_EVENTS=$events CHAOS_RATE=$rate CHAOS_KILLS=$kills CHAOS_SEED=$seed
+    export CHAOS_OUTAGE_SECONDS=$outage CHAOS_CUT_SECONDS=$cut CHAOS_RESULTS=$results
+    echo "chaos: $events events at $rate/s, $kills kills, cloud down ${outage} s, link cut ${cut} s, seed $seed"
+    echo "chaos: rows in $results, the tests' output in $log"
+
+    started=$(date +%s)
+    status=0
+    for m in "${modes[@]}"; do
+        # One test at a time: the faults' timing and the memory figures are the run's own.
+        cargo test -p pseudopipe --test blackbox "chaos::${m}_${scenario}" -- --test-threads=1 --nocapture \
+            >>"$log" 2>&1 || status=1
+        grep -E '^test result:' "$log" | tail -1 | sed "s/^/chaos: $m: /"
+    done
+    wall=$(($(date +%s) - started))
+
+    print_tables "$results"
+    echo
+    echo "chaos: wall time $((wall / 60)) min $((wall % 60)) s; $(wc -l <"$results") scenarios counted"
+    exit $status
+}
+
+# Everything is in functions, read whole before it runs: editing this file during a run
+# does not change the run.
+main "$@"
