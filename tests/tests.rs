@@ -12,6 +12,15 @@
 //!   skipped offsets, a cloud outage, bad configs.
 //! - `exactly_once`: kill -9 of both stages during a run, counted (0 lost, 0 duplicated;
 //!   0 lost at least once), and a paused sink fenced by the one that took its partitions.
+//! - `chaos`: six fault scenarios in both delivery modes (SIGKILL, SIGTERM rolling restarts,
+//!   ingests killed and added, the cloud broker down, the on-prem broker restarted, the link
+//!   cut), counted from the cloud topic: lost, duplicated, out of order, leaked, quarantined;
+//!   `scripts/chaos.sh` runs them at scale.
+//! - `hardening`: each stage reads only its config sections, secrets from files and
+//!   variables never quoted, input headers never forwarded, `/readyz` around an outage and
+//!   a stalled partition.
+//! - `hostile`: records written straight into the pseudonymized topic by an attacker or a
+//!   mistake are quarantined by the sink, and nothing personal crosses.
 //! - `schemas`: the Avro schema, the example event and the default policy agree.
 
 mod harness;
