@@ -148,7 +148,7 @@ fn fenced_hint(source: &KafkaError) -> Option<&'static str> {
             RDKafkaErrorCode::ProducerFenced
             | RDKafkaErrorCode::InvalidProducerEpoch
             | RDKafkaErrorCode::Fenced,
-        ) => Some("another instance took over these partitions (this one was fenced); it stops and its open transaction is aborted"),
+        ) => Some("another instance took over these partitions (this one was fenced), or the broker aborted this instance's transaction after it stayed open longer than `transaction.timeout.ms` (an outage of the cluster or of the link); it stops and its open transaction is aborted, and a restart resumes from the committed offsets"),
         _ => None,
     }
 }

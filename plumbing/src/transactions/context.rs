@@ -49,7 +49,7 @@ impl ConsumerContext for TransactionContext {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match error {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Err(error) = state.prepare_assignment(partitions) {
+                if let Err(error) = state.prepare_assignment(consumer, partitions) {
                     error!(stage = self.stage, %error, "Cannot take the assigned partitions.");
                     state.fail(error);
                 }

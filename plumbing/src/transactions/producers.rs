@@ -440,14 +440,28 @@ impl Transactions {
         self.metrics.in_flight.set(gauge(self.records));
     }
 
-    /// Before `assignment` is taken: with per-partition producers, initializes the
-    /// producer of each new partition (which fences its previous owner and aborts what
-    /// that one left open), then sets each partition's starting offset to the one stored
-    /// in the output cluster, if any.
-    pub(super) fn prepare_assignment(
+    /// Before `assignment` is taken, sets each partition's starting offset.
+    ///
+    /// With one shared producer: the offset committed by the input group, read here with
+    /// `require_stable` (a previous owner's pending transaction first commits or aborts).
+    /// librdkafka 2.12 would read it itself, but when the assignment changes while that
+    /// read waits on a pending transaction, it starts the partition at
+    /// `auto.offset.reset` instead (`rd_kafka_assignment_apply_offsets` puts the partition
+    /// back with the invalid offset of the unstable answer): with `earliest`, the whole
+    /// partition again, duplicates in the output. That fits the duplicates the chaos suite
+    /// once met with three ingests, one killed and one added.
+    ///
+    /// With per-partition producers: initializes the producer of each new partition (which
+    /// fences its previous owner and aborts what that one left open), then sets each
+    /// partition's starting offset to the one stored in the output cluster, if any.
+    pub(super) fn prepare_assignment<C: rdkafka::consumer::ConsumerContext>(
         &mut self,
+        consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
     ) -> Result<(), Error> {
+        if matches!(self.producers, Producers::Shared(_)) {
+            return self.start_at_committed(consumer, assignment);
+        }
         let Producers::PerPartition {
             output,
             prefix,
@@ -524,6 +538,36 @@ impl Transactions {
         Ok(())
     }
 
+    /// Sets the starting offset of each partition of `assignment` to the input group's
+    /// committed offset, where one is committed (elsewhere librdkafka applies
+    /// `auto.offset.reset`, as it would).
+    fn start_at_committed<C: rdkafka::consumer::ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        assignment: &mut TopicPartitionList,
+    ) -> Result<(), Error> {
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let committed = consumer
+            .committed_offsets(assignment.clone(), self.call_timeout)
+            .map_err(|source| Error::transaction("reading the input group's offsets", source))?;
+        for elem in committed.elements() {
+            if let Err(source) = elem.error() {
+                return Err(Error::transaction(
+                    "reading the input group's offsets",
+                    source,
+                ));
+            }
+            if let Offset::Offset(offset) = elem.offset() {
+                assignment
+                    .set_partition_offset(elem.topic(), elem.partition(), Offset::Offset(offset))
+                    .map_err(|source| Error::transaction("setting a starting offset", source))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Before `revoked` is released: commits what is open for it, and (per-partition
     /// producers) lets its producers go. A failure here is not rewound: the next owner
     /// starts from the committed offsets.
@@ -563,6 +607,12 @@ impl Transactions {
     }
 }
 
+/// How long the broker lets a transaction stay open before aborting it, unless
+/// `transaction.timeout.ms` is set: Kafka Streams' value under exactly-once (librdkafka's
+/// own default is 60 s). A dead instance's open transaction holds back `read_committed`
+/// readers of its output partitions, and the next owner's start, until it is aborted.
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
 /// A transactional producer with `transactional_id`, initialized: any earlier producer
 /// with that id is fenced and its open transaction aborted.
 fn transactional(
@@ -572,10 +622,12 @@ fn transactional(
     timeout: Duration,
 ) -> Result<Owned, Error> {
     let stage = context.stage;
-    let producer: TxProducer = config
-        .clone()
-        .set("transactional.id", transactional_id)
-        .create_with_context(context)?;
+    let mut config = config.clone();
+    config.set("transactional.id", transactional_id);
+    if config.get("transaction.timeout.ms").is_none() {
+        config.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+    }
+    let producer: TxProducer = config.create_with_context(context)?;
     producer
         .init_transactions(timeout)
         .map_err(|source| Error::transaction("initializing transactions", source))?;
