@@ -3,36 +3,15 @@
 //! never cross, and `/readyz` follows a cloud outage (503 while the cloud broker is
 //! down, 200 once it is back) and a stalled partition.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use testkit::{free_port, shared_brokers, wait_until, Broker, NewRecord};
 
-use crate::harness::{stage_command, Pipeline, Stage, Zone};
+use crate::harness::{get, stage_command, Pipeline, Stage, Zone};
 
 /// The example event of the schema: one valid raw redemption.
 const EVENT: &str = include_str!("../schemas/coupon_redemption.json");
-
-/// `GET path` on a metrics port: the status code and the body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("the metrics port answers");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("an HTTP status line");
-    (status, body.to_owned())
-}
 
 /// Waits until `/readyz` of `stage` answers `status`; returns the body.
 fn wait_for_readyz(stage: &Stage, status: u16, timeout: Duration) -> String {

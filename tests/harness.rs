@@ -408,6 +408,13 @@ pub(crate) fn stage_command(command: &str, config: &std::path::Path) -> Command 
 
 /// `GET path` on the metrics port, the body as text.
 pub(crate) fn scrape(port: u16, path: &str) -> String {
+    let (status, body) = get(port, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// `GET path` on a metrics port: the status code and the body.
+pub(crate) fn get(port: u16, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("the metrics port answers");
     write!(
         stream,
@@ -417,8 +424,12 @@ pub(crate) fn scrape(port: u16, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    (status, body.to_owned())
 }
 
 /// A Prometheus text exposition.
@@ -521,31 +532,7 @@ pub(crate) fn read_until_complete(
 /// token, nothing personal in it; duplicates (at-least-once) are byte-identical.
 /// Returns the number of duplicates.
 pub(crate) fn check_cloud(p: &Pipeline, expected: &Expected, cloud: &[Record]) -> usize {
-    let input: String = expected
-        .valid
-        .values()
-        .map(|event| format!("{event}\n"))
-        .collect();
-    let input_path = p.scratch.path("valid.jsonl");
-    std::fs::write(&input_path, input).unwrap();
-    let output_path = p.scratch.path("batch.jsonl");
-    p.scratch
-        .run(&[
-            "pseudonymize",
-            "--policy",
-            POLICY,
-            "--keyring",
-            p.scratch.keyring.to_str().unwrap(),
-            "--kek-file",
-            p.scratch.kek.to_str().unwrap(),
-            "--input",
-            input_path.to_str().unwrap(),
-            "--output",
-            output_path.to_str().unwrap(),
-        ])
-        .ok();
-    let batch: HashMap<String, String> = std::fs::read_to_string(&output_path)
-        .unwrap()
+    let batch: HashMap<String, String> = batch_mode(p, expected.valid.values())
         .lines()
         .map(|line| {
             let id = serde_json::from_str::<Value>(line).unwrap()["event_id"]
@@ -600,6 +587,31 @@ pub(crate) fn check_cloud(p: &Pipeline, expected: &Expected, cloud: &[Record]) -
         expected.valid.len() - seen.len()
     );
     cloud.len() - seen.len()
+}
+
+/// `events` pseudonymized by `pseudopipe pseudonymize` (batch mode) with the test's
+/// policy and keyring: the output lines, in order.
+pub(crate) fn batch_mode<'a>(p: &Pipeline, events: impl Iterator<Item = &'a Value>) -> String {
+    let input: String = events.map(|event| format!("{event}\n")).collect();
+    let input_path = p.scratch.path("batch-input.jsonl");
+    std::fs::write(&input_path, input).unwrap();
+    let output_path = p.scratch.path("batch-output.jsonl");
+    p.scratch
+        .run(&[
+            "pseudonymize",
+            "--policy",
+            POLICY,
+            "--keyring",
+            p.scratch.keyring.to_str().unwrap(),
+            "--kek-file",
+            p.scratch.kek.to_str().unwrap(),
+            "--input",
+            input_path.to_str().unwrap(),
+            "--output",
+            output_path.to_str().unwrap(),
+        ])
+        .ok();
+    std::fs::read_to_string(&output_path).unwrap()
 }
 
 /// Checks the on-prem quarantine: every malformed payload, unchanged, with its reason and source.

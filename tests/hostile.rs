@@ -168,28 +168,7 @@ fn hostile_records_never_cross(delivery: Delivery) {
 /// test's keyring: what ingest would have written, as (record key, payload).
 fn genuine_records(p: &Pipeline, count: usize) -> Vec<(String, String)> {
     let expected = expected(count as u64, 0.0, 77);
-    let input: String = expected
-        .valid
-        .values()
-        .map(|event| format!("{event}\n"))
-        .collect();
-    let input_path = p.scratch.path("genuine.jsonl");
-    std::fs::write(&input_path, input).unwrap();
-    let output = p
-        .scratch
-        .run(&[
-            "pseudonymize",
-            "--policy",
-            POLICY,
-            "--keyring",
-            p.scratch.keyring.to_str().unwrap(),
-            "--kek-file",
-            p.scratch.kek.to_str().unwrap(),
-            "--input",
-            input_path.to_str().unwrap(),
-        ])
-        .ok();
-    output
+    batch_mode(p, expected.valid.values())
         .lines()
         .map(|line| {
             let event: Value = serde_json::from_str(line).unwrap();
