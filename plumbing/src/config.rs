@@ -132,10 +132,11 @@ fn check_auto_commit(value: &str) -> Result<(), Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn table(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    /// A property table from pairs, as a stage's config section gives one.
+    pub(crate) fn table(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

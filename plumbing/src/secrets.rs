@@ -198,12 +198,7 @@ mod tests {
 
     use rdkafka::types::RDKafkaConfRes;
 
-    fn table(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::config::tests::table;
 
     fn secret_file(content: &str) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
