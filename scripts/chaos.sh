@@ -33,12 +33,12 @@ print_tables() {
         column -t -s $'\t'
     if grep -q '"memory":{' "$results"; then
         echo
-        jq -r 'select(.memory != null) | .memory as $m | [.mode, $m.samples,
+        jq -r 'select(.memory != null) | .memory as $m | [.mode, $m.samples, $m.sink_peak_in_flight,
             "\($m.sink_peak_rss_mib | floor) MiB", "\($m.sink_hwm_mib | floor) MiB",
-            "\($m.sink_first_half_mib | floor) -> \($m.sink_second_half_mib | floor) MiB", $m.sink_flat,
+            "\($m.sink_first_half_mib | floor) -> \($m.sink_second_half_mib | floor) MiB", (if $m.flatness_judged then $m.sink_flat else "not judged (< 60 s)" end),
             "\($m.ingest_peak_rss_mib | floor) MiB", "\($m.ingest_hwm_mib | floor) MiB",
             "\($m.ingest_first_half_mib | floor) -> \($m.ingest_second_half_mib | floor) MiB", $m.ingest_flat] | @tsv' "$results" |
-            (printf 'cloud down: mode\tsamples (1/s)\tsink peak RSS\tsink VmHWM\tsink 1st -> 2nd half\tflat\tingest peak RSS\tingest VmHWM\tingest 1st -> 2nd half\tflat\n'; cat) |
+            (printf 'cloud down: mode\tsamples (1/s)\tsink in flight (peak)\tsink peak RSS\tsink VmHWM\tsink 1st -> 2nd half\tflat\tingest peak RSS\tingest VmHWM\tingest 1st -> 2nd half\tflat\n'; cat) |
             column -t -s $'\t'
     fi
 }
