@@ -106,6 +106,10 @@ pub enum Error {
         /// librdkafka's explanation (names brokers and topics, never record content).
         reason: String,
     },
+    /// The processor cannot go on between two batches (e.g. its keyring no longer opens):
+    /// the stage stops, and what was not committed is consumed again after a restart.
+    #[error("the stage's processor stopped it: {0}")]
+    Processor(String),
     /// The relay's thread was cancelled before it could report (the runtime is shutting
     /// down): its uncommitted records are consumed again after a restart.
     #[error("the relay was interrupted before it could drain and commit")]

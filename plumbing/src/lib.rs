@@ -63,7 +63,7 @@ pub mod transactions;
 pub use error::Error;
 pub use metrics::StageMetrics;
 pub use offsets::TopicPartition;
-pub use relay::{run, Decision, Processor, RelayReport, RelaySettings};
+pub use relay::{run, Decision, Origin, Processor, RelayReport, RelaySettings};
 pub use shutdown::Shutdown;
 pub use transactions::{run_exactly_once, Layout, TransactionSettings};
 

@@ -21,6 +21,9 @@ pub struct StageMetrics {
     pub produced: IntCounter,
     /// `pseudopipe_events_quarantined_total{reason}`: records delivered to quarantine.
     pub quarantined: IntCounterVec,
+    /// `pseudopipe_events_dropped_total{reason}`: records neither forwarded nor
+    /// quarantined, on purpose (e.g. `no_consent`).
+    pub dropped: IntCounterVec,
     /// `pseudopipe_consumer_lag{topic,partition}`: high watermark minus position.
     pub consumer_lag: IntGaugeVec,
     /// `pseudopipe_processing_latency_seconds`: from consumption to delivery report.
@@ -72,6 +75,13 @@ impl StageMetrics {
                 ),
                 &["reason"],
             )?,
+            dropped: IntCounterVec::new(
+                opts(
+                    "pseudopipe_events_dropped_total",
+                    "Records neither forwarded nor quarantined, on purpose, by reason (e.g. no_consent: the event's subject withheld consent to analytics).",
+                ),
+                &["reason"],
+            )?,
             consumer_lag: IntGaugeVec::new(
                 opts(
                     "pseudopipe_consumer_lag",
@@ -116,6 +126,7 @@ impl StageMetrics {
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.produced.clone()))?;
         registry.register(Box::new(metrics.quarantined.clone()))?;
+        registry.register(Box::new(metrics.dropped.clone()))?;
         registry.register(Box::new(metrics.consumer_lag.clone()))?;
         registry.register(Box::new(metrics.processing_latency.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;

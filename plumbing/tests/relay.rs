@@ -805,3 +805,107 @@ async fn a_refused_authorization_stops_the_relay_with_what_to_grant() {
         "nothing is committed past records that were not delivered"
     );
 }
+
+/// Drops `skip-*` records, forwards the others, and remembers where each record was read
+/// and how often it was asked between two batches.
+struct Dropping {
+    origins: Mutex<Vec<plumbing::Origin>>,
+    boundaries: AtomicUsize,
+}
+
+impl Processor for Dropping {
+    fn process(&self, _key: Option<&[u8]>, _payload: Option<&[u8]>) -> Decision {
+        unreachable!("the relay calls process_at")
+    }
+
+    fn process_at(
+        &self,
+        origin: plumbing::Origin,
+        _key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Decision {
+        self.origins.lock().unwrap().push(origin);
+        let payload = payload.unwrap_or_default();
+        if payload.starts_with(b"skip") {
+            Decision::Drop {
+                reason: "no_consent",
+            }
+        } else {
+            Decision::Forward {
+                key: None,
+                payload: payload.to_vec(),
+            }
+        }
+    }
+
+    fn between_batches(&self) -> Result<(), String> {
+        self.boundaries.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_records_are_counted_and_committed_past_and_the_processor_sees_origins() {
+    let cluster = Cluster::start();
+    let input = cluster.topic("raw", 2);
+    let output = cluster.topic("pseudonymized", 1);
+    let quarantine = cluster.topic("quarantine", 1);
+    let records: Vec<Input> = (0..20)
+        .map(|i| {
+            let payload = if i % 4 == 0 {
+                format!("skip-{i}")
+            } else {
+                format!("event-{i}")
+            };
+            Input::new(i % 2, format!("customer-{i}"), payload)
+        })
+        .collect();
+    cluster.fill(&input, &records).await;
+    let processor = Arc::new(Dropping {
+        origins: Mutex::new(Vec::new()),
+        boundaries: AtomicUsize::new(0),
+    });
+    let relay = Running::start(
+        &cluster,
+        "dropping",
+        settings(&input, &output, &quarantine),
+        cluster.producer(&[]),
+        Arc::clone(&processor) as Arc<dyn Processor>,
+    );
+    wait_until("15 records are forwarded", || {
+        relay.metrics.produced.get() >= 15
+    })
+    .await;
+    wait_until("lag is zero on 2 partitions", || relay.caught_up(2)).await;
+    let metrics = relay.metrics.clone();
+    let report = relay.stop().await;
+
+    assert_eq!(report.consumed, 20);
+    assert_eq!(report.forwarded, 15);
+    assert_eq!(report.dropped.get("no_consent"), Some(&5));
+    assert_eq!(report.quarantined_total(), 0);
+    assert_eq!(
+        metrics.dropped.with_label_values(&["no_consent"]).get(),
+        5,
+        "pseudopipe_events_dropped_total counts them"
+    );
+    let forwarded = cluster.read(&output, 1, 15).await;
+    assert!(forwarded
+        .iter()
+        .all(|record| record.payload().is_some_and(|p| p.starts_with(b"event"))));
+    assert_eq!(
+        cluster.committed("dropping", &input, 2).await,
+        cluster.end_offsets(&input, 2).await,
+        "dropped records are committed past like the others"
+    );
+    let mut origins = processor.origins.lock().unwrap().clone();
+    origins.sort_by_key(|origin| (origin.partition, origin.offset));
+    let expected: Vec<_> = (0..2)
+        .flat_map(|partition| (0..10).map(move |offset| plumbing::Origin { partition, offset }))
+        .collect();
+    assert_eq!(origins, expected, "each record's partition and offset");
+    assert!(
+        processor.boundaries.load(Ordering::Relaxed) > 0,
+        "the processor is asked between batches"
+    );
+}

@@ -96,6 +96,22 @@ pub enum Decision {
         /// on-prem with the record, but should not quote values of the event anyway.
         message: String,
     },
+    /// Produce nothing: the record is settled as it is (its offset moves on) and counted
+    /// in `pseudopipe_events_dropped_total{reason}`. For records the stage must not pass
+    /// on and must not keep either, e.g. events whose subject withheld consent.
+    Drop {
+        /// A short, fixed reason code: the metric label.
+        reason: &'static str,
+    },
+}
+
+/// Where a record was read: its input partition and offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The input partition.
+    pub partition: i32,
+    /// The record's offset in it.
+    pub offset: i64,
 }
 
 /// Decides what becomes of each record. Called on the relay's loop, in offset order
@@ -104,6 +120,26 @@ pub enum Decision {
 pub trait Processor: Send + Sync + 'static {
     /// Decides for one record. `key` and `payload` are `None` when the record has none.
     fn process(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision;
+
+    /// Decides for one record read at `origin`; what the relays call. By default
+    /// [`Processor::process`], for processors that do not care where a record was read.
+    fn process_at(&self, origin: Origin, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision {
+        let _ = origin;
+        self.process(key, payload)
+    }
+
+    /// Called between two batches, when every record decided so far is settled for the
+    /// relay's purposes: exactly once, after a transaction committed (or while none is
+    /// open after one did); at least once, before each polled batch is decided. What a
+    /// processor changes here (e.g. its keys) applies to whole batches. An error stops
+    /// the stage ([`crate::Error::Processor`]): what was not committed is consumed again
+    /// after the restart. Never called concurrently with [`Processor::process_at`].
+    fn between_batches(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Called once when the relay stops, after its last commit.
+    fn stopped(&self) {}
 }
 
 impl<F> Processor for F
@@ -214,6 +250,8 @@ pub struct RelayReport {
     pub forwarded: u64,
     /// Records delivered to the quarantine topic, by reason.
     pub quarantined: BTreeMap<&'static str, u64>,
+    /// Records dropped by the processor ([`Decision::Drop`]), by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
     /// Deliveries tried again after a retriable error.
     pub retries: u64,
     /// Exactly once: input partitions whose transaction was aborted and whose records
@@ -416,8 +454,12 @@ pub(crate) fn measure_lag<C: ConsumerContext>(
 /// restart): the record is quarantined instead. The panic message is not logged, it may
 /// quote the record.
 pub(crate) fn decide(processor: &dyn Processor, message: &BorrowedMessage<'_>) -> Decision {
+    let origin = Origin {
+        partition: message.partition(),
+        offset: message.offset(),
+    };
     panic::catch_unwind(AssertUnwindSafe(|| {
-        processor.process(message.key(), message.payload())
+        processor.process_at(origin, message.key(), message.payload())
     }))
     .unwrap_or_else(|_panic| {
         // Logged (rate-limited) with the other quarantined records, see `log_quarantine`.

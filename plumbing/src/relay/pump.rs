@@ -56,7 +56,9 @@ impl Pump {
         if let Some(error) = &fatal {
             error!(stage, %error, "A Kafka client failed fatally: the stage drains what it can, commits what was delivered and stops.");
         }
+        let processor = Arc::clone(&self.processor);
         let report = self.finish(lag);
+        processor.stopped();
         match fatal {
             Some(error) => Err(error),
             None => Ok(report),
@@ -83,6 +85,10 @@ impl Pump {
                 }
                 (max.saturating_sub(core.in_flight()), core.busy())
             };
+            // Whatever the processor changes now applies from the next batch on.
+            if let Err(reason) = self.processor.between_batches() {
+                return Some(Error::Processor(reason));
+            }
             let wait = if busy { BUSY_POLL } else { IDLE_POLL };
             // At least one poll, to serve rebalances while paused; a record that comes
             // anyway is relayed (it cannot be given back).

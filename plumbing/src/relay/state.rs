@@ -94,6 +94,7 @@ pub(super) struct Core {
     consumed: u64,
     forwarded: u64,
     quarantined: BTreeMap<&'static str, u64>,
+    dropped: BTreeMap<&'static str, u64>,
     /// What the counters above had when they were last added to the metrics.
     exported_forwarded: u64,
     exported_quarantined: BTreeMap<&'static str, u64>,
@@ -129,6 +130,7 @@ impl Core {
             consumed: 0,
             forwarded: 0,
             quarantined: BTreeMap::new(),
+            dropped: BTreeMap::new(),
             exported_forwarded: 0,
             exported_quarantined: BTreeMap::new(),
             retried: 0,
@@ -196,6 +198,10 @@ impl Core {
                     log_quarantine(&mut self.log, self.stage, message, reason);
                     Route::Quarantine(reason)
                 }
+                Decision::Drop { reason } => {
+                    self.settle_dropped(partition, message.offset(), received, reason);
+                    continue;
+                }
             };
             let tag = Tag {
                 route,
@@ -244,6 +250,7 @@ impl Core {
                     message.timestamp().to_millis(),
                 )
                 .map_err(|(error, record)| (error, Outgoing::from_refused(record))),
+                Decision::Drop { .. } => continue, // settled above
             };
             if let Err((error, record)) = sent {
                 self.failed(consumer, token, error, Some(record));
@@ -251,6 +258,32 @@ impl Core {
         }
         self.consumed += consumed;
         self.metrics.consumed.inc_by(consumed);
+    }
+
+    /// A record the processor dropped: in its partition's ring and done at once, so that
+    /// the watermark moves past it in order with its neighbours.
+    fn settle_dropped(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        received: Instant,
+        reason: &'static str,
+    ) {
+        // The route of a record that is never produced is never read: the tag is
+        // returned by `mark_done` right away and discarded.
+        let tag = Tag {
+            route: Route::Forward,
+            received,
+            attempts: 0,
+        };
+        let Some(token) = self.hand_out(partition, offset, tag) else {
+            return;
+        };
+        if let Some(assigned) = self.partitions.get_mut(&partition) {
+            assigned.offsets.mark_done(token.ticket);
+        }
+        *self.dropped.entry(reason).or_default() += 1;
+        self.metrics.dropped.with_label_values(&[reason]).inc();
     }
 
     /// Puts a consumed record in its partition's ring; reports offsets jumped over.
@@ -662,6 +695,7 @@ impl Core {
             consumed: self.consumed,
             forwarded: self.forwarded,
             quarantined: self.quarantined.clone(),
+            dropped: self.dropped.clone(),
             retries: self.retried,
             stalled,
             uncommitted: self.uncommitted(),

@@ -258,6 +258,7 @@ impl ExactlyOnce {
             self.settle(outcome)
         });
         let report = self.lock().report(self.consumed);
+        self.processor.stopped();
         // Leaving the group revokes the partitions; nothing is open any more.
         self.consumer.unsubscribe();
         drop(self.consumer);
@@ -283,6 +284,8 @@ impl ExactlyOnce {
 
     fn relay_until(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
         let mut next_lag = Instant::now();
+        let (_, mut aborted_seen) = self.lock().progress();
+        let mut clean = true;
         while !shutdown.is_triggered() {
             if let Some(error) = self.lock().take_fatal() {
                 return Err(error);
@@ -313,7 +316,20 @@ impl ExactlyOnce {
             let due = self.lock().is_due(&self.transactions);
             if due {
                 let outcome = self.lock().commit_open(&self.consumer, None);
+                let committed = matches!(outcome, Outcome::Committed);
                 self.settle(outcome)?;
+                clean |= committed;
+            }
+            // The processor may change what it does only between two committed
+            // transactions: after an abort, the records consumed again must be decided
+            // as they were the first time.
+            let (open, aborted) = self.lock().progress();
+            if aborted != aborted_seen {
+                aborted_seen = aborted;
+                clean = false;
+            }
+            if clean && open == 0 {
+                self.processor.between_batches().map_err(Error::Processor)?;
             }
             if Instant::now() >= next_lag {
                 crate::relay::measure_lag(&self.consumer, &self.metrics, self.settings.stage);

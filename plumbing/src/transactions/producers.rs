@@ -50,6 +50,7 @@ struct PartitionBatch {
     received: Vec<Instant>,
     forwarded: u64,
     quarantined: BTreeMap<&'static str, u64>,
+    dropped: BTreeMap<&'static str, u64>,
 }
 
 /// A transactional producer and whether it has a transaction open.
@@ -104,6 +105,7 @@ pub(super) struct Transactions {
     metrics: StageMetrics,
     forwarded: u64,
     quarantined: BTreeMap<&'static str, u64>,
+    dropped: BTreeMap<&'static str, u64>,
     aborted: u64,
     /// A fatal error met in a rebalance callback, for the loop to stop on.
     fatal: Option<Error>,
@@ -176,6 +178,7 @@ impl Transactions {
             metrics,
             forwarded: 0,
             quarantined: BTreeMap::new(),
+            dropped: BTreeMap::new(),
             aborted: 0,
             fatal: None,
             log: LogLimiter::default(),
@@ -209,6 +212,17 @@ impl Transactions {
         let partition = message.partition();
         let received = Instant::now();
         let headers;
+        if let Decision::Drop { reason } = decision {
+            // Nothing is produced, but the offset moves in the partition's transaction.
+            self.open_for(partition)?;
+            let entry = self.batch_of(partition, message.offset());
+            entry.received.push(received);
+            *entry.dropped.entry(reason).or_default() += 1;
+            self.records += 1;
+            self.started.get_or_insert(received);
+            self.metrics.in_flight.set(gauge(self.records));
+            return Ok(());
+        }
         let (record, reason) = match &decision {
             Decision::Forward { key, payload } => {
                 let mut record =
@@ -237,6 +251,7 @@ impl Transactions {
                 }
                 (record, Some(*reason))
             }
+            Decision::Drop { .. } => unreachable!("a dropped record returned above"),
         };
         let producer = match &mut self.producers {
             Producers::Shared(owned) => {
@@ -266,17 +281,7 @@ impl Transactions {
         };
         send_waiting_for_room(producer, record)?;
 
-        let entry = self
-            .batch
-            .entry(partition)
-            .or_insert_with(|| PartitionBatch {
-                first: message.offset(),
-                next: message.offset() + 1,
-                received: Vec::new(),
-                forwarded: 0,
-                quarantined: BTreeMap::new(),
-            });
-        entry.next = message.offset() + 1;
+        let entry = self.batch_of(partition, message.offset());
         entry.received.push(received);
         match reason {
             None => entry.forwarded += 1,
@@ -286,6 +291,44 @@ impl Transactions {
         self.started.get_or_insert(received);
         self.metrics.in_flight.set(gauge(self.records));
         Ok(())
+    }
+
+    /// Opens the transaction that carries `partition`'s offsets, if it is not open yet.
+    fn open_for(&mut self, partition: i32) -> Result<(), Error> {
+        match &mut self.producers {
+            Producers::Shared(owned) => owned.begin_if_needed(),
+            Producers::PerPartition { owned, .. } => owned
+                .get_mut(&partition)
+                .ok_or_else(|| {
+                    Error::InvalidSettings(format!(
+                        "a record of partition {partition} arrived without its transactional producer"
+                    ))
+                })?
+                .begin_if_needed(),
+        }
+    }
+
+    /// The open batch of `partition`, now ending with `offset`.
+    fn batch_of(&mut self, partition: i32, offset: i64) -> &mut PartitionBatch {
+        let entry = self
+            .batch
+            .entry(partition)
+            .or_insert_with(|| PartitionBatch {
+                first: offset,
+                next: offset + 1,
+                received: Vec::new(),
+                forwarded: 0,
+                quarantined: BTreeMap::new(),
+                dropped: BTreeMap::new(),
+            });
+        entry.next = offset + 1;
+        entry
+    }
+
+    /// Whether a transaction holds records not committed yet, and how many transactions
+    /// were aborted so far.
+    pub(super) fn progress(&self) -> (usize, u64) {
+        (self.records, self.aborted)
     }
 
     /// Commits the open transaction(s) with the offsets past their records: all of them,
@@ -425,6 +468,13 @@ impl Transactions {
                 *self.quarantined.entry(reason).or_default() += count;
                 self.metrics
                     .quarantined
+                    .with_label_values(&[reason])
+                    .inc_by(count);
+            }
+            for (reason, count) in batch.dropped {
+                *self.dropped.entry(reason).or_default() += count;
+                self.metrics
+                    .dropped
                     .with_label_values(&[reason])
                     .inc_by(count);
             }
@@ -601,6 +651,7 @@ impl Transactions {
             consumed,
             forwarded: self.forwarded,
             quarantined: self.quarantined.clone(),
+            dropped: self.dropped.clone(),
             aborted_transactions: self.aborted,
             ..RelayReport::default()
         }
