@@ -879,6 +879,7 @@ mod tests {
                     received: Vec::new(),
                     forwarded: 5,
                     quarantined: BTreeMap::new(),
+                    dropped: BTreeMap::new(),
                 },
             ),
             (
@@ -889,6 +890,7 @@ mod tests {
                     received: Vec::new(),
                     forwarded: 1,
                     quarantined: BTreeMap::new(),
+                    dropped: BTreeMap::new(),
                 },
             ),
         ]);
