@@ -40,6 +40,70 @@ pub struct KeysConfig {
     pub kek_file: PathBuf,
     /// The audit log; defaults to the keyring path plus `.audit.jsonl`.
     pub audit_log: Option<PathBuf>,
+    /// How often a running ingest looks at the keyring file for changes (`"5s"`).
+    #[serde(default = "default_check_interval", deserialize_with = "duration")]
+    pub check_interval: std::time::Duration,
+    /// Rotate each tenant's active version once it is this old (`"90d"`); none by default.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub rotate_every: Option<std::time::Duration>,
+    /// After a rotation, pair old and new tokens on `bridge_topic` for this long (`"7d"`);
+    /// no bridge by default.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub bridge_overlap: Option<std::time::Duration>,
+    /// The on-prem topic of the rotation bridge.
+    #[serde(default = "default_bridge_topic")]
+    pub bridge_topic: String,
+    /// The on-prem topic the audit log is mirrored to; `""` turns mirroring off.
+    #[serde(default = "default_audit_topic")]
+    pub audit_topic: String,
+}
+
+fn default_check_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+
+fn default_bridge_topic() -> String {
+    "pseudopipe.bridge".to_owned()
+}
+
+fn default_audit_topic() -> String {
+    "pseudopipe.audit".to_owned()
+}
+
+/// `"500ms"`, `"5s"`, `"30m"`, `"12h"`, `"90d"`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. \"90d\""))?;
+    let seconds = |factor: u64| std::time::Duration::from_secs(number.saturating_mul(factor));
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(number)),
+        "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86_400)),
+        _ => Err(format!(
+            "`{text}` has no known unit: use ms, s, m, h or d, e.g. \"90d\""
+        )),
+    }
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<std::time::Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 /// Payload formats of the raw topic.
@@ -310,6 +374,21 @@ impl Config {
             .context("`[ingest]` is missing: set brokers, topics and policy")?;
         require_file(&keys.keyring, "keys.keyring")?;
         require_file(&keys.kek_file, "keys.kek_file")?;
+        for (name, value) in [
+            ("keys.rotate_every", keys.rotate_every),
+            ("keys.bridge_overlap", keys.bridge_overlap),
+        ] {
+            if value.is_some_and(|value| value.is_zero()) {
+                bail!("`{name}` is zero: give a duration such as \"90d\", or remove it");
+            }
+        }
+        if keys.bridge_overlap.is_some() {
+            require(
+                &keys.bridge_topic,
+                "keys.bridge_topic",
+                "the on-prem topic of the rotation bridge",
+            )?;
+        }
         require(
             &ingest.brokers,
             "ingest.brokers",
@@ -414,6 +493,27 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_with_their_unit() {
+        use std::time::Duration;
+        for (text, expected) in [
+            ("500ms", Duration::from_millis(500)),
+            ("5s", Duration::from_secs(5)),
+            ("30m", Duration::from_secs(1800)),
+            ("12h", Duration::from_secs(43_200)),
+            ("90d", Duration::from_secs(90 * 86_400)),
+        ] {
+            assert_eq!(super::parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "d", "90", "90 days", "-1d", "1.5h"] {
+            let error = super::parse_duration(bad).unwrap_err();
+            assert!(
+                error.contains("unit") || error.contains("duration"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
     use super::*;
     use std::io::Write as _;
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use indicatif::ProgressBar;
+use ingest::{IngestKeys, KeySettings, LiveKeys};
 use plumbing::prometheus::Registry;
 use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use plumbing::rdkafka::message::{Headers as _, Message as _};
@@ -19,7 +20,7 @@ use plumbing::rdkafka::mocking::MockCluster;
 use plumbing::rdkafka::producer::FutureProducer;
 use plumbing::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use plumbing::{Shutdown, StageMetrics};
-use pseudonymize::{Kek, Keyring, LeakGuard, Policy, Pseudonymizer};
+use pseudonymize::{Kek, Keyring, LeakGuard, Policy};
 use serde_json::Value;
 
 use crate::cli::DemoArgs;
@@ -134,7 +135,6 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
     }
     let policy =
         Policy::from_toml(crate::DEFAULT_POLICY).expect("the embedded default policy is valid");
-    let engine = Pseudonymizer::new(policy.clone(), keyring.active());
     drop(keyring);
 
     // 2. Two in-process clusters, with room for every event (see `partitions_for`).
@@ -234,9 +234,29 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         exactly_once: None,
     };
     let pipeline_started = Instant::now();
+    // Ingest follows the keyring as a real site's does (no bridge, no audit topic here).
+    let live = LiveKeys::open(
+        KeySettings {
+            keyring: scratch.join("keyring.json"),
+            audit_log: scratch.join("keyring.json.audit.jsonl"),
+            check_every: Duration::from_secs(5),
+            rotate_every: None,
+            bridge_overlap: None,
+            instance: "demo".into(),
+            input_topic: raw.into(),
+        },
+        kek,
+        policy.clone(),
+        &registry,
+    )
+    .map_err(anyhow::Error::msg)?;
     let ingest_task = tokio::spawn(ingest::run(
         ingest_settings,
-        engine,
+        IngestKeys {
+            live,
+            bridge: None,
+            mirror: None,
+        },
         StageMetrics::new(&registry, "ingest")?,
         shutdown.clone(),
     ));

@@ -9,11 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use plumbing::prometheus::{IntGaugeVec, Opts, Registry};
+use ingest::{AuditMirror, Bridge, IngestKeys, KeySettings, LiveKeys};
+use plumbing::prometheus::Registry;
 use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use plumbing::rdkafka::ClientConfig;
 use plumbing::{Shutdown, StageMetrics, TransactionSettings};
-use pseudonymize::{Keyring, LeakGuard, Policy, Pseudonymizer};
+use pseudonymize::{LeakGuard, Policy};
 
 use crate::config::{
     kafka_properties, Config, Delivery, Format, IngestConfig, KeysConfig, SinkConfig,
@@ -74,40 +75,88 @@ pub async fn check_cluster(
         .collect()
 }
 
-/// Opens the keyring and builds the engine, with the active key version per tenant as a metric.
-pub fn build_engine(
+/// Opens the keyring with its KEK, verifies its audit log and builds the live keys of an
+/// ingest instance named `instance`.
+pub fn open_keys(
     keys: &KeysConfig,
     policy: &Path,
+    input_topic: &str,
+    instance: &str,
     registry: &Registry,
-) -> Result<Pseudonymizer> {
+) -> Result<LiveKeys> {
     let policy = Policy::from_file(policy)?;
     let kek = read_kek(&keys.kek_file)?;
-    let keyring = Keyring::open(&keys.keyring, &kek)?;
     // The keys in use must have an intact audit trail behind them: a tampered or truncated
     // log stops ingest before it produces a single token.
-    let audit_log = crate::keys::audit_path(&keys.keyring, keys.audit_log.as_ref());
-    let verified = keyring.verify_audit(&audit_log).with_context(|| {
-        format!("the audit log {} does not verify against the keyring: run `pseudopipe audit verify` and investigate before starting ingest", audit_log.display())
-    })?;
-    tracing::info!(entries = verified.entries.len(), audit_log = %audit_log.display(), "Audit log verified.");
-    let engine = Pseudonymizer::new(policy, keyring.active());
-    if engine.tenants().next().is_none() {
-        bail!("the keyring {} has no tenant with an active key: run `pseudopipe keys init --tenant ...`", keys.keyring.display());
+    let settings = KeySettings {
+        keyring: keys.keyring.clone(),
+        audit_log: crate::keys::audit_path(&keys.keyring, keys.audit_log.as_ref()),
+        check_every: keys.check_interval,
+        rotate_every: keys.rotate_every,
+        bridge_overlap: keys.bridge_overlap,
+        instance: instance.to_owned(),
+        input_topic: input_topic.to_owned(),
+    };
+    let live = LiveKeys::open(settings, kek, policy, registry).map_err(anyhow::Error::msg)?;
+    tracing::info!(keyring = %keys.keyring.display(), "Keyring opened and its audit log verified.");
+    Ok(live)
+}
+
+/// The on-prem topics ingest writes about its keys, besides its own: the audit mirror's
+/// and, with an overlap, the bridge's.
+fn side_topics(keys: &KeysConfig) -> Vec<&str> {
+    let mut topics = Vec::new();
+    if !keys.audit_topic.is_empty() {
+        topics.push(keys.audit_topic.as_str());
     }
-    let active = IntGaugeVec::new(
-        Opts::new(
-            "pseudopipe_key_active_version",
-            "The key version used for new tokens, per tenant (fingerprint as a label).",
-        ),
-        &["tenant", "fingerprint"],
-    )?;
-    for (tenant, tenant_keys) in engine.tenants() {
-        active
-            .with_label_values(&[tenant, tenant_keys.fingerprint()])
-            .set(i64::from(tenant_keys.version()));
+    if keys.bridge_overlap.is_some() {
+        topics.push(keys.bridge_topic.as_str());
     }
-    registry.register(Box::new(active))?;
-    Ok(engine)
+    topics
+}
+
+/// The bridge and the audit mirror of an ingest, once its cluster answers.
+fn side_outputs(
+    keys: &KeysConfig,
+    settings: &ingest::Settings,
+    registry: &Registry,
+) -> Result<(Option<Bridge>, Option<AuditMirror>)> {
+    let producer = plumbing::config::producer(&settings.brokers, &settings.kafka)?;
+    let bridge = match keys.bridge_overlap {
+        Some(_) => {
+            Some(Bridge::new(&producer, &keys.bridge_topic, registry).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    let mirror = if keys.audit_topic.is_empty() {
+        None
+    } else {
+        let reader = plumbing::config::consumer(
+            &settings.brokers,
+            &format!("{}.audit-mirror", settings.group_id),
+            &settings.kafka,
+        )?;
+        Some(
+            AuditMirror::start(
+                &producer,
+                &reader,
+                &keys.audit_topic,
+                crate::keys::audit_path(&keys.keyring, keys.audit_log.as_ref()),
+                registry,
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+    };
+    Ok((bridge, mirror))
+}
+
+/// How audit entries name an ingest instance: its `transactional.id` (exactly once), or
+/// its group and host.
+fn instance_name(settings: &ingest::Settings) -> String {
+    settings.exactly_once.as_ref().map_or_else(
+        || format!("{}.{}", settings.group_id, hostname()),
+        |exactly_once| exactly_once.transactional_id.clone(),
+    )
 }
 
 /// The ingest settings of a validated `[ingest]` section.
@@ -189,8 +238,15 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     let ingest_part = match stages {
         Stages::Ingest | Stages::Both => {
             let (keys, ingest) = config.for_ingest()?;
-            let engine = build_engine(&keys, &ingest.policy, &registry)?;
-            Some((ingest_settings(&ingest)?, engine))
+            let settings = ingest_settings(&ingest)?;
+            let live = open_keys(
+                &keys,
+                &ingest.policy,
+                &settings.input_topic,
+                &instance_name(&settings),
+                &registry,
+            )?;
+            Some((settings, keys, live))
         }
         Stages::Sink => None,
     };
@@ -212,21 +268,35 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     .await?;
     tracing::info!(listen = %listen, "Serving /metrics, /healthz and /readyz.");
 
-    if let Some((settings, _)) = &ingest_part {
-        let ready = readiness.dependency("on-prem cluster (ingest)");
-        check_cluster(
-            "ingest.brokers",
-            &settings.brokers,
-            &settings.kafka,
-            &[
-                &settings.input_topic,
+    let ingest_part = match ingest_part {
+        Some((settings, keys, live)) => {
+            let ready = readiness.dependency("on-prem cluster (ingest)");
+            let mut topics = vec![
+                settings.input_topic.as_str(),
                 &settings.output_topic,
                 &settings.quarantine_topic,
-            ],
-        )
-        .await?;
-        ready.store(true, Ordering::Relaxed);
-    }
+            ];
+            topics.extend(side_topics(&keys));
+            check_cluster(
+                "ingest.brokers",
+                &settings.brokers,
+                &settings.kafka,
+                &topics,
+            )
+            .await?;
+            let (bridge, mirror) = side_outputs(&keys, &settings, &registry)?;
+            ready.store(true, Ordering::Relaxed);
+            Some((
+                settings,
+                IngestKeys {
+                    live,
+                    bridge,
+                    mirror,
+                },
+            ))
+        }
+        None => None,
+    };
     if let Some((settings, _)) = &sink_part {
         let ready = readiness.dependency("on-prem cluster (sink)");
         let source = check_cluster(
@@ -268,13 +338,13 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     }
 
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some((settings, engine)) = ingest_part {
+    if let Some((settings, keys)) = ingest_part {
         let metrics = StageMetrics::new(&registry, "ingest")?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             (
                 "ingest",
-                ingest::run(settings, engine, metrics, shutdown).await,
+                ingest::run(settings, keys, metrics, shutdown).await,
             )
         });
     }

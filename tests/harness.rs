@@ -60,6 +60,12 @@ pub(crate) struct Pipeline {
     pub(crate) offsets_topic: String,
     /// More librdkafka properties of the sink's cloud producer (`[sink.kafka]`).
     pub(crate) sink_kafka: BTreeMap<String, String>,
+    /// The on-prem topic ingest mirrors the audit log to.
+    pub(crate) audit_topic: String,
+    /// The on-prem topic of the rotation bridge.
+    pub(crate) bridge_topic: String,
+    /// More lines of the ingest's `[keys]` section.
+    pub(crate) keys_extra: String,
 }
 
 /// `delivery` in `[ingest]` and `[sink]`.
@@ -92,7 +98,12 @@ impl Pipeline {
         let quarantine = onprem.random_topic("redemptions.quarantine", 1);
         let cloud_topic = cloud.random_topic("redemptions", partitions);
         let offsets_topic = cloud.random_topic("pseudopipe.sink-offsets", partitions);
+        let audit_topic = onprem.random_topic("pseudopipe.audit", 1);
+        let bridge_topic = onprem.random_topic("pseudopipe.bridge", 1);
         Pipeline {
+            audit_topic,
+            bridge_topic,
+            keys_extra: String::new(),
             delivery: Delivery::AtLeastOnce,
             offsets_topic,
             scratch,
@@ -136,6 +147,13 @@ impl Pipeline {
         }
     }
 
+    /// The ingest's `[keys]` section also gets `line` (e.g. `bridge_overlap = "1h"`).
+    pub(crate) fn with_keys_line(mut self, line: &str) -> Pipeline {
+        self.keys_extra.push_str(line);
+        self.keys_extra.push('\n');
+        self
+    }
+
     /// The sink's cloud producer also gets librdkafka property `key` (`[sink.kafka]`).
     pub(crate) fn with_sink_kafka(mut self, key: &str, value: &str) -> Pipeline {
         self.sink_kafka.insert(key.to_owned(), value.to_owned());
@@ -172,6 +190,9 @@ impl Pipeline {
             r#"[keys]
 keyring = {keyring:?}
 kek_file = {kek:?}
+audit_topic = "{audit_topic}"
+bridge_topic = "{bridge_topic}"
+{keys_extra}
 
 [ingest]
 brokers = "{brokers}"
@@ -194,6 +215,9 @@ listen = "127.0.0.1:{metrics_port}"
 "#,
             keyring = self.scratch.keyring,
             kek = self.scratch.kek,
+            audit_topic = self.audit_topic,
+            bridge_topic = self.bridge_topic,
+            keys_extra = self.keys_extra,
             brokers = self.onprem.bootstrap(),
             raw = self.raw,
             pseudonymized = self.pseudonymized,

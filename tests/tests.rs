@@ -21,6 +21,9 @@
 //!   a stalled partition.
 //! - `hostile`: records written straight into the pseudonymized topic by an attacker or a
 //!   mistake are quarantined by the sink, and nothing personal crosses.
+//! - `rotation`: three key rotations while 100,000 events flow: each applied between two
+//!   transactions, token versions matching the audit log's switch offsets, the bridge
+//!   linking customers across rotations, the audit log mirrored to its topic.
 //! - `schemas`: the Avro schema, the example event and the default policy agree.
 
 mod harness;
@@ -34,4 +37,5 @@ mod hardening;
 mod hostile;
 mod keys;
 mod pipeline;
+mod rotation;
 mod schemas;

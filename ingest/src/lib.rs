@@ -6,15 +6,28 @@
 //! It is the only stage that reads raw data and the only one that holds keys. Input keys
 //! and headers are never forwarded: they may be personal.
 //!
+//! Its keys follow the keyring while it runs: a rotation, a retirement, a destruction
+//! applies between two batches (two transactions), and is an audit entry.
+//!
 //! # Layout
 //! - [`config`]: what the stage needs to run ([`Settings`]).
+//! - [`keys`]: live keys ([`LiveKeys`]): keyring checks, switches, scheduled rotation,
+//!   overlaps, and the audit entries about them.
+//! - [`bridge`]: pairs of old and new tokens during an overlap, to the bridge topic.
+//! - [`audit_topic`]: the audit log mirrored to an on-prem topic.
 //! - [`stage`]: the record decision ([`IngestProcessor`]) and [`run`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit_topic;
+pub mod bridge;
 pub mod config;
+pub mod keys;
 pub mod stage;
 
+pub use audit_topic::AuditMirror;
+pub use bridge::Bridge;
 pub use config::{ExactlyOnce, Settings};
-pub use stage::{run, IngestProcessor};
+pub use keys::{KeySettings, LiveKeys};
+pub use stage::{run, IngestKeys, IngestProcessor};

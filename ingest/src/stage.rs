@@ -1,31 +1,101 @@
-//! The ingest stage: decide per record with the [`Pseudonymizer`], then let the shared
-//! relay do the Kafka work (in-flight window, watermarks, commits, quarantine headers).
+//! The ingest stage: decide per record with the engine of its [`LiveKeys`], then let the
+//! shared relay do the Kafka work (in-flight window, watermarks, commits, quarantine
+//! headers). Between two batches the keys follow the keyring ([`crate::keys`]).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use plumbing::{
-    config, Decision, Layout, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
+    config, Decision, Layout, Origin, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
 };
-use pseudonymize::{Pseudonymizer, Reason};
+use pseudonymize::{BridgePairs, Reason};
+use tracing::warn;
 
+use crate::audit_topic::AuditMirror;
+use crate::bridge::Bridge;
 use crate::config::Settings;
+use crate::keys::{Counts, LiveKeys};
 
-/// Pseudonymizes one record; a rejection becomes a quarantine decision.
+/// What ingest pseudonymizes with, and the side topics it writes about its keys.
+#[derive(Debug)]
+pub struct IngestKeys {
+    /// The keys, following the keyring.
+    pub live: LiveKeys,
+    /// Where pairs of old and new tokens go during a rotation overlap, if anywhere.
+    pub bridge: Option<Bridge>,
+    /// Where the audit log is mirrored, if anywhere.
+    pub mirror: Option<AuditMirror>,
+}
+
+/// What the processor changes as it goes (one relay thread uses it).
+#[derive(Debug)]
+struct State {
+    keys: IngestKeys,
+    /// Per input partition, the offset after the last record processed.
+    next: BTreeMap<i32, i64>,
+    counts: Counts,
+    pairs: BridgePairs,
+}
+
+/// Pseudonymizes one record; a rejection becomes a quarantine decision, an event whose
+/// subject withheld consent is dropped.
 #[derive(Debug)]
 pub struct IngestProcessor {
-    engine: Pseudonymizer,
+    state: Mutex<State>,
 }
 
 impl IngestProcessor {
-    /// A processor applying `engine`.
-    pub fn new(engine: Pseudonymizer) -> Self {
-        Self { engine }
+    /// A processor applying `keys`.
+    pub fn new(keys: IngestKeys) -> Self {
+        Self {
+            state: Mutex::new(State {
+                keys,
+                next: BTreeMap::new(),
+                counts: Counts::default(),
+                pairs: BridgePairs::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Mirrors the audit log, logging (not failing) when the topic does not answer: the
+    /// file stays the record, and the next look tries again.
+    fn mirror(state: &mut State) {
+        if let Some(mirror) = &mut state.keys.mirror {
+            if let Err(error) = mirror.sync() {
+                warn!(%error, "The audit log could not be mirrored to its topic; ingest tries again at its next keyring check.");
+            }
+        }
     }
 }
 
 impl Processor for IngestProcessor {
-    fn process(&self, _key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision {
+    fn process(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision {
+        self.process_at(
+            Origin {
+                partition: -1,
+                offset: -1,
+            },
+            key,
+            payload,
+        )
+    }
+
+    fn process_at(&self, origin: Origin, _key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision {
         // The input key is ignored on purpose: retail systems key by card or email.
+        let mut state = self.lock();
+        let State {
+            keys,
+            next,
+            counts,
+            pairs,
+        } = &mut *state;
+        if origin.partition >= 0 {
+            next.insert(origin.partition, origin.offset + 1);
+        }
         let Some(payload) = payload else {
             return Decision::Quarantine {
                 reason: Reason::MalformedJson.code(),
@@ -33,16 +103,58 @@ impl Processor for IngestProcessor {
             };
         };
         let mut out = Vec::with_capacity(payload.len());
-        match self.engine.pseudonymize_into(payload, &mut out) {
-            Ok(outcome) => Decision::Forward {
-                key: outcome.record_key(&out).map(<[u8]>::to_vec),
-                payload: out,
+        let engine = keys.live.engine();
+        let result = match &keys.bridge {
+            Some(_) => engine.pseudonymize_bridged(payload, &mut out, pairs),
+            None => engine.pseudonymize_into(payload, &mut out),
+        };
+        match result {
+            Ok(outcome) => {
+                counts.add(outcome.tenant, outcome.key_version);
+                if let Some(bridge) = &mut keys.bridge {
+                    if !pairs.is_empty() {
+                        bridge.send(outcome.tenant, pairs);
+                    }
+                }
+                Decision::Forward {
+                    key: outcome.record_key(&out).map(<[u8]>::to_vec),
+                    payload: out,
+                }
+            }
+            Err(rejection) if rejection.reason.is_drop() => Decision::Drop {
+                reason: rejection.reason.code(),
             },
             Err(rejection) => Decision::Quarantine {
                 reason: rejection.reason.code(),
                 message: rejection.message,
             },
         }
+    }
+
+    fn between_batches(&self) -> Result<(), String> {
+        let mut state = self.lock();
+        let State {
+            keys, next, counts, ..
+        } = &mut *state;
+        if keys.live.refresh(next, counts)? {
+            if let Some(bridge) = &keys.bridge {
+                bridge.flush();
+            }
+            Self::mirror(&mut state);
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) {
+        let mut state = self.lock();
+        let State { keys, counts, .. } = &mut *state;
+        if let Err(error) = keys.live.stopped(counts) {
+            warn!(%error, "The end of this ingest run could not be recorded in the audit log.");
+        }
+        if let Some(bridge) = &keys.bridge {
+            bridge.flush();
+        }
+        Self::mirror(&mut state);
     }
 }
 
@@ -53,10 +165,11 @@ impl Processor for IngestProcessor {
 /// transaction on the on-prem cluster.
 pub async fn run(
     settings: Settings,
-    engine: Pseudonymizer,
+    mut keys: IngestKeys,
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, plumbing::Error> {
+    keys.live.started().map_err(plumbing::Error::Processor)?;
     let producer = config::producer(&settings.brokers, &settings.kafka)?;
     let consumer = config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?;
     let mut relay = RelaySettings::new(
@@ -66,7 +179,8 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
-    let processor = Arc::new(IngestProcessor::new(engine));
+    let processor = Arc::new(IngestProcessor::new(keys));
+    IngestProcessor::mirror(&mut processor.lock());
     match settings.exactly_once {
         None => {
             // One producer serves both topics: they live on the same cluster.
@@ -102,23 +216,101 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use pseudonymize::{MasterSecret, Policy};
+    use std::time::Duration;
 
-    fn processor() -> IngestProcessor {
-        let policy =
-            Policy::from_toml(include_str!("../../schemas/coupon_redemption.policy.toml")).unwrap();
-        let secret = MasterSecret::from_bytes([4; 32]);
-        IngestProcessor::new(Pseudonymizer::new(
-            policy,
-            [("brand-a".to_string(), 1, &secret)],
-        ))
+    use super::*;
+    use crate::keys::KeySettings;
+    use plumbing::prometheus::Registry;
+    use pseudonymize::{Kek, Keyring, Policy};
+
+    const EVENT: &[u8] = include_bytes!("../../schemas/coupon_redemption.json");
+
+    /// A keyring with tenant `brand-a` in a temporary directory, and its KEK.
+    struct Site {
+        dir: tempfile::TempDir,
+        kek: Kek,
+    }
+
+    impl Site {
+        fn new() -> Self {
+            let site = Self {
+                dir: tempfile::tempdir().unwrap(),
+                kek: Kek::generate(),
+            };
+            site.change(|keyring, log| {
+                keyring.init(log, "test", "brand-a").unwrap();
+            });
+            site
+        }
+
+        fn keyring(&self) -> std::path::PathBuf {
+            self.dir.path().join("keyring.json")
+        }
+
+        fn audit_log(&self) -> std::path::PathBuf {
+            self.dir.path().join("keyring.json.audit.jsonl")
+        }
+
+        /// What `pseudopipe keys ...` would do.
+        fn change(&self, operation: impl FnOnce(&mut Keyring, &mut pseudonymize::audit::AuditLog)) {
+            let mut keyring = Keyring::open_or_new(&self.keyring(), &self.kek).unwrap();
+            let mut log = keyring.audit_log(&self.audit_log()).unwrap();
+            operation(&mut keyring, &mut log);
+        }
+
+        fn processor(&self) -> IngestProcessor {
+            let policy =
+                Policy::from_toml(include_str!("../../schemas/coupon_redemption.policy.toml"))
+                    .unwrap();
+            let settings = KeySettings {
+                keyring: self.keyring(),
+                audit_log: self.audit_log(),
+                check_every: Duration::ZERO,
+                rotate_every: None,
+                bridge_overlap: None,
+                instance: "ingest-test".into(),
+                input_topic: "raw".into(),
+            };
+            let kek = Kek::from_bytes(*self.kek.expose());
+            let live = LiveKeys::open(settings, kek, policy, &Registry::new()).unwrap();
+            IngestProcessor::new(IngestKeys {
+                live,
+                bridge: None,
+                mirror: None,
+            })
+        }
+
+        fn actions(&self) -> Vec<serde_json::Value> {
+            std::fs::read_to_string(self.audit_log())
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        }
+    }
+
+    fn at(partition: i32, offset: i64) -> Origin {
+        Origin { partition, offset }
+    }
+
+    /// The key version of the forwarded event's card token.
+    fn version_of(decision: &Decision) -> u32 {
+        match decision {
+            Decision::Forward { key, .. } => {
+                let key = std::str::from_utf8(key.as_ref().unwrap()).unwrap();
+                key[1..key.find('.').unwrap()].parse().unwrap()
+            }
+            other => panic!("expected a forward, got {other:?}"),
+        }
     }
 
     #[test]
     fn a_valid_event_is_forwarded_keyed_by_its_card_token_not_its_input_key() {
-        let event = include_bytes!("../../schemas/coupon_redemption.json");
-        match processor().process(Some(b"6280 0012 3456 7890"), Some(event)) {
+        let site = Site::new();
+        match site
+            .processor()
+            .process_at(at(0, 0), Some(b"6280 0012 3456 7890"), Some(EVENT))
+        {
             Decision::Forward { key, payload } => {
                 let key = String::from_utf8(key.unwrap()).unwrap();
                 assert!(pseudonymize::is_token(&key));
@@ -131,15 +323,105 @@ mod tests {
 
     #[test]
     fn bad_records_are_quarantined_with_their_reason() {
+        let processor = Site::new().processor();
         for (payload, reason) in [
             (None, "malformed_json"),
             (Some(&b"{\"x\":1}"[..]), "missing_field"),
             (Some(&b"[]"[..]), "not_an_object"),
         ] {
-            match processor().process(None, payload) {
+            match processor.process_at(at(0, 0), None, payload) {
                 Decision::Quarantine { reason: got, .. } => assert_eq!(got, reason),
                 other => panic!("expected quarantine, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_rotation_applies_between_batches_and_is_recorded_with_the_first_offsets() {
+        let site = Site::new();
+        let processor = site.processor();
+        processor.between_batches().unwrap();
+        assert_eq!(
+            version_of(&processor.process_at(at(0, 10), None, Some(EVENT))),
+            1
+        );
+        assert_eq!(
+            version_of(&processor.process_at(at(1, 4), None, Some(EVENT))),
+            1
+        );
+        site.change(|keyring, log| {
+            keyring.rotate(log, "officer", "brand-a").unwrap();
+        });
+        // Until the batch ends, the batch's version.
+        assert_eq!(
+            version_of(&processor.process_at(at(0, 11), None, Some(EVENT))),
+            1
+        );
+        processor.between_batches().unwrap();
+        assert_eq!(
+            version_of(&processor.process_at(at(0, 12), None, Some(EVENT))),
+            2
+        );
+
+        let entries = site.actions();
+        let switch = entries
+            .iter()
+            .find(|entry| entry["action"] == "key_switch")
+            .expect("a key_switch entry");
+        assert_eq!(switch["key_version"], 2);
+        assert_eq!(switch["tenant"], "brand-a");
+        let details = switch["details"].as_str().unwrap();
+        assert!(
+            details.contains("offsets=0:12,1:5")
+                && details.contains("previous=1 events_previous=3"),
+            "{details}"
+        );
+        assert!(entries.iter().any(|entry| entry["action"] == "rotate"));
+    }
+
+    #[test]
+    fn retiring_the_active_version_suspends_the_tenant_until_a_version_is_active() {
+        let site = Site::new();
+        let processor = site.processor();
+        site.change(|keyring, log| {
+            keyring.retire(log, "officer", "brand-a", 1).unwrap();
+        });
+        processor.between_batches().unwrap();
+        match processor.process_at(at(0, 0), None, Some(EVENT)) {
+            Decision::Quarantine { reason, .. } => assert_eq!(reason, "tenant_suspended"),
+            other => panic!("expected quarantine, got {other:?}"),
+        }
+        site.change(|keyring, log| {
+            keyring.destroy(log, "officer", "brand-a", 1).unwrap();
+            keyring.rotate(log, "officer", "brand-a").unwrap();
+        });
+        processor.between_batches().unwrap();
+        assert_eq!(
+            version_of(&processor.process_at(at(0, 1), None, Some(EVENT))),
+            2
+        );
+        let actions: Vec<_> = site
+            .actions()
+            .iter()
+            .map(|entry| entry["action"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            actions.contains(&"tenant_suspended".to_owned()),
+            "{actions:?}"
+        );
+        assert_eq!(
+            actions.iter().filter(|a| *a == "key_switch").count(),
+            1,
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_keyring_that_no_longer_opens_stops_the_stage() {
+        let site = Site::new();
+        let processor = site.processor();
+        std::fs::write(site.keyring(), b"{}").unwrap();
+        let error = processor.between_batches().unwrap_err();
+        assert!(error.contains("keyring"), "{error}");
     }
 }

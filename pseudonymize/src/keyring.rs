@@ -667,3 +667,33 @@ impl Keyring {
         Ok(())
     }
 }
+
+impl Keyring {
+    /// Records an operation about one key version of `tenant` that does not change the
+    /// keyring (a running ingest switching to it, say): the version and its fingerprint
+    /// stand in the entry's own fields.
+    pub fn record_version(
+        &mut self,
+        log: &mut AuditLog,
+        actor: &str,
+        action: &str,
+        tenant: &str,
+        version: Option<(u32, String)>,
+        details: String,
+    ) -> Result<(), Error> {
+        let (key_version, fingerprint) = version.map_or((None, None), |(v, f)| (Some(v), Some(f)));
+        let head = log.append(
+            &self.keys,
+            NewEntry {
+                actor: actor.into(),
+                action: action.into(),
+                tenant: tenant.into(),
+                key_version,
+                fingerprint,
+                details: Some(details),
+            },
+        )?;
+        self.body.audit_head = Some(head);
+        self.save()
+    }
+}
