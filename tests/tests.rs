@@ -22,6 +22,9 @@
 //! - `hostile`: records written straight into the pseudonymized topic by an attacker or a
 //!   mistake are quarantined by the sink, and nothing personal crosses.
 //! - `schemas`: the Avro schema, the example event and the default policy agree.
+//! - `compliance`: `subject` (a person's tokens, and their records found on a real broker),
+//!   `reidentify` and what it refuses, `audit report` in Markdown and HTML, and the HTML
+//!   page as headless Chromium draws it (`target/audit-report.png`).
 
 mod harness;
 mod util;
@@ -29,6 +32,7 @@ mod util;
 mod audit;
 mod batch;
 mod chaos;
+mod compliance;
 mod exactly_once;
 mod hardening;
 mod hostile;
