@@ -2,6 +2,7 @@
 # Installs what the tests need on a Debian machine, only what is missing:
 # - a Java runtime (17 or later) and Maven, to fetch and run Apache Kafka;
 # - the headers that rdkafka's build links against (libssl-dev, zlib1g-dev, pkg-config);
+# - Debian's chromium, whose headless screenshot of the HTML audit report a test checks;
 # - the Apache Kafka broker jars pinned in testkit/kafka/pom.xml, resolved from Maven
 #   Central into ${PSEUDOPIPE_KAFKA_LIBS:-~/.cache/pseudopipe/kafka-VERSION/libs},
 #   where testkit looks for them.
@@ -26,6 +27,9 @@ if (($(java_major) < 17)); then
 fi
 if ! command -v mvn >/dev/null; then
     missing+=(maven)
+fi
+if ! command -v chromium >/dev/null; then
+    missing+=(chromium)
 fi
 for package in libssl-dev zlib1g-dev pkg-config; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
@@ -58,4 +62,4 @@ if [[ "$(cat "$libs/.complete" 2>/dev/null || true)" != "$stamp" ]]; then
     mv "$staging" "$libs"
     trap - EXIT
 fi
-echo "install-test-deps: Apache Kafka $version in $libs ($(ls "$libs" | wc -l) jars), $(java -version 2>&1 | head -1)"
+echo "install-test-deps: Apache Kafka $version in $libs ($(ls "$libs" | wc -l) jars), $(java -version 2>&1 | head -1), $(chromium --version 2>/dev/null | tail -1)"

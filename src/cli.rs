@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// pseudopipe pseudonymizes nominative coupon-redemption events so that they can leave
 /// the premises: every personal field is tokenized (keyed HMAC), encrypted, generalized or
@@ -46,6 +46,16 @@ pub enum Command {
     /// Measure pseudopipe with simulated events and a throw-away key.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Answer a data subject's access or erasure request: the token each of the person's
+    /// identifiers maps to, per tokenized field of the policy and per key version whose
+    /// material still exists; with --scan-brokers and --scan-topic, the records of a
+    /// pseudonymized (or cloud) topic that hold one of them. Recorded in the audit log
+    /// (the ticket, the fields and the match count; never a value or a token).
+    Subject(SubjectArgs),
+    /// Decrypt values of an `encrypt` field on-prem (e.g. for a fraud investigation), one
+    /// per line. Needs a reason and a ticket, and is recorded in the audit log before
+    /// anything is printed. Destroyed versions cannot be decrypted (crypto-shredding).
+    Reidentify(ReidentifyArgs),
 }
 
 /// Options of `ingest`, `sink` and `run`.
@@ -194,6 +204,13 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Render the audit trail for people: per tenant, the key versions and their
+    /// timeline, key switches of running ingests, events tokenized per version, subject
+    /// requests, re-identifications, bridges and rewraps, with the verification status at
+    /// the top. HTML is one self-contained page (no script, no external resource); md is
+    /// Markdown tables. A log that fails verification is still rendered, the failure
+    /// first, and the command exits 1.
+    Report(ReportArgs),
 }
 
 /// Options of the audit commands.
@@ -251,6 +268,119 @@ pub struct BatchArgs {
     /// Worker threads (default: every core). The output keeps the input's order.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+}
+
+/// Options of `subject`.
+#[derive(Debug, Args)]
+pub struct SubjectArgs {
+    /// The policy file (TOML): which fields are tokenized, in which domain, how normalized.
+    #[arg(long)]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
+    /// The person's e-mail address, for every field tokenized in domain `email`; `-` reads
+    /// it from standard input (keeps it out of `ps`).
+    #[arg(long, value_name = "EMAIL|-")]
+    pub email: Option<String>,
+    /// The person's phone number, for every field tokenized in domain `phone`; `-` reads
+    /// it from standard input.
+    #[arg(long, value_name = "PHONE|-")]
+    pub phone: Option<String>,
+    /// The person's loyalty card number, for every field tokenized in domain `customer`;
+    /// `-` reads it from standard input.
+    #[arg(long, value_name = "CARD|-")]
+    pub loyalty_card: Option<String>,
+    /// A value for one tokenized field of the policy, named by its path (e.g.
+    /// `coupon.coupon_code=SPR-8F3K`); `FIELD=-` reads it from standard input. Repeatable.
+    #[arg(long = "value", value_name = "FIELD=VALUE")]
+    pub values: Vec<String>,
+    /// The request's reference (e.g. DSR-42), written to the audit log: letters, digits
+    /// and `._:/#+-`, at most 64.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Print a JSON document (described in docs/compliance.md) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub scan: ScanArgs,
+}
+
+/// Where `subject` looks for the person's records.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Bootstrap servers of the cluster to scan (on-prem, or the cloud one).
+    #[arg(long, value_name = "BROKERS", requires = "scan_topic")]
+    pub scan_brokers: Option<String>,
+    /// The topic to scan (pseudonymized or cloud), read from the beginning up to its end
+    /// offsets when the scan starts, `read_committed`, in a throw-away group that commits
+    /// nothing.
+    #[arg(long, value_name = "TOPIC", requires = "scan_brokers")]
+    pub scan_topic: Option<String>,
+    /// Extra librdkafka consumer property for the scan, KEY=VALUE (e.g.
+    /// `security.protocol=ssl`); secrets as `sasl.password_file=PATH` or
+    /// `sasl.password_env=VAR`. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", requires = "scan_topic")]
+    pub scan_property: Vec<String>,
+    /// Give up the scan when it has not reached the end offsets after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub scan_timeout: u64,
+}
+
+/// Options of `reidentify`.
+#[derive(Debug, Args)]
+pub struct ReidentifyArgs {
+    /// The policy file (TOML); the field must have the action `encrypt`.
+    #[arg(long)]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
+    /// The path of the encrypted field in the policy (e.g. `customer.birth_date`).
+    #[arg(long)]
+    pub field: String,
+    /// Why the values are decrypted, as a short code written to the audit log (e.g.
+    /// fraud-investigation): letters, digits and `._:/#+-`, at most 64.
+    #[arg(long)]
+    pub reason: String,
+    /// The case or ticket reference (e.g. INC-7), written to the audit log: letters,
+    /// digits and `._:/#+-`, at most 64.
+    #[arg(long)]
+    pub ticket: String,
+    /// One encrypted value (`e<version>.<base64url>`); `-` reads one per line from
+    /// standard input. Plaintexts are printed in the same order, one per line.
+    #[arg(default_value = "-", value_name = "VALUE|-")]
+    pub value: String,
+}
+
+/// Options of `audit report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The audit log file.
+    #[arg(long)]
+    pub audit_log: PathBuf,
+    /// The keyring: its versions, and the head the log must reach.
+    #[arg(long)]
+    pub keyring: PathBuf,
+    /// The key-encryption key the keyring and the log were written with.
+    #[arg(long)]
+    pub kek_file: PathBuf,
+    /// Only this tenant (default: every tenant of the keyring and the log).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// html: one self-contained page; md: Markdown tables.
+    #[arg(long, value_enum)]
+    pub format: ReportFormat,
+    /// Where to write the report (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The formats of `audit report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One HTML page with inline CSS.
+    Html,
+    /// Markdown.
+    Md,
 }
 
 /// What `bench` measures.

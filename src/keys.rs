@@ -40,15 +40,15 @@ fn actor(explicit: Option<&String>) -> String {
 }
 
 /// A keyring opened under its lock with its audit log, ready for one operation.
-struct Session {
+pub(crate) struct Session {
     _lock: KeyringLock,
-    keyring: Keyring,
-    log: pseudonymize::audit::AuditLog,
-    actor: String,
+    pub(crate) keyring: Keyring,
+    pub(crate) log: pseudonymize::audit::AuditLog,
+    pub(crate) actor: String,
 }
 
 impl Session {
-    fn open(args: &KeyringArgs, create: bool) -> Result<Self> {
+    pub(crate) fn open(args: &KeyringArgs, create: bool) -> Result<Self> {
         let kek = read_kek(&args.kek_file)?;
         if !create && !args.keyring.exists() {
             bail!(
@@ -203,6 +203,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode> {
     let (args, show, json) = match &command {
         AuditCommand::Verify(args) => (args, false, false),
         AuditCommand::Show { audit, json } => (audit, true, *json),
+        AuditCommand::Report(args) => return crate::report::run(args.clone()),
     };
     let AuditArgs {
         audit_log,

@@ -9,7 +9,10 @@ mod keys;
 mod pipeline;
 mod private_file;
 mod produce;
+mod reidentify;
+mod report;
 mod server;
+mod subject;
 
 use std::process::ExitCode;
 
@@ -61,6 +64,8 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Produce(args) => runtime()?.block_on(produce::run(args)),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Subject(args) => subject::run(args),
+        Command::Reidentify(args) => reidentify::run(args),
     }
 }
 

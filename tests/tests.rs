@@ -25,6 +25,9 @@
 //!   transactions, token versions matching the audit log's switch offsets, the bridge
 //!   linking customers across rotations, the audit log mirrored to its topic.
 //! - `schemas`: the Avro schema, the example event and the default policy agree.
+//! - `compliance`: `subject` (a person's tokens, and their records found on a real broker),
+//!   `reidentify` and what it refuses, `audit report` in Markdown and HTML, and the HTML
+//!   page as headless Chromium draws it (`target/audit-report.png`).
 
 mod harness;
 mod util;
@@ -32,6 +35,7 @@ mod util;
 mod audit;
 mod batch;
 mod chaos;
+mod compliance;
 mod exactly_once;
 mod hardening;
 mod hostile;

@@ -1,0 +1,959 @@
+//! `pseudopipe audit report`: the audit trail rendered for people.
+//!
+//! The log is verified first (chain, MACs, and the head recorded in the keyring); a log
+//! that fails is still rendered, from the entries that can be read, with the failure at
+//! the top. The report is built once as a [`Document`] (sections of tables, one per
+//! tenant, plus keyring-wide entries) and written as one self-contained HTML page or as
+//! Markdown. Every text that comes from the log or the keyring is escaped for the
+//! format, since an actor name or a detail is whatever an operator typed.
+//!
+//! Entry `details` are space-separated `key=value` pairs (the shared audit vocabulary);
+//! the tables show the known keys in columns and every other key as-is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use pseudonymize::audit::{AuditEntry, AuditRecord};
+use pseudonymize::policy::is_valid_tenant;
+use pseudonymize::{KeyState, Keyring};
+
+use crate::cli::{ReportArgs, ReportFormat};
+use crate::keys::read_kek;
+
+/// The page's style sheet, inlined: the page loads nothing.
+const STYLE: &str = include_str!("report/style.css");
+
+/// Runs `audit report`.
+pub fn run(args: ReportArgs) -> Result<ExitCode> {
+    let kek = read_kek(&args.kek_file)?;
+    if !args.audit_log.exists() {
+        bail!("the audit log {} does not exist", args.audit_log.display());
+    }
+    let keyring = Keyring::open(&args.keyring, &kek)?;
+    let (status, entries) = match keyring.verify_audit(&args.audit_log) {
+        Ok(verified) => (Status::verified(&verified), verified.entries),
+        Err(error) => {
+            let (entries, unreadable) = read_unverified(&args.audit_log)?;
+            (
+                Status::Failed {
+                    reason: error.to_string(),
+                    unreadable,
+                },
+                entries,
+            )
+        }
+    };
+    if let Some(tenant) = &args.tenant {
+        if !keyring.tenants().any(|t| t == tenant) && !entries.iter().any(|e| e.tenant == *tenant) {
+            bail!("tenant {tenant} is neither in the keyring nor in the audit log");
+        }
+    }
+    let failed = matches!(status, Status::Failed { .. });
+    let document = build(&args, &keyring, status, &entries);
+    let text = match args.format {
+        ReportFormat::Html => html(&document),
+        ReportFormat::Md => markdown(&document),
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write the report {}", path.display()))?;
+            eprintln!("wrote the audit report to {}", path.display());
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .context("cannot write the report to standard output")?;
+        }
+    }
+    if failed {
+        eprintln!(
+            "error: the audit log {} does not verify; the report shows the failure at its top",
+            args.audit_log.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The entries of a log that failed verification, as far as they parse, and how many
+/// lines did not.
+fn read_unverified(path: &Path) -> Result<(Vec<AuditRecord>, usize)> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the audit log {}", path.display()))?;
+    let mut entries = Vec::new();
+    let mut unreadable = 0;
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<AuditEntry>(line) {
+            Ok(entry) => entries.push(entry.record),
+            Err(_) => unreadable += 1,
+        }
+    }
+    Ok((entries, unreadable))
+}
+
+/// The verification status shown at the top.
+enum Status {
+    /// The log verified; its length and head.
+    Verified {
+        entries: usize,
+        head: Option<(u64, String)>,
+    },
+    /// The log failed; why, and how many lines could not even be read.
+    Failed { reason: String, unreadable: usize },
+}
+
+impl Status {
+    fn verified(verified: &pseudonymize::audit::Verified) -> Self {
+        Self::Verified {
+            entries: verified.entries.len(),
+            head: verified.head.as_ref().map(|h| (h.seq, h.hash.clone())),
+        }
+    }
+
+    fn banner(&self) -> Banner {
+        match self {
+            Self::Verified { head: None, .. } => Banner {
+                ok: true,
+                text: "Verified: the log is empty, as the keyring expects.".into(),
+            },
+            Self::Verified {
+                entries,
+                head: Some((seq, hash)),
+            } => Banner {
+                ok: true,
+                text: format!(
+                    "Verified: {entries} entries, the chain is intact up to sequence {seq} (hash {}) and reaches the head recorded in the keyring.",
+                    &hash[..hash.len().min(16)]
+                ),
+            },
+            Self::Failed { reason, unreadable } => Banner {
+                ok: false,
+                text: format!(
+                    "Verification FAILED: {reason}. The entries below were read without verification: they may have been altered, removed, reordered or added.{}",
+                    if *unreadable > 0 {
+                        format!(" {unreadable} lines could not be read at all.")
+                    } else {
+                        String::new()
+                    }
+                ),
+            },
+        }
+    }
+}
+
+/// A rendered report, independent of its format.
+struct Document {
+    title: String,
+    meta: String,
+    banner: Banner,
+    sections: Vec<Section>,
+}
+
+/// The verification status line.
+struct Banner {
+    ok: bool,
+    text: String,
+}
+
+/// One tenant, or the keyring-wide entries.
+struct Section {
+    heading: String,
+    tables: Vec<Table>,
+}
+
+/// A table with a heading, an optional note under it and a text for when it is empty.
+struct Table {
+    heading: String,
+    columns: Vec<String>,
+    rows: Vec<Vec<Cell>>,
+    note: Option<String>,
+    empty: String,
+}
+
+/// One cell, with how it should stand out.
+struct Cell {
+    text: String,
+    tone: Tone,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tone {
+    Plain,
+    Good,
+    Bad,
+    Muted,
+}
+
+impl Cell {
+    fn plain(text: impl Into<String>) -> Self {
+        Self::toned(text, Tone::Plain)
+    }
+
+    fn toned(text: impl Into<String>, tone: Tone) -> Self {
+        let text = text.into();
+        if text.is_empty() {
+            Self {
+                text: "—".into(),
+                tone: Tone::Muted,
+            }
+        } else {
+            Self { text, tone }
+        }
+    }
+}
+
+/// What a column of an entry table shows.
+#[derive(Clone, Copy)]
+enum Col {
+    Seq,
+    Time,
+    Actor,
+    Action,
+    Version,
+    Fingerprint,
+    /// The value of one `details` key.
+    Detail(&'static str),
+    /// `offsets=0:1200,1:1187`: the first input offset per partition.
+    Offsets(&'static str),
+    /// `events=v1:52000,v2:48000`: events per key version.
+    Events(&'static str),
+    /// The `details` keys no other column of the table shows, as written.
+    Other,
+    /// The whole `details`, as written.
+    Details,
+}
+
+/// A table of the entries with some actions.
+struct View {
+    heading: &'static str,
+    /// The actions shown; every action when empty.
+    actions: &'static [&'static str],
+    columns: &'static [(&'static str, Col)],
+    empty: &'static str,
+}
+
+/// The entry tables of a tenant, in the order shown.
+const VIEWS: &[View] = &[
+    View {
+        heading: "Key switches of running ingests",
+        actions: &["key_switch", "tenant_suspended"],
+        columns: &[
+            ("Time", Col::Time),
+            ("Event", Col::Action),
+            ("Instance", Col::Detail("instance")),
+            ("Topic", Col::Detail("topic")),
+            ("From version", Col::Detail("previous")),
+            ("To version", Col::Version),
+            ("Fingerprint", Col::Fingerprint),
+            ("First offset per partition", Col::Offsets("offsets")),
+            (
+                "Events with the previous version",
+                Col::Detail("events_previous"),
+            ),
+            ("Other details", Col::Other),
+        ],
+        empty: "No running ingest recorded a key switch.",
+    },
+    View {
+        heading: "Ingest runs and batch runs",
+        actions: &["ingest_start", "ingest_stop", "batch"],
+        columns: &[
+            ("Time", Col::Time),
+            ("Actor", Col::Actor),
+            ("Event", Col::Action),
+            ("Instance", Col::Detail("instance")),
+            ("Topic", Col::Detail("topic")),
+            ("Events per version", Col::Events("events")),
+            ("Other details", Col::Other),
+        ],
+        empty: "No ingest or batch run is recorded.",
+    },
+    View {
+        heading: "Data-subject requests and token lookups",
+        actions: &["subject", "lookup"],
+        columns: &[
+            ("Time", Col::Time),
+            ("Actor", Col::Actor),
+            ("Request", Col::Action),
+            ("Ticket", Col::Detail("ticket")),
+            ("Fields", Col::Detail("fields")),
+            ("Versions", Col::Detail("versions")),
+            ("Scanned topic", Col::Detail("scan_topic")),
+            ("Matches", Col::Detail("matches")),
+            ("Other details", Col::Other),
+        ],
+        empty: "No data-subject request or lookup is recorded.",
+    },
+    View {
+        heading: "Re-identifications",
+        actions: &["reidentify"],
+        columns: &[
+            ("Time", Col::Time),
+            ("Actor", Col::Actor),
+            ("Ticket", Col::Detail("ticket")),
+            ("Reason", Col::Detail("reason")),
+            ("Field", Col::Detail("field")),
+            ("Domain", Col::Detail("domain")),
+            ("Versions", Col::Detail("versions")),
+            ("Values", Col::Detail("values")),
+            ("Other details", Col::Other),
+        ],
+        empty: "No value was re-identified.",
+    },
+    View {
+        heading: "Cross-version bridges",
+        actions: &["bridge_start", "bridge_end"],
+        columns: &[
+            ("Time", Col::Time),
+            ("Event", Col::Action),
+            ("Instance", Col::Detail("instance")),
+            ("Topic", Col::Detail("topic")),
+            ("From version", Col::Detail("from")),
+            ("To version", Col::Detail("to")),
+            ("Overlap", Col::Detail("overlap")),
+            ("Pairs", Col::Detail("pairs")),
+            ("Other details", Col::Other),
+        ],
+        empty: "No bridge between key versions is recorded.",
+    },
+    View {
+        heading: "KEK rewraps",
+        actions: &["rewrap"],
+        columns: &[
+            ("Time", Col::Time),
+            ("Actor", Col::Actor),
+            ("Version", Col::Version),
+            ("Details", Col::Details),
+        ],
+        empty: "No rewrap is recorded here.",
+    },
+    View {
+        heading: "Every entry",
+        actions: &[],
+        columns: &[
+            ("Seq", Col::Seq),
+            ("Time", Col::Time),
+            ("Actor", Col::Actor),
+            ("Action", Col::Action),
+            ("Version", Col::Version),
+            ("Fingerprint", Col::Fingerprint),
+            ("Details", Col::Details),
+        ],
+        empty: "No entry.",
+    },
+];
+
+/// Builds the document: the tenants of the keyring and the log (or `--tenant`), then the
+/// entries that name no tenant.
+fn build(
+    args: &ReportArgs,
+    keyring: &Keyring,
+    status: Status,
+    entries: &[AuditRecord],
+) -> Document {
+    let mut tenants: BTreeSet<&str> = keyring.tenants().collect();
+    tenants.extend(
+        entries
+            .iter()
+            .map(|e| e.tenant.as_str())
+            .filter(|t| is_valid_tenant(t)),
+    );
+    if let Some(only) = &args.tenant {
+        tenants.retain(|t| t == only);
+    }
+    let mut sections = Vec::new();
+    for tenant in tenants {
+        let own: Vec<&AuditRecord> = entries.iter().filter(|e| e.tenant == tenant).collect();
+        let mut tables = vec![versions_table(keyring, tenant, &own)];
+        tables.extend(VIEWS.iter().map(|view| entry_table(view, &own)));
+        sections.push(Section {
+            heading: format!("Tenant {tenant}"),
+            tables,
+        });
+    }
+    let wide: Vec<&AuditRecord> = entries
+        .iter()
+        .filter(|e| !is_valid_tenant(&e.tenant))
+        .collect();
+    if !wide.is_empty() {
+        sections.push(Section {
+            heading: "Keyring-wide entries".into(),
+            tables: VIEWS.iter().map(|view| entry_table(view, &wide)).collect(),
+        });
+    }
+    let generated = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC time always formats as RFC 3339");
+    Document {
+        title: "pseudopipe audit report".into(),
+        meta: format!(
+            "Keyring {}, audit log {}, generated {generated} by pseudopipe {}.",
+            args.keyring.display(),
+            args.audit_log.display(),
+            env!("CARGO_PKG_VERSION")
+        ),
+        banner: status.banner(),
+        sections,
+    }
+}
+
+/// The key versions of `tenant` with their life cycle and the events tokenized with each.
+fn versions_table(keyring: &Keyring, tenant: &str, entries: &[&AuditRecord]) -> Table {
+    let events = events_per_version(entries);
+    let mut rows = Vec::new();
+    let mut numbers = BTreeSet::new();
+    for v in keyring.versions(tenant).unwrap_or_default() {
+        numbers.insert(v.version);
+        let tone = match v.state {
+            KeyState::Active => Tone::Good,
+            KeyState::Retired => Tone::Plain,
+            KeyState::Destroyed => Tone::Bad,
+        };
+        let date = |d: &Option<String>| Cell::plain(d.clone().unwrap_or_default());
+        rows.push(vec![
+            Cell::plain(v.version.to_string()),
+            Cell::toned(v.state.name(), tone),
+            Cell::plain(&v.fingerprint),
+            Cell::plain(&v.created_at),
+            date(&v.activated_at),
+            date(&v.retired_at),
+            date(&v.destroyed_at),
+            Cell::plain(
+                events
+                    .get(&v.version)
+                    .map(Count::display)
+                    .unwrap_or_default(),
+            ),
+        ]);
+    }
+    // Versions the log counts events for but the keyring does not hold (another keyring,
+    // or one restored from an older backup).
+    for (version, count) in events.iter().filter(|(v, _)| !numbers.contains(v)) {
+        rows.push(vec![
+            Cell::plain(version.to_string()),
+            Cell::toned("not in the keyring", Tone::Bad),
+            Cell::plain(""),
+            Cell::plain(""),
+            Cell::plain(""),
+            Cell::plain(""),
+            Cell::plain(""),
+            Cell::plain(count.display()),
+        ]);
+    }
+    Table {
+        heading: "Key versions".into(),
+        columns: [
+            "Version",
+            "State",
+            "Fingerprint",
+            "Created",
+            "Activated",
+            "Retired",
+            "Destroyed",
+            "Events tokenized",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        note: Some("Events tokenized are added up from the batch and ingest_stop entries; ≥ marks a lower bound taken from the key switches of an ingest run that recorded no stop (still running, or killed).".into()),
+        empty: format!("Tenant {tenant} is not in the keyring."),
+    }
+}
+
+/// Events tokenized with one version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Count {
+    events: u64,
+    /// Part of it comes from an ingest run that recorded no stop: at least this many.
+    lower_bound: bool,
+}
+
+impl Count {
+    fn display(&self) -> String {
+        let digits = self.events.to_string();
+        let mut grouped = String::new();
+        for (index, digit) in digits.chars().enumerate() {
+            if index > 0 && (digits.len() - index).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        if self.lower_bound {
+            format!("≥ {grouped}")
+        } else {
+            grouped
+        }
+    }
+}
+
+/// Events tokenized per version: `batch` and `ingest_stop` entries count exactly (an
+/// ingest run's stop gives its totals); the `events_previous` of an ingest's key switches
+/// count only for a run that recorded no stop, as a lower bound.
+fn events_per_version(entries: &[&AuditRecord]) -> BTreeMap<u32, Count> {
+    fn add(totals: &mut BTreeMap<u32, Count>, counts: &BTreeMap<u32, u64>, lower_bound: bool) {
+        for (version, events) in counts {
+            let total = totals.entry(*version).or_default();
+            total.events += events;
+            total.lower_bound |= lower_bound;
+        }
+    }
+    let mut totals = BTreeMap::new();
+    // Per ingest instance, what its current run's key switches counted so far.
+    let mut running: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+    for entry in entries {
+        let details = Details::parse(entry.details.as_deref());
+        let instance = details.get("instance").unwrap_or_default().to_string();
+        match entry.action.as_str() {
+            "batch" => add(&mut totals, &parse_events(details.get("events")), false),
+            "ingest_stop" => {
+                add(&mut totals, &parse_events(details.get("events")), false);
+                running.remove(&instance);
+            }
+            "ingest_start" => {
+                if let Some(previous_run) = running.remove(&instance) {
+                    add(&mut totals, &previous_run, true);
+                }
+            }
+            "key_switch" => {
+                let previous: Option<u32> = details.get("previous").and_then(|v| v.parse().ok());
+                let events: Option<u64> =
+                    details.get("events_previous").and_then(|v| v.parse().ok());
+                if let (Some(previous), Some(events)) = (previous, events) {
+                    *running
+                        .entry(instance)
+                        .or_default()
+                        .entry(previous)
+                        .or_default() += events;
+                }
+            }
+            _ => {}
+        }
+    }
+    for run in running.values() {
+        add(&mut totals, run, true);
+    }
+    totals
+}
+
+/// `v1:52000,v2:48000` as version → events; malformed items are skipped.
+fn parse_events(value: Option<&str>) -> BTreeMap<u32, u64> {
+    let mut counts = BTreeMap::new();
+    for item in value.unwrap_or_default().split(',') {
+        let Some((version, events)) = item.split_once(':') else {
+            continue;
+        };
+        let version = version.strip_prefix('v').unwrap_or(version).parse();
+        if let (Ok(version), Ok(events)) = (version, events.parse::<u64>()) {
+            *counts.entry(version).or_default() += events;
+        }
+    }
+    counts
+}
+
+/// An entry's `details`: space-separated `key=value` pairs, in order; a word without
+/// `=` is kept as a key with no value.
+struct Details<'a> {
+    pairs: Vec<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Details<'a> {
+    fn parse(details: Option<&'a str>) -> Self {
+        let pairs = details
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|word| match word.split_once('=') {
+                Some((key, value)) => (key, Some(value)),
+                None => (word, None),
+            })
+            .collect();
+        Self { pairs }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, value)| *value)
+    }
+
+    /// The pairs whose key is not in `shown`, as written.
+    fn others(&self, shown: &[&str]) -> String {
+        self.pairs
+            .iter()
+            .filter(|(key, _)| !shown.contains(key))
+            .map(|(key, value)| match value {
+                Some(value) => format!("{key}={value}"),
+                None => (*key).to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A list value (`a,b,c`) with room to wrap.
+fn spaced(value: &str) -> String {
+    value.replace(',', ", ")
+}
+
+/// The table of `view` over `entries`.
+fn entry_table(view: &View, entries: &[&AuditRecord]) -> Table {
+    let shown: Vec<&str> = view
+        .columns
+        .iter()
+        .filter_map(|(_, col)| match col {
+            Col::Detail(key) | Col::Offsets(key) | Col::Events(key) => Some(*key),
+            _ => None,
+        })
+        .collect();
+    let rows = entries
+        .iter()
+        .filter(|e| view.actions.is_empty() || view.actions.contains(&e.action.as_str()))
+        .map(|entry| {
+            let details = Details::parse(entry.details.as_deref());
+            view.columns
+                .iter()
+                .map(|(_, col)| match col {
+                    Col::Seq => Cell::plain(entry.seq.to_string()),
+                    Col::Time => Cell::plain(&entry.time),
+                    Col::Actor => Cell::plain(&entry.actor),
+                    Col::Action => Cell::toned(
+                        &entry.action,
+                        match entry.action.as_str() {
+                            "tenant_suspended" | "destroy" => Tone::Bad,
+                            _ => Tone::Plain,
+                        },
+                    ),
+                    Col::Version => {
+                        Cell::plain(entry.key_version.map(|v| v.to_string()).unwrap_or_default())
+                    }
+                    Col::Fingerprint => Cell::plain(entry.fingerprint.clone().unwrap_or_default()),
+                    Col::Detail(key) => {
+                        Cell::plain(details.get(key).map(spaced).unwrap_or_default())
+                    }
+                    Col::Offsets(key) => Cell::plain(
+                        details
+                            .get(key)
+                            .unwrap_or_default()
+                            .split(',')
+                            .filter_map(|item| item.split_once(':'))
+                            .map(|(partition, offset)| format!("p{partition}: {offset}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    Col::Events(key) => Cell::plain(
+                        parse_events(details.get(key))
+                            .iter()
+                            .map(|(version, events)| {
+                                let count = Count {
+                                    events: *events,
+                                    lower_bound: false,
+                                };
+                                format!("v{version}: {}", count.display())
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    Col::Other => Cell::plain(details.others(&shown)),
+                    Col::Details => Cell::plain(entry.details.clone().unwrap_or_default()),
+                })
+                .collect()
+        })
+        .collect();
+    Table {
+        heading: view.heading.into(),
+        columns: view
+            .columns
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .collect(),
+        rows,
+        note: None,
+        empty: view.empty.into(),
+    }
+}
+
+/// `text` escaped for HTML text and attribute values.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The document as one HTML page: inline style, no script, no external resource (the
+/// content security policy forbids both, should anything slip through).
+fn html(document: &Document) -> String {
+    let mut page = String::new();
+    let title = escape_html(&document.title);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        page,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
+         <header><h1>{title}</h1><p class=\"meta\">{}</p></header>\n\
+         <div class=\"status {}\" role=\"status\">{}</div>\n",
+        escape_html(&document.meta),
+        if document.banner.ok { "ok" } else { "failed" },
+        escape_html(&document.banner.text),
+    );
+    for section in &document.sections {
+        let _ = writeln!(
+            page,
+            "<section>\n<h2>{}</h2>",
+            escape_html(&section.heading)
+        );
+        for table in &section.tables {
+            let _ = writeln!(page, "<h3>{}</h3>", escape_html(&table.heading));
+            if table.rows.is_empty() {
+                let _ = writeln!(page, "<p class=\"empty\">{}</p>", escape_html(&table.empty));
+            } else {
+                page.push_str("<table>\n<thead><tr>");
+                for column in &table.columns {
+                    let _ = write!(page, "<th>{}</th>", escape_html(column));
+                }
+                page.push_str("</tr></thead>\n<tbody>\n");
+                for row in &table.rows {
+                    page.push_str("<tr>");
+                    for cell in row {
+                        let class = match cell.tone {
+                            Tone::Plain => "",
+                            Tone::Good => " class=\"good\"",
+                            Tone::Bad => " class=\"bad\"",
+                            Tone::Muted => " class=\"muted\"",
+                        };
+                        let _ = write!(page, "<td{class}>{}</td>", escape_html(&cell.text));
+                    }
+                    page.push_str("</tr>\n");
+                }
+                page.push_str("</tbody>\n</table>\n");
+            }
+            if let Some(note) = &table.note {
+                let _ = writeln!(page, "<p class=\"note\">{}</p>", escape_html(note));
+            }
+        }
+        page.push_str("</section>\n");
+    }
+    page.push_str("</body>\n</html>\n");
+    page
+}
+
+/// `text` as inert Markdown: no markup, no HTML, no table break.
+fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' | '\r' => out.push(' '),
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '#' | '~' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The document as Markdown: headings, the status as a quote, tables.
+fn markdown(document: &Document) -> String {
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        "# {}\n\n{}\n\n> **{}** {}\n",
+        escape_markdown(&document.title),
+        escape_markdown(&document.meta),
+        if document.banner.ok { "OK" } else { "FAILED" },
+        escape_markdown(&document.banner.text)
+    );
+    for section in &document.sections {
+        let _ = write!(text, "\n## {}\n", escape_markdown(&section.heading));
+        for table in &section.tables {
+            let _ = write!(text, "\n### {}\n\n", escape_markdown(&table.heading));
+            if table.rows.is_empty() {
+                let _ = writeln!(text, "_{}_", escape_markdown(&table.empty));
+            } else {
+                let header: Vec<String> =
+                    table.columns.iter().map(|c| escape_markdown(c)).collect();
+                let _ = writeln!(text, "| {} |", header.join(" | "));
+                let _ = writeln!(text, "|{}", " --- |".repeat(table.columns.len()));
+                for row in &table.rows {
+                    let cells: Vec<String> = row
+                        .iter()
+                        .map(|cell| match cell.tone {
+                            Tone::Good | Tone::Bad => {
+                                format!("**{}**", escape_markdown(&cell.text))
+                            }
+                            Tone::Plain | Tone::Muted => escape_markdown(&cell.text),
+                        })
+                        .collect();
+                    let _ = writeln!(text, "| {} |", cells.join(" | "));
+                }
+            }
+            if let Some(note) = &table.note {
+                let _ = write!(text, "\n{}\n", escape_markdown(note));
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, action: &str, version: Option<u32>, details: &str) -> AuditRecord {
+        AuditRecord {
+            seq,
+            time: "2026-05-01T10:00:00Z".into(),
+            actor: "ops".into(),
+            action: action.into(),
+            tenant: "brand-a".into(),
+            key_version: version,
+            fingerprint: None,
+            details: (!details.is_empty()).then(|| details.into()),
+            prev: String::new(),
+        }
+    }
+
+    fn count(events: u64, lower_bound: bool) -> Count {
+        Count {
+            events,
+            lower_bound,
+        }
+    }
+
+    #[test]
+    fn events_add_up_from_batches_and_stops_and_switches_of_unstopped_runs() {
+        let entries = [
+            entry(1, "batch", None, "events=v1:1000 input=-"),
+            entry(2, "ingest_start", None, "instance=a topic=raw"),
+            entry(3, "ingest_start", None, "instance=b topic=raw"),
+            entry(
+                4,
+                "key_switch",
+                Some(2),
+                "instance=a topic=raw offsets=0:10 previous=1 events_previous=500",
+            ),
+            entry(
+                5,
+                "key_switch",
+                Some(2),
+                "instance=b topic=raw offsets=1:7 previous=1 events_previous=300",
+            ),
+            // a stops cleanly: its stop gives the run's totals, its switch is not added again.
+            entry(6, "ingest_stop", None, "instance=a events=v1:500,v2:250"),
+            // b is killed and restarted: its switch counts, as a lower bound.
+            entry(7, "ingest_start", None, "instance=b topic=raw"),
+            entry(
+                8,
+                "key_switch",
+                Some(3),
+                "instance=b offsets=1:90 previous=2 events_previous=40",
+            ),
+        ];
+        let refs: Vec<&AuditRecord> = entries.iter().collect();
+        let totals = events_per_version(&refs);
+        assert_eq!(
+            totals,
+            BTreeMap::from([(1, count(1800, true)), (2, count(290, true)),])
+        );
+        assert_eq!(count(1_234_567, false).display(), "1,234,567");
+        assert_eq!(count(1800, true).display(), "≥ 1,800");
+        assert_eq!(count(999, false).display(), "999");
+    }
+
+    #[test]
+    fn details_are_pairs_with_unknown_keys_kept_as_written() {
+        let details = Details::parse(Some("ticket=DSR-42 fields=a.b,c lone colour=red"));
+        assert_eq!(details.get("ticket"), Some("DSR-42"));
+        assert_eq!(details.get("lone"), None);
+        assert_eq!(details.others(&["ticket", "fields"]), "lone colour=red");
+        assert_eq!(
+            parse_events(Some("v1:52000,2:48000,bad,v3:x")),
+            BTreeMap::from([(1, 52000), (2, 48000)])
+        );
+    }
+
+    #[test]
+    fn key_switches_show_offsets_per_partition_and_other_keys_as_is() {
+        let entries = [entry(
+            1,
+            "key_switch",
+            Some(2),
+            "instance=ingest-a topic=redemptions.raw offsets=0:1200,1:1187 previous=1 events_previous=52000 shard=x",
+        )];
+        let refs: Vec<&AuditRecord> = entries.iter().collect();
+        let table = entry_table(&VIEWS[0], &refs);
+        let row: Vec<&str> = table.rows[0].iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(
+            row,
+            [
+                "2026-05-01T10:00:00Z",
+                "key_switch",
+                "ingest-a",
+                "redemptions.raw",
+                "1",
+                "2",
+                "—",
+                "p0: 1200, p1: 1187",
+                "52000",
+                "shard=x"
+            ]
+        );
+    }
+
+    #[test]
+    fn html_and_markdown_escape_what_operators_typed() {
+        let hostile = "<script>alert('x')</script> & \"quoted\" | **bold** [link](http://e)";
+        let document = Document {
+            title: "t".into(),
+            meta: "m".into(),
+            banner: Banner {
+                ok: false,
+                text: "FAILED <b>".into(),
+            },
+            sections: vec![Section {
+                heading: "Tenant <i>".into(),
+                tables: vec![Table {
+                    heading: "h".into(),
+                    columns: vec!["Actor".into()],
+                    rows: vec![vec![Cell::plain(hostile)]],
+                    note: None,
+                    empty: String::new(),
+                }],
+            }],
+        };
+        let page = html(&document);
+        assert!(!page.contains("<script") && !page.contains("<b>") && !page.contains("<i>"));
+        assert!(page
+            .contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;quoted&quot;"));
+        assert!(page.contains("class=\"status failed\""));
+        let md = markdown(&document);
+        assert!(!md.contains("<script") && !md.contains("**bold**"), "{md}");
+        assert!(
+            md.contains("\\| \\*\\*bold\\*\\* \\[link\\](http://e)"),
+            "{md}"
+        );
+        assert!(md.contains("> **FAILED** FAILED &lt;b&gt;"), "{md}");
+    }
+}
