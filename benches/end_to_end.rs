@@ -581,6 +581,8 @@ impl Bench {
             r#"[keys]
 keyring = {keyring:?}
 kek_file = {kek:?}
+# The bench measures the record path: no audit topic to create per run.
+audit_topic = ""
 
 [ingest]
 brokers = "{onprem}"
