@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use plumbing::prometheus::{IntGauge, Opts, Registry};
+use plumbing::prometheus::{IntGauge, Registry};
 use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use plumbing::rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use plumbing::rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
@@ -93,7 +93,7 @@ impl AuditMirror {
                 }
             }
         }
-        let gauge = IntGauge::with_opts(Opts::new(
+        let gauge = IntGauge::with_opts(crate::metric_opts(
             "pseudopipe_audit_mirrored_seq",
             "The last audit entry this ingest knows to be on the audit topic.",
         ))

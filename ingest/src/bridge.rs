@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher as _, RandomState};
 use std::time::Duration;
 
-use plumbing::prometheus::{IntCounter, Opts, Registry};
+use plumbing::prometheus::{IntCounter, Registry};
 use plumbing::rdkafka::error::KafkaError;
 use plumbing::rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use plumbing::rdkafka::{ClientConfig, ClientContext};
@@ -77,7 +77,7 @@ impl Bridge {
     pub fn new(config: &ClientConfig, topic: &str, registry: &Registry) -> Result<Self, String> {
         let counter = |name: &str, help: &str| {
             let counter =
-                IntCounter::with_opts(Opts::new(name, help)).map_err(|error| error.to_string())?;
+                IntCounter::with_opts(crate::metric_opts(name, help)).map_err(|error| error.to_string())?;
             registry
                 .register(Box::new(counter.clone()))
                 .map_err(|error| error.to_string())?;

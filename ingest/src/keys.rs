@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use plumbing::prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use plumbing::prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use pseudonymize::{Kek, KeyState, Keyring, KeyringLock, MasterSecret, Policy, Pseudonymizer};
 use time::OffsetDateTime;
 use tracing::info;
@@ -106,41 +106,41 @@ impl KeyMetrics {
     fn new(registry: &Registry) -> Result<Self, plumbing::prometheus::Error> {
         let metrics = Self {
             active: IntGaugeVec::new(
-                Opts::new(
+                crate::metric_opts(
                     "pseudopipe_key_active_version",
                     "The key version used for new tokens, per tenant (fingerprint as a label).",
                 ),
                 &["tenant", "fingerprint"],
             )?,
             switches: IntCounterVec::new(
-                Opts::new(
+                crate::metric_opts(
                     "pseudopipe_key_switches_total",
                     "Key changes a running ingest applied (rotation, activation, suspension), per tenant.",
                 ),
                 &["tenant"],
             )?,
             suspended: IntGaugeVec::new(
-                Opts::new(
+                crate::metric_opts(
                     "pseudopipe_tenant_suspended",
                     "1 while a tenant of the keyring has no active version: its events are quarantined (tenant_suspended).",
                 ),
                 &["tenant"],
             )?,
             tokenized: IntCounterVec::new(
-                Opts::new(
+                crate::metric_opts(
                     "pseudopipe_events_tokenized_total",
                     "Events pseudonymized, per tenant and key version.",
                 ),
                 &["tenant", "key_version"],
             )?,
             bridging: IntGaugeVec::new(
-                Opts::new(
+                crate::metric_opts(
                     "pseudopipe_bridge_active",
                     "1 while old and new tokens of a tenant are paired on the bridge topic after a rotation.",
                 ),
                 &["tenant"],
             )?,
-            reloads: IntGauge::with_opts(Opts::new(
+            reloads: IntGauge::with_opts(crate::metric_opts(
                 "pseudopipe_keyring_loads",
                 "Times the running ingest opened its keyring (at start and after each change of the file).",
             ))?,

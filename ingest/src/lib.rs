@@ -31,3 +31,9 @@ pub use bridge::Bridge;
 pub use config::{ExactlyOnce, Settings};
 pub use keys::{KeySettings, LiveKeys};
 pub use stage::{run, IngestKeys, IngestProcessor};
+
+/// The options of an ingest metric: every series carries `stage="ingest"`, as the
+/// relay's do.
+pub(crate) fn metric_opts(name: &str, help: &str) -> plumbing::prometheus::Opts {
+    plumbing::prometheus::Opts::new(name, help).const_label("stage", "ingest")
+}
