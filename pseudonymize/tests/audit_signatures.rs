@@ -2,6 +2,7 @@
 //! tampering is detected and the first bad entry, the cut or the forged head is named.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use pseudonymize::audit::{verify_signed, AuditPublicKey, SignedHead, Verified};
 use pseudonymize::{Error, Kek, Keyring};
@@ -16,7 +17,7 @@ struct Audited {
 
 /// Writes a history of six entries with a keyring under `kek` in `dir`, exports the
 /// public key, then deletes the keyring.
-fn history_in(dir: &Path, kek: &Kek) -> (PathBuf, PathBuf) {
+fn write_history(dir: &Path, kek: &Kek) -> (PathBuf, PathBuf) {
     let keyring = dir.join("keyring.json");
     let log = dir.join("keyring.json.audit.jsonl");
     let mut ring = Keyring::open_or_new(&keyring, kek).unwrap();
@@ -40,10 +41,41 @@ fn history_in(dir: &Path, kek: &Kek) -> (PathBuf, PathBuf) {
     (log, public)
 }
 
+/// The history of one of two keyrings (`ours`, or another one), written once per test
+/// binary; tests copy it before changing it.
+fn history(ours: bool) -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
+    static OURS: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    static OTHER: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    let (cell, seed) = if ours { (&OURS, 0x5a) } else { (&OTHER, 0x11) };
+    cell.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, public) = write_history(dir.path(), &Kek::from_bytes([seed; 32]));
+        (dir, log, public)
+    })
+}
+
+/// Another keyring's log and public key (read only).
+fn other_history() -> (&'static Path, &'static Path) {
+    let (_, log, public) = history(false);
+    (log, public)
+}
+
 fn audited() -> Audited {
+    let (_, log, public) = history(true);
     let dir = tempfile::tempdir().unwrap();
-    let (log, public) = history_in(dir.path(), &Kek::from_bytes([0x5a; 32]));
-    Audited { dir, log, public }
+    let copy = |from: &Path| {
+        let to = dir.path().join(from.file_name().unwrap());
+        std::fs::copy(from, &to).unwrap();
+        to
+    };
+    let log_copy = copy(log);
+    copy(&SignedHead::default_path(log));
+    let public = copy(public);
+    Audited {
+        log: log_copy,
+        public,
+        dir,
+    }
 }
 
 impl Audited {
@@ -226,9 +258,8 @@ fn a_forged_edited_or_missing_head_is_named() {
     );
 
     // Signed, but by another keyring's key.
-    let other = tempfile::tempdir().unwrap();
-    let (other_log, _) = history_in(other.path(), &Kek::from_bytes([0x11; 32]));
-    std::fs::copy(SignedHead::default_path(&other_log), a.head()).unwrap();
+    let (other_log, _) = other_history();
+    std::fs::copy(SignedHead::default_path(other_log), a.head()).unwrap();
     assert!(matches!(
         verify_signed(&a.log, &key, None).unwrap_err(),
         Error::InvalidAuditHead { .. }
@@ -252,10 +283,9 @@ fn a_last_entry_replaced_from_another_log_is_named() {
     let a = audited();
     // The last line replaced by one with the same sequence from another log: its
     // signature fails first, at that line.
-    let other = tempfile::tempdir().unwrap();
-    let (other_log, _) = history_in(other.path(), &Kek::from_bytes([0x11; 32]));
+    let (other_log, _) = other_history();
     let mut lines = a.lines();
-    lines[5] = std::fs::read_to_string(&other_log)
+    lines[5] = std::fs::read_to_string(other_log)
         .unwrap()
         .lines()
         .nth(5)
@@ -268,9 +298,8 @@ fn a_last_entry_replaced_from_another_log_is_named() {
 #[test]
 fn another_keys_public_key_fails_at_the_first_entry() {
     let a = audited();
-    let other = tempfile::tempdir().unwrap();
-    let (_, other_public) = history_in(other.path(), &Kek::from_bytes([0x11; 32]));
-    let wrong = AuditPublicKey::from_file(&other_public).unwrap();
+    let (_, other_public) = other_history();
+    let wrong = AuditPublicKey::from_file(other_public).unwrap();
     assert_ne!(wrong.fingerprint(), a.key().fingerprint());
     let (line, detail) = bad_line(verify_signed(&a.log, &wrong, None));
     assert_eq!(line, 1);
@@ -284,8 +313,7 @@ fn another_keys_public_key_fails_at_the_first_entry() {
 fn an_edited_public_key_file_is_refused() {
     let a = audited();
     let text = std::fs::read_to_string(&a.public).unwrap();
-    let other = tempfile::tempdir().unwrap();
-    let (_, other_public) = history_in(other.path(), &Kek::from_bytes([0x11; 32]));
+    let (_, other_public) = other_history();
     let other_text = std::fs::read_to_string(other_public).unwrap();
     // The key line of one file with the fingerprint line of the other.
     let spliced = format!(
