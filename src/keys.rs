@@ -232,12 +232,11 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode> {
                     if matches!(error.downcast_ref(), Some(Error::WrongKek { .. }))
                         && Keyring::open(&keyring, &new).is_ok() =>
                 {
+                    let new_path = new_kek_file.display();
                     bail!(
-                            "the keyring {} is already wrapped under the new KEK {} (an earlier `keys rewrap` completed); use --kek-file {} from now on",
-                            keyring.display(),
-                            new_kek_file.display(),
-                            new_kek_file.display()
-                        )
+                        "the keyring {} is already wrapped under the new KEK {new_path} (an earlier `keys rewrap` completed); use --kek-file {new_path} from now on",
+                        keyring.display()
+                    )
                 }
                 opened => opened?,
             };
