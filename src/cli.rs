@@ -167,6 +167,29 @@ pub enum KeysCommand {
         #[arg(long)]
         activate: bool,
     },
+    /// Re-wrap every key of the keyring (all tenants, every version not destroyed, and the
+    /// audit log's keys) under a new key-encryption key: KEK rotation. The keyring file is
+    /// replaced in one step; if anything fails it is left as it was, still opened by the
+    /// old KEK. The audit log keeps verifying. Afterwards give every process (ingest,
+    /// `pseudonymize`, operators) the new KEK file.
+    Rewrap {
+        /// The keyring file.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// The current key-encryption key.
+        #[arg(long)]
+        kek_file: PathBuf,
+        /// The new key-encryption key (create it with `keys new-kek`); must differ from the
+        /// current one.
+        #[arg(long)]
+        new_kek_file: PathBuf,
+        /// The audit log; defaults to the keyring path plus `.audit.jsonl`.
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// Who performs the operation, as written to the audit log; defaults to the login name.
+        #[arg(long, env = "PSEUDOPIPE_ACTOR")]
+        actor: Option<String>,
+    },
 }
 
 /// Options shared by the keyring commands.
@@ -192,9 +215,11 @@ pub struct KeyringArgs {
 /// `audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify the whole chain: sequence, hashes and MACs of every entry. Exits 0 only when
-    /// the log is intact; otherwise names the first bad entry and exits 1. With --keyring,
-    /// also detects a log cut short at its end.
+    /// Verify the whole chain: sequence, hashes, and the signature (--public-key) or MAC
+    /// (--kek-file; with --keyring, both) of every entry. Exits 0 only when the log is
+    /// intact; otherwise names the first bad entry and exits 1. An auditor needs only the
+    /// public key: the log must then also reach its signed head file, so a log cut short
+    /// is detected. With --kek-file, --keyring detects a log cut short.
     Verify(AuditArgs),
     /// Print the entries, oldest first, after verifying them.
     Show {
@@ -211,19 +236,44 @@ pub enum AuditCommand {
     /// Markdown tables. A log that fails verification is still rendered, the failure
     /// first, and the command exits 1.
     Report(ReportArgs),
+    /// Write the public key that verifies the audit log's signatures, for auditors: with
+    /// it, `audit verify --public-key` needs no KEK and no keyring. Prints its fingerprint,
+    /// to give auditors by another channel.
+    ExportKey {
+        /// The keyring file.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// The key-encryption key of the keyring.
+        #[arg(long)]
+        kek_file: PathBuf,
+        /// Where to write the public key (a small text file; replaced if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
-/// Options of the audit commands.
+/// Options of the audit commands: the log, and either the public key (no key custody)
+/// or the KEK.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("verify_with").required(true).args(["public_key", "kek_file"])))]
 pub struct AuditArgs {
     /// The audit log file.
     #[arg(long)]
     pub audit_log: PathBuf,
-    /// The key-encryption key the log was written with.
+    /// The public key written by `audit export-key`: verifies signatures without the KEK
+    /// or the keyring.
     #[arg(long)]
-    pub kek_file: PathBuf,
-    /// The keyring whose recorded head the log must reach.
+    pub public_key: Option<PathBuf>,
+    /// The signed head the log must reach (with --public-key); defaults to the log's path
+    /// plus `.head`.
+    #[arg(long, conflicts_with = "kek_file")]
+    pub head: Option<PathBuf>,
+    /// The key-encryption key of the keyring that writes the log (verifies MACs).
     #[arg(long)]
+    pub kek_file: Option<PathBuf>,
+    /// The keyring (with --kek-file): holds the log's keys, needed once its KEK was
+    /// changed by `keys rewrap`, and the head the log must reach.
+    #[arg(long, conflicts_with = "public_key")]
     pub keyring: Option<PathBuf>,
 }
 

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
+use pseudonymize::audit::{verify_log, verify_signed, AuditPublicKey, SignedHead, Verified};
 use pseudonymize::keyring::sibling;
-use pseudonymize::{Kek, KeyVersion, Keyring, KeyringLock, MasterSecret, Normalizer, TokenKey};
+use pseudonymize::{
+    Error, Kek, KeyVersion, Keyring, KeyringLock, MasterSecret, Normalizer, TokenKey,
+};
 use zeroize::Zeroize as _;
 
 use crate::cli::{AuditArgs, AuditCommand, KeyringArgs, KeysCommand, LookupArgs};
@@ -49,20 +52,35 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn open(args: &KeyringArgs, create: bool) -> Result<Self> {
-        let kek = read_kek(&args.kek_file)?;
-        if !create && !args.keyring.exists() {
+        Self::open_with(
+            &args.keyring,
+            &read_kek(&args.kek_file)?,
+            args.audit_log.as_ref(),
+            args.actor.as_ref(),
+            create,
+        )
+    }
+
+    fn open_with(
+        path: &Path,
+        kek: &Kek,
+        audit_log: Option<&PathBuf>,
+        actor_name: Option<&String>,
+        create: bool,
+    ) -> Result<Self> {
+        if !create && !path.exists() {
             bail!(
                 "the keyring {} does not exist; create it with `pseudopipe keys init`",
-                args.keyring.display()
+                path.display()
             );
         }
-        let lock = KeyringLock::acquire(&args.keyring)?;
+        let lock = KeyringLock::acquire(path)?;
         let keyring = if create {
-            Keyring::open_or_new(&args.keyring, &kek)?
+            Keyring::open_or_new(path, kek)?
         } else {
-            Keyring::open(&args.keyring, &kek)?
+            Keyring::open(path, kek)?
         };
-        let log_path = audit_path(&args.keyring, args.audit_log.as_ref());
+        let log_path = audit_path(path, audit_log);
         let log = keyring.audit_log(&log_path).with_context(|| {
             format!(
                 "refusing to change keys while the audit log {} does not verify",
@@ -73,7 +91,7 @@ impl Session {
             _lock: lock,
             keyring,
             log,
-            actor: actor(args.actor.as_ref()),
+            actor: actor(actor_name),
         })
     }
 }
@@ -194,6 +212,45 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode> {
                 }
             }
         }
+        KeysCommand::Rewrap {
+            keyring,
+            kek_file,
+            new_kek_file,
+            audit_log,
+            actor,
+        } => {
+            let old = read_kek(&kek_file)?;
+            let new = read_kek(&new_kek_file)?;
+            let mut s = match Session::open_with(
+                &keyring,
+                &old,
+                audit_log.as_ref(),
+                actor.as_ref(),
+                false,
+            ) {
+                Err(error)
+                    if matches!(error.downcast_ref(), Some(Error::WrongKek { .. }))
+                        && Keyring::open(&keyring, &new).is_ok() =>
+                {
+                    let new_path = new_kek_file.display();
+                    bail!(
+                        "the keyring {} is already wrapped under the new KEK {new_path} (an earlier `keys rewrap` completed); use --kek-file {new_path} from now on",
+                        keyring.display()
+                    )
+                }
+                opened => opened?,
+            };
+            let done = s.keyring.rewrap(&mut s.log, &s.actor, &new)?;
+            println!(
+                "re-wrapped {} key versions and the audit keys of {} under the KEK {} (fingerprint {}, was {}); give every process --kek-file {} from now on, and keep the old KEK until no backup of the keyring needs it",
+                done.versions,
+                keyring.display(),
+                new_kek_file.display(),
+                done.new_kek,
+                done.old_kek,
+                new_kek_file.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -204,22 +261,17 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Verify(args) => (args, false, false),
         AuditCommand::Show { audit, json } => (audit, true, *json),
         AuditCommand::Report(args) => return crate::report::run(args.clone()),
+        AuditCommand::ExportKey {
+            keyring,
+            kek_file,
+            out,
+        } => return export_key(keyring, kek_file, out),
     };
-    let AuditArgs {
-        audit_log,
-        kek_file,
-        keyring,
-    } = args;
-    let kek = read_kek(kek_file)?;
-    if !audit_log.exists() {
-        bail!("the audit log {} does not exist", audit_log.display());
+    if !args.audit_log.exists() {
+        bail!("the audit log {} does not exist", args.audit_log.display());
     }
-    let head = match keyring {
-        Some(path) => Keyring::open(path, &kek)?.audit_head().cloned(),
-        None => None,
-    };
-    let verified = pseudonymize::audit::verify_log(audit_log, &kek, head.as_ref());
-    let verified = match verified {
+    let with = VerifyWith::load(args)?;
+    let verified = match with.verify(&args.audit_log) {
         Ok(verified) => verified,
         Err(error) => {
             println!("FAILED: {error}");
@@ -227,35 +279,15 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode> {
         }
     };
     if show {
-        if json {
-            for entry in &verified.entries {
-                println!("{}", serde_json::to_string(entry)?);
-            }
-        } else {
-            println!(
-                "{:<6} {:<21} {:<14} {:<10} {:<16} {:<8} {:<17} DETAILS",
-                "SEQ", "TIME", "ACTOR", "ACTION", "TENANT", "VERSION", "FINGERPRINT"
-            );
-            for e in &verified.entries {
-                println!(
-                    "{:<6} {:<21} {:<14} {:<10} {:<16} {:<8} {:<17} {}",
-                    e.seq,
-                    e.time,
-                    e.actor,
-                    e.action,
-                    e.tenant,
-                    e.key_version.map_or("-".into(), |v| v.to_string()),
-                    e.fingerprint.as_deref().unwrap_or("-"),
-                    e.details.as_deref().unwrap_or("")
-                );
-            }
-        }
+        print_entries(&verified, json)?;
     }
-    let anchored = if keyring.is_some() {
-        ", and it reaches the head recorded in the keyring"
-    } else {
-        " (pass --keyring to also detect a log cut short)"
-    };
+    let mut anchored = with.anchored(&args.audit_log);
+    if verified.unsigned > 0 {
+        anchored.push_str(&format!(
+            "; entries 1 to {} predate signatures and are vouched for by the chain",
+            verified.unsigned
+        ));
+    }
     let summary = match &verified.head {
         Some(head) => format!(
             "OK: {} entries, chain intact up to sequence {} (hash {}){anchored}",
@@ -270,6 +302,103 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode> {
     } else {
         println!("{summary}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What an audit log is verified with, loaded before the verdict so that an unusable key
+/// file is an error of the command, not a verdict on the log.
+enum VerifyWith {
+    /// The exported public key and the signed head file (no key custody).
+    PublicKey {
+        key: AuditPublicKey,
+        head: Option<PathBuf>,
+    },
+    /// The keyring: its audit keys and recorded head (boxed: it is the largest by far).
+    Keyring(Box<Keyring>),
+    /// The KEK alone: MACs of a log whose KEK was never changed.
+    Kek(Kek),
+}
+
+impl VerifyWith {
+    fn load(args: &AuditArgs) -> Result<Self> {
+        Ok(match (&args.public_key, &args.kek_file, &args.keyring) {
+            (Some(path), _, _) => Self::PublicKey {
+                key: AuditPublicKey::from_file(path)?,
+                head: args.head.clone(),
+            },
+            (None, Some(kek_file), Some(keyring)) => {
+                Self::Keyring(Box::new(Keyring::open(keyring, &read_kek(kek_file)?)?))
+            }
+            (None, Some(kek_file), None) => Self::Kek(read_kek(kek_file)?),
+            (None, None, _) => {
+                bail!("pass --public-key FILE (from `audit export-key`) or --kek-file FILE")
+            }
+        })
+    }
+
+    fn verify(&self, log: &Path) -> Result<Verified, Error> {
+        match self {
+            Self::PublicKey { key, head } => verify_signed(log, key, head.as_deref()),
+            Self::Keyring(keyring) => keyring.verify_audit(log),
+            Self::Kek(kek) => verify_log(log, kek, None),
+        }
+    }
+
+    /// How the end of the log was checked, for the summary line.
+    fn anchored(&self, log: &Path) -> String {
+        match self {
+            Self::PublicKey { key, head } => format!(
+                ", every signature valid under audit key {}, and it reaches the signed head {}",
+                key.fingerprint(),
+                head.clone()
+                    .unwrap_or_else(|| SignedHead::default_path(log))
+                    .display()
+            ),
+            Self::Keyring(_) => ", and it reaches the head recorded in the keyring".into(),
+            Self::Kek(_) => " (pass --keyring to also detect a log cut short)".into(),
+        }
+    }
+}
+
+fn print_entries(verified: &Verified, json: bool) -> Result<()> {
+    if json {
+        for entry in &verified.entries {
+            println!("{}", serde_json::to_string(entry)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<6} {:<21} {:<14} {:<10} {:<16} {:<8} {:<17} DETAILS",
+        "SEQ", "TIME", "ACTOR", "ACTION", "TENANT", "VERSION", "FINGERPRINT"
+    );
+    for e in &verified.entries {
+        println!(
+            "{:<6} {:<21} {:<14} {:<10} {:<16} {:<8} {:<17} {}",
+            e.seq,
+            e.time,
+            e.actor,
+            e.action,
+            e.tenant,
+            e.key_version.map_or("-".into(), |v| v.to_string()),
+            e.fingerprint.as_deref().unwrap_or("-"),
+            e.details.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Runs `audit export-key`.
+fn export_key(keyring: &Path, kek_file: &Path, out: &Path) -> Result<ExitCode> {
+    let kek = read_kek(kek_file)?;
+    let key = Keyring::open(keyring, &kek)?.audit_public_key();
+    key.to_file(out)?;
+    println!(
+        "wrote the audit public key of {} to {} (fingerprint {}); auditors verify the log with `pseudopipe audit verify --audit-log LOG --public-key {}`, no KEK and no keyring needed",
+        keyring.display(),
+        out.display(),
+        key.fingerprint(),
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

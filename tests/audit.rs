@@ -1,4 +1,7 @@
-//! `audit verify` and `audit show` on intact and tampered logs.
+//! `audit verify` and `audit show` on intact and tampered logs, with the KEK or with the
+//! public key from `audit export-key` alone.
+
+use std::path::Path;
 
 use crate::util::Scratch;
 
@@ -115,4 +118,189 @@ fn key_operations_refuse_a_broken_trail() {
         message.contains("audit log") && message.contains("does not verify"),
         "{message}"
     );
+}
+
+/// Exports the public key of the scratch keyring to `audit.pub`; returns its fingerprint.
+fn export_key(s: &Scratch) -> String {
+    let out = s
+        .run(&[
+            "audit",
+            "export-key",
+            "--keyring",
+            s.keyring.to_str().unwrap(),
+            "--kek-file",
+            s.kek.to_str().unwrap(),
+            "--out",
+            s.path("audit.pub").to_str().unwrap(),
+        ])
+        .ok();
+    let fingerprint = out
+        .split("fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.get(..16))
+        .unwrap_or_else(|| panic!("no fingerprint in: {out}"))
+        .to_string();
+    assert!(
+        out.contains("--public-key") && out.contains("no KEK and no keyring"),
+        "{out}"
+    );
+    fingerprint
+}
+
+/// Runs `audit SUB --audit-log LOG --public-key KEY` in `s`'s directory.
+fn with_public_key(s: &Scratch, sub: &str, log: &Path, key: &Path) -> crate::util::Run {
+    s.run(&[
+        "audit",
+        sub,
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn an_auditor_verifies_with_the_public_key_alone() {
+    let s = scratch_with_history();
+    let fingerprint = export_key(&s);
+    let key_file = std::fs::read_to_string(s.path("audit.pub")).unwrap();
+    assert!(
+        key_file.starts_with("pseudopipe-audit-key/1 ")
+            && key_file.contains(&format!("fingerprint {fingerprint}")),
+        "{key_file}"
+    );
+    // The auditor's copy: the log, its signed head and the public key; no KEK, no keyring.
+    let auditor = Scratch::new();
+    std::fs::remove_file(&auditor.kek).unwrap();
+    let log = auditor.path("copy.audit.jsonl");
+    std::fs::copy(s.audit_log(), &log).unwrap();
+    std::fs::copy(
+        s.path("keyring.json.audit.jsonl.head"),
+        auditor.path("copy.audit.jsonl.head"),
+    )
+    .unwrap();
+    let key = auditor.path("audit.pub");
+    std::fs::copy(s.path("audit.pub"), &key).unwrap();
+
+    let out = with_public_key(&auditor, "verify", &log, &key).ok();
+    assert!(
+        out.starts_with("OK: 6 entries")
+            && out.contains(&format!(
+                "every signature valid under audit key {fingerprint}"
+            ))
+            && out.contains("signed head"),
+        "{out}"
+    );
+    let shown = with_public_key(&auditor, "show", &log, &key).ok();
+    assert_eq!(shown.lines().count(), 7, "header and six entries: {shown}");
+    assert!(shown.contains("destroy"), "{shown}");
+}
+
+#[test]
+fn with_the_public_key_every_kind_of_tampering_is_named() {
+    type Tampering = (&'static str, fn(&Scratch), &'static str);
+    let cases: Vec<Tampering> = vec![
+        (
+            "edit",
+            |s| {
+                let mut l = lines(s);
+                l[3] = l[3].replace("test-officer", "someone-else");
+                write(s, &l)
+            },
+            "line 4 is the first bad entry: its signature",
+        ),
+        (
+            "delete",
+            |s| {
+                let mut l = lines(s);
+                l.remove(2);
+                write(s, &l)
+            },
+            "line 3",
+        ),
+        (
+            "cut off the last entry",
+            |s| {
+                let mut l = lines(s);
+                l.pop();
+                write(s, &l)
+            },
+            "ends at sequence 5 but its signed head",
+        ),
+        (
+            "forge the head",
+            |s| {
+                let head = s.path("keyring.json.audit.jsonl.head");
+                let text = std::fs::read_to_string(&head).unwrap();
+                std::fs::write(&head, text.replace("\"seq\":6", "\"seq\":5")).unwrap();
+            },
+            "its signature does not verify",
+        ),
+        (
+            "delete the head",
+            |s| std::fs::remove_file(s.path("keyring.json.audit.jsonl.head")).unwrap(),
+            "does not exist",
+        ),
+        (
+            "another keyring's key",
+            |s| {
+                let other = Scratch::with_tenants(&["brand-a"]);
+                export_key(&other);
+                std::fs::copy(other.path("audit.pub"), s.path("audit.pub")).unwrap();
+            },
+            "line 1 is the first bad entry",
+        ),
+    ];
+    for (what, tamper, expected) in cases {
+        let s = scratch_with_history();
+        export_key(&s);
+        tamper(&s);
+        let message = with_public_key(&s, "verify", &s.audit_log(), &s.path("audit.pub")).fails();
+        assert!(
+            message.starts_with("FAILED: ") && message.contains(expected),
+            "{what}: {message}"
+        );
+    }
+}
+
+#[test]
+fn an_unusable_public_key_file_is_explained() {
+    let s = scratch_with_history();
+    let key = s.path("audit.pub");
+    std::fs::write(&key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA user@host\n").unwrap();
+    let message = with_public_key(&s, "verify", &s.audit_log(), &key).fails();
+    assert!(
+        message.contains("is not usable") && message.contains("audit export-key"),
+        "{message}"
+    );
+    let missing = with_public_key(&s, "verify", &s.audit_log(), &s.path("none.pub")).fails();
+    assert!(
+        missing.contains("cannot read the audit public key"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn verify_takes_a_public_key_or_a_kek_not_both_nor_neither() {
+    let s = scratch_with_history();
+    export_key(&s);
+    let log = s.audit_log();
+    let neither = s.run(&["audit", "verify", "--audit-log", log.to_str().unwrap()]);
+    assert_eq!(neither.output.status.code(), Some(2));
+    assert!(
+        neither.stderr().contains("--public-key") && neither.stderr().contains("--kek-file"),
+        "{}",
+        neither.stderr()
+    );
+    let both = s.run(&[
+        "audit",
+        "verify",
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--public-key",
+        s.path("audit.pub").to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+    ]);
+    assert_eq!(both.output.status.code(), Some(2), "{}", both.stderr());
 }

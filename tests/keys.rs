@@ -1,4 +1,5 @@
-//! `keys` commands: KEK creation, life cycle, wrong KEK, corrupted keyring.
+//! `keys` commands: KEK creation, life cycle, KEK rotation (`rewrap`), crypto-shredding,
+//! wrong KEK, corrupted keyring.
 
 use crate::util::Scratch;
 
@@ -282,4 +283,208 @@ fn lookup_gives_one_token_per_live_version_and_is_audited() {
         "the looked-up value is never logged"
     );
     s.audit_verify().ok();
+}
+
+/// The tokens `lookup` gives for one e-mail address under `kek`.
+fn lookup(s: &Scratch, kek: &std::path::Path) -> String {
+    s.run(&[
+        "lookup",
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        kek.to_str().unwrap(),
+        "--tenant",
+        "brand-a",
+        "--domain",
+        "email",
+        "--normalizer",
+        "email",
+        "alice@example.com",
+    ])
+    .ok()
+}
+
+/// Runs `keys rewrap` from the scratch KEK to `new`.
+fn rewrap(s: &Scratch, old: &std::path::Path, new: &std::path::Path) -> crate::util::Run {
+    s.run(&[
+        "keys",
+        "rewrap",
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        old.to_str().unwrap(),
+        "--new-kek-file",
+        new.to_str().unwrap(),
+    ])
+}
+
+fn new_kek(s: &Scratch, name: &str) -> std::path::PathBuf {
+    let path = s.path(name);
+    s.run(&["keys", "new-kek", "--out", path.to_str().unwrap()])
+        .ok();
+    path
+}
+
+#[test]
+fn rewrap_moves_every_key_to_the_new_kek_and_is_audited() {
+    let s = Scratch::with_tenants(&["brand-a", "brand-b"]);
+    s.keys(&["rotate", "--tenant", "brand-a"]).ok();
+    s.keys(&["destroy", "--tenant", "brand-a", "--version", "1"])
+        .ok();
+    let public = s.path("audit.pub");
+    s.run(&[
+        "audit",
+        "export-key",
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--out",
+        public.to_str().unwrap(),
+    ])
+    .ok();
+    let tokens = lookup(&s, &s.kek);
+    let new = new_kek(&s, "kek-2");
+
+    let out = rewrap(&s, &s.kek, &new).ok();
+    assert!(
+        out.contains("re-wrapped 2 key versions") && out.contains("--kek-file"),
+        "brand-a v2 and brand-b v1 (v1 of brand-a is destroyed): {out}"
+    );
+    assert!(s
+        .keys(&["list", "--tenant", "brand-a"])
+        .fails()
+        .contains("KEK does not open the keyring"));
+    s.keys_with_kek(&new, &["list", "--tenant", "brand-a"]).ok();
+    assert_eq!(lookup(&s, &new), tokens, "the same secrets, wrapped anew");
+
+    // The trail: one `rewrap` entry with one-way KEK fingerprints, never a KEK.
+    let log = std::fs::read_to_string(s.audit_log()).unwrap();
+    let entry: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["action"] == "rewrap")
+        .expect("a rewrap entry");
+    let details = entry["details"].as_str().unwrap();
+    let fields: Vec<&str> = details.split(' ').collect();
+    assert_eq!(fields.len(), 3, "{details}");
+    assert_eq!(fields[0], "versions=2");
+    for (field, name) in fields[1..].iter().zip(["old_kek=", "new_kek="]) {
+        let fingerprint = field.strip_prefix(name).expect(name);
+        assert!(
+            fingerprint.len() == 8 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{details}"
+        );
+    }
+    assert_ne!(fields[1][8..], fields[2][8..]);
+    use base64::Engine as _;
+    for kek in [&s.kek, &new] {
+        let bytes = std::fs::read(kek).unwrap();
+        assert!(!log.contains(&hex::encode(&bytes)));
+        assert!(!log.contains(&base64::engine::general_purpose::STANDARD.encode(&bytes)));
+    }
+
+    // The whole log verifies with the keyring under the new KEK, and with the public
+    // key exported before the rewrap: the audit keys did not change.
+    let verified = s
+        .run(&[
+            "audit",
+            "verify",
+            "--audit-log",
+            s.audit_log().to_str().unwrap(),
+            "--kek-file",
+            new.to_str().unwrap(),
+            "--keyring",
+            s.keyring.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(verified.starts_with("OK: 7 entries"), "{verified}");
+    s.run(&[
+        "audit",
+        "verify",
+        "--audit-log",
+        s.audit_log().to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ])
+    .ok();
+    s.keys_with_kek(&new, &["rotate", "--tenant", "brand-b"])
+        .ok();
+
+    // Run again: already done. With the same KEK twice: refused.
+    let again = rewrap(&s, &s.kek, &new).fails();
+    assert!(
+        again.contains("already wrapped under the new KEK"),
+        "{again}"
+    );
+    let same = rewrap(&s, &new, &new).fails();
+    assert!(same.contains("keys new-kek"), "{same}");
+}
+
+#[test]
+fn a_rewrap_that_cannot_write_leaves_the_old_keyring_usable() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    let new = new_kek(&s, "kek-2");
+    let before = std::fs::read(&s.keyring).unwrap();
+    // A directory where the temporary keyring goes: the write fails before the rename.
+    let tmp = s.path("keyring.json.tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let message = rewrap(&s, &s.kek, &new).fails();
+    assert!(message.contains("cannot write the keyring"), "{message}");
+    assert_eq!(std::fs::read(&s.keyring).unwrap(), before);
+    s.keys(&["list", "--tenant", "brand-a"]).ok();
+    assert!(s
+        .keys_with_kek(&new, &["list", "--tenant", "brand-a"])
+        .fails()
+        .contains("KEK does not open the keyring"));
+    s.audit_verify().ok();
+    // Once the obstacle is gone, the same command completes.
+    std::fs::remove_dir(&tmp).unwrap();
+    rewrap(&s, &s.kek, &new).ok();
+    s.keys_with_kek(&new, &["list", "--tenant", "brand-a"]).ok();
+}
+
+#[test]
+fn destroy_removes_the_wrapped_secret_from_the_keyring_file() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    s.keys(&["rotate", "--tenant", "brand-a"]).ok();
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&s.keyring).unwrap()).unwrap();
+    let wrapped = file["body"]["tenants"]["brand-a"][0]["wrapped"]
+        .as_str()
+        .expect("v1's wrapped secret")
+        .to_string();
+    use base64::Engine as _;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(&wrapped)
+        .unwrap();
+
+    s.keys(&["destroy", "--tenant", "brand-a", "--version", "1"])
+        .ok();
+    let bytes = std::fs::read(&s.keyring).unwrap();
+    assert!(
+        !bytes
+            .windows(wrapped.len())
+            .any(|w| w == wrapped.as_bytes())
+            && !bytes.windows(blob.len()).any(|w| w == blob),
+        "the keyring file no longer holds v1's wrapped secret"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let log = std::fs::read_to_string(s.audit_log()).unwrap();
+    assert!(!log.contains(&wrapped), "nor does the audit log");
+
+    let list: serde_json::Value =
+        serde_json::from_str(&s.keys(&["list", "--tenant", "brand-a", "--json"]).ok()).unwrap();
+    assert_eq!(list[0]["state"], "destroyed");
+    assert!(list[0]["destroyed_at"].is_string() && list[0].get("wrapped").is_none());
+    let tokens = lookup(&s, &s.kek);
+    assert!(
+        tokens.lines().all(|l| l.starts_with("2 v2.")),
+        "no token of a destroyed version: {tokens}"
+    );
 }

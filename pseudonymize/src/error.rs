@@ -79,6 +79,35 @@ pub enum Error {
         /// The sequence number the keyring expects.
         head: u64,
     },
+    /// The audit log is shorter than its signed head file records.
+    #[error("audit log {path} ends at sequence {last} but its signed head {head_path} records sequence {head}: entries were cut off")]
+    AuditCutShort {
+        /// The log file.
+        path: String,
+        /// The signed head file.
+        head_path: String,
+        /// The last sequence number found.
+        last: u64,
+        /// The sequence number the head records.
+        head: u64,
+    },
+    /// The signed head file of an audit log is missing, malformed or not signed by the
+    /// log's key.
+    #[error("the signed audit head {path}: {detail}")]
+    InvalidAuditHead {
+        /// The head file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A file given as an audit public key is not one.
+    #[error("the audit public key {path} is not usable: {detail}; export it again with `pseudopipe audit export-key`")]
+    InvalidAuditKey {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 /// Machine-readable reason codes of a rejected event; stable, used in quarantine records,

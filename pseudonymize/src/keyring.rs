@@ -6,12 +6,18 @@
 //! HMAC under another KEK-derived key, so editing a state, a date or the recorded audit
 //! head is detected; a separate KEK check value tells a wrong KEK from an edited file.
 //!
+//! The body also keeps the audit log's keys: its MAC key and its Ed25519 signing key,
+//! wrapped the same way (each with its own associated data), and the public half of the
+//! signing key in clear. A keyring written before they were stored gets them at its next
+//! operation, derived from its KEK (see [`KekKeys::initial_audit_keys`]), so that its old
+//! entries still verify; from then on they are kept, and survive `keys rewrap`.
+//!
 //! Every operation that changes the keyring appends an audit entry first, then writes the
-//! keyring (atomically, via a temporary file and a rename) with the new audit head.
+//! keyring (atomically, via a temporary file and a rename) with the new audit head. A
+//! destroyed version's wrapped secret is gone from the file once that write is done.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -22,9 +28,9 @@ use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::audit::{self, AuditHead, AuditLog, NewEntry, Verified};
+use crate::audit::{self, AuditHead, AuditKeys, AuditLog, AuditPublicKey, NewEntry, Verified};
 use crate::error::Error;
 use crate::policy::is_valid_tenant;
 use crate::secret::{Kek, MasterSecret, SECRET_LEN};
@@ -34,6 +40,12 @@ use crate::token::fingerprint;
 const FORMAT: &str = "pseudopipe-keyring/1";
 /// HKDF salt for every key derived from the KEK.
 const KEK_SALT: &[u8] = b"pseudopipe kek v1";
+/// Associated data of the wrapped audit signing key.
+const SIGNING_KEY_AAD: &[u8] = b"pseudopipe keyring v1\x00audit signing key";
+/// Associated data of the wrapped audit MAC key.
+const AUDIT_MAC_AAD: &[u8] = b"pseudopipe keyring v1\x00audit mac key";
+/// The tenant of audit entries about the whole keyring (`rewrap`).
+pub const ALL_TENANTS: &str = "*";
 
 /// Now, as RFC 3339 UTC with second precision.
 pub(crate) fn now_rfc3339() -> String {
@@ -44,13 +56,15 @@ pub(crate) fn now_rfc3339() -> String {
         .expect("a UTC time always formats as RFC 3339")
 }
 
-/// Keys derived from the KEK, one per purpose.
+/// Keys derived from the KEK, one per purpose, and the KEK's fingerprint.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub(crate) struct KekKeys {
     wrap: [u8; 32],
     mac: [u8; 32],
     check: [u8; 32],
     audit: [u8; 32],
+    signing: [u8; 32],
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for KekKeys {
@@ -73,11 +87,23 @@ impl KekKeys {
             mac: expand(b"keyring mac"),
             check: expand(b"kek check"),
             audit: expand(b"audit mac"),
+            signing: expand(b"audit signing"),
+            fingerprint: kek.fingerprint(),
         }
     }
 
-    pub(crate) fn audit_mac(&self) -> &[u8] {
+    /// The audit MAC key a keyring created under this KEK starts with; what verifies a
+    /// log with the KEK alone (until `keys rewrap`).
+    pub(crate) fn initial_audit_mac(&self) -> &[u8] {
         &self.audit
+    }
+
+    /// The audit keys a keyring created under this KEK starts with, stored (wrapped) at
+    /// its first write. Derived rather than drawn at random so that every process that
+    /// opens a keyring from before they were stored agrees on them, and so that the MAC
+    /// key is the one the log was always written with.
+    pub(crate) fn initial_audit_keys(&self) -> AuditKeys {
+        AuditKeys::from_bytes(&self.audit, &self.signing)
     }
 
     fn hmac(key: &[u8], data: &[u8]) -> String {
@@ -95,45 +121,65 @@ impl KekKeys {
         format!("pseudopipe keyring v1\x00{tenant}\x00{version}").into_bytes()
     }
 
-    fn wrap(&self, tenant: &str, version: u32, secret: &MasterSecret) -> String {
+    /// AES-256-GCM of 32 secret bytes under the wrap key: base64 of nonce || ciphertext.
+    fn seal(&self, aad: &[u8], secret: &[u8; SECRET_LEN]) -> String {
         let cipher = Aes256Gcm::new_from_slice(&self.wrap).expect("32-byte AES-256 key");
         let mut nonce = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        let aad = Self::wrap_aad(tenant, version);
         let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: secret.expose(),
-                    aad: &aad,
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret, aad })
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         STANDARD.encode([nonce.as_slice(), &ct].concat())
     }
 
-    fn unwrap(&self, tenant: &str, version: u32, wrapped: &str) -> Option<MasterSecret> {
+    /// The 32 bytes sealed by [`KekKeys::seal`] with the same `aad`, if they open.
+    fn open_sealed(&self, aad: &[u8], wrapped: &str) -> Option<Zeroizing<[u8; SECRET_LEN]>> {
         let cipher = Aes256Gcm::new_from_slice(&self.wrap).expect("32-byte AES-256 key");
         let blob = STANDARD.decode(wrapped).ok()?;
         if blob.len() != 12 + SECRET_LEN + 16 {
             return None;
         }
         let (nonce, ct) = blob.split_at(12);
-        let mut plain = cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: &Self::wrap_aad(tenant, version),
-                },
-            )
-            .ok()?;
-        let mut bytes = [0u8; SECRET_LEN];
+        let plain = Zeroizing::new(
+            cipher
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+                .ok()?,
+        );
+        let mut bytes = Zeroizing::new([0u8; SECRET_LEN]);
         bytes.copy_from_slice(&plain);
-        plain.zeroize();
-        let secret = MasterSecret::from_bytes(bytes);
-        bytes.zeroize();
-        Some(secret)
+        Some(bytes)
+    }
+
+    fn wrap(&self, tenant: &str, version: u32, secret: &MasterSecret) -> String {
+        self.seal(&Self::wrap_aad(tenant, version), secret.expose())
+    }
+
+    fn unwrap(&self, tenant: &str, version: u32, wrapped: &str) -> Option<MasterSecret> {
+        let bytes = self.open_sealed(&Self::wrap_aad(tenant, version), wrapped)?;
+        Some(MasterSecret::from_bytes(*bytes))
+    }
+
+    fn wrap_audit(&self, keys: &AuditKeys) -> WrappedAuditKeys {
+        WrappedAuditKeys {
+            signing_public: STANDARD.encode(keys.public().to_bytes()),
+            signing_wrapped: self.seal(SIGNING_KEY_AAD, keys.signing_key()),
+            mac_wrapped: self.seal(AUDIT_MAC_AAD, keys.mac_key()),
+        }
+    }
+
+    /// The audit keys of a keyring body; the error says what does not match.
+    fn unwrap_audit(&self, wrapped: &WrappedAuditKeys) -> Result<AuditKeys, &'static str> {
+        let signing = self
+            .open_sealed(SIGNING_KEY_AAD, &wrapped.signing_wrapped)
+            .ok_or("the audit signing key does not unwrap")?;
+        let mac = self
+            .open_sealed(AUDIT_MAC_AAD, &wrapped.mac_wrapped)
+            .ok_or("the audit MAC key does not unwrap")?;
+        let keys = AuditKeys::from_bytes(&mac, &signing);
+        if STANDARD.encode(keys.public().to_bytes()) != wrapped.signing_public {
+            return Err("the audit public key does not match the signing key");
+        }
+        Ok(keys)
     }
 }
 
@@ -192,6 +238,34 @@ pub struct KeyVersion {
 struct Body {
     tenants: BTreeMap<String, Vec<KeyVersion>>,
     audit_head: Option<AuditHead>,
+    /// Absent in keyrings written before the audit keys were stored; left out when
+    /// absent, so that such a body serializes (and authenticates) as it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_keys: Option<WrappedAuditKeys>,
+}
+
+/// The audit log's keys as stored in the body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrappedAuditKeys {
+    /// The Ed25519 public key, base64, in clear: what `audit export-key` writes.
+    signing_public: String,
+    /// The Ed25519 secret key, wrapped like a master secret.
+    signing_wrapped: String,
+    /// The HMAC key of the entries, wrapped like a master secret.
+    mac_wrapped: String,
+}
+
+/// What `keys rewrap` did: how many versions it re-wrapped, and the one-way fingerprints
+/// ([`Kek::fingerprint`]) of the KEK before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrapped {
+    /// Versions re-wrapped (every version that is not destroyed, all tenants).
+    pub versions: usize,
+    /// Fingerprint of the KEK the keyring was wrapped under.
+    pub old_kek: String,
+    /// Fingerprint of the KEK it is wrapped under now.
+    pub new_kek: String,
 }
 
 /// The file as stored.
@@ -243,6 +317,7 @@ pub struct Keyring {
     keys: KekKeys,
     body: Body,
     secrets: BTreeMap<(String, u32), MasterSecret>,
+    audit: AuditKeys,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -329,11 +404,23 @@ impl Keyring {
                 }
             }
         }
+        let mut body = file.body;
+        let audit = match &body.audit_keys {
+            Some(wrapped) => keys
+                .unwrap_audit(wrapped)
+                .map_err(|detail| corrupt(detail.into()))?,
+            None => {
+                let audit = keys.initial_audit_keys();
+                body.audit_keys = Some(keys.wrap_audit(&audit));
+                audit
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
             keys,
-            body: file.body,
+            body,
             secrets,
+            audit,
         })
     }
 
@@ -343,11 +430,18 @@ impl Keyring {
         if path.exists() {
             Self::open(path, kek)
         } else {
+            let keys = KekKeys::derive(kek);
+            let audit = keys.initial_audit_keys();
+            let body = Body {
+                audit_keys: Some(keys.wrap_audit(&audit)),
+                ..Body::default()
+            };
             Ok(Self {
                 path: path.to_path_buf(),
-                keys: KekKeys::derive(kek),
-                body: Body::default(),
+                keys,
+                body,
                 secrets: BTreeMap::new(),
+                audit,
             })
         }
     }
@@ -381,6 +475,22 @@ impl Keyring {
         self.secrets.get(&(tenant.to_string(), version))
     }
 
+    /// The description of `tenant` version `version` (state, fingerprint, dates), if the
+    /// keyring has it; a destroyed version keeps its description, with `destroyed_at`.
+    pub fn version(&self, tenant: &str, version: u32) -> Option<&KeyVersion> {
+        self.body
+            .tenants
+            .get(tenant)?
+            .iter()
+            .find(|v| v.version == version)
+    }
+
+    /// The state of `tenant` version `version`, `None` if the keyring never had it: tells
+    /// a destroyed version (whose [`Keyring::secret`] is `None` too) from an unknown one.
+    pub fn state(&self, tenant: &str, version: u32) -> Option<KeyState> {
+        self.version(tenant, version).map(|v| v.state)
+    }
+
     /// The active version of every tenant that has one, with its secret.
     pub fn active(&self) -> impl Iterator<Item = (String, u32, &MasterSecret)> {
         self.body.tenants.iter().filter_map(|(tenant, versions)| {
@@ -398,14 +508,21 @@ impl Keyring {
         self.body.audit_head.as_ref()
     }
 
-    /// Opens the audit log for appending; fails if it does not verify against this keyring's head.
-    pub fn audit_log(&self, path: &Path) -> Result<AuditLog, Error> {
-        AuditLog::open(path, &self.keys, self.body.audit_head.as_ref())
+    /// The public half of the audit log's signing key, for auditors
+    /// ([`audit::verify_signed`]).
+    pub fn audit_public_key(&self) -> AuditPublicKey {
+        self.audit.public()
     }
 
-    /// Verifies the audit log at `path` against this keyring's recorded head.
+    /// Opens the audit log for appending; fails if it does not verify against this keyring's head.
+    pub fn audit_log(&self, path: &Path) -> Result<AuditLog, Error> {
+        AuditLog::open(path, &self.audit, self.body.audit_head.as_ref())
+    }
+
+    /// Verifies the audit log at `path` with this keyring's audit keys (MACs and
+    /// signatures) and against its recorded head.
     pub fn verify_audit(&self, path: &Path) -> Result<Verified, Error> {
-        audit::verify(path, &self.keys, self.body.audit_head.as_ref())
+        audit::verify(path, &self.audit, self.body.audit_head.as_ref())
     }
 
     /// Creates `tenant` with version 1 active.
@@ -538,6 +655,66 @@ impl Keyring {
         Ok(version)
     }
 
+    /// Re-wraps every version that is not destroyed, and the audit keys, under `new_kek`
+    /// (KEK rotation), records a `rewrap` entry (`versions=N old_kek=FP new_kek=FP`, with
+    /// [`Kek::fingerprint`]s) and writes the keyring with the new KEK check and MAC. The
+    /// audit keys themselves do not change, so the whole log keeps verifying.
+    ///
+    /// The file is replaced in one rename: if the write fails, the keyring on disk is the
+    /// old one, still opened by the old KEK, and `self` is unchanged (the log then holds a
+    /// `rewrap` entry the keyring does not record; the next operation continues after it).
+    /// Refuses a `new_kek` equal to the current one.
+    pub fn rewrap(
+        &mut self,
+        log: &mut AuditLog,
+        actor: &str,
+        new_kek: &Kek,
+    ) -> Result<Rewrapped, Error> {
+        let new_keys = KekKeys::derive(new_kek);
+        if new_keys.check_value() == self.keys.check_value() {
+            return Err(Error::KeyOperation(format!(
+                "the new KEK is the KEK the keyring {} is already wrapped under; create another with `pseudopipe keys new-kek --out PATH`",
+                self.path.display()
+            )));
+        }
+        let mut body = self.body.clone();
+        let mut versions = 0;
+        for (tenant, list) in &mut body.tenants {
+            for version in list.iter_mut().filter(|v| v.wrapped.is_some()) {
+                let secret = self
+                    .secrets
+                    .get(&(tenant.clone(), version.version))
+                    .expect("open() unwrapped every version that has material");
+                version.wrapped = Some(new_keys.wrap(tenant, version.version, secret));
+                versions += 1;
+            }
+        }
+        body.audit_keys = Some(new_keys.wrap_audit(&self.audit));
+        let done = Rewrapped {
+            versions,
+            old_kek: self.keys.fingerprint.clone(),
+            new_kek: new_keys.fingerprint.clone(),
+        };
+        let head = log.append(
+            &self.audit,
+            NewEntry {
+                actor: actor.into(),
+                action: "rewrap".into(),
+                tenant: ALL_TENANTS.into(),
+                details: Some(format!(
+                    "versions={} old_kek={} new_kek={}",
+                    done.versions, done.old_kek, done.new_kek
+                )),
+                ..NewEntry::default()
+            },
+        )?;
+        body.audit_head = Some(head);
+        write_keyring(&self.path, &new_keys, &body)?;
+        self.keys = new_keys;
+        self.body = body;
+        Ok(done)
+    }
+
     /// Records an operation that reads keys without changing them (a lookup), so that it
     /// stands on the audit trail.
     pub fn record(
@@ -548,18 +725,7 @@ impl Keyring {
         tenant: &str,
         details: String,
     ) -> Result<(), Error> {
-        let head = log.append(
-            &self.keys,
-            NewEntry {
-                actor: actor.into(),
-                action: action.into(),
-                tenant: tenant.into(),
-                details: Some(details),
-                ..NewEntry::default()
-            },
-        )?;
-        self.body.audit_head = Some(head);
-        self.save()
+        self.record_version(log, actor, action, tenant, None, details)
     }
 
     fn version_mut(&mut self, tenant: &str, number: u32) -> Result<&mut KeyVersion, Error> {
@@ -626,7 +792,7 @@ impl Keyring {
         details: Option<String>,
     ) -> Result<(), Error> {
         let head = log.append(
-            &self.keys,
+            &self.audit,
             NewEntry {
                 actor: actor.into(),
                 action: action.into(),
@@ -640,31 +806,310 @@ impl Keyring {
         self.save()
     }
 
-    /// Writes the keyring atomically (temporary file, fsync, rename), mode 0600.
     fn save(&self) -> Result<(), Error> {
-        let canonical = serde_json::to_vec(&self.body).expect("a keyring body always serializes");
-        let file = KeyringFile {
-            format: FORMAT.into(),
-            kek_check: self.keys.check_value(),
-            mac: KekKeys::hmac(&self.keys.mac, &canonical),
-            body: self.body.clone(),
+        write_keyring(&self.path, &self.keys, &self.body)
+    }
+}
+
+/// Writes a keyring file for `body` under `keys` atomically (temporary file, fsync,
+/// rename), mode 0600: the file at `path` is either the old keyring or the new one.
+fn write_keyring(path: &Path, keys: &KekKeys, body: &Body) -> Result<(), Error> {
+    let canonical = serde_json::to_vec(body).expect("a keyring body always serializes");
+    let file = KeyringFile {
+        format: FORMAT.into(),
+        kek_check: keys.check_value(),
+        mac: KekKeys::hmac(&keys.mac, &canonical),
+        body: body.clone(),
+    };
+    let mut text = serde_json::to_vec_pretty(&file).expect("a keyring file always serializes");
+    text.push(b'\n');
+    audit::write_atomically(path, &text, Some(0o600)).map_err(|source| Error::Io {
+        what: format!("cannot write the keyring {}", path.display()),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{verify_log, verify_signed, AuditEntry, SignedHead};
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        keyring: PathBuf,
+        log: PathBuf,
+        kek: Kek,
+    }
+
+    /// A keyring with brand-a (v1 destroyed, v2 retired, v3 active) and brand-b (v1).
+    fn populated() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fixture {
+            keyring: dir.path().join("keyring.json"),
+            log: dir.path().join("keyring.json.audit.jsonl"),
+            kek: Kek::from_bytes([0x5a; 32]),
+            dir,
         };
-        let mut text = serde_json::to_vec_pretty(&file).expect("a keyring file always serializes");
-        text.push(b'\n');
-        let tmp = sibling(&self.path, ".tmp");
-        let io = |source| Error::Io {
-            what: format!("cannot write the keyring {}", self.path.display()),
-            source,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut out = options.open(&tmp).map_err(io)?;
-        out.write_all(&text).map_err(io)?;
-        out.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        Ok(())
+        let mut ring = Keyring::open_or_new(&f.keyring, &f.kek).unwrap();
+        let mut log = ring.audit_log(&f.log).unwrap();
+        ring.init(&mut log, "alice", "brand-a").unwrap();
+        ring.rotate(&mut log, "alice", "brand-a").unwrap();
+        ring.rotate(&mut log, "alice", "brand-a").unwrap();
+        ring.destroy(&mut log, "alice", "brand-a", 1).unwrap();
+        ring.init(&mut log, "alice", "brand-b").unwrap();
+        f
+    }
+
+    /// Rewrites the fixture as the code before audit signatures left it: entries without
+    /// `sig` (chained and MACed anew), no head file, a keyring body without audit keys.
+    fn make_legacy(f: &Fixture) {
+        let keys = KekKeys::derive(&f.kek);
+        let text = std::fs::read_to_string(&f.log).unwrap();
+        let mut prev = "0".repeat(64);
+        let mut out = String::new();
+        for line in text.lines() {
+            let mut entry: AuditEntry = serde_json::from_str(line).unwrap();
+            entry.sig = None;
+            entry.record.prev = prev;
+            entry.mac = KekKeys::hmac(keys.initial_audit_mac(), &entry.record.canonical());
+            let line = serde_json::to_string(&entry).unwrap();
+            prev = hex::encode(<Sha256 as sha2::Digest>::digest(line.as_bytes()));
+            out.push_str(&line);
+            out.push('\n');
+        }
+        std::fs::write(&f.log, out).unwrap();
+        std::fs::remove_file(SignedHead::default_path(&f.log)).unwrap();
+        let file: KeyringFile =
+            serde_json::from_slice(&std::fs::read(&f.keyring).unwrap()).unwrap();
+        let mut body = file.body;
+        body.audit_keys = None;
+        body.audit_head = Some(AuditHead {
+            seq: text.lines().count() as u64,
+            hash: prev,
+        });
+        write_keyring(&f.keyring, &keys, &body).unwrap();
+    }
+
+    #[test]
+    fn a_keyring_from_before_audit_keys_gets_them_at_its_next_write() {
+        let f = populated();
+        make_legacy(&f);
+        assert!(!std::fs::read_to_string(&f.keyring)
+            .unwrap()
+            .contains("audit_keys"));
+        let mut ring = Keyring::open(&f.keyring, &f.kek).unwrap();
+        let public = ring.audit_public_key();
+        assert_eq!(
+            public,
+            KekKeys::derive(&f.kek).initial_audit_keys().public(),
+            "derived from the KEK, so every process opening the old file agrees on it"
+        );
+        let verified = ring.verify_audit(&f.log).unwrap();
+        assert_eq!((verified.entries.len(), verified.unsigned), (5, 5));
+        assert!(matches!(
+            verify_signed(&f.log, &public, None).unwrap_err(),
+            Error::InvalidAuditHead { .. }
+        ));
+
+        let mut log = ring.audit_log(&f.log).unwrap();
+        ring.record(&mut log, "bob", "lookup", "brand-a", "domain=email".into())
+            .unwrap();
+        assert!(std::fs::read_to_string(&f.keyring)
+            .unwrap()
+            .contains("audit_keys"));
+        let reopened = Keyring::open(&f.keyring, &f.kek).unwrap();
+        assert_eq!(reopened.audit_public_key(), public);
+        let verified = verify_signed(&f.log, &public, None).unwrap();
+        assert_eq!((verified.entries.len(), verified.unsigned), (6, 5));
+        assert_eq!(verify_log(&f.log, &f.kek, None).unwrap().entries.len(), 6);
+    }
+
+    #[test]
+    fn rewrap_moves_every_live_secret_and_the_audit_keys_to_the_new_kek() {
+        let f = populated();
+        let new = Kek::from_bytes([0x77; 32]);
+        let mut ring = Keyring::open(&f.keyring, &f.kek).unwrap();
+        let public = ring.audit_public_key();
+        let mut log = ring.audit_log(&f.log).unwrap();
+        let done = ring.rewrap(&mut log, "carol", &new).unwrap();
+        assert_eq!(
+            done,
+            Rewrapped {
+                versions: 3,
+                old_kek: f.kek.fingerprint(),
+                new_kek: new.fingerprint(),
+            }
+        );
+
+        assert!(matches!(
+            Keyring::open(&f.keyring, &f.kek).unwrap_err(),
+            Error::WrongKek { .. }
+        ));
+        let reopened = Keyring::open(&f.keyring, &new).unwrap();
+        for (tenant, version) in [("brand-a", 2), ("brand-a", 3), ("brand-b", 1)] {
+            assert_eq!(
+                reopened.secret(tenant, version).map(fingerprint),
+                ring.secret(tenant, version).map(fingerprint),
+                "{tenant} v{version}"
+            );
+            assert!(reopened.secret(tenant, version).is_some());
+        }
+        assert_eq!(reopened.state("brand-a", 1), Some(KeyState::Destroyed));
+        assert_eq!(
+            reopened.audit_public_key(),
+            public,
+            "the signing key is kept"
+        );
+
+        // Old and new entries verify with the keyring, with the public key, and with the
+        // old KEK alone (the MAC key is the one derived from it); not with the new KEK alone.
+        let verified = reopened.verify_audit(&f.log).unwrap();
+        let last = verified.entries.last().unwrap();
+        assert_eq!(
+            (last.action.as_str(), last.tenant.as_str()),
+            ("rewrap", "*")
+        );
+        assert_eq!(
+            last.details.as_deref(),
+            Some(
+                format!(
+                    "versions=3 old_kek={} new_kek={}",
+                    f.kek.fingerprint(),
+                    new.fingerprint()
+                )
+                .as_str()
+            )
+        );
+        verify_signed(&f.log, &public, None).unwrap();
+        assert_eq!(verify_log(&f.log, &f.kek, None).unwrap().entries.len(), 6);
+        match verify_log(&f.log, &new, None).unwrap_err() {
+            Error::AuditTampered { line, detail, .. } => {
+                assert_eq!(line, 1);
+                assert!(detail.contains("verify with the keyring"), "{detail}");
+            }
+            other => panic!("expected a MAC mismatch, got {other}"),
+        }
+
+        // Operations continue under the new KEK, on the same chain.
+        let mut ring = Keyring::open(&f.keyring, &new).unwrap();
+        let mut log = ring.audit_log(&f.log).unwrap();
+        ring.rotate(&mut log, "carol", "brand-b").unwrap();
+        assert_eq!(ring.verify_audit(&f.log).unwrap().entries.len(), 7);
+    }
+
+    #[test]
+    fn rewrap_refuses_the_same_kek_and_changes_nothing() {
+        let f = populated();
+        let before = (
+            std::fs::read(&f.keyring).unwrap(),
+            std::fs::read(&f.log).unwrap(),
+        );
+        let mut ring = Keyring::open(&f.keyring, &f.kek).unwrap();
+        let mut log = ring.audit_log(&f.log).unwrap();
+        let error = ring
+            .rewrap(&mut log, "carol", &Kek::from_bytes([0x5a; 32]))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("already wrapped under"),
+            "{error}"
+        );
+        assert_eq!(
+            before,
+            (
+                std::fs::read(&f.keyring).unwrap(),
+                std::fs::read(&f.log).unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn a_rewrap_whose_write_fails_leaves_the_old_keyring_intact() {
+        let f = populated();
+        let new = Kek::from_bytes([0x77; 32]);
+        let before = std::fs::read(&f.keyring).unwrap();
+        // A directory where the temporary file goes: the write fails before the rename.
+        let tmp = f.dir.path().join("keyring.json.tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let mut ring = Keyring::open(&f.keyring, &f.kek).unwrap();
+        let mut log = ring.audit_log(&f.log).unwrap();
+        let error = ring.rewrap(&mut log, "carol", &new).unwrap_err();
+        assert!(
+            matches!(&error, Error::Io { what, .. } if what.contains("cannot write the keyring")),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&f.keyring).unwrap(), before);
+        let old = Keyring::open(&f.keyring, &f.kek).unwrap();
+        assert!(old.secret("brand-a", 3).is_some());
+        assert!(matches!(
+            Keyring::open(&f.keyring, &new).unwrap_err(),
+            Error::WrongKek { .. }
+        ));
+        // The log holds the `rewrap` entry the keyring does not record yet: it verifies,
+        // and the next operation under the old KEK continues after it.
+        assert_eq!(old.verify_audit(&f.log).unwrap().entries.len(), 6);
+        std::fs::remove_dir(&tmp).unwrap();
+        let mut ring = Keyring::open(&f.keyring, &f.kek).unwrap();
+        let mut log = ring.audit_log(&f.log).unwrap();
+        ring.rewrap(&mut log, "carol", &new).unwrap();
+        assert_eq!(
+            Keyring::open(&f.keyring, &new)
+                .unwrap()
+                .verify_audit(&f.log)
+                .unwrap()
+                .entries
+                .len(),
+            7
+        );
+    }
+
+    #[test]
+    fn state_tells_a_destroyed_version_from_an_unknown_one() {
+        let f = populated();
+        let ring = Keyring::open(&f.keyring, &f.kek).unwrap();
+        assert!(ring.secret("brand-a", 1).is_none());
+        assert_eq!(ring.state("brand-a", 1), Some(KeyState::Destroyed));
+        assert!(ring.version("brand-a", 1).unwrap().destroyed_at.is_some());
+        assert_eq!(ring.state("brand-a", 2), Some(KeyState::Retired));
+        assert_eq!(ring.state("brand-a", 3), Some(KeyState::Active));
+        assert_eq!(ring.state("brand-a", 4), None);
+        assert_eq!(ring.state("brand-z", 1), None);
+    }
+
+    #[test]
+    fn edited_audit_keys_are_a_corrupt_keyring() {
+        let f = populated();
+        let keys = KekKeys::derive(&f.kek);
+        let file: KeyringFile =
+            serde_json::from_slice(&std::fs::read(&f.keyring).unwrap()).unwrap();
+        let other = AuditKeys::from_bytes(&[1; 32], &[2; 32]);
+        let same_kek = keys.wrap_audit(&other);
+        let other_kek = KekKeys::derive(&Kek::from_bytes([3; 32])).wrap_audit(&other);
+        type Edit<'a> = Box<dyn Fn(&mut WrappedAuditKeys) + 'a>;
+        let cases: [(&str, Edit); 3] = [
+            (
+                "public key swapped",
+                Box::new(|w| w.signing_public = same_kek.signing_public.clone()),
+            ),
+            (
+                "signing key moved to the MAC key's slot",
+                Box::new(|w| w.signing_wrapped = w.mac_wrapped.clone()),
+            ),
+            (
+                "MAC key sealed under another KEK",
+                Box::new(|w| w.mac_wrapped = other_kek.mac_wrapped.clone()),
+            ),
+        ];
+        for (what, edit) in cases {
+            let mut body = file.body.clone();
+            edit(body.audit_keys.as_mut().unwrap());
+            // Re-MACed with the right KEK: only the audit keys' own checks can tell.
+            write_keyring(&f.keyring, &keys, &body).unwrap();
+            let error = Keyring::open(&f.keyring, &f.kek).unwrap_err();
+            assert!(
+                matches!(error, Error::CorruptKeyring { .. }),
+                "{what}: {error}"
+            );
+        }
     }
 }
 
@@ -683,7 +1128,7 @@ impl Keyring {
     ) -> Result<(), Error> {
         let (key_version, fingerprint) = version.map_or((None, None), |(v, f)| (Some(v), Some(f)));
         let head = log.append(
-            &self.keys,
+            &self.audit,
             NewEntry {
                 actor: actor.into(),
                 action: action.into(),

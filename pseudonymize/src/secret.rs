@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use base64::Engine as _;
+use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::Error;
@@ -60,7 +61,7 @@ secret_type!(
 );
 
 secret_type!(
-    /// The key-encryption key: wraps master secrets at rest and keys the audit log.
+    /// The key-encryption key: wraps master secrets and the audit log's keys at rest.
     Kek
 );
 
@@ -80,6 +81,17 @@ impl Kek {
             });
         raw.zeroize();
         result
+    }
+
+    /// A one-way fingerprint that tells KEKs apart in the audit log and in messages
+    /// without revealing them: 8 lowercase hex digits,
+    /// `lowercase_hex(SHA-256("pseudopipe kek fingerprint v1" || 0x00 || KEK)[0..4])`.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::new()
+            .chain_update(b"pseudopipe kek fingerprint v1\x00")
+            .chain_update(self.0)
+            .finalize();
+        hex::encode(&digest[..4])
     }
 }
 
@@ -160,10 +172,23 @@ mod tests {
         erased_on_drop::<MasterSecret>();
         erased_on_drop::<Kek>();
         erased_on_drop::<crate::keyring::KekKeys>();
+        erased_on_drop::<crate::audit::AuditKeys>();
         // What drop runs: every byte back to zero.
         let mut secret = MasterSecret::from_bytes([0x41; 32]);
         secret.zeroize();
         assert_eq!(secret.expose(), &[0; SECRET_LEN]);
+    }
+
+    #[test]
+    fn a_kek_fingerprint_is_short_one_way_and_tells_keks_apart() {
+        let a = Kek::from_bytes([0x42; 32]).fingerprint();
+        assert_eq!(a.len(), 8);
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(a, Kek::from_bytes([0x42; 32]).fingerprint());
+        assert_ne!(a, Kek::from_bytes([0x43; 32]).fingerprint());
+        assert!(!hex::encode([0x42; 32]).contains(&a));
     }
 
     #[test]
