@@ -18,10 +18,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage key-encryption keys and keyrings (create, rotate, retire, destroy, import, list).
+    /// Manage key-encryption keys and keyrings (create, rotate, retire, destroy, import,
+    /// list, rewrap).
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Check or print the audit log of key operations.
+    /// Check, print or report the audit log of key operations, or export its public key
+    /// for auditors.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Compute the tokens of one value under every non-destroyed key version of a tenant,

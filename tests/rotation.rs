@@ -282,6 +282,55 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
         "the known person is linked across the three rotations"
     );
 
+    // A data-subject request finds the known person's records in the cloud under every
+    // version, and its own audit entry is mirrored too.
+    let bootstrap = p.cloud.bootstrap();
+    let properties: Vec<String> = p
+        .cloud
+        .client_properties()
+        .into_iter()
+        .filter(|(key, _)| key != "bootstrap.servers")
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    let mut args = vec![
+        "subject",
+        "--policy",
+        POLICY,
+        "--keyring",
+        p.scratch.keyring.to_str().unwrap(),
+        "--kek-file",
+        p.scratch.kek.to_str().unwrap(),
+        "--tenant",
+        TENANT,
+        "--email",
+        "Emilie.Dupont@example.fr",
+        "--ticket",
+        "DSR-2026-12",
+        "--json",
+        "--scan-brokers",
+        &bootstrap,
+        "--scan-topic",
+        &p.cloud_topic,
+    ];
+    for property in &properties {
+        args.extend(["--scan-property", property]);
+    }
+    let answer: Value = serde_json::from_str(&p.scratch.run(&args).ok()).unwrap();
+    let mut found: Vec<(String, u64)> = answer["scan"]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let version = m["fields"][0]["version"].as_u64().unwrap();
+            (m["event_id"].as_str().unwrap().to_owned(), version)
+        })
+        .collect();
+    found.sort();
+    let wanted: Vec<(String, u64)> = (1..=4)
+        .map(|n| (person_event(n)["event_id"].as_str().unwrap().to_owned(), n))
+        .collect();
+    assert_eq!(found, wanted, "subject finds the person under each version");
+
     // The audit log is mirrored to its topic, switches and bridges included.
     let mirrored = p
         .onprem
@@ -293,6 +342,10 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
     for action in ["ingest_start", "rotate", "key_switch", "bridge_start"] {
         assert!(actions.contains(action), "{action} mirrored: {actions:?}");
     }
+    // An auditor verifies the whole trail with the public key alone; editing any entry is
+    // detected and named.
+    verify_with_the_public_key_alone(&p);
+
     let stop = entries
         .iter()
         .find(|entry| entry["action"] == "ingest_stop")
@@ -321,4 +374,175 @@ fn check_cloud_events(expected: &Expected, cloud: &[Record]) -> usize {
     assert_eq!(lost, 0, "{lost} events lost");
     assert!(distinct.iter().all(|id| expected.valid.contains_key(*id)));
     ids.len() - distinct.len()
+}
+
+/// Crypto-shredding while ingest runs: once the active version is retired, the running
+/// ingest quarantines the tenant's events (`tenant_suspended`); once it is destroyed,
+/// `lookup` and `subject` can no longer compute its tokens and the keyring no longer holds
+/// its material; after `keys rotate`, events flow again under the new version.
+#[test]
+fn a_destroyed_version_is_refused_by_a_running_ingest_lookup_and_subject() {
+    let p = Pipeline::new().with_keys_line(r#"check_interval = "200ms""#);
+    let logs = tempfile::tempdir().unwrap();
+    let (ingest, _sink) = p.start_stages(logs.path());
+    let suspended = || {
+        ingest
+            .metrics()
+            .value("pseudopipe_tenant_suspended", &[("tenant", TENANT)])
+    };
+
+    p.onprem.produce(&p.raw, [person_event(1)]);
+    let first = p.cloud.read_all(&p.cloud_topic, 1, Duration::from_secs(60));
+    assert_eq!(first.len(), 1);
+    let wrapped_before = std::fs::read_to_string(&p.scratch.keyring).unwrap();
+
+    p.scratch
+        .keys(&["retire", "--tenant", TENANT, "--version", "1"])
+        .ok();
+    p.scratch
+        .keys(&["destroy", "--tenant", TENANT, "--version", "1"])
+        .ok();
+    assert!(
+        testkit::wait_until(Duration::from_secs(30), || suspended() == 1.0),
+        "the running ingest suspends the tenant"
+    );
+    p.onprem.produce(&p.raw, [person_event(2)]);
+    let quarantined = p.onprem.read_all(&p.quarantine, 1, Duration::from_secs(60));
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(
+        quarantined[0].header("pseudopipe-reason"),
+        Some("tenant_suspended")
+    );
+
+    // The material is gone from the keyring file; lookup and subject say so.
+    let keyring: Value =
+        serde_json::from_str(&std::fs::read_to_string(&p.scratch.keyring).unwrap()).unwrap();
+    let v1 = &keyring["body"]["tenants"][TENANT][0];
+    assert_eq!(v1["state"], "destroyed");
+    assert!(v1.get("wrapped").is_none(), "{v1}");
+    let before: Value = serde_json::from_str(&wrapped_before).unwrap();
+    let old_wrapped = before["body"]["tenants"][TENANT][0]["wrapped"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!std::fs::read_to_string(&p.scratch.keyring)
+        .unwrap()
+        .contains(&old_wrapped));
+    let lookup = p.scratch.run_with_stdin(
+        &[
+            "lookup",
+            "--keyring",
+            p.scratch.keyring.to_str().unwrap(),
+            "--kek-file",
+            p.scratch.kek.to_str().unwrap(),
+            "--tenant",
+            TENANT,
+            "--domain",
+            "email",
+            "--normalizer",
+            "email",
+            "-",
+        ],
+        Some(b"Emilie.Dupont@example.fr"),
+    );
+    let lookup_out = lookup.ok();
+    assert!(!lookup_out.contains("v1."), "no v1 token: {lookup_out}");
+    assert!(lookup.stderr().contains("destroyed"), "{}", lookup.stderr());
+    let subject = p.scratch.run(&[
+        "subject",
+        "--policy",
+        POLICY,
+        "--keyring",
+        p.scratch.keyring.to_str().unwrap(),
+        "--kek-file",
+        p.scratch.kek.to_str().unwrap(),
+        "--tenant",
+        TENANT,
+        "--email",
+        "Emilie.Dupont@example.fr",
+        "--ticket",
+        "DSR-9",
+    ]);
+    let answer = subject.stdout() + &subject.stderr();
+    assert!(
+        answer.contains("destroyed") && !answer.contains("v1."),
+        "{answer}"
+    );
+
+    // A new version resumes the tenant.
+    p.scratch.keys(&["rotate", "--tenant", TENANT]).ok();
+    assert!(
+        testkit::wait_until(Duration::from_secs(30), || suspended() == 0.0),
+        "the running ingest resumes the tenant"
+    );
+    p.onprem.produce(&p.raw, [person_event(3)]);
+    let cloud = p.cloud.read_all(&p.cloud_topic, 2, Duration::from_secs(60));
+    let versions: Vec<u64> = cloud
+        .iter()
+        .map(|r| version_of(r.json()["customer"]["loyalty_card"].as_str().unwrap()))
+        .collect();
+    assert_eq!(versions, [1, 2], "before the retirement and after the rotation");
+}
+
+/// `audit verify --public-key` passes on the trail as written, and fails, naming the line,
+/// on a copy with any one entry edited.
+fn verify_with_the_public_key_alone(p: &Pipeline) {
+    let public = p.scratch.path("audit.pub");
+    p.scratch
+        .run(&[
+            "audit",
+            "export-key",
+            "--keyring",
+            p.scratch.keyring.to_str().unwrap(),
+            "--kek-file",
+            p.scratch.kek.to_str().unwrap(),
+            "--out",
+            public.to_str().unwrap(),
+        ])
+        .ok();
+    let log = p.scratch.audit_log();
+    let head = p.scratch.path("keyring.json.audit.jsonl.head");
+    let verify = |log: &std::path::Path| {
+        p.scratch.run(&[
+            "audit",
+            "verify",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--public-key",
+            public.to_str().unwrap(),
+            "--head",
+            head.to_str().unwrap(),
+        ])
+    };
+    let intact = verify(&log).ok();
+    assert!(intact.starts_with("OK"), "{intact}");
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let tampered = p.scratch.path("tampered.jsonl");
+    for (index, line) in lines.iter().enumerate() {
+        let mut entry: Value = serde_json::from_str(line).unwrap();
+        let details = entry["details"].as_str().unwrap_or("").to_owned();
+        entry["details"] = format!("{details} edited").into();
+        let mut copy = lines.clone();
+        copy[index] = serde_json::to_string(&entry).unwrap();
+        std::fs::write(&tampered, copy.join("\n") + "\n").unwrap();
+        let run = verify(&tampered);
+        assert!(
+            !run.output.status.success(),
+            "an edit of line {} is detected",
+            index + 1
+        );
+        assert!(
+            run.stdout().contains(&format!("line {}", index + 1)),
+            "the edited line is named: {}",
+            run.stdout()
+        );
+    }
+    eprintln!(
+        "audit verify --public-key: {} entries intact; each one edited, detected",
+        lines.len()
+    );
 }

@@ -36,7 +36,8 @@
 //! - [`detect`]: content detectors (e-mail, phone, card, IBAN, IP) for kept values.
 //! - [`guard`]: the leak guard, [`LeakGuard`]: a record has the output shape of a policy.
 //! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
-//! - [`audit`]: the hash-chained, authenticated log of key operations.
+//! - [`audit`]: the hash-chained, authenticated and signed log of key operations,
+//!   verifiable with a public key.
 //! - [`error`]: [`Error`] for operations, [`Rejection`] for events.
 
 #![forbid(unsafe_code)]
@@ -68,3 +69,5 @@ pub use policy::Policy;
 pub use secret::{Kek, MasterSecret};
 pub use token::{fingerprint, is_encrypted, is_token, EncryptKey, TokenKey};
 pub use transform::{Outcome, Pseudonymizer, TenantKeys};
+mod stub_d;
+pub use stub_d::BridgePairs;
