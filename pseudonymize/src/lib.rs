@@ -69,5 +69,3 @@ pub use policy::Policy;
 pub use secret::{Kek, MasterSecret};
 pub use token::{fingerprint, is_encrypted, is_token, EncryptKey, TokenKey};
 pub use transform::{Outcome, Pseudonymizer, TenantKeys};
-mod stub_d;
-pub use stub_d::BridgePairs;
