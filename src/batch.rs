@@ -1,24 +1,28 @@
 //! `pseudopipe pseudonymize`: JSON lines in, pseudonymized JSON lines out, rejected lines
-//! to a quarantine file with their reason (mode 0600: it holds the raw lines).
+//! to a quarantine file with their reason (mode 0600: it holds the raw lines). Lines
+//! without consent (the policy's `consent_field`) are dropped: neither written nor
+//! quarantined, only counted. Each run is two `batch` entries of the keyring's audit log,
+//! one when it starts and one with its counts when it ends.
 //!
 //! Lines are read in blocks; each block is cut into one contiguous slice per worker thread,
 //! the workers pseudonymize their slices at the same time, and the results are written in
 //! input order. Reading and writing stay on the calling thread.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::num::NonZeroUsize;
 use std::ops::Range;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
-use pseudonymize::{Keyring, Policy, Pseudonymizer, Reason, Rejection};
+use pseudonymize::{Kek, Keyring, KeyringLock, Policy, Pseudonymizer, Reason, Rejection};
 
 use crate::cli::BatchArgs;
-use crate::keys::read_kek;
+use crate::keys::{audit_path, read_kek};
 use crate::private_file;
 
 /// Counts of one batch run.
@@ -27,7 +31,83 @@ struct Summary {
     read: u64,
     written: u64,
     blank: u64,
+    /// Events written, per tenant and key version.
+    events: BTreeMap<String, BTreeMap<u32, u64>>,
     quarantined: BTreeMap<Reason, u64>,
+    /// Events dropped for want of consent.
+    dropped: u64,
+}
+
+impl Summary {
+    /// The details of the `batch` entry at the end of the run: events per key version
+    /// (summed over tenants, which are listed apart), quarantined and dropped lines.
+    fn audit_details(&self) -> String {
+        let mut per_version: BTreeMap<u32, u64> = BTreeMap::new();
+        for (version, count) in self.events.values().flatten() {
+            *per_version.entry(*version).or_default() += count;
+        }
+        let events: Vec<String> = per_version
+            .iter()
+            .map(|(version, count)| format!("v{version}:{count}"))
+            .collect();
+        let tenants: Vec<&str> = self.events.keys().map(String::as_str).collect();
+        format!(
+            "phase=end events={} tenants={} quarantined={} dropped_no_consent={}",
+            or_none(&events.join(",")),
+            or_none(&tenants.join(",")),
+            self.quarantined.values().sum::<u64>(),
+            self.dropped
+        )
+    }
+}
+
+/// `none` for an empty list: a detail's value is never empty.
+fn or_none(list: &str) -> &str {
+    if list.is_empty() {
+        "none"
+    } else {
+        list
+    }
+}
+
+/// Who runs the command, as `keys` records it: `PSEUDOPIPE_ACTOR`, else the login name
+/// behind `sudo`, else the login name.
+fn actor() -> String {
+    ["PSEUDOPIPE_ACTOR", "SUDO_USER", "USER"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Appends a `batch` entry to the keyring's audit log, under the keyring's lock, reading
+/// the keyring afresh (a key operation may have happened during the run). The entry
+/// concerns every tenant of the keyring: `*`.
+fn record_batch(keyring: &Path, kek: &Kek, details: String) -> Result<()> {
+    let _lock = KeyringLock::acquire(keyring)?;
+    let mut keyring = Keyring::open(keyring, kek)?;
+    let log_path = audit_path(keyring.path(), None);
+    let mut log = keyring.audit_log(&log_path).with_context(|| {
+        format!(
+            "refusing to run while the audit log {} does not verify",
+            log_path.display()
+        )
+    })?;
+    keyring.record(&mut log, &actor(), "batch", "*", details)?;
+    Ok(())
+}
+
+/// The input as the audit entry names it: its file name, or `stdin`; whitespace replaced
+/// so that the details stay `key=value` pairs.
+fn input_name(input: &str) -> String {
+    let name = match input {
+        "-" => "stdin".into(),
+        path => Path::new(path)
+            .file_name()
+            .map_or_else(|| path.into(), |name| name.to_string_lossy()),
+    };
+    name.chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect()
 }
 
 /// One quarantine record: where the line was, why it was rejected, and the line itself so
@@ -78,8 +158,20 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
     let policy = Policy::from_file(&args.policy)?;
     let kek = read_kek(&args.kek_file)?;
     let keyring = Keyring::open(&args.keyring, &kek)?;
-    let engine = Pseudonymizer::new(policy, keyring.active());
+    let active: BTreeSet<String> = keyring.active().map(|(tenant, ..)| tenant).collect();
+    let suspended: Vec<String> = keyring
+        .tenants()
+        .filter(|tenant| !active.contains(*tenant))
+        .map(str::to_owned)
+        .collect();
+    let details = format!(
+        "phase=start input={} policy={}",
+        input_name(&args.input),
+        policy.digest()
+    );
+    let engine = Pseudonymizer::new(policy, keyring.active()).suspending(suspended);
     drop(keyring);
+    record_batch(&args.keyring, &kek, details)?;
 
     let mut input = open_input(&args.input)?;
     let mut output = open_output(&args.output)?;
@@ -111,11 +203,20 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
                 summary.read += 1;
                 match outcome {
                     Outcome::Blank => summary.blank += 1,
-                    Outcome::Written(range) => {
+                    Outcome::Written(range, tenant, version) => {
                         output
                             .write_all(&worker.out[range.clone()])
                             .with_context(|| format!("cannot write the output {}", args.output))?;
                         summary.written += 1;
+                        // Allocates only for a tenant not seen yet.
+                        let versions = match summary.events.get_mut(*tenant) {
+                            Some(versions) => versions,
+                            None => summary.events.entry(tenant.to_string()).or_default(),
+                        };
+                        *versions.entry(*version).or_default() += 1;
+                    }
+                    Outcome::Rejected(rejection) if rejection.reason.is_drop() => {
+                        summary.dropped += 1;
                     }
                     Outcome::Rejected(rejection) => {
                         *summary.quarantined.entry(rejection.reason).or_default() += 1;
@@ -142,15 +243,17 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         .iter()
         .map(|(reason, n)| format!("{reason}={n}"))
         .collect();
+    record_batch(&args.keyring, &kek, summary.audit_details())?;
     eprintln!(
-        "read {} lines, wrote {} events, quarantined {}{}, skipped {} blank lines, in {:.3} s ({:.0} events/s on {threads} threads)",
+        "read {} lines, wrote {} events, quarantined {}{}, dropped {} without consent, skipped {} blank lines, in {:.3} s ({:.0} events/s on {threads} threads)",
         summary.read,
         summary.written,
         total_quarantined,
         if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
+        summary.dropped,
         summary.blank,
         elapsed,
-        (summary.written + total_quarantined) as f64 / elapsed.max(1e-9)
+        (summary.written + total_quarantined + summary.dropped) as f64 / elapsed.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -183,24 +286,25 @@ impl Block {
 }
 
 /// What became of one line.
-enum Outcome {
+enum Outcome<'e> {
     Blank,
-    /// Its output line (newline included) in the worker's `out`.
-    Written(Range<usize>),
+    /// Its output line (newline included) in the worker's `out`, its tenant and key version.
+    Written(Range<usize>, &'e str, u32),
+    /// Quarantined, or dropped ([`Reason::is_drop`]).
     Rejected(Rejection),
 }
 
 /// One worker's share of a block and its results, reused from block to block.
 #[derive(Default)]
-struct Worker {
+struct Worker<'e> {
     /// The lines of the block it took.
     assigned: Range<usize>,
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<Outcome<'e>>,
     out: Vec<u8>,
 }
 
-impl Worker {
-    fn pseudonymize(&mut self, engine: &Pseudonymizer, block: &Block) {
+impl<'e> Worker<'e> {
+    fn pseudonymize(&mut self, engine: &'e Pseudonymizer, block: &Block) {
         self.outcomes.clear();
         self.out.clear();
         for line in &block.lines[self.assigned.clone()] {
@@ -211,9 +315,9 @@ impl Worker {
             }
             let start = self.out.len();
             let outcome = match engine.pseudonymize_into(payload, &mut self.out) {
-                Ok(_) => {
+                Ok(outcome) => {
                     self.out.push(b'\n');
-                    Outcome::Written(start..self.out.len())
+                    Outcome::Written(start..self.out.len(), outcome.tenant, outcome.key_version)
                 }
                 // `out` is left untouched on rejection.
                 Err(rejection) => Outcome::Rejected(rejection),
@@ -224,7 +328,7 @@ impl Worker {
 }
 
 /// Cuts `block` into one contiguous slice per worker and pseudonymizes the slices at once.
-fn pseudonymize_block(engine: &Pseudonymizer, block: &Block, workers: &mut [Worker]) {
+fn pseudonymize_block<'e>(engine: &'e Pseudonymizer, block: &Block, workers: &mut [Worker<'e>]) {
     let per_worker = block.lines.len().div_ceil(workers.len());
     for (index, worker) in workers.iter_mut().enumerate() {
         let start = (index * per_worker).min(block.lines.len());

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use simulator::{Generator, Kind};
 
 use crate::util::{Run, Scratch};
@@ -285,4 +285,200 @@ fn more_threads_give_the_same_files_in_the_same_order() {
     );
     assert!(one_output == three_output, "the outputs differ");
     assert!(one_quarantine == three_quarantine, "the quarantines differ");
+}
+
+/// The `batch` entries of the audit log, as (details) in order.
+fn batch_entries(s: &Scratch) -> Vec<String> {
+    std::fs::read_to_string(s.audit_log())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|entry| entry["action"] == "batch")
+        .map(|entry| {
+            assert_eq!(entry["tenant"], "*", "a run concerns every tenant");
+            assert_eq!(entry["actor"], "test-officer");
+            entry["details"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// With `consent_field` set, a line whose flag is false, null or absent is neither written
+/// nor quarantined, only counted; a flag that is not a boolean, or a malformed line
+/// whatever its flag, is quarantined. The run is audited at its start and its end.
+#[test]
+fn lines_without_consent_are_dropped_counted_and_audited() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    let policy = s.path("consent.policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "consent_field = \"consent.analytics\"\n{}",
+            std::fs::read_to_string(POLICY).unwrap()
+        ),
+    )
+    .unwrap();
+    let mut generator = Generator::new(5)
+        .with_tenants(vec!["brand-a".into()])
+        .with_malformed_ratio(0.0);
+    let mut input = Vec::new();
+    let (mut kept, mut refused) = (Vec::new(), 0);
+    for _ in 0..500 {
+        let payload = generator.next_record().payload;
+        let event: Value = serde_json::from_slice(&payload).unwrap();
+        match event["consent"]["analytics"].as_bool() {
+            Some(true) => kept.push(event["event_id"].as_str().unwrap().to_string()),
+            _ => refused += 1,
+        }
+        input.extend_from_slice(&payload);
+        input.push(b'\n');
+    }
+    assert!(
+        refused > 50,
+        "the simulator refuses consent now and then: {refused}"
+    );
+    let example: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/coupon_redemption.json"
+    )))
+    .unwrap();
+    let with_flag = |flag: Value| {
+        let mut event = example.clone();
+        event["consent"]["analytics"] = flag;
+        serde_json::to_vec(&event).unwrap()
+    };
+    let mut absent = example.clone();
+    absent["consent"]
+        .as_object_mut()
+        .unwrap()
+        .remove("analytics");
+    let mut malformed = with_flag(json!(false));
+    malformed.truncate(malformed.len() - 1);
+    // Dropped, quarantined (`wrong_type`), dropped, quarantined (`malformed_json`).
+    for payload in [
+        with_flag(Value::Null),
+        with_flag(json!("yes")),
+        serde_json::to_vec(&absent).unwrap(),
+        malformed,
+    ] {
+        input.extend_from_slice(&payload);
+        input.push(b'\n');
+    }
+    refused += 2;
+    let input_path = s.path("my export.jsonl");
+    std::fs::write(&input_path, &input).unwrap();
+    let (output, quarantine) = (s.path("out.jsonl"), s.path("quarantine.jsonl"));
+    let run = s.run(&[
+        "pseudonymize",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--input",
+        input_path.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--quarantine",
+        quarantine.to_str().unwrap(),
+    ]);
+    run.ok();
+    let summary = run.stderr();
+    assert!(
+        summary.contains(&format!(
+            "read 504 lines, wrote {} events, quarantined 2 (malformed_json=1, wrong_type=1), dropped {refused} without consent,",
+            kept.len()
+        )),
+        "{summary}"
+    );
+    let ids: Vec<String> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, kept, "exactly the consenting events, in order");
+    let reasons: Vec<String> = std::fs::read_to_string(&quarantine)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        ["wrong_type", "malformed_json"],
+        "no dropped line is kept"
+    );
+
+    let digest = pseudonymize::Policy::from_file(&policy)
+        .unwrap()
+        .digest()
+        .to_string();
+    assert_eq!(
+        batch_entries(&s),
+        [
+            format!("phase=start input=my_export.jsonl policy={digest}"),
+            format!(
+                "phase=end events=v1:{} tenants=brand-a quarantined=2 dropped_no_consent={refused}",
+                kept.len()
+            ),
+        ]
+    );
+    s.audit_verify().ok();
+}
+
+/// A tenant whose active version was retired has its lines quarantined as suspended, and
+/// says how to resume it; a run from standard input is audited as such.
+#[test]
+fn a_retired_tenants_lines_are_quarantined_as_suspended() {
+    let s = Scratch::with_tenants(&["brand-a", "brand-b"]);
+    s.keys(&["retire", "--tenant", "brand-b", "--version", "1"])
+        .ok();
+    let example: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/coupon_redemption.json"
+    )))
+    .unwrap();
+    let mut input = Vec::new();
+    for tenant in ["brand-b", "brand-a"] {
+        let mut event = example.clone();
+        event["tenant"] = tenant.into();
+        input.extend_from_slice(&serde_json::to_vec(&event).unwrap());
+        input.push(b'\n');
+    }
+    let run = s.run_with_stdin(
+        &[
+            "pseudonymize",
+            "--policy",
+            POLICY,
+            "--keyring",
+            s.keyring.to_str().unwrap(),
+            "--kek-file",
+            s.kek.to_str().unwrap(),
+        ],
+        Some(&input),
+    );
+    assert_eq!(run.ok().lines().count(), 1, "brand-a's line");
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("line 1: rejected (tenant_suspended): tenant `brand-b` has no active key version (suspended); `pseudopipe keys rotate` or `keys import --activate` resumes it"),
+        "{stderr}"
+    );
+    let entries = batch_entries(&s);
+    assert!(
+        entries[0].starts_with("phase=start input=stdin policy="),
+        "{entries:?}"
+    );
+    assert_eq!(
+        entries[1],
+        "phase=end events=v1:1 tenants=brand-a quarantined=1 dropped_no_consent=0"
+    );
 }

@@ -138,8 +138,14 @@ pub enum Reason {
     InvalidValue,
     /// The tenant field is not a valid tenant name.
     InvalidTenant,
-    /// The tenant has no keyring, or no active key version.
+    /// The tenant is not in the keyring.
     UnknownTenant,
+    /// The tenant is in the keyring but has no active key version (its active version was
+    /// retired or destroyed): its events wait in quarantine until a version is active again.
+    TenantSuspended,
+    /// The event's consent flag (the policy's `consent_field`) is false, absent or null: it
+    /// is dropped, neither forwarded nor quarantined ([`Reason::is_drop`]).
+    NoConsent,
     /// The payload is not in the configured format (Avro framing, schema id).
     UndecodableFormat,
     /// A pseudonymized record failed the sink's leak guard.
@@ -151,7 +157,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 17] = [
         Self::TooLarge,
         Self::InvalidUtf8,
         Self::MalformedJson,
@@ -164,6 +170,8 @@ impl Reason {
         Self::InvalidValue,
         Self::InvalidTenant,
         Self::UnknownTenant,
+        Self::TenantSuspended,
+        Self::NoConsent,
         Self::UndecodableFormat,
         Self::LeakGuard,
         Self::PersonalValueInKeptField,
@@ -184,10 +192,19 @@ impl Reason {
             Self::InvalidValue => "invalid_value",
             Self::InvalidTenant => "invalid_tenant",
             Self::UnknownTenant => "unknown_tenant",
+            Self::TenantSuspended => "tenant_suspended",
+            Self::NoConsent => "no_consent",
             Self::UndecodableFormat => "undecodable_format",
             Self::LeakGuard => "leak_guard",
             Self::PersonalValueInKeptField => "personal_value_in_kept_field",
         }
+    }
+
+    /// Whether an event rejected for this reason is dropped rather than quarantined: it
+    /// is not malformed, it must not be processed at all (no consent), so the caller
+    /// neither forwards it nor keeps it, and only counts it.
+    pub fn is_drop(self) -> bool {
+        matches!(self, Self::NoConsent)
     }
 
     /// Parses a code written by [`Reason::code`].

@@ -32,7 +32,8 @@
 //! - [`generalize`]: year, month, age band, prefix, IP network, hour, rounding.
 //! - [`policy`]: the TOML policy, validated and compiled into a path tree.
 //! - [`transform`]: the record path, [`Pseudonymizer`]: one pass over the bytes
-//!   (`json` reads them, `walk` follows the policy's tree, `tree`), no value tree.
+//!   (`json` reads them, `walk` follows the policy's tree, `tree`), no value tree;
+//!   suspended tenants, the consent drop, and the [`BridgePairs`] of a rotation's overlap.
 //! - [`detect`]: content detectors (e-mail, phone, card, IBAN, IP) for kept values.
 //! - [`guard`]: the leak guard, [`LeakGuard`]: a record has the output shape of a policy.
 //! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
@@ -68,4 +69,4 @@ pub use normalize::Normalizer;
 pub use policy::Policy;
 pub use secret::{Kek, MasterSecret};
 pub use token::{fingerprint, is_encrypted, is_token, EncryptKey, TokenKey};
-pub use transform::{Outcome, Pseudonymizer, TenantKeys};
+pub use transform::{BridgePair, BridgePairs, Outcome, Pseudonymizer, TenantKeys};

@@ -1,6 +1,7 @@
 //! The record path as it was before the one-pass rewrite, kept as the oracle of the
 //! differential test: parse into a `serde_json::Value`, walk it alongside the policy's
-//! tree, rewrite it in place, serialize. Slow and simple on purpose.
+//! tree, rewrite it in place, serialize. Slow and simple on purpose. It follows the rules
+//! added since (suspended tenants, consent, bridge pairs) the same simple way.
 
 use serde_json::{Map, Value};
 use time::Date;
@@ -9,15 +10,30 @@ use crate::error::{Reason, Rejection};
 use crate::generalize::{parse_date, Failure, Scalar};
 use crate::json::Number;
 use crate::policy::{is_valid_tenant, Limits, Rule};
-use crate::transform::{personal_rejection, Pseudonymizer, TenantKeys};
+use crate::transform::{
+    consent_wrong_type, no_consent, personal_rejection, suspended_rejection,
+    unknown_tenant_rejection, Pseudonymizer, TenantKeys,
+};
 use crate::tree::{NodeId, Shape, Tree, ROOT};
 use crate::walk::{unknown_field_at, Limit};
 
-/// Pseudonymizes `payload` the old way: the JSON output and the record key's token.
-pub(crate) fn pseudonymize(
-    engine: &Pseudonymizer,
-    payload: &[u8],
-) -> Result<(Value, Option<String>), Rejection> {
+/// A bridge pair: the field's path, its domain, the old token, the new one.
+pub(crate) type Pair = (String, String, String, String);
+
+/// What the oracle makes of an event: the JSON output, the record key's token, and the
+/// bridge pairs of its tenant's overlap (empty outside one).
+pub(crate) type Output = (Value, Option<String>, Vec<Pair>);
+
+/// What rewriting an event needs besides its values.
+struct Context<'a> {
+    keys: &'a TenantKeys,
+    event_date: Option<Date>,
+    token_domains: &'a [String],
+    pairs: Vec<Pair>,
+}
+
+/// Pseudonymizes `payload` the old way.
+pub(crate) fn pseudonymize(engine: &Pseudonymizer, payload: &[u8]) -> Result<Output, Rejection> {
     let policy = engine.policy();
     let tree = &policy.tree;
     let limit = policy.limits.max_event_bytes;
@@ -76,28 +92,41 @@ pub(crate) fn pseudonymize(
         }
     }
     .to_owned();
-    let keys = engine
-        .tenants()
-        .find(|(name, _)| *name == tenant)
-        .map(|(_, keys)| keys)
-        .ok_or_else(|| {
-            Rejection::new(
-                Reason::UnknownTenant,
-                format!("tenant `{tenant}` has no active key in the keyring"),
-            )
-        })?;
+    let keys = match engine.tenants().find(|(name, _)| *name == tenant) {
+        Some((_, keys)) => keys,
+        None if engine.suspended().any(|name| name == tenant) => {
+            return Err(suspended_rejection(&tenant))
+        }
+        None => return Err(unknown_tenant_rejection(&tenant)),
+    };
+    if let Some(node) = policy.consent_field {
+        let path = &tree.node(node).path;
+        match resolve(tree, map, node) {
+            Some(Value::Bool(true)) => {}
+            Some(Value::Bool(false)) => return Err(no_consent(path, "false")),
+            Some(Value::Null) => return Err(no_consent(path, "null")),
+            None => return Err(no_consent(path, "absent")),
+            Some(other) => return Err(consent_wrong_type(path, with_article(type_name(other)))),
+        }
+    }
     let event_date = policy
         .event_time_field
         .filter(|_| policy.needs_event_date)
         .and_then(|node| resolve(tree, map, node))
         .and_then(Value::as_str)
         .and_then(parse_date);
-    apply_object(tree, ROOT, map, keys, event_date)?;
+    let mut context = Context {
+        keys,
+        event_date,
+        token_domains: policy.token_domains(),
+        pairs: Vec::new(),
+    };
+    apply_object(tree, ROOT, map, &mut context)?;
     let record_key = match policy.record_key.and_then(|node| resolve(tree, map, node)) {
         Some(Value::String(token)) => Some(token.clone()),
         _ => None,
     };
-    Ok((event, record_key))
+    Ok((event, record_key, context.pairs))
 }
 
 /// How deep containers nest in `value` (0 for a scalar).
@@ -202,8 +231,7 @@ fn apply_object(
     tree: &Tree,
     node: NodeId,
     map: &mut Map<String, Value>,
-    keys: &TenantKeys,
-    event_date: Option<Date>,
+    context: &mut Context<'_>,
 ) -> Result<(), Rejection> {
     let mut failure = None;
     map.retain(|key, value| {
@@ -211,7 +239,7 @@ fn apply_object(
             return true;
         }
         let outcome = match tree.child(node, key.as_bytes()) {
-            Some(child) => apply_node(tree, child, value, keys, event_date),
+            Some(child) => apply_node(tree, child, value, context),
             None => Err(Rejection::new(
                 Reason::UnknownField,
                 unknown_field_at(tree, node),
@@ -230,8 +258,7 @@ fn apply_node(
     tree: &Tree,
     node: NodeId,
     value: &mut Value,
-    keys: &TenantKeys,
-    event_date: Option<Date>,
+    context: &mut Context<'_>,
 ) -> Result<bool, Rejection> {
     let path = &tree.node(node).path;
     let expected = |what: &str, value: &Value| {
@@ -252,14 +279,14 @@ fn apply_node(
             };
             match found {
                 Some(detector) => Err(personal_rejection(path, detector)),
-                None => apply_rule(&Rule::Keep { detect: *detect }, value, keys, event_date)
+                None => apply_rule(&Rule::Keep { detect: *detect }, path, value, context)
                     .map_err(|failure| rule_failure(path, value, failure)),
             }
         }
-        Shape::Leaf(rule) => apply_rule(rule, value, keys, event_date)
+        Shape::Leaf(rule) => apply_rule(rule, path, value, context)
             .map_err(|failure| rule_failure(path, value, failure)),
         Shape::Object(_) => match value {
-            Value::Object(map) => apply_object(tree, node, map, keys, event_date).map(|()| true),
+            Value::Object(map) => apply_object(tree, node, map, context).map(|()| true),
             Value::Null => Ok(true),
             other => Err(expected("an object", other)),
         },
@@ -270,7 +297,7 @@ fn apply_node(
                     if failure.is_some() {
                         return true;
                     }
-                    apply_node(tree, *element, item, keys, event_date).unwrap_or_else(|rejection| {
+                    apply_node(tree, *element, item, context).unwrap_or_else(|rejection| {
                         failure = Some(rejection);
                         true
                     })
@@ -301,10 +328,11 @@ fn rule_failure(path: &str, value: &Value, failure: Failure) -> Rejection {
 
 fn apply_rule(
     rule: &Rule,
+    path: &str,
     value: &mut Value,
-    keys: &TenantKeys,
-    event_date: Option<Date>,
+    context: &mut Context<'_>,
 ) -> Result<bool, Failure> {
+    let keys = context.keys;
     if matches!(rule, Rule::Drop) {
         return Ok(false);
     }
@@ -326,10 +354,19 @@ fn apply_rule(
             }
             _ => return Ok(true),
         },
-        Rule::Token { domain, normalizer } => Value::String(
-            keys.token_key(*domain)
-                .token(normalizer.apply(&text(value)?).as_bytes()),
-        ),
+        Rule::Token { domain, normalizer } => {
+            let normalized = normalizer.apply(&text(value)?).into_owned();
+            let token = keys.token_key(*domain).token(normalized.as_bytes());
+            if let Some(previous) = keys.previous_token_key(*domain) {
+                context.pairs.push((
+                    path.to_owned(),
+                    context.token_domains[*domain].clone(),
+                    previous.token(normalized.as_bytes()),
+                    token.clone(),
+                ));
+            }
+            Value::String(token)
+        }
         Rule::Encrypt { domain } => {
             Value::String(keys.encrypt_key(*domain).encrypt(text(value)?.as_bytes()))
         }
@@ -351,7 +388,7 @@ fn apply_rule(
                 _ => Scalar::Other,
             };
             let mut out = Vec::new();
-            generalization.apply(scalar, event_date, &mut String::new(), &mut out)?;
+            generalization.apply(scalar, context.event_date, &mut String::new(), &mut out)?;
             serde_json::from_slice(&out).expect("operators write JSON")
         }
     };
@@ -380,13 +417,14 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use serde_json::{json, Map, Value};
 
-    use super::pseudonymize;
-    use crate::{MasterSecret, Policy, Pseudonymizer, Reason};
+    use super::{pseudonymize, Pair};
+    use crate::{BridgePairs, MasterSecret, Policy, Pseudonymizer, Reason};
 
     const POLICY: &str = r#"
         tenant_field = "tenant"
         record_key = "customer.card"
         required = ["id"]
+        consent_field = "consent.analytics"
         [limits]
         max_depth = 5
         max_string_bytes = 64
@@ -419,6 +457,8 @@ mod tests {
         "basket.items[].note" = "drop"
         "tags[]" = "keep"
         "matrix[][]" = { action = "token", domain = "m" }
+        "consent.analytics" = "keep"
+        "consent.marketing" = "keep"
     "#;
 
     /// Plausible values per field: valid ones mostly, a bad one now and then.
@@ -427,7 +467,14 @@ mod tests {
             "id" => (vec![json!("e-1"), json!(7), json!("é\"\\/\u{1}")], vec![]),
             "tenant" => (
                 vec![json!("brand-a"), json!("brand-a"), json!(null)],
-                vec![json!("Brand A"), json!("nobody"), json!(3)],
+                vec![json!("Brand A"), json!("nobody"), json!("paused"), json!(3)],
+            ),
+            "analytics" | "marketing" => (
+                vec![json!(true); 19]
+                    .into_iter()
+                    .chain([json!(false)])
+                    .collect(),
+                vec![json!("yes"), json!(1)],
             ),
             "event_time" => (
                 vec![json!("2026-11-21T14:03:22.512Z"), json!("2026-11-21")],
@@ -524,6 +571,14 @@ mod tests {
                 ],
             ),
             "address" => object(rng, &["zip", "street"]),
+            // The consent flag is there most of the time, so that most events are kept.
+            "consent" => {
+                let mut consent = object(rng, &["marketing"]);
+                if rng.gen_bool(0.97) {
+                    consent["analytics"] = good("analytics", rng);
+                }
+                consent
+            }
             "device" => object(rng, &["ip", "seen"]),
             "basket" => object(rng, &["total", "ratio", "items"]),
             "items" => Value::Array(
@@ -639,8 +694,13 @@ mod tests {
             "basket",
             "tags",
             "matrix",
+            "consent",
         ];
-        let mut names: Vec<&str> = top.iter().copied().filter(|_| rng.gen_bool(0.95)).collect();
+        let mut names: Vec<&str> = top
+            .iter()
+            .copied()
+            .filter(|name| *name == "consent" || rng.gen_bool(0.95))
+            .collect();
         names.shuffle(&mut rng);
         for name in names {
             map.insert(name.to_owned(), value_for(name, &mut rng));
@@ -703,15 +763,22 @@ mod tests {
         }
     }
 
+    /// `brand-a` in the overlap of its rotation from v1 to v2, `default` on v3 alone,
+    /// `paused` suspended.
     fn engine() -> Pseudonymizer {
-        let secret = MasterSecret::from_bytes([7; 32]);
+        let (secret, previous) = (
+            MasterSecret::from_bytes([7; 32]),
+            MasterSecret::from_bytes([8; 32]),
+        );
         Pseudonymizer::new(
             Policy::from_toml(POLICY).unwrap(),
             [
-                ("brand-a".to_string(), 1, &secret),
+                ("brand-a".to_string(), 2, &secret),
                 ("default".to_string(), 3, &secret),
             ],
         )
+        .bridging([("brand-a".to_string(), 1, &previous)])
+        .suspending(["paused".to_string()])
     }
 
     /// Reasons whose message depends on the parser, not on the policy.
@@ -723,11 +790,26 @@ mod tests {
     }
 
     fn check(engine: &Pseudonymizer, payload: &[u8]) -> Result<(), TestCaseError> {
-        let ours = engine.pseudonymize(payload);
+        let mut json = Vec::new();
+        let mut pairs = BridgePairs::new();
+        let ours = engine
+            .pseudonymize_bridged(payload, &mut json, &mut pairs)
+            .map(|outcome| {
+                let key = outcome
+                    .record_key(&json)
+                    .map(|k| String::from_utf8(k.to_vec()).unwrap());
+                (key, outcome.bridged_from)
+            });
+        let our_pairs: Vec<Pair> = pairs
+            .iter()
+            .map(|p| (p.path.into(), p.domain.into(), p.old.into(), p.new.into()))
+            .collect();
         let theirs = pseudonymize(engine, payload);
         let shown = String::from_utf8_lossy(payload);
         match (ours, theirs) {
-            (Ok((json, key)), Ok((value, their_key))) => {
+            (Ok((key, bridged_from)), Ok((value, their_key, their_pairs))) => {
+                prop_assert_eq!(&our_pairs, &their_pairs, "{}", shown);
+                prop_assert_eq!(bridged_from, (!their_pairs.is_empty()).then_some(1));
                 let ours: Value = serde_json::from_slice(&json)
                     .map_err(|e| TestCaseError::fail(format!("{e} in our output for {shown}")))?;
                 prop_assert!(
@@ -737,6 +819,11 @@ mod tests {
                 prop_assert_eq!(key, their_key);
             }
             (Err(ours), Err(theirs)) => {
+                prop_assert!(
+                    our_pairs.is_empty(),
+                    "no pairs of a rejected event: {}",
+                    shown
+                );
                 prop_assert_eq!(
                     ours.reason,
                     theirs.reason,
@@ -767,13 +854,18 @@ mod tests {
     fn the_generator_reaches_every_outcome() {
         let engine = engine();
         let mut reasons = std::collections::BTreeMap::new();
+        let (mut out, mut pairs, mut bridged) = (Vec::new(), BridgePairs::new(), 0);
         for seed in 0..3000 {
             let outcome = engine
-                .pseudonymize(&event(seed))
-                .map(|_| ())
+                .pseudonymize_bridged(&event(seed), &mut out, &mut pairs)
+                .map(|outcome| bridged += usize::from(outcome.bridged_from.is_some()))
                 .map_err(|r| r.reason);
             *reasons.entry(format!("{outcome:?}")).or_insert(0) += 1;
         }
+        assert!(
+            bridged >= 200,
+            "too few bridged events: {bridged}, {reasons:?}"
+        );
         for expected in [
             "Ok(())",
             "MalformedJson",
@@ -783,6 +875,8 @@ mod tests {
             "InvalidValue",
             "InvalidTenant",
             "UnknownTenant",
+            "TenantSuspended",
+            "NoConsent",
             "MissingField",
             "NotAnObject",
             "PersonalValueInKeptField",
@@ -808,7 +902,7 @@ mod tests {
         let example = include_bytes!("../../schemas/coupon_redemption.json");
         check(&engine, example).unwrap();
         let (json, _) = engine.pseudonymize(example).unwrap();
-        let (value, _) = pseudonymize(&engine, example).unwrap();
+        let (value, ..) = pseudonymize(&engine, example).unwrap();
         assert_eq!(
             json,
             serde_json::to_vec(&value).unwrap(),
@@ -833,7 +927,7 @@ mod tests {
             let rejection = guard.check(None, payload.as_bytes()).unwrap_err();
             assert!(rejection.message.contains("twice"), "{rejection}");
         }
-        let fine = r#"{"id":"1","basket":{"items":[{"sku":"a"},{"sku":"b"}]}}"#;
+        let fine = r#"{"id":"1","basket":{"items":[{"sku":"a"},{"sku":"b"}]},"consent":{"analytics":true}}"#;
         assert!(
             engine.pseudonymize(fine.as_bytes()).is_ok(),
             "the same field in two objects is fine"

@@ -9,6 +9,7 @@
 //! default_tenant = "default"
 //! record_key = "customer.loyalty_card"
 //! required = ["event_id"]
+//! consent_field = "consent.analytics"
 //!
 //! [fields]
 //! event_id = "keep"
@@ -25,6 +26,11 @@
 //! max_array_len = 10000
 //! max_object_fields = 256
 //! ```
+//!
+//! `consent_field` names a `keep` field holding the data subject's consent to analytics:
+//! an event whose value there is `false`, absent or null is dropped (`no_consent`, see
+//! [`crate::Reason::is_drop`]), one holding anything but a boolean is quarantined
+//! (`wrong_type`). Without the option every event is processed.
 //!
 //! Every value of a `keep` field goes through the content detectors of [`crate::detect`]
 //! (e-mail, phone, card, IBAN, IP): a hit quarantines the event as
@@ -51,6 +57,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::detect::{Detector, Detectors};
 use crate::error::Error;
@@ -151,6 +158,9 @@ struct PolicyFile {
     /// Paths that must be present and non-null.
     #[serde(default)]
     required: Vec<String>,
+    /// Path of a `keep` field holding the consent to analytics; events where it is not
+    /// `true` are dropped.
+    consent_field: Option<String>,
     /// Size limits.
     #[serde(default)]
     limits: Limits,
@@ -230,8 +240,11 @@ pub struct Policy {
     pub(crate) record_key: Option<NodeId>,
     pub(crate) event_time_field: Option<NodeId>,
     pub(crate) required: Vec<(String, NodeId)>,
+    pub(crate) consent_field: Option<NodeId>,
     pub(crate) limits: Limits,
     pub(crate) needs_event_date: bool,
+    /// The first 16 hex digits of the SHA-256 of the TOML text.
+    digest: String,
     token_domains: Vec<String>,
     encrypt_domains: Vec<String>,
     rules: Vec<(String, Rule)>,
@@ -431,6 +444,18 @@ impl Policy {
                 None => Err(format!("required field `{p}` has no rule in [fields]")),
             })
             .collect::<Result<_, String>>()?;
+        let consent_field = match file.consent_field.as_deref() {
+            Some(path) => match leaf("consent_field", path)? {
+                Some((id, Rule::Keep { .. })) => Some(id),
+                Some(_) => return Err(format!(
+                    "`consent_field` = \"{path}\" must name a field whose rule is \"keep\": the consent flag travels with the event"
+                )),
+                None => return Err(format!(
+                    "`consent_field` = \"{path}\" has no rule in [fields]; add `\"{path}\" = \"keep\"`"
+                )),
+            },
+            None => None,
+        };
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -440,8 +465,10 @@ impl Policy {
             record_key,
             event_time_field,
             required,
+            consent_field,
             limits: file.limits,
             needs_event_date,
+            digest: hex::encode(&Sha256::digest(text.as_bytes())[..8]),
             token_domains,
             encrypt_domains,
             rules,
@@ -472,6 +499,17 @@ impl Policy {
     pub fn default_tenant(&self) -> &str {
         &self.default_tenant
     }
+
+    /// The first 16 hex digits of the SHA-256 of the policy's text as read: names the
+    /// exact policy a run applied, in audit entries, without quoting it.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The path of the consent field, if the policy has one.
+    pub fn consent_field(&self) -> Option<&str> {
+        self.consent_field.map(|node| &*self.tree.node(node).path)
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +527,20 @@ mod tests {
             "in path order"
         );
         assert!(policy.record_key.is_some());
+        assert_eq!(policy.consent_field(), None, "consent is opt-in");
+        let with_consent = format!(
+            "consent_field = \"consent.analytics\"\n{}",
+            include_str!("../../schemas/coupon_redemption.policy.toml")
+        );
+        let policy = Policy::from_toml(&with_consent).expect("the commented-out option is valid");
+        assert_eq!(policy.consent_field(), Some("consent.analytics"));
+    }
+
+    #[test]
+    fn the_digest_is_the_start_of_the_texts_sha256() {
+        // `printf '[fields]\na = "keep"\n' | sha256sum`
+        let policy = Policy::from_toml("[fields]\na = \"keep\"\n").unwrap();
+        assert_eq!(policy.digest(), "f9ae34a7d6f58f09");
     }
 
     #[test]
@@ -538,6 +590,22 @@ mod tests {
             ("[limits]\nmax_depth = 128\n[fields]\na = \"keep\"", "between 1 and 127"),
             ("[limits]\nmax_depth = 0\n[fields]\na = \"keep\"", "between 1 and 127"),
             ("[limits]\nmax_strings = 1\n[fields]\na = \"keep\"", "unknown field `max_strings`"),
+            (
+                "consent_field = \"c.ok\"\n[fields]\na = \"keep\"",
+                "`consent_field` = \"c.ok\" has no rule in [fields]; add `\"c.ok\" = \"keep\"`",
+            ),
+            (
+                "consent_field = \"c\"\n[fields]\nc = \"drop\"",
+                "`consent_field` = \"c\" must name a field whose rule is \"keep\"",
+            ),
+            (
+                "consent_field = \"c[]\"\n[fields]\n\"c[]\" = \"keep\"",
+                "`consent_field` = \"c[]\" cannot go through an array",
+            ),
+            (
+                "consent_field = \"c\"\n[fields]\n\"c.ok\" = \"keep\"",
+                "`consent_field` = \"c\" has no rule in [fields]",
+            ),
         ];
         for (text, expected) in cases {
             let error = Policy::from_toml(text).expect_err(text);

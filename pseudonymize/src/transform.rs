@@ -10,11 +10,19 @@
 //!
 //! What is rejected, and in which order, is what a parser of the whole payload would
 //! find first: size, UTF-8, syntax and nesting, a field twice in one object, a top-level
-//! value that is not an object, then the required fields, the tenant, and the first field
-//! in document order that the policy refuses.
+//! value that is not an object, then the required fields, the tenant (unknown, or
+//! suspended: in the keyring without an active version), the consent flag, and the first
+//! field in document order that the policy refuses. An event without consent is dropped,
+//! not quarantined ([`Reason::is_drop`]); one that is malformed is quarantined whatever
+//! its consent says, since what it says cannot be trusted.
+//!
+//! During a rotation's overlap a tenant may also hold the keys of its previous version
+//! ([`Pseudonymizer::bridging`]): [`Pseudonymizer::pseudonymize_bridged`] then writes, for
+//! every token of the event, the pair (previous-version token, new token) into
+//! [`BridgePairs`], computed from the same normalized value in the same pass.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use time::Date;
@@ -36,6 +44,15 @@ pub struct TenantKeys {
     fingerprint: String,
     tokens: Vec<TokenKey>,
     encrypts: Vec<EncryptKey>,
+    /// The token keys of the version before, during a rotation's overlap.
+    previous: Option<PreviousKeys>,
+}
+
+/// The token keys of a tenant's previous version, one per token domain of the policy.
+#[derive(Debug)]
+struct PreviousKeys {
+    version: u32,
+    tokens: Vec<TokenKey>,
 }
 
 impl TenantKeys {
@@ -54,6 +71,7 @@ impl TenantKeys {
                 .iter()
                 .map(|d| EncryptKey::derive(secret, version, tenant, d))
                 .collect(),
+            previous: None,
         }
     }
 
@@ -67,10 +85,23 @@ impl TenantKeys {
         &self.fingerprint
     }
 
+    /// The previous version whose tokens are paired with these during an overlap.
+    pub fn bridged_from(&self) -> Option<u32> {
+        self.previous.as_ref().map(|previous| previous.version)
+    }
+
     /// The token key of domain number `domain` of the policy.
     #[cfg(test)]
     pub(crate) fn token_key(&self, domain: usize) -> &TokenKey {
         &self.tokens[domain]
+    }
+
+    /// The previous version's token key of domain number `domain`, during an overlap.
+    #[cfg(test)]
+    pub(crate) fn previous_token_key(&self, domain: usize) -> Option<&TokenKey> {
+        self.previous
+            .as_ref()
+            .map(|previous| &previous.tokens[domain])
     }
 
     /// The encryption key of domain number `domain` of the policy.
@@ -90,6 +121,9 @@ pub struct Outcome<'a> {
     /// Where, in the output buffer, the token of the policy's `record_key` field is,
     /// when it has one and it is not null (see [`Outcome::record_key`]).
     pub record_key: Option<Range<usize>>,
+    /// The previous version whose tokens were paired with this event's, when
+    /// [`Pseudonymizer::pseudonymize_bridged`] wrote at least one pair.
+    pub bridged_from: Option<u32>,
 }
 
 impl Outcome<'_> {
@@ -104,6 +138,96 @@ impl Outcome<'_> {
 pub struct Pseudonymizer {
     policy: Policy,
     tenants: HashMap<String, TenantKeys>,
+    /// Tenants of the keyring without an active version.
+    suspended: HashSet<String>,
+}
+
+/// The token pairs of one event during a rotation's overlap, written by
+/// [`Pseudonymizer::pseudonymize_bridged`]: per token, the field's policy path, its
+/// domain, the previous version's token and the new one. Never a value. Reuse one buffer
+/// from event to event: once it has grown, filling it allocates nothing.
+#[derive(Debug, Default, Clone)]
+pub struct BridgePairs {
+    /// The paths, domains and tokens, one after the other.
+    text: Vec<u8>,
+    /// Where each pair's four strings are in `text`.
+    pairs: Vec<[Range<usize>; 4]>,
+}
+
+/// One pair of [`BridgePairs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgePair<'a> {
+    /// The field's path in the policy (`customer.email`, `basket.items[].sku`).
+    pub path: &'a str,
+    /// The field's linkability domain.
+    pub domain: &'a str,
+    /// The token of the value under the previous version.
+    pub old: &'a str,
+    /// The token of the value under the active version, as written in the output.
+    pub new: &'a str,
+}
+
+impl BridgePairs {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many pairs the last event gave.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether the last event gave no pair.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The pairs, in the event's document order.
+    pub fn iter(&self) -> impl Iterator<Item = BridgePair<'_>> + '_ {
+        let text = |range: &Range<usize>| {
+            std::str::from_utf8(&self.text[range.clone()])
+                .expect("paths, domains and tokens are written whole from UTF-8 strings")
+        };
+        self.pairs
+            .iter()
+            .map(move |[path, domain, old, new]| BridgePair {
+                path: text(path),
+                domain: text(domain),
+                old: text(old),
+                new: text(new),
+            })
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.pairs.clear();
+    }
+
+    /// Appends a pair: `path` and `domain` copied, the old token computed by `old_key`
+    /// from `normalized`, the new one copied from `new`.
+    fn push(
+        &mut self,
+        path: &str,
+        domain: &str,
+        old_key: &TokenKey,
+        normalized: &[u8],
+        new: &[u8],
+    ) {
+        let text = &mut self.text;
+        let path = appended(text, |text| text.extend_from_slice(path.as_bytes()));
+        let domain = appended(text, |text| text.extend_from_slice(domain.as_bytes()));
+        let old = appended(text, |text| old_key.write_token(normalized, text));
+        let new = appended(text, |text| text.extend_from_slice(new));
+        self.pairs.push([path, domain, old, new]);
+    }
+}
+
+/// Where `write` appended to `text`.
+fn appended(text: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
+    let start = text.len();
+    write(text);
+    start..text.len()
 }
 
 /// Buffers reused from one event to the next on a thread.
@@ -125,6 +249,7 @@ impl Scratch {
             .tenant_field
             .iter()
             .chain(&policy.event_time_field)
+            .chain(&policy.consent_field)
             .chain(policy.required.iter().map(|(_, node)| node))
             .copied()
             .collect();
@@ -155,7 +280,52 @@ impl Pseudonymizer {
                 (tenant, keys)
             })
             .collect();
-        Self { policy, tenants }
+        Self {
+            policy,
+            tenants,
+            suspended: HashSet::new(),
+        }
+    }
+
+    /// Marks tenants of the keyring that have no active version (retired or destroyed):
+    /// their events are rejected as `tenant_suspended` instead of `unknown_tenant`, which
+    /// tells the operator that `keys rotate` or `keys import --activate` resumes them. A
+    /// tenant given here is suspended even if it was also given active keys (fail closed).
+    pub fn suspending(mut self, tenants: impl IntoIterator<Item = String>) -> Self {
+        for tenant in tenants {
+            self.tenants.remove(&tenant);
+            self.suspended.insert(tenant);
+        }
+        self
+    }
+
+    /// Gives tenants the keys of their previous version, for a rotation's overlap: each
+    /// entry is a tenant, the previous version and its master secret. A tenant without
+    /// active keys here is skipped (it writes no tokens to pair). Then
+    /// [`Pseudonymizer::pseudonymize_bridged`] pairs every token of their events.
+    pub fn bridging<'s>(
+        mut self,
+        previous: impl IntoIterator<Item = (String, u32, &'s MasterSecret)>,
+    ) -> Self {
+        for (tenant, version, secret) in previous {
+            if let Some(keys) = self.tenants.get_mut(&tenant) {
+                keys.previous = Some(PreviousKeys {
+                    version,
+                    tokens: self
+                        .policy
+                        .token_domains()
+                        .iter()
+                        .map(|d| TokenKey::derive(secret, version, &tenant, d))
+                        .collect(),
+                });
+            }
+        }
+        self
+    }
+
+    /// The tenants marked with [`Pseudonymizer::suspending`].
+    pub fn suspended(&self) -> impl Iterator<Item = &str> {
+        self.suspended.iter().map(String::as_str)
     }
 
     /// The policy applied.
@@ -186,10 +356,38 @@ impl Pseudonymizer {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Outcome<'_>, Rejection> {
+        self.pseudonymize_with(payload, out, None)
+    }
+
+    /// Does what [`Pseudonymizer::pseudonymize_into`] does and, when the event's tenant
+    /// has previous keys ([`Pseudonymizer::bridging`]), writes into `pairs` (cleared
+    /// first, and left empty on rejection) one pair per token written: computed from the
+    /// same normalized value, in the same pass. [`Outcome::bridged_from`] says whether
+    /// pairs were written.
+    pub fn pseudonymize_bridged(
+        &self,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        pairs: &mut BridgePairs,
+    ) -> Result<Outcome<'_>, Rejection> {
+        pairs.clear();
+        let outcome = self.pseudonymize_with(payload, out, Some(&mut *pairs));
+        if outcome.is_err() {
+            pairs.clear();
+        }
+        outcome
+    }
+
+    fn pseudonymize_with(
+        &self,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        pairs: Option<&mut BridgePairs>,
+    ) -> Result<Outcome<'_>, Rejection> {
         let text = self.check_bytes(payload)?;
         self.with_scratch(|scratch| {
             let mark = out.len();
-            let outcome = self.run(text, scratch, out);
+            let outcome = self.run(text, scratch, out, pairs);
             if outcome.is_err() {
                 out.truncate(mark);
             }
@@ -198,7 +396,8 @@ impl Pseudonymizer {
     }
 
     /// The first phase of the record path alone: reads the event alongside the policy
-    /// and checks the required fields and the tenant, writing nothing. For benchmarks.
+    /// and checks the required fields, the tenant and the consent, writing nothing. For
+    /// benchmarks.
     #[doc(hidden)]
     pub fn decode_and_walk(&self, payload: &[u8]) -> Result<(), Rejection> {
         let text = self.check_bytes(payload)?;
@@ -239,7 +438,8 @@ impl Pseudonymizer {
         })
     }
 
-    /// Walks the event, checks the required fields, finds the tenant's keys.
+    /// Walks the event, checks the required fields, finds the tenant's keys, checks the
+    /// consent.
     fn walk(&self, payload: &str, scratch: &mut Scratch) -> Result<(&str, &TenantKeys), Rejection> {
         let tree = &self.policy.tree;
         scratch
@@ -254,7 +454,18 @@ impl Pseudonymizer {
                 ));
             }
         }
-        self.tenant_of(payload, scratch)
+        let tenant = self.tenant_of(payload, scratch)?;
+        if let Some(node) = self.policy.consent_field {
+            let path = &self.policy.tree.node(node).path;
+            match scratch.walk.captured(node) {
+                Some((Kind::Bool, start, _)) if payload.as_bytes()[start] == b't' => {}
+                Some((Kind::Bool, ..)) => return Err(no_consent(path, "false")),
+                Some((Kind::Null, ..)) => return Err(no_consent(path, "null")),
+                None => return Err(no_consent(path, "absent")),
+                Some((kind, ..)) => return Err(consent_wrong_type(path, kind.with_article())),
+            }
+        }
+        Ok(tenant)
     }
 
     fn run(
@@ -262,6 +473,7 @@ impl Pseudonymizer {
         payload: &str,
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
+        pairs: Option<&mut BridgePairs>,
     ) -> Result<Outcome<'_>, Rejection> {
         let (tenant, keys) = self.walk(payload, scratch)?;
         let event_date = match self.policy.event_time_field {
@@ -273,11 +485,19 @@ impl Pseudonymizer {
             },
             _ => None,
         };
-        let record_key = self.emit(payload, scratch, keys, event_date, out)?;
+        // Pairs only for a tenant in its overlap: for the others the path is unchanged.
+        let mut bridge = match (pairs, &keys.previous) {
+            (Some(pairs), Some(previous)) => Some((pairs, previous)),
+            _ => None,
+        };
+        let record_key = self.emit(payload, scratch, keys, event_date, out, &mut bridge)?;
         Ok(Outcome {
             tenant,
             key_version: keys.version,
             record_key,
+            bridged_from: bridge
+                .filter(|(pairs, _)| !pairs.is_empty())
+                .map(|(_, previous)| previous.version),
         })
     }
 
@@ -314,11 +534,10 @@ impl Pseudonymizer {
         };
         match self.tenants.get_key_value(name) {
             Some((name, keys)) => Ok((name.as_str(), keys)),
-            // The tenant name passed the grammar check, is not personal, and tells the operator which keyring to create.
-            None => Err(Rejection::new(
-                Reason::UnknownTenant,
-                format!("tenant `{name}` has no active key in the keyring"),
-            )),
+            // The tenant name passed the grammar check, is not personal, and tells the
+            // operator which keys to create or reactivate.
+            None if self.suspended.contains(name) => Err(suspended_rejection(name)),
+            None => Err(unknown_tenant_rejection(name)),
         }
     }
 
@@ -330,6 +549,7 @@ impl Pseudonymizer {
         keys: &TenantKeys,
         event_date: Option<Date>,
         out: &mut Vec<u8>,
+        bridge: &mut Option<(&mut BridgePairs, &PreviousKeys)>,
     ) -> Result<Option<Range<usize>>, Rejection> {
         let tree = &self.policy.tree;
         let Scratch {
@@ -417,6 +637,15 @@ impl Pseudonymizer {
                             keys.tokens[*domain].write_token(normalized.as_bytes(), out);
                             if self.policy.record_key == Some(node) {
                                 record_key = Some(token_start..out.len());
+                            }
+                            if let Some((pairs, previous)) = bridge {
+                                pairs.push(
+                                    &tree.node(node).path,
+                                    &self.policy.token_domains()[*domain],
+                                    &previous.tokens[*domain],
+                                    normalized.as_bytes(),
+                                    &out[token_start..],
+                                );
                             }
                             out.push(b'"');
                         }),
@@ -649,6 +878,41 @@ fn string_text<'a>(
     }
 }
 
+/// The rejection of an event of a tenant that is not in the keyring.
+pub(crate) fn unknown_tenant_rejection(tenant: &str) -> Rejection {
+    Rejection::new(
+        Reason::UnknownTenant,
+        format!("tenant `{tenant}` is not in the keyring; `pseudopipe keys init` creates its keys"),
+    )
+}
+
+/// The rejection of an event of a tenant without an active key version.
+pub(crate) fn suspended_rejection(tenant: &str) -> Rejection {
+    Rejection::new(
+        Reason::TenantSuspended,
+        format!(
+            "tenant `{tenant}` has no active key version (suspended); `pseudopipe keys rotate` or `keys import --activate` resumes it"
+        ),
+    )
+}
+
+/// The drop of an event whose consent field is `false`, `null` or `absent` (`what`).
+pub(crate) fn no_consent(path: &str, what: &str) -> Rejection {
+    Rejection::new(
+        Reason::NoConsent,
+        format!("the consent field `{path}` is {what}: the event is dropped"),
+    )
+}
+
+/// The rejection of a consent field holding something else than a boolean (`held`, with
+/// its article).
+pub(crate) fn consent_wrong_type(path: &str, held: &str) -> Rejection {
+    Rejection::new(
+        Reason::WrongType,
+        format!("field `{path}` holds {held}; the consent field takes true or false"),
+    )
+}
+
 /// The rejection of a payload that could not be walked.
 fn rejection_of(policy: &Policy, payload: &str, malformed: Malformed) -> Rejection {
     let tree = &policy.tree;
@@ -807,6 +1071,181 @@ mod tests {
                 "{payload}"
             );
             assert!(!rejection.message.contains("alice"), "{payload}");
+        }
+    }
+
+    #[test]
+    fn a_tenant_without_an_active_version_is_suspended_not_unknown() {
+        let secret = MasterSecret::from_bytes([5; 32]);
+        let policy = Policy::from_toml(POLICY).expect("the default policy is valid");
+        let engine = Pseudonymizer::new(
+            policy,
+            [
+                ("brand-a".to_string(), 1, &secret),
+                ("brand-b".to_string(), 2, &secret),
+            ],
+        )
+        // `default` has no active version; `brand-b` is given both and stays closed.
+        .suspending(["default".to_string(), "brand-b".to_string()]);
+        let with_tenant =
+            |tenant: &str| event("").replacen('{', &format!(r#"{{"tenant":"{tenant}","#), 1);
+        assert!(engine
+            .pseudonymize(with_tenant("brand-a").as_bytes())
+            .is_ok());
+        for (payload, tenant) in [
+            (with_tenant("brand-b"), "brand-b"),
+            (with_tenant("default"), "default"),
+            (event(""), "default"),
+            (event("").replacen('{', r#"{"tenant":null,"#, 1), "default"),
+        ] {
+            let rejection = engine.pseudonymize(payload.as_bytes()).unwrap_err();
+            assert_eq!(rejection.reason, Reason::TenantSuspended, "{payload}");
+            assert_eq!(rejection.reason.code(), "tenant_suspended");
+            assert!(!rejection.reason.is_drop(), "quarantined, to be replayed");
+            assert_eq!(
+                rejection.message,
+                format!("tenant `{tenant}` has no active key version (suspended); `pseudopipe keys rotate` or `keys import --activate` resumes it")
+            );
+        }
+        let unknown = engine
+            .pseudonymize(with_tenant("brand-z").as_bytes())
+            .unwrap_err();
+        assert_eq!(
+            (unknown.reason, unknown.message.as_str()),
+            (
+                Reason::UnknownTenant,
+                "tenant `brand-z` is not in the keyring; `pseudopipe keys init` creates its keys"
+            )
+        );
+        let mut suspended: Vec<&str> = engine.suspended().collect();
+        suspended.sort_unstable();
+        assert_eq!(suspended, ["brand-b", "default"]);
+        assert_eq!(
+            engine.tenants().map(|(name, _)| name).collect::<Vec<_>>(),
+            ["brand-a"]
+        );
+    }
+
+    /// The default policy with its consent option enabled.
+    fn consenting() -> Pseudonymizer {
+        let secret = MasterSecret::from_bytes([5; 32]);
+        let policy = Policy::from_toml(&format!("consent_field = \"consent.analytics\"\n{POLICY}"))
+            .expect("the default policy with consent is valid");
+        Pseudonymizer::new(policy, [("default".to_string(), 1, &secret)])
+            .suspending(["brand-s".to_string()])
+    }
+
+    #[test]
+    fn an_event_without_consent_is_dropped_and_a_bad_flag_quarantined() {
+        let engine = consenting();
+        let guard = crate::LeakGuard::new(engine.policy().clone());
+        let with = |consent: &str| format!("{},{consent}}}", event("").strip_suffix('}').unwrap());
+        for consent in [
+            r#""consent":{"analytics":true}"#,
+            r#""consent":{"marketing":false,"analytics":true}"#,
+        ] {
+            let payload = with(consent);
+            let (out, key) = engine.pseudonymize(payload.as_bytes()).expect(&payload);
+            assert!(
+                String::from_utf8_lossy(&out).contains(consent),
+                "the flag travels, as kept"
+            );
+            guard
+                .check(key.as_deref().map(str::as_bytes), &out)
+                .expect("the leak guard accepts a consenting event's output");
+        }
+        let dropped = [
+            (with(r#""consent":{"analytics":false}"#), "false"),
+            (with(r#""consent":{"analytics":null}"#), "null"),
+            (with(r#""consent":{"marketing":true}"#), "absent"),
+            (with(r#""consent":null"#), "absent"),
+            (event(""), "absent"),
+        ];
+        for (payload, what) in dropped {
+            let rejection = engine.pseudonymize(payload.as_bytes()).unwrap_err();
+            assert_eq!(
+                (rejection.reason, rejection.message),
+                (
+                    Reason::NoConsent,
+                    format!(
+                        "the consent field `consent.analytics` is {what}: the event is dropped"
+                    )
+                ),
+                "{payload}"
+            );
+            assert!(Reason::NoConsent.is_drop());
+            assert_eq!(Reason::NoConsent.code(), "no_consent");
+        }
+        for (consent, held) in [
+            (r#""consent":{"analytics":"yes"}"#, "a string"),
+            (r#""consent":{"analytics":1}"#, "an integer"),
+        ] {
+            let rejection = engine.pseudonymize(with(consent).as_bytes()).unwrap_err();
+            assert_eq!(
+                (rejection.reason, rejection.message),
+                (
+                    Reason::WrongType,
+                    format!("field `consent.analytics` holds {held}; the consent field takes true or false")
+                )
+            );
+        }
+    }
+
+    /// A record that is malformed is quarantined whatever its flag says; a well-formed
+    /// record without consent is dropped before the fields are classified.
+    #[test]
+    fn malformed_events_are_quarantined_before_consent_is_read() {
+        let engine = consenting();
+        let refused = r#""consent":{"analytics":false}"#;
+        let cases = [
+            (
+                format!("{{{refused},\"event_id\":\"e\""),
+                Reason::MalformedJson,
+            ),
+            (
+                format!("{{{refused},\"event_id\":\"e\"}}"),
+                Reason::MissingField,
+            ),
+            (
+                format!("{{{refused},{}", &event("")[1..]).replacen(
+                    '{',
+                    r#"{"tenant":"Brand A","#,
+                    1,
+                ),
+                Reason::InvalidTenant,
+            ),
+            (
+                format!("{{{refused},{}", &event("")[1..]).replacen(
+                    '{',
+                    r#"{"tenant":"brand-z","#,
+                    1,
+                ),
+                Reason::UnknownTenant,
+            ),
+            (
+                format!("{{{refused},{}", &event("")[1..]).replacen(
+                    '{',
+                    r#"{"tenant":"brand-s","#,
+                    1,
+                ),
+                Reason::TenantSuspended,
+            ),
+            (
+                format!("{{{refused},{}", &event(r#""email":"a","email":"b""#)[1..]),
+                Reason::DuplicateField,
+            ),
+            (
+                format!("{{{refused},{}", &event(r#""nickname":"Mimi""#)[1..]),
+                Reason::NoConsent,
+            ),
+            (
+                format!("{{{refused},{}", &event(r#""email":true"#)[1..]),
+                Reason::NoConsent,
+            ),
+        ];
+        for (payload, reason) in cases {
+            let rejection = engine.pseudonymize(payload.as_bytes()).unwrap_err();
+            assert_eq!(rejection.reason, reason, "{payload}: {rejection}");
         }
     }
 

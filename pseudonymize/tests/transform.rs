@@ -2,7 +2,9 @@
 //! and the invariants of tokens (property tests).
 
 use proptest::prelude::*;
-use pseudonymize::{is_token, MasterSecret, Normalizer, Policy, Pseudonymizer, Reason, TokenKey};
+use pseudonymize::{
+    is_token, BridgePairs, MasterSecret, Normalizer, Policy, Pseudonymizer, Reason, TokenKey,
+};
 use serde_json::{json, Value};
 
 const POLICY: &str = include_str!("../../schemas/coupon_redemption.policy.toml");
@@ -108,6 +110,109 @@ fn the_example_event_comes_out_pseudonymized() {
     ] {
         assert!(!text.contains(personal), "{personal} leaked: {text}");
     }
+}
+
+/// During an overlap, each token of an event comes with the token its value had under
+/// the previous version: the one `TOKEN-SPEC.md` gives for the old key, next to the one
+/// in the output. Nothing else of the value.
+#[test]
+fn a_bridge_pair_is_the_old_versions_token_and_the_output_token() {
+    let (active, old) = (secret(7), secret(40));
+    let engine = Pseudonymizer::new(
+        Policy::from_toml(POLICY).unwrap(),
+        [
+            ("brand-a".to_string(), 3, &active),
+            ("default".to_string(), 1, &active),
+        ],
+    )
+    .bridging([
+        ("brand-a".to_string(), 2, &old),
+        // No active keys: nothing to pair, skipped.
+        ("brand-z".to_string(), 1, &old),
+    ]);
+    let mut out = Vec::new();
+    let mut pairs = BridgePairs::new();
+    let outcome = engine
+        .pseudonymize_bridged(EVENT.as_bytes(), &mut out, &mut pairs)
+        .unwrap();
+    assert_eq!((outcome.key_version, outcome.bridged_from), (3, Some(2)));
+    let output: Value = serde_json::from_slice(&out).unwrap();
+    let input = example();
+    let expected = [
+        ("coupon.coupon_code", "coupon", Normalizer::Exact),
+        ("customer.loyalty_card", "customer", Normalizer::Digits),
+        ("customer.email", "email", Normalizer::Email),
+        ("customer.phone", "phone", Normalizer::Digits),
+    ];
+    assert_eq!(
+        pairs.len(),
+        expected.len(),
+        "one pair per token, in document order"
+    );
+    for (pair, (path, domain, normalizer)) in pairs.iter().zip(expected) {
+        assert_eq!((pair.path, pair.domain), (path, domain));
+        let pointer = format!("/{}", path.replace('.', "/"));
+        let value = input.pointer(&pointer).unwrap().as_str().unwrap();
+        let normalized = normalizer.apply(value);
+        assert_eq!(
+            pair.old,
+            TokenKey::derive(&old, 2, "brand-a", domain).token(normalized.as_bytes()),
+            "{path}"
+        );
+        assert_eq!(
+            pair.new,
+            output.pointer(&pointer).unwrap().as_str().unwrap()
+        );
+        assert!(pair.old.starts_with("v2.") && pair.new.starts_with("v3."));
+    }
+    let mut plain = Vec::new();
+    engine
+        .pseudonymize_into(EVENT.as_bytes(), &mut plain)
+        .unwrap();
+    assert_eq!(out, plain, "pairing changes nothing in the output");
+
+    // The buffer is cleared by every call: an event outside an overlap, one whose tokens
+    // are all null, a rejected one.
+    let mut other = example();
+    other["tenant"] = json!("default");
+    let outcome = engine
+        .pseudonymize_bridged(&serde_json::to_vec(&other).unwrap(), &mut out, &mut pairs)
+        .unwrap();
+    assert_eq!((outcome.bridged_from, pairs.len()), (None, 0));
+    let mut nulls = example();
+    nulls["coupon"]["coupon_code"] = Value::Null;
+    for field in ["loyalty_card", "email", "phone"] {
+        nulls["customer"][field] = Value::Null;
+    }
+    engine
+        .pseudonymize_bridged(EVENT.as_bytes(), &mut out, &mut pairs)
+        .unwrap();
+    let outcome = engine
+        .pseudonymize_bridged(&serde_json::to_vec(&nulls).unwrap(), &mut out, &mut pairs)
+        .unwrap();
+    assert_eq!((outcome.bridged_from, pairs.len()), (None, 0));
+    engine
+        .pseudonymize_bridged(EVENT.as_bytes(), &mut out, &mut pairs)
+        .unwrap();
+    let mut bad = example();
+    bad["customer"]["nickname"] = json!("Mimi");
+    engine
+        .pseudonymize_bridged(&serde_json::to_vec(&bad).unwrap(), &mut out, &mut pairs)
+        .unwrap_err();
+    assert!(pairs.is_empty(), "a rejected event leaves no pair");
+}
+
+#[test]
+fn reason_codes_round_trip_and_only_no_consent_is_a_drop() {
+    for reason in Reason::ALL {
+        assert_eq!(Reason::from_code(reason.code()), Some(reason));
+        assert_eq!(reason.is_drop(), reason == Reason::NoConsent, "{reason}");
+    }
+    assert_eq!(
+        Reason::from_code("tenant_suspended"),
+        Some(Reason::TenantSuspended)
+    );
+    assert_eq!(Reason::from_code("no_consent"), Some(Reason::NoConsent));
 }
 
 #[test]
