@@ -481,7 +481,11 @@ fn a_destroyed_version_is_refused_by_a_running_ingest_lookup_and_subject() {
         .iter()
         .map(|r| version_of(r.json()["customer"]["loyalty_card"].as_str().unwrap()))
         .collect();
-    assert_eq!(versions, [1, 2], "before the retirement and after the rotation");
+    assert_eq!(
+        versions,
+        [1, 2],
+        "before the retirement and after the rotation"
+    );
 }
 
 /// `audit verify --public-key` passes on the trail as written, and fails, naming the line,

@@ -76,8 +76,8 @@ impl Bridge {
     /// A bridge producing to `topic` with the producer configuration `config`.
     pub fn new(config: &ClientConfig, topic: &str, registry: &Registry) -> Result<Self, String> {
         let counter = |name: &str, help: &str| {
-            let counter =
-                IntCounter::with_opts(crate::metric_opts(name, help)).map_err(|error| error.to_string())?;
+            let counter = IntCounter::with_opts(crate::metric_opts(name, help))
+                .map_err(|error| error.to_string())?;
             registry
                 .register(Box::new(counter.clone()))
                 .map_err(|error| error.to_string())?;
@@ -120,7 +120,7 @@ impl Bridge {
             self.buffer.clear();
             let record = Pair {
                 tenant,
-                field: pair.field,
+                field: pair.path,
                 domain: pair.domain,
                 old: pair.old,
                 new: pair.new,

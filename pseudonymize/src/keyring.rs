@@ -728,6 +728,34 @@ impl Keyring {
         self.record_version(log, actor, action, tenant, None, details)
     }
 
+    /// Records an operation about one key version of `tenant` that does not change the
+    /// keyring (a running ingest switching to it, say): the version and its fingerprint
+    /// stand in the entry's own fields.
+    pub fn record_version(
+        &mut self,
+        log: &mut AuditLog,
+        actor: &str,
+        action: &str,
+        tenant: &str,
+        version: Option<(u32, String)>,
+        details: String,
+    ) -> Result<(), Error> {
+        let (key_version, fingerprint) = version.map_or((None, None), |(v, f)| (Some(v), Some(f)));
+        let head = log.append(
+            &self.audit,
+            NewEntry {
+                actor: actor.into(),
+                action: action.into(),
+                tenant: tenant.into(),
+                key_version,
+                fingerprint,
+                details: Some(details),
+            },
+        )?;
+        self.body.audit_head = Some(head);
+        self.save()
+    }
+
     fn version_mut(&mut self, tenant: &str, number: u32) -> Result<&mut KeyVersion, Error> {
         let path = self.path.display().to_string();
         self.body
@@ -1110,35 +1138,5 @@ mod tests {
                 "{what}: {error}"
             );
         }
-    }
-}
-
-impl Keyring {
-    /// Records an operation about one key version of `tenant` that does not change the
-    /// keyring (a running ingest switching to it, say): the version and its fingerprint
-    /// stand in the entry's own fields.
-    pub fn record_version(
-        &mut self,
-        log: &mut AuditLog,
-        actor: &str,
-        action: &str,
-        tenant: &str,
-        version: Option<(u32, String)>,
-        details: String,
-    ) -> Result<(), Error> {
-        let (key_version, fingerprint) = version.map_or((None, None), |(v, f)| (Some(v), Some(f)));
-        let head = log.append(
-            &self.audit,
-            NewEntry {
-                actor: actor.into(),
-                action: action.into(),
-                tenant: tenant.into(),
-                key_version,
-                fingerprint,
-                details: Some(details),
-            },
-        )?;
-        self.body.audit_head = Some(head);
-        self.save()
     }
 }
