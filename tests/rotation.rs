@@ -14,10 +14,17 @@ use testkit::Record;
 use crate::harness::*;
 
 const EVENTS: u64 = 100_000;
+/// Produced in four quarters.
+const CHUNK: u64 = EVENTS / 4;
 const RATE: u64 = 8_000;
 const SEED: u64 = 31;
 /// A known person (the schema's example event), who redeems once per key version.
 const PERSON: &str = include_str!("../schemas/coupon_redemption.json");
+
+/// The valid events of `pseudopipe produce --events CHUNK --seed SEED`.
+fn expected_of(seed: u64) -> std::collections::BTreeMap<String, Value> {
+    expected(CHUNK, 0.0, seed).valid
+}
 
 /// The known person's `n`-th redemption, with its own `event_id`.
 fn person_event(n: u64) -> Value {
@@ -101,12 +108,21 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
         .with_delivery(Delivery::ExactlyOnce)
         .with_keys_line(r#"check_interval = "200ms""#)
         .with_keys_line(r#"bridge_overlap = "1h""#);
-    let expected = expected(EVENTS, 0.0, SEED);
     let logs = tempfile::tempdir().unwrap();
     let (mut ingest, mut sink) = p.start_stages(logs.path());
-    let mut producer = p.produce_in_background(EVENTS, 0.0, SEED, RATE);
-    let mut expected = expected;
-    let mut person = |n: u64| {
+    let consumed = |ingest: &Stage| {
+        ingest
+            .metrics()
+            .value("pseudopipe_events_consumed_total", &[])
+    };
+
+    // Retail systems produce four quarters of the events, each with another seed; the
+    // compliance officer rotates while the first three flow. Once ingest uses the new
+    // version and has caught up, the known person redeems again (so that each of their
+    // redemptions is tokenized with the next version).
+    let mut expected = expected(CHUNK, 0.0, SEED);
+    let mut produced = 0.0;
+    let person = |n: u64, expected: &mut Expected| {
         let event = person_event(n);
         expected.valid.insert(
             event["event_id"].as_str().unwrap().to_owned(),
@@ -114,39 +130,49 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
         );
         p.onprem.produce(&p.raw, [event]);
     };
-    person(1);
-
-    // The compliance officer rotates three times while events flow; once ingest uses the
-    // new version, the known person redeems again.
+    person(1, &mut expected);
+    produced += 1.0;
     let started = Instant::now();
-    for (rotation, at) in [0.25, 0.5, 0.75].into_iter().enumerate() {
-        let threshold = EVENTS as f64 * at;
-        assert!(
-            testkit::wait_until(Duration::from_secs(120), || ingest
-                .metrics()
-                .value("pseudopipe_events_consumed_total", &[])
-                >= threshold),
-            "ingest consumes {threshold} events"
-        );
-        p.scratch.keys(&["rotate", "--tenant", TENANT]).ok();
-        let version = rotation as f64 + 2.0;
-        assert!(
-            testkit::wait_until(Duration::from_secs(60), || ingest
-                .metrics()
-                .value("pseudopipe_key_active_version", &[("tenant", TENANT)])
-                == version),
-            "the running ingest switches to v{version}"
-        );
-        eprintln!(
-            "{:5.1} s: rotated after {threshold} events; ingest uses v{version}",
-            started.elapsed().as_secs_f64()
-        );
-        person(rotation as u64 + 2);
+    for quarter in 0..4 {
+        let seed = SEED + quarter;
+        if quarter > 0 {
+            expected.valid.extend(expected_of(seed));
+        }
+        let mut producer = p.produce_in_background(CHUNK, 0.0, seed, RATE);
+        produced += CHUNK as f64;
+        if quarter < 3 {
+            let threshold = produced - CHUNK as f64 / 2.0;
+            assert!(
+                testkit::wait_until(Duration::from_secs(120), || consumed(&ingest) >= threshold),
+                "ingest consumes {threshold} events"
+            );
+            p.scratch.keys(&["rotate", "--tenant", TENANT]).ok();
+            let version = quarter as f64 + 2.0;
+            assert!(
+                testkit::wait_until(Duration::from_secs(60), || ingest
+                    .metrics()
+                    .value("pseudopipe_key_active_version", &[("tenant", TENANT)])
+                    == version),
+                "the running ingest switches to v{version}"
+            );
+            eprintln!(
+                "{:5.1} s: rotated after {threshold} events; ingest uses v{version}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        assert!(producer
+            .wait_for_exit(Duration::from_secs(120))
+            .is_some_and(|status| status.success()));
+        if quarter < 3 {
+            assert!(
+                testkit::wait_until(Duration::from_secs(120), || consumed(&ingest) >= produced),
+                "ingest catches up"
+            );
+            person(quarter + 2, &mut expected);
+            produced += 1.0;
+        }
     }
     let expected = expected;
-    assert!(producer
-        .wait_for_exit(Duration::from_secs(120))
-        .is_some_and(|s| s.success()));
 
     let cloud = read_until_complete(
         &p.cloud,
@@ -161,6 +187,7 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
         3.0
     );
     assert_eq!(duplicates, 0, "exactly once");
+    let bridged = ingest_metrics.value("pseudopipe_bridge_pairs_total", &[]) as usize;
     // Ingest ends its run cleanly: flushes the bridge, records its stop.
     assert!(
         ingest
@@ -220,7 +247,12 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
     // The bridge pairs a customer's tokens across each rotation.
     let bridge = p
         .onprem
-        .read_all(&p.bridge_topic, 1, Duration::from_secs(30));
+        .read_all(&p.bridge_topic, bridged, Duration::from_secs(120));
+    assert_eq!(
+        bridge.len(),
+        bridged,
+        "every pair handed to the bridge topic is there"
+    );
     let pairs: HashSet<(String, String)> = bridge
         .iter()
         .map(Record::json)

@@ -606,7 +606,7 @@ impl Keyring {
     }
 
     /// Retires version `number`. Retiring the active version leaves the tenant without an
-    /// active key: its events are rejected (`unknown_tenant`) until `keys rotate`.
+    /// active key: its events are quarantined (`tenant_suspended`) until `keys rotate`.
     pub fn retire(
         &mut self,
         log: &mut AuditLog,
