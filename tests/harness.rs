@@ -66,6 +66,8 @@ pub(crate) struct Pipeline {
     pub(crate) bridge_topic: String,
     /// More lines of the ingest's `[keys]` section.
     pub(crate) keys_extra: String,
+    /// The policy both stages apply.
+    pub(crate) policy: PathBuf,
 }
 
 /// `delivery` in `[ingest]` and `[sink]`.
@@ -104,6 +106,7 @@ impl Pipeline {
             audit_topic,
             bridge_topic,
             keys_extra: String::new(),
+            policy: PathBuf::from(POLICY),
             delivery: Delivery::AtLeastOnce,
             offsets_topic,
             scratch,
@@ -145,6 +148,14 @@ impl Pipeline {
             Zone::Own(broker) => broker,
             Zone::Shared(_) => panic!("the shared on-prem broker must not be stopped"),
         }
+    }
+
+    /// Both stages apply the policy `text` instead of the default one.
+    pub(crate) fn with_policy(mut self, text: &str) -> Pipeline {
+        let path = self.scratch.path("policy.toml");
+        std::fs::write(&path, text).unwrap();
+        self.policy = path;
+        self
     }
 
     /// The ingest's `[keys]` section also gets `line` (e.g. `bridge_overlap = "1h"`).
@@ -222,7 +233,7 @@ listen = "127.0.0.1:{metrics_port}"
             raw = self.raw,
             pseudonymized = self.pseudonymized,
             quarantine = self.quarantine,
-            policy = POLICY,
+            policy = self.policy,
             ingest_group = self.ingest_group,
             delivery = self.delivery.as_str(),
         );
@@ -269,7 +280,7 @@ listen = "127.0.0.1:{metrics_port}"
             pseudonymized = self.pseudonymized,
             cloud = self.sink_cloud_bootstrap(),
             cloud_topic = self.cloud_topic,
-            policy = POLICY,
+            policy = self.policy,
             quarantine = self.quarantine,
             tls = self.cloud_tls(with_certificate),
             sink_group = self.sink_group,

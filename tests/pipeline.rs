@@ -399,3 +399,68 @@ fn bad_config_fails_fast_and_says_what_to_fix() {
         assert!(!message.contains("Pipeline started"), "{case}: {message}");
     }
 }
+
+/// With `consent_field`, the events whose customer withheld consent to analytics (false,
+/// null or absent) reach neither the cloud nor the quarantine; ingest counts them in
+/// `pseudopipe_events_dropped_total{reason="no_consent"}` and commits past them.
+#[test]
+fn events_without_consent_never_leave_and_are_counted() {
+    const EVENTS: u64 = 3_000;
+    const SEED: u64 = 23;
+    let policy = std::fs::read_to_string(POLICY)
+        .unwrap()
+        .replace("# consent_field = ", "consent_field = ");
+    assert!(policy.contains("\nconsent_field = \"consent.analytics\""));
+    let p = Pipeline::new().with_policy(&policy);
+    // No malformed record: one without consent is dropped before its fields are checked.
+    let expected = expected(EVENTS, 0.0, SEED);
+    let (consenting, withheld): (Vec<&String>, Vec<&String>) = expected
+        .valid
+        .keys()
+        .partition(|id| expected.valid[*id]["consent"]["analytics"] == true);
+    assert!(!withheld.is_empty(), "the simulator withholds some consent");
+    p.produce(EVENTS, 0.0, SEED);
+
+    let logs = tempfile::tempdir().unwrap();
+    let (ingest, _sink) = p.start_stages(logs.path());
+    let cloud = p
+        .cloud
+        .read_all(&p.cloud_topic, consenting.len(), Duration::from_secs(120));
+    let ids: std::collections::BTreeSet<String> = cloud
+        .iter()
+        .map(|r| r.json()["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        consenting.len(),
+        "every consenting event arrives"
+    );
+    assert!(
+        withheld.iter().all(|id| !ids.contains(*id)),
+        "no event without consent reaches the cloud"
+    );
+    assert!(wait_until(Duration::from_secs(30), || ingest
+        .metrics()
+        .value("pseudopipe_events_consumed_total", &[])
+        == EVENTS as f64));
+    assert_eq!(
+        ingest.metrics().value(
+            "pseudopipe_events_dropped_total",
+            &[("reason", "no_consent")]
+        ),
+        withheld.len() as f64
+    );
+    assert_eq!(
+        ingest
+            .metrics()
+            .value("pseudopipe_events_quarantined_total", &[]),
+        0.0,
+        "nothing is quarantined"
+    );
+    eprintln!(
+        "consent: {} of {} valid events forwarded, {} dropped without consent",
+        consenting.len(),
+        expected.valid.len(),
+        withheld.len()
+    );
+}

@@ -371,12 +371,57 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
         .iter()
         .map(|r| r.json()["action"].as_str().unwrap().to_owned())
         .collect();
-    for action in ["ingest_start", "rotate", "key_switch", "bridge_start"] {
+    for action in [
+        "ingest_start",
+        "rotate",
+        "key_switch",
+        "bridge_start",
+        "bridge_end",
+    ] {
         assert!(actions.contains(action), "{action} mirrored: {actions:?}");
     }
     // An auditor verifies the whole trail with the public key alone; editing any entry is
     // detected and named.
     verify_with_the_public_key_alone(&p);
+    // The report for people shows the three switches with their offsets.
+    let report =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rotation-audit-report.html");
+    let markdown = p.scratch.path("report.md");
+    for (format, out) in [("html", &report), ("md", &markdown)] {
+        p.scratch
+            .run(&[
+                "audit",
+                "report",
+                "--audit-log",
+                p.scratch.audit_log().to_str().unwrap(),
+                "--keyring",
+                p.scratch.keyring.to_str().unwrap(),
+                "--kek-file",
+                p.scratch.kek.to_str().unwrap(),
+                "--format",
+                format,
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .ok();
+    }
+    let markdown = std::fs::read_to_string(&markdown).unwrap();
+    for switch in entries
+        .iter()
+        .filter(|entry| entry["action"] == "key_switch")
+    {
+        let offsets = detail(switch["details"].as_str().unwrap(), "offsets")
+            .unwrap()
+            .split(',')
+            .map(|pair| {
+                let (partition, offset) = pair.split_once(':').unwrap();
+                format!("p{partition}: {offset}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(markdown.contains(&offsets), "the report shows {offsets}");
+    }
+    eprintln!("audit report of the run: {}", report.display());
 
     let stop = entries
         .iter()

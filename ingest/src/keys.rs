@@ -385,7 +385,7 @@ impl LiveKeys {
                         .filter(|old| keyring.secret(tenant, old.version).is_some());
                     if let (Some(old), Some(overlap)) = (old_usable, self.settings.bridge_overlap) {
                         let until = today + overlap;
-                        self.overlaps.insert(
+                        let superseded = self.overlaps.insert(
                             tenant.clone(),
                             Overlap {
                                 from: old.version,
@@ -393,6 +393,9 @@ impl LiveKeys {
                                 until,
                             },
                         );
+                        if let Some(superseded) = superseded {
+                            entries.push(self.bridge_end(tenant, superseded, "superseded"));
+                        }
                         entries.push(Entry {
                             action: "bridge_start",
                             tenant: tenant.clone(),

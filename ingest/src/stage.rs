@@ -259,6 +259,18 @@ mod tests {
         }
 
         fn processor(&self) -> IngestProcessor {
+            self.processor_with(None, None)
+        }
+
+        fn processor_rotating_every(&self, rotate_every: Option<Duration>) -> IngestProcessor {
+            self.processor_with(rotate_every, None)
+        }
+
+        fn processor_with(
+            &self,
+            rotate_every: Option<Duration>,
+            bridge_overlap: Option<Duration>,
+        ) -> IngestProcessor {
             let policy =
                 Policy::from_toml(include_str!("../../schemas/coupon_redemption.policy.toml"))
                     .unwrap();
@@ -266,8 +278,8 @@ mod tests {
                 keyring: self.keyring(),
                 audit_log: self.audit_log(),
                 check_every: Duration::ZERO,
-                rotate_every: None,
-                bridge_overlap: None,
+                rotate_every,
+                bridge_overlap,
                 instance: "ingest-test".into(),
                 input_topic: "raw".into(),
             };
@@ -414,6 +426,61 @@ mod tests {
             1,
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn a_version_older_than_rotate_every_is_rotated_by_ingest_itself() {
+        let site = Site::new();
+        let processor = site.processor_rotating_every(Some(Duration::from_secs(1)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut version = 1;
+        while version == 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            processor.between_batches().unwrap();
+            version = version_of(&processor.process_at(at(0, 0), None, Some(EVENT)));
+        }
+        assert_eq!(version, 2, "rotated once the version is a second old");
+        let rotation = site
+            .actions()
+            .into_iter()
+            .find(|entry| entry["action"] == "rotate")
+            .expect("the scheduled rotation is an audit entry");
+        assert_eq!(rotation["actor"], "ingest-test (rotate_every=1s)");
+    }
+
+    #[test]
+    fn each_rotation_opens_an_overlap_and_the_next_one_ends_it() {
+        let site = Site::new();
+        let processor = site.processor_with(None, Some(Duration::from_secs(3600)));
+        for _ in 0..2 {
+            site.change(|keyring, log| {
+                keyring.rotate(log, "officer", "brand-a").unwrap();
+            });
+            processor.between_batches().unwrap();
+        }
+        let bridges: Vec<(String, String)> = site
+            .actions()
+            .into_iter()
+            .filter(|entry| {
+                entry["action"]
+                    .as_str()
+                    .is_some_and(|action| action.starts_with("bridge_"))
+            })
+            .map(|entry| {
+                let details = entry["details"].as_str().unwrap();
+                let from = details.split(' ').find(|d| d.starts_with("from=")).unwrap();
+                (
+                    entry["action"].as_str().unwrap().to_owned(),
+                    from.to_owned(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("bridge_start", "from=1"),
+            ("bridge_end", "from=1"),
+            ("bridge_start", "from=2"),
+        ];
+        assert_eq!(bridges, expected.map(|(a, f)| (a.to_owned(), f.to_owned())),);
     }
 
     #[test]
