@@ -268,12 +268,7 @@ fn subject_scan_finds_a_known_persons_records_in_the_cloud_topic_across_two_vers
     let topic = cloud.random_topic("redemptions", 2);
     cloud.produce(&topic, lines.iter().map(String::as_str));
     let bootstrap = cloud.bootstrap();
-    let properties: Vec<String> = cloud
-        .client_properties()
-        .into_iter()
-        .filter(|(key, _)| key != "bootstrap.servers")
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
+    let properties = crate::harness::scan_properties(cloud);
     let mut args = vec![
         "--email",
         alice.0,

@@ -624,6 +624,17 @@ pub(crate) fn check_cloud(p: &Pipeline, expected: &Expected, cloud: &[Record]) -
     cloud.len() - seen.len()
 }
 
+/// The client properties a tool needs to read `broker` (TLS, certificates), as
+/// `KEY=VALUE` for `--scan-property`.
+pub(crate) fn scan_properties(broker: &Broker) -> Vec<String> {
+    broker
+        .client_properties()
+        .into_iter()
+        .filter(|(key, _)| key != "bootstrap.servers")
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect()
+}
+
 /// `events` pseudonymized by `pseudopipe pseudonymize` (batch mode) with the test's
 /// policy and keyring: the output lines, in order.
 pub(crate) fn batch_mode<'a>(p: &Pipeline, events: impl Iterator<Item = &'a Value>) -> String {
@@ -635,7 +646,7 @@ pub(crate) fn batch_mode<'a>(p: &Pipeline, events: impl Iterator<Item = &'a Valu
         .run(&[
             "pseudonymize",
             "--policy",
-            POLICY,
+            p.policy.to_str().unwrap(),
             "--keyring",
             p.scratch.keyring.to_str().unwrap(),
             "--kek-file",

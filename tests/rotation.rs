@@ -317,27 +317,8 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
     // A data-subject request finds the known person's records in the cloud under every
     // version, and its own audit entry is mirrored too.
     let bootstrap = p.cloud.bootstrap();
-    let properties: Vec<String> = p
-        .cloud
-        .client_properties()
-        .into_iter()
-        .filter(|(key, _)| key != "bootstrap.servers")
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
+    let properties = scan_properties(&p.cloud);
     let mut args = vec![
-        "subject",
-        "--policy",
-        POLICY,
-        "--keyring",
-        p.scratch.keyring.to_str().unwrap(),
-        "--kek-file",
-        p.scratch.kek.to_str().unwrap(),
-        "--tenant",
-        TENANT,
-        "--email",
-        "Emilie.Dupont@example.fr",
-        "--ticket",
-        "DSR-2026-12",
         "--json",
         "--scan-brokers",
         &bootstrap,
@@ -347,7 +328,7 @@ fn three_rotations_during_a_hundred_thousand_events_apply_between_transactions_a
     for property in &properties {
         args.extend(["--scan-property", property]);
     }
-    let answer: Value = serde_json::from_str(&p.scratch.run(&args).ok()).unwrap();
+    let answer: Value = serde_json::from_str(&subject(&p, "DSR-2026-12", &args).ok()).unwrap();
     let mut found: Vec<(String, u64)> = answer["scan"]["matches"]
         .as_array()
         .unwrap()
@@ -525,21 +506,7 @@ fn a_destroyed_version_is_refused_by_a_running_ingest_lookup_and_subject() {
     let lookup_out = lookup.ok();
     assert!(!lookup_out.contains("v1."), "no v1 token: {lookup_out}");
     assert!(lookup.stderr().contains("destroyed"), "{}", lookup.stderr());
-    let subject = p.scratch.run(&[
-        "subject",
-        "--policy",
-        POLICY,
-        "--keyring",
-        p.scratch.keyring.to_str().unwrap(),
-        "--kek-file",
-        p.scratch.kek.to_str().unwrap(),
-        "--tenant",
-        TENANT,
-        "--email",
-        "Emilie.Dupont@example.fr",
-        "--ticket",
-        "DSR-9",
-    ]);
+    let subject = subject(&p, "DSR-9", &[]);
     let answer = subject.stdout() + &subject.stderr();
     assert!(
         answer.contains("destroyed") && !answer.contains("v1."),
@@ -626,4 +593,25 @@ fn verify_with_the_public_key_alone(p: &Pipeline) {
         "audit verify --public-key: {} entries intact; each one edited, detected",
         lines.len()
     );
+}
+
+/// `pseudopipe subject` for the known person's e-mail address, with `extra` options.
+fn subject(p: &Pipeline, ticket: &str, extra: &[&str]) -> crate::util::Run {
+    let mut args = vec![
+        "subject",
+        "--policy",
+        POLICY,
+        "--keyring",
+        p.scratch.keyring.to_str().unwrap(),
+        "--kek-file",
+        p.scratch.kek.to_str().unwrap(),
+        "--tenant",
+        TENANT,
+        "--email",
+        "Emilie.Dupont@example.fr",
+        "--ticket",
+        ticket,
+    ];
+    args.extend(extra);
+    p.scratch.run(&args)
 }
