@@ -26,6 +26,8 @@ pub struct AuditMirror {
     topic: String,
     log: PathBuf,
     mirrored: u64,
+    /// The log's size when it was last read: an unchanged log is not read again.
+    read_len: Option<u64>,
     gauge: IntGauge,
 }
 
@@ -109,12 +111,17 @@ impl AuditMirror {
             topic: topic.to_owned(),
             log,
             mirrored,
+            read_len: None,
             gauge,
         })
     }
 
     /// Produces the entries of the log beyond the last one mirrored, and waits for them.
     pub fn sync(&mut self) -> Result<(), String> {
+        let len = std::fs::metadata(&self.log).map(|meta| meta.len()).ok();
+        if len.is_some() && len == self.read_len {
+            return Ok(());
+        }
         let text = std::fs::read(&self.log).map_err(|error| {
             format!("cannot read the audit log {}: {error}", self.log.display())
         })?;
@@ -140,6 +147,7 @@ impl AuditMirror {
             last = seq;
         }
         if last == self.mirrored {
+            self.read_len = len;
             return Ok(());
         }
         self.producer.flush(FLUSH_TIMEOUT).map_err(|error| {
@@ -149,6 +157,7 @@ impl AuditMirror {
             )
         })?;
         self.mirrored = last;
+        self.read_len = len;
         self.gauge.set(i64::try_from(last).unwrap_or(i64::MAX));
         Ok(())
     }

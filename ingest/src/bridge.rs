@@ -61,6 +61,7 @@ pub struct Bridge {
     seen: HashSet<u64>,
     hasher: RandomState,
     sent: IntCounter,
+    failed: IntCounter,
     buffer: Vec<u8>,
 }
 
@@ -89,20 +90,22 @@ impl Bridge {
         )?;
         let failed = counter(
             "pseudopipe_bridge_pairs_failed_total",
-            "Bridge pairs the bridge topic did not acknowledge.",
+            "Bridge pairs that could not be queued or that the bridge topic did not acknowledge.",
         )?;
-        let producer =
-            config
-                .create_with_context(Counting { failed })
-                .map_err(|error: KafkaError| {
-                    format!("cannot create the producer of the bridge topic `{topic}`: {error}")
-                })?;
+        let producer = config
+            .create_with_context(Counting {
+                failed: failed.clone(),
+            })
+            .map_err(|error: KafkaError| {
+                format!("cannot create the producer of the bridge topic `{topic}`: {error}")
+            })?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
             seen: HashSet::new(),
             hasher: RandomState::new(),
             sent,
+            failed,
             buffer: Vec::new(),
         })
     }
@@ -135,9 +138,10 @@ impl Bridge {
             );
             match sent {
                 Ok(()) => self.sent.inc(),
-                Err((error, _)) => {
+                // Counted, not logged: a full queue would refuse every pair at once.
+                Err(_) => {
                     self.seen.remove(&id);
-                    tracing::warn!(topic = self.topic, %error, "A bridge pair could not be queued.");
+                    self.failed.inc();
                 }
             }
         }

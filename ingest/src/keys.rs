@@ -21,7 +21,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use plumbing::prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Registry};
-use pseudonymize::{Kek, KeyState, Keyring, KeyringLock, MasterSecret, Policy, Pseudonymizer};
+use pseudonymize::{
+    Kek, KeyState, KeyVersion, Keyring, KeyringLock, MasterSecret, Policy, Pseudonymizer,
+};
 use time::OffsetDateTime;
 use tracing::info;
 
@@ -49,6 +51,8 @@ pub struct KeySettings {
 struct Active {
     version: u32,
     fingerprint: String,
+    /// When it became active (its creation, if the keyring does not say).
+    since: Option<OffsetDateTime>,
 }
 
 /// An overlap after a rotation: tokens of `from` are paired with tokens of `to` until `until`.
@@ -468,11 +472,15 @@ impl LiveKeys {
         let Some(every) = self.settings.rotate_every else {
             return Ok(());
         };
-        let due: Vec<String> = {
-            let keyring = open_verified(&self.settings, &self.kek)?;
-            due_for_rotation(&keyring, every)
-        };
-        if due.is_empty() {
+        // Decided from what this instance knows, so that a check costs no keyring read
+        // until a rotation is due.
+        let now = OffsetDateTime::now_utc();
+        let due = self
+            .active
+            .values()
+            .flatten()
+            .any(|active| active.since.is_some_and(|since| since + every <= now));
+        if !due {
             return Ok(());
         }
         let _lock = KeyringLock::acquire(&self.settings.keyring).map_err(|e| e.to_string())?;
@@ -604,6 +612,7 @@ fn actives(keyring: &Keyring) -> BTreeMap<String, Option<Active>> {
                     .map(|v| Active {
                         version: v.version,
                         fingerprint: v.fingerprint.clone(),
+                        since: activation(v),
                     })
             });
             (tenant.to_owned(), active)
@@ -647,11 +656,7 @@ fn due_for_rotation(keyring: &Keyring, every: Duration) -> Vec<String> {
             keyring.versions(tenant).is_ok_and(|versions| {
                 versions.iter().any(|v| {
                     v.state == KeyState::Active
-                        && v.activated_at
-                            .as_deref()
-                            .or(Some(v.created_at.as_str()))
-                            .and_then(parse_rfc3339)
-                            .is_some_and(|since| since + every <= now)
+                        && activation(v).is_some_and(|since| since + every <= now)
                 })
             })
         })
@@ -659,7 +664,13 @@ fn due_for_rotation(keyring: &Keyring, every: Duration) -> Vec<String> {
         .collect()
 }
 
-fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
+/// When a version became active: its activation, or its creation if the keyring does not
+/// record an activation.
+fn activation(version: &KeyVersion) -> Option<OffsetDateTime> {
+    let text = version
+        .activated_at
+        .as_deref()
+        .unwrap_or(&version.created_at);
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
