@@ -460,8 +460,9 @@ impl LiveKeys {
         self.active = active;
         self.export_state();
         self.write(entries)?;
-        // Our own entries changed the file: no need to open it again for them.
-        self.stamp = Stamp::of(&self.settings.keyring)?;
+        // The file as it was opened: when our own entries (or anyone's change meanwhile)
+        // rewrote it, the next check opens it again and applies what is new, if anything.
+        self.stamp = stamp;
         Ok(true)
     }
 
