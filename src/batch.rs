@@ -70,15 +70,6 @@ fn or_none(list: &str) -> &str {
     }
 }
 
-/// Who runs the command, as `keys` records it: `PSEUDOPIPE_ACTOR`, else the login name
-/// behind `sudo`, else the login name.
-fn actor() -> String {
-    ["PSEUDOPIPE_ACTOR", "SUDO_USER", "USER"]
-        .into_iter()
-        .find_map(|name| std::env::var(name).ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Appends a `batch` entry to the keyring's audit log, under the keyring's lock, reading
 /// the keyring afresh (a key operation may have happened during the run). The entry
 /// concerns every tenant of the keyring: `*`.
@@ -92,7 +83,9 @@ fn record_batch(keyring: &Path, kek: &Kek, details: String) -> Result<()> {
             log_path.display()
         )
     })?;
-    keyring.record(&mut log, &actor(), "batch", "*", details)?;
+    // `pseudonymize` has no `--actor`: the variable `keys` reads it from, else the login.
+    let actor = crate::keys::actor(std::env::var("PSEUDOPIPE_ACTOR").ok().as_ref());
+    keyring.record(&mut log, &actor, "batch", "*", details)?;
     Ok(())
 }
 

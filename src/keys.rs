@@ -34,7 +34,9 @@ pub fn audit_path(keyring: &Path, explicit: Option<&PathBuf>) -> PathBuf {
         .unwrap_or_else(|| sibling(keyring, ".audit.jsonl"))
 }
 
-fn actor(explicit: Option<&String>) -> String {
+/// Who runs a command, as the audit log names them: `--actor` (or `PSEUDOPIPE_ACTOR`, which
+/// clap reads into it), else the login name behind `sudo`, else the login name.
+pub(crate) fn actor(explicit: Option<&String>) -> String {
     explicit
         .cloned()
         .or_else(|| std::env::var("SUDO_USER").ok())
