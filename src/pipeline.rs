@@ -121,7 +121,16 @@ fn side_outputs(
     settings: &ingest::Settings,
     registry: &Registry,
 ) -> Result<(Option<Bridge>, Option<AuditMirror>)> {
-    let producer = plumbing::config::producer(&settings.brokers, &settings.kafka)?;
+    // The side clients serve no health or lag metric: without statistics, their contexts
+    // have nothing to log (rdkafka's default context logs each statistics report whole).
+    let quiet = |mut config: plumbing::rdkafka::ClientConfig| {
+        config.set("statistics.interval.ms", "0");
+        config
+    };
+    let producer = quiet(plumbing::config::producer(
+        &settings.brokers,
+        &settings.kafka,
+    )?);
     let bridge = match keys.bridge_overlap {
         Some(_) => {
             Some(Bridge::new(&producer, &keys.bridge_topic, registry).map_err(anyhow::Error::msg)?)
@@ -131,11 +140,11 @@ fn side_outputs(
     let mirror = if keys.audit_topic.is_empty() {
         None
     } else {
-        let reader = plumbing::config::consumer(
+        let reader = quiet(plumbing::config::consumer(
             &settings.brokers,
             &format!("{}.audit-mirror", settings.group_id),
             &settings.kafka,
-        )?;
+        )?);
         Some(
             AuditMirror::start(
                 &producer,
