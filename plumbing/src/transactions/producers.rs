@@ -279,7 +279,11 @@ impl Transactions {
                 }
             }
         };
-        send_waiting_for_room(producer, record)?;
+        if let Err(error) = send_waiting_for_room(producer, record) {
+            return Err(self.fatal_cause().map_or(error, |code| {
+                Error::transaction("producing a record", KafkaError::MessageProduction(code))
+            }));
+        }
 
         let entry = self.batch_of(partition, message.offset());
         entry.received.push(received);
@@ -291,6 +295,18 @@ impl Transactions {
         self.started.get_or_insert(received);
         self.metrics.in_flight.set(gauge(self.records));
         Ok(())
+    }
+
+    /// The error that made one of this stage's transactional producers fail fatally, if
+    /// one did. When another instance took some partitions over, the producer of one
+    /// partition learns it is fenced while the next record may go to another partition's
+    /// producer, whose transaction merely failed: the fencing is what to report.
+    fn fatal_cause(&self) -> Option<RDKafkaErrorCode> {
+        let fatal = |owned: &Owned| owned.producer.client().fatal_error().map(|(code, _)| code);
+        match &self.producers {
+            Producers::Shared(owned) => fatal(owned),
+            Producers::PerPartition { owned, .. } => owned.values().find_map(fatal),
+        }
     }
 
     /// Opens the transaction that carries `partition`'s offsets, if it is not open yet.
@@ -710,15 +726,9 @@ fn send_waiting_for_room(
             }
             // The record itself cannot be produced (too large, say): stop rather than
             // skip it, as the at-least-once relay stalls its partition.
+            // Reported as what made the stage's producers fail, if one did: see
+            // `Transactions::fatal_cause`.
             Err((source, _record)) => {
-                // After a fatal error librdkafka refuses every record with `_FATAL`: report
-                // the error that made it fatal instead (typically: this producer was fenced).
-                let source = match (source.rdkafka_error_code(), producer.client().fatal_error()) {
-                    (Some(RDKafkaErrorCode::Fatal), Some((code, _reason))) => {
-                        KafkaError::MessageProduction(code)
-                    }
-                    _ => source,
-                };
                 return Err(Error::transaction("producing a record", source));
             }
         }
