@@ -9,7 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::ProducerContext;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Statistics, TopicPartitionList};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::producers::Transactions;
 use crate::health::ClientWatch;
@@ -48,6 +48,14 @@ impl ConsumerContext for TransactionContext {
     ) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match error {
+            // A stage that met a fatal error is stopping: taking partitions would start
+            // producers that fence their rightful owner.
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if state.has_failed() => {
+                debug!(
+                    stage = self.stage,
+                    "Partitions assigned while stopping on a fatal error: not taken."
+                );
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if let Err(error) = state.prepare_assignment(consumer, partitions) {
                     error!(stage = self.stage, %error, "Cannot take the assigned partitions.");

@@ -190,6 +190,11 @@ impl Transactions {
         self.fatal.get_or_insert(error);
     }
 
+    /// Whether a fatal error met in a rebalance callback waits for the loop.
+    pub(super) fn has_failed(&self) -> bool {
+        self.fatal.is_some()
+    }
+
     /// A fatal error met in a rebalance callback, once.
     pub(super) fn take_fatal(&mut self) -> Option<Error> {
         self.fatal.take()
@@ -209,6 +214,12 @@ impl Transactions {
         message: &BorrowedMessage<'_>,
         decision: Decision,
     ) -> Result<(), Error> {
+        // A rebalance inside the poll that returned `message` may have met a fatal error
+        // (and let the failed producers go): that is what stops the stage, not whatever
+        // this record would meet next.
+        if let Some(error) = self.take_fatal() {
+            return Err(error);
+        }
         let partition = message.partition();
         let received = Instant::now();
         let headers;
