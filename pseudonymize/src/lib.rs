@@ -39,12 +39,14 @@
 //! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
 //! - [`audit`]: the hash-chained, authenticated and signed log of key operations,
 //!   verifiable with a public key.
+//! - [`avro`]: Avro datums in Confluent's wire format, to and from the JSON record path.
 //! - [`error`]: [`Error`] for operations, [`Rejection`] for events.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod avro;
 pub mod detect;
 pub mod error;
 pub mod generalize;
