@@ -113,6 +113,83 @@ pub enum Format {
     /// One JSON object per record.
     #[default]
     Json,
+    /// Avro in Confluent's wire format (magic byte 0, 4-byte schema id, binary datum),
+    /// with the writer schemas of `schema_registry`.
+    Avro,
+}
+
+/// `[ingest.schema_registry]` / `[sink.schema_registry]`: where Avro writer schemas come
+/// from (no `Debug`: it may hold a password).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// The registry's Confluent-compatible base URL (Apicurio: `.../apis/ccompat/v7`).
+    pub url: Option<String>,
+    /// Offline instead: a directory of `ID.avsc` files.
+    pub directory: Option<PathBuf>,
+    /// HTTP basic authentication.
+    pub username: Option<String>,
+    /// Its password, inline (prefer `password_file` or `password_env`).
+    pub password: Option<String>,
+    /// A file holding the password (one trailing newline trimmed).
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+    /// PEM certificate authorities for an `https` registry (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take.
+    #[serde(default = "default_registry_timeout", deserialize_with = "duration")]
+    pub timeout: std::time::Duration,
+}
+
+fn default_registry_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+impl SchemaRegistryConfig {
+    /// The registry settings of `format` (none for JSON); `section` names the table in
+    /// errors.
+    pub fn settings(
+        &self,
+        format: Format,
+        section: &str,
+    ) -> Result<Option<plumbing::registry::RegistrySettings>> {
+        if format == Format::Json {
+            return Ok(None);
+        }
+        if self.url.is_some() == self.directory.is_some() {
+            bail!("`[{section}]`: format = \"avro\" needs either `url` (a schema registry) or `directory` (offline `ID.avsc` files)");
+        }
+        let password = match (&self.password, &self.password_file, &self.password_env) {
+            (None, None, None) => None,
+            (Some(password), None, None) => Some(password.clone()),
+            (None, Some(file), None) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| {
+                        format!(
+                            "`[{section}]` password_file = {}: cannot read it",
+                            file.display()
+                        )
+                    })?
+                    .trim_end_matches('\n')
+                    .to_owned(),
+            ),
+            (None, None, Some(variable)) => Some(std::env::var(variable).with_context(|| {
+                format!("`[{section}]` password_env = {variable:?}: the variable is not set")
+            })?),
+            _ => bail!(
+                "`[{section}]`: give the password once (password, password_file or password_env)"
+            ),
+        };
+        Ok(Some(plumbing::registry::RegistrySettings {
+            url: self.url.clone(),
+            directory: self.directory.clone(),
+            username: self.username.clone(),
+            password,
+            ca_file: self.ca_file.clone(),
+            timeout: self.timeout,
+        }))
+    }
 }
 
 /// Delivery guarantees.
@@ -183,9 +260,12 @@ pub struct IngestConfig {
     pub quarantine_topic: String,
     /// The pseudonymization policy (TOML).
     pub policy: PathBuf,
-    /// Payload format of the raw topic.
+    /// Payload format of the raw topic (and of the pseudonymized one).
     #[serde(default)]
     pub format: Format,
+    /// Where Avro writer schemas come from, and where the derived ones are registered.
+    #[serde(default)]
+    pub schema_registry: SchemaRegistryConfig,
     /// Delivery guarantee.
     #[serde(default)]
     pub delivery: Delivery,
@@ -228,6 +308,12 @@ pub struct SinkConfig {
     pub policy: PathBuf,
     /// On-prem topic for records that fail the leak guard.
     pub quarantine_topic: String,
+    /// Payload format of the pseudonymized topic (ingest's `format`).
+    #[serde(default)]
+    pub format: Format,
+    /// Where Avro writer schemas come from (the registry ingest registers with).
+    #[serde(default)]
+    pub schema_registry: SchemaRegistryConfig,
     /// Delivery guarantee.
     #[serde(default)]
     pub delivery: Delivery,

@@ -220,6 +220,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         kafka: fast.clone(),
         // librdkafka's mock cluster does not commit transactions.
         exactly_once: None,
+        avro: None,
     };
     let sink_settings = sink::Settings {
         source_brokers: onprem_brokers.clone(),
@@ -232,6 +233,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         source_kafka: fast.clone(),
         kafka: BTreeMap::new(),
         exactly_once: None,
+        avro: None,
     };
     let pipeline_started = Instant::now();
     // Ingest follows the keyring as a real site's does (no bridge, no audit topic here).

@@ -16,9 +16,7 @@ use plumbing::rdkafka::ClientConfig;
 use plumbing::{Shutdown, StageMetrics, TransactionSettings};
 use pseudonymize::{LeakGuard, Policy};
 
-use crate::config::{
-    kafka_properties, Config, Delivery, Format, IngestConfig, KeysConfig, SinkConfig,
-};
+use crate::config::{kafka_properties, Config, Delivery, IngestConfig, KeysConfig, SinkConfig};
 use crate::keys::read_kek;
 use crate::server::{self, Readiness};
 
@@ -170,11 +168,10 @@ fn instance_name(settings: &ingest::Settings) -> String {
 
 /// The ingest settings of a validated `[ingest]` section.
 pub fn ingest_settings(ingest: &IngestConfig) -> Result<ingest::Settings> {
-    // One payload format today; a new one gets its decoder here (see ADR 0004).
-    match ingest.format {
-        Format::Json => {}
-    }
     Ok(ingest::Settings {
+        avro: ingest
+            .schema_registry
+            .settings(ingest.format, "ingest.schema_registry")?,
         brokers: ingest.brokers.clone(),
         group_id: ingest.group_id.clone(),
         input_topic: ingest.input_topic.clone(),
@@ -198,6 +195,9 @@ pub fn ingest_settings(ingest: &IngestConfig) -> Result<ingest::Settings> {
 /// The sink settings of a validated `[sink]` section.
 pub fn sink_settings(sink: &SinkConfig) -> Result<sink::Settings> {
     Ok(sink::Settings {
+        avro: sink
+            .schema_registry
+            .settings(sink.format, "sink.schema_registry")?,
         source_brokers: sink.source_brokers.clone(),
         source_topic: sink.source_topic.clone(),
         group_id: sink.group_id.clone(),

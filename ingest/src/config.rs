@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use plumbing::registry::RegistrySettings;
 use plumbing::secrets::Redacted;
 use plumbing::TransactionSettings;
 
@@ -25,6 +26,9 @@ pub struct Settings {
     pub kafka: BTreeMap<String, String>,
     /// Exactly once when set (Kafka transactions), at least once otherwise.
     pub exactly_once: Option<ExactlyOnce>,
+    /// Avro in the Confluent wire format, with the schemas of this registry, when set;
+    /// JSON otherwise.
+    pub avro: Option<RegistrySettings>,
 }
 
 impl fmt::Debug for Settings {
@@ -38,6 +42,7 @@ impl fmt::Debug for Settings {
             .field("max_in_flight", &self.max_in_flight)
             .field("kafka", &Redacted(&self.kafka))
             .field("exactly_once", &self.exactly_once)
+            .field("avro", &self.avro)
             .finish()
     }
 }

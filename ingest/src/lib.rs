@@ -14,6 +14,8 @@
 //! - [`keys`]: live keys ([`LiveKeys`]): keyring checks, switches, scheduled rotation,
 //!   overlaps, and the audit entries about them.
 //! - [`bridge`]: pairs of old and new tokens during an overlap, to the bridge topic.
+//! - [`avro`]: Avro in and out ([`avro::AvroFormat`]): writer schemas judged against the
+//!   policy, derived schemas registered for the output.
 //! - [`audit_topic`]: the audit log mirrored to an on-prem topic.
 //! - [`stage`]: the record decision ([`IngestProcessor`]) and [`run`].
 
@@ -21,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod audit_topic;
+pub mod avro;
 pub mod bridge;
 pub mod config;
 pub mod keys;

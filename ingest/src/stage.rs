@@ -12,6 +12,7 @@ use pseudonymize::{BridgePairs, Reason};
 use tracing::warn;
 
 use crate::audit_topic::AuditMirror;
+use crate::avro::AvroFormat;
 use crate::bridge::Bridge;
 use crate::config::Settings;
 use crate::keys::{Counts, LiveKeys};
@@ -42,11 +43,13 @@ struct State {
 #[derive(Debug)]
 pub struct IngestProcessor {
     state: Mutex<State>,
+    /// Avro in and out, when the raw topic holds Avro.
+    avro: Option<AvroFormat>,
 }
 
 impl IngestProcessor {
-    /// A processor applying `keys`.
-    pub fn new(keys: IngestKeys) -> Self {
+    /// A processor applying `keys` to JSON events, or to Avro ones with `avro`.
+    pub fn new(keys: IngestKeys, avro: Option<AvroFormat>) -> Self {
         Self {
             state: Mutex::new(State {
                 keys,
@@ -54,6 +57,7 @@ impl IngestProcessor {
                 counts: Counts::default(),
                 pairs: BridgePairs::default(),
             }),
+            avro,
         }
     }
 
@@ -102,24 +106,47 @@ impl Processor for IngestProcessor {
                 message: "the record has no payload".into(),
             };
         };
-        let mut out = Vec::with_capacity(payload.len());
+        let (event, avro_output) = match &self.avro {
+            None => (std::borrow::Cow::Borrowed(payload), None),
+            Some(avro) => match avro.read(payload) {
+                Ok((json, output)) => (std::borrow::Cow::Owned(json), Some(output)),
+                Err(refusal) => {
+                    return Decision::Quarantine {
+                        reason: refusal.reason.code(),
+                        message: refusal.message,
+                    }
+                }
+            },
+        };
+        let mut out = Vec::with_capacity(event.len());
         let engine = keys.live.engine();
         let result = match &keys.bridge {
-            Some(_) => engine.pseudonymize_bridged(payload, &mut out, pairs),
-            None => engine.pseudonymize_into(payload, &mut out),
+            Some(_) => engine.pseudonymize_bridged(&event, &mut out, pairs),
+            None => engine.pseudonymize_into(&event, &mut out),
         };
         match result {
             Ok(outcome) => {
+                let key = outcome.record_key(&out).map(<[u8]>::to_vec);
+                let payload = match avro_output {
+                    None => out,
+                    Some(output) => {
+                        let mut avro = Vec::with_capacity(out.len());
+                        if let Err(refusal) = output.write(&out, &mut avro) {
+                            return Decision::Quarantine {
+                                reason: refusal.reason.code(),
+                                message: refusal.message,
+                            };
+                        }
+                        avro
+                    }
+                };
                 counts.add(outcome.tenant, outcome.key_version);
                 if let Some(bridge) = &mut keys.bridge {
                     if !pairs.is_empty() {
                         bridge.send(outcome.tenant, pairs);
                     }
                 }
-                Decision::Forward {
-                    key: outcome.record_key(&out).map(<[u8]>::to_vec),
-                    payload: out,
-                }
+                Decision::Forward { key, payload }
             }
             Err(rejection) if rejection.reason.is_drop() => Decision::Drop {
                 reason: rejection.reason.code(),
@@ -132,6 +159,9 @@ impl Processor for IngestProcessor {
     }
 
     fn between_batches(&self) -> Result<(), String> {
+        if let Some(avro) = &self.avro {
+            avro.failure()?;
+        }
         let mut state = self.lock();
         let State {
             keys, next, counts, ..
@@ -179,7 +209,19 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
-    let processor = Arc::new(IngestProcessor::new(keys));
+    let avro = match &settings.avro {
+        None => None,
+        Some(registry) => {
+            let registry = plumbing::registry::Registry::new(registry)
+                .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?;
+            Some(AvroFormat::new(
+                plumbing::avro::AvroInput::new(Arc::new(registry)),
+                keys.live.engine().policy().clone(),
+                &settings.output_topic,
+            ))
+        }
+    };
+    let processor = Arc::new(IngestProcessor::new(keys, avro));
     IngestProcessor::mirror(&mut processor.lock());
     match settings.exactly_once {
         None => {
@@ -285,11 +327,14 @@ mod tests {
             };
             let kek = Kek::from_bytes(*self.kek.expose());
             let live = LiveKeys::open(settings, kek, policy, &Registry::new()).unwrap();
-            IngestProcessor::new(IngestKeys {
-                live,
-                bridge: None,
-                mirror: None,
-            })
+            IngestProcessor::new(
+                IngestKeys {
+                    live,
+                    bridge: None,
+                    mirror: None,
+                },
+                None,
+            )
         }
 
         fn actions(&self) -> Vec<serde_json::Value> {

@@ -35,6 +35,7 @@
 //!
 //! # Layout
 //!
+//! - [`avro`]: Avro records read as the JSON events both stages judge.
 //! - [`config`]: Kafka client configurations with safe defaults and a passthrough table.
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
 //! - [`registry`]: Avro writer schemas by id, from a schema registry (cached) or a directory.
@@ -50,6 +51,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod avro;
 pub mod config;
 mod error;
 mod health;

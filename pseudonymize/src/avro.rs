@@ -289,13 +289,25 @@ impl AvroWriter {
             path.truncate(len);
             fields.push((field.name.clone(), value));
         }
-        if !object.is_empty() {
+        // What the derived schema left out because the policy drops all of it may remain
+        // as an empty shell (`{}`, `[]`, null): nothing to write.
+        if !object.values().all(is_vacant) {
             return Err(AvroError::DoesNotFit {
                 path: path.clone(),
                 what: "a field the derived schema does not have",
             });
         }
         Ok(Avro::Record(fields))
+    }
+}
+
+/// Whether `json` holds no value: null, or objects and arrays of nothing else.
+fn is_vacant(json: &Json) -> bool {
+    match json {
+        Json::Null => true,
+        Json::Object(object) => object.values().all(is_vacant),
+        Json::Array(items) => items.iter().all(is_vacant),
+        _ => false,
     }
 }
 

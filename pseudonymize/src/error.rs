@@ -148,6 +148,8 @@ pub enum Reason {
     NoConsent,
     /// The payload is not in the configured format (Avro framing, schema id).
     UndecodableFormat,
+    /// An Avro record names a writer schema id the schema registry does not know.
+    UnknownSchema,
     /// A pseudonymized record failed the sink's leak guard.
     LeakGuard,
     /// A value of a `keep` field looks like personal data (an e-mail address, a phone or
@@ -157,7 +159,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Self::TooLarge,
         Self::InvalidUtf8,
         Self::MalformedJson,
@@ -173,6 +175,7 @@ impl Reason {
         Self::TenantSuspended,
         Self::NoConsent,
         Self::UndecodableFormat,
+        Self::UnknownSchema,
         Self::LeakGuard,
         Self::PersonalValueInKeptField,
     ];
@@ -195,6 +198,7 @@ impl Reason {
             Self::TenantSuspended => "tenant_suspended",
             Self::NoConsent => "no_consent",
             Self::UndecodableFormat => "undecodable_format",
+            Self::UnknownSchema => "unknown_schema",
             Self::LeakGuard => "leak_guard",
             Self::PersonalValueInKeptField => "personal_value_in_kept_field",
         }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use plumbing::registry::RegistrySettings;
 use plumbing::secrets::Redacted;
 use plumbing::TransactionSettings;
 
@@ -30,6 +31,9 @@ pub struct Settings {
     /// Exactly once when set (Kafka transactions on the cloud cluster, the source offsets
     /// stored there under `group_id`), at least once otherwise.
     pub exactly_once: Option<ExactlyOnce>,
+    /// Avro in the Confluent wire format, judged with the schemas of this registry, when
+    /// set; JSON otherwise.
+    pub avro: Option<RegistrySettings>,
 }
 
 impl fmt::Debug for Settings {
@@ -45,6 +49,7 @@ impl fmt::Debug for Settings {
             .field("source_kafka", &Redacted(&self.source_kafka))
             .field("kafka", &Redacted(&self.kafka))
             .field("exactly_once", &self.exactly_once)
+            .field("avro", &self.avro)
             .finish()
     }
 }

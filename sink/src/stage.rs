@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use plumbing::avro::AvroInput;
+use plumbing::registry::Registry;
 use plumbing::{
     config, Decision, Layout, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
 };
@@ -13,12 +15,15 @@ use crate::config::Settings;
 #[derive(Debug)]
 pub struct SinkProcessor {
     guard: LeakGuard,
+    /// Avro records are judged as the JSON event their datum renders, with its writer
+    /// schema from the registry; the datum is forwarded as it came.
+    avro: Option<AvroInput>,
 }
 
 impl SinkProcessor {
-    /// A processor enforcing `guard`.
-    pub fn new(guard: LeakGuard) -> Self {
-        Self { guard }
+    /// A processor enforcing `guard` on JSON records, or on Avro ones with `avro`.
+    pub fn new(guard: LeakGuard, avro: Option<AvroInput>) -> Self {
+        Self { guard, avro }
     }
 }
 
@@ -30,7 +35,20 @@ impl Processor for SinkProcessor {
                 message: "the record has no payload".into(),
             };
         };
-        match self.guard.check(key, payload) {
+        let judged = match &self.avro {
+            None => self.guard.check(key, payload),
+            // The guard judges the whole datum: to_json refuses trailing bytes.
+            Some(avro) => match avro.decode(payload) {
+                Ok(decoded) => self.guard.check(key, &decoded.json),
+                Err(refusal) => {
+                    return Decision::Quarantine {
+                        reason: refusal.reason.code(),
+                        message: refusal.message,
+                    }
+                }
+            },
+        };
+        match judged {
             Ok(()) => Decision::Forward {
                 key: key.map(<[u8]>::to_vec),
                 payload: payload.to_vec(),
@@ -42,6 +60,10 @@ impl Processor for SinkProcessor {
                 message: rejection.message,
             },
         }
+    }
+
+    fn between_batches(&self) -> Result<(), String> {
+        self.avro.as_ref().map_or(Ok(()), AvroInput::failure)
     }
 }
 
@@ -73,7 +95,14 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
-    let processor = Arc::new(SinkProcessor::new(guard));
+    let avro = match &settings.avro {
+        None => None,
+        Some(registry) => Some(AvroInput::new(Arc::new(
+            Registry::new(registry)
+                .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?,
+        ))),
+    };
+    let processor = Arc::new(SinkProcessor::new(guard, avro));
     match settings.exactly_once {
         None => {
             plumbing::run(
@@ -112,7 +141,7 @@ mod tests {
     fn a_raw_event_never_passes_the_sink() {
         let policy =
             Policy::from_toml(include_str!("../../schemas/coupon_redemption.policy.toml")).unwrap();
-        let processor = SinkProcessor::new(LeakGuard::new(policy));
+        let processor = SinkProcessor::new(LeakGuard::new(policy), None);
         let raw = include_bytes!("../../schemas/coupon_redemption.json");
         assert!(matches!(
             processor.process(None, Some(raw)),
