@@ -30,6 +30,7 @@ import struct
 import sys
 
 try:
+    import fastavro
     from confluent_kafka import KafkaException, Producer
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.avro import AvroSerializer
@@ -108,25 +109,29 @@ def produce(arguments):
     try:
         with open(arguments.schema, encoding="utf-8") as file:
             schema = file.read()
-        json.loads(schema)
-    except (OSError, ValueError) as error:
-        raise Failure(f"cannot read the schema {arguments.schema}: {error}") from None
+        fastavro.parse_schema(json.loads(schema))
+    except Exception as error:  # unreadable, not JSON, not Avro: fastavro's errors vary
+        raise Failure(f"cannot read the schema {arguments.schema}: {type(error).__name__}: {error}") from None
 
     subject = arguments.subject or f"{arguments.topic}-value"
-    registry = SchemaRegistryClient({"url": arguments.registry})
-    serializer = AvroSerializer(
-        registry,
-        schema,
-        conf={
-            "auto.register.schemas": True,
-            "subject.name.strategy": lambda _context, _record_name: subject,
-            # Refuse a field the schema does not know rather than drop it silently;
-            # absent fields still take their defaults.
-            "validate.strict.allow.default": True,
-        },
-    )
-    context = SerializationContext(arguments.topic, MessageField.VALUE)
-    producer = Producer(producer_config(arguments))
+    config = producer_config(arguments)
+    try:
+        registry = SchemaRegistryClient({"url": arguments.registry})
+        serializer = AvroSerializer(
+            registry,
+            schema,
+            conf={
+                "auto.register.schemas": True,
+                "subject.name.strategy": lambda _context, _record_name: subject,
+                # Refuse a field the schema does not know rather than drop it silently;
+                # absent fields still take their defaults.
+                "validate.strict.allow.default": True,
+            },
+        )
+        context = SerializationContext(arguments.topic, MessageField.VALUE)
+        producer = Producer(config)
+    except Exception as error:  # a bad URL, property or schema: their errors vary
+        raise Failure(f"cannot set up the producer: {type(error).__name__}: {error}") from None
 
     failures = []
 
