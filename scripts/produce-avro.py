@@ -39,7 +39,8 @@ try:
 except ImportError as error:
     sys.exit(
         f"produce-avro: {error}: run it with the python of the test venv made by "
-        "scripts/install-test-deps.sh (${PSEUDOPIPE_PYTHON_VENV:-~/.cache/pseudopipe/venv}/bin/python)"
+        "scripts/install-test-deps.sh "
+        "(${PSEUDOPIPE_PYTHON_VENV:-~/.cache/pseudopipe/venv}/bin/python)"
     )
 
 # How long the last flush waits for delivery reports before giving up.
@@ -64,7 +65,8 @@ def parse_arguments():
     )
     parser.add_argument("--schema", required=True, help="the Avro schema (.avsc) of the events")
     parser.add_argument(
-        "--subject", help="the registry subject (default: TOPIC-value, Confluent's TopicNameStrategy)"
+        "--subject",
+        help="the registry subject (default: TOPIC-value, Confluent's TopicNameStrategy)",
     )
     parser.add_argument(
         "-X",
@@ -111,7 +113,9 @@ def produce(arguments):
             schema = file.read()
         fastavro.parse_schema(json.loads(schema))
     except Exception as error:  # unreadable, not JSON, not Avro: fastavro's errors vary
-        raise Failure(f"cannot read the schema {arguments.schema}: {type(error).__name__}: {error}") from None
+        raise Failure(
+            f"cannot read the schema {arguments.schema}: {type(error).__name__}: {error}"
+        ) from None
 
     subject = arguments.subject or f"{arguments.topic}-value"
     config = producer_config(arguments)
@@ -147,7 +151,9 @@ def produce(arguments):
         try:
             event = json.loads(line.rstrip("\r\n"))
         except ValueError as error:
-            raise Failure(f"line {number}: not JSON ({error.msg} at column {error.colno})") from None
+            raise Failure(
+                f"line {number}: not JSON ({error.msg} at column {error.colno})"
+            ) from None
         if not isinstance(event, dict):
             raise Failure(f"line {number}: not a JSON object")
         try:
@@ -169,7 +175,11 @@ def produce(arguments):
         if magic != 0:
             raise Failure(f"line {number}: the serializer wrote magic byte {magic}, not 0")
         # The schema makes event_id a string: the serializer has refused anything else.
-        record = {"key": event["event_id"].encode("utf-8"), "value": value, "on_delivery": on_delivery}
+        record = {
+            "key": event["event_id"].encode("utf-8"),
+            "value": value,
+            "on_delivery": on_delivery,
+        }
         try:
             try:
                 producer.produce(arguments.topic, **record)
