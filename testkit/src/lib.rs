@@ -8,7 +8,8 @@
 //!
 //! Needs a Java 17+ runtime and the Apache Kafka jars pinned in `testkit/kafka/pom.xml`:
 //! `scripts/install-test-deps.sh` installs both (the jars into `$PSEUDOPIPE_KAFKA_LIBS`,
-//! default `~/.cache/pseudopipe/kafka-VERSION/libs`).
+//! default `~/.cache/pseudopipe/kafka-VERSION/libs`). The schema registry and the Python
+//! venv come from the same script (`$PSEUDOPIPE_REGISTRY_HOME`, `$PSEUDOPIPE_PYTHON_VENV`).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -28,6 +29,9 @@
 //! - `broker`: [`Broker`] and [`BrokerBuilder`], an Apache Kafka broker that can be
 //!   killed, terminated, paused and restarted on its ports with its data.
 //! - `shared`: [`shared_brokers`], the pair of brokers the tests of one binary share.
+//! - `registry`: [`Registry`], a schema registry with the Confluent API (Apicurio, in
+//!   memory), and [`shared_registry`]; [`python`], the venv that runs
+//!   `scripts/produce-avro.py`, Confluent's Avro serializer as a cross-check.
 //! - `kafka`: where the jars are ([`kafka_libs`], [`kafka_version`]), the broker's
 //!   `server.properties` and log configuration.
 //! - `client`: [`Client`], librdkafka properties plus produce / read back / metadata;
@@ -46,6 +50,7 @@ mod kafka;
 mod link;
 mod process;
 mod records;
+mod registry;
 mod shared;
 mod tls;
 
@@ -61,6 +66,10 @@ pub use kafka::{kafka_libs, kafka_version, KAFKA_LIBS_VARIABLE};
 pub use link::Link;
 pub use process::{is_alive, Process};
 pub use records::{NewRecord, Record};
+pub use registry::{
+    python, registry_home, registry_version, shared_registry, Registry, PYTHON_VENV_VARIABLE,
+    REGISTRY_HOME_VARIABLE,
+};
 pub use shared::{shared_brokers, Brokers};
 pub use tls::TlsFiles;
 
