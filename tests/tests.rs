@@ -40,6 +40,7 @@ mod exactly_once;
 mod hardening;
 mod hostile;
 mod keys;
+mod monitoring;
 mod pipeline;
 mod rotation;
 mod schemas;
