@@ -68,6 +68,8 @@ pub(crate) struct Pipeline {
     pub(crate) keys_extra: String,
     /// Extra lines of both stages' `[metrics]` section.
     pub(crate) metrics_extra: String,
+    /// Both stages' format lines and schema-registry table (Avro), empty for JSON.
+    pub(crate) format: Option<String>,
     /// The policy both stages apply.
     pub(crate) policy: PathBuf,
 }
@@ -109,6 +111,7 @@ impl Pipeline {
             bridge_topic,
             keys_extra: String::new(),
             metrics_extra: String::new(),
+            format: None,
             policy: PathBuf::from(POLICY),
             delivery: Delivery::AtLeastOnce,
             offsets_topic,
@@ -166,6 +169,24 @@ impl Pipeline {
         self.keys_extra.push_str(line);
         self.keys_extra.push('\n');
         self
+    }
+
+    /// Both stages read and write Avro in Confluent's wire format, with the schema
+    /// registry at `url`.
+    pub(crate) fn with_avro(mut self, url: &str) -> Pipeline {
+        self.format = Some(url.to_owned());
+        self
+    }
+
+    /// `format = "avro"` and the `[STAGE.schema_registry]` table, or nothing (JSON).
+    fn format_lines(&self, stage: &str) -> (String, String) {
+        match &self.format {
+            None => (String::new(), String::new()),
+            Some(url) => (
+                "format = \"avro\"\n".to_owned(),
+                format!("[{stage}.schema_registry]\nurl = {url:?}\n"),
+            ),
+        }
     }
 
     /// Both stages' `[metrics]` section also gets `line` (e.g. `linger_after_failure = "20s"`).
@@ -227,10 +248,11 @@ delivery = "{delivery}"
 # Unique among the live instances, the same across restarts (a StatefulSet pod name): the
 # default, GROUP.HOSTNAME, is the same for every instance on one machine.
 transactional_id = "{ingest_group}.{metrics_port}"
-
+{format}
 [ingest.kafka]
 "session.timeout.ms" = 6000
 
+{registry}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 {metrics_extra}
@@ -241,6 +263,8 @@ listen = "127.0.0.1:{metrics_port}"
             bridge_topic = self.bridge_topic,
             keys_extra = self.keys_extra,
             metrics_extra = self.metrics_extra,
+            format = self.format_lines("ingest").0,
+            registry = self.format_lines("ingest").1,
             brokers = self.onprem.bootstrap(),
             raw = self.raw,
             pseudonymized = self.pseudonymized,
@@ -279,12 +303,14 @@ max_in_flight = {MAX_IN_FLIGHT}
 delivery = "{delivery}"
 offsets_topic = "{offsets_topic}"
 {extra}
+{format}
 [sink.source_kafka]
 "session.timeout.ms" = 6000
 
 [sink.kafka]
 {tls}"compression.type" = "zstd"
 
+{registry}
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 {metrics_extra}
@@ -297,6 +323,8 @@ listen = "127.0.0.1:{metrics_port}"
             quarantine = self.quarantine,
             tls = self.cloud_tls(with_certificate),
             metrics_extra = self.metrics_extra,
+            format = self.format_lines("sink").0,
+            registry = self.format_lines("sink").1,
             sink_group = self.sink_group,
             delivery = self.delivery.as_str(),
             offsets_topic = self.offsets_topic,
