@@ -7,7 +7,8 @@
 #   hadolint          the Dockerfile
 #   shell scripts     every shell script of the stack, with shellcheck
 #   kustomize         the example overlay builds
-#   kubernetes        every built-in object against the Kubernetes schemas (strict)
+#   policy-copy       the base's copy of the policy is schemas/coupon_redemption.policy.toml
+#   kubernetes        kubernetes-validate: built-in objects against the Kubernetes schemas (strict)
 #   kubeconform       every object, the KEDA ScaledObjects against KEDA's own CRD (strict)
 #
 # The tools are installed when missing, pinned, into ~/.cache/pseudopipe/tools
@@ -31,7 +32,7 @@ OVERLAY=deploy/k8s/overlays/example
 mkdir -p "$TOOLS/bin"
 export PATH="$TOOLS/bin:$TOOLS/venv/bin:$PATH"
 
-step() { printf '%-16s %s\n' "$1" "$2"; }
+step() { printf '%-18s %s\n' "$1" "$2"; }
 
 install_python_tools() {
     local marker="$TOOLS/venv/.installed" wanted="${PYTHON_TOOLS[*]}"
@@ -85,6 +86,26 @@ check() {
     fi
 }
 
+# kubernetes-validate's schemas of the built-in kinds (from its PyPI package) for
+# kubeconform: their references to "/api/_definitions.json" made file URLs.
+k8s_schemas() {
+    python3 - "$KUBERNETES_VERSION" "$WORK/k8s-schemas" <<'PY'
+import os, sys
+import kubernetes_validate
+version, target = sys.argv[1:]
+folder = f"v{version}-local-strict"
+source = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema", folder)
+target = os.path.join(target, folder)
+os.makedirs(target)
+definitions = "file://" + os.path.join(os.path.abspath(target), "_definitions.json")
+for name in os.listdir(source):
+    with open(os.path.join(source, name)) as schema:
+        text = schema.read().replace('"/api/_definitions.json#', f'"{definitions}#')
+    with open(os.path.join(target, name), "w") as out:
+        out.write(text)
+PY
+}
+
 # The KEDA CRD, from the module's source as the Go module proxy serves it, turned into the
 # JSON schemas kubeconform reads: the CRD's own openAPIV3Schema, with unknown fields refused
 # (what -strict means for built-in kinds, and what the API server does for a structural CRD).
@@ -128,20 +149,21 @@ check docker-compose "docker-compose $(docker-compose version --short 2>/dev/nul
 check hadolint "Dockerfile" hadolint Dockerfile
 mapfile -t scripts < <(git ls-files -co --exclude-standard 'deploy/*.sh' 'scripts/validate-deploy.sh')
 check shellcheck "${scripts[*]}" shellcheck "${scripts[@]}"
-check kustomize "kustomize build $OVERLAY" sh -c "kustomize build '$OVERLAY' >'$WORK/manifests.yaml'"
+check kustomize "kustomize build $OVERLAY" \
+    sh -c "kustomize build '$OVERLAY' >'$WORK/manifests.yaml' && test -s '$WORK/manifests.yaml'"
+check policy-copy "deploy/k8s/base/config/coupon_redemption.policy.toml is schemas/'s" \
+    cmp schemas/coupon_redemption.policy.toml deploy/k8s/base/config/coupon_redemption.policy.toml
 check kubernetes "kubernetes-validate --strict, Kubernetes $KUBERNETES_VERSION, built-in kinds" \
-    python3 - "$WORK/manifests.yaml" "$KUBERNETES_VERSION" <<'PY'
-PY
-if keda_schemas >"$WORK/keda.log" 2>&1; then
-    schemas=$(python3 -c 'import kubernetes_validate, os; print(os.path.dirname(kubernetes_validate.__file__))')/kubernetes-json-schema
-    check kubeconform "kubeconform -strict, KEDA CRD ${KEDA#*@}" \
+    kubernetes-validate --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" "$WORK/manifests.yaml"
+if k8s_schemas >"$WORK/schemas.log" 2>&1 && keda_schemas >>"$WORK/schemas.log" 2>&1; then
+    check kubeconform "kubeconform -strict: built-in kinds, and ScaledObject against KEDA ${KEDA#*@}'s CRD" \
         kubeconform -strict -summary -kubernetes-version "$KUBERNETES_VERSION" \
-        -schema-location "$schemas/{{.NormalizedKubernetesVersion}}-local{{.StrictSuffix}}/{{.ResourceKind}}{{.KindSuffix}}.json" \
+        -schema-location "$WORK/k8s-schemas/{{.NormalizedKubernetesVersion}}-local{{.StrictSuffix}}/{{.ResourceKind}}{{.KindSuffix}}.json" \
         -schema-location "$WORK/crd-schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json" \
         "$WORK/manifests.yaml"
 else
-    step "FAIL kubeconform" "could not get KEDA's CRD from $KEDA"
-    sed 's/^/    /' "$WORK/keda.log"
+    step "FAIL kubeconform" "could not prepare the schemas"
+    sed 's/^/    /' "$WORK/schemas.log"
     FAILED=1
 fi
 
