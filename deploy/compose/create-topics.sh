@@ -5,7 +5,8 @@
 # config is an error at start-up, not a silent new topic.
 set -euo pipefail
 
-kafka_topics=/opt/kafka/bin/kafka-topics.sh
+# The defaults are the container's paths; the variables let the script run elsewhere too.
+kafka_topics=${KAFKA_TOPICS:-/opt/kafka/bin/kafka-topics.sh}
 onprem=${ONPREM_BROKERS:-kafka-onprem:9092}
 cloud=${CLOUD_BROKERS:-kafka-cloud:9093}
 # Partitions of the pipeline's topics: how many instances of a stage can share the work.
@@ -13,9 +14,10 @@ partitions=${PARTITIONS:-4}
 # The cloud admin's TLS files (make-certs.sh), given to the tools as a client config.
 cloud_config=$(mktemp)
 trap 'rm -f "$cloud_config"' EXIT
-cat /etc/pseudopipe-compose/admin.properties >"$cloud_config"
+tls=${CLOUD_ADMIN_TLS:-/etc/kafka/secrets}
+cat "${CLOUD_ADMIN_PROPERTIES:-/etc/pseudopipe-compose/admin.properties}" >"$cloud_config"
 printf 'ssl.keystore.location=%s\nssl.truststore.location=%s\n' \
-    /etc/kafka/secrets/keystore.pem /etc/kafka/secrets/ca.pem >>"$cloud_config"
+    "$tls/keystore.pem" "$tls/ca.pem" >>"$cloud_config"
 
 # create BOOTSTRAP CLIENT_CONFIG TOPIC PARTITIONS [--config K=V]...
 create() {

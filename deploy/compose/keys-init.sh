@@ -7,8 +7,8 @@
 # reveals no key. Only this service and ingest mount the KEK's volume (ingest read-only).
 set -euo pipefail
 
-kek=/var/lib/pseudopipe-kek/kek
-keyring=/var/lib/pseudopipe/keyring.json
+kek=${KEK:-/var/lib/pseudopipe-kek/kek}
+keyring=${KEYRING:-/var/lib/pseudopipe/keyring.json}
 export PSEUDOPIPE_ACTOR=compose-keys-init
 
 if [[ -f $kek ]]; then
@@ -27,4 +27,4 @@ for tenant in ${TENANTS:-brand-a}; do
 done
 
 # The audit log's public key, for auditors: `audit verify --public-key` needs no KEK.
-pseudopipe audit export-key --keyring "$keyring" --kek-file "$kek" --out /var/lib/pseudopipe/audit.pub
+pseudopipe audit export-key --keyring "$keyring" --kek-file "$kek" --out "$(dirname "$keyring")/audit.pub"
