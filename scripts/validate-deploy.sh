@@ -5,6 +5,7 @@
 #   compose-spec      docker-compose.yml against the Compose Specification's JSON schema
 #   docker-compose    Debian's docker-compose 1.29 parses and resolves the file
 #   hadolint          the Dockerfile
+#   docker-context    what .dockerignore lets into the build is what the Dockerfile needs
 #   shell scripts     every shell script of the stack, with shellcheck
 #   kustomize         the example overlay builds
 #   policy-copy       the base's copy of the policy is schemas/coupon_redemption.policy.toml
@@ -38,7 +39,8 @@ install_python_tools() {
     local marker="$TOOLS/venv/.installed" wanted="${PYTHON_TOOLS[*]}"
     if [[ -f $marker && $(cat "$marker") == "$wanted" ]]; then return; fi
     step install "PyPI: $wanted"
-    python3 -m venv "$TOOLS/venv"
+    # Debian's python3 makes venvs only with python3-venv installed.
+    python3 -m venv "$TOOLS/venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$TOOLS/venv"; }
     "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
     printf '%s' "$wanted" >"$marker"
 }
@@ -53,14 +55,17 @@ install_go_tool() {
     printf '%s' "$module" >"$marker"
 }
 
-install_docker_compose() {
-    command -v docker-compose >/dev/null && return
-    command -v apt-get >/dev/null || { echo "docker-compose 1.x is needed (Debian: apt-get install docker-compose)" >&2; exit 1; }
-    step install "apt: docker-compose"
+apt_install() {
+    command -v apt-get >/dev/null || { echo "$* is needed (a Debian package)" >&2; exit 1; }
+    step install "apt: $*"
     local sudo=""
     [[ $(id -u) == 0 ]] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+install_docker_compose() {
+    command -v docker-compose >/dev/null || apt_install docker-compose
 }
 
 install_python_tools
@@ -84,6 +89,83 @@ check() {
         sed 's/^/    /' "$WORK/$name.log"
         FAILED=1
     fi
+}
+
+# The build context as .dockerignore leaves it (Docker's rules: a pattern excludes a path
+# when it matches the path or a parent of it, the last matching pattern wins, `!` takes
+# back), copied to a folder; then what the Dockerfile needs of it must be there: every
+# COPY source, and a workspace cargo can load with the locked dependencies.
+# shellcheck disable=SC2329 # invoked through check
+docker_context() {
+    local context=$WORK/context
+    git ls-files -co --exclude-standard | python3 -c '
+import os, re, shutil, sys
+
+def regex(pattern):
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + "$")
+
+rules = []
+for line in open(".dockerignore"):
+    line = line.strip()
+    if not line or line.startswith("#"):
+        continue
+    keep = line.startswith("!")
+    rules.append((keep, regex(os.path.normpath(line.lstrip("!")).lstrip("/"))))
+
+def ignored(path):
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    verdict = False
+    for keep, rule in rules:
+        if any(rule.match(prefix) for prefix in prefixes):
+            verdict = not keep
+    return verdict
+
+context = sys.argv[1]
+for path in sys.stdin.read().splitlines():
+    if os.path.isfile(path) and not ignored(path):
+        os.makedirs(os.path.join(context, os.path.dirname(path)), exist_ok=True)
+        shutil.copy2(path, os.path.join(context, path))
+' "$context"
+    (
+        cd "$context" || exit 1
+        # COPY sources of the build context (not --from=stage), globs included.
+        local sources source
+        mapfile -t sources < <(awk 'toupper($1) == "COPY" && $2 !~ /^--from/ { for (i = 2; i < NF; i++) if ($i !~ /^--/) print $i }' "$OLDPWD/Dockerfile")
+        for source in "${sources[@]}"; do
+            compgen -G "$source" >/dev/null || { echo "COPY $source: not in the build context"; exit 1; }
+        done
+        # Files the crates compile in from outside their folder (the default policy...).
+        python3 -c '
+import glob, os, re, sys
+missing = [
+    f"{path}: {name}"
+    for path in glob.glob("**/*.rs", recursive=True)
+    for name in re.findall(r"include_(?:str|bytes)!\(\s*\"([^\"]+)\"", open(path).read())
+    if not os.path.exists(os.path.join(os.path.dirname(path), name))
+]
+print("\n".join(f"not in the build context: {line}" for line in missing))
+sys.exit(1 if missing else 0)
+' || exit 1
+        # What `cargo build --locked` reads first: every manifest of the workspace, and a
+        # lock file that still fits them.
+        cargo metadata --locked --format-version 1 --filter-platform x86_64-unknown-linux-gnu >/dev/null
+    )
 }
 
 # kubernetes-validate's schemas of the built-in kinds (from its PyPI package) for
@@ -147,6 +229,8 @@ check compose-spec "docker-compose.yml against the Compose Specification schema"
 check docker-compose "docker-compose $(docker-compose version --short 2>/dev/null) config -q" \
     docker-compose -f docker-compose.yml config -q
 check hadolint "Dockerfile" hadolint Dockerfile
+check docker-context "the build context .dockerignore leaves holds the COPY sources and a loadable workspace" \
+    docker_context
 mapfile -t scripts < <(git ls-files -co --exclude-standard 'deploy/*.sh' 'scripts/validate-deploy.sh')
 check shellcheck "${scripts[*]}" shellcheck "${scripts[@]}"
 check kustomize "kustomize build $OVERLAY" \
