@@ -72,6 +72,8 @@ install_python_tools
 install_go_tool kustomize "$KUSTOMIZE"
 install_go_tool kubeconform "$KUBECONFORM"
 install_docker_compose
+# Forget where bash found python3 before the venv existed.
+hash -r
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
