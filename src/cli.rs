@@ -58,6 +58,45 @@ pub enum Command {
     /// per line. Needs a reason and a ticket, and is recorded in the audit log before
     /// anything is printed. Destroyed versions cannot be decrypted (crypto-shredding).
     Reidentify(ReidentifyArgs),
+    /// Check an Avro writer schema against a policy (every field classified, every rule
+    /// fitting its field's type), or derive the schema of the pseudonymized records that
+    /// analysts read.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+/// `schema` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Check that the policy classifies every field of the schema with a rule that fits
+    /// the field's type. Exits 0 and prints how many fields each action covers when it
+    /// does; otherwise lists each problem, naming the field, and exits 1. A producer's new
+    /// field fails here until the policy classifies it (ingest quarantines such events).
+    Check(SchemaArgs),
+    /// Write the Avro schema of the pseudonymized records the policy makes out of events
+    /// written with the schema: dropped fields gone, tokens, ciphertexts and masked values
+    /// as strings, generalized values with their output type, each documented. Exits 1,
+    /// listing the problems, when the schema does not fit the policy.
+    Derive {
+        #[command(flatten)]
+        schema: SchemaArgs,
+        /// Where to write the derived schema (.avsc, replaced if it exists); default:
+        /// standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Options of the `schema` commands.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The pseudonymization policy (TOML), e.g. schemas/coupon_redemption.policy.toml.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// The Avro writer schema of the raw events (.avsc, JSON), e.g.
+    /// schemas/coupon_redemption.avsc.
+    #[arg(long)]
+    pub schema: PathBuf,
 }
 
 /// Options of `ingest`, `sink` and `run`.

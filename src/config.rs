@@ -263,12 +263,18 @@ pub struct MetricsConfig {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// How long a failed process keeps serving `/metrics` (and `/readyz`, 503) before it
+    /// exits, so that Prometheus scrapes what made it fail (`pseudopipe_audit_verified`
+    /// 0, say). Default: no wait.
+    #[serde(default, deserialize_with = "duration")]
+    pub linger_after_failure: std::time::Duration,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            linger_after_failure: std::time::Duration::ZERO,
         }
     }
 }

@@ -11,6 +11,7 @@ mod private_file;
 mod produce;
 mod reidentify;
 mod report;
+mod schema;
 mod server;
 mod subject;
 
@@ -66,6 +67,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Subject(args) => subject::run(args),
         Command::Reidentify(args) => reidentify::run(args),
+        Command::Schema(command) => schema::run(command),
     }
 }
 

@@ -238,7 +238,8 @@ fn hostname() -> String {
 /// Runs the stages of `stages` from the config file at `path` until a signal.
 pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     let config = Config::from_file(path)?;
-    let listen = config.metrics()?.listen;
+    let metrics_config = config.metrics()?;
+    let (listen, linger) = (metrics_config.listen, metrics_config.linger_after_failure);
     let registry = Registry::new();
     let readiness = Readiness::default();
     let shutdown = Shutdown::on_signals();
@@ -270,7 +271,9 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         Stages::Ingest => None,
     };
 
-    let server_shutdown = shutdown.clone();
+    // The server outlives the stages by `linger_after_failure` when one fails.
+    let server_stop = Shutdown::new();
+    let server_shutdown = server_stop.clone();
     let server = server::serve(listen, registry.clone(), readiness.clone(), async move {
         server_shutdown.triggered().await
     })
@@ -382,6 +385,16 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         shutdown.trigger();
     }
     shutdown.trigger();
+    if failed && !linger.is_zero() {
+        // Not ready any more; still scraped, so that what made it fail is seen.
+        readiness.dependency("a stage that did not fail");
+        tracing::info!(
+            linger_seconds = linger.as_secs(),
+            "Serving /metrics a while longer before exiting ([metrics] linger_after_failure)."
+        );
+        tokio::time::sleep(linger).await;
+    }
+    server_stop.trigger();
     let _ = server.await;
     Ok(if failed {
         ExitCode::FAILURE

@@ -66,6 +66,8 @@ pub(crate) struct Pipeline {
     pub(crate) bridge_topic: String,
     /// More lines of the ingest's `[keys]` section.
     pub(crate) keys_extra: String,
+    /// Extra lines of both stages' `[metrics]` section.
+    pub(crate) metrics_extra: String,
     /// The policy both stages apply.
     pub(crate) policy: PathBuf,
 }
@@ -106,6 +108,7 @@ impl Pipeline {
             audit_topic,
             bridge_topic,
             keys_extra: String::new(),
+            metrics_extra: String::new(),
             policy: PathBuf::from(POLICY),
             delivery: Delivery::AtLeastOnce,
             offsets_topic,
@@ -162,6 +165,13 @@ impl Pipeline {
     pub(crate) fn with_keys_line(mut self, line: &str) -> Pipeline {
         self.keys_extra.push_str(line);
         self.keys_extra.push('\n');
+        self
+    }
+
+    /// Both stages' `[metrics]` section also gets `line` (e.g. `linger_after_failure = "20s"`).
+    pub(crate) fn with_metrics_line(mut self, line: &str) -> Pipeline {
+        self.metrics_extra.push_str(line);
+        self.metrics_extra.push('\n');
         self
     }
 
@@ -223,12 +233,14 @@ transactional_id = "{ingest_group}.{metrics_port}"
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+{metrics_extra}
 "#,
             keyring = self.scratch.keyring,
             kek = self.scratch.kek,
             audit_topic = self.audit_topic,
             bridge_topic = self.bridge_topic,
             keys_extra = self.keys_extra,
+            metrics_extra = self.metrics_extra,
             brokers = self.onprem.bootstrap(),
             raw = self.raw,
             pseudonymized = self.pseudonymized,
@@ -275,6 +287,7 @@ offsets_topic = "{offsets_topic}"
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+{metrics_extra}
 "#,
             onprem = self.onprem.bootstrap(),
             pseudonymized = self.pseudonymized,
@@ -283,6 +296,7 @@ listen = "127.0.0.1:{metrics_port}"
             policy = self.policy,
             quarantine = self.quarantine,
             tls = self.cloud_tls(with_certificate),
+            metrics_extra = self.metrics_extra,
             sink_group = self.sink_group,
             delivery = self.delivery.as_str(),
             offsets_topic = self.offsets_topic,

@@ -622,3 +622,60 @@ fn subject(p: &Pipeline, ticket: &str, extra: &[&str]) -> crate::util::Run {
     args.extend(extra);
     p.scratch.run(&args)
 }
+
+/// A keyring that no longer opens (or whose audit log no longer verifies) stops a running
+/// ingest, fail closed; with `linger_after_failure` it first keeps serving `/metrics`, so
+/// Prometheus sees `pseudopipe_audit_verified` 0 (the alert `PseudopipeAuditVerificationFailed`)
+/// and `/readyz` 503.
+#[test]
+fn a_keyring_that_no_longer_verifies_stops_ingest_and_is_scraped_first() {
+    let p = Pipeline::new()
+        .with_keys_line(r#"check_interval = "200ms""#)
+        .with_metrics_line(r#"linger_after_failure = "30s""#);
+    let logs = tempfile::tempdir().unwrap();
+    let (mut ingest, _sink) = p.start_stages(logs.path());
+    let verified = |ingest: &Stage| {
+        ingest
+            .metrics()
+            .value("pseudopipe_audit_verified", &[("stage", "ingest")])
+    };
+    assert_eq!(verified(&ingest), 1.0);
+
+    // Tampered at rest: one byte of the authenticated body changed.
+    let text = std::fs::read_to_string(&p.scratch.keyring).unwrap();
+    let tampered = text.replacen("\"active\"", "\"retired\"", 1);
+    assert_ne!(
+        text, tampered,
+        "the keyring has an active version to tamper with"
+    );
+    std::fs::write(&p.scratch.keyring, tampered).unwrap();
+
+    assert!(
+        testkit::wait_until(Duration::from_secs(20), || verified(&ingest) == 0.0),
+        "{}",
+        ingest
+            .process
+            .failure("waiting for pseudopipe_audit_verified 0")
+    );
+    assert!(
+        testkit::wait_until(Duration::from_secs(20), || get(
+            ingest.metrics_port,
+            "/readyz"
+        )
+        .0 == 503),
+        "/readyz turns 503 while the failed ingest lingers"
+    );
+    // Still scraped while it lingers.
+    assert_eq!(verified(&ingest), 0.0);
+    let status = ingest.process.wait_for_exit(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "ingest stops on a keyring that no longer verifies: {}",
+        ingest.process.failure("waiting for the exit")
+    );
+    assert!(
+        ingest.process.log().contains("Stage failed."),
+        "{}",
+        ingest.process.log_tail(20)
+    );
+}

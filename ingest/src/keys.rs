@@ -104,6 +104,7 @@ struct KeyMetrics {
     tokenized: IntCounterVec,
     bridging: IntGaugeVec,
     reloads: IntGauge,
+    verified: IntGauge,
 }
 
 impl KeyMetrics {
@@ -144,6 +145,10 @@ impl KeyMetrics {
                 ),
                 &["tenant"],
             )?,
+            verified: IntGauge::with_opts(crate::metric_opts(
+                "pseudopipe_audit_verified",
+                "1 when the keyring opened and its audit log verified at the last check, 0 when it did not (ingest then stops).",
+            ))?,
             reloads: IntGauge::with_opts(crate::metric_opts(
                 "pseudopipe_keyring_loads",
                 "Times the running ingest opened its keyring (at start and after each change of the file).",
@@ -155,6 +160,7 @@ impl KeyMetrics {
         registry.register(Box::new(metrics.tokenized.clone()))?;
         registry.register(Box::new(metrics.bridging.clone()))?;
         registry.register(Box::new(metrics.reloads.clone()))?;
+        registry.register(Box::new(metrics.verified.clone()))?;
         Ok(metrics)
     }
 }
@@ -277,6 +283,7 @@ impl LiveKeys {
             metrics,
         };
         keys.metrics.reloads.inc();
+        keys.metrics.verified.set(1);
         keys.export_state();
         Ok(keys)
     }
@@ -353,7 +360,9 @@ impl LiveKeys {
         if stamp == self.stamp && !ended {
             return Ok(true);
         }
-        let keyring = open_verified(&self.settings, &self.kek)?;
+        let keyring = open_verified(&self.settings, &self.kek).inspect_err(|_| {
+            self.metrics.verified.set(0);
+        })?;
         self.metrics.reloads.inc();
         let active = actives(&keyring);
         let mut entries = Vec::new();

@@ -37,6 +37,7 @@
 //!
 //! - [`config`]: Kafka client configurations with safe defaults and a passthrough table.
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
+//! - [`registry`]: Avro writer schemas by id, from a schema registry (cached) or a directory.
 //! - [`secrets`]: secret librdkafka properties from files or environment variables, redacted.
 //! - [`shutdown`]: one shutdown handle, fired by SIGTERM/SIGINT or by hand.
 //! - [`metrics`]: the Prometheus metrics of a stage, labelled by `stage`.
@@ -55,6 +56,7 @@ mod health;
 mod log_limit;
 pub mod metrics;
 pub mod offsets;
+pub mod registry;
 pub mod relay;
 pub mod secrets;
 pub mod shutdown;

@@ -35,16 +35,21 @@
 //!   (`json` reads them, `walk` follows the policy's tree, `tree`), no value tree;
 //!   suspended tenants, the consent drop, and the [`BridgePairs`] of a rotation's overlap.
 //! - [`detect`]: content detectors (e-mail, phone, card, IBAN, IP) for kept values.
+//! - [`avro_schema`]: Avro writer schemas under a policy: the fit check and the derived
+//!   schema of the pseudonymized records.
 //! - [`guard`]: the leak guard, [`LeakGuard`]: a record has the output shape of a policy.
 //! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
 //! - [`audit`]: the hash-chained, authenticated and signed log of key operations,
 //!   verifiable with a public key.
+//! - [`avro`]: Avro datums in Confluent's wire format, to and from the JSON record path.
 //! - [`error`]: [`Error`] for operations, [`Rejection`] for events.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod avro;
+pub mod avro_schema;
 pub mod detect;
 pub mod error;
 pub mod generalize;

@@ -31,12 +31,13 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use self::context::TransactionContext;
-use self::producers::{Outcome, Transactions};
+use self::producers::{Outcome, Sent, Transactions};
 use crate::health::Cluster;
 use crate::relay::{decide, librdkafka_log_level};
 use crate::secrets::RedactedConfig;
@@ -45,6 +46,9 @@ use crate::{config, Error, Processor, RelayReport, RelaySettings, Shutdown, Stag
 /// How long one poll of the consumer may block: the loop checks shutdown and the
 /// transaction's age this often when no record arrives.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Records refused by failed transactions, one abort each, before the stage gives up: a
+/// refusal that aborting does not cure is not a failed transaction.
+const MAX_REFUSALS: u32 = 3;
 
 /// How transactions are cut.
 #[derive(Clone, Debug)]
@@ -286,6 +290,8 @@ impl ExactlyOnce {
         let mut next_lag = Instant::now();
         let (_, mut aborted_seen) = self.lock().progress();
         let mut clean = true;
+        // Records refused by failed transactions since the last commit.
+        let mut refusals = 0;
         while !shutdown.is_triggered() {
             if let Some(error) = self.lock().take_fatal() {
                 return Err(error);
@@ -299,7 +305,16 @@ impl ExactlyOnce {
                     self.consumed += 1;
                     self.metrics.consumed.inc();
                     let decision = decide(self.processor.as_ref(), &message);
-                    self.lock().send(&message, decision)?;
+                    let sent = self.lock().send(&message, decision)?;
+                    if let Sent::Refused(error) = sent {
+                        refusals += 1;
+                        if refusals > MAX_REFUSALS {
+                            return Err(error);
+                        }
+                        warn!(stage = self.settings.stage, partition = message.partition(), offset = message.offset(), %error, "A failed transaction refused a record: aborting it and consuming its records again.");
+                        let outcome = self.lock().commit_open(&self.consumer, None);
+                        self.settle(outcome.rewinding(message.partition(), message.offset()))?;
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     debug!(
@@ -317,6 +332,9 @@ impl ExactlyOnce {
             if due {
                 let outcome = self.lock().commit_open(&self.consumer, None);
                 let committed = matches!(outcome, Outcome::Committed);
+                if committed {
+                    refusals = 0;
+                }
                 self.settle(outcome)?;
                 clean |= committed;
             }

@@ -39,6 +39,34 @@ pub(super) enum Outcome {
     Fatal(Error),
 }
 
+/// What became of a record handed to [`Transactions::send`].
+pub(super) enum Sent {
+    /// In the open transaction (or dropped, its offset moving with it).
+    Taken,
+    /// Refused by its partition's transaction, which failed and must be aborted first;
+    /// the record is to be consumed again.
+    Refused(Error),
+}
+
+impl Outcome {
+    /// This outcome, with `partition` rewound to `offset` at the latest: a refused record
+    /// is consumed again whatever became of its partition's transaction.
+    pub(super) fn rewinding(self, partition: i32, offset: i64) -> Outcome {
+        match self {
+            Outcome::Committed => Outcome::Aborted {
+                rewind: vec![(partition, offset)],
+            },
+            Outcome::Aborted { mut rewind } => {
+                if !rewind.iter().any(|(p, _)| *p == partition) {
+                    rewind.push((partition, offset));
+                }
+                Outcome::Aborted { rewind }
+            }
+            fatal @ Outcome::Fatal(_) => fatal,
+        }
+    }
+}
+
 /// The records of one input partition in the open transaction.
 #[derive(Debug)]
 struct PartitionBatch {
@@ -213,7 +241,7 @@ impl Transactions {
         &mut self,
         message: &BorrowedMessage<'_>,
         decision: Decision,
-    ) -> Result<(), Error> {
+    ) -> Result<Sent, Error> {
         // A rebalance inside the poll that returned `message` may have met a fatal error
         // (and let the failed producers go): that is what stops the stage, not whatever
         // this record would meet next.
@@ -232,7 +260,7 @@ impl Transactions {
             self.records += 1;
             self.started.get_or_insert(received);
             self.metrics.in_flight.set(gauge(self.records));
-            return Ok(());
+            return Ok(Sent::Taken);
         }
         let (record, reason) = match &decision {
             Decision::Forward { key, payload } => {
@@ -264,6 +292,8 @@ impl Transactions {
             }
             Decision::Drop { .. } => unreachable!("a dropped record returned above"),
         };
+        // The quarantine producer of per-partition producers is not transactional.
+        let transactional = reason.is_none() || matches!(self.producers, Producers::Shared(_));
         let producer = match &mut self.producers {
             Producers::Shared(owned) => {
                 owned.begin_if_needed()?;
@@ -291,9 +321,19 @@ impl Transactions {
             }
         };
         if let Err(error) = send_waiting_for_room(producer, record) {
-            return Err(self.fatal_cause().map_or(error, |code| {
-                Error::transaction("producing a record", KafkaError::MessageProduction(code))
-            }));
+            if let Some(code) = self.fatal_cause() {
+                return Err(Error::transaction(
+                    "producing a record",
+                    KafkaError::MessageProduction(code),
+                ));
+            }
+            // The transaction failed (a record timed out, say) and takes no more records
+            // until aborted: the abort, not this refusal, tells whether this instance may
+            // go on (it may have been fenced meanwhile).
+            if transactional && is_refused_by_failed_transaction(&error) {
+                return Ok(Sent::Refused(error));
+            }
+            return Err(error);
         }
 
         let entry = self.batch_of(partition, message.offset());
@@ -305,7 +345,7 @@ impl Transactions {
         self.records += 1;
         self.started.get_or_insert(received);
         self.metrics.in_flight.set(gauge(self.records));
-        Ok(())
+        Ok(Sent::Taken)
     }
 
     /// The error that made one of this stage's transactional producers fail fatally, if
@@ -744,6 +784,18 @@ fn send_waiting_for_room(
             }
         }
     }
+}
+
+/// Whether `error` is librdkafka refusing a record because its producer's transaction
+/// failed (an abortable error): the record may be produced again once it is aborted.
+fn is_refused_by_failed_transaction(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Transaction {
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::State),
+            ..
+        }
+    )
 }
 
 /// The offsets to commit: one past the batch's last record, for each of `partitions`.
