@@ -6,7 +6,10 @@
 //! detectors on (the default) and off (every kind allowed on every kept field): the
 //! difference is what the detectors cost per event. `event bridged` is the whole event
 //! during a rotation's overlap: each token also computed under the previous version and
-//! paired with the new one; the difference is what the bridge costs per event.
+//! paired with the new one; the difference is what the bridge costs per event. The `avro`
+//! group is the same event in Avro: the datum read into the JSON event, pseudonymized,
+//! written as a datum of the derived schema (what ingest does with `format = "avro"`), and the
+//! sink's side (datum to JSON, leak guard).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use pseudonymize::policy::Rule;
@@ -212,5 +215,54 @@ fn detectors(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, token, encrypt, event, detectors);
+fn avro(c: &mut Criterion) {
+    use pseudonymize::avro::{to_json, AvroWriter};
+    use pseudonymize::avro_schema::{derive, Schema};
+    let policy = Policy::from_toml(POLICY).expect("default policy is valid");
+    let secret = secret();
+    let engine = Pseudonymizer::new(policy.clone(), [("brand-a".to_string(), 1, &secret)]);
+    let guard = LeakGuard::new(policy.clone());
+    let raw = Schema::parse_str(include_str!("../../schemas/coupon_redemption.avsc")).unwrap();
+    let derived = derive(&policy, &raw).expect("the default policy fits the raw schema");
+    let event: Value = serde_json::from_str(EVENT).unwrap();
+    let datum = apache_avro::to_avro_datum(
+        &raw,
+        apache_avro::types::Value::from(event)
+            .resolve(&raw)
+            .unwrap(),
+    )
+    .unwrap();
+    let writer = AvroWriter::new(derived.clone());
+    let mut json_out = Vec::with_capacity(2048);
+    let mut out = Vec::with_capacity(2048);
+    let mut group = c.benchmark_group("avro");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(format!("ingest {} bytes", datum.len()), |b| {
+        b.iter(|| {
+            let json = to_json(&raw, 1, black_box(&datum)).expect("the datum decodes");
+            json_out.clear();
+            engine
+                .pseudonymize_into(&json, &mut json_out)
+                .expect("the example event is valid");
+            out.clear();
+            writer.write(&json_out, &mut out).expect("the output fits");
+            black_box(&out);
+        })
+    });
+    group.bench_function("datum to JSON only", |b| {
+        b.iter(|| black_box(to_json(&raw, 1, black_box(&datum)).expect("the datum decodes")))
+    });
+    let output_datum = out.clone();
+    group.bench_function(format!("sink guard {} bytes", output_datum.len()), |b| {
+        b.iter(|| {
+            let json = to_json(&derived, 2, black_box(&output_datum)).expect("the datum decodes");
+            guard
+                .check(None, &json)
+                .expect("pseudonymized output passes");
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, token, encrypt, event, detectors, avro);
 criterion_main!(benches);
