@@ -54,7 +54,7 @@ pub struct Broker {
     overrides: BTreeMap<String, String>,
     /// The JVM; dropped (killed) before its watchdog and its directory.
     process: Option<Process>,
-    /// Kills the JVM once the test process is gone (see [`Broker::spawn_watchdog`]).
+    /// Kills the JVM once the test process is gone (see [`Process::watchdog`]).
     watchdog: Option<Process>,
     /// `server.properties`, `log4j2.properties`, `data/`, `broker.log`, the TLS files.
     dir: TempDir,
@@ -480,7 +480,7 @@ impl Broker {
             .arg(self.server_properties_path());
         let process =
             Process::start_logging_to(&format!("kafka {}", self.name), command, &self.log_path());
-        self.watchdog = Some(self.spawn_watchdog(&process));
+        self.watchdog = Some(process.watchdog(&format!("kafka {}", self.name), self.dir.path()));
         self.process = Some(process);
         let client = self.client();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -502,26 +502,5 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// A `sh` loop that kills the JVM and removes the broker's directory once this test
-    /// process has exited. A broker in a `static` (see
-    /// [`shared_brokers`](crate::shared_brokers)) is never dropped, and a JVM outlives
-    /// its parent; `unsafe` being forbidden, no `prctl(PR_SET_PDEATHSIG)`.
-    fn spawn_watchdog(&self, jvm: &Process) -> Process {
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; kill -9 "$2"; sleep 0.5; rm -rf "$3""#,
-            "testkit-watchdog",
-            &std::process::id().to_string(),
-            &jvm.pid().expect("a started process has a pid").to_string(),
-            &kafka::path_text(self.dir.path()),
-        ]);
-        Process::start_logging_to(
-            &format!("watchdog of kafka {}", self.name),
-            command,
-            &self.dir.path().join("watchdog.log"),
-        )
     }
 }

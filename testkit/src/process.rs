@@ -78,6 +78,26 @@ impl Process {
         &self.name
     }
 
+    /// A `sh` loop that kills this process (a JVM) and removes `dir` once the test
+    /// process has exited. A server in a `static` is never dropped, and a JVM outlives its
+    /// parent; `unsafe` being forbidden, no `prctl(PR_SET_PDEATHSIG)`.
+    pub(crate) fn watchdog(&self, what: &str, dir: &Path) -> Process {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; kill -9 "$2"; sleep 0.5; rm -rf "$3""#,
+            "testkit-watchdog",
+            &std::process::id().to_string(),
+            &self.pid().expect("a started process has a pid").to_string(),
+            &crate::kafka::path_text(dir),
+        ]);
+        Process::start_logging_to(
+            &format!("watchdog of {what}"),
+            command,
+            &dir.join("watchdog.log"),
+        )
+    }
+
     /// The process id, or `None` once it has been stopped.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

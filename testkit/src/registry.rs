@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::kafka::{java_program, path_text};
+use crate::kafka::java_program;
 use crate::{free_port, Broker, Process};
 
 /// The pom that pins the registry: the one place its version is written.
@@ -159,7 +159,7 @@ pub struct Registry {
     agent: ureq::Agent,
     /// The JVM; dropped (killed) before its watchdog and its directory.
     process: Option<Process>,
-    /// Kills the JVM once the test process is gone (see [`Registry::spawn_watchdog`]).
+    /// Kills the JVM once the test process is gone (see [`Process::watchdog`]).
     watchdog: Option<Process>,
     /// `registry.log`, `watchdog.log`, the JVM's working directory.
     dir: TempDir,
@@ -237,15 +237,15 @@ impl Registry {
         let body = serde_json::json!({ "schema": schema_json }).to_string();
         let path = format!("/subjects/{}/versions", encode_path_segment(subject));
         let answer = self.expect_ok("POST", &path, Some(&body));
+        self.id_in(&answer, &format!("POST {path}"))
+    }
+
+    /// The `id` of a registry's answer to `request`; panics with its log if there is none.
+    fn id_in(&self, answer: &serde_json::Value, request: &str) -> u32 {
         answer["id"]
             .as_u64()
             .and_then(|id| u32::try_from(id).ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}",
-                    self.failure(&format!("POST {path}: no id in {answer}"))
-                )
-            })
+            .unwrap_or_else(|| panic!("{}", self.failure(&format!("{request}: no id in {answer}"))))
     }
 
     /// The schema text with id `id` (`GET /schemas/ids/{id}`), as it was registered.
@@ -273,15 +273,7 @@ impl Registry {
     pub fn latest_id(&self, subject: &str) -> u32 {
         let path = format!("/subjects/{}/versions/latest", encode_path_segment(subject));
         let answer = self.expect_ok("GET", &path, None);
-        answer["id"]
-            .as_u64()
-            .and_then(|id| u32::try_from(id).ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}",
-                    self.failure(&format!("GET {path}: no id in {answer}"))
-                )
-            })
+        self.id_in(&answer, &format!("GET {path}"))
     }
 
     /// Produces `events` (raw events as JSON, see `schemas/coupon_redemption.json`) to
@@ -444,7 +436,7 @@ impl Registry {
             command,
             &self.log_path(),
         );
-        self.watchdog = Some(self.spawn_watchdog(&process));
+        self.watchdog = Some(process.watchdog(&format!("registry {}", self.name), self.dir.path()));
         self.process = Some(process);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -463,26 +455,6 @@ impl Registry {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// A `sh` loop that kills the JVM and removes the registry's directory once this test
-    /// process has exited, as [`Broker`]'s does: a registry in a `static` (see
-    /// [`shared_registry`]) is never dropped, and a JVM outlives its parent.
-    fn spawn_watchdog(&self, jvm: &Process) -> Process {
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; kill -9 "$2"; sleep 0.5; rm -rf "$3""#,
-            "testkit-watchdog",
-            &std::process::id().to_string(),
-            &jvm.pid().expect("a started process has a pid").to_string(),
-            &path_text(self.dir.path()),
-        ]);
-        Process::start_logging_to(
-            &format!("watchdog of registry {}", self.name),
-            command,
-            &self.dir.path().join("watchdog.log"),
-        )
     }
 }
 
