@@ -663,6 +663,29 @@ mod tests {
         assert!(keys.audit_log.is_some());
     }
 
+    /// The stage configs of the Compose stack and the Kubernetes manifests parse: every
+    /// section they hold deserializes (the files they name exist only in the containers).
+    #[test]
+    fn the_deployment_configs_parse() {
+        let configs = [
+            include_str!("../deploy/compose/ingest.toml"),
+            include_str!("../deploy/compose/sink.toml"),
+            include_str!("../deploy/k8s/base/config/ingest.toml"),
+            include_str!("../deploy/k8s/base/config/sink.toml"),
+            include_str!("../deploy/k8s/overlays/example/config/ingest.toml"),
+            include_str!("../deploy/k8s/overlays/example/config/sink.toml"),
+        ];
+        for text in configs {
+            let config = parse(text);
+            let keys: Option<KeysConfig> = config.section("keys").unwrap();
+            let ingest: Option<IngestConfig> = config.section("ingest").unwrap();
+            let sink: Option<SinkConfig> = config.section("sink").unwrap();
+            assert_eq!(keys.is_some(), ingest.is_some(), "{text}");
+            assert!(ingest.is_some() != sink.is_some(), "one stage per file: {text}");
+            assert!(config.metrics().is_ok(), "{text}");
+        }
+    }
+
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let text = EXAMPLE.replace(
