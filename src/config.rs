@@ -681,7 +681,10 @@ mod tests {
             let ingest: Option<IngestConfig> = config.section("ingest").unwrap();
             let sink: Option<SinkConfig> = config.section("sink").unwrap();
             assert_eq!(keys.is_some(), ingest.is_some(), "{text}");
-            assert!(ingest.is_some() != sink.is_some(), "one stage per file: {text}");
+            assert!(
+                ingest.is_some() != sink.is_some(),
+                "one stage per file: {text}"
+            );
             assert!(config.metrics().is_ok(), "{text}");
         }
     }

@@ -186,6 +186,8 @@ fn a_paused_sink_is_fenced_by_the_one_that_took_its_partitions() {
         a.process.failure("waiting for A to stop")
     );
     let log = a.process.log();
+    // No client of the sink dumps rdkafka's statistics into the log.
+    assert!(!log.contains("Client stats"), "{}", a.process.log_tail(30));
     let fenced = log
         .lines()
         .find(|line| line.contains("this one was fenced"));

@@ -760,6 +760,9 @@ fn config_with_read_committed(mut config: ClientConfig) -> ClientConfig {
     // Committed offsets are read with require_stable: pending transactional commits first
     // complete or abort.
     config.set("isolation.level", "read_committed");
+    // A side client with rdkafka's default context, whose statistics nobody watches: that
+    // context would log each report whole, at INFO.
+    config.set("statistics.interval.ms", "0");
     config
 }
 
