@@ -314,6 +314,10 @@ pub struct SinkConfig {
     /// Where Avro writer schemas come from (the registry ingest registers with).
     #[serde(default)]
     pub schema_registry: SchemaRegistryConfig,
+    /// Avro: the cloud's schema registry, reached through the link; the derived schemas
+    /// are registered there under `topic`'s subject and the records carry its ids. Without
+    /// it, the on-prem ids cross unchanged.
+    pub cloud_schema_registry: Option<SchemaRegistryConfig>,
     /// Delivery guarantee.
     #[serde(default)]
     pub delivery: Delivery,
@@ -687,6 +691,38 @@ mod tests {
             );
             assert!(config.metrics().is_ok(), "{text}");
         }
+    }
+
+    #[test]
+    fn an_avro_registry_needs_one_source_and_one_password() {
+        let registry = |text: &str| -> SchemaRegistryConfig { toml::from_str(text).unwrap() };
+        let none = registry("");
+        assert!(none
+            .settings(Format::Json, "ingest.schema_registry")
+            .unwrap()
+            .is_none());
+        let error = none
+            .settings(Format::Avro, "ingest.schema_registry")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("needs either `url`"), "{error}");
+        let both = registry("url = \"http://r\"\ndirectory = \"/s\"");
+        assert!(both.settings(Format::Avro, "x").is_err());
+        let twice = registry(
+            "url = \"http://r\"\nusername = \"u\"\npassword = \"hunter2\"\npassword_env = \"P\"",
+        );
+        let error = twice.settings(Format::Avro, "x").unwrap_err().to_string();
+        assert!(error.contains("give the password once"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        let secret = file(b"s3cret\n");
+        let from_file = registry(&format!(
+            "url = \"http://r\"\nusername = \"u\"\npassword_file = {:?}\ntimeout = \"2s\"",
+            secret.path()
+        ));
+        let settings = from_file.settings(Format::Avro, "x").unwrap().unwrap();
+        assert_eq!(settings.password.as_deref(), Some("s3cret"));
+        assert_eq!(settings.timeout, std::time::Duration::from_secs(2));
+        assert!(!format!("{settings:?}").contains("s3cret"));
     }
 
     #[test]

@@ -234,6 +234,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         kafka: BTreeMap::new(),
         exactly_once: None,
         avro: None,
+        cloud_registry: None,
     };
     let pipeline_started = Instant::now();
     // Ingest follows the keyring as a real site's does (no bridge, no audit topic here).

@@ -198,6 +198,10 @@ pub fn sink_settings(sink: &SinkConfig) -> Result<sink::Settings> {
         avro: sink
             .schema_registry
             .settings(sink.format, "sink.schema_registry")?,
+        cloud_registry: match &sink.cloud_schema_registry {
+            Some(cloud) => cloud.settings(sink.format, "sink.cloud_schema_registry")?,
+            None => None,
+        },
         source_brokers: sink.source_brokers.clone(),
         source_topic: sink.source_topic.clone(),
         group_id: sink.group_id.clone(),

@@ -2,7 +2,8 @@
 //! Confluent-compatible API): retail events serialized by Confluent's own Python client,
 //! read by ingest with their writer schema, written with the derived schema; the sink
 //! judges each datum and forwards it; what reaches the cloud is what batch mode makes of
-//! the same JSON events. A record naming a schema id the registry does not know, and one
+//! the same JSON events, under the id the derived schema has under the cloud topic's
+//! subject. A record naming a schema id the registry does not know, and one
 //! written with a schema that has a field the policy does not classify, go to quarantine.
 
 use std::collections::{HashMap, HashSet};
@@ -113,11 +114,18 @@ fn a_hundred_thousand_avro_events_reach_the_cloud_exactly_once() {
         })
         .collect();
     let derived = Schema::parse_str(DERIVED_SCHEMA).unwrap();
+    // The sink registered the derived schema under the cloud topic's subject, and the cloud
+    // records carry that id.
+    let cloud_id = registry.latest_id(&format!("{}-value", p.cloud_topic));
     let mut schemas: HashMap<u32, Schema> = HashMap::new();
     let mut seen = HashSet::new();
     for record in &cloud {
         let payload = record.payload.as_deref().expect("a payload");
         let (id, datum) = split_wire(payload).expect("the cloud record is in the wire format");
+        assert_eq!(
+            id, cloud_id,
+            "the cloud record names the cloud registry's id"
+        );
         let schema = schemas.entry(id).or_insert_with(|| {
             Schema::parse_str(&registry.schema(id)).expect("the registry's schema parses")
         });

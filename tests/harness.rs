@@ -182,9 +182,15 @@ impl Pipeline {
     fn format_lines(&self, stage: &str) -> (String, String) {
         match &self.format {
             None => (String::new(), String::new()),
+            // The tests' one registry stands for both zones' on the sink's side.
             Some(url) => (
                 "format = \"avro\"\n".to_owned(),
-                format!("[{stage}.schema_registry]\nurl = {url:?}\n"),
+                format!("[{stage}.schema_registry]\nurl = {url:?}\n")
+                    + &if stage == "sink" {
+                        format!("[sink.cloud_schema_registry]\nurl = {url:?}\n")
+                    } else {
+                        String::new()
+                    },
             ),
         }
     }

@@ -34,6 +34,10 @@ pub struct Settings {
     /// Avro in the Confluent wire format, judged with the schemas of this registry, when
     /// set; JSON otherwise.
     pub avro: Option<RegistrySettings>,
+    /// Avro: the cloud's schema registry, where the derived schemas are registered under
+    /// `topic`'s subject and whose ids the forwarded records carry; without it the
+    /// on-prem ids cross unchanged.
+    pub cloud_registry: Option<RegistrySettings>,
 }
 
 impl fmt::Debug for Settings {
@@ -50,6 +54,7 @@ impl fmt::Debug for Settings {
             .field("kafka", &Redacted(&self.kafka))
             .field("exactly_once", &self.exactly_once)
             .field("avro", &self.avro)
+            .field("cloud_registry", &self.cloud_registry)
             .finish()
     }
 }

@@ -9,6 +9,7 @@ use plumbing::{
 };
 use pseudonymize::LeakGuard;
 
+use crate::avro::SinkAvro;
 use crate::config::Settings;
 
 /// Forwards a record unchanged when it has the policy's output shape; quarantines it otherwise.
@@ -17,12 +18,12 @@ pub struct SinkProcessor {
     guard: LeakGuard,
     /// Avro records are judged as the JSON event their datum renders, with its writer
     /// schema from the registry; the datum is forwarded as it came.
-    avro: Option<AvroInput>,
+    avro: Option<SinkAvro>,
 }
 
 impl SinkProcessor {
     /// A processor enforcing `guard` on JSON records, or on Avro ones with `avro`.
-    pub fn new(guard: LeakGuard, avro: Option<AvroInput>) -> Self {
+    pub fn new(guard: LeakGuard, avro: Option<SinkAvro>) -> Self {
         Self { guard, avro }
     }
 }
@@ -35,11 +36,11 @@ impl Processor for SinkProcessor {
                 message: "the record has no payload".into(),
             };
         };
-        let judged = match &self.avro {
-            None => self.guard.check(key, payload),
-            // The guard judges the whole datum: to_json refuses trailing bytes.
-            Some(avro) => match avro.decode(payload) {
-                Ok(decoded) => self.guard.check(key, &decoded.json),
+        let (judged, forwarded) = match &self.avro {
+            None => (self.guard.check(key, payload), None),
+            // The guard judges the whole datum: it renders completely or not at all.
+            Some(avro) => match avro.read(payload) {
+                Ok((json, forwarded)) => (self.guard.check(key, &json), Some(forwarded)),
                 Err(refusal) => {
                     return Decision::Quarantine {
                         reason: refusal.reason.code(),
@@ -51,7 +52,7 @@ impl Processor for SinkProcessor {
         match judged {
             Ok(()) => Decision::Forward {
                 key: key.map(<[u8]>::to_vec),
-                payload: payload.to_vec(),
+                payload: forwarded.unwrap_or_else(|| payload.to_vec()),
             },
             // The relay logs it (topic, partition, offset, reason; rate-limited), never
             // the explanation, which stays on-prem in the quarantine record's headers.
@@ -63,7 +64,7 @@ impl Processor for SinkProcessor {
     }
 
     fn between_batches(&self) -> Result<(), String> {
-        self.avro.as_ref().map_or(Ok(()), AvroInput::failure)
+        self.avro.as_ref().map_or(Ok(()), SinkAvro::failure)
     }
 }
 
@@ -95,12 +96,16 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
+    let registry = |settings| {
+        Registry::new(settings).map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))
+    };
     let avro = match &settings.avro {
         None => None,
-        Some(registry) => Some(AvroInput::new(Arc::new(
-            Registry::new(registry)
-                .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?,
-        ))),
+        Some(onprem) => Some(SinkAvro::new(
+            AvroInput::new(Arc::new(registry(onprem)?)),
+            settings.cloud_registry.as_ref().map(registry).transpose()?,
+            &settings.topic,
+        )),
     };
     let processor = Arc::new(SinkProcessor::new(guard, avro));
     match settings.exactly_once {
