@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use apache_avro::schema::{Name, RecordSchema, UnionSchema};
+use apache_avro::schema::{Name, RecordSchema};
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use serde_json::{Map, Number, Value as Json};
@@ -165,78 +165,117 @@ impl AvroWriter {
         &self.schema
     }
 
-    /// Appends the datum of the JSON event `json` to `out`.
+    /// Appends the datum of the JSON event `json` to `out`: Avro's binary encoding,
+    /// written straight from the JSON value as the schema directs (no intermediate Avro
+    /// value, no second validation pass: what does not fit is refused on the way).
     pub fn write(&self, json: &[u8], out: &mut Vec<u8>) -> Result<(), AvroError> {
         let json: Json = serde_json::from_slice(json).map_err(|_| AvroError::DoesNotFit {
             path: String::new(),
             what: "not a JSON event",
         })?;
+        let start = out.len();
         let mut path = String::new();
-        let value = self.avro_of(&self.schema, json, &mut path)?;
-        let datum =
-            apache_avro::to_avro_datum(&self.schema, value).map_err(|_| AvroError::DoesNotFit {
-                path: String::new(),
-                what: "the datum does not validate",
-            })?;
-        out.extend_from_slice(&datum);
-        Ok(())
+        let written = self.encode(&self.schema, &json, &mut path, out);
+        if written.is_err() {
+            out.truncate(start);
+        }
+        written
     }
 
-    fn avro_of(&self, schema: &Schema, json: Json, path: &mut String) -> Result<Avro, AvroError> {
+    fn encode(
+        &self,
+        schema: &Schema,
+        json: &Json,
+        path: &mut String,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AvroError> {
         let misfit = |path: &String, what| AvroError::DoesNotFit {
             path: path.clone(),
             what,
         };
-        Ok(match (schema, json) {
+        match (schema, json) {
             (Schema::Ref { name }, json) => {
                 let named = self.named(name, path)?;
-                return self.avro_of(named, json, path);
+                self.encode(named, json, path, out)?;
             }
-            (Schema::Union(union), json) => return self.union_of(union, json, path),
-            (Schema::Null, Json::Null) => Avro::Null,
-            (Schema::Boolean, Json::Bool(b)) => Avro::Boolean(b),
-            (Schema::Int, Json::Number(n)) => Avro::Int(
+            (Schema::Union(union), json) => {
+                let (index, branch) = union
+                    .variants()
+                    .iter()
+                    .enumerate()
+                    .find(|(_, branch)| self.may_hold(branch, json))
+                    .ok_or_else(|| misfit(path, "a value of no type of the union"))?;
+                write_long(i64::try_from(index).expect("a union has few branches"), out);
+                self.encode(branch, json, path, out)?;
+            }
+            (Schema::Null, Json::Null) => {}
+            (Schema::Boolean, Json::Bool(b)) => out.push(u8::from(*b)),
+            (Schema::Int, Json::Number(n)) => write_long(
                 n.as_i64()
-                    .and_then(|n| i32::try_from(n).ok())
+                    .filter(|n| i32::try_from(*n).is_ok())
                     .ok_or_else(|| misfit(path, "not a 32-bit integer"))?,
+                out,
             ),
-            (Schema::Long, Json::Number(n)) => Avro::Long(
+            (Schema::Long, Json::Number(n)) => write_long(
                 n.as_i64()
                     .ok_or_else(|| misfit(path, "not a 64-bit integer"))?,
+                out,
             ),
             (Schema::Float, Json::Number(n)) => {
-                Avro::Float(n.as_f64().ok_or_else(|| misfit(path, "not a number"))? as f32)
+                let x = n.as_f64().ok_or_else(|| misfit(path, "not a number"))?;
+                out.extend_from_slice(&(x as f32).to_le_bytes());
             }
             (Schema::Double, Json::Number(n)) => {
-                Avro::Double(n.as_f64().ok_or_else(|| misfit(path, "not a number"))?)
+                let x = n.as_f64().ok_or_else(|| misfit(path, "not a number"))?;
+                out.extend_from_slice(&x.to_le_bytes());
             }
-            (Schema::String, Json::String(s)) => Avro::String(s),
+            (Schema::String, Json::String(s)) => write_bytes(s.as_bytes(), out),
             (Schema::Enum(schema), Json::String(s)) => {
                 let index = schema
                     .symbols
                     .iter()
-                    .position(|symbol| *symbol == s)
+                    .position(|symbol| symbol == s)
                     .ok_or_else(|| misfit(path, "not a symbol of the enum"))?;
-                Avro::Enum(
-                    u32::try_from(index).expect("an enum has fewer than 2^32 symbols"),
-                    s,
-                )
+                write_long(i64::try_from(index).expect("an enum has few symbols"), out);
             }
             (Schema::Array(array), Json::Array(items)) => {
                 let len = path.len();
                 path.push_str("[]");
-                let items = items
-                    .into_iter()
-                    .map(|item| self.avro_of(&array.items, item, path))
-                    .collect::<Result<Vec<_>, _>>()?;
+                if !items.is_empty() {
+                    // One block of every item, then the empty block that ends the array.
+                    write_long(i64::try_from(items.len()).expect("a JSON array fits"), out);
+                    for item in items {
+                        self.encode(&array.items, item, path, out)?;
+                    }
+                }
+                write_long(0, out);
                 path.truncate(len);
-                Avro::Array(items)
             }
             (Schema::Record(record), Json::Object(object)) => {
-                return self.record_of(record, object, path)
+                self.encode_record(record, object, path, out)?;
             }
             _ => return Err(misfit(path, "a value of another type")),
-        })
+        }
+        Ok(())
+    }
+
+    /// Whether `json` is of a kind `schema` takes: which branch of a union it goes to.
+    fn may_hold(&self, schema: &Schema, json: &Json) -> bool {
+        match (schema, json) {
+            (Schema::Ref { name }, json) => self
+                .names
+                .get(name)
+                .is_some_and(|named| self.may_hold(named, json)),
+            (Schema::Null, Json::Null)
+            | (Schema::Boolean, Json::Bool(_))
+            | (Schema::Float | Schema::Double, Json::Number(_))
+            | (Schema::String, Json::String(_))
+            | (Schema::Array(_), Json::Array(_))
+            | (Schema::Record(_), Json::Object(_)) => true,
+            (Schema::Int | Schema::Long, Json::Number(n)) => n.as_i64().is_some(),
+            (Schema::Enum(schema), Json::String(s)) => schema.symbols.contains(s),
+            _ => false,
+        }
     }
 
     fn named(&self, name: &Name, path: &str) -> Result<&Schema, AvroError> {
@@ -246,59 +285,62 @@ impl AvroWriter {
         })
     }
 
-    fn union_of(
-        &self,
-        union: &UnionSchema,
-        json: Json,
-        path: &mut String,
-    ) -> Result<Avro, AvroError> {
-        // The first branch the value fits, as Avro's own JSON resolution does.
-        let mut last = None;
-        for (index, branch) in union.variants().iter().enumerate() {
-            let index = u32::try_from(index).expect("a union has fewer than 2^32 branches");
-            match self.avro_of(branch, json.clone(), path) {
-                Ok(value) => return Ok(Avro::Union(index, Box::new(value))),
-                Err(error) => last = Some(error),
-            }
-        }
-        Err(last.unwrap_or(AvroError::DoesNotFit {
-            path: path.clone(),
-            what: "an empty union",
-        }))
-    }
-
-    fn record_of(
+    fn encode_record(
         &self,
         record: &RecordSchema,
-        mut object: Map<String, Json>,
+        object: &Map<String, Json>,
         path: &mut String,
-    ) -> Result<Avro, AvroError> {
-        let mut fields = Vec::with_capacity(record.fields.len());
+        out: &mut Vec<u8>,
+    ) -> Result<(), AvroError> {
         for field in &record.fields {
             let len = path.len();
             if len > 0 {
                 path.push('.');
             }
             path.push_str(&field.name);
-            let json = match object.remove(&field.name) {
-                Some(json) => json,
-                // Absent: the field's default, or null where the schema allows it.
-                None => field.default.clone().unwrap_or(Json::Null),
+            // Absent: the field's default, or null where the schema allows it.
+            let default;
+            let json = match (object.get(&field.name), &field.default) {
+                (Some(json), _) => json,
+                (None, Some(value)) => value,
+                (None, None) => {
+                    default = Json::Null;
+                    &default
+                }
             };
-            let value = self.avro_of(&field.schema, json, path)?;
+            self.encode(&field.schema, json, path, out)?;
             path.truncate(len);
-            fields.push((field.name.clone(), value));
         }
         // What the derived schema left out because the policy drops all of it may remain
         // as an empty shell (`{}`, `[]`, null): nothing to write.
-        if !object.values().all(is_vacant) {
+        let known = |key: &String| record.fields.iter().any(|field| field.name == *key);
+        if !object
+            .iter()
+            .all(|(key, value)| known(key) || is_vacant(value))
+        {
             return Err(AvroError::DoesNotFit {
                 path: path.clone(),
                 what: "a field the derived schema does not have",
             });
         }
-        Ok(Avro::Record(fields))
+        Ok(())
     }
+}
+
+/// Avro's `long` (and `int`): zig-zag, then variable length, 7 bits a byte.
+fn write_long(n: i64, out: &mut Vec<u8>) {
+    let mut zigzag = ((n << 1) ^ (n >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+/// Avro's `bytes` and `string`: the length, then the bytes.
+fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    write_long(i64::try_from(bytes.len()).expect("a string fits"), out);
+    out.extend_from_slice(bytes);
 }
 
 /// Whether `json` holds no value: null, or objects and arrays of nothing else.
@@ -373,6 +415,47 @@ mod tests {
             .unwrap();
         let json: Json = serde_json::from_slice(&to_json(&schema(), 7, &datum).unwrap()).unwrap();
         assert_eq!(json["n"], Json::Null);
+    }
+
+    /// The hand-written encoder writes the bytes apache-avro's own encoder writes.
+    #[test]
+    fn the_encoding_is_apache_avros() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"N","fields":[
+                {"name":"l","type":{"type":"array","items":"long"}},
+                {"name":"i","type":"int"},
+                {"name":"f","type":"float"},
+                {"name":"d","type":["null","double"]},
+                {"name":"b","type":"boolean"},
+                {"name":"s","type":["null","string"],"default":null}
+            ]}"#,
+        )
+        .unwrap();
+        let longs = [0, -1, 1, 63, -64, 64, 8191, -8193, i64::MAX, i64::MIN];
+        let json = serde_json::json!({"l": longs, "i": -2_147_483_648_i64, "f": 1.5, "d": -0.1, "b": true, "s": "é"});
+        let mut mine = Vec::new();
+        AvroWriter::new(schema.clone())
+            .write(json.to_string().as_bytes(), &mut mine)
+            .unwrap();
+        let theirs = apache_avro::to_avro_datum(
+            &schema,
+            Avro::Record(vec![
+                (
+                    "l".into(),
+                    Avro::Array(longs.iter().map(|n| Avro::Long(*n)).collect()),
+                ),
+                ("i".into(), Avro::Int(i32::MIN)),
+                ("f".into(), Avro::Float(1.5)),
+                ("d".into(), Avro::Union(1, Box::new(Avro::Double(-0.1)))),
+                ("b".into(), Avro::Boolean(true)),
+                (
+                    "s".into(),
+                    Avro::Union(1, Box::new(Avro::String("é".into()))),
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(mine, theirs);
     }
 
     #[test]
