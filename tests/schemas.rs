@@ -159,3 +159,68 @@ fn conforms(
         _ => wrong(),
     }
 }
+
+/// `schema check` on the command line: the default policy fits the raw schema; a producer's
+/// new optional field that no rule classifies fails the check, naming the field; `schema
+/// derive` refuses it too and writes nothing.
+#[test]
+fn schema_check_names_the_field_the_policy_leaves_unclassified() {
+    let s = crate::util::Scratch::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let policy = format!("{root}/schemas/coupon_redemption.policy.toml");
+    let fits = s
+        .run(&[
+            "schema",
+            "check",
+            "--policy",
+            &policy,
+            "--schema",
+            &format!("{root}/schemas/coupon_redemption.avsc"),
+        ])
+        .ok();
+    assert!(fits.contains("fits policy"), "{fits}");
+
+    let mut widened: Value = serde_json::from_str(AVSC).unwrap();
+    let customer = widened["fields"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|field| field["name"] == "customer")
+        .unwrap();
+    customer["type"][1]["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "nickname", "type": ["null", "string"], "default": null}));
+    let schema = s.path("widened.avsc");
+    std::fs::write(&schema, widened.to_string()).unwrap();
+    let refused = s
+        .run(&[
+            "schema",
+            "check",
+            "--policy",
+            &policy,
+            "--schema",
+            schema.to_str().unwrap(),
+        ])
+        .fails();
+    assert!(
+        refused.contains("`customer.nickname`: no rule in the policy covers it"),
+        "{refused}"
+    );
+    let output = s.path("derived.avsc");
+    s.run(&[
+        "schema",
+        "derive",
+        "--policy",
+        &policy,
+        "--schema",
+        schema.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ])
+    .fails();
+    assert!(
+        !output.exists(),
+        "nothing derived from a schema that does not fit"
+    );
+}
