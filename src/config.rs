@@ -671,15 +671,18 @@ mod tests {
     /// section they hold deserializes (the files they name exist only in the containers).
     #[test]
     fn the_deployment_configs_parse() {
+        // Read at run time: deploy/ is not in the image's build context.
         let configs = [
-            include_str!("../deploy/compose/ingest.toml"),
-            include_str!("../deploy/compose/sink.toml"),
-            include_str!("../deploy/k8s/base/config/ingest.toml"),
-            include_str!("../deploy/k8s/base/config/sink.toml"),
-            include_str!("../deploy/k8s/overlays/example/config/ingest.toml"),
-            include_str!("../deploy/k8s/overlays/example/config/sink.toml"),
+            "deploy/compose/ingest.toml",
+            "deploy/compose/sink.toml",
+            "deploy/k8s/base/config/ingest.toml",
+            "deploy/k8s/base/config/sink.toml",
+            "deploy/k8s/overlays/example/config/ingest.toml",
+            "deploy/k8s/overlays/example/config/sink.toml",
         ];
-        for text in configs {
+        for file in configs {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let text = &std::fs::read_to_string(&path).expect("the deployment config exists");
             let config = parse(text);
             let keys: Option<KeysConfig> = config.section("keys").unwrap();
             let ingest: Option<IngestConfig> = config.section("ingest").unwrap();
