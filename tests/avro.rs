@@ -16,7 +16,6 @@ use testkit::NewRecord;
 
 use crate::harness::*;
 
-const RAW_SCHEMA: &str = include_str!("../schemas/coupon_redemption.avsc");
 const DERIVED_SCHEMA: &str = include_str!("../schemas/coupon_redemption.pseudonymized.avsc");
 
 /// `json` without null members and the objects they leave empty: Avro writes an absent
@@ -57,17 +56,7 @@ fn a_hundred_thousand_avro_events_reach_the_cloud_exactly_once() {
     let mut unknown = Vec::new();
     write_header(2_000_000_000, &mut unknown);
     unknown.extend_from_slice(b"\x02x");
-    let mut widened: Value = serde_json::from_str(RAW_SCHEMA).unwrap();
-    let customer = widened["fields"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|field| field["name"] == "customer")
-        .unwrap();
-    customer["type"][1]["fields"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "nickname", "type": ["null", "string"], "default": null}));
+    let widened = crate::schemas::with_a_new_optional_field();
     let widened_id = registry.register(&format!("{}-value", p.raw), &widened.to_string());
     let widened_schema = Schema::parse_str(&widened.to_string()).unwrap();
     let mut event: Value =

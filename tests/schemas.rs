@@ -160,6 +160,23 @@ fn conforms(
     }
 }
 
+/// The raw schema as a producer might widen it: a new optional field `customer.nickname`
+/// that no rule of the default policy classifies.
+pub(crate) fn with_a_new_optional_field() -> Value {
+    let mut widened: Value = serde_json::from_str(AVSC).unwrap();
+    let customer = widened["fields"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|field| field["name"] == "customer")
+        .unwrap();
+    customer["type"][1]["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "nickname", "type": ["null", "string"], "default": null}));
+    widened
+}
+
 /// `schema check` on the command line: the default policy fits the raw schema; a producer's
 /// new optional field that no rule classifies fails the check, naming the field; `schema
 /// derive` refuses it too and writes nothing.
@@ -180,17 +197,7 @@ fn schema_check_names_the_field_the_policy_leaves_unclassified() {
         .ok();
     assert!(fits.contains("fits policy"), "{fits}");
 
-    let mut widened: Value = serde_json::from_str(AVSC).unwrap();
-    let customer = widened["fields"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|field| field["name"] == "customer")
-        .unwrap();
-    customer["type"][1]["fields"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "nickname", "type": ["null", "string"], "default": null}));
+    let widened = with_a_new_optional_field();
     let schema = s.path("widened.avsc");
     std::fs::write(&schema, widened.to_string()).unwrap();
     let refused = s
