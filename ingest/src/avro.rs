@@ -54,11 +54,11 @@ impl AvroFormat {
 
     /// The JSON event of `payload` and how to write its pseudonymized form.
     pub fn read(&self, payload: &[u8]) -> Result<(Vec<u8>, Arc<Output>), Refusal> {
-        let (id, datum) = pseudonymize::avro::split_wire(payload)?;
+        // The schema is judged before the datum is read: a record of a schema the policy
+        // does not accept is refused for that, whatever its bytes.
+        let (id, _) = pseudonymize::avro::split_wire(payload)?;
         let output = self.output(id)?;
-        let writer = self.input.writer_schema(id)?;
-        let json = pseudonymize::avro::to_json(&writer, id, datum)?;
-        Ok((json, output))
+        Ok((self.input.decode(payload)?.json, output))
     }
 
     /// Why the registry failed, if it did (the stage stops on it).
