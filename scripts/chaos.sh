@@ -18,7 +18,8 @@
 # (sigkill, sigterm_rolling, three_ingests, cloud_broker_down, onprem_broker, link).
 # One scenario runs at a time; about 45 minutes with the defaults on 2 cores, plus the
 # first build. Needs jq for the table; installs the Kafka jars and Java if missing
-# (scripts/install-test-deps.sh). Exits non-zero if a scenario's verdict fails.
+# (scripts/install-test-deps.sh). Exits non-zero if a scenario's verdict fails; a failed
+# scenario keeps its stages' logs and configs and says where (CHAOS_KEEP_LOGS=1: every one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

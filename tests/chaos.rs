@@ -31,7 +31,8 @@
 //!
 //! Each test prints its row and, with `CHAOS_RESULTS=FILE`, appends it to FILE as a JSON
 //! line; `scripts/chaos.sh` runs them at a larger scale and prints the table. A run whose
-//! verdict fails prints the stages' warnings and keeps their logs and configs.
+//! verdict fails prints the stages' warnings and keeps their logs and configs (every run
+//! does with `CHAOS_KEEP_LOGS=1`).
 //! What must hold: nothing lost, nothing leaked, every malformed record quarantined, in
 //! every scenario and mode; nothing duplicated in exactly-once, nor at least once after
 //! SIGTERM restarts and rebalances; otherwise at most [`Verdict::duplicate_bound`]. While
@@ -604,7 +605,24 @@ impl Chaos {
         while reader.read_for(Duration::from_secs(3)) > 0 {
             self.supervise();
         }
-        let cloud = reader.into_records();
+        let mut cloud = reader.into_records();
+        let distinct = distinct_events(&cloud);
+        if distinct < valid {
+            // What the topic holds, read again from the beginning by a fresh consumer: a
+            // loss must not be the reader's.
+            let again = self.p.cloud.read_all(
+                &self.p.cloud_topic,
+                cloud.len() + valid - distinct,
+                Duration::from_secs(30),
+            );
+            let found = distinct_events(&again);
+            self.say(&format!(
+                "read again from the beginning: {found} of {valid} valid events in the cloud"
+            ));
+            if found > distinct {
+                cloud = again;
+            }
+        }
         let quarantine = self.p.onprem.read_all(
             &self.p.quarantine,
             self.expected.malformed_count,
@@ -624,10 +642,13 @@ impl Chaos {
         if verdict.lost > 0 {
             explain_missing(&self.p, &self.expected, &cloud, &stages);
         }
-        if !verdict.violations().is_empty() {
-            for stage in stages {
+        let failed = !verdict.violations().is_empty();
+        if failed {
+            for stage in &stages {
                 print_warnings(stage);
             }
+        }
+        if failed || std::env::var_os("CHAOS_KEEP_LOGS").is_some() {
             // A failed run keeps its stages' logs and configs for whoever looks into it.
             self.logs.disable_cleanup(true);
             self.p.scratch.dir.disable_cleanup(true);

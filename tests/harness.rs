@@ -839,6 +839,15 @@ pub(crate) fn explain_missing(
         }
     }
     let mut lost_where: BTreeMap<(&str, i32), Vec<i64>> = BTreeMap::new();
+    // Where the sink's losses were in its input: one aborted transaction's span, say.
+    for record in &middle {
+        if event_id(record).is_some_and(|id| !in_cloud.contains(&id)) {
+            lost_where
+                .entry(("lost by sink, in its input", record.partition))
+                .or_default()
+                .push(record.offset);
+        }
+    }
     for record in &raw {
         let Some(id) = event_id(record) else { continue };
         if !expected.valid.contains_key(&id) || in_cloud.contains(&id) {
@@ -855,7 +864,12 @@ pub(crate) fn explain_missing(
             .push(record.offset);
     }
     for ((stage, partition), offsets) in lost_where {
-        eprintln!("{stage}: raw[{partition}] offsets {}", ranges(&offsets));
+        let topic = if stage.ends_with("input") {
+            "pseudonymized"
+        } else {
+            "raw"
+        };
+        eprintln!("{stage}: {topic}[{partition}] offsets {}", ranges(&offsets));
     }
     for stage in stages {
         let log = std::fs::read_to_string(&stage.log).unwrap_or_default();
@@ -870,18 +884,31 @@ pub(crate) fn explain_missing(
                     "stopped",
                     "Shutting",
                     "jumped over",
+                    "abort",
+                    "ewind",
+                    "refused",
+                    "fenced",
                 ]
                 .iter()
                 .any(|word| line.contains(word))
             })
+            .take(120)
             .map(|line| line.get(..400).unwrap_or(line))
             .collect();
         eprintln!(
-            "--- {} log, partitions and commits\n{}",
+            "--- {} log, partitions, commits and aborts\n{}",
             stage.command,
             interesting.join("\n")
         );
-        eprintln!("--- {} metrics\n{}", stage.command, stage.metrics().0);
+    }
+    // After every log: a failure summary that is cut short keeps the logs.
+    for stage in stages {
+        let metrics = stage.metrics().0;
+        let counters: Vec<&str> = metrics
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.contains("_bucket{"))
+            .collect();
+        eprintln!("--- {} metrics\n{}", stage.command, counters.join("\n"));
     }
 }
 

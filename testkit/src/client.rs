@@ -1,7 +1,7 @@
 //! [`Client`]: produce to, read back from and ask metadata of a cluster, with fresh
 //! librdkafka clients built from one set of properties.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -294,6 +294,10 @@ impl Client {
             .set("allow.auto.create.topics", "false")
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "100")
+            // librdkafka resets a position it cannot validate (a broker restarted, its
+            // leader epoch moved on) with this policy: reading again skips nothing, and
+            // `read_for` keeps each offset once.
+            .set("auto.offset.reset", "earliest")
             .create()
             .map_err(|error| format!("cannot create a consumer: {error}"))?;
         let mut assignment = TopicPartitionList::new();
@@ -310,6 +314,7 @@ impl Client {
         Ok(TopicReader {
             consumer,
             records: Vec::new(),
+            next: HashMap::new(),
         })
     }
 
@@ -380,6 +385,9 @@ impl Client {
 pub struct TopicReader {
     consumer: BaseConsumer,
     records: Vec<Record>,
+    /// The offset after the last record kept, by partition: what a reset reads again is
+    /// not kept twice.
+    next: HashMap<i32, i64>,
 }
 
 impl std::fmt::Debug for TopicReader {
@@ -392,7 +400,8 @@ impl std::fmt::Debug for TopicReader {
 }
 
 impl TopicReader {
-    /// Reads for `duration`, keeping every record that arrives; returns how many did.
+    /// Reads for `duration`, keeping every record that arrives (each offset once); returns
+    /// how many were kept.
     /// Transient fetch errors (a broker restarting) are retried by librdkafka.
     pub fn read_for(&mut self, duration: Duration) -> usize {
         let deadline = Instant::now() + duration;
@@ -403,7 +412,11 @@ impl TopicReader {
                 break;
             }
             if let Some(Ok(message)) = self.consumer.poll(left) {
-                self.records.push(to_record(&message));
+                let next = self.next.entry(message.partition()).or_default();
+                if message.offset() >= *next {
+                    *next = message.offset() + 1;
+                    self.records.push(to_record(&message));
+                }
             }
         }
         self.records.len() - before

@@ -357,12 +357,34 @@ impl ExactlyOnce {
         Ok(())
     }
 
+    /// Whether `partition` of the input topic is assigned to this instance.
+    fn is_assigned(&self, partition: i32) -> bool {
+        self.consumer.assignment().is_ok_and(|assignment| {
+            assignment
+                .find_partition(&self.settings.input_topic, partition)
+                .is_some()
+        })
+    }
+
     /// Acts on how a commit went: rewinds what was aborted, stops on a fatal error.
     fn settle(&self, outcome: Outcome) -> Result<(), Error> {
         match outcome {
             Outcome::Committed => Ok(()),
             Outcome::Aborted { rewind } => {
-                for (partition, offset) in rewind {
+                // What the output cluster stores is the truth: it holds nothing of the
+                // aborted records, whatever this instance remembers of them.
+                let partitions: Vec<i32> = rewind.iter().map(|(partition, _)| *partition).collect();
+                let stored = self.lock().stored_offsets(&self.consumer, &partitions)?;
+                for (partition, first) in rewind {
+                    let offset = match stored.get(&partition) {
+                        // Past a record that was never committed: read it again all the same.
+                        Some(&stored) if stored > first => {
+                            warn!(stage = self.settings.stage, partition, stored, first, "An offset is stored past the first record of an aborted transaction: rewinding to that record.");
+                            first
+                        }
+                        Some(&stored) => stored,
+                        None => first,
+                    };
                     let sought = self.consumer.seek(
                         &self.settings.input_topic,
                         partition,
@@ -370,13 +392,23 @@ impl ExactlyOnce {
                         self.transactions.call_timeout,
                     );
                     match sought {
-                        Ok(()) => debug!(
+                        Ok(()) => info!(
                             stage = self.settings.stage,
-                            partition, offset, "Rewound after an aborted transaction."
+                            partition,
+                            offset,
+                            first_aborted = first,
+                            "Rewound to the stored offset after an aborted transaction."
                         ),
                         // Revoked meanwhile: its next owner starts from the committed offset.
-                        Err(error) => {
-                            warn!(stage = self.settings.stage, partition, offset, %error, "Cannot rewind a partition after an aborted transaction.")
+                        Err(error) if !self.is_assigned(partition) => {
+                            debug!(stage = self.settings.stage, partition, offset, %error, "Not rewound after an aborted transaction: the partition was revoked.");
+                        }
+                        // Still ours: consuming on would skip the aborted records.
+                        Err(source) => {
+                            return Err(Error::transaction(
+                                "rewinding a partition after an aborted transaction",
+                                source,
+                            ))
                         }
                     }
                 }

@@ -577,14 +577,12 @@ impl Transactions {
         assignment: &mut TopicPartitionList,
     ) -> Result<(), Error> {
         if matches!(self.producers, Producers::Shared(_)) {
-            return self.start_at_committed(consumer, assignment);
+            return self.start_at_stored(consumer, assignment).map(drop);
         }
         let Producers::PerPartition {
             output,
             prefix,
             owned,
-            offsets_topic,
-            offsets,
             ..
         } = &mut self.producers
         else {
@@ -613,38 +611,7 @@ impl Transactions {
                 )?,
             );
         }
-        let mut asked = TopicPartitionList::new();
-        for partition in &partitions {
-            asked.add_partition(offsets_topic, *partition);
-        }
-        let stored = offsets
-            .committed_offsets(asked, self.call_timeout)
-            .map_err(|source| {
-                Error::transaction("reading the offsets stored in the output cluster", source)
-            })?;
-        let mut starts = Vec::new();
-        for elem in stored.elements_for_topic(offsets_topic) {
-            let partition = elem.partition();
-            if let Err(source) = elem.error() {
-                return Err(Error::transaction(
-                    "reading the offsets stored in the output cluster",
-                    source,
-                ));
-            }
-            let Offset::Offset(offset) = elem.offset() else {
-                continue; // none stored yet: the input group's offset, or auto.offset.reset
-            };
-            if elem.metadata() != self.input_topic {
-                return Err(Error::InvalidSettings(format!(
-                    "partition {partition} of the offsets topic `{offsets_topic}` holds the offset of another input topic \
-                     for this group: give this sink its own `group_id` or offsets topic"
-                )));
-            }
-            assignment
-                .set_partition_offset(&self.input_topic, partition, Offset::Offset(offset))
-                .map_err(|source| Error::transaction("setting a starting offset", source))?;
-            starts.push(format!("{partition}@{offset}"));
-        }
+        let starts = self.start_at_stored(consumer, assignment)?;
         info!(
             stage = self.stage,
             topic = %self.input_topic,
@@ -655,34 +622,89 @@ impl Transactions {
         Ok(())
     }
 
-    /// Sets the starting offset of each partition of `assignment` to the input group's
-    /// committed offset, where one is committed (elsewhere librdkafka applies
-    /// `auto.offset.reset`, as it would).
-    fn start_at_committed<C: rdkafka::consumer::ConsumerContext>(
+    /// Sets the starting offset of each partition of `assignment` to its stored offset
+    /// ([`stored_offsets`](Self::stored_offsets)), where one is stored (elsewhere
+    /// librdkafka reads the input group's, or applies `auto.offset.reset`, as it would);
+    /// returns them as `partition@offset`.
+    fn start_at_stored<C: rdkafka::consumer::ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
-    ) -> Result<(), Error> {
-        if assignment.count() == 0 {
-            return Ok(());
+    ) -> Result<Vec<String>, Error> {
+        let partitions: Vec<i32> = assignment
+            .elements_for_topic(&self.input_topic)
+            .iter()
+            .map(|elem| elem.partition())
+            .collect();
+        let mut starts = Vec::new();
+        for (partition, offset) in self.stored_offsets(consumer, &partitions)? {
+            assignment
+                .set_partition_offset(&self.input_topic, partition, Offset::Offset(offset))
+                .map_err(|source| Error::transaction("setting a starting offset", source))?;
+            starts.push(format!("{partition}@{offset}"));
         }
-        let committed = consumer
-            .committed_offsets(assignment.clone(), self.call_timeout)
-            .map_err(|source| Error::transaction("reading the input group's offsets", source))?;
-        for elem in committed.elements() {
+        Ok(starts)
+    }
+
+    /// The next offset of each of `partitions` of the input topic as committed so far,
+    /// where one is: in the output cluster with per-partition producers, in the input
+    /// group with one shared producer. Read with `require_stable`: a pending transaction
+    /// first commits or aborts.
+    pub(super) fn stored_offsets<C: rdkafka::consumer::ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, Error> {
+        let mut stored = BTreeMap::new();
+        if partitions.is_empty() {
+            return Ok(stored);
+        }
+        let (list, topic, during) = match &self.producers {
+            Producers::PerPartition {
+                offsets,
+                offsets_topic,
+                ..
+            } => {
+                let mut asked = TopicPartitionList::new();
+                for partition in partitions {
+                    asked.add_partition(offsets_topic, *partition);
+                }
+                let during = "reading the offsets stored in the output cluster";
+                let list = offsets
+                    .committed_offsets(asked, self.call_timeout)
+                    .map_err(|source| Error::transaction(during, source))?;
+                (list, offsets_topic.as_str(), during)
+            }
+            Producers::Shared(_) => {
+                let mut asked = TopicPartitionList::new();
+                for partition in partitions {
+                    asked.add_partition(&self.input_topic, *partition);
+                }
+                let during = "reading the input group's offsets";
+                let list = consumer
+                    .committed_offsets(asked, self.call_timeout)
+                    .map_err(|source| Error::transaction(during, source))?;
+                (list, self.input_topic.as_str(), during)
+            }
+        };
+        for elem in list.elements_for_topic(topic) {
+            let partition = elem.partition();
             if let Err(source) = elem.error() {
-                return Err(Error::transaction(
-                    "reading the input group's offsets",
-                    source,
-                ));
+                return Err(Error::transaction(during, source));
             }
-            if let Offset::Offset(offset) = elem.offset() {
-                assignment
-                    .set_partition_offset(elem.topic(), elem.partition(), Offset::Offset(offset))
-                    .map_err(|source| Error::transaction("setting a starting offset", source))?;
+            let Offset::Offset(offset) = elem.offset() else {
+                continue; // none stored yet
+            };
+            // The offsets topic says which input topic each offset belongs to.
+            if topic != self.input_topic && elem.metadata() != self.input_topic {
+                return Err(Error::InvalidSettings(format!(
+                    "partition {partition} of the offsets topic `{topic}` holds the offset of another input topic \
+                     for this group: give this sink its own `group_id` or offsets topic"
+                )));
             }
+            stored.insert(partition, offset);
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Before `revoked` is released: commits what is open for it, and (per-partition
