@@ -838,12 +838,17 @@ pub(crate) fn explain_missing(
             );
         }
     }
-    let mut lost_where: BTreeMap<(&str, i32), Vec<i64>> = BTreeMap::new();
+    // (what lost it, the topic the offsets are in, partition) → offsets.
+    let mut lost_where: BTreeMap<(&str, &str, i32), Vec<i64>> = BTreeMap::new();
     // Where the sink's losses were in its input: one aborted transaction's span, say.
     for record in &middle {
         if event_id(record).is_some_and(|id| !in_cloud.contains(&id)) {
             lost_where
-                .entry(("lost by sink, in its input", record.partition))
+                .entry((
+                    "lost by sink, in its input",
+                    "pseudonymized",
+                    record.partition,
+                ))
                 .or_default()
                 .push(record.offset);
         }
@@ -859,16 +864,11 @@ pub(crate) fn explain_missing(
             "lost by ingest"
         };
         lost_where
-            .entry((stage, record.partition))
+            .entry((stage, "raw", record.partition))
             .or_default()
             .push(record.offset);
     }
-    for ((stage, partition), offsets) in lost_where {
-        let topic = if stage.ends_with("input") {
-            "pseudonymized"
-        } else {
-            "raw"
-        };
+    for ((stage, topic, partition), offsets) in lost_where {
         eprintln!("{stage}: {topic}[{partition}] offsets {}", ranges(&offsets));
     }
     for stage in stages {
