@@ -211,6 +211,14 @@ fn default_max_in_flight() -> usize {
     10_000
 }
 
+/// The liveness bound by default, in milliseconds: a producer that holds records and has
+/// had none acknowledged for this long while its cluster answers is replaced (plumbing's
+/// `RelaySettings::stall_timeout`); well under the producers' two-minute
+/// `message.timeout.ms`, and longer than a broker's restart.
+fn default_stall_timeout_ms() -> u64 {
+    u64::try_from(plumbing::relay::DEFAULT_STALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Consumer group of ingest by default.
 fn default_ingest_group() -> String {
     "pseudopipe-ingest".into()
@@ -272,6 +280,12 @@ pub struct IngestConfig {
     /// Most records in flight (consumed, not yet acknowledged by the output cluster).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// The liveness bound, in milliseconds: a producer that holds records and has had none
+    /// acknowledged for this long, while its cluster answers, is replaced; if the new one
+    /// stalls as long, the stage exits non-zero (exactly once: a transaction that cannot
+    /// commit within it is aborted; a second one in a row stops the stage).
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
     /// Exactly once: most records in one transaction.
     #[serde(default = "default_transaction_max_records")]
     pub transaction_max_records: usize,
@@ -324,6 +338,9 @@ pub struct SinkConfig {
     /// Most records in flight towards the cloud.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// The liveness bound, in milliseconds (see `ingest.stall_timeout_ms`).
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
     /// Exactly once: a cloud topic with at least as many partitions as `source_topic`; its
     /// partition P stores, as the committed offset of the cloud group `group_id`, the next
     /// offset of source partition P, in the same transaction as the records. It holds no
@@ -411,6 +428,13 @@ fn require_transaction_limits(section: &str, max_records: usize, interval_ms: u6
     }
     if interval_ms == 0 {
         bail!("`{section}.transaction_interval_ms` is 0: set it to at least 1 (default 100)");
+    }
+    Ok(())
+}
+
+fn require_stall_timeout(section: &str, stall_timeout_ms: u64) -> Result<()> {
+    if stall_timeout_ms < 1_000 {
+        bail!("`{section}.stall_timeout_ms` is {stall_timeout_ms}: set it to at least 1000 (default 30000), longer than a broker's restart takes");
     }
     Ok(())
 }
@@ -518,6 +542,7 @@ impl Config {
         if ingest.max_in_flight == 0 {
             bail!("`ingest.max_in_flight` is 0: set it to at least 1 (default 10000)");
         }
+        require_stall_timeout("ingest", ingest.stall_timeout_ms)?;
         require_transaction_limits(
             "ingest",
             ingest.transaction_max_records,
@@ -569,6 +594,7 @@ impl Config {
         if sink.max_in_flight == 0 {
             bail!("`sink.max_in_flight` is 0: set it to at least 1 (default 10000)");
         }
+        require_stall_timeout("sink", sink.stall_timeout_ms)?;
         if sink.delivery == Delivery::ExactlyOnce {
             require(
                 &sink.offsets_topic,

@@ -217,6 +217,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         output_topic: pseudonymized.into(),
         quarantine_topic: quarantine.into(),
         max_in_flight: 10_000,
+        stall_timeout: plumbing::relay::DEFAULT_STALL_TIMEOUT,
         kafka: fast.clone(),
         // librdkafka's mock cluster does not commit transactions.
         exactly_once: None,
@@ -230,6 +231,7 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
         topic: cloud_topic.into(),
         quarantine_topic: quarantine.into(),
         max_in_flight: 10_000,
+        stall_timeout: plumbing::relay::DEFAULT_STALL_TIMEOUT,
         source_kafka: fast.clone(),
         kafka: BTreeMap::new(),
         exactly_once: None,

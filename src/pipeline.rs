@@ -178,6 +178,7 @@ pub fn ingest_settings(ingest: &IngestConfig) -> Result<ingest::Settings> {
         output_topic: ingest.output_topic.clone(),
         quarantine_topic: ingest.quarantine_topic.clone(),
         max_in_flight: ingest.max_in_flight,
+        stall_timeout: Duration::from_millis(ingest.stall_timeout_ms),
         kafka: kafka_properties("ingest.kafka", &ingest.kafka)?,
         exactly_once: (ingest.delivery == Delivery::ExactlyOnce).then(|| ingest::ExactlyOnce {
             transactional_id: ingest
@@ -209,6 +210,7 @@ pub fn sink_settings(sink: &SinkConfig) -> Result<sink::Settings> {
         topic: sink.topic.clone(),
         quarantine_topic: sink.quarantine_topic.clone(),
         max_in_flight: sink.max_in_flight,
+        stall_timeout: Duration::from_millis(sink.stall_timeout_ms),
         source_kafka: kafka_properties("sink.source_kafka", &sink.source_kafka)?,
         kafka: kafka_properties("sink.kafka", &sink.kafka)?,
         exactly_once: (sink.delivery == Delivery::ExactlyOnce).then(|| sink::ExactlyOnce {

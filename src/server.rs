@@ -100,7 +100,8 @@ fn unready(registry: &Registry, readiness: &Readiness) -> Vec<String> {
     for family in registry.gather() {
         let stalled = family.name() == "pseudopipe_partition_stalled";
         let reachable = family.name() == "pseudopipe_cluster_reachable";
-        if !stalled && !reachable {
+        let delivering = family.name() == "pseudopipe_delivery_stalled";
+        if !stalled && !reachable && !delivering {
             continue;
         }
         for metric in family.get_metric() {
@@ -118,6 +119,13 @@ fn unready(registry: &Registry, readiness: &Readiness) -> Vec<String> {
                     label("stage"),
                     label("topic"),
                     label("partition")
+                ));
+            }
+            if delivering && value != 0.0 {
+                reasons.push(format!(
+                    "{}: deliveries to the {} have stalled: records wait and none was acknowledged within `stall_timeout_ms`; the stage replaces its producer, then exits if that does not help",
+                    label("stage"),
+                    cluster_name(label("stage"), label("cluster"))
                 ));
             }
             if reachable && value == 0.0 {

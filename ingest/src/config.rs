@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use plumbing::registry::RegistrySettings;
 use plumbing::secrets::Redacted;
@@ -22,6 +23,8 @@ pub struct Settings {
     pub quarantine_topic: String,
     /// Most records in flight.
     pub max_in_flight: usize,
+    /// The liveness bound (plumbing's `RelaySettings::stall_timeout`).
+    pub stall_timeout: Duration,
     /// librdkafka properties for the consumer and the producer.
     pub kafka: BTreeMap<String, String>,
     /// Exactly once when set (Kafka transactions), at least once otherwise.
@@ -40,6 +43,7 @@ impl fmt::Debug for Settings {
             .field("output_topic", &self.output_topic)
             .field("quarantine_topic", &self.quarantine_topic)
             .field("max_in_flight", &self.max_in_flight)
+            .field("stall_timeout", &self.stall_timeout)
             .field("kafka", &Redacted(&self.kafka))
             .field("exactly_once", &self.exactly_once)
             .field("avro", &self.avro)

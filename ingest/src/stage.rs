@@ -209,6 +209,7 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
+    relay.stall_timeout = settings.stall_timeout;
     let avro = match &settings.avro {
         None => None,
         Some(registry) => {

@@ -110,6 +110,21 @@ pub enum Error {
     /// the stage stops, and what was not committed is consumed again after a restart.
     #[error("the stage's processor stopped it: {0}")]
     Processor(String),
+    /// A producer held records and had none acknowledged for the stall bound while its
+    /// cluster answered, and a new producer did not deliver either: the stage stops so
+    /// that its supervisor restarts it; what was not committed is consumed again.
+    #[error(
+        "deliveries to the {cluster} cluster stalled: no record acknowledged for {} s although \
+         the cluster answers, and a new producer did not deliver either; the stage stops so \
+         that its supervisor restarts it",
+        stalled_for.as_secs()
+    )]
+    Stalled {
+        /// `output` or `quarantine`: which of the stage's clusters.
+        cluster: &'static str,
+        /// How long nothing was acknowledged, the new producer's time included.
+        stalled_for: std::time::Duration,
+    },
     /// The relay's thread was cancelled before it could report (the runtime is shutting
     /// down): its uncommitted records are consumed again after a restart.
     #[error("the relay was interrupted before it could drain and commit")]

@@ -41,6 +41,13 @@ pub struct StageMetrics {
     /// `pseudopipe_cluster_reachable{cluster}`: 0 while a client of the stage has lost
     /// every broker of that cluster (`input`, `output`, `quarantine`), 1 otherwise.
     pub cluster_reachable: IntGaugeVec,
+    /// `pseudopipe_delivery_stalled{cluster}`: 1 while a producer of the stage holds
+    /// records and has had none acknowledged for the stall bound (`stall_timeout`), 0
+    /// once one is acknowledged or none waits.
+    pub delivery_stalled: IntGaugeVec,
+    /// `pseudopipe_producer_restarts_total{cluster}`: producers replaced by a new one
+    /// because they stalled while their cluster answered.
+    pub producer_restarts: IntCounterVec,
     /// What the stage's clients report about their clusters and fatal errors.
     pub(crate) health: Health,
 }
@@ -120,6 +127,20 @@ impl StageMetrics {
                 ),
                 &["topic", "partition"],
             )?,
+            delivery_stalled: IntGaugeVec::new(
+                opts(
+                    "pseudopipe_delivery_stalled",
+                    "1 while a producer of the stage holds records and has had none acknowledged for the stall bound, 0 otherwise.",
+                ),
+                &["cluster"],
+            )?,
+            producer_restarts: IntCounterVec::new(
+                opts(
+                    "pseudopipe_producer_restarts_total",
+                    "Producers replaced by a new one because they stalled while their cluster answered.",
+                ),
+                &["cluster"],
+            )?,
             health: Health::new(cluster_reachable.clone()),
             cluster_reachable,
         };
@@ -134,6 +155,8 @@ impl StageMetrics {
         registry.register(Box::new(metrics.delivery_retries.clone()))?;
         registry.register(Box::new(metrics.offsets_skipped.clone()))?;
         registry.register(Box::new(metrics.cluster_reachable.clone()))?;
+        registry.register(Box::new(metrics.delivery_stalled.clone()))?;
+        registry.register(Box::new(metrics.producer_restarts.clone()))?;
         Ok(metrics)
     }
 

@@ -609,6 +609,184 @@ async fn transient_produce_errors_are_retried_and_nothing_is_lost() {
     );
 }
 
+/// The value of `name{cluster="output"}` (a gauge or a counter), 0 when absent.
+fn output_series(registry: &Registry, name: &str) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric())
+        .filter(|metric| {
+            metric
+                .get_label()
+                .iter()
+                .any(|pair| pair.name() == "cluster" && pair.value() == "output")
+        })
+        .map(|metric| metric.get_gauge().get_value() + metric.get_counter().get_value())
+        .sum()
+}
+
+/// Settings whose liveness bound is `seconds`.
+fn stall_settings(input: &str, output: &str, quarantine: &str, seconds: u64) -> RelaySettings {
+    let mut settings = settings(input, output, quarantine);
+    settings.stall_timeout = Duration::from_secs(seconds);
+    settings.drain_timeout = Duration::from_secs(1);
+    settings
+}
+
+/// Produce requests refused far longer than the test, so that the producer holds its
+/// records without a delivery report while the cluster answers metadata requests: the
+/// stuck producer of issue 17, as the relay sees it.
+const REFUSALS: usize = 100_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_stuck_while_its_cluster_answers_is_replaced_then_the_stage_exits() {
+    let source = Cluster::start();
+    let target = Cluster::start();
+    let input = source.topic("raw", 2);
+    let output = target.topic("pseudonymized", 2);
+    let quarantine = target.topic("quarantine", 1);
+    source.fill(&input, &numbered(30, 2)).await;
+
+    target.fail_next_produce_requests(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        REFUSALS,
+    );
+    let bound = 2;
+    let relay = Running::start(
+        &source,
+        "stuck",
+        stall_settings(&input, &output, &quarantine, bound),
+        target.producer(&[]),
+        forward_all(),
+    );
+    wait_until("the relay consumed every record", || {
+        relay.metrics.consumed.get() >= 30
+    })
+    .await;
+    let consumed_at = std::time::Instant::now();
+    let stopped = tokio::time::timeout(PATIENCE, relay.task)
+        .await
+        .expect("the relay stops by itself")
+        .expect("the relay task does not panic");
+    let waited = consumed_at.elapsed();
+    let error = stopped.expect_err("a producer that never delivers stops the stage");
+    assert!(
+        matches!(
+            error,
+            Error::Stalled {
+                cluster: "output",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("new producer did not deliver either"),
+        "{error}"
+    );
+    // Replaced once after one bound, stopped after the second; each check runs once a
+    // second and the drain takes one more.
+    assert!(
+        waited < Duration::from_secs(2 * bound + 6),
+        "stopped after {waited:?}"
+    );
+    assert_eq!(
+        output_series(&relay.registry, "pseudopipe_producer_restarts_total"),
+        1.0
+    );
+    assert_eq!(
+        output_series(&relay.registry, "pseudopipe_delivery_stalled"),
+        1.0
+    );
+    let log = logged();
+    assert!(
+        log.contains("the producer is replaced and its records are sent again"),
+        "{}",
+        lines_about(&log, &["stall"])
+    );
+    // Nothing was committed past what was not delivered: a restart delivers it all.
+    let committed = source.committed("stuck", &input, 2).await;
+    assert!(
+        committed.iter().all(|offset| *offset <= 0),
+        "committed {committed:?}"
+    );
+    target.mock.clear_request_errors(RDKafkaApiKey::Produce);
+    // Nothing was committed (asserted above), so a new group starts where the stopped
+    // member's would, without waiting for the mock cluster to expire that member.
+    let restarted = Running::start(
+        &source,
+        "stuck-restarted",
+        stall_settings(&input, &output, &quarantine, bound),
+        target.producer(&[]),
+        forward_all(),
+    );
+    wait_until("all 30 records are delivered after the restart", || {
+        restarted.settled() >= 30
+    })
+    .await;
+    restarted.stop().await;
+    assert_eq!(payloads(&target.read(&output, 2, 30).await).len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_producer_that_delivers_keeps_the_stage_running_and_nothing_is_lost() {
+    let source = Cluster::start();
+    let target = Cluster::start();
+    let input = source.topic("raw", 2);
+    let output = target.topic("pseudonymized", 2);
+    let quarantine = target.topic("quarantine", 1);
+    source.fill(&input, &numbered(30, 2)).await;
+
+    target.fail_next_produce_requests(
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        REFUSALS,
+    );
+    let relay = Running::start(
+        &source,
+        "unstuck",
+        stall_settings(&input, &output, &quarantine, 3),
+        target.producer(&[]),
+        forward_all(),
+    );
+    wait_until("the stuck producer is replaced", || {
+        output_series(&relay.registry, "pseudopipe_producer_restarts_total") >= 1.0
+    })
+    .await;
+    assert_eq!(relay.settled(), 0, "nothing was acknowledged before");
+    assert_eq!(
+        output_series(&relay.registry, "pseudopipe_delivery_stalled"),
+        1.0
+    );
+    // The cause goes away: the new producer delivers within its bound.
+    target.mock.clear_request_errors(RDKafkaApiKey::Produce);
+    wait_until("all 30 records are delivered", || relay.settled() >= 30).await;
+    assert_eq!(
+        output_series(&relay.registry, "pseudopipe_delivery_stalled"),
+        0.0,
+        "the stall is over once records are acknowledged"
+    );
+    assert!(!relay.task.is_finished(), "the stage keeps running");
+    assert_eq!(
+        output_series(&relay.registry, "pseudopipe_producer_restarts_total"),
+        1.0
+    );
+    let report = relay.stop().await;
+    assert!(report.retries > 0, "the purged records were sent again");
+    let delivered = target.read(&output, 2, 30).await;
+    assert_eq!(
+        payloads(&delivered).len(),
+        30,
+        "30 distinct records arrived"
+    );
+    assert_eq!(
+        source.committed("unstuck", &input, 2).await,
+        source.end_offsets(&input, 2).await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failure_stalls_its_partition_without_logging_content() {
     let cluster = Cluster::start();

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use plumbing::registry::RegistrySettings;
 use plumbing::secrets::Redacted;
@@ -24,6 +25,8 @@ pub struct Settings {
     pub quarantine_topic: String,
     /// Most records in flight towards the cloud.
     pub max_in_flight: usize,
+    /// The liveness bound (plumbing's `RelaySettings::stall_timeout`).
+    pub stall_timeout: Duration,
     /// librdkafka properties of the on-prem consumer and quarantine producer.
     pub source_kafka: BTreeMap<String, String>,
     /// librdkafka properties of the cloud producer (TLS, SASL...).
@@ -50,6 +53,7 @@ impl fmt::Debug for Settings {
             .field("topic", &self.topic)
             .field("quarantine_topic", &self.quarantine_topic)
             .field("max_in_flight", &self.max_in_flight)
+            .field("stall_timeout", &self.stall_timeout)
             .field("source_kafka", &Redacted(&self.source_kafka))
             .field("kafka", &Redacted(&self.kafka))
             .field("exactly_once", &self.exactly_once)

@@ -96,6 +96,7 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
+    relay.stall_timeout = settings.stall_timeout;
     let registry = |settings| {
         Registry::new(settings).map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))
     };

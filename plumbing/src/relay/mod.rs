@@ -29,6 +29,7 @@
 
 mod context;
 mod delivery;
+mod liveness;
 mod pump;
 mod state;
 
@@ -38,7 +39,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::{ClientConfig, Message, Offset};
@@ -46,8 +47,9 @@ use tracing::level_filters::LevelFilter;
 use tracing::{debug, error, info, warn};
 
 pub(crate) use self::context::log_to_tracing;
-use self::context::{DeliveryContext, RelayContext};
-use self::delivery::{RelayProducer, Report};
+use self::context::RelayContext;
+use self::delivery::Report;
+use self::liveness::ProducerFactory;
 use self::pump::{Pump, RelayConsumer};
 use self::state::{list_offsets, Core, Outputs, Shared};
 use crate::health::Cluster;
@@ -151,6 +153,10 @@ where
     }
 }
 
+/// The liveness bound by default ([`RelaySettings::stall_timeout`]): longer than a broker
+/// takes to restart, well under the producers' `message.timeout.ms`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where a relay reads and writes, and its limits.
 #[derive(Clone, Debug)]
 pub struct RelaySettings {
@@ -175,6 +181,13 @@ pub struct RelaySettings {
     pub rebalance_drain_timeout: Duration,
     /// How often consumer lag is measured. Default 5 s.
     pub lag_interval: Duration,
+    /// The liveness bound: a producer that holds records and has had none acknowledged
+    /// for this long, while its cluster answers, is replaced; if its replacement stalls
+    /// as long, the stage stops ([`Error::Stalled`]). Exactly once, a transaction that
+    /// cannot commit within it is aborted, and a second one in a row stops the stage.
+    /// Default [`DEFAULT_STALL_TIMEOUT`], well under the producers' `message.timeout.ms`
+    /// (120 s unless set).
+    pub stall_timeout: Duration,
 }
 
 impl RelaySettings {
@@ -195,6 +208,7 @@ impl RelaySettings {
             drain_timeout: Duration::from_secs(10),
             rebalance_drain_timeout: Duration::from_secs(5),
             lag_interval: Duration::from_secs(5),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 
@@ -236,6 +250,9 @@ impl RelaySettings {
         }
         if self.commit_interval.is_zero() || self.lag_interval.is_zero() {
             return invalid("`commit_interval` and `lag_interval` must be positive".to_owned());
+        }
+        if self.stall_timeout < Duration::from_secs(1) {
+            return invalid("`stall_timeout` must be at least 1 s".to_owned());
         }
         Ok(())
     }
@@ -336,37 +353,26 @@ pub async fn run(
     consumer_config.set_log_level(librdkafka_log_level());
 
     let (reports, settle) = mpsc::channel::<Report>();
-    let producer = |config: &ClientConfig, cluster: Cluster| -> Result<RelayProducer, Error> {
-        let mut config = config.clone();
-        config.set_log_level(librdkafka_log_level());
-        Ok(RelayProducer::from_config_and_context(
-            &config,
-            DeliveryContext {
-                stage: settings.stage,
-                reports: reports.clone(),
-                watch: metrics.health.watch(cluster),
-            },
-        )?)
-    };
-    let output_producer = producer(&output, Cluster::Output)?;
-    let quarantine_producer = if quarantine.config_map() == output.config_map() {
-        output_producer.clone()
-    } else {
-        producer(&quarantine, Cluster::Quarantine)?
-    };
-    drop(reports);
+    let factory = ProducerFactory::new(
+        settings.stage,
+        reports,
+        metrics.health.clone(),
+        &with_message_timeout(output),
+        &with_message_timeout(quarantine),
+    );
+    let outputs = Outputs::new(
+        factory,
+        settings.output_topic.clone(),
+        settings.quarantine_topic.clone(),
+    )?;
     let core = Core::new(
         settings.stage,
         settings.input_topic.clone(),
         metrics.clone(),
-        Outputs {
-            output: output_producer,
-            quarantine: quarantine_producer,
-            output_topic: settings.output_topic.clone(),
-            quarantine_topic: settings.quarantine_topic.clone(),
-        },
+        outputs,
         settle,
         settings.rebalance_drain_timeout,
+        settings.stall_timeout,
     );
     let shared = Arc::new(Shared::new(core));
     let consumer: RelayConsumer = consumer_config
@@ -397,6 +403,20 @@ pub async fn run(
         Err(error) if error.is_panic() => panic::resume_unwind(error.into_panic()),
         Err(_cancelled) => Err(Error::Interrupted),
     }
+}
+
+/// How long librdkafka tries to deliver a record before it reports it failed (and the
+/// relay sends it again), unless `message.timeout.ms` is set: two minutes, where
+/// librdkafka's own five would leave a record unaccounted for longer than any alert
+/// waits. The liveness guard ([`RelaySettings::stall_timeout`]) acts well before.
+const MESSAGE_TIMEOUT_MS: &str = "120000";
+
+/// `config` with the relay's `message.timeout.ms` unless it sets its own.
+fn with_message_timeout(mut config: ClientConfig) -> ClientConfig {
+    if config.get("message.timeout.ms").is_none() {
+        config.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
+    }
+    config
 }
 
 /// The librdkafka log level matching what `tracing` lets through.

@@ -54,7 +54,7 @@ impl Pump {
         let fatal = self.relay_until(shutdown);
         let stage = self.settings.stage;
         if let Some(error) = &fatal {
-            error!(stage, %error, "A Kafka client failed fatally: the stage drains what it can, commits what was delivered and stops.");
+            error!(stage, %error, "The stage stops: it drains what it can, commits what was delivered and exits.");
         }
         let processor = Arc::clone(&self.processor);
         let report = self.finish(lag);
@@ -78,6 +78,9 @@ impl Pump {
             let (room, busy) = {
                 let mut core = self.shared.lock();
                 core.service(consumer);
+                if let Some(error) = core.guard_liveness() {
+                    return Some(error);
+                }
                 core.apply_backpressure(consumer, max);
                 if Instant::now() >= next_commit {
                     core.commit_periodically(consumer);

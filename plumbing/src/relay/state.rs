@@ -21,8 +21,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Route, Token};
+use super::liveness::{Liveness, ProducerFactory, Verdict};
 use super::{decide, log_quarantine, quarantine_headers, Decision, Processor, RelayReport};
-use crate::health::stops_the_stage;
+use crate::health::{stops_the_stage, Cluster};
 use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
 use crate::offsets::{PartitionOffsets, Ticket, TopicPartition};
@@ -57,23 +58,69 @@ struct Partition {
 struct Retry {
     due: Instant,
     token: Token,
+    route: Route,
     record: Outgoing,
 }
 
-/// The producers and topics a relay writes to.
+/// The producers and topics a relay writes to, and how to make them anew.
 pub(super) struct Outputs {
-    pub(super) output: RelayProducer,
-    pub(super) quarantine: RelayProducer,
-    pub(super) output_topic: String,
-    pub(super) quarantine_topic: String,
+    output: RelayProducer,
+    quarantine: RelayProducer,
+    output_topic: String,
+    quarantine_topic: String,
+    factory: ProducerFactory,
 }
 
 impl Outputs {
+    /// The producers `factory` makes, writing to these topics.
+    pub(super) fn new(
+        factory: ProducerFactory,
+        output_topic: String,
+        quarantine_topic: String,
+    ) -> Result<Self, crate::Error> {
+        let output = factory.create(Cluster::Output)?;
+        let quarantine = if factory.shared() {
+            output.clone()
+        } else {
+            factory.create(Cluster::Quarantine)?
+        };
+        Ok(Self {
+            output,
+            quarantine,
+            output_topic,
+            quarantine_topic,
+            factory,
+        })
+    }
+
     fn of(&self, route: Route) -> (&RelayProducer, &str) {
         match route {
             Route::Forward => (&self.output, &self.output_topic),
             Route::Quarantine(_) => (&self.quarantine, &self.quarantine_topic),
         }
+    }
+
+    /// Which producer (named by its cluster) writes records of `route`.
+    fn cluster_of(&self, route: Route) -> Cluster {
+        match route {
+            Route::Quarantine(_) if !self.factory.shared() => Cluster::Quarantine,
+            _ => Cluster::Output,
+        }
+    }
+
+    /// Replaces `cluster`'s producer with a new one. Dropping the old one purges what it
+    /// still holds: those records come back as failed deliveries and are sent again.
+    fn replace(&mut self, cluster: Cluster) -> Result<(), crate::Error> {
+        let fresh = self.factory.create(cluster)?;
+        if self.factory.shared() {
+            self.quarantine = fresh.clone();
+            self.output = fresh;
+        } else if cluster == Cluster::Quarantine {
+            self.quarantine = fresh;
+        } else {
+            self.output = fresh;
+        }
+        Ok(())
     }
 }
 
@@ -104,6 +151,8 @@ pub(super) struct Core {
     log: LogLimiter,
     /// Watermarks that could not be committed when their partition was released.
     uncommitted: BTreeMap<TopicPartition, i64>,
+    /// Whether each producer still delivers.
+    liveness: Liveness,
 }
 
 impl Core {
@@ -114,8 +163,15 @@ impl Core {
         outputs: Outputs,
         reports: Receiver<Report>,
         rebalance_drain_timeout: Duration,
+        stall_timeout: Duration,
     ) -> Self {
         Self {
+            liveness: Liveness::new(
+                stage,
+                stall_timeout,
+                outputs.factory.shared(),
+                metrics.clone(),
+            ),
             stage,
             input_topic,
             latency: metrics.processing_latency.local(),
@@ -307,6 +363,37 @@ impl Core {
         self.export_metrics();
     }
 
+    /// Replaces a producer that stopped delivering while its cluster answers (see
+    /// [`super::liveness`]). Returns the error the stage must stop on when its
+    /// replacement stalled too, or when no new producer can be made.
+    pub(super) fn guard_liveness(&mut self) -> Option<crate::Error> {
+        let outputs = &self.outputs;
+        let retries = &self.retries;
+        let verdict = self.liveness.check(
+            Instant::now(),
+            |cluster| match cluster {
+                Cluster::Quarantine => outputs.quarantine_topic.clone(),
+                _ => outputs.output_topic.clone(),
+            },
+            |cluster| {
+                let producer = match cluster {
+                    Cluster::Quarantine => &outputs.quarantine,
+                    _ => &outputs.output,
+                };
+                producer.in_flight_count() > 0
+                    || retries
+                        .iter()
+                        .any(|retry| outputs.cluster_of(retry.route) == cluster)
+            },
+            &outputs.factory,
+        );
+        match verdict {
+            Verdict::Fine => None,
+            Verdict::Stop(error) => Some(error),
+            Verdict::Replace(cluster) => self.outputs.replace(cluster).err(),
+        }
+    }
+
     fn settle<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
@@ -323,6 +410,8 @@ impl Core {
                 else {
                     return; // revoked since, or abandoned and settled already
                 };
+                self.liveness
+                    .acknowledged(self.outputs.cluster_of(tag.route), now);
                 match tag.route {
                     Route::Forward => self.forwarded += 1,
                     Route::Quarantine(reason) => *self.quarantined.entry(reason).or_default() += 1,
@@ -381,9 +470,11 @@ impl Core {
             Some(record) if is_retriable(&error) => {
                 let pause = backoff(tag.attempts);
                 tag.attempts = tag.attempts.saturating_add(1);
+                let route = tag.route;
                 self.retries.push(Retry {
                     due: Instant::now() + pause,
                     token,
+                    route,
                     record,
                 });
                 self.record_retry(token.partition, offset, &error, pause);
@@ -435,18 +526,18 @@ impl Core {
             .partition::<Vec<_>, _>(|retry| retry.due <= now);
         self.retries = waiting;
         for retry in due {
-            let route = match self
+            let waits = self
                 .partitions
                 .get_mut(&retry.token.partition)
                 .and_then(|assigned| assigned.offsets.tag_mut(retry.token.ticket))
-            {
-                Some(tag) => tag.route,
-                None => continue, // revoked or abandoned meanwhile
-            };
+                .is_some();
+            if !waits {
+                continue; // revoked or abandoned meanwhile
+            }
             let Some(packed) = retry.token.pack() else {
                 continue;
             };
-            let (producer, topic) = self.outputs.of(route);
+            let (producer, topic) = self.outputs.of(retry.route);
             if let Err((error, record)) = retry.record.send(producer, topic, packed) {
                 self.failed(consumer, retry.token, error, Some(record));
             }
@@ -1000,20 +1091,11 @@ mod tests {
     fn core() -> Core {
         let (sender, reports) = std::sync::mpsc::channel();
         let metrics = StageMetrics::unregistered("ingest");
-        let producer: RelayProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "localhost:1")
-            .create_with_context(super::super::context::DeliveryContext {
-                stage: "ingest",
-                reports: sender,
-                watch: metrics.health.watch(crate::health::Cluster::Output),
-            })
-            .unwrap();
-        let outputs = Outputs {
-            output: producer.clone(),
-            quarantine: producer,
-            output_topic: "out".into(),
-            quarantine_topic: "quarantine".into(),
-        };
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", "localhost:1");
+        let factory =
+            ProducerFactory::new("ingest", sender, metrics.health.clone(), &config, &config);
+        let outputs = Outputs::new(factory, "out".into(), "quarantine".into()).unwrap();
         Core::new(
             "ingest",
             "raw".into(),
@@ -1021,6 +1103,7 @@ mod tests {
             outputs,
             reports,
             Duration::from_secs(1),
+            Duration::from_secs(30),
         )
     }
 

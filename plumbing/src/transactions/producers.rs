@@ -126,6 +126,14 @@ pub(super) struct Transactions {
     output_topic: String,
     quarantine_topic: String,
     call_timeout: Duration,
+    /// How long one commit (offsets, then the commit itself, retries included) may take:
+    /// the relay settings' `stall_timeout`. A producer that cannot deliver within it is
+    /// stuck or its cluster is gone: the transaction is aborted and its records consumed
+    /// again.
+    stall_timeout: Duration,
+    /// When the commit began that the liveness bound aborted, while no transaction has
+    /// committed since.
+    stalled_since: Option<Instant>,
     producers: Producers,
     batch: BTreeMap<i32, PartitionBatch>,
     records: usize,
@@ -150,6 +158,10 @@ impl Transactions {
     ) -> Result<Self, Error> {
         let stage = settings.stage;
         let call_timeout = transactions.call_timeout;
+        metrics
+            .delivery_stalled
+            .with_label_values(&[Cluster::Output.label()])
+            .set(0);
         let producers = match layout {
             Layout::SameCluster {
                 producer,
@@ -199,6 +211,8 @@ impl Transactions {
             output_topic: settings.output_topic.clone(),
             quarantine_topic: settings.quarantine_topic.clone(),
             call_timeout,
+            stall_timeout: settings.stall_timeout,
+            stalled_since: None,
             producers,
             batch: BTreeMap::new(),
             records: 0,
@@ -406,6 +420,7 @@ impl Transactions {
         consumer: &BaseConsumer<C>,
         only: Option<&[i32]>,
     ) -> Outcome {
+        let deadline = Instant::now() + self.stall_timeout;
         let outcome = match &mut self.producers {
             Producers::Shared(owned) => {
                 if !owned.open {
@@ -418,7 +433,13 @@ impl Transactions {
                         "the consumer has no group metadata: set its `group.id`".to_owned(),
                     ));
                 };
-                let committed = commit(&owned.producer, &offsets, &group, self.call_timeout);
+                let committed = commit(
+                    &owned.producer,
+                    &offsets,
+                    &group,
+                    self.call_timeout,
+                    deadline,
+                );
                 let outcome = finish(
                     &owned.producer,
                     committed,
@@ -445,7 +466,7 @@ impl Transactions {
                     .collect();
                 // A quarantined record must be stored before its offset moves on.
                 let flushed = if *quarantine_pending {
-                    quarantine.flush(self.call_timeout)
+                    quarantine.flush(remaining(self.call_timeout, deadline))
                 } else {
                     Ok(())
                 };
@@ -467,7 +488,13 @@ impl Transactions {
                         self.batch[partition].next,
                     );
                     let committed = match &flushed {
-                        Ok(()) => commit(&producer.producer, &offsets, group, self.call_timeout),
+                        Ok(()) => commit(
+                            &producer.producer,
+                            &offsets,
+                            group,
+                            self.call_timeout,
+                            deadline,
+                        ),
                         Err(error) => Err(error.clone()),
                     };
                     producer.open = false;
@@ -495,6 +522,7 @@ impl Transactions {
                 outcome
             }
         };
+        let outcome = self.watch_liveness(outcome, deadline);
         // One producer commits every partition at once; per-partition producers commit `only`.
         let settled = match self.producers {
             Producers::Shared(_) => None,
@@ -502,6 +530,51 @@ impl Transactions {
         };
         self.account(&outcome, settled);
         outcome
+    }
+
+    /// The liveness guard of exactly once: a commit that the stall bound (`deadline`)
+    /// cut short was aborted and its records will be consumed again; if the next one is
+    /// cut short too, before any commit, the stage stops ([`Error::Stalled`]) so that its
+    /// supervisor restarts it with new producers.
+    fn watch_liveness(&mut self, outcome: Outcome, deadline: Instant) -> Outcome {
+        let stalled = self
+            .metrics
+            .delivery_stalled
+            .with_label_values(&[Cluster::Output.label()]);
+        match outcome {
+            Outcome::Committed => {
+                if self.stalled_since.take().is_some() {
+                    stalled.set(0);
+                    info!(
+                        stage = self.stage,
+                        "Deliveries go on again: a transaction committed."
+                    );
+                }
+                Outcome::Committed
+            }
+            Outcome::Aborted { .. } if Instant::now() >= deadline => {
+                stalled.set(1);
+                let began = deadline - self.stall_timeout;
+                match self.stalled_since {
+                    Some(since) => Outcome::Fatal(Error::Stalled {
+                        cluster: Cluster::Output.label(),
+                        stalled_for: since.elapsed(),
+                    }),
+                    None => {
+                        let timeout_ms =
+                            u64::try_from(self.stall_timeout.as_millis()).unwrap_or(u64::MAX);
+                        warn!(
+                            stage = self.stage,
+                            stall_timeout_ms = timeout_ms,
+                            "A transaction could not commit within the stall bound: it was aborted and its records are consumed again."
+                        );
+                        self.stalled_since = Some(began);
+                        outcome
+                    }
+                }
+            }
+            other => other,
+        }
     }
 
     /// Moves the settled partitions out of the batch: into the counters when committed.
@@ -872,22 +945,45 @@ fn classify(error: &KafkaError) -> Failure {
     }
 }
 
-/// Sends the offsets into the transaction and commits it, retrying what may be retried.
+/// Sends the offsets into the transaction and commits it, retrying what may be retried,
+/// each call within `timeout` and all of it by `deadline` (the liveness bound).
 fn commit(
     producer: &TxProducer,
     offsets: &TopicPartitionList,
     group: &ConsumerGroupMetadata,
     timeout: Duration,
+    deadline: Instant,
 ) -> Result<(), KafkaError> {
-    retrying(|| producer.send_offsets_to_transaction(offsets, group, timeout))?;
-    retrying(|| producer.commit_transaction(timeout))
+    retrying(deadline, || {
+        producer.send_offsets_to_transaction(offsets, group, remaining(timeout, deadline))
+    })?;
+    retrying(deadline, || {
+        producer.commit_transaction(remaining(timeout, deadline))
+    })
 }
 
-fn retrying(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+/// `timeout`, or less when `deadline` comes sooner (at least 100 ms: a call given no time
+/// at all fails without asking the broker).
+fn remaining(timeout: Duration, deadline: Instant) -> Duration {
+    timeout
+        .min(deadline.saturating_duration_since(Instant::now()))
+        .max(Duration::from_millis(100))
+}
+
+fn retrying(
+    deadline: Instant,
+    mut call: impl FnMut() -> Result<(), KafkaError>,
+) -> Result<(), KafkaError> {
     let mut attempt = 0;
     loop {
         match call() {
-            Err(error) if classify(&error) == Failure::Retry && attempt < RETRIES => attempt += 1,
+            Err(error)
+                if classify(&error) == Failure::Retry
+                    && attempt < RETRIES
+                    && Instant::now() < deadline =>
+            {
+                attempt += 1;
+            }
             result => return result,
         }
     }
