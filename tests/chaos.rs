@@ -1,7 +1,7 @@
 //! Chaos: the pipeline runs between two real Apache Kafka brokers (on-prem plaintext,
 //! cloud with client certificates) while retail systems produce at a steady rate
 //! (`pseudopipe produce --rate`), and things fail. Each scenario runs in both delivery
-//! modes:
+//! modes, under CPU pressure:
 //!
 //! - `sigkill`: ingest, sink or both killed with SIGKILL at random (seeded, printed)
 //!   moments, [`Scale::kills`] times, each started again at once;
@@ -15,11 +15,30 @@
 //! - `link_cut`: once the sink delivers, its route to the cloud refused
 //!   ([`testkit::Link`]: new connections refused, open ones reset), then restored.
 //!
-//! A stage that exits by itself is started again, as its supervisor (Kubernetes) would:
-//! the row counts those `exits`. The verdict is counted from what the cloud topic holds,
-//! read with `read_committed`, by `event_id`, never assumed:
+//! CPU pressure: [`Scale::cpu_hogs`] busy threads ([`testkit::CpuHogs`], 2 by default,
+//! `CHAOS_CPU_HOGS=0` for a quiet run) spin beside the brokers and the stages from before
+//! the stages start until the cloud is drained, as the other jobs of a CI runner or a busy
+//! host do: on two cores the stages get about half the CPU, and their timeouts, heartbeats
+//! and rebalances meet that. Each test runs once, under that pressure; `scripts/chaos.sh`
+//! also runs them quiet, and with several seeds.
 //!
-//! - `delivered`: distinct valid produced events in the cloud; `lost`: valid events absent;
+//! A stage that exits by itself is started again, as its supervisor (Kubernetes) would:
+//! the row counts those `exits`. Once the producer is done, the test reads the cloud
+//! until every valid event is there, until nothing new has reached the cloud or the
+//! pseudonymized topic for [`Scale::stall`] (90 s by default: a stall fails in about that
+//! long, not after librdkafka's 5-minute `message.timeout.ms`), or at most 300 s plus a
+//! millisecond per event. The verdict is counted from what the cloud topic holds, read
+//! with `read_committed`, by `event_id`, never assumed:
+//!
+//! - `delivered`: distinct valid produced events in the cloud;
+//! - `stalled`: valid events absent from the cloud but still waiting upstream: in the raw
+//!   topic at or past ingest's committed offset of their partition, or in the
+//!   pseudonymized topic at or past the sink's (at least once, its group's on-prem;
+//!   exactly once, the offset stored in the cloud cluster in the sink's transactions,
+//!   else its on-prem hint). A stage holds them that no longer moves: the failure names
+//!   which, and where, partition by partition ([`Stalls`]);
+//! - `lost`: valid events absent from the cloud and not waiting anywhere: a stage
+//!   committed past them;
 //! - `duplicated`: cloud records beyond the first of their `event_id`;
 //! - `out_of_order`: per record key, events first delivered before an event with the same
 //!   key that was produced earlier;
@@ -33,13 +52,14 @@
 //! line; `scripts/chaos.sh` runs them at a larger scale and prints the table. A run whose
 //! verdict fails prints the stages' warnings and keeps their logs and configs (every run
 //! does with `CHAOS_KEEP_LOGS=1`).
-//! What must hold: nothing lost, nothing leaked, every malformed record quarantined, in
-//! every scenario and mode; nothing duplicated in exactly-once, nor at least once after
-//! SIGTERM restarts and rebalances; otherwise at most [`Verdict::duplicate_bound`]. While
-//! the cloud is down the sink holds at most `max_in_flight` records (its gauge), and over
-//! an outage of a minute or more its memory stays flat ([`MemoryReport`]).
+//! What must hold: nothing lost, nothing stalled, nothing leaked, every malformed record
+//! quarantined, in every scenario and mode; nothing duplicated in exactly-once, nor at
+//! least once after SIGTERM restarts and rebalances; otherwise at most
+//! [`Verdict::duplicate_bound`]. While the cloud is down the sink holds at most
+//! `max_in_flight` records (its gauge), and over an outage of a minute or more its memory
+//! stays flat ([`MemoryReport`]).
 
-use std::collections::{hash_map::DefaultHasher, HashMap, HashSet};
+use std::collections::{hash_map::DefaultHasher, BTreeMap, HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
 use std::io::Write as _;
 use std::str::FromStr;
@@ -49,7 +69,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{json, Value};
 use tempfile::TempDir;
-use testkit::{free_port, shared_brokers, Broker, Process, Record};
+use testkit::{free_port, shared_brokers, Broker, CpuHogs, Process, Record, TopicReader};
 
 use crate::harness::*;
 
@@ -61,6 +81,10 @@ const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stopped stage gets to drain and commit after SIGTERM.
 const TERMINATE_GRACE: Duration = Duration::from_secs(30);
+/// How long the producer may take beyond its rate's time before the run fails.
+const PRODUCER_GRACE: Duration = Duration::from_secs(120);
+/// Reading a topic to count it: done once nothing new has come for this long.
+const QUIET: Duration = Duration::from_secs(3);
 
 /// The size of a run, from environment variables (`scripts/chaos.sh` sets them); the
 /// defaults keep the whole module within CI's budget.
@@ -79,6 +103,13 @@ struct Scale {
     cut: Duration,
     /// Added to each scenario's seed (`CHAOS_SEED`, 0), to replay or vary a run.
     seed: u64,
+    /// Busy threads spinning beside the stages for the scenario's duration
+    /// (`CHAOS_CPU_HOGS`, 2; 0 for a quiet run): [`testkit::CpuHogs`].
+    cpu_hogs: usize,
+    /// Once the producer is done: how long the cloud and the pseudonymized topic may
+    /// receive no new event before the test stops waiting and counts what is stalled
+    /// where (`CHAOS_STALL_SECONDS`, 90).
+    stall: Duration,
 }
 
 impl Scale {
@@ -90,10 +121,12 @@ impl Scale {
             outage: Duration::from_secs(env_or("CHAOS_OUTAGE_SECONDS", 15)),
             cut: Duration::from_secs(env_or("CHAOS_CUT_SECONDS", 15)),
             seed: env_or("CHAOS_SEED", 0),
+            cpu_hogs: env_or("CHAOS_CPU_HOGS", 2),
+            stall: Duration::from_secs(env_or("CHAOS_STALL_SECONDS", 90)),
         };
         assert!(
-            scale.events > 0 && scale.rate > 0,
-            "CHAOS_EVENTS and CHAOS_RATE must be positive"
+            scale.events > 0 && scale.rate > 0 && !scale.stall.is_zero(),
+            "CHAOS_EVENTS, CHAOS_RATE and CHAOS_STALL_SECONDS must be positive"
         );
         scale
     }
@@ -402,6 +435,8 @@ struct Chaos {
     pseudonymized_throughput: Throughput,
     /// The stages' memory while the cloud was down.
     memory: Option<MemoryReport>,
+    /// The CPU pressure, from before the stages start until the cloud is drained.
+    hogs: Option<CpuHogs>,
 }
 
 impl Chaos {
@@ -423,6 +458,7 @@ impl Chaos {
                 Delivery::AtLeastOnce => 50,
             };
         eprintln!("chaos {scenario} {delivery:?}: seed {seed}, {scale:?}");
+        let hogs = CpuHogs::start(scale.cpu_hogs);
         let p = p.with_delivery(delivery);
         let expected = expected(scale.events, MALFORMED_RATIO, seed);
         let logs = tempfile::tempdir().expect("a temporary directory");
@@ -462,6 +498,7 @@ impl Chaos {
             cloud_throughput: Throughput::default(),
             pseudonymized_throughput: Throughput::default(),
             memory: None,
+            hogs: Some(hogs),
         }
     }
 
@@ -569,10 +606,12 @@ impl Chaos {
         MemoryReport::from_samples(&samples, sink_peak_in_flight)
     }
 
-    /// Waits for the producer, then reads the cloud until every valid event is there (or
-    /// time is up), supervising, and counts.
+    /// Waits for the producer, then reads the cloud until every valid event is there, or
+    /// nothing new has reached the cloud or the pseudonymized topic for [`Scale::stall`],
+    /// or at most 300 s plus a millisecond per event, supervising; then counts, and tells
+    /// the events that are stalled upstream from those lost ([`Stalls`]).
     fn finish(mut self) -> Verdict {
-        let producing_deadline = Instant::now() + self.scale.producing() + Duration::from_secs(300);
+        let producing_deadline = Instant::now() + self.scale.producing() + PRODUCER_GRACE;
         while self.producer.exit_status().is_none() && Instant::now() < producing_deadline {
             self.wait_for(Duration::from_millis(500));
         }
@@ -586,34 +625,67 @@ impl Chaos {
 
         let valid = self.expected.valid.len();
         let mut reader = self.p.cloud.reader(&self.p.cloud_topic);
+        // Read alongside: what ingest delivers is progress too, and what the sink has yet
+        // to deliver is there.
+        let mut upstream = self.p.onprem.reader(&self.p.pseudonymized);
         let mut seen: HashSet<String> = HashSet::new();
+        let mut seen_upstream: HashSet<String> = HashSet::new();
         let drain_deadline =
             Instant::now() + Duration::from_secs(300) + Duration::from_millis(self.scale.events);
-        while seen.len() < valid && Instant::now() < drain_deadline {
-            let before = reader.records().len();
+        let mut last_progress = Instant::now();
+        let mut gave_up = None;
+        while seen.len() < valid {
+            if last_progress.elapsed() >= self.scale.stall {
+                gave_up = Some(format!(
+                    "no new event in the cloud nor in the pseudonymized topic for {} s",
+                    self.scale.stall.as_secs()
+                ));
+                break;
+            }
+            if Instant::now() >= drain_deadline {
+                gave_up = Some("still delivering when the time was up".to_owned());
+                break;
+            }
+            let (before, before_upstream) = (seen.len(), seen_upstream.len());
+            let (read, read_upstream) = (reader.records().len(), upstream.records().len());
             reader.read_for(Duration::from_millis(500));
-            seen.extend(reader.records()[before..].iter().filter_map(event_id));
+            upstream.read_for(Duration::from_millis(100));
+            seen.extend(reader.records()[read..].iter().filter_map(event_id));
+            seen_upstream.extend(
+                upstream.records()[read_upstream..]
+                    .iter()
+                    .filter_map(event_id),
+            );
+            if seen.len() > before || seen_upstream.len() > before_upstream {
+                last_progress = Instant::now();
+            }
             self.supervise();
         }
-        // The wall time of a run: until every valid event is in the cloud (or time is up).
+        // The wall time of a run: until every valid event is in the cloud (or the wait ends).
         let wall = self.started.elapsed();
         self.say(&format!(
-            "{} of {valid} valid events in the cloud",
-            seen.len()
+            "{} of {valid} valid events in the cloud{}",
+            seen.len(),
+            gave_up
+                .as_ref()
+                .map_or(String::new(), |why| format!(": stopped waiting, {why}"))
         ));
         // What a stage started again re-sends comes soon after: read until all is quiet.
-        while reader.read_for(Duration::from_secs(3)) > 0 {
+        while reader.read_for(QUIET) > 0 {
             self.supervise();
         }
+        read_until_quiet(&mut upstream, usize::MAX);
+        // The pipeline's work is done: count on a quiet CPU.
+        self.hogs.take();
         let mut cloud = reader.into_records();
         let distinct = distinct_events(&cloud);
         if distinct < valid {
             // What the topic holds, read again from the beginning by a fresh consumer: a
             // loss must not be the reader's.
-            let again = self.p.cloud.read_all(
+            let again = read_settled(
+                &self.p.cloud,
                 &self.p.cloud_topic,
                 cloud.len() + valid - distinct,
-                Duration::from_secs(30),
             );
             let found = distinct_events(&again);
             self.say(&format!(
@@ -623,19 +695,17 @@ impl Chaos {
                 cloud = again;
             }
         }
-        let quarantine = self.p.onprem.read_all(
+        let quarantine = read_settled(
+            &self.p.onprem,
             &self.p.quarantine,
             self.expected.malformed_count,
-            Duration::from_secs(60),
         );
-        let pseudonymized = self.p.onprem.read_all(
-            &self.p.pseudonymized,
-            self.expected.valid.len(),
-            Duration::from_secs(60),
-        );
+        let pseudonymized = upstream.into_records();
         self.say("read the quarantine and the pseudonymized topic");
+        let stalls = Stalls::find(&self.p, &self.expected, &cloud, &pseudonymized);
         let mut verdict = Verdict::count(&self, &cloud, &quarantine, wall);
         verdict.duplicated_by_ingest = pseudonymized.len() - distinct_events(&pseudonymized);
+        verdict.add_stalls(stalls, gave_up);
         verdict.report();
         self.say("counted");
         let stages: Vec<&Stage> = self.ingests.iter().chain(&self.sinks).collect();
@@ -658,7 +728,7 @@ impl Chaos {
                 self.p.scratch.dir.path().display()
             ));
         }
-        if verdict.lost == 0 && verdict.leaked == 0 {
+        if verdict.lost == 0 && verdict.stalled() == 0 && verdict.leaked == 0 {
             // Byte for byte as batch mode, keyed by the card token, no header.
             check_cloud(&self.p, &self.expected, &cloud);
             self.say("checked against batch mode");
@@ -706,6 +776,204 @@ fn offsets(broker: &Broker, topic: &str) -> i64 {
         .client()
         .watermarks(topic, Duration::from_millis(500))
         .map_or(-1, |marks| marks.iter().map(|(_, high)| high).sum())
+}
+
+/// Reads `topic` from the beginning with a fresh consumer: [`read_until_quiet`].
+fn read_settled(broker: &Broker, topic: &str, enough: usize) -> Vec<Record> {
+    let mut reader = broker.reader(topic);
+    read_until_quiet(&mut reader, enough);
+    reader.into_records()
+}
+
+/// Reads until the reader holds `enough` records, or nothing new has come for [`QUIET`]
+/// (for an empty reader: for 30 s), or for a minute at most; then takes a short last look
+/// for records already there beyond the count, so that duplicates show. Unlike waiting
+/// for a count, a topic that a stalled stage left short costs seconds, not minutes.
+fn read_until_quiet(reader: &mut TopicReader, enough: usize) {
+    let started = Instant::now();
+    while reader.records().len() < enough && started.elapsed() < Duration::from_secs(60) {
+        if reader.read_for(QUIET) == 0
+            && (!reader.records().is_empty() || started.elapsed() >= Duration::from_secs(30))
+        {
+            break;
+        }
+    }
+    reader.read_for(Duration::from_millis(300));
+}
+
+/// Where the valid events missing from the cloud still wait, if they do: in the
+/// pseudonymized topic at or past the sink's committed offset of their partition (the
+/// sink holds them), else in the raw topic at or past ingest's (ingest holds them). A
+/// missing event waiting nowhere is lost: a stage committed past it.
+#[derive(Debug, Default)]
+struct Stalls {
+    /// Valid events absent from the cloud.
+    missing: usize,
+    /// By partition of the raw topic: events ingest has yet to deliver.
+    at_ingest: BTreeMap<i32, Waiting>,
+    /// By partition of the pseudonymized topic: events the sink has yet to deliver.
+    at_sink: BTreeMap<i32, Waiting>,
+    /// Committed offsets that could not be read: the events they would have placed
+    /// count as lost.
+    unknown: Vec<String>,
+}
+
+/// Events waiting in one partition past a stage's committed offset.
+#[derive(Debug)]
+struct Waiting {
+    /// The stage's committed offset (`None`: nothing committed, it starts from the
+    /// beginning).
+    committed: Option<i64>,
+    /// The offsets of the waiting events.
+    offsets: Vec<i64>,
+}
+
+impl Stalls {
+    /// Places every valid event absent from `cloud`; `pseudonymized` is what that topic
+    /// holds (`read_committed`).
+    fn find(
+        p: &Pipeline,
+        expected: &Expected,
+        cloud: &[Record],
+        pseudonymized: &[Record],
+    ) -> Stalls {
+        let in_cloud: HashSet<String> = cloud.iter().filter_map(event_id).collect();
+        let mut missing: HashSet<String> = expected
+            .valid
+            .keys()
+            .filter(|id| !in_cloud.contains(*id))
+            .cloned()
+            .collect();
+        let mut stalls = Stalls {
+            missing: missing.len(),
+            ..Stalls::default()
+        };
+        if missing.is_empty() {
+            return stalls;
+        }
+        // The sink's input first: a copy it has yet to deliver is where an event waits,
+        // whatever ingest may still send again.
+        match sink_committed(p) {
+            Ok(committed) => place(&mut missing, pseudonymized, &committed, &mut stalls.at_sink),
+            Err(error) => stalls
+                .unknown
+                .push(format!("the sink's committed offsets: {error}")),
+        }
+        let raw = read_settled(
+            &p.onprem,
+            &p.raw,
+            expected.valid.len() + expected.malformed_count,
+        );
+        match committed(&p.onprem, &p.ingest_group, &p.raw) {
+            Ok(committed) => place(&mut missing, &raw, &committed, &mut stalls.at_ingest),
+            Err(error) => stalls
+                .unknown
+                .push(format!("ingest's committed offsets: {error}")),
+        }
+        stalls
+    }
+
+    fn at_ingest(&self) -> usize {
+        self.at_ingest.values().map(|w| w.offsets.len()).sum()
+    }
+
+    fn at_sink(&self) -> usize {
+        self.at_sink.values().map(|w| w.offsets.len()).sum()
+    }
+
+    /// Which stage holds how many events where, partition by partition; empty when
+    /// nothing is stalled.
+    fn describe(&self) -> String {
+        let partitions = |topic: &str, waiting: &BTreeMap<i32, Waiting>| -> String {
+            waiting
+                .iter()
+                .map(|(partition, Waiting { committed, offsets })| {
+                    let (first, last) = (offsets.iter().min(), offsets.iter().max());
+                    format!(
+                        "{topic}[{partition}]: {} at offsets {}-{}, committed {}",
+                        offsets.len(),
+                        first.unwrap_or(&0),
+                        last.unwrap_or(&0),
+                        committed.map_or("none".to_owned(), |offset| offset.to_string())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.at_sink.is_empty() {
+            parts.push(format!(
+                "{} held by the sink, in the pseudonymized topic at or past its committed offsets ({})",
+                self.at_sink(),
+                partitions("pseudonymized", &self.at_sink)
+            ));
+        }
+        if !self.at_ingest.is_empty() {
+            parts.push(format!(
+                "{} held by ingest, in the raw topic at or past its group's committed offsets ({})",
+                self.at_ingest(),
+                partitions("raw", &self.at_ingest)
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Moves each of `missing` that one of `records` holds at or past the committed offset of
+/// its partition into `waiting`.
+fn place(
+    missing: &mut HashSet<String>,
+    records: &[Record],
+    committed: &[Option<i64>],
+    waiting: &mut BTreeMap<i32, Waiting>,
+) {
+    for record in records {
+        let Some(id) = event_id(record) else { continue };
+        let Some(&from) = usize::try_from(record.partition)
+            .ok()
+            .and_then(|partition| committed.get(partition))
+        else {
+            continue;
+        };
+        // Nothing committed: the stage starts from the beginning (`auto.offset.reset=earliest`).
+        if record.offset >= from.unwrap_or(0) && missing.remove(&id) {
+            waiting
+                .entry(record.partition)
+                .or_insert(Waiting {
+                    committed: from,
+                    offsets: Vec::new(),
+                })
+                .offsets
+                .push(record.offset);
+        }
+    }
+}
+
+/// The offsets `group` committed for `topic`, by partition.
+fn committed(broker: &Broker, group: &str, topic: &str) -> Result<Vec<Option<i64>>, String> {
+    broker
+        .client()
+        .committed_offsets(group, topic, Duration::from_secs(30))
+}
+
+/// Where the sink resumes in each partition of the pseudonymized topic: at least once,
+/// its group's committed offsets on-prem; exactly once, the offsets it stores in the
+/// cloud cluster in its transactions (as its group's offsets of the offsets topic), or,
+/// where none is stored yet, its on-prem hint, as the sink itself reads them.
+fn sink_committed(p: &Pipeline) -> Result<Vec<Option<i64>>, String> {
+    let onprem = committed(&p.onprem, &p.sink_group, &p.pseudonymized);
+    match p.delivery {
+        Delivery::AtLeastOnce => onprem,
+        Delivery::ExactlyOnce => {
+            let stored = committed(&p.cloud, &p.sink_group, &p.offsets_topic)?;
+            let hint = onprem.unwrap_or_default();
+            Ok(stored
+                .iter()
+                .enumerate()
+                .map(|(partition, offset)| offset.or(hint.get(partition).copied().flatten()))
+                .collect())
+        }
+    }
 }
 
 /// The `event_id` of a record, if it is JSON with one.
@@ -843,7 +1111,24 @@ struct Verdict {
     produced: usize,
     valid: usize,
     delivered: usize,
+    /// Valid events absent from the cloud and waiting nowhere upstream.
     lost: usize,
+    /// Valid events absent from the cloud, still in the raw topic at or past ingest's
+    /// committed offset ([`Stalls`]).
+    stalled_at_ingest: usize,
+    /// Valid events absent from the cloud, still in the pseudonymized topic at or past
+    /// the sink's committed offset.
+    stalled_at_sink: usize,
+    /// Which stage holds the stalled events, where.
+    stall_detail: String,
+    /// Committed offsets that could not be read, so that a stall may count as a loss.
+    stall_unknown: Vec<String>,
+    /// Why the test stopped waiting for the cloud before every event was there.
+    gave_up: Option<String>,
+    /// The busy threads beside the stages.
+    cpu_hogs: usize,
+    /// `CHAOS_SEED`, which `seed` includes: what replays the run.
+    chaos_seed: u64,
     duplicated: usize,
     /// Records of the pseudonymized topic beyond the first of their `event_id`: the part
     /// of `duplicated` that ingest wrote.
@@ -944,6 +1229,13 @@ impl Verdict {
             valid: expected.valid.len(),
             delivered,
             lost: expected.valid.len() - delivered,
+            stalled_at_ingest: 0,
+            stalled_at_sink: 0,
+            stall_detail: String::new(),
+            stall_unknown: Vec::new(),
+            gave_up: None,
+            cpu_hogs: chaos.scale.cpu_hogs,
+            chaos_seed: chaos.scale.seed,
             duplicated,
             duplicated_by_ingest: 0,
             out_of_order,
@@ -963,6 +1255,25 @@ impl Verdict {
             wall,
             memory: chaos.memory,
         }
+    }
+
+    /// Tells the stalled events from the lost ones, and notes why the wait ended early.
+    fn add_stalls(&mut self, stalls: Stalls, gave_up: Option<String>) {
+        assert_eq!(
+            stalls.missing, self.lost,
+            "the stalls are placed from the same cloud records"
+        );
+        self.stalled_at_ingest = stalls.at_ingest();
+        self.stalled_at_sink = stalls.at_sink();
+        self.lost -= self.stalled();
+        self.stall_detail = stalls.describe();
+        self.stall_unknown = stalls.unknown;
+        self.gave_up = gave_up;
+    }
+
+    /// Valid events absent from the cloud but still waiting upstream.
+    fn stalled(&self) -> usize {
+        self.stalled_at_ingest + self.stalled_at_sink
     }
 
     /// How many duplicates the scenario allows: none in exactly-once, nor at least once
@@ -999,11 +1310,18 @@ impl Verdict {
                 Delivery::AtLeastOnce => "at_least_once",
             },
             "seed": self.seed,
+            "chaos_seed": self.chaos_seed,
             "faults": self.faults,
             "produced": self.produced,
             "valid": self.valid,
             "delivered": self.delivered,
             "lost": self.lost,
+            "stalled": self.stalled(),
+            "stalled_at_ingest": self.stalled_at_ingest,
+            "stalled_at_sink": self.stalled_at_sink,
+            "gave_up_waiting": self.gave_up,
+            "cpu_hogs": self.cpu_hogs,
+            "passed": self.violations().is_empty(),
             "duplicated": self.duplicated,
             "duplicate_bound": self.duplicate_bound(),
             "duplicated_by_ingest": self.duplicated_by_ingest,
@@ -1038,7 +1356,29 @@ impl Verdict {
     fn violations(&self) -> Vec<String> {
         let bound = self.duplicate_bound();
         let checks = [
-            (self.lost == 0, format!("{} events lost", self.lost)),
+            (
+                self.lost == 0,
+                format!(
+                    "{} events lost: absent from the cloud, waiting in no topic upstream{}",
+                    self.lost,
+                    if self.stall_unknown.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" as far as known ({})", self.stall_unknown.join("; "))
+                    }
+                ),
+            ),
+            (
+                self.stalled() == 0,
+                format!(
+                    "{} events stalled, still waiting upstream{}: {}",
+                    self.stalled(),
+                    self.gave_up
+                        .as_ref()
+                        .map_or(String::new(), |why| format!(" ({why})")),
+                    self.stall_detail
+                ),
+            ),
             (
                 self.leaked == 0,
                 format!("{} records with personal values in the cloud", self.leaked),

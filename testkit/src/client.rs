@@ -121,6 +121,50 @@ impl Client {
             .map_err(|error| format!("cannot commit {topic}/{partition}@{offset}: {error}"))
     }
 
+    /// The offset the consumer group `group` has committed for each partition of `topic`
+    /// (the next one it will read), in partition order; `None` where it has committed
+    /// none. Reads the last committed offsets, whatever a transaction still open would
+    /// commit (`read_uncommitted`: no waiting for it); joins nothing, disturbs no member.
+    pub fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Option<i64>>, String> {
+        let deadline = Instant::now() + timeout;
+        let partitions = self.wait_for_partitions(topic, deadline)?;
+        let consumer: BaseConsumer = self
+            .config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(|error| format!("cannot create a consumer: {error}"))?;
+        let mut asked = TopicPartitionList::new();
+        for partition in 0..partitions {
+            asked.add_partition(
+                topic,
+                i32::try_from(partition).expect("a topic has fewer than 2^31 partitions"),
+            );
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let committed = consumer
+            .committed_offsets(asked, left.max(Duration::from_secs(1)))
+            .map_err(|error| format!("offsets of group {group} for {topic}: {error}"))?;
+        committed
+            .elements_for_topic(topic)
+            .iter()
+            .map(|elem| match (elem.error(), elem.offset()) {
+                (Err(error), _) => Err(format!(
+                    "offset of group {group} for {topic}/{}: {error}",
+                    elem.partition()
+                )),
+                (Ok(()), Offset::Offset(offset)) => Ok(Some(offset)),
+                (Ok(()), _) => Ok(None),
+            })
+            .collect()
+    }
+
     /// The low and high watermarks of every partition of `topic`, in partition order.
     pub fn watermarks(&self, topic: &str, timeout: Duration) -> Result<Vec<(i64, i64)>, String> {
         let deadline = Instant::now() + timeout;

@@ -40,6 +40,8 @@
 //! - `tls`: [`TlsFiles`], a throw-away CA with server and client certificates.
 //! - `link`: [`Link`], the network link between two sites, a TCP forwarder a test cuts.
 //! - `process`: [`Process`], a child process logging to a file, killed on drop.
+//! - `load`: [`CpuHogs`], busy threads that load the CPU while a test runs, as a busy CI
+//!   runner's other jobs do.
 //! - here: [`free_port`], [`wait_until`], [`random_name`].
 
 #![warn(missing_docs)]
@@ -48,6 +50,7 @@ mod broker;
 mod client;
 mod kafka;
 mod link;
+mod load;
 mod process;
 mod records;
 mod registry;
@@ -64,6 +67,7 @@ pub use broker::{Broker, BrokerBuilder};
 pub use client::{Client, TopicReader};
 pub use kafka::{kafka_libs, kafka_version, KAFKA_LIBS_VARIABLE};
 pub use link::Link;
+pub use load::CpuHogs;
 pub use process::{is_alive, Process};
 pub use records::{NewRecord, Record};
 pub use registry::{
