@@ -20,7 +20,7 @@
 # outage), 10 kills, the cloud down 120 s, the link cut 90 s, both modes, every scenario
 # (sigkill, sigterm_rolling, three_ingests, cloud_broker_down, onprem_broker, link), seed
 # 0, 2 CPU hogs (--cpu-hogs 0: a quiet run), and a run stops waiting for the cloud once
-# nothing new has reached it nor the pseudonymized topic for 90 s (--stall-seconds).
+# nothing new has reached it nor the pseudonymized topic for 150 s (--stall-seconds).
 # Seeds: --seed A..B runs every selected scenario with each seed from A to B, --seeds N
 # with N seeds from --seed on; each seed draws other fault moments (and other events).
 # --repeat N runs each seed N times over: the same seed replays the same faults at the
@@ -61,7 +61,7 @@ print_tables() {
 
 main() {
     events=200000 rate=1500 mode=both kills=10 outage=120 cut=90 seed=0 seeds="" repeat=1
-    hogs=2 stall=90 scenario="" results=""
+    hogs=2 stall=150 scenario="" results=""
     usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
     while (($#)); do
         (($# >= 2)) || [[ $1 == -h || $1 == --help ]] || { echo "chaos: $1 needs a value" >&2; exit 2; }

@@ -25,8 +25,10 @@
 //! A stage that exits by itself is started again, as its supervisor (Kubernetes) would:
 //! the row counts those `exits`. Once the producer is done, the test reads the cloud
 //! until every valid event is there, until nothing new has reached the cloud or the
-//! pseudonymized topic for [`Scale::stall`] (90 s by default: a stall fails in about that
-//! long, not after librdkafka's 5-minute `message.timeout.ms`), or at most 300 s plus a
+//! pseudonymized topic for [`Scale::stall`] (150 s by default: longer than the stages'
+//! liveness guard takes to replace a stuck producer, exit and be restarted — twice their
+//! 30-s `stall_timeout_ms` and a group join — so a stall the guard cures passes, and one it
+//! does not fails in about that long), or at most 300 s plus a
 //! millisecond per event. The verdict is counted from what the cloud topic holds, read
 //! with `read_committed`, by `event_id`, never assumed:
 //!
@@ -108,7 +110,7 @@ struct Scale {
     cpu_hogs: usize,
     /// Once the producer is done: how long the cloud and the pseudonymized topic may
     /// receive no new event before the test stops waiting and counts what is stalled
-    /// where (`CHAOS_STALL_SECONDS`, 90).
+    /// where (`CHAOS_STALL_SECONDS`, 150).
     stall: Duration,
 }
 
@@ -122,7 +124,7 @@ impl Scale {
             cut: Duration::from_secs(env_or("CHAOS_CUT_SECONDS", 15)),
             seed: env_or("CHAOS_SEED", 0),
             cpu_hogs: env_or("CHAOS_CPU_HOGS", 2),
-            stall: Duration::from_secs(env_or("CHAOS_STALL_SECONDS", 90)),
+            stall: Duration::from_secs(env_or("CHAOS_STALL_SECONDS", 150)),
         };
         assert!(
             scale.events > 0 && scale.rate > 0 && !scale.stall.is_zero(),
