@@ -348,14 +348,23 @@ pub struct BatchArgs {
     /// JSON lines to read; `-` for standard input.
     #[arg(long, default_value = "-")]
     pub input: String,
-    /// Where to write pseudonymized JSON lines (same order); `-` for standard output.
+    /// Where to write pseudonymized JSON lines (same order); `-` for standard output. A
+    /// file is written to a hidden temporary file beside it (`.NAME.PID.partial`) and
+    /// renamed over NAME once the run completed: a failed run leaves NAME as it was.
+    /// Refused when it is the input or the quarantine file (compared as files: links and
+    /// other spellings of a path included).
     #[arg(long, default_value = "-")]
     pub output: String,
     /// Where to write rejected lines as JSON objects (`line`, `reason`, `message`, and the
-    /// raw line). The file holds personal data: keep it on-prem. Without it, rejections are
-    /// reported on stderr without their content.
+    /// raw line). The file holds personal data: keep it on-prem (mode 0600). Written and
+    /// put in place like --output; refused when it is the input or the output. Without it,
+    /// rejections are reported on stderr without their content.
     #[arg(long)]
     pub quarantine: Option<PathBuf>,
+    /// Who runs the batch, as written to the audit log; defaults to the login name
+    /// (SUDO_USER, USER, then LOGNAME). Required when none is set.
+    #[arg(long, env = "PSEUDOPIPE_ACTOR")]
+    pub actor: Option<String>,
     /// Worker threads (default: every core). The output keeps the input's order.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,

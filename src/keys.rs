@@ -35,13 +35,21 @@ pub fn audit_path(keyring: &Path, explicit: Option<&PathBuf>) -> PathBuf {
 }
 
 /// Who runs a command, as the audit log names them: `--actor` (or `PSEUDOPIPE_ACTOR`, which
-/// clap reads into it), else the login name behind `sudo`, else the login name.
-pub(crate) fn actor(explicit: Option<&String>) -> String {
+/// clap reads into it), else the login name behind `sudo`, else the login name (`USER`,
+/// then `LOGNAME`). With none of them, the command is refused: an entry must name a person.
+pub(crate) fn actor(explicit: Option<&String>) -> Result<String> {
+    let named = |name: String| (!name.trim().is_empty()).then_some(name);
     explicit
         .cloned()
-        .or_else(|| std::env::var("SUDO_USER").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into())
+        .and_then(named)
+        .or_else(|| {
+            ["SUDO_USER", "USER", "LOGNAME"]
+                .into_iter()
+                .find_map(|variable| std::env::var(variable).ok().and_then(named))
+        })
+        .context(
+            "no one to name in the audit log: pass --actor NAME (or set PSEUDOPIPE_ACTOR or USER); neither SUDO_USER, USER nor LOGNAME is set",
+        )
 }
 
 /// A keyring opened under its lock with its audit log, ready for one operation.
@@ -70,6 +78,7 @@ impl Session {
         actor_name: Option<&String>,
         create: bool,
     ) -> Result<Self> {
+        let actor = actor(actor_name)?;
         if !create && !path.exists() {
             bail!(
                 "the keyring {} does not exist; create it with `pseudopipe keys init`",
@@ -93,7 +102,7 @@ impl Session {
             _lock: lock,
             keyring,
             log,
-            actor: actor(actor_name),
+            actor,
         })
     }
 }
