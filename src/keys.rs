@@ -186,13 +186,21 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode> {
             let keyring = Keyring::open(&args.keyring, &kek)?;
             let versions = keyring.versions(&args.tenant)?;
             if json {
+                // Named fields only: a key version also holds its wrapped secret, which is
+                // key material and is never printed.
                 let rows: Vec<_> = versions
                     .iter()
                     .map(|v| {
-                        let mut row =
-                            serde_json::to_value(v).expect("a key version always serializes");
-                        row["tenant"] = args.tenant.clone().into();
-                        row
+                        serde_json::json!({
+                            "tenant": args.tenant,
+                            "version": v.version,
+                            "state": v.state.name(),
+                            "fingerprint": v.fingerprint,
+                            "created_at": v.created_at,
+                            "activated_at": v.activated_at,
+                            "retired_at": v.retired_at,
+                            "destroyed_at": v.destroyed_at,
+                        })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -488,3 +488,62 @@ fn destroy_removes_the_wrapped_secret_from_the_keyring_file() {
         "no token of a destroyed version: {tokens}"
     );
 }
+
+/// `keys list` shows fingerprints, never a wrapped secret, in its table or its JSON; the
+/// JSON rows hold exactly the documented fields.
+#[test]
+fn keys_list_never_prints_key_material() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    s.keys(&["rotate", "--tenant", "brand-a"]).ok();
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&s.keyring).unwrap()).unwrap();
+    let versions = file["body"]["tenants"]["brand-a"].as_array().unwrap();
+    let wrapped: Vec<&str> = versions
+        .iter()
+        .map(|v| {
+            v["wrapped"]
+                .as_str()
+                .expect("a live version's wrapped secret")
+        })
+        .collect();
+    assert_eq!(wrapped.len(), 2);
+    let json = s.keys(&["list", "--tenant", "brand-a", "--json"]).ok();
+    let table = s.keys(&["list", "--tenant", "brand-a"]).ok();
+    for (form, out) in [("--json", &json), ("table", &table)] {
+        for secret in &wrapped {
+            assert!(
+                !out.contains(secret),
+                "{form} prints a wrapped secret: {out}"
+            );
+        }
+        for v in versions {
+            assert!(
+                out.contains(v["fingerprint"].as_str().unwrap()),
+                "{form} shows each fingerprint: {out}"
+            );
+        }
+    }
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for row in rows.as_array().unwrap() {
+        let mut fields: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "activated_at",
+                "created_at",
+                "destroyed_at",
+                "fingerprint",
+                "retired_at",
+                "state",
+                "tenant",
+                "version"
+            ]
+        );
+    }
+}
