@@ -1,6 +1,6 @@
 //! The key-management commands: `keys`, `audit` and `lookup`.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,7 +10,7 @@ use pseudonymize::keyring::sibling;
 use pseudonymize::{
     Error, Kek, KeyVersion, Keyring, KeyringLock, MasterSecret, Normalizer, TokenKey,
 };
-use zeroize::Zeroize as _;
+use zeroize::Zeroizing;
 
 use crate::cli::{AuditArgs, AuditCommand, KeyringArgs, KeysCommand, LookupArgs};
 use crate::private_file;
@@ -435,22 +435,36 @@ pub fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
             args.domain
         );
     }
-    let mut value = if args.value == "-" {
-        let mut buffer = String::new();
-        std::io::stdin()
-            .read_to_string(&mut buffer)
-            .context("cannot read the value from standard input")?;
-        buffer.truncate(buffer.trim_end_matches(['\n', '\r']).len());
-        buffer
+    let ticket = crate::subject::check_ticket(&args.request)?;
+    // Exactly one value. It and its normal form are personal data: erased when dropped,
+    // never echoed in a message.
+    let value = if args.value == "-" {
+        let buffer = crate::subject::read_stdin()?;
+        let lines = buffer.lines().count();
+        if lines > 1 {
+            bail!(
+                "standard input holds {lines} lines, but lookup takes exactly one value: run one lookup per value"
+            );
+        }
+        Zeroizing::new(buffer.lines().next().unwrap_or_default().to_string())
     } else {
-        args.value.clone()
+        Zeroizing::new(args.value.clone())
     };
+    if value.trim().is_empty() {
+        bail!("the value to look up is empty: give it as the argument, or `-` and one line on standard input");
+    }
+    let normalized = Zeroizing::new(normalizer.apply(&value).into_owned());
+    drop(value);
+    if normalized.is_empty() {
+        bail!(
+            "the value to look up is empty once normalized with `{}`: nothing to look up",
+            normalizer.name()
+        );
+    }
     let mut s = Session::open(&args.keyring, false)?;
     let tenant = &args.keyring.tenant;
     let mut lines = Vec::new();
     let mut destroyed = Vec::new();
-    // The value and its normal form are personal data: erased once the tokens are made.
-    let mut normalized = normalizer.apply(&value).into_owned();
     for version in s.keyring.versions(tenant)? {
         match s.keyring.secret(tenant, version.version) {
             Some(secret) => {
@@ -461,14 +475,18 @@ pub fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
             None => destroyed.push(version.version),
         }
     }
-    value.zeroize();
-    normalized.zeroize();
+    drop(normalized);
+    let ticket = ticket.map(|t| format!("ticket={t} ")).unwrap_or_default();
     s.keyring.record(
         &mut s.log,
         &s.actor,
         "lookup",
         tenant,
-        format!("domain={} normalizer={}", args.domain, normalizer.name()),
+        format!(
+            "{ticket}domain={} normalizer={}",
+            args.domain,
+            normalizer.name()
+        ),
     )?;
     for line in lines {
         println!("{line}");
