@@ -2,7 +2,15 @@
 //! to a quarantine file with their reason (mode 0600: it holds the raw lines). Lines
 //! without consent (the policy's `consent_field`) are dropped: neither written nor
 //! quarantined, only counted. Each run is two `batch` entries of the keyring's audit log,
-//! one when it starts and one with its counts when it ends.
+//! one when it starts and one with its counts when it ends (or `phase=failed` when it
+//! stops on an error after its start).
+//!
+//! Before anything is read or written, the input, the output and the quarantine are
+//! compared as files (device and inode, or the resolved path of one that does not exist
+//! yet): one that is another is refused ([`paths`]). Output and quarantine files are
+//! written to a hidden temporary sibling (`.NAME.PID.partial`) renamed over the final
+//! name once the run completed, so a failed or interrupted run never leaves a half file
+//! under that name.
 //!
 //! Lines are read in blocks; each block is cut into one contiguous slice per worker thread,
 //! the workers pseudonymize their slices at the same time, and the results are written in
@@ -10,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::Path;
@@ -21,9 +29,9 @@ use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use pseudonymize::{Kek, Keyring, KeyringLock, Policy, Pseudonymizer, Reason, Rejection};
 
+use crate::batch_files::{check_distinct, Destination};
 use crate::cli::BatchArgs;
 use crate::keys::{audit_path, read_kek};
-use crate::private_file;
 
 /// Counts of one batch run.
 #[derive(Debug, Default)]
@@ -73,7 +81,7 @@ fn or_none(list: &str) -> &str {
 /// Appends a `batch` entry to the keyring's audit log, under the keyring's lock, reading
 /// the keyring afresh (a key operation may have happened during the run). The entry
 /// concerns every tenant of the keyring: `*`.
-fn record_batch(keyring: &Path, kek: &Kek, details: String) -> Result<()> {
+fn record_batch(keyring: &Path, kek: &Kek, actor: &str, details: String) -> Result<()> {
     let _lock = KeyringLock::acquire(keyring)?;
     let mut keyring = Keyring::open(keyring, kek)?;
     let log_path = audit_path(keyring.path(), None);
@@ -83,9 +91,7 @@ fn record_batch(keyring: &Path, kek: &Kek, details: String) -> Result<()> {
             log_path.display()
         )
     })?;
-    // `pseudonymize` has no `--actor`: the variable `keys` reads it from, else the login.
-    let actor = crate::keys::actor(std::env::var("PSEUDOPIPE_ACTOR").ok().as_ref());
-    keyring.record(&mut log, &actor, "batch", "*", details)?;
+    keyring.record(&mut log, actor, "batch", "*", details)?;
     Ok(())
 }
 
@@ -127,18 +133,6 @@ fn open_input(path: &str) -> Result<Box<dyn BufRead>> {
     })
 }
 
-fn open_output(path: &str) -> Result<Box<dyn Write>> {
-    Ok(if path == "-" {
-        Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout().lock()))
-    } else {
-        Box::new(BufWriter::with_capacity(
-            1 << 16,
-            File::create(path).with_context(|| format!("cannot create the output {path}"))?,
-        ))
-    })
-}
-
-/// Runs the batch command.
 /// The threads asked for, or one per core.
 pub fn worker_threads(requested: Option<u16>) -> usize {
     requested.map_or_else(
@@ -147,7 +141,11 @@ pub fn worker_threads(requested: Option<u16>) -> usize {
     )
 }
 
+/// Runs the batch command.
 pub fn run(args: BatchArgs) -> Result<ExitCode> {
+    // Nothing is opened, written or audited before these checks.
+    check_distinct(&args.input, &args.output, args.quarantine.as_deref())?;
+    let actor = crate::keys::actor(args.actor.as_ref())?;
     let policy = Policy::from_file(&args.policy)?;
     let kek = read_kek(&args.kek_file)?;
     let keyring = Keyring::open(&args.keyring, &kek)?;
@@ -164,20 +162,79 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
     );
     let engine = Pseudonymizer::new(policy, keyring.active()).suspending(suspended);
     drop(keyring);
-    record_batch(&args.keyring, &kek, details)?;
 
-    let mut input = open_input(&args.input)?;
-    let mut output = open_output(&args.output)?;
-    let mut quarantine = match &args.quarantine {
-        Some(path) => Some(BufWriter::new(private_file::create(path).with_context(
-            || format!("cannot create the quarantine file {}", path.display()),
-        )?)),
+    // A run that cannot open its files never starts: no audit entry. The staged files are
+    // removed when dropped uncommitted.
+    let input = open_input(&args.input)?;
+    let output = Destination::create(&args.output, "the output", false)?;
+    let quarantine = match &args.quarantine {
+        Some(path) => Some(Destination::create(
+            &path.to_string_lossy(),
+            "the quarantine file",
+            true,
+        )?),
         None => None,
     };
+    record_batch(&args.keyring, &kek, &actor, details)?;
 
     let threads = worker_threads(args.threads);
     let started = Instant::now();
     let mut summary = Summary::default();
+    let done = pseudonymize_all(
+        &engine,
+        &args,
+        threads,
+        input,
+        output,
+        quarantine,
+        &mut summary,
+    );
+    if let Err(error) = done {
+        // The staged files are gone; the trail says the run failed and how far it got.
+        let failed = format!(
+            "phase=failed read={} written={} quarantined={}",
+            summary.read,
+            summary.written,
+            summary.quarantined.values().sum::<u64>()
+        );
+        if let Err(audit) = record_batch(&args.keyring, &kek, &actor, failed) {
+            tracing::error!("cannot record the failed run in the audit log: {audit:#}");
+        }
+        return Err(error);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total_quarantined: u64 = summary.quarantined.values().sum();
+    let reasons: Vec<String> = summary
+        .quarantined
+        .iter()
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    record_batch(&args.keyring, &kek, &actor, summary.audit_details())?;
+    eprintln!(
+        "read {} lines, wrote {} events, quarantined {}{}, dropped {} without consent, skipped {} blank lines, in {:.3} s ({:.0} events/s on {threads} threads)",
+        summary.read,
+        summary.written,
+        total_quarantined,
+        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
+        summary.dropped,
+        summary.blank,
+        elapsed,
+        (summary.written + total_quarantined + summary.dropped) as f64 / elapsed.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the whole input, writes the outputs and puts them in place; `summary` counts
+/// what was done, also when it fails midway.
+fn pseudonymize_all(
+    engine: &Pseudonymizer,
+    args: &BatchArgs,
+    threads: usize,
+    mut input: Box<dyn BufRead>,
+    mut output: Destination,
+    mut quarantine: Option<Destination>,
+    summary: &mut Summary,
+) -> Result<()> {
     let mut block = Block::default();
     let mut workers: Vec<Worker> = (0..threads).map(|_| Worker::default()).collect();
     loop {
@@ -187,7 +244,7 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         if block.lines.is_empty() {
             break;
         }
-        pseudonymize_block(&engine, &block, &mut workers);
+        pseudonymize_block(engine, &block, &mut workers);
         for worker in &workers {
             for (line, outcome) in block.lines[worker.assigned.clone()]
                 .iter()
@@ -198,6 +255,7 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
                     Outcome::Blank => summary.blank += 1,
                     Outcome::Written(range, tenant, version) => {
                         output
+                            .writer()
                             .write_all(&worker.out[range.clone()])
                             .with_context(|| format!("cannot write the output {}", args.output))?;
                         summary.written += 1;
@@ -214,7 +272,12 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
                     Outcome::Rejected(rejection) => {
                         *summary.quarantined.entry(rejection.reason).or_default() += 1;
                         let payload = trim_line_end(&block.bytes[line.clone()]);
-                        quarantine_line(quarantine.as_mut(), summary.read, payload, rejection)?;
+                        quarantine_line(
+                            quarantine.as_mut().map(Destination::writer),
+                            summary.read,
+                            payload,
+                            rejection,
+                        )?;
                     }
                 }
             }
@@ -223,32 +286,14 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
             break;
         }
     }
-    output
-        .flush()
-        .with_context(|| format!("cannot write the output {}", args.output))?;
-    if let Some(file) = quarantine.as_mut() {
-        file.flush().context("cannot write the quarantine file")?;
+    // The quarantine first: an output in place always has its rejects beside it.
+    if let Some(file) = quarantine {
+        file.commit().context("cannot write the quarantine file")?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let total_quarantined: u64 = summary.quarantined.values().sum();
-    let reasons: Vec<String> = summary
-        .quarantined
-        .iter()
-        .map(|(reason, n)| format!("{reason}={n}"))
-        .collect();
-    record_batch(&args.keyring, &kek, summary.audit_details())?;
-    eprintln!(
-        "read {} lines, wrote {} events, quarantined {}{}, dropped {} without consent, skipped {} blank lines, in {:.3} s ({:.0} events/s on {threads} threads)",
-        summary.read,
-        summary.written,
-        total_quarantined,
-        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
-        summary.dropped,
-        summary.blank,
-        elapsed,
-        (summary.written + total_quarantined + summary.dropped) as f64 / elapsed.max(1e-9)
-    );
-    Ok(ExitCode::SUCCESS)
+    output
+        .commit()
+        .with_context(|| format!("cannot write the output {}", args.output))?;
+    Ok(())
 }
 
 /// Lines read per block: enough to keep every worker busy for milliseconds, few enough
@@ -344,7 +389,7 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
 }
 
 fn quarantine_line(
-    file: Option<&mut BufWriter<File>>,
+    file: Option<&mut dyn Write>,
     number: u64,
     payload: &[u8],
     rejection: &Rejection,

@@ -27,8 +27,9 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Compute the tokens of one value under every non-destroyed key version of a tenant,
-    /// to answer a data-subject request ("which tokens belong to this person?"). The
-    /// lookup is recorded in the audit log (without the value).
+    /// to answer a data-subject request ("which tokens belong to this person?"). Needs the
+    /// request's --ticket. The lookup is recorded in the audit log (the ticket, never the
+    /// value).
     Lookup(LookupArgs),
     /// Pseudonymize a file of JSON lines (a history export, a backfill) with a policy.
     Pseudonymize(BatchArgs),
@@ -51,8 +52,9 @@ pub enum Command {
     /// Answer a data subject's access or erasure request: the token each of the person's
     /// identifiers maps to, per tokenized field of the policy and per key version whose
     /// material still exists; with --scan-brokers and --scan-topic, the records of a
-    /// pseudonymized (or cloud) topic that hold one of them. Recorded in the audit log
-    /// (the ticket, the fields and the match count; never a value or a token).
+    /// pseudonymized (or cloud) topic that hold one of them. Needs the request's --ticket.
+    /// Recorded in the audit log (the ticket, the fields and the match count; never a
+    /// value or a token).
     Subject(SubjectArgs),
     /// Decrypt values of an `encrypt` field on-prem (e.g. for a fraud investigation), one
     /// per line. Needs a reason and a ticket, and is recorded in the audit log before
@@ -165,7 +167,9 @@ pub enum KeysCommand {
     /// Create a new active version for a tenant; the previous active version is retired
     /// (kept for lookups, no longer used for new tokens).
     Rotate(KeyringArgs),
-    /// List a tenant's key versions: state, fingerprint and dates. Never prints key material.
+    /// List a tenant's key versions: state, fingerprint and dates (with --json, the fields
+    /// tenant, version, state, fingerprint, created_at, activated_at, retired_at,
+    /// destroyed_at). Never prints key material.
     List {
         #[command(flatten)]
         keyring: KeyringArgs,
@@ -227,7 +231,8 @@ pub enum KeysCommand {
         /// The audit log; defaults to the keyring path plus `.audit.jsonl`.
         #[arg(long)]
         audit_log: Option<PathBuf>,
-        /// Who performs the operation, as written to the audit log; defaults to the login name.
+        /// Who performs the operation, as written to the audit log; defaults to the login
+        /// name (SUDO_USER, USER, then LOGNAME). Required when none is set.
         #[arg(long, env = "PSEUDOPIPE_ACTOR")]
         actor: Option<String>,
     },
@@ -248,7 +253,8 @@ pub struct KeyringArgs {
     /// The audit log; defaults to the keyring path plus `.audit.jsonl`.
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
-    /// Who performs the operation, as written to the audit log; defaults to the login name.
+    /// Who performs the operation, as written to the audit log; defaults to the login name
+    /// (SUDO_USER, USER, then LOGNAME). Required when none is set.
     #[arg(long, env = "PSEUDOPIPE_ACTOR")]
     pub actor: Option<String>,
 }
@@ -287,7 +293,8 @@ pub enum AuditCommand {
         /// The key-encryption key of the keyring.
         #[arg(long)]
         kek_file: PathBuf,
-        /// Where to write the public key (a small text file; replaced if it exists).
+        /// Where to write the public key (a small text file, mode 0600 whatever the umask;
+        /// replaced if it exists, keeping its mode within 0640).
         #[arg(long)]
         out: PathBuf,
     },
@@ -329,8 +336,29 @@ pub struct LookupArgs {
     /// The normalizer of the field: exact, trim, lower, email, digits or name.
     #[arg(long)]
     pub normalizer: String,
-    /// The value to look up; `-` reads it from standard input (keeps it out of `ps`).
+    #[command(flatten)]
+    pub request: TicketArgs,
+    /// Exactly one value to look up; `-` reads it from standard input (keeps it out of
+    /// `ps`), which must then hold one line (a final newline is allowed). An empty value,
+    /// or one the normalizer leaves empty, is refused; so is a second line: run one lookup
+    /// per value.
+    #[arg(value_name = "VALUE|-")]
     pub value: String,
+}
+
+/// The request a data-subject command answers (`lookup`, `subject`).
+#[derive(Debug, Args)]
+pub struct TicketArgs {
+    /// The reference of the request this answers (e.g. DSR-42), written to the audit log:
+    /// letters, digits and `._:/#+-`, at most 64. Required, unless the --config file says
+    /// `require_ticket = false` in `[keys]`.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// A configuration file (as for ingest) whose `[keys] require_ticket = false` makes
+    /// --ticket optional for `lookup` and `subject` (never for `reidentify`); nothing else
+    /// of it is used here.
+    #[arg(long, env = "PSEUDOPIPE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Options of `pseudonymize`.
@@ -348,14 +376,23 @@ pub struct BatchArgs {
     /// JSON lines to read; `-` for standard input.
     #[arg(long, default_value = "-")]
     pub input: String,
-    /// Where to write pseudonymized JSON lines (same order); `-` for standard output.
+    /// Where to write pseudonymized JSON lines (same order); `-` for standard output. A
+    /// file is written to a hidden temporary file beside it (`.NAME.PID.partial`) and
+    /// renamed over NAME once the run completed: a failed run leaves NAME as it was.
+    /// Refused when it is the input or the quarantine file (compared as files: links and
+    /// other spellings of a path included).
     #[arg(long, default_value = "-")]
     pub output: String,
     /// Where to write rejected lines as JSON objects (`line`, `reason`, `message`, and the
-    /// raw line). The file holds personal data: keep it on-prem. Without it, rejections are
-    /// reported on stderr without their content.
+    /// raw line). The file holds personal data: keep it on-prem (mode 0600). Written and
+    /// put in place like --output; refused when it is the input or the output. Without it,
+    /// rejections are reported on stderr without their content.
     #[arg(long)]
     pub quarantine: Option<PathBuf>,
+    /// Who runs the batch, as written to the audit log; defaults to the login name
+    /// (SUDO_USER, USER, then LOGNAME). Required when none is set.
+    #[arg(long, env = "PSEUDOPIPE_ACTOR")]
+    pub actor: Option<String>,
     /// Worker threads (default: every core). The output keeps the input's order.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
@@ -385,10 +422,8 @@ pub struct SubjectArgs {
     /// `coupon.coupon_code=SPR-8F3K`); `FIELD=-` reads it from standard input. Repeatable.
     #[arg(long = "value", value_name = "FIELD=VALUE")]
     pub values: Vec<String>,
-    /// The request's reference (e.g. DSR-42), written to the audit log: letters, digits
-    /// and `._:/#+-`, at most 64.
-    #[arg(long)]
-    pub ticket: Option<String>,
+    #[command(flatten)]
+    pub request: TicketArgs,
     /// Print a JSON document (described in docs/compliance.md) instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -433,7 +468,8 @@ pub struct ReidentifyArgs {
     #[arg(long)]
     pub reason: String,
     /// The case or ticket reference (e.g. INC-7), written to the audit log: letters,
-    /// digits and `._:/#+-`, at most 64.
+    /// digits and `._:/#+-`, at most 64. Always required (`[keys] require_ticket` does not
+    /// apply: a decryption discloses values).
     #[arg(long)]
     pub ticket: String,
     /// One encrypted value (`e<version>.<base64url>`); `-` reads one per line from
@@ -460,7 +496,8 @@ pub struct ReportArgs {
     /// html: one self-contained page; md: Markdown tables.
     #[arg(long, value_enum)]
     pub format: ReportFormat,
-    /// Where to write the report (default: standard output).
+    /// Where to write the report (default: standard output); created with mode 0600
+    /// whatever the umask (a report it replaces keeps its mode within 0640).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

@@ -56,6 +56,15 @@ pub struct KeysConfig {
     /// The on-prem topic the audit log is mirrored to; `""` turns mirroring off.
     #[serde(default = "default_audit_topic")]
     pub audit_topic: String,
+    /// Whether `lookup` and `subject` need `--ticket` (the reference of the request they
+    /// answer); `false` makes it optional for a site without tickets. `reidentify` always
+    /// needs one.
+    #[serde(default = "default_require_ticket")]
+    pub require_ticket: bool,
+}
+
+fn default_require_ticket() -> bool {
+    true
 }
 
 fn default_check_interval() -> std::time::Duration {
@@ -476,6 +485,14 @@ impl Config {
                     .with_context(|| format!("{}: section `[{name}]`", self.origin))
             })
             .transpose()
+    }
+
+    /// `[keys] require_ticket`, checked with the rest of `[keys]` (not its files); `true`
+    /// without a `[keys]` section.
+    pub fn require_ticket(&self) -> Result<bool> {
+        Ok(self
+            .section::<KeysConfig>("keys")?
+            .is_none_or(|keys| keys.require_ticket))
     }
 
     /// The `[metrics]` section, or its defaults.

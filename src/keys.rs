@@ -1,6 +1,6 @@
 //! The key-management commands: `keys`, `audit` and `lookup`.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,7 +10,7 @@ use pseudonymize::keyring::sibling;
 use pseudonymize::{
     Error, Kek, KeyVersion, Keyring, KeyringLock, MasterSecret, Normalizer, TokenKey,
 };
-use zeroize::Zeroize as _;
+use zeroize::Zeroizing;
 
 use crate::cli::{AuditArgs, AuditCommand, KeyringArgs, KeysCommand, LookupArgs};
 use crate::private_file;
@@ -35,13 +35,21 @@ pub fn audit_path(keyring: &Path, explicit: Option<&PathBuf>) -> PathBuf {
 }
 
 /// Who runs a command, as the audit log names them: `--actor` (or `PSEUDOPIPE_ACTOR`, which
-/// clap reads into it), else the login name behind `sudo`, else the login name.
-pub(crate) fn actor(explicit: Option<&String>) -> String {
+/// clap reads into it), else the login name behind `sudo`, else the login name (`USER`,
+/// then `LOGNAME`). With none of them, the command is refused: an entry must name a person.
+pub(crate) fn actor(explicit: Option<&String>) -> Result<String> {
+    let named = |name: String| (!name.trim().is_empty()).then_some(name);
     explicit
         .cloned()
-        .or_else(|| std::env::var("SUDO_USER").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into())
+        .and_then(named)
+        .or_else(|| {
+            ["SUDO_USER", "USER", "LOGNAME"]
+                .into_iter()
+                .find_map(|variable| std::env::var(variable).ok().and_then(named))
+        })
+        .context(
+            "no one to name in the audit log: pass --actor NAME (or set PSEUDOPIPE_ACTOR or USER); neither SUDO_USER, USER nor LOGNAME is set",
+        )
 }
 
 /// A keyring opened under its lock with its audit log, ready for one operation.
@@ -70,6 +78,7 @@ impl Session {
         actor_name: Option<&String>,
         create: bool,
     ) -> Result<Self> {
+        let actor = actor(actor_name)?;
         if !create && !path.exists() {
             bail!(
                 "the keyring {} does not exist; create it with `pseudopipe keys init`",
@@ -93,7 +102,7 @@ impl Session {
             _lock: lock,
             keyring,
             log,
-            actor: actor(actor_name),
+            actor,
         })
     }
 }
@@ -177,13 +186,21 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode> {
             let keyring = Keyring::open(&args.keyring, &kek)?;
             let versions = keyring.versions(&args.tenant)?;
             if json {
+                // Named fields only: a key version also holds its wrapped secret, which is
+                // key material and is never printed.
                 let rows: Vec<_> = versions
                     .iter()
                     .map(|v| {
-                        let mut row =
-                            serde_json::to_value(v).expect("a key version always serializes");
-                        row["tenant"] = args.tenant.clone().into();
-                        row
+                        serde_json::json!({
+                            "tenant": args.tenant,
+                            "version": v.version,
+                            "state": v.state.name(),
+                            "fingerprint": v.fingerprint,
+                            "created_at": v.created_at,
+                            "activated_at": v.activated_at,
+                            "retired_at": v.retired_at,
+                            "destroyed_at": v.destroyed_at,
+                        })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -418,22 +435,36 @@ pub fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
             args.domain
         );
     }
-    let mut value = if args.value == "-" {
-        let mut buffer = String::new();
-        std::io::stdin()
-            .read_to_string(&mut buffer)
-            .context("cannot read the value from standard input")?;
-        buffer.truncate(buffer.trim_end_matches(['\n', '\r']).len());
-        buffer
+    let ticket = crate::subject::check_ticket(&args.request)?;
+    // Exactly one value. It and its normal form are personal data: erased when dropped,
+    // never echoed in a message.
+    let value = if args.value == "-" {
+        let buffer = crate::subject::read_stdin()?;
+        let lines = buffer.lines().count();
+        if lines > 1 {
+            bail!(
+                "standard input holds {lines} lines, but lookup takes exactly one value: run one lookup per value"
+            );
+        }
+        Zeroizing::new(buffer.lines().next().unwrap_or_default().to_string())
     } else {
-        args.value.clone()
+        Zeroizing::new(args.value.clone())
     };
+    if value.trim().is_empty() {
+        bail!("the value to look up is empty: give it as the argument, or `-` and one line on standard input");
+    }
+    let normalized = Zeroizing::new(normalizer.apply(&value).into_owned());
+    drop(value);
+    if normalized.is_empty() {
+        bail!(
+            "the value to look up is empty once normalized with `{}`: nothing to look up",
+            normalizer.name()
+        );
+    }
     let mut s = Session::open(&args.keyring, false)?;
     let tenant = &args.keyring.tenant;
     let mut lines = Vec::new();
     let mut destroyed = Vec::new();
-    // The value and its normal form are personal data: erased once the tokens are made.
-    let mut normalized = normalizer.apply(&value).into_owned();
     for version in s.keyring.versions(tenant)? {
         match s.keyring.secret(tenant, version.version) {
             Some(secret) => {
@@ -444,14 +475,18 @@ pub fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
             None => destroyed.push(version.version),
         }
     }
-    value.zeroize();
-    normalized.zeroize();
+    drop(normalized);
+    let ticket = ticket.map(|t| format!("ticket={t} ")).unwrap_or_default();
     s.keyring.record(
         &mut s.log,
         &s.actor,
         "lookup",
         tenant,
-        format!("domain={} normalizer={}", args.domain, normalizer.name()),
+        format!(
+            "{ticket}domain={} normalizer={}",
+            args.domain,
+            normalizer.name()
+        ),
     )?;
     for line in lines {
         println!("{line}");

@@ -1,6 +1,7 @@
 //! The `pseudopipe` binary: parses the command line, sets up logging, runs one command.
 
 mod batch;
+mod batch_files;
 mod bench;
 mod cli;
 mod config;

@@ -60,7 +60,9 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     };
     match &args.out {
         Some(path) => {
-            std::fs::write(path, &text)
+            // A trail file: mode 0600 (or the 0640 of the report it replaces), whatever
+            // the umask.
+            pseudonymize::audit::write_atomically(path, text.as_bytes(), None)
                 .with_context(|| format!("cannot write the report {}", path.display()))?;
             eprintln!("wrote the audit report to {}", path.display());
         }

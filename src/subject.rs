@@ -9,7 +9,8 @@
 //! (`subject`: ticket, fields, versions, scanned topic, match count); the values and
 //! tokens never are.
 //!
-//! Also here, shared with `reidentify`: [`read_stdin`] and [`check_reference`].
+//! Also here, shared with `reidentify` and `lookup`: [`read_stdin`], [`check_reference`]
+//! and [`check_ticket`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read as _;
@@ -26,7 +27,8 @@ use serde::Serialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::cli::{ScanArgs, SubjectArgs};
+use crate::cli::{ScanArgs, SubjectArgs, TicketArgs};
+use crate::config::Config;
 use crate::keys::{read_kek, Session};
 
 /// Reads standard input whole, into memory that is erased when dropped: it holds
@@ -50,6 +52,25 @@ pub(crate) fn check_reference(option: &str, value: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Checks `--ticket`, or that the `--config` file lets it be left out (`[keys]
+/// require_ticket = false`). Returns the ticket.
+pub(crate) fn check_ticket(args: &TicketArgs) -> Result<Option<&str>> {
+    if let Some(ticket) = &args.ticket {
+        check_reference("--ticket", ticket)?;
+        return Ok(Some(ticket));
+    }
+    let required = match &args.config {
+        Some(path) => Config::from_file(path)?.require_ticket()?,
+        None => true,
+    };
+    if required {
+        bail!(
+            "--ticket is required: pass the reference of the request this answers (e.g. --ticket DSR-42); a site without tickets sets `require_ticket = false` in [keys] of the file given with --config (or PSEUDOPIPE_CONFIG)"
+        );
+    }
+    Ok(None)
 }
 
 /// What an identifier given on the command line applies to.
@@ -132,9 +153,7 @@ struct Answer {
 
 /// Runs `subject`.
 pub fn run(args: SubjectArgs) -> Result<ExitCode> {
-    if let Some(ticket) = &args.ticket {
-        check_reference("--ticket", ticket)?;
-    }
+    let ticket = check_ticket(&args.request)?.map(str::to_owned);
     let policy = Policy::from_file(&args.policy)?;
     let (targets, values) = given_values(&args)?;
     let fields = token_fields(&policy, &targets)?;
@@ -160,7 +179,7 @@ pub fn run(args: SubjectArgs) -> Result<ExitCode> {
         "subject",
         &tenant,
         details(
-            args.ticket.as_deref(),
+            ticket.as_deref(),
             &fields,
             &tokens,
             &destroyed_versions,
@@ -171,7 +190,7 @@ pub fn run(args: SubjectArgs) -> Result<ExitCode> {
 
     let answer = Answer {
         tenant,
-        ticket: args.ticket,
+        ticket,
         tokens,
         destroyed_versions,
         scan,

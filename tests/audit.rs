@@ -304,3 +304,123 @@ fn verify_takes_a_public_key_or_a_kek_not_both_nor_neither() {
     ]);
     assert_eq!(both.output.status.code(), Some(2), "{}", both.stderr());
 }
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+}
+
+/// Under `umask 000`, every file the audit trail writes is created 0600 (the keyring, the
+/// KEK and a quarantine too); a log, head or public key an administrator opened to a group
+/// (0640) stays so when appended to or replaced, and one opened to everyone is narrowed
+/// to 0640.
+#[test]
+fn every_file_of_the_trail_is_private_whatever_the_umask() {
+    let s = Scratch::new();
+    let keyring = s.keyring.to_str().unwrap();
+    let kek = s.kek.to_str().unwrap();
+    let keys = |sub: &str| {
+        s.run_under_umask_000(&[
+            "keys",
+            sub,
+            "--keyring",
+            keyring,
+            "--kek-file",
+            kek,
+            "--tenant",
+            "brand-a",
+        ])
+        .ok()
+    };
+    keys("init");
+    let public = s.path("audit.pub");
+    s.run_under_umask_000(&[
+        "audit",
+        "export-key",
+        "--keyring",
+        keyring,
+        "--kek-file",
+        kek,
+        "--out",
+        public.to_str().unwrap(),
+    ])
+    .ok();
+    for format in ["html", "md"] {
+        let out = s.path(&format!("report.{format}"));
+        s.run_under_umask_000(&[
+            "audit",
+            "report",
+            "--audit-log",
+            s.audit_log().to_str().unwrap(),
+            "--keyring",
+            keyring,
+            "--kek-file",
+            kek,
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    let quarantine = s.path("quarantine.jsonl");
+    let input = s.path("export.jsonl");
+    std::fs::write(&input, "not json\n").unwrap();
+    s.run_under_umask_000(&[
+        "pseudonymize",
+        "--policy",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/coupon_redemption.policy.toml"
+        ),
+        "--keyring",
+        keyring,
+        "--kek-file",
+        kek,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        s.path("out.jsonl").to_str().unwrap(),
+        "--quarantine",
+        quarantine.to_str().unwrap(),
+    ])
+    .ok();
+    let head = s.path("keyring.json.audit.jsonl.head");
+    for file in [
+        s.audit_log(),
+        head.clone(),
+        s.path("keyring.json.lock"),
+        public.clone(),
+        s.path("report.html"),
+        s.path("report.md"),
+        s.keyring.clone(),
+        s.kek.clone(),
+        quarantine,
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+
+    // Opened to an auditors' group by an administrator: kept, never widened.
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    set(&s.audit_log(), 0o640);
+    set(&head, 0o644);
+    set(&public, 0o640);
+    keys("rotate");
+    s.run_under_umask_000(&[
+        "audit",
+        "export-key",
+        "--keyring",
+        keyring,
+        "--kek-file",
+        kek,
+        "--out",
+        public.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(mode(&s.audit_log()), 0o640);
+    assert_eq!(mode(&head), 0o640, "narrowed to the group");
+    assert_eq!(mode(&public), 0o640);
+    s.audit_verify().ok();
+}

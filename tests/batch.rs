@@ -482,3 +482,246 @@ fn a_retired_tenants_lines_are_quarantined_as_suspended() {
         "phase=end events=v1:1 tenants=brand-a quarantined=1 dropped_no_consent=0"
     );
 }
+
+/// The example event as one JSON line.
+fn example_line() -> Vec<u8> {
+    let event: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/coupon_redemption.json"
+    )))
+    .unwrap();
+    let mut line = serde_json::to_vec(&event).unwrap();
+    line.push(b'\n');
+    line
+}
+
+/// Files of the scratch directory whose name ends with `.partial`.
+fn partial_files(s: &Scratch) -> Vec<String> {
+    std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".partial"))
+        .collect()
+}
+
+/// An output or quarantine that is the input, or each other, by any spelling (the same
+/// string, `./`, `dir/../`, a symlink, a dangling symlink, a hard link, standard input
+/// redirected from it) is refused in one line naming both options: nothing read, written,
+/// truncated or audited.
+#[test]
+fn an_output_or_quarantine_that_is_the_input_or_each_other_is_refused() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    std::fs::create_dir(s.path("sub")).unwrap();
+    let export = s.path("export.jsonl");
+    let content = [example_line(), b"not json\n".to_vec()].concat();
+    std::fs::write(&export, &content).unwrap();
+    std::os::unix::fs::symlink(&export, s.path("link.jsonl")).unwrap();
+    std::fs::hard_link(&export, s.path("hard.jsonl")).unwrap();
+    std::os::unix::fs::symlink(s.path("quarantine.jsonl"), s.path("dangling.jsonl")).unwrap();
+    let log_before = std::fs::read(s.audit_log()).unwrap();
+    let e = export.to_str().unwrap();
+    // (input, output, quarantine, the options the message names)
+    let cases: [(&str, &str, Option<&str>, [&str; 2]); 10] = [
+        (e, e, None, ["--output", "--input"]),
+        (e, "./export.jsonl", None, ["--output", "--input"]),
+        (e, "sub/../export.jsonl", None, ["--output", "--input"]),
+        (e, "link.jsonl", None, ["--output", "--input"]),
+        (e, "hard.jsonl", None, ["--output", "--input"]),
+        (e, "out.jsonl", Some(e), ["--quarantine", "--input"]),
+        (
+            e,
+            "out.jsonl",
+            Some("./link.jsonl"),
+            ["--quarantine", "--input"],
+        ),
+        (
+            "link.jsonl",
+            "-",
+            Some("hard.jsonl"),
+            ["--quarantine", "--input"],
+        ),
+        (
+            e,
+            "q.jsonl",
+            Some("sub/../q.jsonl"),
+            ["--quarantine", "--output"],
+        ),
+        (
+            e,
+            "dangling.jsonl",
+            Some("quarantine.jsonl"),
+            ["--quarantine", "--output"],
+        ),
+    ];
+    for (input, output, quarantine, options) in cases {
+        let mut args = vec![
+            "pseudonymize",
+            "--policy",
+            POLICY,
+            "--keyring",
+            s.keyring.to_str().unwrap(),
+            "--kek-file",
+            s.kek.to_str().unwrap(),
+            "--input",
+            input,
+            "--output",
+            output,
+        ];
+        if let Some(quarantine) = quarantine {
+            args.extend(["--quarantine", quarantine]);
+        }
+        let message = s.run(&args).fails();
+        let case = format!("{input} {output} {quarantine:?}");
+        assert_eq!(message.lines().count(), 1, "{case}: one line: {message}");
+        assert!(
+            message.contains(&format!("{} ", options[0]))
+                && message.contains(&format!("{} ", options[1]))
+                && message.contains("is the same file as"),
+            "{case}: {message}"
+        );
+        assert_eq!(
+            std::fs::read(&export).unwrap(),
+            content,
+            "{case}: input intact"
+        );
+        for never in ["out.jsonl", "q.jsonl", "quarantine.jsonl"] {
+            assert!(!s.path(never).exists(), "{case}: {never} was created");
+        }
+        assert_eq!(partial_files(&s), Vec::<String>::new(), "{case}");
+    }
+    // Standard input redirected from the file named as the output.
+    let mut command = s.command(&[
+        "pseudonymize",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--output",
+        "hard.jsonl",
+    ]);
+    command.stdin(std::fs::File::open(&export).unwrap());
+    let message = Scratch::finish(command, None).fails();
+    assert!(
+        message.contains("--output hard.jsonl is the same file as --input - (standard input)"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&export).unwrap(), content);
+    assert_eq!(
+        std::fs::read(s.audit_log()).unwrap(),
+        log_before,
+        "a run that never started is not audited"
+    );
+    // `/dev/null` may be named twice: it keeps nothing.
+    s.run(&[
+        "pseudonymize",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--input",
+        e,
+        "--output",
+        "/dev/null",
+        "--quarantine",
+        "/dev/null",
+    ])
+    .ok();
+}
+
+/// A run that cannot open its input never starts (no audit entry); one that fails after
+/// its start leaves the output as it was, no temporary file, and a `phase=failed` entry.
+#[test]
+fn a_run_that_never_started_is_not_audited_and_a_failed_one_is() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    let (output, quarantine) = (s.path("out.jsonl"), s.path("quarantine.jsonl"));
+    std::fs::write(&output, "previous run\n").unwrap();
+    let message =
+        pseudonymize_file(&s, &s.path("missing.jsonl"), &output, &quarantine, &[]).fails();
+    assert!(
+        message.contains("cannot open the input") && message.lines().count() == 1,
+        "{message}"
+    );
+    assert_eq!(batch_entries(&s), Vec::<String>::new(), "never started");
+
+    // A folder opens, then fails at the first read.
+    let folder = s.path("folder.jsonl");
+    std::fs::create_dir(&folder).unwrap();
+    let message = pseudonymize_file(&s, &folder, &output, &quarantine, &[]).fails();
+    assert!(message.contains("cannot read the input"), "{message}");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "previous run\n",
+        "a failed run leaves the output as it was"
+    );
+    assert!(!quarantine.exists());
+    assert_eq!(partial_files(&s), Vec::<String>::new());
+    let entries = batch_entries(&s);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries[0].starts_with("phase=start input=folder.jsonl"));
+    assert_eq!(entries[1], "phase=failed read=0 written=0 quarantined=0");
+
+    // A full disk while writing.
+    let input = s.path("export.jsonl");
+    std::fs::write(&input, example_line().repeat(2000)).unwrap();
+    let message = pseudonymize_file(&s, &input, Path::new("/dev/full"), &quarantine, &[]).fails();
+    assert!(
+        message.contains("cannot write the output /dev/full"),
+        "{message}"
+    );
+    assert!(batch_entries(&s)[3].starts_with("phase=failed read="));
+    assert!(!quarantine.exists());
+    s.audit_verify().ok();
+}
+
+/// A run killed midway leaves the previous output under its name, untouched: the new one
+/// was being written to a temporary file beside it.
+#[test]
+fn a_killed_run_never_leaves_a_half_file_under_the_final_name() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    let output = s.path("out.jsonl");
+    std::fs::write(&output, "previous run\n").unwrap();
+    let mut command = s.command(&[
+        "pseudonymize",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    command.stdin(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // More than one block of lines: the first is pseudonymized and written while the
+    // input stays open.
+    use std::io::Write as _;
+    stdin.write_all(&example_line().repeat(20_000)).unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let written = loop {
+        let partial: Vec<_> = partial_files(&s);
+        if let Some(name) = partial.first() {
+            if std::fs::metadata(s.path(name)).unwrap().len() > 0 {
+                break name.clone();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no output written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(written.starts_with(".out.jsonl.") && written.ends_with(".partial"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "previous run\n",
+        "the final name holds the previous output, whole"
+    );
+}

@@ -95,6 +95,8 @@ fn lookup(s: &Scratch, domain: &str, normalizer: &str, value: &str) -> Vec<(u64,
         domain,
         "--normalizer",
         normalizer,
+        "--ticket",
+        "DSR-42",
         value,
     ])
     .ok()
@@ -179,7 +181,17 @@ fn subject_gives_lookups_tokens_per_field_and_version_and_audits_no_value() {
     assert_eq!(answer["destroyed_versions"][0]["version"], 1);
     assert_eq!(answer["ticket"], "DSR-42");
 
-    let text = subject(&s, &["--loyalty-card", "6280 0012 3456 7890"], None).ok();
+    let text = subject(
+        &s,
+        &[
+            "--loyalty-card",
+            "6280 0012 3456 7890",
+            "--ticket",
+            "DSR-43",
+        ],
+        None,
+    )
+    .ok();
     assert!(
         text.contains("v1: destroyed on ") && text.contains(": tokens cannot be computed"),
         "{text}"
@@ -231,7 +243,11 @@ fn subject_refuses_what_it_cannot_search_for_without_echoing_values() {
         (&["--email", "-", "--phone", "-"], "fewer lines"),
     ];
     for (args, expected) in cases {
-        let message = subject(&s, args, Some(b"Secret-Emilie@x.fr\n")).fails();
+        let mut args = args.to_vec();
+        if !args.contains(&"--ticket") {
+            args.extend(["--ticket", "DSR-1"]);
+        }
+        let message = subject(&s, &args, Some(b"Secret-Emilie@x.fr\n")).fails();
         assert!(message.contains(expected), "{args:?}: {message}");
         assert!(!message.contains("Secret-Emilie"), "{args:?}: {message}");
     }
@@ -700,4 +716,120 @@ fn the_html_report_renders_in_headless_chromium() {
     let banner = &pixels[..channels * 1280 * 300];
     let (_, _, red) = measure(banner, channels);
     assert!(red > 0.05, "the failure banner is red ({red})");
+}
+
+/// `lookup` and `subject` need `--ticket` (recorded with the request); a config file with
+/// `[keys] require_ticket = false`, given with `--config` or `PSEUDOPIPE_CONFIG`, makes it
+/// optional for them; `reidentify` needs one whatever the config says.
+#[test]
+fn data_subject_commands_need_a_ticket_unless_the_config_relaxes_it() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    let lookup_args = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "lookup",
+            "--keyring",
+            s.keyring.to_str().unwrap(),
+            "--kek-file",
+            s.kek.to_str().unwrap(),
+            "--tenant",
+            "brand-a",
+            "--domain",
+            "email",
+            "--normalizer",
+            "email",
+            "alice@example.com",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let run = |args: &[String]| s.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let before = entries(&s).len();
+
+    let message = run(&lookup_args(&[])).fails();
+    assert!(
+        message.contains("--ticket is required") && message.contains("require_ticket = false"),
+        "{message}"
+    );
+    let message = subject(&s, &["--email", "alice@example.com"], None).fails();
+    assert!(message.contains("--ticket is required"), "{message}");
+    let reidentify = s.run(&[
+        "reidentify",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--tenant",
+        "brand-a",
+        "--field",
+        "customer.birth_date",
+        "--reason",
+        "fraud",
+        "e1.AAAA",
+    ]);
+    assert_eq!(reidentify.output.status.code(), Some(2), "a usage error");
+    assert!(
+        reidentify.stderr().contains("--ticket"),
+        "{}",
+        reidentify.stderr()
+    );
+    assert_eq!(
+        entries(&s).len(),
+        before,
+        "refused requests are not recorded"
+    );
+
+    // With a ticket, the lookup's entry names it.
+    run(&lookup_args(&["--ticket", "DSR-42"])).ok();
+    let last = entries(&s).pop().unwrap();
+    assert_eq!(last["action"], "lookup");
+    assert_eq!(
+        last["details"],
+        "ticket=DSR-42 domain=email normalizer=email"
+    );
+
+    let config = |require: bool| {
+        let path = s.path(&format!("pseudopipe-{require}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[keys]\nkeyring = {:?}\nkek_file = {:?}\nrequire_ticket = {require}\n",
+                s.keyring, s.kek
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let strict = config(true);
+    assert!(run(&lookup_args(&["--config", &strict]))
+        .fails()
+        .contains("--ticket is required"));
+    let relaxed = config(false);
+    run(&lookup_args(&["--config", &relaxed])).ok();
+    assert_eq!(
+        entries(&s).pop().unwrap()["details"],
+        "domain=email normalizer=email"
+    );
+    let mut command = s.command(&[
+        "subject",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--tenant",
+        "brand-a",
+        "--email",
+        "alice@example.com",
+    ]);
+    command.env("PSEUDOPIPE_CONFIG", &relaxed);
+    Scratch::finish(command, None).ok();
+    let last = entries(&s).pop().unwrap();
+    assert_eq!(last["action"], "subject");
+    assert!(!last["details"].as_str().unwrap().contains("ticket="));
+    s.audit_verify().ok();
 }

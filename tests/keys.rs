@@ -163,6 +163,8 @@ fn a_wrong_kek_fails_every_key_command_and_changes_nothing() {
         "email",
         "--normalizer",
         "email",
+        "--ticket",
+        "DSR-1",
         "a@b.c",
     ]);
     assert!(lookup.fails().contains("KEK does not open"));
@@ -251,6 +253,8 @@ fn lookup_gives_one_token_per_live_version_and_is_audited() {
             "email".into(),
             "--normalizer".into(),
             "email".into(),
+            "--ticket".into(),
+            "DSR-1".into(),
             value.into(),
         ]
     };
@@ -299,6 +303,8 @@ fn lookup(s: &Scratch, kek: &std::path::Path) -> String {
         "email",
         "--normalizer",
         "email",
+        "--ticket",
+        "DSR-1",
         "alice@example.com",
     ])
     .ok()
@@ -487,4 +493,213 @@ fn destroy_removes_the_wrapped_secret_from_the_keyring_file() {
         tokens.lines().all(|l| l.starts_with("2 v2.")),
         "no token of a destroyed version: {tokens}"
     );
+}
+
+/// `keys list` shows fingerprints, never a wrapped secret, in its table or its JSON; the
+/// JSON rows hold exactly the documented fields.
+#[test]
+fn keys_list_never_prints_key_material() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    s.keys(&["rotate", "--tenant", "brand-a"]).ok();
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&s.keyring).unwrap()).unwrap();
+    let versions = file["body"]["tenants"]["brand-a"].as_array().unwrap();
+    let wrapped: Vec<&str> = versions
+        .iter()
+        .map(|v| {
+            v["wrapped"]
+                .as_str()
+                .expect("a live version's wrapped secret")
+        })
+        .collect();
+    assert_eq!(wrapped.len(), 2);
+    let json = s.keys(&["list", "--tenant", "brand-a", "--json"]).ok();
+    let table = s.keys(&["list", "--tenant", "brand-a"]).ok();
+    for (form, out) in [("--json", &json), ("table", &table)] {
+        for secret in &wrapped {
+            assert!(
+                !out.contains(secret),
+                "{form} prints a wrapped secret: {out}"
+            );
+        }
+        for v in versions {
+            assert!(
+                out.contains(v["fingerprint"].as_str().unwrap()),
+                "{form} shows each fingerprint: {out}"
+            );
+        }
+    }
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for row in rows.as_array().unwrap() {
+        let mut fields: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "activated_at",
+                "created_at",
+                "destroyed_at",
+                "fingerprint",
+                "retired_at",
+                "state",
+                "tenant",
+                "version"
+            ]
+        );
+    }
+}
+
+/// `lookup` args for brand-a's e-mail domain with `extra` (value, normalizer...) appended.
+fn lookup_args<'a>(s: &'a Scratch, normalizer: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "lookup",
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--tenant",
+        "brand-a",
+        "--domain",
+        "email",
+        "--normalizer",
+        normalizer,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `lookup` takes exactly one value: an empty one (argument or standard input, or empty
+/// once normalized) and a second line are refused in one line that never echoes a value,
+/// and nothing is audited.
+#[test]
+fn lookup_takes_exactly_one_value_and_refuses_an_empty_one() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    let log_before = std::fs::read(s.audit_log()).unwrap();
+    let ticket = ["--ticket", "DSR-1"];
+    let cases: [(&str, &str, Option<&[u8]>, &str); 7] = [
+        ("email", "", None, "the value to look up is empty"),
+        ("email", "   ", None, "the value to look up is empty"),
+        ("email", "-", Some(b""), "the value to look up is empty"),
+        ("email", "-", Some(b"\n"), "the value to look up is empty"),
+        (
+            "email",
+            "-",
+            Some(b"secret-alice@example.com\nsecret-bob@example.com\n"),
+            "standard input holds 2 lines, but lookup takes exactly one value",
+        ),
+        (
+            "email",
+            "-",
+            Some(b"secret-alice@example.com\n\n"),
+            "standard input holds 2 lines",
+        ),
+        (
+            "digits",
+            "secret-no-digits",
+            None,
+            "empty once normalized with `digits`",
+        ),
+    ];
+    for (normalizer, value, stdin, expected) in cases {
+        let args = lookup_args(&s, normalizer, &[ticket[0], ticket[1], value]);
+        let message = s.run_with_stdin(&args, stdin).fails();
+        assert!(
+            message.contains(expected) && message.lines().count() == 1,
+            "{value:?} {stdin:?}: {message}"
+        );
+        assert!(!message.contains("secret"), "a value is echoed: {message}");
+    }
+    assert_eq!(
+        std::fs::read(s.audit_log()).unwrap(),
+        log_before,
+        "a refused lookup is not audited"
+    );
+    // One line, with or without its final newline (CRLF too), is one value.
+    let one = s
+        .run(&lookup_args(
+            &s,
+            "email",
+            &[ticket[0], ticket[1], "alice@example.com"],
+        ))
+        .ok();
+    for stdin in [
+        &b"alice@example.com"[..],
+        b"alice@example.com\n",
+        b"alice@example.com\r\n",
+    ] {
+        let args = lookup_args(&s, "email", &[ticket[0], ticket[1], "-"]);
+        assert_eq!(s.run_with_stdin(&args, Some(stdin)).ok(), one);
+    }
+}
+
+/// With no `--actor`, no `PSEUDOPIPE_ACTOR` and no login name in the environment, a
+/// command that writes an audit entry is refused, saying what to set; nothing changes.
+/// `LOGNAME` alone names the actor.
+#[test]
+fn an_audit_entry_needs_someone_to_name() {
+    let s = Scratch::with_tenants(&["brand-a"]);
+    let before = s.snapshot();
+    let anonymous = |args: &[&str]| {
+        let mut command = s.command(args);
+        for variable in ["PSEUDOPIPE_ACTOR", "SUDO_USER", "USER", "LOGNAME"] {
+            command.env_remove(variable);
+        }
+        command
+    };
+    let keyring = s.keyring.to_str().unwrap();
+    let kek = s.kek.to_str().unwrap();
+    let input = s.path("export.jsonl");
+    std::fs::write(&input, "not json\n").unwrap();
+    let commands: [Vec<&str>; 3] = [
+        vec![
+            "keys",
+            "rotate",
+            "--keyring",
+            keyring,
+            "--kek-file",
+            kek,
+            "--tenant",
+            "brand-a",
+        ],
+        lookup_args(&s, "email", &["--ticket", "DSR-1", "alice@example.com"]),
+        vec![
+            "pseudonymize",
+            "--policy",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/schemas/coupon_redemption.policy.toml"
+            ),
+            "--keyring",
+            keyring,
+            "--kek-file",
+            kek,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            "out.jsonl",
+        ],
+    ];
+    for args in &commands {
+        let message = Scratch::finish(anonymous(args), None).fails();
+        assert!(
+            message.contains("no one to name in the audit log: pass --actor NAME")
+                && message.contains("USER")
+                && message.lines().count() == 1,
+            "{args:?}: {message}"
+        );
+    }
+    std::fs::remove_file(&input).unwrap();
+    assert_eq!(s.snapshot(), before, "nothing changed");
+    let mut command = anonymous(&commands[0]);
+    command.env("LOGNAME", "login-officer");
+    Scratch::finish(command, None).ok();
+    let log = std::fs::read_to_string(s.audit_log()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["actor"], "login-officer");
+    assert!(!log.contains("\"actor\":\"unknown\""), "{log}");
 }

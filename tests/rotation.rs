@@ -499,6 +499,8 @@ fn a_destroyed_version_is_refused_by_a_running_ingest_lookup_and_subject() {
             "email",
             "--normalizer",
             "email",
+            "--ticket",
+            "DSR-9",
             "-",
         ],
         Some(b"Emilie.Dupont@example.fr"),

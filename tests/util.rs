@@ -87,20 +87,49 @@ impl Scratch {
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        let mut command = self.command(args);
+        command.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        Self::finish(command, stdin)
+    }
+
+    /// The binary with `args`, in the directory, with the test's actor and log level, its
+    /// stdout and stderr piped and stdin empty: for a test to adjust before running it
+    /// with [`Scratch::finish`].
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
+        command.args(args);
+        self.prepare(&mut command);
         command
-            .args(args)
+    }
+
+    fn prepare(&self, command: &mut Command) {
+        command
             .current_dir(self.dir.path())
             .env("PSEUDOPIPE_ACTOR", "test-officer")
-            .env("RUST_LOG", "warn");
-        command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+    }
+
+    /// The binary with `args` under `umask 000` (through `sh`), as an operator with a
+    /// careless umask would run it.
+    pub fn run_under_umask_000(&self, args: &[&str]) -> Run {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_pseudopipe"))
+            .args(args);
+        self.prepare(&mut command);
+        Self::finish(command, None)
+    }
+
+    /// Runs `command`, writing `stdin` to it if given (then piped).
+    pub fn finish(mut command: Command, stdin: Option<&[u8]>) -> Run {
         let mut child = command.spawn().expect("the pseudopipe binary runs");
         if let Some(input) = stdin {
             use std::io::Write as _;

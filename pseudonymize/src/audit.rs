@@ -20,6 +20,13 @@
 //! Entries written before signatures existed carry no `sig`; they are accepted only at
 //! the start of the log, where the chain of the signed entries after them vouches for
 //! their bytes ([`Verified::unsigned`]).
+//!
+//! Every file of the trail (the log, its head, the keyring's `.lock`, the exported public
+//! key) is created with mode 0600 whatever the umask ([`TRAIL_FILE_MODE`]). Where an
+//! auditors' group must read the log, its head and the public key, an administrator
+//! `chgrp`s them and `chmod 0640`s them: the log is appended to in place and a replaced
+//! head or key keeps the mode of the file it replaces, group read included, never more
+//! ([`write_atomically`] with `None`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -295,9 +302,10 @@ impl AuditPublicKey {
         })
     }
 
-    /// Writes the key to `path` (replacing the file) in the format of [`AuditPublicKey::to_text`].
+    /// Writes the key to `path` (replacing the file, atomically, mode 0600 or the 0640 of
+    /// the file it replaces) in the format of [`AuditPublicKey::to_text`].
     pub fn to_file(&self, path: &Path) -> Result<(), Error> {
-        std::fs::write(path, self.to_text()).map_err(|source| Error::Io {
+        write_atomically(path, self.to_text().as_bytes(), None).map_err(|source| Error::Io {
             what: format!("cannot write the audit public key {}", path.display()),
             source,
         })
@@ -427,24 +435,30 @@ impl SignedHead {
     }
 }
 
+/// The mode of a new file of the audit trail: owner only.
+pub const TRAIL_FILE_MODE: u32 = 0o600;
+
+/// The most a replaced trail file keeps of the mode it had: owner read-write, group read.
+const TRAIL_FILE_MAX_MODE: u32 = 0o640;
+
 /// Writes `bytes` to `path` through `<path>.tmp`, fsync and rename, so that `path` holds
-/// either its old or its new content; `mode` is the Unix mode of a new file. The
-/// temporary file is removed when a step fails.
-pub(crate) fn write_atomically(
-    path: &Path,
-    bytes: &[u8],
-    mode: Option<u32>,
-) -> std::io::Result<()> {
+/// either its old or its new content. The new file's Unix mode is `mode` whatever the
+/// umask; with `None`, a trail file's: the mode of the file it replaces within 0640, or
+/// 0600 ([`TRAIL_FILE_MODE`]). The temporary file is removed when a step fails.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
     let tmp = sibling(path, ".tmp");
+    let mode = mode.unwrap_or_else(|| replaced_mode(path));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    if let Some(mode) = mode {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     let written = options.open(&tmp).and_then(|mut out| {
+        // The umask, or a stale temporary file, may have left other bits.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            out.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         out.write_all(bytes)?;
         out.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -454,6 +468,27 @@ pub(crate) fn write_atomically(
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// The mode a trail file replacing `path` gets: `path`'s own within 0640, else 0600.
+fn replaced_mode(path: &Path) -> u32 {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        return (meta.permissions().mode() & TRAIL_FILE_MAX_MODE) | TRAIL_FILE_MODE;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    TRAIL_FILE_MODE
+}
+
+/// Options that create a trail file with mode 0600 (the umask can only take bits away,
+/// and there are none it may take that the owner needs); add how to open it.
+pub(crate) fn trail_file_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, TRAIL_FILE_MODE);
+    options
 }
 
 /// Verifies the whole log at `path` with the KEK that wrote it, checking MACs and the
@@ -749,7 +784,7 @@ impl AuditLog {
             what: format!("cannot append to the audit log {}", self.path.display()),
             source,
         };
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = trail_file_options()
             .create(true)
             .append(true)
             .open(&self.path)

@@ -293,7 +293,7 @@ impl KeyringLock {
             what: format!("cannot lock {}", path.display()),
             source,
         };
-        let file = std::fs::OpenOptions::new()
+        let file = audit::trail_file_options()
             .create(true)
             .truncate(false)
             .write(true)
