@@ -163,6 +163,12 @@ impl Detectors {
         if self.contains(Detector::Email) && census.at && has_email(text) {
             return Some(Detector::Email);
         }
+        // An IBAN before cards and phones: the digit groups of a Dutch or British IBAN
+        // (`NL91 ABNA 0417 1643 00`) stand alone, and would otherwise be named a phone.
+        let iban = census.digits >= 2 && census.upper >= 2 && text.len() >= 15;
+        if self.contains(Detector::Iban) && iban && has_iban(text) {
+            return Some(Detector::Iban);
+        }
         let card = self.contains(Detector::Card) && census.number_digits >= 13;
         let phone = self.contains(Detector::Phone) && census.number_digits >= 8;
         if card || phone {
@@ -177,10 +183,6 @@ impl Detectors {
             if phone_found {
                 return Some(Detector::Phone);
             }
-        }
-        let iban = census.digits >= 2 && census.upper >= 2 && text.len() >= 15;
-        if self.contains(Detector::Iban) && iban && has_iban(text) {
-            return Some(Detector::Iban);
         }
         let ip = (census.dots >= 3 && census.number_digits >= 4) || census.colons >= 2;
         (self.contains(Detector::Ip) && ip && has_ip(text)).then_some(Detector::Ip)
@@ -444,6 +446,9 @@ fn is_phone(number: &[u8]) -> bool {
     // of one digit is a version or a build (`131.0.6778.86`, `2024.11.3.1507`), a group
     // of five or more an identifier.
     let grouped = (9..=11).contains(&digits) && longest <= 4 && shortest >= 2;
+    // With dots, only the three groups of `646.555.0142`: four dotted parts are a version
+    // (`12.25.17.1507`), and the trunk forms (`06.12.34.56.78`) are caught below.
+    let grouped = grouped && (!number.contains(&b'.') || (count == 3 && shortest >= 3));
     // A bare run of 12 to 14 digits with a GS1 check digit is a UPC-A, an EAN-13 or a
     // GTIN-14, most of them starting with `0` (North American products): not a number to
     // dial. Written in groups, it is taken for what it looks like.
@@ -456,8 +461,11 @@ fn is_phone(number: &[u8]) -> bool {
         // country code and a national number, written in groups (`00 33 6 12 34 56 78`).
         // Bare, `00` is the zero padding of an identifier (`0045127000013`).
         b'0' if zeros == 2 => count >= 2 && (11..=17).contains(&digits),
-        // A trunk `0`, then a national number.
-        b'0' if zeros == 1 => ((9..=12).contains(&digits) && !product) || grouped,
+        // A trunk `0`, then a national number, in groups of two digits or more:
+        // `0.12.25.1507` is a version, `0 12345 67890 5` a UPC as printed under its bars.
+        b'0' if zeros == 1 => {
+            ((9..=12).contains(&digits) && !product && (count == 1 || shortest >= 2)) || grouped
+        }
         // Zero padding (`000123456789`): no number is dialled starting with `000`.
         b'0' => false,
         _ => grouped,
@@ -529,6 +537,23 @@ const IINS: [Iin; 23] = {
     ]
 };
 
+/// Whether the digit groups of `number` are those of a card: three to six digits each,
+/// the last one to six.
+fn card_groups(number: &[u8]) -> bool {
+    let mut sizes = number
+        .split(|b| !b.is_ascii_digit())
+        .filter(|group| !group.is_empty())
+        .map(<[u8]>::len)
+        .peekable();
+    while let Some(size) = sizes.next() {
+        let last = sizes.peek().is_none();
+        if size > 6 || (size < 3 && !last) {
+            return false;
+        }
+    }
+    true
+}
+
 fn is_card(number: &[u8]) -> bool {
     if number.len() < 13
         || !number
@@ -552,6 +577,13 @@ fn is_card(number: &[u8]) -> bool {
     // in groups (`4222 222 222 222`, `3056 930902 5904`). A bare run of 13 or 14 digits
     // is a product code, whatever its check digits say.
     if digits <= 14 && !(count >= 3 && shortest >= 3 && longest <= 6) {
+        return false;
+    }
+    // Cards are written bare or in groups of three to six digits, the last group
+    // shorter for 17 and 18 digits (`4111 1111 1111 1111`, `3782 822463 10005`,
+    // `6759 6498 2643 8453 12`); other groupings are receipts and orders
+    // (`4123-03-261121-0123`, `353-1234567-1234567`).
+    if count > 1 && !card_groups(number) {
         return false;
     }
     let prefix = |n: u32| {
@@ -779,8 +811,8 @@ fn has_ip(text: &[u8]) -> bool {
         let run = &text[start..end];
         let network =
             text.get(pos) == Some(&b'/') && text.get(pos + 1).is_some_and(u8::is_ascii_digit);
-        let alone =
-            (start == 0 || !is_word(text[start - 1])) && text.get(pos).is_none_or(|&b| !is_word(b));
+        // As a word: `Chrome/120.0.0.0` is a version of a product, not an address.
+        let alone = stands_alone(text, start, pos);
         if !alone || network {
             continue;
         }
@@ -842,6 +874,7 @@ mod tests {
             ("3056 930902 5904", Detector::Card),
             ("6759649826438453", Detector::Card),
             ("2200000000000004", Detector::Card),
+            ("6759 6498 2643 8453 18", Detector::Card),
             ("00 33 6 12 34 56 78", Detector::Phone),
             ("646.555.0142", Detector::Phone),
             ("FR76 3000 6000 0112 3456 7890 189", Detector::Iban),
@@ -925,6 +958,12 @@ mod tests {
             "131.0.6778.86",
             "120.0.6099.144",
             "0.9.12.3",
+            "0.12.25.1507",
+            "12.25.17.1507",
+            "0 12345 67890 5",
+            // Receipt and order numbers, grouped otherwise than cards.
+            "4123-03-261121-0102",
+            "353-1234567-1234563",
             // Mod-97 valid, but 20 characters where German IBANs have 22, and a country
             // code that is not in the registry.
             "DE863704004405320130",
