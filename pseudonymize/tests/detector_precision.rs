@@ -113,6 +113,9 @@ fn every_personal_value_is_found_by_its_detector() {
     assert_eq!(checked.len(), Personal::CLASSES.len(), "{checked:?}");
 }
 
+/// Where a value goes in an event.
+type Place = fn(&mut Value) -> &mut Value;
+
 #[test]
 fn personal_values_in_kept_fields_are_quarantined_by_ingest_and_the_guard() {
     let policy = Policy::from_toml(POLICY).unwrap();
@@ -123,7 +126,7 @@ fn personal_values_in_kept_fields_are_quarantined_by_ingest_and_the_guard() {
     let (clean, key) = engine.pseudonymize(EVENT.as_bytes()).unwrap();
     let clean: Value = serde_json::from_slice(&clean).unwrap();
     let key = key.as_deref().map(str::as_bytes);
-    let fields: [(&str, fn(&mut Value) -> &mut Value); 3] = [
+    let fields: [(&str, Place); 3] = [
         ("basket.items[].sku", |e| {
             &mut e["basket"]["items"][0]["sku"]
         }),

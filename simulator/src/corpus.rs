@@ -433,7 +433,7 @@ fn push_phone(out: &mut Vec<u8>, rng: &mut StdRng, country: usize) {
         .copied()
         .filter(|template| {
             let bare = template.bytes().all(|b| b.is_ascii_digit() || b == b'#');
-            !(bare && !template.starts_with('0'))
+            !bare || template.starts_with('0')
         })
         .collect();
     let template = draw(rng, &templates);
@@ -810,7 +810,7 @@ mod tests {
                 (false, _) => d,
             })
             .sum();
-        sum % 10 == 0
+        sum.is_multiple_of(10)
     }
 
     #[test]

@@ -333,7 +333,7 @@ mod tests {
                         .enumerate()
                         .map(|(i, d)| u32::from(d - b'0') * [1, 3][i % 2])
                         .sum();
-                    let gs1 = weighted % 10 == 0;
+                    let gs1 = weighted.is_multiple_of(10);
                     *sku_shapes.entry((sku.len(), gs1)).or_default() += 1;
                 } else {
                     *sku_shapes.entry((0, false)).or_default() += 1;
