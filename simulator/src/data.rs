@@ -64,6 +64,21 @@ pub(crate) struct Retailer {
     pub currency: &'static str,
     /// First four digits of its loyalty cards.
     pub card_prefix: &'static str,
+    /// How it numbers its stores in `retailer.store_id`.
+    pub store_style: StoreStyle,
+}
+
+/// How a retailer writes `retailer.store_id`.
+#[derive(Clone, Copy)]
+pub(crate) enum StoreStyle {
+    /// `FR-75011-042`: country, postal code, store number.
+    Postal,
+    /// A GS1 Global Location Number: 13 digits with a GS1 check digit.
+    Gln,
+    /// `0042`: a zero-padded store number.
+    Number,
+    /// `S0042`.
+    Letter,
 }
 
 /// A coupon campaign.
@@ -639,59 +654,68 @@ pub(crate) const RETAILERS: [Retailer; 9] = [
         country: FR,
         currency: "EUR",
         card_prefix: "6280",
+        store_style: StoreStyle::Postal,
     },
     Retailer {
         id: "proxi-fr",
         country: FR,
         currency: "EUR",
         card_prefix: "6281",
+        store_style: StoreStyle::Gln,
     },
     Retailer {
         id: "markt-de",
         country: DE,
         currency: "EUR",
         card_prefix: "6290",
+        store_style: StoreStyle::Postal,
     },
     Retailer {
         id: "grocer-uk",
         country: GB,
         currency: "GBP",
         card_prefix: "6330",
+        store_style: StoreStyle::Number,
     },
     Retailer {
         id: "mercado-es",
         country: ES,
         currency: "EUR",
         card_prefix: "6340",
+        store_style: StoreStyle::Postal,
     },
     Retailer {
         id: "sklep-pl",
         country: PL,
         currency: "PLN",
         card_prefix: "6350",
+        store_style: StoreStyle::Letter,
     },
     Retailer {
         id: "mart-us",
         country: US,
         currency: "USD",
         card_prefix: "6010",
+        store_style: StoreStyle::Number,
     },
     Retailer {
         id: "winkel-nl",
         country: NL,
         currency: "EUR",
         card_prefix: "6360",
+        store_style: StoreStyle::Gln,
     },
     Retailer {
         id: "epicerie-ca",
         country: CA,
         currency: "CAD",
         card_prefix: "6020",
+        store_style: StoreStyle::Postal,
     },
 ];
 
 /// Coupon campaigns of the programme.
-pub(crate) const CAMPAIGNS: [Campaign; 7] = [
+pub(crate) const CAMPAIGNS: [Campaign; 9] = [
     Campaign {
         id: "SPRING26",
         code_prefix: "SPR",
@@ -726,6 +750,17 @@ pub(crate) const CAMPAIGNS: [Campaign; 7] = [
         id: "LOYAL500",
         code_prefix: "LOY",
         face_values: &[500],
+    },
+    // Campaigns numbered by the retailer's coupon system rather than named.
+    Campaign {
+        id: "CPN-2026-000451",
+        code_prefix: "CPN",
+        face_values: &[200, 250],
+    },
+    Campaign {
+        id: "100045127",
+        code_prefix: "MFR",
+        face_values: &[50, 75, 100],
     },
 ];
 

@@ -12,13 +12,14 @@ use rand::{Rng, SeedableRng};
 
 use crate::clock::{days_from_civil, days_in_month, push_date, push_rfc3339_ms, DAY_MS};
 use crate::data::{
-    Country, Name, StreetStyle, ANDROID_MODELS, CAMPAIGNS, COUNTRIES, COUPON_ALPHABET,
+    Country, Name, StoreStyle, StreetStyle, ANDROID_MODELS, CAMPAIGNS, COUNTRIES, COUPON_ALPHABET,
     EAN_PREFIXES, GLOBAL_PROVIDERS, IPHONE_MODELS, ORIGINS, RETAILERS,
 };
 use crate::json::{push_padded, push_u64, Json};
 
-/// Products in the catalogue shared by all stores.
-const CATALOGUE_SIZE: usize = 1_200;
+/// Products in the catalogue shared by all stores: the size of a supermarket's range, so
+/// that a run sees many product codes of every shape, not a few hundred.
+const CATALOGUE_SIZE: usize = 20_000;
 /// Stores per retailer.
 const STORES_PER_RETAILER: usize = 24;
 /// Room for nearly every event (about 950 bytes on average), so a payload is allocated once.
@@ -175,7 +176,7 @@ impl Tamper {
 }
 
 struct Product {
-    sku: [u8; 13],
+    sku: Vec<u8>,
     unit_price_cents: u64,
 }
 
@@ -217,7 +218,7 @@ impl Events {
             .map(|retailer| {
                 let country = &COUNTRIES[retailer.country];
                 (0..STORES_PER_RETAILER)
-                    .map(|_| store_id(&mut rng, country))
+                    .map(|_| store_id(&mut rng, country, retailer.store_style))
                     .collect()
             })
             .collect();
@@ -479,10 +480,6 @@ pub(crate) fn draw<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
     *pick(rng, items)
 }
 
-fn digit(rng: &mut StdRng) -> u8 {
-    b'0' + rng.gen_range(0..10u8)
-}
-
 /// Random decimal digits, eighteen from each number drawn: phone numbers and cards need
 /// a dozen each, and one draw is much cheaper than twelve.
 #[derive(Default)]
@@ -505,7 +502,7 @@ impl Digits {
 }
 
 /// Appends `template` with `#` replaced by random digits and `@` by random capitals.
-fn fill(out: &mut Vec<u8>, rng: &mut StdRng, template: &str) {
+pub(crate) fn fill(out: &mut Vec<u8>, rng: &mut StdRng, template: &str) {
     let mut digits = Digits::default();
     for &b in template.as_bytes() {
         out.push(match b {
@@ -516,20 +513,11 @@ fn fill(out: &mut Vec<u8>, rng: &mut StdRng, template: &str) {
     }
 }
 
-/// A product with an EAN-13 (GS1 prefix, random item reference, check digit) and a price.
+/// A product with a price and a code of one of the shapes retailers send (see
+/// [`push_product_code`]).
 fn product(rng: &mut StdRng) -> Product {
-    let mut sku = [0u8; 13];
-    let prefix = pick(rng, EAN_PREFIXES).as_bytes();
-    sku[..prefix.len()].copy_from_slice(prefix);
-    for b in &mut sku[prefix.len()..12] {
-        *b = digit(rng);
-    }
-    let weighted: u32 = sku[..12]
-        .iter()
-        .enumerate()
-        .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 1 } else { 3 })
-        .sum();
-    sku[12] = b'0' + ((10 - weighted % 10) % 10) as u8;
+    let mut sku = Vec::with_capacity(14);
+    push_product_code(&mut sku, rng);
     let unit_price_cents = match rng.gen_range(0..10) {
         0..=5 => rng.gen_range(49..500),
         6..=8 => rng.gen_range(500..2000),
@@ -541,8 +529,160 @@ fn product(rng: &mut StdRng) -> Product {
     }
 }
 
+/// The product code shapes of a retail catalogue, in percent: GS1 codes with their check
+/// digit, the in-store codes of the restricted prefixes 20–29, and retailers' internal
+/// codes, which have no check digit at all (issue 18: a retailer whose SKUs are 13-digit
+/// internal codes).
+const PRODUCT_SHAPES: [(ProductShape, u32); 7] = [
+    (ProductShape::Ean13, 40),
+    (ProductShape::Ean8, 5),
+    (ProductShape::Upc12, 10),
+    (ProductShape::Gtin14, 5),
+    (ProductShape::InStore, 10),
+    (ProductShape::Internal13, 22),
+    (ProductShape::InternalShort, 8),
+];
+
+/// One shape of product code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProductShape {
+    /// EAN-13: a GS1 prefix of the catalogue's countries, item reference, check digit.
+    Ean13,
+    /// EAN-8: a GS1 prefix, item reference, check digit.
+    Ean8,
+    /// UPC-A (GTIN-12), most with the number system digit 0.
+    Upc12,
+    /// GTIN-14: a packaging indicator, an EAN-13's digits, check digit.
+    Gtin14,
+    /// EAN-13 of the restricted prefixes 20–29: in-store and variable-measure codes.
+    InStore,
+    /// Thirteen digits without any check digit: a retailer's own numbering.
+    Internal13,
+    /// A short internal code: an article number of 4 to 8 digits, or letters and digits.
+    InternalShort,
+}
+
+/// Appends a product code of a shape drawn with the weights of [`PRODUCT_SHAPES`].
+pub(crate) fn push_product_code(out: &mut Vec<u8>, rng: &mut StdRng) {
+    let total = PRODUCT_SHAPES.iter().map(|&(_, weight)| weight).sum();
+    let mut draw = rng.gen_range(0..total);
+    let shape = PRODUCT_SHAPES
+        .iter()
+        .find(|&&(_, weight)| {
+            let found = draw < weight;
+            draw = draw.saturating_sub(weight);
+            found
+        })
+        .map_or(ProductShape::Ean13, |&(shape, _)| shape);
+    push_product_code_of(out, rng, shape);
+}
+
+/// Appends a product code of `shape`.
+pub(crate) fn push_product_code_of(out: &mut Vec<u8>, rng: &mut StdRng, shape: ProductShape) {
+    let start = out.len();
+    match shape {
+        ProductShape::Ean13 => {
+            out.extend_from_slice(pick(rng, EAN_PREFIXES).as_bytes());
+            push_digits(out, rng, 12 - (out.len() - start));
+            push_gs1_check(out, start);
+        }
+        ProductShape::Ean8 => {
+            out.extend_from_slice(pick(rng, EAN_PREFIXES).as_bytes());
+            push_digits(out, rng, 7 - (out.len() - start));
+            push_gs1_check(out, start);
+        }
+        ProductShape::Upc12 => {
+            out.push(draw(rng, b"0000000178"));
+            push_digits(out, rng, 10);
+            push_gs1_check(out, start);
+        }
+        ProductShape::Gtin14 => {
+            out.push(b'1' + rng.gen_range(0..8u8));
+            out.extend_from_slice(pick(rng, EAN_PREFIXES).as_bytes());
+            push_digits(out, rng, 13 - (out.len() - start));
+            push_gs1_check(out, start);
+        }
+        ProductShape::InStore => {
+            out.push(b'2');
+            push_digits(out, rng, 11);
+            push_gs1_check(out, start);
+        }
+        ProductShape::Internal13 => push_digits(out, rng, 13),
+        ProductShape::InternalShort => match rng.gen_range(0..4) {
+            0 => {
+                let width = rng.gen_range(4..=8);
+                push_digits(out, rng, width);
+            }
+            1 => {
+                out.extend_from_slice(draw(rng, &[&b"ART-"[..], b"MDSE", b"SKU-", b"P"]));
+                let width = rng.gen_range(4..=7);
+                push_digits(out, rng, width);
+            }
+            2 => {
+                let width = rng.gen_range(4..=6);
+                push_digits(out, rng, width);
+                out.push(b'-');
+                out.extend_from_slice(draw(rng, &[&b"XS"[..], b"M", b"XL", b"42", b"500G"]));
+            }
+            _ => {
+                for _ in 0..rng.gen_range(2..=3) {
+                    out.push(draw(rng, POSTAL_LETTERS));
+                }
+                let width = rng.gen_range(3..=6);
+                push_digits(out, rng, width);
+            }
+        },
+    }
+}
+
+/// Appends `count` random digits.
+pub(crate) fn push_digits(out: &mut Vec<u8>, rng: &mut StdRng, count: usize) {
+    let mut digits = Digits::default();
+    for _ in 0..count {
+        out.push(digits.next(rng));
+    }
+}
+
+/// Appends the GS1 check digit of the digits from `start` on: from the right, weights 3,
+/// 1, 3...
+pub(crate) fn push_gs1_check(out: &mut Vec<u8>, start: usize) {
+    let weighted: u32 = out[start..]
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 })
+        .sum();
+    out.push(b'0' + ((10 - weighted % 10) % 10) as u8);
+}
+
+/// A store id in the retailer's own style.
+fn store_id(rng: &mut StdRng, country: &Country, style: StoreStyle) -> Vec<u8> {
+    let mut id = Vec::with_capacity(16);
+    match style {
+        StoreStyle::Postal => return postal_store_id(rng, country),
+        StoreStyle::Gln => {
+            // A GS1 Global Location Number: the retailer's company prefix, the location.
+            push_gln(&mut id, rng);
+        }
+        StoreStyle::Number => push_padded(&mut id, rng.gen_range(1..2000), 4),
+        StoreStyle::Letter => {
+            id.push(b'S');
+            push_padded(&mut id, rng.gen_range(1..1000), 4);
+        }
+    }
+    id
+}
+
+/// A GS1 Global Location Number.
+pub(crate) fn push_gln(out: &mut Vec<u8>, rng: &mut StdRng) {
+    let start = out.len();
+    out.extend_from_slice(pick(rng, EAN_PREFIXES).as_bytes());
+    push_digits(out, rng, 12 - (out.len() - start));
+    push_gs1_check(out, start);
+}
+
 /// `FR-75011-042`: country, the store's postal code, store number.
-fn store_id(rng: &mut StdRng, country: &Country) -> Vec<u8> {
+pub(crate) fn postal_store_id(rng: &mut StdRng, country: &Country) -> Vec<u8> {
     let mut id = Vec::with_capacity(16);
     id.extend_from_slice(country.code.as_bytes());
     id.push(b'-');
@@ -556,7 +696,7 @@ fn store_id(rng: &mut StdRng, country: &Country) -> Vec<u8> {
 }
 
 /// A version-4, variant-1 UUID from 122 random bits, in lowercase hex.
-fn push_uuid_v4(out: &mut Vec<u8>, rng: &mut StdRng) {
+pub(crate) fn push_uuid_v4(out: &mut Vec<u8>, rng: &mut StdRng) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = rng.gen::<u128>().to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
@@ -572,7 +712,7 @@ fn push_uuid_v4(out: &mut Vec<u8>, rng: &mut StdRng) {
 }
 
 /// `SPR-8F3K-22QX`.
-fn push_coupon_code(out: &mut Vec<u8>, rng: &mut StdRng, prefix: &str) {
+pub(crate) fn push_coupon_code(out: &mut Vec<u8>, rng: &mut StdRng, prefix: &str) {
     out.clear();
     out.extend_from_slice(prefix.as_bytes());
     // Eight characters of a 32-letter alphabet: five bits each from one draw.
@@ -624,7 +764,7 @@ fn push_card(out: &mut Vec<u8>, rng: &mut StdRng, prefix: &str) {
 
 /// An address derived from the names, as people type them: odd case, several patterns,
 /// local and global providers, now and then a stray space around it.
-fn push_email(
+pub(crate) fn push_email(
     out: &mut Vec<u8>,
     rng: &mut StdRng,
     first: &str,
@@ -801,7 +941,7 @@ fn push_street(out: &mut Vec<u8>, rng: &mut StdRng, home: &Country) {
 
 /// Mostly public IPv4 (never a network or broadcast address), sometimes a documentation
 /// range, 15% IPv6 from a few access providers, full or with `::`.
-fn push_ip(out: &mut Vec<u8>, rng: &mut StdRng) {
+pub(crate) fn push_ip(out: &mut Vec<u8>, rng: &mut StdRng) {
     const V6_PREFIXES: &[&str] = &[
         "2a01:cb1d",
         "2a02:8108",
@@ -858,7 +998,7 @@ fn push_hex(out: &mut Vec<u8>, value: u16) {
 }
 
 /// The loyalty app on phones at the till and in the app, browsers on the e-shop.
-fn push_user_agent(out: &mut Vec<u8>, rng: &mut StdRng, channel: &str) {
+pub(crate) fn push_user_agent(out: &mut Vec<u8>, rng: &mut StdRng, channel: &str) {
     out.clear();
     let written = if channel == "e_shop" || rng.gen_bool(0.1) {
         let chrome = rng.gen_range(120..132);
@@ -904,7 +1044,21 @@ fn push_user_agent(out: &mut Vec<u8>, rng: &mut StdRng, channel: &str) {
         }
     } else {
         let (major, minor) = (5, rng.gen_range(0..10));
-        match rng.gen_range(0..3) {
+        match rng.gen_range(0..4) {
+            // Newer builds name their build and the full OS version.
+            3 => write!(
+                out,
+                "LoyaltyApp/{}.{}.{} (build 2026.{}.{}.{}; iOS {}.{}.{})",
+                rng.gen_range(4..6),
+                rng.gen_range(0..13),
+                rng.gen_range(0..10),
+                rng.gen_range(1..12),
+                rng.gen_range(1..29),
+                rng.gen_range(1000..2000),
+                rng.gen_range(17..19),
+                rng.gen_range(0..7),
+                rng.gen_range(0..4),
+            ),
             0 => write!(
                 out,
                 "Mozilla/5.0 (Linux; Android {}) LoyaltyApp/{major}.{minor}",

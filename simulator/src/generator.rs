@@ -277,6 +277,8 @@ mod tests {
         let (mut phone_null, mut no_device, mut spaced_email, mut ipv6, mut accented) =
             (0, 0, 0, 0, 0);
         let mut countries = BTreeSet::new();
+        // Product codes by (digits, GS1 check digit valid); (0, false) for the others.
+        let mut sku_shapes: BTreeMap<(usize, bool), usize> = BTreeMap::new();
         let events = 4000;
         for record in Generator::new(5).with_tenants(tenants()).take(events) {
             assert!(record.is_valid());
@@ -318,13 +320,24 @@ mod tests {
             assert_eq!(event["basket"]["total_cents"].as_u64(), Some(total));
             for item in items {
                 let sku = item["sku"].as_str().unwrap().as_bytes();
-                assert!(sku.len() == 13 && sku.iter().all(u8::is_ascii_digit));
-                let weighted: u32 = sku
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| u32::from(d - b'0') * [1, 3, 1][i % 2])
-                    .sum();
-                assert_eq!(weighted % 10, 0, "EAN-13 check digit");
+                assert!(
+                    (4..=14).contains(&sku.len())
+                        && sku.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-'),
+                    "{sku:?}"
+                );
+                if sku.iter().all(u8::is_ascii_digit) {
+                    // GS1: from the right, the check digit, then weights 3, 1, 3...
+                    let weighted: u32 = sku
+                        .iter()
+                        .rev()
+                        .enumerate()
+                        .map(|(i, d)| u32::from(d - b'0') * [1, 3][i % 2])
+                        .sum();
+                    let gs1 = weighted.is_multiple_of(10);
+                    *sku_shapes.entry((sku.len(), gs1)).or_default() += 1;
+                } else {
+                    *sku_shapes.entry((0, false)).or_default() += 1;
+                }
             }
             if let Some(birth) = event["customer"]["birth_date"].as_str() {
                 let year: u32 = birth[..4].parse().unwrap();
@@ -360,6 +373,22 @@ mod tests {
             share(no_device)
         );
         assert!(spaced_email > 0 && ipv6 > 0 && accented > events / 5);
+        // Every shape of product code: EAN-8, UPC-12, EAN-13 (GS1 and in-store), GTIN-14,
+        // internal 13-digit codes without a check digit (one in ten passes it by chance),
+        // and the short or lettered internal codes.
+        for shape in [
+            (8, true),
+            (12, true),
+            (13, true),
+            (13, false),
+            (14, true),
+            (0, false),
+        ] {
+            assert!(
+                sku_shapes.get(&shape).copied().unwrap_or(0) > 50,
+                "{sku_shapes:?}"
+            );
+        }
         assert_eq!(countries.len(), 8);
     }
 

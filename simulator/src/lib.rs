@@ -30,6 +30,8 @@
 //!   and [`leaked_fields`], that check for one event.
 //! - `event`: one event written straight into a payload; the one-field tampering that
 //!   malformations use.
+//! - [`corpus`]: labelled non-personal and personal values that measure the content
+//!   detectors' false positives and recall.
 //! - `data`: names by origin, countries, retailers, campaigns, user agents.
 //! - `json`: a streaming JSON writer and digit helpers, instead of `format!`.
 //! - `clock`: calendar arithmetic for event times and birth dates.
@@ -38,6 +40,7 @@
 #![warn(missing_docs)]
 
 mod clock;
+pub mod corpus;
 mod data;
 mod event;
 mod generator;
