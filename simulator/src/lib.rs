@@ -50,4 +50,4 @@ mod personal;
 
 pub use generator::{Generator, Kind, Record};
 pub use malformation::{Malformation, DEFAULT_MAX_EVENT_BYTES, MAX_JSON_DEPTH};
-pub use personal::{leaked_fields, personal_values, MIN_CHARS};
+pub use personal::{kept_values, leaked_fields, personal_values, MIN_CHARS};
