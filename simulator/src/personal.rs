@@ -95,10 +95,10 @@ pub fn personal_values(event: &Value) -> Vec<String> {
 pub fn kept_values(event: &Value) -> Vec<String> {
     fn walk(value: &Value, path: &mut String, out: &mut Vec<String>) {
         match value {
-            Value::String(text) => {
-                if !PERSONAL_FIELDS.iter().any(|(personal, _)| personal == path) {
-                    out.push(text.trim().to_lowercase());
-                }
+            Value::String(text)
+                if !PERSONAL_FIELDS.iter().any(|(personal, _)| personal == path) =>
+            {
+                out.push(text.trim().to_lowercase());
             }
             Value::Array(items) => items.iter().for_each(|item| walk(item, path, out)),
             Value::Object(fields) => {
