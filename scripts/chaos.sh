@@ -26,7 +26,7 @@
 # --repeat N runs each seed N times over: the same seed replays the same faults at the
 # same moments, so repeats catch what depends on the scheduling alone. To hunt a flaky
 # scenario, e.g.: scripts/chaos.sh --events 20000 --rate 1000 --scenario onprem_broker
-# --mode at_least_once --seed 0..9 (CI's scale; CI runs seed 0 under 2 hogs).
+# --mode at_least_once --seed 0..9 (CI's scale; CI runs seed 0 with no hogs of its own, its runner's load beside it).
 # One scenario runs at a time; about 45 minutes per seed and repeat with the defaults on
 # 2 cores, plus the first build. Needs jq for the table; installs the Kafka jars and Java
 # if missing (scripts/install-test-deps.sh). Exits non-zero if a scenario's verdict fails

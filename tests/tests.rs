@@ -14,10 +14,10 @@
 //!   0 lost at least once), and a paused sink fenced by the one that took its partitions.
 //! - `chaos`: six fault scenarios in both delivery modes (SIGKILL, SIGTERM rolling restarts,
 //!   ingests killed and added, the cloud broker down, the on-prem broker restarted, the link
-//!   cut) under CPU pressure (busy threads beside the stages), counted from the cloud topic:
+//!   cut), counted from the cloud topic:
 //!   lost, stalled (still waiting upstream past a stage's committed offset), duplicated, out
-//!   of order, leaked, quarantined; `scripts/chaos.sh` runs them at scale, quiet or loaded,
-//!   with several seeds.
+//!   of order, leaked, quarantined; `scripts/chaos.sh` runs them at scale under CPU pressure
+//!   (busy threads beside the stages), with several seeds.
 //! - `hardening`: each stage reads only its config sections, secrets from files and
 //!   variables never quoted, input headers never forwarded, `/readyz` around an outage and
 //!   a stalled partition.
