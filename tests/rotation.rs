@@ -26,10 +26,16 @@ fn expected_of(seed: u64) -> std::collections::BTreeMap<String, Value> {
     expected(CHUNK, 0.0, seed).valid
 }
 
+/// The known person's e-mail, on a domain the simulator never draws: the example's own
+/// (`Emilie.Dupont@example.fr`) is one it can draw, and a simulated customer who had it
+/// would be found by the data-subject request too.
+const PERSON_EMAIL: &str = "Emilie.Dupont@known-person.test";
+
 /// The known person's `n`-th redemption, with its own `event_id`.
 fn person_event(n: u64) -> Value {
     let mut event: Value = serde_json::from_str(PERSON).unwrap();
     event["event_id"] = format!("00000000-0000-4000-8000-{n:012}").into();
+    event["customer"]["email"] = PERSON_EMAIL.into();
     event
 }
 
@@ -503,7 +509,7 @@ fn a_destroyed_version_is_refused_by_a_running_ingest_lookup_and_subject() {
             "DSR-9",
             "-",
         ],
-        Some(b"Emilie.Dupont@example.fr"),
+        Some(PERSON_EMAIL.as_bytes()),
     );
     let lookup_out = lookup.ok();
     assert!(!lookup_out.contains("v1."), "no v1 token: {lookup_out}");
@@ -617,7 +623,7 @@ fn subject(p: &Pipeline, ticket: &str, extra: &[&str]) -> crate::util::Run {
         "--tenant",
         TENANT,
         "--email",
-        "Emilie.Dupont@example.fr",
+        PERSON_EMAIL,
         "--ticket",
         ticket,
     ];
