@@ -639,19 +639,26 @@ fn stall_settings(input: &str, output: &str, quarantine: &str, seconds: u64) -> 
 /// stuck producer of issue 17, as the relay sees it.
 const REFUSALS: usize = 100_000;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_producer_stuck_while_its_cluster_answers_is_replaced_then_the_stage_exits() {
+/// A source of 30 records over two partitions, and a target whose produce requests are
+/// refused ([`REFUSALS`]) while it answers metadata: (source, target, input, output,
+/// quarantine).
+async fn stuck_output() -> (Cluster, Cluster, String, String, String) {
     let source = Cluster::start();
     let target = Cluster::start();
     let input = source.topic("raw", 2);
     let output = target.topic("pseudonymized", 2);
     let quarantine = target.topic("quarantine", 1);
     source.fill(&input, &numbered(30, 2)).await;
-
     target.fail_next_produce_requests(
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
         REFUSALS,
     );
+    (source, target, input, output, quarantine)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_stuck_while_its_cluster_answers_is_replaced_then_the_stage_exits() {
+    let (source, target, input, output, quarantine) = stuck_output().await;
     let bound = 2;
     let relay = Running::start(
         &source,
@@ -733,17 +740,7 @@ async fn a_producer_stuck_while_its_cluster_answers_is_replaced_then_the_stage_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_producer_that_delivers_keeps_the_stage_running_and_nothing_is_lost() {
-    let source = Cluster::start();
-    let target = Cluster::start();
-    let input = source.topic("raw", 2);
-    let output = target.topic("pseudonymized", 2);
-    let quarantine = target.topic("quarantine", 1);
-    source.fill(&input, &numbered(30, 2)).await;
-
-    target.fail_next_produce_requests(
-        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-        REFUSALS,
-    );
+    let (source, target, input, output, quarantine) = stuck_output().await;
     let relay = Running::start(
         &source,
         "unstuck",
