@@ -1,5 +1,5 @@
 //! Delivery proven the way Kafka's own system tests prove it: kill things during a run,
-//! then count. Retail systems produce 100,000 events at a steady rate while ingest and sink
+//! then count. Retail systems produce events at a steady rate for 40 s while ingest and sink
 //! are each killed with SIGKILL five times at random moments (seeded, so a failure can be
 //! replayed) and started again; then the cloud topic and the quarantine are read with
 //! `read_committed` and every event is counted. And a sink paused with SIGSTOP while a
@@ -16,10 +16,9 @@ use testkit::{free_port, wait_until, NewRecord};
 
 use crate::harness::*;
 
-const EVENTS: u64 = 100_000;
 const MALFORMED_RATIO: f64 = 0.01;
-/// Events per second produced while the stages are killed: 100,000 take 40 s.
-const PRODUCE_RATE: u64 = 2_500;
+/// Seconds the producing lasts while the stages are killed (the kills take about 25 s).
+const PRODUCE_SECONDS: u64 = 40;
 /// Kills of each stage.
 const KILLS: usize = 5;
 
@@ -55,7 +54,7 @@ fn at_least_once_survives_five_kills_of_each_stage_with_nothing_lost() {
     assert_eq!(distinct_events(&cloud), expected.valid.len());
 }
 
-/// Runs both stages while 100,000 events are produced, kills each `KILLS` times at random
+/// Runs both stages while [`volume`] events are produced over [`PRODUCE_SECONDS`], kills each `KILLS` times at random
 /// moments, and returns what the cloud and the quarantine hold once every valid event is
 /// there (checked: nothing missing, nothing personal, byte for byte as batch mode).
 fn kill_both_stages_during_a_run(
@@ -63,10 +62,16 @@ fn kill_both_stages_during_a_run(
     seed: u64,
 ) -> (Expected, Vec<testkit::Record>, Quarantine) {
     let p = Pipeline::new().with_delivery(delivery);
-    let expected = expected(EVENTS, MALFORMED_RATIO, seed);
+    let events = volume();
+    let expected = expected(events, MALFORMED_RATIO, seed);
     let logs = tempfile::tempdir().unwrap();
     let (mut ingest, mut sink) = p.start_stages(logs.path());
-    let mut producer = p.produce_in_background(EVENTS, MALFORMED_RATIO, seed, PRODUCE_RATE);
+    let mut producer = p.produce_in_background(
+        events,
+        MALFORMED_RATIO,
+        seed,
+        events.div_ceil(PRODUCE_SECONDS),
+    );
 
     let mut rng = StdRng::seed_from_u64(seed);
     let mut victims: Vec<&str> = [["ingest"; KILLS], ["sink"; KILLS]].concat();

@@ -26,6 +26,24 @@ pub(crate) const PARTITIONS: u32 = 3;
 /// Records in flight per stage: small, so that a stalled cloud shows the bound.
 pub(crate) const MAX_IN_FLIGHT: usize = 2000;
 
+/// Events in each volume test (end to end in both modes, Avro, kill -9, rotations):
+/// 20,000 at CI's scale, or `PSEUDOPIPE_TEST_EVENTS` (the README's test figures were taken
+/// with `PSEUDOPIPE_TEST_EVENTS=100000`). Volume costs CPU, not coverage: every path those
+/// tests check is crossed by a few thousand events.
+pub(crate) fn volume() -> u64 {
+    const CI_SCALE: u64 = 20_000;
+    match std::env::var("PSEUDOPIPE_TEST_EVENTS") {
+        Ok(text) => text
+            .parse()
+            .ok()
+            .filter(|events| *events >= 1_000)
+            .unwrap_or_else(|| {
+                panic!("PSEUDOPIPE_TEST_EVENTS={text}: give a number of events, at least 1000")
+            }),
+        Err(_) => CI_SCALE,
+    }
+}
+
 /// A broker of the shared pair, or one a test started for itself (to stop it).
 pub(crate) enum Zone {
     Shared(&'static Broker),

@@ -23,18 +23,22 @@
 //!   a stalled partition.
 //! - `hostile`: records written straight into the pseudonymized topic by an attacker or a
 //!   mistake are quarantined by the sink, and nothing personal crosses.
-//! - `rotation`: three key rotations while 100,000 events flow: each applied between two
+//! - `rotation`: three key rotations while events flow: each applied between two
 //!   transactions, token versions matching the audit log's switch offsets, the bridge
 //!   linking customers across rotations, the audit log mirrored to its topic.
 //! - `schemas`: the Avro schemas, the example event and the default policy agree; the derived
 //!   schema is up to date and the pseudonymized example conforms to it.
-//! - `avro`: 100,000 Avro events (Confluent's Python serializer) through a real schema
+//! - `avro`: Avro events (Confluent's Python serializer) through a real schema
 //!   registry and both stages; unknown schema ids and unclassified fields quarantined.
 //! - `monitoring`: every metric and stage the Grafana dashboard and the Prometheus alerts
 //!   (deploy/) query is exported by a real run.
 //! - `compliance`: `subject` (a person's tokens, and their records found on a real broker),
 //!   `reidentify` and what it refuses, `audit report` in Markdown and HTML, and the HTML
 //!   page as headless Chromium draws it (`target/audit-report.png`).
+//!
+//! The volume tests (end to end in both modes, Avro, kill -9, rotations) send 20,000 events
+//! each at CI's scale; `PSEUDOPIPE_TEST_EVENTS=100000` runs them at the scale of the
+//! README's figures.
 
 mod harness;
 mod util;
