@@ -65,6 +65,142 @@ pub enum Command {
     /// analysts read.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// On-prem, for the operator: count the quarantined records by stage, reason, field
+    /// and detector (`list`), or write selected ones back to the topic they were read from
+    /// once the policy or the registry is fixed (`replay`: each record at most once,
+    /// recorded in the audit log).
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// `quarantine` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Count the quarantined records by stage, reason, field and detector, with their
+    /// time range and how many were replayed already. Never prints a value, unless
+    /// --show-values is given: then the selected records are printed as JSON lines
+    /// (personal data), after the audit log has recorded it (--keyring, --kek-file,
+    /// --ticket).
+    List(ListArgs),
+    /// Write the selected quarantined records back to the topic each was read from (its
+    /// `pseudopipe-source-topic` header; --to-topic overrides), unchanged, so that a
+    /// fixed policy or a restored registry handles them. Each record goes with a marker in
+    /// the quarantine topic, in one Kafka transaction: a record is replayed at most once,
+    /// even if the command is interrupted and run again. Recorded in the audit log
+    /// (selection and count) before the first record is written and at the end.
+    Replay(ReplayArgs),
+}
+
+/// The quarantine topic and its cluster.
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// Bootstrap servers of the on-prem cluster that holds the quarantine topic (and the
+    /// topics its records are replayed to).
+    #[arg(long)]
+    pub brokers: String,
+    /// The quarantine topic (ingest's or the sink's).
+    #[arg(long)]
+    pub topic: String,
+    /// Extra librdkafka property for the command's clients, KEY=VALUE (e.g.
+    /// `security.protocol=ssl`); secrets as `sasl.password_file=PATH` or
+    /// `sasl.password_env=VAR`. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub property: Vec<String>,
+    /// Give up when the topic has not been read to its end offsets (as they were when the
+    /// command started) after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// Which quarantined records a command concerns: all of them, or those matching every
+/// option given.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Only records quarantined for this reason (e.g. personal_value_in_kept_field).
+    /// Repeatable: any of them.
+    #[arg(long, value_name = "REASON")]
+    pub reason: Vec<String>,
+    /// Only records whose reason concerns this field, as the policy writes its path
+    /// (e.g. `basket.items[].sku`).
+    #[arg(long, value_name = "PATH")]
+    pub field: Option<String>,
+    /// Only records a detector quarantined: email, phone, card, iban or ip.
+    #[arg(long)]
+    pub detector: Option<String>,
+    /// Only records this stage quarantined: ingest or sink.
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Only records timestamped at or after this time (RFC 3339, e.g.
+    /// 2026-12-07T04:00:00Z): the time of the input record.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only records timestamped before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only records of this partition of the quarantine topic.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Only records at or after this offset of the quarantine topic.
+    #[arg(long, value_name = "OFFSET")]
+    pub from_offset: Option<i64>,
+    /// Only records at or before this offset of the quarantine topic.
+    #[arg(long, value_name = "OFFSET")]
+    pub to_offset: Option<i64>,
+}
+
+/// The audit log that records what is done with the quarantine, through its keyring.
+#[derive(Debug, Args)]
+pub struct AuditTrailArgs {
+    /// The keyring whose audit log records the command (its lock is held only while the
+    /// entry is written).
+    #[arg(long)]
+    pub keyring: Option<PathBuf>,
+    /// The key-encryption key of the keyring.
+    #[arg(long)]
+    pub kek_file: Option<PathBuf>,
+    /// The audit log; defaults to the keyring path plus `.audit.jsonl`.
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// Who performs the operation, as written to the audit log; defaults to the login name
+    /// (SUDO_USER, USER, then LOGNAME). Required when none is set.
+    #[arg(long, env = "PSEUDOPIPE_ACTOR")]
+    pub actor: Option<String>,
+}
+
+/// Options of `quarantine list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub quarantine: QuarantineArgs,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Print the counts as JSON.
+    #[arg(long, conflicts_with = "show_values")]
+    pub json: bool,
+    /// Print the selected records themselves (raw personal data) as JSON lines, after
+    /// recording it in the audit log: needs --keyring, --kek-file and --ticket.
+    #[arg(long)]
+    pub show_values: bool,
+    #[command(flatten)]
+    pub audit: AuditTrailArgs,
+    #[command(flatten)]
+    pub ticket: TicketArgs,
+}
+
+/// Options of `quarantine replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub quarantine: QuarantineArgs,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Write the records to this topic instead of the one each was read from.
+    #[arg(long, value_name = "TOPIC")]
+    pub to_topic: Option<String>,
+    #[command(flatten)]
+    pub audit: AuditTrailArgs,
+    #[command(flatten)]
+    pub ticket: TicketArgs,
 }
 
 /// `schema` subcommands.
@@ -346,7 +482,7 @@ pub struct LookupArgs {
     pub value: String,
 }
 
-/// The request a data-subject command answers (`lookup`, `subject`).
+/// The request a command answers (`lookup`, `subject`, `quarantine`).
 #[derive(Debug, Args)]
 pub struct TicketArgs {
     /// The reference of the request this answers (e.g. DSR-42), written to the audit log:

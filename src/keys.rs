@@ -71,7 +71,7 @@ impl Session {
         )
     }
 
-    fn open_with(
+    pub(crate) fn open_with(
         path: &Path,
         kek: &Kek,
         audit_log: Option<&PathBuf>,

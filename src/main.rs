@@ -10,6 +10,7 @@ mod keys;
 mod pipeline;
 mod private_file;
 mod produce;
+mod quarantine;
 mod reidentify;
 mod report;
 mod schema;
@@ -69,6 +70,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Subject(args) => subject::run(args),
         Command::Reidentify(args) => reidentify::run(args),
         Command::Schema(command) => schema::run(command),
+        Command::Quarantine(command) => quarantine::run(command),
     }
 }
 

@@ -4,8 +4,9 @@
 //!
 //! Labelled series only exist once something happened to them (a quarantine reason, a
 //! key switch, offsets jumped over), so the run makes each of them happen: malformed
-//! input, events without consent, a gap in the raw topic, a rotation with a bridge, and a
-//! hostile record in the pseudonymized topic for the sink's leak guard.
+//! input, a detector's finding in a kept field, events without consent, a gap in the raw
+//! topic, a rotation with a bridge, and a hostile record in the pseudonymized topic for the
+//! sink's leak guard.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -60,6 +61,13 @@ fn the_dashboard_and_the_alerts_query_only_metrics_the_stages_export() {
         .unwrap();
     assert_eq!(p.onprem.delete_records_before(&p.raw, 0, 60), 60);
     p.onprem.produce(&p.raw, [NewRecord::new("not json")]);
+    // A valid event whose kept `coupon.currency` holds an e-mail address: a detector's
+    // finding, counted by field and detector.
+    let mut finding: Value =
+        serde_json::from_str(include_str!("../schemas/coupon_redemption.json")).unwrap();
+    finding["coupon"]["currency"] = "jane.doe@example.com".into();
+    p.onprem
+        .produce(&p.raw, [NewRecord::new(finding.to_string())]);
     p.produce(300, 0.02, 5);
 
     let logs = tempfile::tempdir().unwrap();
@@ -68,7 +76,7 @@ fn the_dashboard_and_the_alerts_query_only_metrics_the_stages_export() {
         wait_until(Duration::from_secs(120), || ingest
             .metrics()
             .value("pseudopipe_events_consumed_total", &[])
-            >= 341.0),
+            >= 342.0),
         "{}",
         ingest.process.failure("consuming the raw topic")
     );

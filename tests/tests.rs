@@ -23,6 +23,9 @@
 //!   a stalled partition.
 //! - `hostile`: records written straight into the pseudonymized topic by an attacker or a
 //!   mistake are quarantined by the sink, and nothing personal crosses.
+//! - `quarantine`: a wrong policy quarantines valid events (a detector names the field),
+//!   `quarantine list` counts them, the policy is fixed, `quarantine replay` brings each
+//!   event to the cloud exactly once, recorded in the audit log; a second replay adds none.
 //! - `rotation`: three key rotations while events flow: each applied between two
 //!   transactions, token versions matching the audit log's switch offsets, the bridge
 //!   linking customers across rotations, the audit log mirrored to its topic.
@@ -54,5 +57,6 @@ mod hostile;
 mod keys;
 mod monitoring;
 mod pipeline;
+mod quarantine;
 mod rotation;
 mod schemas;

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use plumbing::{
-    config, Decision, Layout, Origin, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
+    config, Decision, Finding, Layout, Origin, Processor, RelayReport, RelaySettings, Shutdown,
+    StageMetrics,
 };
-use pseudonymize::{BridgePairs, Reason};
+use pseudonymize::{BridgePairs, Reason, Rejection};
 use tracing::warn;
 
 use crate::audit_topic::AuditMirror;
@@ -76,6 +77,18 @@ impl IngestProcessor {
     }
 }
 
+/// The quarantine of a rejected event: its reason, message and detector finding.
+fn quarantine(rejection: Rejection) -> Decision {
+    Decision::Quarantine {
+        reason: rejection.reason.code(),
+        message: rejection.message,
+        finding: rejection.finding.map(|finding| Finding {
+            field: finding.field,
+            detector: finding.detector,
+        }),
+    }
+}
+
 impl Processor for IngestProcessor {
     fn process(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision {
         self.process_at(
@@ -101,20 +114,14 @@ impl Processor for IngestProcessor {
             next.insert(origin.partition, origin.offset + 1);
         }
         let Some(payload) = payload else {
-            return Decision::Quarantine {
-                reason: Reason::MalformedJson.code(),
-                message: "the record has no payload".into(),
-            };
+            return Decision::quarantine(Reason::MalformedJson.code(), "the record has no payload");
         };
         let (event, avro_output) = match &self.avro {
             None => (std::borrow::Cow::Borrowed(payload), None),
             Some(avro) => match avro.read(payload) {
                 Ok((json, output)) => (std::borrow::Cow::Owned(json), Some(output)),
                 Err(refusal) => {
-                    return Decision::Quarantine {
-                        reason: refusal.reason.code(),
-                        message: refusal.message,
-                    }
+                    return Decision::quarantine(refusal.reason.code(), refusal.message)
                 }
             },
         };
@@ -132,10 +139,7 @@ impl Processor for IngestProcessor {
                     Some(output) => {
                         let mut avro = Vec::with_capacity(out.len());
                         if let Err(refusal) = output.write(&out, &mut avro) {
-                            return Decision::Quarantine {
-                                reason: refusal.reason.code(),
-                                message: refusal.message,
-                            };
+                            return Decision::quarantine(refusal.reason.code(), refusal.message);
                         }
                         avro
                     }
@@ -151,10 +155,7 @@ impl Processor for IngestProcessor {
             Err(rejection) if rejection.reason.is_drop() => Decision::Drop {
                 reason: rejection.reason.code(),
             },
-            Err(rejection) => Decision::Quarantine {
-                reason: rejection.reason.code(),
-                message: rejection.message,
-            },
+            Err(rejection) => quarantine(rejection),
         }
     }
 

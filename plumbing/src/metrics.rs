@@ -21,6 +21,11 @@ pub struct StageMetrics {
     pub produced: IntCounter,
     /// `pseudopipe_events_quarantined_total{reason}`: records delivered to quarantine.
     pub quarantined: IntCounterVec,
+    /// `pseudopipe_detector_quarantined_total{field,detector}`: records quarantined because
+    /// a detector found personal data in a field the policy keeps, by the field's policy
+    /// path and the detector, counted when decided (a record consumed again after a
+    /// restart counts again, as it does in `pseudopipe_events_consumed_total`).
+    pub detector_quarantined: IntCounterVec,
     /// `pseudopipe_events_dropped_total{reason}`: records neither forwarded nor
     /// quarantined, on purpose (e.g. `no_consent`).
     pub dropped: IntCounterVec,
@@ -81,6 +86,13 @@ impl StageMetrics {
                     "Records delivered to the quarantine topic, by reason.",
                 ),
                 &["reason"],
+            )?,
+            detector_quarantined: IntCounterVec::new(
+                opts(
+                    "pseudopipe_detector_quarantined_total",
+                    "Records quarantined because a detector found personal data in a field the policy keeps, by the field's policy path and the detector.",
+                ),
+                &["field", "detector"],
             )?,
             dropped: IntCounterVec::new(
                 opts(
@@ -147,6 +159,7 @@ impl StageMetrics {
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.produced.clone()))?;
         registry.register(Box::new(metrics.quarantined.clone()))?;
+        registry.register(Box::new(metrics.detector_quarantined.clone()))?;
         registry.register(Box::new(metrics.dropped.clone()))?;
         registry.register(Box::new(metrics.consumer_lag.clone()))?;
         registry.register(Box::new(metrics.processing_latency.clone()))?;

@@ -22,8 +22,8 @@ use plumbing::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use plumbing::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use plumbing::relay::{headers, PROCESSOR_PANIC};
 use plumbing::{
-    config, Decision, Error, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
-    TopicPartition,
+    config, Decision, Error, Finding, Processor, RelayReport, RelaySettings, Shutdown,
+    StageMetrics, TopicPartition,
 };
 use tokio::task::JoinHandle;
 
@@ -443,6 +443,10 @@ async fn forwards_and_quarantines_with_headers_then_commits_the_end() {
             Decision::Quarantine {
                 reason: "invalid_event",
                 message: "the test says so".into(),
+                finding: Some(Finding {
+                    field: "basket.items[].sku".into(),
+                    detector: "card",
+                }),
             }
         } else {
             Decision::Forward {
@@ -472,6 +476,14 @@ async fn forwards_and_quarantines_with_headers_then_commits_the_end() {
     assert!(report.stalled.is_empty());
     assert_eq!(metrics.produced.get(), 24);
     assert_eq!(metrics.in_flight.get(), 0);
+    assert_eq!(
+        metrics
+            .detector_quarantined
+            .with_label_values(&["basket.items[].sku", "card"])
+            .get(),
+        6,
+        "each detector finding counted by field and detector"
+    );
 
     let forwarded = cluster.read(&output, 1, 24).await;
     assert_eq!(forwarded.len(), 24);
@@ -496,6 +508,11 @@ async fn forwards_and_quarantines_with_headers_then_commits_the_end() {
     let panicked = quarantined.remove(panicked);
     assert_eq!(header(&panicked, headers::REASON), Some(PROCESSOR_PANIC));
     assert_eq!(header(&panicked, headers::SOURCE_OFFSET), Some("10"));
+    assert_eq!(
+        header(&panicked, headers::FIELD),
+        None,
+        "no finding, no field"
+    );
     for record in &quarantined {
         let payload = std::str::from_utf8(record.payload().unwrap()).unwrap();
         let i: i32 = payload.strip_prefix("bad-").unwrap().parse().unwrap();
@@ -512,6 +529,8 @@ async fn forwards_and_quarantines_with_headers_then_commits_the_end() {
             Some((i / 3).to_string().as_str())
         );
         assert_eq!(header(record, headers::STAGE), Some("ingest"));
+        assert_eq!(header(record, headers::FIELD), Some("basket.items[].sku"));
+        assert_eq!(header(record, headers::DETECTOR), Some("card"));
         assert_eq!(
             header(record, "x-customer-email"),
             Some("jane@example.com"),

@@ -230,6 +230,22 @@ pub struct Rejection {
     pub reason: Reason,
     /// A human message: which field, what was expected.
     pub message: String,
+    /// The detector that found personal data in a kept field ([`Detector::name`], e.g.
+    /// `card`), with the field's policy path (e.g. `basket.items[].sku`): set only for
+    /// [`Reason::PersonalValueInKeptField`]. Both are the policy's words, never the value,
+    /// so they may label a metric and name the record in quarantine.
+    ///
+    /// [`Detector::name`]: crate::detect::Detector::name
+    pub finding: Option<Finding>,
+}
+
+/// Where a detector found personal data: the kept field's policy path and the detector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The field's path as the policy writes it (`basket.items[].sku`).
+    pub field: String,
+    /// The detector's name (`email`, `phone`, `card`, `iban`, `ip`).
+    pub detector: &'static str,
 }
 
 impl Rejection {
@@ -238,6 +254,7 @@ impl Rejection {
         Self {
             reason,
             message: message.into(),
+            finding: None,
         }
     }
 }

@@ -67,7 +67,7 @@ mod tree;
 mod walk;
 
 pub use detect::{Detector, Detectors};
-pub use error::{Error, Reason, Rejection};
+pub use error::{Error, Finding, Reason, Rejection};
 pub use guard::LeakGuard;
 pub use keyring::{KeyState, KeyVersion, Keyring, KeyringLock};
 pub use normalize::Normalizer;

@@ -28,7 +28,7 @@ use std::ops::Range;
 use time::Date;
 
 use crate::detect::{Detector, Detectors};
-use crate::error::{Reason, Rejection};
+use crate::error::{Finding, Reason, Rejection};
 use crate::generalize::{parse_date, Failure, Scalar};
 use crate::json::{unescape, write_string, Kind, SyntaxKind};
 use crate::policy::{is_valid_tenant, Policy, Rule};
@@ -792,14 +792,20 @@ impl Kept {
 /// The rejection of a kept value in which a detector found personal data: the field and
 /// the kind, never the value.
 pub(crate) fn personal_rejection(path: &str, detector: Detector) -> Rejection {
-    Rejection::new(
-        Reason::PersonalValueInKeptField,
-        format!(
-            "`{path}` holds what looks like {}; if the field may hold one, add \"{}\" to its `allow`",
-            detector.describe(),
-            detector.name()
-        ),
-    )
+    Rejection {
+        finding: Some(Finding {
+            field: path.to_owned(),
+            detector: detector.name(),
+        }),
+        ..Rejection::new(
+            Reason::PersonalValueInKeptField,
+            format!(
+                "`{path}` holds what looks like {}; if the field may hold one, add \"{}\" to its `allow`",
+                detector.describe(),
+                detector.name()
+            ),
+        )
+    }
 }
 
 impl<'p> Value<'p> {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use plumbing::avro::AvroInput;
 use plumbing::registry::Registry;
 use plumbing::{
-    config, Decision, Layout, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics,
+    config, Decision, Finding, Layout, Processor, RelayReport, RelaySettings, Shutdown,
+    StageMetrics,
 };
-use pseudonymize::LeakGuard;
+use pseudonymize::{LeakGuard, Rejection};
 
 use crate::avro::SinkAvro;
 use crate::config::Settings;
@@ -28,13 +29,22 @@ impl SinkProcessor {
     }
 }
 
+/// The quarantine of a rejected event: its reason, message and detector finding.
+fn quarantine(rejection: Rejection) -> Decision {
+    Decision::Quarantine {
+        reason: rejection.reason.code(),
+        message: rejection.message,
+        finding: rejection.finding.map(|finding| Finding {
+            field: finding.field,
+            detector: finding.detector,
+        }),
+    }
+}
+
 impl Processor for SinkProcessor {
     fn process(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision {
         let Some(payload) = payload else {
-            return Decision::Quarantine {
-                reason: "leak_guard",
-                message: "the record has no payload".into(),
-            };
+            return Decision::quarantine("leak_guard", "the record has no payload");
         };
         let (judged, forwarded) = match &self.avro {
             None => (self.guard.check(key, payload), None),
@@ -42,10 +52,7 @@ impl Processor for SinkProcessor {
             Some(avro) => match avro.read(payload) {
                 Ok((json, forwarded)) => (self.guard.check(key, &json), Some(forwarded)),
                 Err(refusal) => {
-                    return Decision::Quarantine {
-                        reason: refusal.reason.code(),
-                        message: refusal.message,
-                    }
+                    return Decision::quarantine(refusal.reason.code(), refusal.message)
                 }
             },
         };
@@ -56,10 +63,7 @@ impl Processor for SinkProcessor {
             },
             // The relay logs it (topic, partition, offset, reason; rate-limited), never
             // the explanation, which stays on-prem in the quarantine record's headers.
-            Err(rejection) => Decision::Quarantine {
-                reason: rejection.reason.code(),
-                message: rejection.message,
-            },
+            Err(rejection) => quarantine(rejection),
         }
     }
 

@@ -72,6 +72,11 @@ pub mod headers {
     pub const SOURCE_OFFSET: &str = "pseudopipe-source-offset";
     /// The stage that quarantined it (`ingest` or `sink`).
     pub const STAGE: &str = "pseudopipe-stage";
+    /// The field the reason is about, as the policy writes its path (e.g.
+    /// `basket.items[].sku`), where the processor names one.
+    pub const FIELD: &str = "pseudopipe-field";
+    /// The detector that found personal data in a kept field (e.g. `card`).
+    pub const DETECTOR: &str = "pseudopipe-detector";
     /// The prefix of every header above.
     pub const PREFIX: &str = "pseudopipe-";
 }
@@ -97,6 +102,12 @@ pub enum Decision {
         /// An explanation for the operator (`pseudopipe-message` header). It stays
         /// on-prem with the record, but should not quote values of the event anyway.
         message: String,
+        /// Where a detector found personal data in a field the policy keeps: the
+        /// field's policy path and the detector's name (`pseudopipe-field` and
+        /// `pseudopipe-detector` headers, and the labels of
+        /// `pseudopipe_detector_quarantined_total`). Both are the policy's words, from a
+        /// bounded set; never a value of the event.
+        finding: Option<Finding>,
     },
     /// Produce nothing: the record is settled as it is (its offset moves on) and counted
     /// in `pseudopipe_events_dropped_total{reason}`. For records the stage must not pass
@@ -105,6 +116,26 @@ pub enum Decision {
         /// A short, fixed reason code: the metric label.
         reason: &'static str,
     },
+}
+
+/// A detector's finding in a kept field, see [`Decision::Quarantine`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The field's policy path, e.g. `basket.items[].sku`.
+    pub field: String,
+    /// The detector, e.g. `card`.
+    pub detector: &'static str,
+}
+
+impl Decision {
+    /// A quarantine with no detector finding.
+    pub fn quarantine(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::Quarantine {
+            reason,
+            message: message.into(),
+            finding: None,
+        }
+    }
 }
 
 /// Where a record was read: its input partition and offset.
@@ -482,28 +513,48 @@ pub(crate) fn decide(processor: &dyn Processor, message: &BorrowedMessage<'_>) -
         processor.process_at(origin, message.key(), message.payload())
     }))
     .unwrap_or_else(|_panic| {
-        // Logged (rate-limited) with the other quarantined records, see `log_quarantine`.
-        Decision::Quarantine {
-            reason: PROCESSOR_PANIC,
-            message: "the processor panicked on this record".to_owned(),
-        }
+        // Logged (rate-limited) with the other quarantined records, see `note_quarantine`.
+        Decision::quarantine(PROCESSOR_PANIC, "the processor panicked on this record")
     })
 }
 
-/// The line about a quarantined record, at most one per reason per 10 s and stage: where
-/// it was read (topic, partition, offset) and its reason code. Never its content, nor the
-/// processor's explanation: that stays on-prem, in the quarantined record's headers.
-pub(crate) fn log_quarantine(
+/// Takes note of a record the processor quarantines, as both engines do when they decide:
+/// a detector's finding is counted by field and detector (a ratio against
+/// `pseudopipe_events_consumed_total`, which also counts a record consumed again), and a
+/// line is logged, at most one per reason per 10 s and stage: where the record was read
+/// (topic, partition, offset), its reason code, field and detector. Never its content, nor
+/// the processor's explanation: that stays on-prem, in the quarantined record's headers.
+pub(crate) fn note_quarantine(
     log: &mut LogLimiter,
+    metrics: &StageMetrics,
     stage: &'static str,
     message: &BorrowedMessage<'_>,
     reason: &'static str,
+    finding: Option<&Finding>,
 ) {
+    if let Some(finding) = finding {
+        metrics
+            .detector_quarantined
+            .with_label_values(&[finding.field.as_str(), finding.detector])
+            .inc();
+    }
     let Some(held_back) = log.admit(reason, Instant::now()) else {
         return;
     };
     let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-    if reason == PROCESSOR_PANIC {
+    if let Some(Finding { field, detector }) = finding {
+        warn!(
+            stage,
+            topic,
+            partition,
+            offset,
+            reason,
+            field = field.as_str(),
+            detector,
+            held_back,
+            "A record was quarantined: a detector found personal data in a field the policy keeps."
+        );
+    } else if reason == PROCESSOR_PANIC {
         error!(
             stage,
             topic,
@@ -526,6 +577,7 @@ pub(crate) fn quarantine_headers(
     message: &BorrowedMessage<'_>,
     reason: &str,
     explanation: &str,
+    finding: Option<&Finding>,
     stage: &str,
 ) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
@@ -553,6 +605,17 @@ pub(crate) fn quarantine_headers(
             key,
             value: Some(value),
         });
+    }
+    if let Some(finding) = finding {
+        for (key, value) in [
+            (headers::FIELD, finding.field.as_str()),
+            (headers::DETECTOR, finding.detector),
+        ] {
+            out = out.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
     }
     out
 }

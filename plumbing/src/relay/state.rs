@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use super::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Route, Token};
 use super::liveness::{Liveness, ProducerFactory, Verdict};
-use super::{decide, log_quarantine, quarantine_headers, Decision, Processor, RelayReport};
+use super::{decide, note_quarantine, quarantine_headers, Decision, Processor, RelayReport};
 use crate::health::{stops_the_stage, Cluster};
 use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
@@ -250,8 +250,17 @@ impl Core {
             let decision = decide(processor, message);
             let route = match &decision {
                 Decision::Forward { .. } => Route::Forward,
-                Decision::Quarantine { reason, .. } => {
-                    log_quarantine(&mut self.log, self.stage, message, reason);
+                Decision::Quarantine {
+                    reason, finding, ..
+                } => {
+                    note_quarantine(
+                        &mut self.log,
+                        &self.metrics,
+                        self.stage,
+                        message,
+                        reason,
+                        finding.as_ref(),
+                    );
                     Route::Quarantine(reason)
                 }
                 Decision::Drop { reason } => {
@@ -291,6 +300,7 @@ impl Core {
                 Decision::Quarantine {
                     reason,
                     message: explanation,
+                    finding,
                 } => send(
                     producer,
                     topic,
@@ -301,6 +311,7 @@ impl Core {
                         message,
                         reason,
                         &explanation,
+                        finding.as_ref(),
                         self.stage,
                     )),
                     message.timestamp().to_millis(),

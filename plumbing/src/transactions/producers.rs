@@ -19,7 +19,7 @@ use super::{Layout, TransactionSettings};
 use crate::health::stops_the_stage;
 use crate::health::Cluster;
 use crate::log_limit::LogLimiter;
-use crate::relay::{log_quarantine, quarantine_headers};
+use crate::relay::{note_quarantine, quarantine_headers};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
 type TxProducer = ThreadedProducer<ProducerLog>;
@@ -288,9 +288,18 @@ impl Transactions {
             Decision::Quarantine {
                 reason,
                 message: explanation,
+                finding,
             } => {
-                log_quarantine(&mut self.log, self.stage, message, reason);
-                headers = quarantine_headers(message, reason, explanation, self.stage);
+                note_quarantine(
+                    &mut self.log,
+                    &self.metrics,
+                    self.stage,
+                    message,
+                    reason,
+                    finding.as_ref(),
+                );
+                headers =
+                    quarantine_headers(message, reason, explanation, finding.as_ref(), self.stage);
                 let mut record =
                     BaseRecord::<[u8], [u8]>::to(&self.quarantine_topic).headers(headers);
                 if let Some(key) = message.key() {
