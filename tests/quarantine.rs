@@ -1,9 +1,9 @@
 //! `pseudopipe quarantine` against real brokers: an operator's wrong policy quarantines
 //! valid events (a detector finds the e-mail addresses the policy keeps by mistake; events
-//! without one pass), the
-//! quarantine records name the field and the detector, `quarantine list` counts them,
-//! the policy is fixed, and `quarantine replay` brings every event to the cloud exactly
-//! once, recorded in the audit log; the same replay run again replays nothing.
+//! without one pass), the quarantine records name the field and the detector, `quarantine
+//! list` counts them, the policy is fixed, and `quarantine replay` brings every event to the
+//! cloud exactly once, recorded in the audit log; the same replay run again replays
+//! nothing. The sink's quarantine replays the same way.
 
 use std::time::Duration;
 
@@ -157,6 +157,41 @@ fn a_wrong_policy_quarantines_then_a_replay_brings_every_event_to_the_cloud_exac
     assert!(
         replays.iter().all(|details| !details.contains(&some_email)),
         "no value on the trail"
+    );
+
+    // The sink's quarantine replays the same way: a record that is not the policy's output,
+    // written to the pseudonymized topic, goes back there and is refused again.
+    p.onprem.produce(
+        &p.pseudonymized,
+        [testkit::NewRecord::new(r#"{"hostile":true}"#)],
+    );
+    let sink_records = |p: &Pipeline| -> Value {
+        serde_json::from_str(&run(p, "list", &["--json", "--stage", "sink"]).ok()).unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || sink_records(&p)["selected"]
+            == 1),
+        "{}",
+        sink.process.failure("quarantining the hostile record")
+    );
+    let selection = ["--stage", "sink", "--ticket", "CHG-8"];
+    let replayed = run(&p, "replay", &selection).ok();
+    assert!(
+        replayed.contains("replayed 1 records (1 to redemptions.pseudonymized"),
+        "{replayed}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || sink_records(&p)["selected"]
+            == 2),
+        "{}",
+        sink.process
+            .failure("quarantining the replayed record again")
+    );
+    let listing = sink_records(&p);
+    assert_eq!(listing["groups"][0]["reason"], "leak_guard", "{listing}");
+    assert_eq!(
+        listing["replayed"], 1,
+        "the record refused again is a new quarantine record: {listing}"
     );
 }
 
