@@ -92,6 +92,31 @@ fn a_wrong_policy_quarantines_then_a_replay_brings_every_event_to_the_cloud_exac
     let table = run(&p, "list", &[]).ok();
     assert!(table.contains("customer.email"), "{table}");
     assert!(!table.contains(&some_email), "list prints no value");
+    // Values only with a ticket, recorded before they are printed.
+    let refused = run(&p, "list", &["--show-values", "--to-offset", "4"]).fails();
+    assert!(refused.contains("--ticket is required"), "{refused}");
+    let shown = run(
+        &p,
+        "list",
+        &["--show-values", "--to-offset", "4", "--ticket", "INC-3"],
+    )
+    .ok();
+    let shown: Vec<Value> = shown
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(shown.len(), 5, "offsets 0 to 4 of the quarantine");
+    assert!(shown
+        .iter()
+        .all(|record| record["field"] == "customer.email"
+            && record["payload"].as_str().is_some_and(|p| p.contains("@"))));
+    let log = std::fs::read_to_string(p.scratch.audit_log()).unwrap();
+    assert!(
+        log.lines().any(|line| line.contains("quarantine_show")
+            && line.contains("ticket=INC-3")
+            && line.contains("records=5")),
+        "the audit log records what was shown"
+    );
 
     // The policy is fixed and both stages restarted with it.
     std::fs::write(&p.policy, &fixed).unwrap();
