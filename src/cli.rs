@@ -10,9 +10,23 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pseudopipe", version, about, long_about = None)]
 pub struct Cli {
+    /// How log lines are written to standard error: `text` for people (coloured only on a
+    /// terminal, and never with `NO_COLOR` set), `json` for log shippers (one object per
+    /// line).
+    #[arg(long, global = true, env = "PSEUDOPIPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The forms of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 /// The subcommands.

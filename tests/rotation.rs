@@ -136,7 +136,9 @@ fn three_rotations_while_events_flow_apply_between_transactions_and_are_audited(
     for quarter in 0..4 {
         let seed = SEED + quarter;
         if quarter > 0 {
-            expected.valid.extend(crate::harness::expected(chunk, 0.0, seed).valid);
+            expected
+                .valid
+                .extend(crate::harness::expected(chunk, 0.0, seed).valid);
         }
         let mut producer =
             p.produce_in_background(chunk, 0.0, seed, chunk.div_ceil(QUARTER_SECONDS));
