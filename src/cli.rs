@@ -150,6 +150,9 @@ pub struct ProduceArgs {
     /// Extra librdkafka producer property, KEY=VALUE; repeatable.
     #[arg(long)]
     pub property: Vec<String>,
+    /// Give up when no broker answered within this long (`500ms`, `15s`, `2m`), saying why.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::config::parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Options of `demo`.
@@ -464,6 +467,10 @@ pub struct ScanArgs {
     /// Give up the scan when it has not reached the end offsets after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub scan_timeout: u64,
+    /// Give up when no broker of `--scan-brokers` answered within this long (`500ms`,
+    /// `15s`, `2m`), saying why.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::config::parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Options of `reidentify`.
