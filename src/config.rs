@@ -283,6 +283,10 @@ pub struct IngestConfig {
     pub quarantine_topic: String,
     /// The pseudonymization policy (TOML).
     pub policy: PathBuf,
+    /// The Avro schema of the raw events (e.g. `schemas/coupon_redemption.avsc`), whatever
+    /// `format`: at start-up, every policy rule that names no field of it is warned about
+    /// by name (a typo such as `customer.emial`). None by default.
+    pub schema: Option<PathBuf>,
     /// Payload format of the raw topic (and of the pseudonymized one).
     #[serde(default)]
     pub format: Format,

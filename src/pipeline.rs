@@ -64,6 +64,34 @@ pub async fn check_cluster(
         .collect()
 }
 
+/// Warns, by path, about every rule of the policy at `policy` that names no field of the
+/// Avro schema at `schema` (`[ingest] schema`): a typo leaves the field it meant without
+/// a rule, and every event carrying it is quarantined as `unknown_field`.
+fn check_policy_against(policy: &Path, schema: &Path) -> Result<()> {
+    let rules = Policy::from_file(policy)?;
+    let text = std::fs::read_to_string(schema)
+        .with_context(|| format!("`ingest.schema` = {}: cannot read it", schema.display()))?;
+    let writer = pseudonymize::avro_schema::Schema::parse_str(&text).with_context(|| {
+        format!(
+            "`ingest.schema` = {}: not a valid Avro schema",
+            schema.display()
+        )
+    })?;
+    let command = format!(
+        "pseudopipe schema check --policy {} --schema {}",
+        policy.display(),
+        schema.display()
+    );
+    for path in pseudonymize::avro_schema::rules_without_field(&rules, &writer) {
+        tracing::warn!(
+            path,
+            schema = %schema.display(),
+            "Policy rule names no field of the schema (a typo leaves the field it meant without a rule, and its events quarantined as unknown_field): check with `{command}`."
+        );
+    }
+    Ok(())
+}
+
 /// Opens the keyring with its KEK, verifies its audit log and builds the live keys of an
 /// ingest instance named `instance`.
 pub fn open_keys(
@@ -246,6 +274,9 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         Stages::Ingest | Stages::Both => {
             let (keys, ingest) = config.for_ingest()?;
             let settings = ingest_settings(&ingest)?;
+            if let Some(schema) = &ingest.schema {
+                check_policy_against(&ingest.policy, schema)?;
+            }
             let live = open_keys(
                 &keys,
                 &ingest.policy,
