@@ -1,6 +1,6 @@
 //! What an operator sees when a command starts: an unreachable cluster is one line naming
 //! the option, the address, the bound and the cause, within the bound (`produce`,
-//! `subject --scan-brokers`, `ingest`, `sink`); no librdkafka `CONFWARN`; no colour codes
+//! `subject --scan-brokers`, `ingest`, `sink`, `run`); no librdkafka `CONFWARN`; no colour codes
 //! in a log file; JSON log lines that parse; a policy rule with a typo named at start-up.
 
 use std::time::{Duration, Instant};
@@ -154,6 +154,27 @@ fn every_network_command_gives_up_on_an_unreachable_cluster_in_one_line_within_i
         std::fs::read_to_string(p.sink_config(free_port(), true)).unwrap(),
         "sink",
     );
+
+    // `run`: both stages' sections in one file (one `[metrics]`).
+    let (sink_sections, _) = sink.split_once("[metrics]").unwrap();
+    let path = s.path("run-nowhere.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{sink_sections}\n{}",
+            std::fs::read_to_string(s.path("ingest-nowhere.toml")).unwrap()
+        ),
+    )
+    .unwrap();
+    gave_up_in_one_line(
+        "run",
+        run_at_info(s, &["run", "--config", path.to_str().unwrap()], None),
+        "ingest.brokers",
+        &nowhere,
+        "ingest.connect_timeout",
+        4,
+    );
+
     let path = s.path("sink-nowhere.toml");
     std::fs::write(&path, sink.replace(&p.sink_cloud_bootstrap(), &nowhere)).unwrap();
     gave_up_in_one_line(
