@@ -258,6 +258,23 @@ fn no_stage_start_logs_a_confwarn_in_either_delivery_mode() {
     }
 }
 
+/// The demo starts both stages on librdkafka's mock clusters, with a consumer property
+/// (`session.timeout.ms`) in the stages' tables.
+#[test]
+fn the_demo_runs_without_a_confwarn() {
+    let scratch = Scratch::new();
+    let (run, _) = run_at_info(&scratch, &["demo", "--events", "1000"], None);
+    let out = run.ok();
+    assert!(out.contains("verdict: OK"), "{out}");
+    let log = run.stderr();
+    assert!(
+        log.contains("Pipeline started") || log.contains("Relay started"),
+        "{log}"
+    );
+    assert!(!log.contains("CONFWARN"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a pipe");
+}
+
 /// The typo: `customer.emial` quarantines every event (their `customer.email` has
 /// no rule); ingest names the rule at start-up against `[ingest] schema`, and after its
 /// first events without one.
