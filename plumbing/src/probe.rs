@@ -60,7 +60,7 @@ pub fn metadata(
         cause: client
             .context()
             .cause()
-            .unwrap_or_else(|| error.to_string()),
+            .unwrap_or_else(|| format!("no broker answered ({error})")),
     })
 }
 
