@@ -232,8 +232,8 @@ impl ClientWatch {
         }
     }
 
-    /// An error callback of this client, written (`what`: "Kafka client error.") unless
-    /// it is about the connection and held back (see the module's "Connection lines").
+    /// An error callback of this client: noted (see [`Self::on_error`]) and written,
+    /// unless it is about the connection and held back (the module's "Connection lines").
     pub(crate) fn error(&self, stage: &'static str, error: &KafkaError, reason: &str) {
         self.on_error(error, reason);
         if is_about_the_connection(error) {
