@@ -9,7 +9,7 @@
 //! property that librdkafka documents for consumers only (`C` in its CONFIGURATION.md)
 //! reaches only the consumers, and a producer-only one (`P`) only the producers, so that
 //! no client starts with a `CONFWARN` about a property it ignores
-//! ([ADR 0017](../../docs/adr/0017-properties-by-librdkafka-scope.md)). Any other name,
+//! ([ADR 0018](../../docs/adr/0018-properties-by-librdkafka-scope.md)). Any other name,
 //! unknown ones included, reaches every client, and librdkafka refuses an unknown one when
 //! the client is created.
 
