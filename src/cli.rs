@@ -10,9 +10,23 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pseudopipe", version, about, long_about = None)]
 pub struct Cli {
+    /// How log lines are written to standard error: `text` for people (coloured only on a
+    /// terminal, and never with `NO_COLOR` set), `json` for log shippers (one object per
+    /// line).
+    #[arg(long, global = true, env = "PSEUDOPIPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The forms of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 /// The subcommands.
@@ -272,6 +286,9 @@ pub struct ProduceArgs {
     /// Extra librdkafka producer property, KEY=VALUE; repeatable.
     #[arg(long)]
     pub property: Vec<String>,
+    /// Give up when no broker answered within this long (`500ms`, `15s`, `2m`), saying why.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::config::parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Options of `demo`.
@@ -586,6 +603,10 @@ pub struct ScanArgs {
     /// Give up the scan when it has not reached the end offsets after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub scan_timeout: u64,
+    /// Give up when no broker of `--scan-brokers` answered within this long (`500ms`,
+    /// `15s`, `2m`), saying why.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::config::parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Options of `reidentify`.

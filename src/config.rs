@@ -71,6 +71,12 @@ fn default_check_interval() -> std::time::Duration {
     std::time::Duration::from_secs(5)
 }
 
+/// Long enough for a cluster that is starting (a KRaft broker elects its controller in a
+/// few seconds), short enough that a wrong address fails before an operator wonders.
+fn default_connect_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(15)
+}
+
 fn default_bridge_topic() -> String {
     "pseudopipe.bridge".to_owned()
 }
@@ -277,6 +283,10 @@ pub struct IngestConfig {
     pub quarantine_topic: String,
     /// The pseudonymization policy (TOML).
     pub policy: PathBuf,
+    /// The Avro schema of the raw events (e.g. `schemas/coupon_redemption.avsc`), whatever
+    /// `format`: at start-up, every policy rule that names no field of it is warned about
+    /// by name (a typo such as `customer.emial`). None by default.
+    pub schema: Option<PathBuf>,
     /// Payload format of the raw topic (and of the pseudonymized one).
     #[serde(default)]
     pub format: Format,
@@ -289,6 +299,10 @@ pub struct IngestConfig {
     /// Most records in flight (consumed, not yet acknowledged by the output cluster).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// How long each cluster may take to answer at start-up before the command gives up
+    /// with one line naming it (`"15s"`).
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: std::time::Duration,
     /// The liveness bound, in milliseconds: a producer that holds records and has had none
     /// acknowledged for this long, while its cluster answers, is replaced; if the new one
     /// stalls as long, the stage exits non-zero (exactly once: a transaction that cannot
@@ -347,6 +361,10 @@ pub struct SinkConfig {
     /// Most records in flight towards the cloud.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// How long each cluster may take to answer at start-up before the command gives up
+    /// with one line naming it (`"15s"`).
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: std::time::Duration,
     /// The liveness bound, in milliseconds (see `ingest.stall_timeout_ms`).
     #[serde(default = "default_stall_timeout_ms")]
     pub stall_timeout_ms: u64,

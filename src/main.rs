@@ -17,12 +17,13 @@ mod schema;
 mod server;
 mod subject;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
 
-use crate::cli::{BenchCommand, Cli, Command};
+use crate::cli::{BenchCommand, Cli, Command, LogFormat};
 
 /// Counts allocations for `bench transform`.
 #[cfg(feature = "count-allocations")]
@@ -34,16 +35,15 @@ pub const DEFAULT_POLICY: &str = include_str!("../schemas/coupon_redemption.poli
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            match cli.log_format {
+                LogFormat::Text => eprintln!("error: {error:#}"),
+                // A log shipper reads one JSON object per line, the last one too.
+                LogFormat::Json => tracing::error!(error = format!("{error:#}"), "Command failed."),
+            }
             ExitCode::FAILURE
         }
     }
@@ -71,6 +71,25 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Reidentify(args) => reidentify::run(args),
         Command::Schema(command) => schema::run(command),
         Command::Quarantine(command) => quarantine::run(command),
+    }
+}
+
+/// Log lines to standard error, filtered by `RUST_LOG` (default `info`): text, coloured
+/// only on a terminal and without `NO_COLOR` (<https://no-color.org>), or JSON.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 

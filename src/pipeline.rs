@@ -10,18 +10,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use ingest::{AuditMirror, Bridge, IngestKeys, KeySettings, LiveKeys};
+use plumbing::probe::Target;
 use plumbing::prometheus::Registry;
-use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
-use plumbing::rdkafka::ClientConfig;
 use plumbing::{Shutdown, StageMetrics, TransactionSettings};
 use pseudonymize::{LeakGuard, Policy};
 
 use crate::config::{kafka_properties, Config, Delivery, IngestConfig, KeysConfig, SinkConfig};
 use crate::keys::read_kek;
 use crate::server::{self, Readiness};
-
-/// How long a cluster may take to answer at start-up before the process gives up.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Which stages a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,33 +30,28 @@ pub enum Stages {
     Both,
 }
 
-/// Checks that `brokers` answer and every topic exists, with a message that says what to fix.
+/// Checks that the cluster of `target` answers and every topic exists, with a message
+/// that says what to fix.
 pub async fn check_cluster(
-    option: &str,
-    brokers: &str,
+    target: plumbing::probe::Target<'_>,
     properties: &BTreeMap<String, String>,
     topics: &[&str],
 ) -> Result<Vec<usize>> {
-    let mut config = ClientConfig::new();
-    for (key, value) in properties {
-        config.set(key, value);
-    }
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "pseudopipe-startup-check");
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(plumbing::secrets::redact_error)
-        .with_context(|| format!("`{option}`: invalid client configuration"))?;
-    let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, STARTUP_TIMEOUT))
-        .await
-        .expect("the metadata task does not panic")
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "cannot reach `{option}` = \"{brokers}\" within {} s ({error}): check the address, that the cluster is up, and its TLS/SASL settings",
-                STARTUP_TIMEOUT.as_secs()
-            )
-        })?;
+    let (option, brokers) = (target.option, target.brokers);
+    let (timeout_option, timeout) = (target.timeout_option.to_owned(), target.timeout);
+    let (option_owned, brokers_owned) = (option.to_owned(), brokers.to_owned());
+    let properties = properties.clone();
+    let metadata = tokio::task::spawn_blocking(move || {
+        let target = plumbing::probe::Target {
+            option: &option_owned,
+            brokers: &brokers_owned,
+            timeout_option: &timeout_option,
+            timeout,
+        };
+        plumbing::probe::metadata(target, &properties, None)
+    })
+    .await
+    .expect("the metadata task does not panic")?;
     topics
         .iter()
         .map(|topic| {
@@ -71,6 +62,34 @@ pub async fn check_cluster(
             }
         })
         .collect()
+}
+
+/// Warns, by path, about every rule of the policy at `policy` that names no field of the
+/// Avro schema at `schema` (`[ingest] schema`): a typo leaves the field it meant without
+/// a rule, and every event carrying it is quarantined as `unknown_field`.
+fn check_policy_against(policy: &Path, schema: &Path) -> Result<()> {
+    let rules = Policy::from_file(policy)?;
+    let text = std::fs::read_to_string(schema)
+        .with_context(|| format!("`ingest.schema` = {}: cannot read it", schema.display()))?;
+    let writer = pseudonymize::avro_schema::Schema::parse_str(&text).with_context(|| {
+        format!(
+            "`ingest.schema` = {}: not a valid Avro schema",
+            schema.display()
+        )
+    })?;
+    let command = format!(
+        "pseudopipe schema check --policy {} --schema {}",
+        policy.display(),
+        schema.display()
+    );
+    for path in pseudonymize::avro_schema::rules_without_field(&rules, &writer) {
+        tracing::warn!(
+            path,
+            schema = %schema.display(),
+            "Policy rule names no field of the schema (a typo leaves the field it meant without a rule, and its events quarantined as unknown_field): check with `{command}`."
+        );
+    }
+    Ok(())
 }
 
 /// Opens the keyring with its KEK, verifies its audit log and builds the live keys of an
@@ -255,6 +274,9 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         Stages::Ingest | Stages::Both => {
             let (keys, ingest) = config.for_ingest()?;
             let settings = ingest_settings(&ingest)?;
+            if let Some(schema) = &ingest.schema {
+                check_policy_against(&ingest.policy, schema)?;
+            }
             let live = open_keys(
                 &keys,
                 &ingest.policy,
@@ -262,7 +284,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
                 &instance_name(&settings),
                 &registry,
             )?;
-            Some((settings, keys, live))
+            Some((settings, keys, live, ingest.connect_timeout))
         }
         Stages::Sink => None,
     };
@@ -272,6 +294,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
             Some((
                 sink_settings(&sink)?,
                 LeakGuard::new(Policy::from_file(&sink.policy)?),
+                sink.connect_timeout,
             ))
         }
         Stages::Ingest => None,
@@ -287,7 +310,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     tracing::info!(listen = %listen, "Serving /metrics, /healthz and /readyz.");
 
     let ingest_part = match ingest_part {
-        Some((settings, keys, live)) => {
+        Some((settings, keys, live, connect_timeout)) => {
             let ready = readiness.dependency("on-prem cluster (ingest)");
             let mut topics = vec![
                 settings.input_topic.as_str(),
@@ -295,13 +318,13 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
                 &settings.quarantine_topic,
             ];
             topics.extend(side_topics(&keys));
-            check_cluster(
-                "ingest.brokers",
-                &settings.brokers,
-                &settings.kafka,
-                &topics,
-            )
-            .await?;
+            let target = Target {
+                option: "ingest.brokers",
+                brokers: &settings.brokers,
+                timeout_option: "ingest.connect_timeout",
+                timeout: connect_timeout,
+            };
+            check_cluster(target, &settings.kafka, &topics).await?;
             let (bridge, mirror) = side_outputs(&keys, &settings, &registry)?;
             ready.store(true, Ordering::Relaxed);
             Some((
@@ -315,11 +338,16 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         }
         None => None,
     };
-    if let Some((settings, _)) = &sink_part {
+    if let Some((settings, _, connect_timeout)) = &sink_part {
         let ready = readiness.dependency("on-prem cluster (sink)");
+        let target = |option, brokers| Target {
+            option,
+            brokers,
+            timeout_option: "sink.connect_timeout",
+            timeout: *connect_timeout,
+        };
         let source = check_cluster(
-            "sink.source_brokers",
-            &settings.source_brokers,
+            target("sink.source_brokers", &settings.source_brokers),
             &settings.source_kafka,
             &[&settings.source_topic, &settings.quarantine_topic],
         )
@@ -334,8 +362,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
                 .map(|e| e.offsets_topic.as_str()),
         );
         let cloud = check_cluster(
-            "sink.brokers",
-            &settings.brokers,
+            target("sink.brokers", &settings.brokers),
             &settings.kafka,
             &cloud_topics,
         )
@@ -366,7 +393,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
             )
         });
     }
-    if let Some((settings, guard)) = sink_part {
+    if let Some((settings, guard, _)) = sink_part {
         let metrics = StageMetrics::new(&registry, "sink")?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move { ("sink", sink::run(settings, guard, metrics, shutdown).await) });

@@ -82,6 +82,19 @@ pub async fn run(args: ProduceArgs) -> Result<ExitCode> {
             .with_context(|| format!("`--property {property}`: expected KEY=VALUE"))?;
         config.set(key, value);
     }
+    // An unreachable cluster is one line within --connect-timeout, not librdkafka's error
+    // line per reconnection attempt, forever.
+    let target = plumbing::probe::Target {
+        option: "--brokers",
+        brokers: &args.brokers,
+        timeout_option: "--connect-timeout",
+        timeout: args.connect_timeout,
+    };
+    let properties = config
+        .config_map()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()));
+    tokio::task::block_in_place(|| plumbing::probe::metadata(target, &properties.collect(), None))?;
     let producer: FutureProducer = config.create().context("invalid producer configuration")?;
     let mut generator = simulator::Generator::new(args.seed)
         .with_tenants(args.tenant.clone())

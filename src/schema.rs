@@ -24,6 +24,10 @@ pub fn run(command: SchemaCommand) -> Result<ExitCode> {
 /// `schema check`: exit 0 with the counts, or 1 with every problem.
 fn check(args: &SchemaArgs) -> Result<ExitCode> {
     let (policy, writer) = load(args)?;
+    // Not a failure (one policy may cover several versions of a schema), but a typo.
+    for path in avro_schema::rules_without_field(&policy, &writer) {
+        eprintln!("note: the policy's rule `{path}` names no field of the schema");
+    }
     match avro_schema::count(&policy, &writer) {
         Ok(counts) => {
             println!(

@@ -403,6 +403,18 @@ fn scan(args: &ScanArgs, brokers: &str, topic: &str, tokens: &[TokenRow]) -> Res
         properties.insert(key.to_string(), value.to_string());
     }
     let properties = plumbing::secrets::resolve(properties)?;
+    let timeout = Duration::from_secs(args.scan_timeout);
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    // An unreachable cluster is one error within the bound, asked before the scan's own
+    // consumer exists (its librdkafka lines would repeat every reconnection attempt).
+    let target = plumbing::probe::Target {
+        option: "--scan-brokers",
+        brokers,
+        timeout_option: "--connect-timeout",
+        timeout: args.connect_timeout.min(left()),
+    };
+    let metadata = plumbing::probe::metadata(target, &properties, Some(topic))?;
     let group = format!("pseudopipe-subject-{:016x}", rand::random::<u64>());
     let mut config = plumbing::config::consumer(brokers, &group, &properties)?;
     config
@@ -413,12 +425,6 @@ fn scan(args: &ScanArgs, brokers: &str, topic: &str, tokens: &[TokenRow]) -> Res
         .create()
         .context("invalid consumer configuration for the scan")?;
 
-    let timeout = Duration::from_secs(args.scan_timeout);
-    let deadline = Instant::now() + timeout;
-    let left = || deadline.saturating_duration_since(Instant::now());
-    let metadata = consumer
-        .fetch_metadata(Some(topic), left().min(Duration::from_secs(30)))
-        .with_context(|| format!("cannot reach the cluster at {brokers} to scan {topic}"))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()

@@ -38,6 +38,9 @@
 //! - `compliance`: `subject` (a person's tokens, and their records found on a real broker),
 //!   `reidentify` and what it refuses, `audit report` in Markdown and HTML, and the HTML
 //!   page as headless Chromium draws it (`target/audit-report.png`).
+//! - `startup`: what a command says when it starts: an unreachable cluster in one line
+//!   within its bound (`produce`, `subject --scan-brokers`, `ingest`, `sink`), no
+//!   librdkafka `CONFWARN`, no colour in a file, JSON log lines, a policy typo named.
 //!
 //! The volume tests (end to end in both modes, Avro, kill -9, rotations) send 20,000 events
 //! each at CI's scale; `PSEUDOPIPE_TEST_EVENTS=100000` runs them at the scale of the
@@ -60,3 +63,4 @@ mod pipeline;
 mod quarantine;
 mod rotation;
 mod schemas;
+mod startup;

@@ -83,6 +83,14 @@ impl AvroFormat {
 
     fn judge(&self, id: u32) -> Result<Arc<Output>, Refusal> {
         let writer = self.input.writer_schema(id)?;
+        // Once per schema id: a rule naming no field may be a typo for one that has none.
+        for path in avro_schema::rules_without_field(&self.policy, &writer) {
+            tracing::warn!(
+                path,
+                schema_id = id,
+                "Policy rule names no field of the writer schema (a typo leaves the field it meant without a rule, and its records quarantined as unknown_field): check the policy with `pseudopipe schema check --policy POLICY --schema SCHEMA`."
+            );
+        }
         let derived = avro_schema::derive(&self.policy, &writer)
             .map_err(|problems| refusal_of(id, &problems))?;
         let output_id = self

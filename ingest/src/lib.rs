@@ -17,6 +17,7 @@
 //! - [`avro`]: Avro in and out ([`avro::AvroFormat`]): writer schemas judged against the
 //!   policy, derived schemas registered for the output.
 //! - [`audit_topic`]: the audit log mirrored to an on-prem topic.
+//! - `coverage`: the policy rules the first 1000 events did not match, warned about.
 //! - [`stage`]: the record decision ([`IngestProcessor`]) and [`run`].
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod audit_topic;
 pub mod avro;
 pub mod bridge;
 pub mod config;
+mod coverage;
 pub mod keys;
 pub mod stage;
 

@@ -16,6 +16,7 @@ use crate::audit_topic::AuditMirror;
 use crate::avro::AvroFormat;
 use crate::bridge::Bridge;
 use crate::config::Settings;
+use crate::coverage::Coverage;
 use crate::keys::{Counts, LiveKeys};
 
 /// What ingest pseudonymizes with, and the side topics it writes about its keys.
@@ -37,6 +38,8 @@ struct State {
     next: BTreeMap<i32, i64>,
     counts: Counts,
     pairs: BridgePairs,
+    /// The policy rules the first events did not match.
+    coverage: Coverage,
 }
 
 /// Pseudonymizes one record; a rejection becomes a quarantine decision, an event whose
@@ -51,8 +54,10 @@ pub struct IngestProcessor {
 impl IngestProcessor {
     /// A processor applying `keys` to JSON events, or to Avro ones with `avro`.
     pub fn new(keys: IngestKeys, avro: Option<AvroFormat>) -> Self {
+        let coverage = Coverage::new(keys.live.engine().policy());
         Self {
             state: Mutex::new(State {
+                coverage,
                 keys,
                 next: BTreeMap::new(),
                 counts: Counts::default(),
@@ -109,6 +114,7 @@ impl Processor for IngestProcessor {
             next,
             counts,
             pairs,
+            coverage,
         } = &mut *state;
         if origin.partition >= 0 {
             next.insert(origin.partition, origin.offset + 1);
@@ -125,6 +131,7 @@ impl Processor for IngestProcessor {
                 }
             },
         };
+        coverage.observe(&event);
         let mut out = Vec::with_capacity(event.len());
         let engine = keys.live.engine();
         let result = match &keys.bridge {
@@ -178,6 +185,7 @@ impl Processor for IngestProcessor {
 
     fn stopped(&self) {
         let mut state = self.lock();
+        state.coverage.report();
         let State { keys, counts, .. } = &mut *state;
         if let Err(error) = keys.live.stopped(counts) {
             warn!(%error, "The end of this ingest run could not be recorded in the audit log.");

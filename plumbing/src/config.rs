@@ -4,6 +4,14 @@
 //! top of the defaults below and wins over them, with two exceptions. `enable.auto.commit`
 //! cannot be turned on (it would commit offsets of records not yet delivered), and
 //! `bootstrap.servers` / `group.id` come from the stage's own options only.
+//!
+//! One table configures every client of a stage, consumers and producers alike; a
+//! property that librdkafka documents for consumers only (`C` in its CONFIGURATION.md)
+//! reaches only the consumers, and a producer-only one (`P`) only the producers, so that
+//! no client starts with a `CONFWARN` about a property it ignores
+//! ([ADR 0018](../../docs/adr/0018-properties-by-librdkafka-scope.md)). Any other name,
+//! unknown ones included, reaches every client, and librdkafka refuses an unknown one when
+//! the client is created.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +51,100 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 /// restart).
 const STATISTICS_INTERVAL_MS: &str = "2000";
 
+/// The properties librdkafka's CONFIGURATION.md (2.12.1, the version rdkafka-sys bundles)
+/// marks `C`: a producer ignores them, with a `CONFWARN`. Global and topic properties
+/// alike (a topic property in the global table sets the default topic's).
+const CONSUMER_ONLY: &[&str] = &[
+    "auto.commit.enable",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "consume_cb",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "offset.store.method",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "offset_commit_cb",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "rebalance_cb",
+    "session.timeout.ms",
+];
+
+/// The properties librdkafka's CONFIGURATION.md (2.12.1) marks `P`: a consumer ignores
+/// them, with a `CONFWARN`.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "delivery.report.only.error",
+    "delivery.timeout.ms",
+    "dr_cb",
+    "dr_msg_cb",
+    "enable.gapless.guarantee",
+    "enable.idempotence",
+    "linger.ms",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "msg_order_cmp",
+    "partitioner",
+    "partitioner_cb",
+    "produce.offset.report",
+    "queue.buffering.backpressure.threshold",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "queuing.strategy",
+    "request.required.acks",
+    "request.timeout.ms",
+    "retries",
+    "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms",
+    "transactional.id",
+];
+
+/// Which kind of client a configuration is for: each takes the properties of its scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Consumer,
+    Producer,
+}
+
+impl Role {
+    /// Whether librdkafka reads `key` in a client of this role (unknown names count as
+    /// read, so that librdkafka refuses them).
+    fn takes(self, key: &str) -> bool {
+        let other = match self {
+            Self::Consumer => PRODUCER_ONLY,
+            Self::Producer => CONSUMER_ONLY,
+        };
+        !other.contains(&key)
+    }
+}
+
 /// Properties that come from pseudopipe's own options, and which option that is.
 const RESERVED: &[(&str, &str)] = &[("bootstrap.servers", "brokers"), ("group.id", "group_id")];
 
@@ -56,7 +158,7 @@ pub fn consumer(
     group_id: &str,
     passthrough: &BTreeMap<String, String>,
 ) -> Result<ClientConfig, Error> {
-    let mut config = build(CONSUMER_DEFAULTS, passthrough)?;
+    let mut config = build(Role::Consumer, CONSUMER_DEFAULTS, passthrough)?;
     config
         .set("bootstrap.servers", brokers)
         .set("group.id", group_id);
@@ -71,7 +173,7 @@ pub fn producer(
     brokers: &str,
     passthrough: &BTreeMap<String, String>,
 ) -> Result<ClientConfig, Error> {
-    let mut config = build(PRODUCER_DEFAULTS, passthrough)?;
+    let mut config = build(Role::Producer, PRODUCER_DEFAULTS, passthrough)?;
     config.set("bootstrap.servers", brokers);
     Ok(config)
 }
@@ -94,7 +196,32 @@ pub(crate) fn ensure_manual_commit(config: &ClientConfig) -> Result<ClientConfig
     Ok(config)
 }
 
+/// The consumer properties of `passthrough` (those librdkafka reads in a consumer), for
+/// a consumer configured by hand (`group.id` and `bootstrap.servers` as given).
+pub fn consumer_properties(passthrough: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in passthrough {
+        if Role::Consumer.takes(key.trim()) {
+            config.set(key.trim(), value);
+        }
+    }
+    config
+}
+
+/// The producer properties of `passthrough` (those librdkafka reads in a producer), with
+/// none of the stages' defaults: for a tool's own producer, such as the simulator's.
+pub fn producer_properties(passthrough: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in passthrough {
+        if Role::Producer.takes(key.trim()) {
+            config.set(key.trim(), value);
+        }
+    }
+    config
+}
+
 fn build(
+    role: Role,
     defaults: &[(&str, &str)],
     passthrough: &BTreeMap<String, String>,
 ) -> Result<ClientConfig, Error> {
@@ -113,7 +240,9 @@ fn build(
         if key == "enable.auto.commit" {
             check_auto_commit(value)?;
         }
-        config.set(key, value);
+        if role.takes(key) {
+            config.set(key, value);
+        }
     }
     Ok(config)
 }
@@ -214,5 +343,132 @@ pub(crate) mod tests {
             ensure_manual_commit(&bare),
             Err(Error::UnsafeProperty { .. })
         ));
+    }
+
+    /// Collects the facilities of librdkafka's log lines at client creation.
+    #[derive(Default)]
+    struct Facilities(std::sync::Mutex<Vec<String>>);
+
+    impl rdkafka::ClientContext for Facilities {
+        fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{facility}: {message}"));
+        }
+    }
+
+    impl rdkafka::consumer::ConsumerContext for Facilities {}
+
+    impl rdkafka::producer::ProducerContext for Facilities {
+        type DeliveryOpaque = ();
+
+        fn delivery(&self, _report: &rdkafka::message::DeliveryResult<'_>, _opaque: ()) {}
+    }
+
+    fn warnings_of_consumer(config: &ClientConfig) -> Vec<String> {
+        let consumer: rdkafka::consumer::BaseConsumer<Facilities> = config
+            .create_with_context(Facilities::default())
+            .expect("the consumer starts");
+        // librdkafka queues its log lines; a poll serves them.
+        let _ = consumer.poll(std::time::Duration::from_millis(200));
+        let lines = rdkafka::consumer::Consumer::context(&consumer)
+            .0
+            .lock()
+            .unwrap()
+            .clone();
+        lines
+            .into_iter()
+            .filter(|l| l.starts_with("CONFWARN"))
+            .collect()
+    }
+
+    fn warnings_of_producer(config: &ClientConfig) -> Vec<String> {
+        let producer: rdkafka::producer::BaseProducer<Facilities> = config
+            .create_with_context(Facilities::default())
+            .expect("the producer starts");
+        // librdkafka queues its log lines; a poll serves them.
+        producer.poll(std::time::Duration::from_millis(200));
+        let lines = rdkafka::producer::Producer::context(&producer)
+            .0
+            .lock()
+            .unwrap()
+            .clone();
+        lines
+            .into_iter()
+            .filter(|l| l.starts_with("CONFWARN"))
+            .collect()
+    }
+
+    /// What the test harness and a tuned deployment put in one stage table.
+    fn mixed_table() -> BTreeMap<String, String> {
+        table(&[
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "2000"),
+            ("max.poll.interval.ms", "60000"),
+            ("isolation.level", "read_committed"),
+            ("fetch.min.bytes", "1"),
+            ("auto.offset.reset", "latest"),
+            ("linger.ms", "20"),
+            ("acks", "all"),
+            ("message.timeout.ms", "30000"),
+            ("batch.size", "100000"),
+            ("socket.timeout.ms", "10000"),
+            ("statistics.interval.ms", "0"),
+        ])
+    }
+
+    #[test]
+    fn each_client_takes_only_the_properties_of_its_scope() {
+        let passthrough = mixed_table();
+        let consumer = consumer("127.0.0.1:1", "g", &passthrough).unwrap();
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("socket.timeout.ms"), Some("10000"));
+        assert_eq!(warnings_of_consumer(&consumer), Vec::<String>::new());
+
+        let producer = producer("127.0.0.1:1", &passthrough).unwrap();
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("socket.timeout.ms"), Some("10000"));
+        assert_eq!(warnings_of_producer(&producer), Vec::<String>::new());
+
+        // The same table given whole to both, as before: librdkafka warns.
+        let mut whole = ClientConfig::new();
+        for (key, value) in &passthrough {
+            whole.set(key, value);
+        }
+        whole.set("bootstrap.servers", "127.0.0.1:1");
+        let warnings = warnings_of_producer(&whole);
+        assert!(
+            warnings.iter().any(|l| l.contains("session.timeout.ms")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_property_is_still_refused_by_every_client() {
+        let passthrough = table(&[("sesion.timeout.ms", "6000")]);
+        let consumer = consumer("127.0.0.1:1", "g", &passthrough).unwrap();
+        let error = consumer
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .err()
+            .expect("an unknown property is refused");
+        assert!(error.to_string().contains("sesion.timeout.ms"), "{error}");
+        let producer = producer("127.0.0.1:1", &passthrough).unwrap();
+        assert!(producer
+            .create::<rdkafka::producer::BaseProducer>()
+            .is_err());
+    }
+
+    #[test]
+    fn the_scope_tables_do_not_overlap() {
+        for key in CONSUMER_ONLY {
+            assert!(!PRODUCER_ONLY.contains(key), "{key}");
+            assert!(Role::Consumer.takes(key) && !Role::Producer.takes(key));
+        }
+        for key in PRODUCER_ONLY {
+            assert!(Role::Producer.takes(key) && !Role::Consumer.takes(key));
+        }
     }
 }

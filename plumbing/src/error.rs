@@ -75,6 +75,24 @@ pub enum Error {
         /// The property it would set.
         property: String,
     },
+    /// No broker of a cluster answered within the bound a command waits for it (see
+    /// [`crate::probe`]).
+    #[error(
+        "cannot reach `{option}` = \"{brokers}\" within {timeout:?} (`{timeout_option}`): {cause}; \
+         check the address, that the cluster is up, and its TLS/SASL settings"
+    )]
+    Unreachable {
+        /// The option that gives the address.
+        option: String,
+        /// The bootstrap servers it gives.
+        brokers: String,
+        /// The option that bounds the wait.
+        timeout_option: String,
+        /// The bound.
+        timeout: std::time::Duration,
+        /// librdkafka's last reason (names brokers, never credentials).
+        cause: String,
+    },
     /// The relay settings are inconsistent.
     #[error("invalid relay settings: {0}")]
     InvalidSettings(String),

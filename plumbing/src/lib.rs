@@ -37,6 +37,7 @@
 //!
 //! - [`avro`]: Avro records read as the JSON events both stages judge.
 //! - [`config`]: Kafka client configurations with safe defaults and a passthrough table.
+//! - [`probe`]: whether a cluster answers before a command starts, within a bound.
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
 //! - [`registry`]: Avro writer schemas by id, from a schema registry (cached) or a directory.
 //! - [`secrets`]: secret librdkafka properties from files or environment variables, redacted.
@@ -58,6 +59,7 @@ mod health;
 mod log_limit;
 pub mod metrics;
 pub mod offsets;
+pub mod probe;
 pub mod registry;
 pub mod relay;
 pub mod secrets;

@@ -153,7 +153,7 @@ impl StageMetrics {
                 ),
                 &["cluster"],
             )?,
-            health: Health::new(cluster_reachable.clone()),
+            health: Health::new(stage, cluster_reachable.clone()),
             cluster_reachable,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;

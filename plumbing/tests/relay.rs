@@ -592,6 +592,86 @@ async fn output_cluster_down_is_retried_with_bounded_memory_and_nothing_lost() {
     );
 }
 
+/// librdkafka reports every reconnection attempt to a cluster that is down (a `FAIL` line
+/// and an error event per attempt, then "all brokers are down"); a stage writes one line
+/// when the cluster is lost and one when it answers again, never one per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_writes_one_line_when_the_cluster_is_lost_and_one_when_it_answers() {
+    const STAGE: &str = "outage-lines";
+    let source = Cluster::start();
+    let target = Cluster::start();
+    let input = source.topic("raw", 1);
+    let output = target.topic("pseudonymized", 1);
+    let quarantine = target.topic("quarantine", 1);
+    let records = numbered(10, 1);
+    source.fill(&input, &records).await;
+
+    target.go_down();
+    let mut settings = settings(&input, &output, &quarantine);
+    settings.stage = STAGE;
+    let relay = Running::start(
+        &source,
+        "outage-lines",
+        settings,
+        target.producer(&[("reconnect.backoff.max.ms", "500")]),
+        forward_all(),
+    );
+    // At most 500 ms between attempts: some twenty attempts in ten seconds.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    target.come_back();
+    wait_until("all 10 records are delivered", || relay.settled() >= 10).await;
+    let stage = format!("stage=\"{STAGE}\"");
+    wait_until("the stage sees its cluster back", || {
+        logged()
+            .lines()
+            .any(|line| line.contains(&stage) && line.contains("Cluster answers again"))
+    })
+    .await;
+    relay.stop().await;
+
+    let log = logged();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(&stage) && !line.contains(" DEBUG "))
+        .collect();
+    let about_the_connection: Vec<&&str> = lines
+        .iter()
+        .filter(|line| {
+            [
+                "Connection refused",
+                "brokers are down",
+                "Kafka client error",
+                "Cluster ",
+            ]
+            .iter()
+            .any(|word| line.contains(word))
+        })
+        .collect();
+    let count = |needle: &str| lines.iter().filter(|line| line.contains(needle)).count();
+    assert_eq!(count("Cluster unreachable"), 1, "{lines:#?}");
+    assert_eq!(count("Cluster answers again"), 1, "{lines:#?}");
+    assert!(
+        about_the_connection.len() <= 4,
+        "{} lines about the connection: {about_the_connection:#?}",
+        about_the_connection.len()
+    );
+    let back = lines
+        .iter()
+        .find(|line| line.contains("Cluster answers again"))
+        .unwrap();
+    let held_back: u64 = back
+        .split("held_back=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no held_back count in {back}"));
+    assert!(held_back >= 10, "{back}");
+    eprintln!(
+        "{held_back} lines held back; written:\n{}",
+        lines.join("\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_produce_errors_are_retried_and_nothing_is_lost() {
     let source = Cluster::start();

@@ -126,6 +126,70 @@ pub fn count(
     walk(policy, writer).map(|(_, counts)| counts)
 }
 
+/// The paths of `policy`'s rules that name no field of `writer`, in path order: fine for
+/// `check` (one policy may cover several versions of a schema), but a typo
+/// (`customer.emial`) is one of them, and the real field it meant then has no rule.
+pub fn rules_without_field(policy: &Policy, writer: &apache_avro::Schema) -> Vec<String> {
+    let mut named = HashMap::new();
+    collect_named(writer, &mut named);
+    let mut paths = std::collections::HashSet::new();
+    field_paths(writer, "", &named, &mut Vec::new(), &mut paths);
+    policy
+        .rules()
+        .iter()
+        .map(|(path, _)| path)
+        .filter(|path| !paths.contains(path.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Every field path of `schema` under `prefix`, in the policy's notation (records'
+/// fields joined by `.`, an array's items as `[]`), through unions and references (each
+/// named record once per branch: `open` holds the records being walked).
+fn field_paths<'a>(
+    schema: &'a Schema,
+    prefix: &str,
+    named: &HashMap<String, &'a Schema>,
+    open: &mut Vec<String>,
+    paths: &mut std::collections::HashSet<String>,
+) {
+    match schema {
+        Schema::Record(record) => {
+            let name = record.name.fullname(None);
+            if open.contains(&name) {
+                return;
+            }
+            open.push(name);
+            for field in &record.fields {
+                let path = if prefix.is_empty() {
+                    field.name.clone()
+                } else {
+                    format!("{prefix}.{}", field.name)
+                };
+                field_paths(&field.schema, &path, named, open, paths);
+                paths.insert(path);
+            }
+            open.pop();
+        }
+        Schema::Array(array) => {
+            let path = format!("{prefix}[]");
+            field_paths(&array.items, &path, named, open, paths);
+            paths.insert(path);
+        }
+        Schema::Union(union) => {
+            for variant in union.variants() {
+                field_paths(variant, prefix, named, open, paths);
+            }
+        }
+        Schema::Ref { name } => {
+            if let Some(schema) = named.get(&name.fullname(None)) {
+                field_paths(schema, prefix, named, open, paths);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The schema of the pseudonymized records that `policy` makes out of records written with
 /// `writer`, or the problems that prevent it.
 pub fn derive(

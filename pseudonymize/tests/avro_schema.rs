@@ -1,7 +1,9 @@
 //! Avro writer schemas under a policy: the fit check and the derived schema.
 
 use apache_avro::Schema;
-use pseudonymize::avro_schema::{check, count, derive, derive_text, FieldCounts, SchemaProblem};
+use pseudonymize::avro_schema::{
+    check, count, derive, derive_text, rules_without_field, FieldCounts, SchemaProblem,
+};
 use pseudonymize::Policy;
 use serde_json::{json, Value};
 
@@ -60,6 +62,44 @@ fn the_default_schema_fits_the_default_policy() {
             generalized: 3,
             dropped: 5,
         }
+    );
+}
+
+#[test]
+fn a_policy_path_no_field_matches_is_named_and_the_default_policy_has_none() {
+    let writer = Schema::parse_str(AVSC).unwrap();
+    let default = Policy::from_toml(POLICY).unwrap();
+    assert_eq!(rules_without_field(&default, &writer), Vec::<String>::new());
+
+    // The typo the issue found: every event then quarantined, and nothing said why.
+    let typo = POLICY.replace("\"customer.email\"", "\"customer.emial\"");
+    assert_ne!(
+        typo, POLICY,
+        "the default policy has a rule for customer.email"
+    );
+    let typo = Policy::from_toml(&typo).unwrap();
+    assert_eq!(rules_without_field(&typo, &writer), ["customer.emial"]);
+
+    // Through unions, arrays and references to a named record.
+    let writer = record(json!([
+        {"name": "home", "type": ["null", {"type": "record", "name": "Address", "fields": [
+            {"name": "city", "type": "string"}]}]},
+        {"name": "work", "type": "Address"},
+        {"name": "items", "type": {"type": "array", "items": {"type": "record", "name": "Item",
+            "fields": [{"name": "sku", "type": "string"}]}}}
+    ]));
+    let nested = policy(
+        r#"
+"home.city" = "keep"
+"work.city" = "keep"
+"work.zip" = "keep"
+"items[].sku" = "keep"
+"items[].qty" = "keep"
+"#,
+    );
+    assert_eq!(
+        rules_without_field(&nested, &writer),
+        ["items[].qty", "work.zip"]
     );
 }
 

@@ -27,12 +27,11 @@ pub(super) struct RelayContext {
 impl ClientContext for RelayContext {
     // librdkafka's own lines go to `tracing` like everything else.
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        log_to_tracing(self.shared.stage, level, facility, message);
+        self.watch.log(self.shared.stage, level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(stage = self.shared.stage, %error, reason, "Kafka client error.");
-        self.watch.on_error(&error, reason);
+        self.watch.error(self.shared.stage, &error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -76,12 +75,11 @@ pub(super) struct DeliveryContext {
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        log_to_tracing(self.stage, level, facility, message);
+        self.watch.log(self.stage, level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(stage = self.stage, %error, reason, "Kafka producer error.");
-        self.watch.on_error(&error, reason);
+        self.watch.error(self.stage, &error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {

@@ -13,7 +13,6 @@ use tracing::{debug, error, warn};
 
 use super::producers::Transactions;
 use crate::health::ClientWatch;
-use crate::relay::log_to_tracing;
 
 /// Takes assignments itself: with per-partition producers, a partition starts from the
 /// offset stored in the output cluster, which only an explicit assignment can say.
@@ -26,12 +25,11 @@ pub(super) struct TransactionContext {
 
 impl ClientContext for TransactionContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        log_to_tracing(self.stage, level, facility, message);
+        self.watch.log(self.stage, level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(stage = self.stage, %error, reason, "Kafka client error.");
-        self.watch.on_error(&error, reason);
+        self.watch.error(self.stage, &error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -94,12 +92,11 @@ pub(super) struct ProducerLog {
 
 impl ClientContext for ProducerLog {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        log_to_tracing(self.stage, level, facility, message);
+        self.watch.log(self.stage, level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(stage = self.stage, %error, reason, "Kafka producer error.");
-        self.watch.on_error(&error, reason);
+        self.watch.error(self.stage, &error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
