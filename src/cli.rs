@@ -124,6 +124,10 @@ pub struct QuarantineArgs {
     /// command started) after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
+    /// Give up when no broker of `--brokers` answered within this long (`500ms`, `15s`,
+    /// `2m`), saying why.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::config::parse_duration)]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Which quarantined records a command concerns: all of them, or those matching every

@@ -16,6 +16,7 @@ mod report;
 mod schema;
 mod server;
 mod subject;
+mod topic_read;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

@@ -21,15 +21,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use base64::Engine as _;
-use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use plumbing::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use plumbing::rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use plumbing::rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
-use plumbing::rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use plumbing::rdkafka::{ClientConfig, Message as _};
 use plumbing::relay::headers;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -40,6 +39,7 @@ use crate::cli::{
 };
 use crate::keys::{read_kek, Session};
 use crate::subject::check_ticket;
+use crate::topic_read::{self, Source, TopicRead};
 
 /// The header of a replay marker in the quarantine topic: `PARTITION/OFFSET` of the
 /// quarantined record it stands for (in the same partition as that record).
@@ -241,145 +241,57 @@ fn format_time(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// The quarantine topic on its cluster, read to the end offsets it had at the start.
-struct Topic<'a> {
-    args: &'a QuarantineArgs,
-    consumer: BaseConsumer,
-    /// Per partition, its start and end offsets when the command started.
-    bounds: BTreeMap<i32, (i64, i64)>,
-    deadline: Instant,
+/// The properties given with --property, secrets resolved.
+fn properties(args: &QuarantineArgs) -> Result<BTreeMap<String, String>> {
+    topic_read::properties(
+        "--property",
+        &args.property,
+        &[
+            ("bootstrap.servers", "give the cluster with --brokers"),
+            ("group.id", "the command names its own clients"),
+            ("transactional.id", "the command names its own clients"),
+        ],
+    )
 }
 
-impl<'a> Topic<'a> {
-    fn open(args: &'a QuarantineArgs) -> Result<Self> {
-        let group = format!("pseudopipe-quarantine-{:016x}", rand::random::<u64>());
-        let mut config = plumbing::config::consumer(&args.brokers, &group, &properties(args)?)?;
-        config
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("allow.auto.create.topics", "false")
-            .set("statistics.interval.ms", "0");
-        let consumer: BaseConsumer = config
-            .create()
-            .context("invalid consumer configuration for the quarantine topic")?;
-        let deadline = Instant::now() + Duration::from_secs(args.timeout);
-        let left = || {
-            deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(30))
-        };
-        let topic = &args.topic;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), left())
-            .with_context(|| {
-                format!(
-                    "cannot reach the cluster at {} (--brokers) to read {topic}",
-                    args.brokers
-                )
-            })?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            bail!("the cluster at {} has no topic {topic}", args.brokers);
-        }
-        let mut bounds = BTreeMap::new();
-        for partition in partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, left())
-                .with_context(|| format!("cannot read the offsets of {topic}/{partition}"))?;
-            bounds.insert(partition, (low, high));
-        }
-        Ok(Self {
-            args,
-            consumer,
-            bounds,
-            deadline,
-        })
-    }
+/// The quarantine topic, opened for reading to the end offsets it has now.
+fn open<'a>(
+    args: &'a QuarantineArgs,
+    properties: &'a BTreeMap<String, String>,
+) -> Result<TopicRead<'a>> {
+    TopicRead::open(Source {
+        option: "--brokers",
+        brokers: &args.brokers,
+        topic: &args.topic,
+        properties,
+        connect_timeout: args.connect_timeout,
+        timeout_option: "--timeout",
+        timeout: Duration::from_secs(args.timeout),
+    })
+}
 
-    /// Reads every partition from `start(partition)` (or its first offset) up to its end
-    /// offset at the start of the command, handing each record to `visit`.
-    fn read(
-        &self,
-        start: impl Fn(i32) -> Option<i64>,
-        mut visit: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let topic = &self.args.topic;
-        let mut pending = BTreeMap::new();
-        let mut assignment = TopicPartitionList::new();
-        for (&partition, &(low, high)) in &self.bounds {
-            let from = start(partition).unwrap_or(low).max(low);
-            if from < high {
-                pending.insert(partition, high);
-                assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+/// The first pass: the quarantined records the filter selects, and the markers.
+fn survey(topic: &TopicRead<'_>, filter: &Filter) -> Result<Survey> {
+    let mut survey = Survey::default();
+    topic.read(
+        |_| None,
+        |message| {
+            match entry(message) {
+                Entry::Marker(partition, offset) => {
+                    survey.replayed.insert((partition, offset));
+                }
+                Entry::Foreign => survey.foreign += 1,
+                Entry::Quarantined(record) => {
+                    survey.records += 1;
+                    if filter.matches(&record) {
+                        survey.selected.push(record);
+                    }
+                }
             }
-        }
-        self.consumer.assign(&assignment)?;
-        while !pending.is_empty() {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let partitions: Vec<String> = pending.keys().map(i32::to_string).collect();
-                bail!(
-                    "reading {topic} did not reach the end offsets of partitions {} within {} s; raise --timeout or check the cluster",
-                    partitions.join(","),
-                    self.args.timeout
-                );
-            }
-            match self.consumer.poll(left.min(Duration::from_millis(500))) {
-                Some(Ok(message)) => {
-                    let partition = message.partition();
-                    let Some(&end) = pending.get(&partition) else {
-                        continue;
-                    };
-                    if message.offset() < end {
-                        visit(&message)?;
-                    }
-                    if message.offset() + 1 >= end {
-                        pending.remove(&partition);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    // Only aborted transactions' records were left before the end.
-                    pending.remove(&partition);
-                }
-                Some(Err(error)) => {
-                    let error = plumbing::secrets::redact_error(error);
-                    bail!("cannot read {topic}: {error}");
-                }
-                None => {}
-            }
-        }
-        self.consumer.unassign()?;
-        Ok(())
-    }
-
-    /// The first pass: the quarantined records the filter selects, and the markers.
-    fn survey(&self, filter: &Filter) -> Result<Survey> {
-        let mut survey = Survey::default();
-        self.read(
-            |_| None,
-            |message| {
-                match entry(message) {
-                    Entry::Marker(partition, offset) => {
-                        survey.replayed.insert((partition, offset));
-                    }
-                    Entry::Foreign => survey.foreign += 1,
-                    Entry::Quarantined(record) => {
-                        survey.records += 1;
-                        if filter.matches(&record) {
-                            survey.selected.push(record);
-                        }
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        Ok(survey)
-    }
+            Ok(())
+        },
+    )?;
+    Ok(survey)
 }
 
 /// What the first pass found.
@@ -408,28 +320,6 @@ impl Survey {
         }
         to_do
     }
-}
-
-/// The client properties given with --property, secrets resolved.
-fn properties(args: &QuarantineArgs) -> Result<BTreeMap<String, String>> {
-    let mut properties = BTreeMap::new();
-    for property in &args.property {
-        let (key, value) = property
-            .split_once('=')
-            .with_context(|| format!("--property {property}: expected KEY=VALUE"))?;
-        match key.trim() {
-            "bootstrap.servers" => {
-                bail!("--property bootstrap.servers: give the cluster with --brokers")
-            }
-            "group.id" | "transactional.id" => bail!(
-                "--property {}: the command names its own clients",
-                key.trim()
-            ),
-            _ => {}
-        }
-        properties.insert(key.trim().to_owned(), value.to_owned());
-    }
-    Ok(plumbing::secrets::resolve(properties)?)
 }
 
 /// One row of `list`.
@@ -577,8 +467,9 @@ fn list(args: &ListArgs) -> Result<ExitCode> {
     if args.show_values {
         return show_values(args, &filter);
     }
-    let topic = Topic::open(&args.quarantine)?;
-    let survey = topic.survey(&filter)?;
+    let properties = properties(&args.quarantine)?;
+    let topic = open(&args.quarantine, &properties)?;
+    let survey = survey(&topic, &filter)?;
     let listing = listing(&args.quarantine, &survey);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&listing)?);
@@ -609,8 +500,9 @@ fn show_values(args: &ListArgs, filter: &Filter) -> Result<ExitCode> {
     let audit = &args.audit;
     let ticket = check_ticket(&args.ticket)?;
     drop(session(audit, "--show-values prints personal data")?);
-    let topic = Topic::open(&args.quarantine)?;
-    let survey = topic.survey(filter)?;
+    let properties = properties(&args.quarantine)?;
+    let topic = open(&args.quarantine, &properties)?;
+    let survey = survey(&topic, filter)?;
     let chosen: HashSet<(i32, i64)> = survey
         .selected
         .iter()
@@ -704,9 +596,10 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     // The transactional producer first: its initialization aborts a transaction an
     // interrupted run left open, so that the survey sees every committed marker and is
     // not held up by an open transaction.
-    let producer = transactional_producer(&args.quarantine)?;
-    let topic = Topic::open(&args.quarantine)?;
-    let survey = topic.survey(&filter)?;
+    let properties = properties(&args.quarantine)?;
+    let producer = transactional_producer(&args.quarantine, &properties)?;
+    let topic = open(&args.quarantine, &properties)?;
+    let survey = survey(&topic, &filter)?;
     let to_do = survey.to_do();
     let count: usize = to_do.values().map(BTreeSet::len).sum();
     let already = survey.selected.len() - count;
@@ -802,8 +695,20 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
 
 /// A transactional producer on the quarantine's cluster, one transactional id per
 /// quarantine topic: two replays of the same topic fence each other.
-fn transactional_producer(args: &QuarantineArgs) -> Result<BaseProducer> {
-    let mut config: ClientConfig = plumbing::config::producer(&args.brokers, &properties(args)?)?;
+fn transactional_producer(
+    args: &QuarantineArgs,
+    properties: &BTreeMap<String, String>,
+) -> Result<BaseProducer> {
+    // An unreachable cluster is one line within --connect-timeout, before the producer
+    // exists (its librdkafka lines would repeat every reconnection attempt).
+    let target = plumbing::probe::Target {
+        option: "--brokers",
+        brokers: &args.brokers,
+        timeout_option: "--connect-timeout",
+        timeout: args.connect_timeout,
+    };
+    plumbing::probe::metadata(target, properties, Some(&args.topic))?;
+    let mut config: ClientConfig = plumbing::config::producer(&args.brokers, properties)?;
     config
         .set(
             "transactional.id",

@@ -12,15 +12,13 @@
 //! Also here, shared with `reidentify` and `lookup`: [`read_stdin`], [`check_reference`]
 //! and [`check_ticket`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read as _;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
-use plumbing::rdkafka::error::KafkaError;
-use plumbing::rdkafka::{Message as _, Offset, TopicPartitionList};
+use plumbing::rdkafka::Message as _;
 use pseudonymize::policy::Rule;
 use pseudonymize::{KeyState, Keyring, Normalizer, Policy, TokenKey};
 use serde::Serialize;
@@ -30,6 +28,7 @@ use zeroize::Zeroizing;
 use crate::cli::{ScanArgs, SubjectArgs, TicketArgs};
 use crate::config::Config;
 use crate::keys::{read_kek, Session};
+use crate::topic_read::{self, Source, TopicRead};
 
 /// Reads standard input whole, into memory that is erased when dropped: it holds
 /// personal values.
@@ -390,65 +389,26 @@ fn details(
 /// holding one of `tokens`.
 fn scan(args: &ScanArgs, brokers: &str, topic: &str, tokens: &[TokenRow]) -> Result<ScanReport> {
     let wanted: HashMap<&str, &TokenRow> = tokens.iter().map(|t| (t.token.as_str(), t)).collect();
-    let mut properties = BTreeMap::new();
-    for property in &args.scan_property {
-        let (key, value) = property
-            .split_once('=')
-            .with_context(|| format!("--scan-property {property}: expected KEY=VALUE"))?;
-        match key.trim() {
-            "bootstrap.servers" => bail!("--scan-property bootstrap.servers: give the cluster with --scan-brokers"),
-            "group.id" => bail!("--scan-property group.id: the scan reads in a throw-away group of its own and commits nothing"),
-            _ => {}
-        }
-        properties.insert(key.to_string(), value.to_string());
-    }
-    let properties = plumbing::secrets::resolve(properties)?;
-    let timeout = Duration::from_secs(args.scan_timeout);
-    let deadline = Instant::now() + timeout;
-    let left = || deadline.saturating_duration_since(Instant::now());
-    // An unreachable cluster is one error within the bound, asked before the scan's own
-    // consumer exists (its librdkafka lines would repeat every reconnection attempt).
-    let target = plumbing::probe::Target {
+    let properties = topic_read::properties(
+        "--scan-property",
+        &args.scan_property,
+        &[
+            ("bootstrap.servers", "give the cluster with --scan-brokers"),
+            (
+                "group.id",
+                "the scan reads in a throw-away group of its own and commits nothing",
+            ),
+        ],
+    )?;
+    let read = TopicRead::open(Source {
         option: "--scan-brokers",
         brokers,
-        timeout_option: "--connect-timeout",
-        timeout: args.connect_timeout.min(left()),
-    };
-    let metadata = plumbing::probe::metadata(target, &properties, Some(topic))?;
-    let group = format!("pseudopipe-subject-{:016x}", rand::random::<u64>());
-    let mut config = plumbing::config::consumer(brokers, &group, &properties)?;
-    config
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("allow.auto.create.topics", "false");
-    let consumer: BaseConsumer = config
-        .create()
-        .context("invalid consumer configuration for the scan")?;
-
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        bail!("the cluster at {brokers} has no topic {topic}");
-    }
-    // End offsets at start: with read_committed, librdkafka asks for the last stable
-    // offset, so an open transaction at the end is not waited for.
-    let mut ends = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, left().min(Duration::from_secs(30)))
-            .with_context(|| format!("cannot read the end offsets of {topic}/{partition}"))?;
-        if high > low {
-            ends.insert(partition, high);
-            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&assignment)?;
-
+        topic,
+        properties: &properties,
+        connect_timeout: args.connect_timeout,
+        timeout_option: "--scan-timeout",
+        timeout: Duration::from_secs(args.scan_timeout),
+    })?;
     let mut report = ScanReport {
         brokers: brokers.to_string(),
         topic: topic.to_string(),
@@ -456,56 +416,28 @@ fn scan(args: &ScanArgs, brokers: &str, topic: &str, tokens: &[TokenRow]) -> Res
         not_json: 0,
         matches: Vec::new(),
     };
-    let mut last_error = None;
-    while !ends.is_empty() {
-        if left().is_zero() {
-            let pending: Vec<String> = ends.keys().map(i32::to_string).collect();
-            bail!(
-                "the scan of {topic} did not reach the end offsets of partitions {} within {} s{}; raise --scan-timeout or check the cluster",
-                pending.join(","),
-                args.scan_timeout,
-                last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default()
-            );
-        }
-        match consumer.poll(left().min(Duration::from_millis(500))) {
-            Some(Ok(message)) => {
-                let partition = message.partition();
-                let Some(&end) = ends.get(&partition) else {
-                    continue;
-                };
-                if message.offset() >= end {
-                    ends.remove(&partition);
-                    continue;
-                }
-                report.records_read += 1;
-                match message.payload().map(serde_json::from_slice::<Value>) {
-                    Some(Ok(json)) => {
-                        let mut fields = Vec::new();
-                        find_tokens(&json, &mut String::new(), &wanted, &mut fields);
-                        if !fields.is_empty() {
-                            report.matches.push(RecordMatch {
-                                partition,
-                                offset: message.offset(),
-                                event_id: json["event_id"].as_str().map(String::from),
-                                fields,
-                            });
-                        }
+    read.read(
+        |_| None,
+        |message| {
+            report.records_read += 1;
+            match message.payload().map(serde_json::from_slice::<Value>) {
+                Some(Ok(json)) => {
+                    let mut fields = Vec::new();
+                    find_tokens(&json, &mut String::new(), &wanted, &mut fields);
+                    if !fields.is_empty() {
+                        report.matches.push(RecordMatch {
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            event_id: json["event_id"].as_str().map(String::from),
+                            fields,
+                        });
                     }
-                    _ => report.not_json += 1,
                 }
-                if message.offset() + 1 >= end {
-                    ends.remove(&partition);
-                }
+                _ => report.not_json += 1,
             }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                ends.remove(&partition);
-            }
-            // Transient errors (a broker restarting) are retried by librdkafka; the
-            // deadline bounds them.
-            Some(Err(error)) => last_error = Some(error),
-            None => {}
-        }
-    }
+            Ok(())
+        },
+    )?;
     report.matches.sort_by_key(|m| (m.partition, m.offset));
     Ok(report)
 }

@@ -127,6 +127,33 @@ fn every_network_command_gives_up_on_an_unreachable_cluster_in_one_line_within_i
         1,
     );
 
+    for command in ["list", "replay"] {
+        let quarantine = [
+            "quarantine",
+            command,
+            "--brokers",
+            &nowhere,
+            "--topic",
+            "redemptions.quarantine",
+            "--keyring",
+            s.keyring.to_str().unwrap(),
+            "--kek-file",
+            s.kek.to_str().unwrap(),
+            "--ticket",
+            "CHG-19",
+            "--connect-timeout",
+            "3s",
+        ];
+        gave_up_in_one_line(
+            &format!("quarantine {command}"),
+            run_at_info(s, &quarantine, None),
+            "--brokers",
+            &nowhere,
+            "--connect-timeout",
+            1,
+        );
+    }
+
     // The stages log a few lines before (the metrics server, the keyring opened).
     let with_bound = |text: String, section: &str| {
         text.replace(
