@@ -1146,6 +1146,9 @@ struct Verdict {
     quarantined: usize,
     quarantine_expected: usize,
     quarantined_twice: usize,
+    /// Each record quarantined twice: its source partition and offset, and the quarantine
+    /// offsets of both copies.
+    twice: Vec<String>,
     exits: usize,
     stage_kills: usize,
     outages: usize,
@@ -1212,8 +1215,10 @@ impl Verdict {
                     .count()
             })
             .sum();
-        let mut sources = HashSet::new();
-        let mut quarantined_twice = 0;
+        // Each source record's quarantine offsets: a copy names where the first one sits.
+        let mut sources: HashMap<(Option<String>, Option<String>, Option<String>), i64> =
+            HashMap::new();
+        let mut twice = Vec::new();
         for record in quarantine {
             let source = (
                 record.header("pseudopipe-source-topic").map(str::to_owned),
@@ -1222,10 +1227,18 @@ impl Verdict {
                     .map(str::to_owned),
                 record.header("pseudopipe-source-offset").map(str::to_owned),
             );
-            if !sources.insert(source) {
-                quarantined_twice += 1;
+            if let Some(first) = sources.get(&source) {
+                twice.push(format!(
+                    "{}/{} at quarantine offsets {first} and {}",
+                    source.1.as_deref().unwrap_or("?"),
+                    source.2.as_deref().unwrap_or("?"),
+                    record.offset
+                ));
+            } else {
+                sources.insert(source, record.offset);
             }
         }
+        let quarantined_twice = twice.len();
         Verdict {
             scenario: chaos.scenario,
             delivery: chaos.delivery,
@@ -1250,6 +1263,7 @@ impl Verdict {
             quarantined: sources.len(),
             quarantine_expected: expected.malformed_count,
             quarantined_twice,
+            twice,
             exits: chaos.exits,
             stage_kills: chaos.stage_kills,
             outages: chaos.outages,
@@ -1361,60 +1375,62 @@ impl Verdict {
     /// What does not hold, one sentence each; empty when the verdict passes.
     fn violations(&self) -> Vec<String> {
         let bound = self.duplicate_bound();
-        let checks = [
-            (
-                self.lost == 0,
-                format!(
-                    "{} events lost: absent from the cloud, waiting in no topic upstream{}",
-                    self.lost,
-                    if self.stall_unknown.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" as far as known ({})", self.stall_unknown.join("; "))
-                    }
+        let checks =
+            [
+                (
+                    self.lost == 0,
+                    format!(
+                        "{} events lost: absent from the cloud, waiting in no topic upstream{}",
+                        self.lost,
+                        if self.stall_unknown.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" as far as known ({})", self.stall_unknown.join("; "))
+                        }
+                    ),
                 ),
-            ),
-            (
-                self.stalled() == 0,
-                format!(
-                    "{} events stalled, still waiting upstream{}: {}",
-                    self.stalled(),
-                    self.gave_up
-                        .as_ref()
-                        .map_or(String::new(), |why| format!(" ({why})")),
-                    self.stall_detail
+                (
+                    self.stalled() == 0,
+                    format!(
+                        "{} events stalled, still waiting upstream{}: {}",
+                        self.stalled(),
+                        self.gave_up
+                            .as_ref()
+                            .map_or(String::new(), |why| format!(" ({why})")),
+                        self.stall_detail
+                    ),
                 ),
-            ),
-            (
-                self.leaked == 0,
-                format!("{} records with personal values in the cloud", self.leaked),
-            ),
-            (
-                self.unexpected == 0,
-                format!(
-                    "{} cloud records that are no produced event",
-                    self.unexpected
+                (
+                    self.leaked == 0,
+                    format!("{} records with personal values in the cloud", self.leaked),
                 ),
-            ),
-            (
-                self.quarantined == self.quarantine_expected,
-                format!(
-                    "{} of {} malformed records quarantined",
-                    self.quarantined, self.quarantine_expected
+                (
+                    self.unexpected == 0,
+                    format!(
+                        "{} cloud records that are no produced event",
+                        self.unexpected
+                    ),
                 ),
-            ),
-            (
-                self.duplicated <= bound,
-                format!("{} duplicated, at most {bound} allowed", self.duplicated),
-            ),
-            (
-                self.quarantined_twice <= bound,
-                format!(
-                    "{} quarantined twice, at most {bound} allowed",
-                    self.quarantined_twice
+                (
+                    self.quarantined == self.quarantine_expected,
+                    format!(
+                        "{} of {} malformed records quarantined",
+                        self.quarantined, self.quarantine_expected
+                    ),
                 ),
-            ),
-        ];
+                (
+                    self.duplicated <= bound,
+                    format!("{} duplicated, at most {bound} allowed", self.duplicated),
+                ),
+                (
+                    self.quarantined_twice <= bound,
+                    format!(
+                    "{} quarantined twice, at most {bound} allowed (source partition/offset: {})",
+                    self.quarantined_twice,
+                    self.twice.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
+                ),
+                ),
+            ];
         checks
             .into_iter()
             .filter(|(holds, _)| !holds)

@@ -382,6 +382,14 @@ impl ExactlyOnce {
                             warn!(stage = self.settings.stage, partition, stored, first, "An offset is stored past the first record of an aborted transaction: rewinding to that record.");
                             first
                         }
+                        // Behind what this instance committed before the aborted
+                        // transaction: the output cluster's word wins (what it lost is
+                        // written again), but a stored offset read stale would write
+                        // committed records twice, so it is said.
+                        Some(&stored) if stored < first => {
+                            warn!(stage = self.settings.stage, partition, stored, first, "The stored offset is behind the first record of the aborted transaction, although this instance committed the records between: rewinding to the stored offset.");
+                            stored
+                        }
                         Some(&stored) => stored,
                         None => first,
                     };
