@@ -1108,6 +1108,9 @@ impl MemoryReport {
     }
 }
 
+/// Where a quarantined record was read: its `pseudopipe-source-*` headers.
+type QuarantineSource = (Option<String>, Option<String>, Option<String>);
+
 /// What the cloud and the quarantine hold after a scenario, counted.
 struct Verdict {
     scenario: &'static str,
@@ -1216,8 +1219,7 @@ impl Verdict {
             })
             .sum();
         // Each source record's quarantine offsets: a copy names where the first one sits.
-        let mut sources: HashMap<(Option<String>, Option<String>, Option<String>), i64> =
-            HashMap::new();
+        let mut sources: HashMap<QuarantineSource, i64> = HashMap::new();
         let mut twice = Vec::new();
         for record in quarantine {
             let source = (
