@@ -8,8 +8,10 @@
 //! same, since it is what ingest quarantines (`malformed_json`, with the raw line kept on
 //! the on-prem quarantine topic): the export's bad lines then stand where operators look for
 //! bad events. It is counted and named by its line number, never shown. Blank lines are
-//! skipped and counted, as batch mode does. An input with no line to produce is an error:
-//! most likely the wrong file.
+//! skipped and counted, as batch mode does. A line larger than the producer's
+//! `message.max.bytes` cannot be produced: it is skipped, named by its line number, the
+//! rest goes on, and the command exits 1 at the end. An input with no line to produce is
+//! an error: most likely the wrong file.
 //!
 //! With `--key-field PATH`, the value of that field (text, or a number as written) is the
 //! record key, as a point of sale keys by loyalty card; otherwise records have no key and
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use plumbing::rdkafka::error::RDKafkaErrorCode;
 use plumbing::rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use serde_json::Value;
 
@@ -60,6 +63,19 @@ struct Counts {
     invalid_lines: Vec<u64>,
     /// Valid lines without the key field.
     unkeyed: u64,
+    /// Lines too large for the producer, not produced.
+    too_large: u64,
+    /// The first of them, by line number.
+    too_large_lines: Vec<u64>,
+}
+
+/// `count` line numbers, the first of which are `lines`: `11, 102` or `11, 102, …`.
+fn line_list(count: u64, lines: &[u64]) -> String {
+    let mut list: Vec<String> = lines.iter().map(u64::to_string).collect();
+    if count > lines.len() as u64 {
+        list.push("…".into());
+    }
+    list.join(", ")
 }
 
 /// The export to replay, opened before anything connects to the cluster.
@@ -247,10 +263,22 @@ pub async fn run(producer: &FutureProducer, replay: Replay<'_>) -> Result<ExitCo
         if let Some(key) = &key {
             record = record.key(key);
         }
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(error, _)| error)
-            .with_context(|| format!("cannot queue the record of line {}", counts.lines))?;
+        let delivery = match producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((error, _))
+                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                counts.too_large += 1;
+                if counts.too_large_lines.len() < QUOTED_LINES {
+                    counts.too_large_lines.push(counts.lines);
+                }
+                continue;
+            }
+            Err((error, _)) => {
+                return Err(error)
+                    .with_context(|| format!("cannot queue the record of line {}", counts.lines))
+            }
+        };
         pending.push_back((counts.lines, delivery));
         counts.records += 1;
         counts.bytes += payload.len() as u64;
@@ -267,7 +295,7 @@ pub async fn run(producer: &FutureProducer, replay: Replay<'_>) -> Result<ExitCo
         .flush(Duration::from_secs(30))
         .context("cannot flush the producer")?;
     progress.finish();
-    if counts.records == 0 {
+    if counts.records == 0 && counts.too_large == 0 {
         bail!(
             "the input {name} holds only blank lines ({}): nothing was sent to {}",
             counts.blank,
@@ -284,22 +312,23 @@ pub async fn run(producer: &FutureProducer, replay: Replay<'_>) -> Result<ExitCo
         counts.blank
     );
     if counts.invalid > 0 {
-        let lines: Vec<String> = counts.invalid_lines.iter().map(u64::to_string).collect();
         eprintln!(
-            "{} lines are not valid UTF-8 JSON and were forwarded as they are, for ingest to quarantine (lines {}{})",
+            "{} lines are not valid UTF-8 JSON and were forwarded as they are, for ingest to quarantine (lines {})",
             counts.invalid,
-            lines.join(", "),
-            if counts.invalid > counts.invalid_lines.len() as u64 {
-                ", …"
-            } else {
-                ""
-            }
+            line_list(counts.invalid, &counts.invalid_lines)
         );
     }
     if let (Some(field), true) = (replay.key_field, counts.unkeyed > 0) {
         eprintln!(
             "{} JSON lines have no text or number at {field} and were produced without a key",
             counts.unkeyed
+        );
+    }
+    if counts.too_large > 0 {
+        bail!(
+            "{} lines are larger than the producer's message.max.bytes and were not produced (lines {}); the others were: produce those lines apart, or raise message.max.bytes with --property if the broker and the policy's max_event_bytes allow it",
+            counts.too_large,
+            line_list(counts.too_large, &counts.too_large_lines)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -323,5 +352,11 @@ mod tests {
         assert_eq!(key_of(&document, "customer.tags"), None);
         assert_eq!(key_of(&document, "x"), None);
         assert_eq!(key_of(&document, "customer.missing"), None);
+    }
+
+    #[test]
+    fn line_lists_say_when_there_are_more() {
+        assert_eq!(line_list(2, &[11, 102]), "11, 102");
+        assert_eq!(line_list(12, &[1, 2]), "1, 2, …");
     }
 }

@@ -187,3 +187,31 @@ fn standard_input_is_replayed_and_an_empty_input_refused() {
         "nothing produced"
     );
 }
+
+/// A line larger than the producer's `message.max.bytes` (1,000,000 by default) is named
+/// and skipped; the others are produced, and the command exits 1.
+#[test]
+fn a_line_too_large_for_the_producer_is_named_and_the_rest_produced() {
+    let s = Scratch::new();
+    let topic = shared_brokers().onprem.random_topic("redemptions.raw", 1);
+    let mut lines = export("large", 3);
+    let big = format!(r#"{{"event_id":"big","note":"{}"}}"#, "x".repeat(1_200_000));
+    lines.insert(1, big.into_bytes());
+    let input: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| [&l[..], b"\n"].concat())
+        .collect();
+    let message = produce(&s, &topic, &["--input", "-"], Some(&input)).fails();
+    assert!(
+        message.contains("produced 3 records")
+            && message.contains(
+                "error: 1 lines are larger than the producer's message.max.bytes and were not produced (lines 2); the others were"
+            ),
+        "{message}"
+    );
+    assert!(!message.contains("xxxx"), "no content printed");
+    lines.remove(1);
+    let (got, _) = payloads(&topic, 3);
+    lines.sort();
+    assert!(got == lines, "the other lines, byte for byte");
+}
