@@ -69,6 +69,15 @@ struct Counts {
     too_large_lines: Vec<u64>,
 }
 
+/// `1 line is` or `N lines are`, in messages.
+fn lines_are(count: u64) -> String {
+    if count == 1 {
+        "1 line is".into()
+    } else {
+        format!("{count} lines are")
+    }
+}
+
 /// `count` line numbers, the first of which are `lines`: `11, 102` or `11, 102, …`.
 fn line_list(count: u64, lines: &[u64]) -> String {
     let mut list: Vec<String> = lines.iter().map(u64::to_string).collect();
@@ -140,6 +149,12 @@ fn key_of(document: &Value, path: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// The progress bar of a file: bytes read of its size.
+const FILE_PROGRESS: &str = "{spinner} {bytes}/{total_bytes} [{bar:40}] {msg} eta {eta}";
+
+/// The progress of standard input, whose size is unknown.
+const STREAM_PROGRESS: &str = "{spinner} {msg}";
+
 /// Progress on standard error: a bar on a terminal, a line every [`PROGRESS_EVERY`]
 /// otherwise.
 struct Progress {
@@ -152,14 +167,13 @@ impl Progress {
     fn new(size: Option<u64>) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| match size {
             Some(size) => ProgressBar::new(size).with_style(
-                ProgressStyle::with_template(
-                    "{spinner} {bytes}/{total_bytes} [{bar:40}] {msg} eta {eta}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
+                ProgressStyle::with_template(FILE_PROGRESS)
+                    .expect("the template is valid (a unit test parses it)")
+                    .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg}").expect("the template is valid"),
+                ProgressStyle::with_template(STREAM_PROGRESS)
+                    .expect("the template is valid (a unit test parses it)"),
             ),
         });
         Self {
@@ -304,7 +318,7 @@ pub async fn run(producer: &FutureProducer, replay: Replay<'_>) -> Result<ExitCo
     }
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "produced {} records ({} bytes) from {name} to {} in {seconds:.2} s ({:.0} records/s); skipped {} blank lines",
+        "produced {} records ({} bytes) from {name} to {} in {seconds:.2} s ({:.0} records/s); blank lines skipped: {}",
         counts.records,
         counts.bytes,
         replay.topic,
@@ -313,21 +327,21 @@ pub async fn run(producer: &FutureProducer, replay: Replay<'_>) -> Result<ExitCo
     );
     if counts.invalid > 0 {
         eprintln!(
-            "{} lines are not valid UTF-8 JSON and were forwarded as they are, for ingest to quarantine (lines {})",
-            counts.invalid,
+            "{} not valid UTF-8 JSON: forwarded unchanged, for ingest to quarantine (line numbers: {})",
+            lines_are(counts.invalid),
             line_list(counts.invalid, &counts.invalid_lines)
         );
     }
     if let (Some(field), true) = (replay.key_field, counts.unkeyed > 0) {
         eprintln!(
-            "{} JSON lines have no text or number at {field} and were produced without a key",
+            "JSON lines without a text or number at {field}, produced without a key: {}",
             counts.unkeyed
         );
     }
     if counts.too_large > 0 {
         bail!(
-            "{} lines are larger than the producer's message.max.bytes and were not produced (lines {}); the others were: produce those lines apart, or raise message.max.bytes with --property if the broker and the policy's max_event_bytes allow it",
-            counts.too_large,
+            "{} larger than the producer's message.max.bytes: not produced (line numbers: {}); the others were: produce those lines apart, or raise message.max.bytes with --property if the broker and the policy's max_event_bytes allow it",
+            lines_are(counts.too_large),
             line_list(counts.too_large, &counts.too_large_lines)
         );
     }
@@ -355,7 +369,15 @@ mod tests {
     }
 
     #[test]
+    fn progress_templates_are_valid() {
+        assert!(ProgressStyle::with_template(FILE_PROGRESS).is_ok());
+        assert!(ProgressStyle::with_template(STREAM_PROGRESS).is_ok());
+    }
+
+    #[test]
     fn line_lists_say_when_there_are_more() {
+        assert_eq!(lines_are(1), "1 line is");
+        assert_eq!(lines_are(3), "3 lines are");
         assert_eq!(line_list(2, &[11, 102]), "11, 102");
         assert_eq!(line_list(12, &[1, 2]), "1, 2, …");
     }

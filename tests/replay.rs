@@ -93,12 +93,12 @@ fn a_history_file_reaches_the_raw_topic_at_the_rate_asked_bad_lines_as_they_are(
     assert!(
         stderr.contains(&format!(
             "produced 302 records ({bytes} bytes) from export.jsonl to {topic} in "
-        )) && stderr.contains("skipped 1 blank lines"),
+        )) && stderr.contains("; blank lines skipped: 1"),
         "{stderr}"
     );
     assert!(
         stderr.contains(
-            "2 lines are not valid UTF-8 JSON and were forwarded as they are, for ingest to quarantine (lines 11, 102)"
+            "2 lines are not valid UTF-8 JSON: forwarded unchanged, for ingest to quarantine (line numbers: 11, 102)"
         ),
         "{stderr}"
     );
@@ -205,7 +205,7 @@ fn a_line_too_large_for_the_producer_is_named_and_the_rest_produced() {
     assert!(
         message.contains("produced 3 records")
             && message.contains(
-                "error: 1 lines are larger than the producer's message.max.bytes and were not produced (lines 2); the others were"
+                "error: 1 line is larger than the producer's message.max.bytes: not produced (line numbers: 2); the others were"
             ),
         "{message}"
     );
