@@ -60,10 +60,12 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
                 _ => None,
             };
             let (entries, unreadable) = read_unverified(&args.audit_log, bad_line)?;
+            let marked = entries.iter().any(|e| e.check == Check::FirstBad);
             (
                 Status::Failed {
                     reason: error.to_string(),
                     unreadable,
+                    marked,
                 },
                 entries,
             )
@@ -160,8 +162,13 @@ enum Status {
         entries: usize,
         head: Option<(u64, String)>,
     },
-    /// The log failed; why, and how many lines could not even be read.
-    Failed { reason: String, unreadable: usize },
+    /// The log failed; why, how many lines could not even be read, and whether the first
+    /// bad line is an entry the tables mark.
+    Failed {
+        reason: String,
+        unreadable: usize,
+        marked: bool,
+    },
 }
 
 impl Status {
@@ -188,10 +195,19 @@ impl Status {
                     &hash[..hash.len().min(16)]
                 ),
             },
-            Self::Failed { reason, unreadable } => Banner {
+            Self::Failed {
+                reason,
+                unreadable,
+                marked,
+            } => Banner {
                 ok: false,
                 text: format!(
-                    "Verification FAILED: {reason}. The entries below were read without verification: they may have been altered, removed, reordered or added.{}",
+                    "Verification FAILED: {reason}. The entries below were read without verification: they may have been altered, removed, reordered or added.{}{}",
+                    if *marked {
+                        " The first bad entry is marked FAILS VERIFICATION in every table it appears in, and the entries after it unverified."
+                    } else {
+                        ""
+                    },
                     if *unreadable > 0 {
                         format!(" {unreadable} lines could not be read at all.")
                     } else {

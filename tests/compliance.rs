@@ -612,6 +612,21 @@ fn a_tampered_log_is_still_reported_with_the_failure_first() {
         .expect("the failure");
     assert!(failure < md.find("## Tenant").unwrap());
     assert!(md.contains("line 6 is the first bad entry"), "{md}");
+    assert!(
+        md.contains(
+            "The first bad entry is marked FAILS VERIFICATION in every table it appears in"
+        ),
+        "{md}"
+    );
+    // The subject request of DSR-42 (now 43) is the sixth entry: marked in its own table
+    // and in every entry's.
+    assert_eq!(
+        md.matches("| **✗ FAILS VERIFICATION (first bad entry)** | ")
+            .count(),
+        2,
+        "{md}"
+    );
+    assert!(md.contains("| subject | DSR-43 | customer.email |"), "{md}");
     assert!(md.contains("DSR-43"), "entries still shown");
     let html_path = s.path("report.html");
     report(&s, "html", &html_path).fails();
