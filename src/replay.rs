@@ -5,10 +5,10 @@
 //!
 //! Each line that is not blank becomes one record: its bytes as they are, the line end
 //! removed. A line that is not valid UTF-8 or not a JSON document is forwarded all the
-//! same, since it is what ingest quarantines (`malformed_json`, with the raw line kept on
-//! the on-prem quarantine topic): the export's bad lines then stand where operators look for
-//! bad events. It is counted and named by its line number, never shown. Blank lines are
-//! skipped and counted, as batch mode does. A line larger than the producer's
+//! same, since it is what ingest quarantines (`invalid_utf8`, `malformed_json`, with the
+//! raw line kept on the on-prem quarantine topic): the export's bad lines then stand where
+//! operators look for bad events. It is counted and named by its line number, never
+//! shown. Blank lines are skipped and counted, as batch mode does. A line larger than the producer's
 //! `message.max.bytes` cannot be produced: it is skipped, named by its line number, the
 //! rest goes on, and the command exits 1 at the end. An input with no line to produce is
 //! an error: most likely the wrong file.

@@ -40,7 +40,8 @@
 //!   page as headless Chromium draws it (`target/audit-report.png`), its counts per tenant
 //!   and version against the batch runs that made them.
 //! - `replay`: `produce --input`, a history export replayed into a real broker's raw topic
-//!   (file and stdin, rate, bad and blank lines, empty input).
+//!   (file and stdin, rate, bad and blank lines, empty input), and through both stages to
+//!   the cloud as batch mode writes it.
 //! - `startup`: what a command says when it starts: an unreachable cluster in one line
 //!   within its bound (`produce`, `subject --scan-brokers`, `ingest`, `sink`), no
 //!   librdkafka `CONFWARN`, no colour in a file, JSON log lines, a policy typo named.
