@@ -851,8 +851,9 @@ fn data_subject_commands_need_a_ticket_unless_the_config_relaxes_it() {
 }
 
 /// Runs the report page in headless Chromium inside a probe page and returns, as the
-/// browser laid it out, every table: its section (`h2`), heading (`h3`), columns, and per
-/// row its class, outline colour and cells (text, class, text colour, background, and on
+/// browser laid it out, every table: its section (`h2`), heading (`h3`), how many pixels
+/// it overflows the page's text column, columns, and per row its class, outline colour
+/// and cells (text, class, text colour, background, and on
 /// how many lines the text is drawn).
 fn rendered_tables(page: &Path) -> Vec<Value> {
     let dir = page.parent().unwrap();
@@ -871,8 +872,11 @@ document.getElementById('report').addEventListener('load', () => {{
   const tables = [...doc.querySelectorAll('table')].map(table => {{
     let h3 = table.previousElementSibling;
     while (h3 && h3.tagName !== 'H3') h3 = h3.previousElementSibling;
+    const body = doc.body.getBoundingClientRect();
+    const content = body.right - parseFloat(style(doc.body).paddingRight);
     return {{
       section: table.closest('section').querySelector('h2').textContent,
+      overflow: Math.round(table.getBoundingClientRect().right - content),
       heading: h3 ? h3.textContent : '',
       columns: [...table.querySelectorAll('th')].map(th => th.textContent),
       rows: [...table.querySelectorAll('tbody tr')].map(tr => ({{
@@ -1154,6 +1158,15 @@ fn the_reports_counts_per_tenant_and_version_equal_the_batch_runs() {
         }
     }
     assert!(dates > 30, "only {dates} dates");
+    for t in &tables {
+        assert!(
+            t["overflow"].as_i64().unwrap() <= 0,
+            "{} of {} is {} px wider than the page",
+            t["heading"],
+            t["section"],
+            t["overflow"]
+        );
+    }
 
     // The destroyed version: its own style, not the red of errors.
     let versions = table(&tables, "Tenant brand-a", "Key versions");
