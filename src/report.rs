@@ -550,8 +550,7 @@ fn versions_table(keyring: &Keyring, tenant: &str, entries: &[&Read], failed: bo
     let events = &counted.per_version;
     let counts = |version: u32| -> [Cell; 3] {
         let totals = events.get(&version).copied().unwrap_or_default();
-        let cell =
-            |count: Option<Count>| Cell::plain(count.map(|c| c.display()).unwrap_or_default());
+        let cell = |count: Option<Count>| count.map_or_else(|| Cell::plain(""), |c| c.cell());
         [
             cell(totals.ingest),
             cell(totals.batch),
@@ -655,19 +654,31 @@ struct Count {
     events: u64,
     /// Part of it comes from an ingest run that recorded no stop: at least this many.
     lower_bound: bool,
+    /// Part of it comes from an entry that fails verification or follows one.
+    unverified: bool,
 }
 
 impl Count {
     fn exact(events: u64) -> Self {
         Self {
             events,
-            lower_bound: false,
+            ..Self::default()
         }
     }
 
-    fn add(&mut self, events: u64, lower_bound: bool) {
-        self.events += events;
-        self.lower_bound |= lower_bound;
+    fn add(&mut self, other: Count) {
+        self.events += other.events;
+        self.lower_bound |= other.lower_bound;
+        self.unverified |= other.unverified;
+    }
+
+    /// The count in a cell: red, and saying so, when an unverified entry is part of it.
+    fn cell(&self) -> Cell {
+        if self.unverified {
+            Cell::toned(format!("{} (unverified)", self.display()), Tone::Bad)
+        } else {
+            Cell::plain(self.display())
+        }
     }
 
     fn display(&self) -> String {
@@ -701,8 +712,7 @@ impl Totals {
             (None, None) => None,
             (ingest, batch) => {
                 let mut total = ingest.unwrap_or_default();
-                let batch = batch.unwrap_or_default();
-                total.add(batch.events, batch.lower_bound);
+                total.add(batch.unwrap_or_default());
                 Some(total)
             }
         }
@@ -734,11 +744,13 @@ struct Counted {
 /// An older `batch` entry for every tenant counts when it names `tenant` alone, and is
 /// set apart when it names several.
 fn events_per_version(tenant: &str, entries: &[&Read]) -> Counted {
+    /// Adds `counts` to the batch or ingest totals; `like` says whether they are a lower
+    /// bound and whether they are unverified.
     fn add(
         totals: &mut BTreeMap<u32, Totals>,
         counts: &BTreeMap<u32, u64>,
         batch: bool,
-        lower_bound: bool,
+        like: Count,
     ) {
         for (version, events) in counts {
             let total = totals.entry(*version).or_default();
@@ -747,19 +759,35 @@ fn events_per_version(tenant: &str, entries: &[&Read]) -> Counted {
             } else {
                 &mut total.ingest
             };
-            count.get_or_insert_default().add(*events, lower_bound);
+            count.get_or_insert_default().add(Count {
+                events: *events,
+                ..like
+            });
+        }
+    }
+    fn lower_bound(unverified: bool) -> Count {
+        Count {
+            lower_bound: true,
+            unverified,
+            ..Count::default()
         }
     }
     let mut counted = Counted::default();
     let totals = &mut counted.per_version;
-    // Per ingest instance, what its current run's key switches counted so far.
-    let mut running: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
-    for entry in entries.iter().map(|e| &e.record) {
+    // Per ingest instance, what its current run's key switches counted so far, and
+    // whether one of them is unverified.
+    let mut running: BTreeMap<String, (BTreeMap<u32, u64>, bool)> = BTreeMap::new();
+    for read in entries {
+        let entry = &read.record;
+        let exact = Count {
+            unverified: read.check != Check::Intact,
+            ..Count::default()
+        };
         let details = Details::parse(entry.details.as_deref());
         if let Some(tenants) = shared_batch_tenants(entry) {
             let events = parse_events(details.get("events"));
             if tenants == [tenant] {
-                add(totals, &events, true, false);
+                add(totals, &events, true, exact);
                 counted.legacy_exact += 1;
             } else if tenants.contains(&tenant) && !events.is_empty() {
                 counted.shared.push(Shared {
@@ -776,15 +804,15 @@ fn events_per_version(tenant: &str, entries: &[&Read]) -> Counted {
         let instance = details.get("instance").unwrap_or_default().to_string();
         match entry.action.as_str() {
             "batch" if matches!(details.get("phase"), None | Some("end")) => {
-                add(totals, &parse_events(details.get("events")), true, false);
+                add(totals, &parse_events(details.get("events")), true, exact);
             }
             "ingest_stop" => {
-                add(totals, &parse_events(details.get("events")), false, false);
+                add(totals, &parse_events(details.get("events")), false, exact);
                 running.remove(&instance);
             }
             "ingest_start" => {
-                if let Some(previous_run) = running.remove(&instance) {
-                    add(totals, &previous_run, false, true);
+                if let Some((previous_run, unverified)) = running.remove(&instance) {
+                    add(totals, &previous_run, false, lower_bound(unverified));
                 }
             }
             "key_switch" => {
@@ -792,18 +820,16 @@ fn events_per_version(tenant: &str, entries: &[&Read]) -> Counted {
                 let events: Option<u64> =
                     details.get("events_previous").and_then(|v| v.parse().ok());
                 if let (Some(previous), Some(events)) = (previous, events) {
-                    *running
-                        .entry(instance)
-                        .or_default()
-                        .entry(previous)
-                        .or_default() += events;
+                    let (run, unverified) = running.entry(instance).or_default();
+                    *run.entry(previous).or_default() += events;
+                    *unverified |= exact.unverified;
                 }
             }
             _ => {}
         }
     }
-    for run in running.values() {
-        add(totals, run, false, true);
+    for (run, unverified) in running.values() {
+        add(totals, run, false, lower_bound(*unverified));
     }
     counted
 }
@@ -1151,6 +1177,7 @@ mod tests {
         Count {
             events,
             lower_bound,
+            unverified: false,
         }
     }
 
@@ -1257,6 +1284,41 @@ mod tests {
         assert_eq!(b.per_version, BTreeMap::from([(2, batch(200))]));
         assert_eq!((b.legacy_exact, b.shared.len()), (0, 1));
         assert_eq!(events_per_version("none", &refs), Counted::default());
+    }
+
+    /// A count an unverified entry is part of is unverified, whichever way it is counted.
+    #[test]
+    fn counts_from_unverified_entries_say_so() {
+        let entries = [
+            entry(1, "ingest_stop", None, "instance=a events=v1:10"),
+            entry(2, "batch", Some(1), "phase=end run=0 events=v1:5"),
+            entry(
+                3,
+                "key_switch",
+                Some(2),
+                "instance=b offsets=0:1 previous=1 events_previous=7",
+            ),
+        ];
+        let read: Vec<Read> = entries
+            .iter()
+            .zip([Check::Intact, Check::FirstBad, Check::AfterBad])
+            .map(|(record, check)| Read {
+                record: record.clone(),
+                check,
+            })
+            .collect();
+        let refs: Vec<&Read> = read.iter().collect();
+        let totals = events_per_version("brand-a", &refs).per_version[&1];
+        let unverified = |events, lower_bound| Count {
+            events,
+            lower_bound,
+            unverified: true,
+        };
+        assert_eq!(totals.ingest, Some(unverified(17, true)));
+        assert_eq!(totals.batch, Some(unverified(5, false)));
+        assert_eq!(totals.total().unwrap().cell().text, "≥ 22 (unverified)");
+        assert_eq!(totals.total().unwrap().cell().tone, Tone::Bad);
+        assert_eq!(Count::exact(10).cell().tone, Tone::Plain);
     }
 
     /// In a log that failed, every entry table says which entry is the first bad one and

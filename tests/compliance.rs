@@ -1246,10 +1246,20 @@ fn the_reports_counts_per_tenant_and_version_equal_the_batch_runs() {
             "destroyed is not drawn as an error"
         );
     }
-    // The altered count shows (the report hides nothing it read), under the warning.
-    let versions = table(&tables, "Tenant brand-a", "Key versions");
-    assert_eq!(
-        cells(versions, &versions["rows"][1])["Events tokenized"]["text"],
-        "21"
-    );
+    // The altered count shows (the report hides nothing it read), marked as unverified in
+    // red, as are counts from entries after it; those before it stand as they are.
+    for (section, row, want) in [
+        ("Tenant brand-a", 0, "30"),
+        ("Tenant brand-a", 1, "21 (unverified)"),
+        ("Tenant brand-b", 0, "30 (unverified)"),
+    ] {
+        let versions = table(&tables, section, "Key versions");
+        let cell = cells(versions, &versions["rows"][row])["Events tokenized"];
+        assert_eq!(cell["text"], want, "{section}");
+        assert_eq!(
+            cell["class"] == "bad",
+            want.ends_with("(unverified)"),
+            "{section}"
+        );
+    }
 }
