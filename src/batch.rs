@@ -1,9 +1,11 @@
 //! `pseudopipe pseudonymize`: JSON lines in, pseudonymized JSON lines out, rejected lines
 //! to a quarantine file with their reason (mode 0600: it holds the raw lines). Lines
 //! without consent (the policy's `consent_field`) are dropped: neither written nor
-//! quarantined, only counted. Each run is two `batch` entries of the keyring's audit log,
-//! one when it starts and one with its counts when it ends (or `phase=failed` when it
-//! stops on an error after its start).
+//! quarantined, only counted. Each run is on the keyring's audit log: a `batch` entry for
+//! every tenant (`*`) when it starts; when it ends, one `batch` entry per tenant it wrote
+//! events of, with that tenant's events per key version, then one for every tenant with
+//! the run's other counts (or `phase=failed` when it stops on an error after its start).
+//! The end entries name their run by the sequence number of its start entry (`run=`).
 //!
 //! Before anything is read or written, the input, the output and the quarantine are
 //! compared as files (device and inode, or the resolved path of one that does not exist
@@ -47,26 +49,52 @@ struct Summary {
 }
 
 impl Summary {
-    /// The details of the `batch` entry at the end of the run: events per key version
-    /// (summed over tenants, which are listed apart), quarantined and dropped lines.
-    fn audit_details(&self) -> String {
-        let mut per_version: BTreeMap<u32, u64> = BTreeMap::new();
-        for (version, count) in self.events.values().flatten() {
-            *per_version.entry(*version).or_default() += count;
-        }
-        let events: Vec<String> = per_version
+    /// The details of each tenant's `batch` entry at the end of the run: its events per
+    /// key version, with the version when there is one (a run tokenizes each tenant with
+    /// the version active when it started).
+    fn tenant_entries(&self, run: u64, input: &str) -> Vec<TenantEntry> {
+        self.events
             .iter()
-            .map(|(version, count)| format!("v{version}:{count}"))
-            .collect();
+            .map(|(tenant, versions)| {
+                let events: Vec<String> = versions
+                    .iter()
+                    .map(|(version, count)| format!("v{version}:{count}"))
+                    .collect();
+                TenantEntry {
+                    tenant: tenant.clone(),
+                    version: match versions.keys().collect::<Vec<_>>()[..] {
+                        [version] => Some(*version),
+                        _ => None,
+                    },
+                    details: format!(
+                        "phase=end run={run} input={input} events={}",
+                        events.join(",")
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// The details of the `*` entry that closes the run: what it wrote, for which tenants
+    /// (their own entries hold the counts per version), what it quarantined and dropped.
+    fn closing_details(&self, run: u64) -> String {
         let tenants: Vec<&str> = self.events.keys().map(String::as_str).collect();
         format!(
-            "phase=end events={} tenants={} quarantined={} dropped_no_consent={}",
-            or_none(&events.join(",")),
+            "phase=end run={run} written={} tenants={} quarantined={} dropped_no_consent={}",
+            self.written,
             or_none(&tenants.join(",")),
             self.quarantined.values().sum::<u64>(),
             self.dropped
         )
     }
+}
+
+/// The end entry of one tenant of a run.
+struct TenantEntry {
+    tenant: String,
+    /// The run's only version for the tenant, recorded with its fingerprint.
+    version: Option<u32>,
+    details: String,
 }
 
 /// `none` for an empty list: a detail's value is never empty.
@@ -78,10 +106,17 @@ fn or_none(list: &str) -> &str {
     }
 }
 
-/// Appends a `batch` entry to the keyring's audit log, under the keyring's lock, reading
-/// the keyring afresh (a key operation may have happened during the run). The entry
-/// concerns every tenant of the keyring: `*`.
-fn record_batch(keyring: &Path, kek: &Kek, actor: &str, details: String) -> Result<()> {
+/// Appends `batch` entries to the keyring's audit log, under the keyring's lock, reading
+/// the keyring afresh (a key operation may have happened during the run): one per tenant
+/// in `tenants`, then `closing` for every tenant (`*`). Returns the sequence number of the
+/// last entry.
+fn record_batch(
+    keyring: &Path,
+    kek: &Kek,
+    actor: &str,
+    tenants: Vec<TenantEntry>,
+    closing: String,
+) -> Result<u64> {
     let _lock = KeyringLock::acquire(keyring)?;
     let mut keyring = Keyring::open(keyring, kek)?;
     let log_path = audit_path(keyring.path(), None);
@@ -91,8 +126,26 @@ fn record_batch(keyring: &Path, kek: &Kek, actor: &str, details: String) -> Resu
             log_path.display()
         )
     })?;
-    keyring.record(&mut log, actor, "batch", "*", details)?;
-    Ok(())
+    for entry in tenants {
+        let version = entry.version.and_then(|version| {
+            keyring
+                .version(&entry.tenant, version)
+                .map(|v| (version, v.fingerprint.clone()))
+        });
+        keyring.record_version(
+            &mut log,
+            actor,
+            "batch",
+            &entry.tenant,
+            version,
+            entry.details,
+        )?;
+    }
+    keyring.record(&mut log, actor, "batch", "*", closing)?;
+    Ok(keyring
+        .audit_head()
+        .expect("an entry was just recorded")
+        .seq)
 }
 
 /// The input as the audit entry names it: its file name, or `stdin`; whitespace replaced
@@ -175,7 +228,7 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         )?),
         None => None,
     };
-    record_batch(&args.keyring, &kek, &actor, details)?;
+    let run = record_batch(&args.keyring, &kek, &actor, Vec::new(), details)?;
 
     let threads = worker_threads(args.threads);
     let started = Instant::now();
@@ -192,12 +245,12 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
     if let Err(error) = done {
         // The staged files are gone; the trail says the run failed and how far it got.
         let failed = format!(
-            "phase=failed read={} written={} quarantined={}",
+            "phase=failed run={run} read={} written={} quarantined={}",
             summary.read,
             summary.written,
             summary.quarantined.values().sum::<u64>()
         );
-        if let Err(audit) = record_batch(&args.keyring, &kek, &actor, failed) {
+        if let Err(audit) = record_batch(&args.keyring, &kek, &actor, Vec::new(), failed) {
             tracing::error!("cannot record the failed run in the audit log: {audit:#}");
         }
         return Err(error);
@@ -209,7 +262,13 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         .iter()
         .map(|(reason, n)| format!("{reason}={n}"))
         .collect();
-    record_batch(&args.keyring, &kek, &actor, summary.audit_details())?;
+    record_batch(
+        &args.keyring,
+        &kek,
+        &actor,
+        summary.tenant_entries(run, &input_name(&args.input)),
+        summary.closing_details(run),
+    )?;
     eprintln!(
         "read {} lines, wrote {} events, quarantined {}{}, dropped {} without consent, skipped {} blank lines, in {:.3} s ({:.0} events/s on {threads} threads)",
         summary.read,
@@ -221,6 +280,23 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         elapsed,
         (summary.written + total_quarantined + summary.dropped) as f64 / elapsed.max(1e-9)
     );
+    if !summary.events.is_empty() {
+        // What the audit log records of the run, for the operator to compare with the
+        // audit report.
+        let per_tenant: Vec<String> = summary
+            .events
+            .iter()
+            .flat_map(|(tenant, versions)| {
+                versions
+                    .iter()
+                    .map(move |(version, count)| format!("{tenant} v{version}: {count}"))
+            })
+            .collect();
+        eprintln!(
+            "events per tenant and key version: {}",
+            per_tenant.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

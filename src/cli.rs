@@ -55,7 +55,9 @@ pub enum Command {
     Sink(ConfigArgs),
     /// Both stages in one process (small sites).
     Run(ConfigArgs),
-    /// Retail simulator: write realistic nominative redemptions to a topic.
+    /// Retail simulator: write realistic nominative redemptions to a topic; or, with
+    /// --input, replay a history export (JSON lines) into the raw topic, so that a backfill
+    /// goes through ingest.
     Produce(ProduceArgs),
     /// Run the whole pipeline on two in-process Kafka clusters (no external service),
     /// then check that nothing was lost or leaked. Exits 0 only if so.
@@ -272,11 +274,20 @@ pub struct ProduceArgs {
     /// Topic to write to.
     #[arg(long)]
     pub topic: String,
-    /// Number of events.
-    #[arg(long)]
-    pub events: u64,
-    /// Events per second (default: as fast as possible).
-    #[arg(long)]
+    /// Number of simulated events.
+    #[arg(long, required_unless_present = "input")]
+    pub events: Option<u64>,
+    /// Replay this history export instead of simulating: JSON lines, one record each, as
+    /// they are (`-`: standard input). Lines that are not JSON are forwarded too (ingest
+    /// quarantines them) and counted by line number; blank lines are skipped.
+    #[arg(long, conflicts_with_all = ["events", "malformed_ratio", "seed", "tenant"])]
+    pub input: Option<String>,
+    /// With --input: the field whose value (text or number) keys each record, e.g.
+    /// `customer.loyalty_card` as a point of sale does; no key by default.
+    #[arg(long, requires = "input")]
+    pub key_field: Option<String>,
+    /// Events (or lines of --input) per second (default: as fast as possible).
+    #[arg(long, value_parser = positive_rate)]
     pub rate: Option<f64>,
     /// Share of malformed events, 0.0 to 1.0.
     #[arg(long, default_value_t = 0.0)]
@@ -284,7 +295,7 @@ pub struct ProduceArgs {
     /// Seed of the simulator: the same seed gives the same events.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Tenant of the events; repeat for several.
+    /// Tenant of the simulated events; repeat for several.
     #[arg(long, default_values_t = ["brand-a".to_string()])]
     pub tenant: Vec<String>,
     /// Extra librdkafka producer property, KEY=VALUE; repeatable.
@@ -293,6 +304,16 @@ pub struct ProduceArgs {
     /// Give up when no broker answered within this long (`500ms`, `15s`, `2m`), saying why.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::config::parse_duration)]
     pub connect_timeout: std::time::Duration,
+}
+
+/// A `--rate`: a finite number above 0.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate: give events per second, above 0 (or leave --rate out for as fast as possible)"
+        )),
+    }
 }
 
 /// Options of `demo`.

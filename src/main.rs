@@ -12,6 +12,7 @@ mod private_file;
 mod produce;
 mod quarantine;
 mod reidentify;
+mod replay;
 mod report;
 mod schema;
 mod server;

@@ -1,5 +1,6 @@
 //! `pseudopipe produce`: a retail simulator writing realistic nominative redemptions (and,
-//! on request, malformed ones) to a Kafka topic, keyed by loyalty card as a POS would.
+//! on request, malformed ones) to a Kafka topic, keyed by loyalty card as a POS would; with
+//! `--input`, a history export replayed instead (`replay`).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -82,6 +83,12 @@ pub async fn run(args: ProduceArgs) -> Result<ExitCode> {
             .with_context(|| format!("`--property {property}`: expected KEY=VALUE"))?;
         config.set(key, value);
     }
+    // A replay's input is opened (and an empty one refused) before connecting.
+    let input = args
+        .input
+        .as_deref()
+        .map(crate::replay::Input::open)
+        .transpose()?;
     // An unreachable cluster is one line within --connect-timeout, not librdkafka's error
     // line per reconnection attempt, forever.
     let target = plumbing::probe::Target {
@@ -96,10 +103,22 @@ pub async fn run(args: ProduceArgs) -> Result<ExitCode> {
         .map(|(k, v)| (k.clone(), v.clone()));
     tokio::task::block_in_place(|| plumbing::probe::metadata(target, &properties.collect(), None))?;
     let producer: FutureProducer = config.create().context("invalid producer configuration")?;
+    if let Some(input) = input {
+        let replay = crate::replay::Replay {
+            input,
+            topic: &args.topic,
+            rate: args.rate,
+            key_field: args.key_field.as_deref(),
+        };
+        return crate::replay::run(&producer, replay).await;
+    }
+    let events = args
+        .events
+        .expect("clap requires --events when --input is not given");
     let mut generator = simulator::Generator::new(args.seed)
         .with_tenants(args.tenant.clone())
         .with_malformed_ratio(args.malformed_ratio);
-    let progress = ProgressBar::new(args.events);
+    let progress = ProgressBar::new(events);
     progress.set_style(
         ProgressStyle::with_template("{spinner} {pos}/{len} events [{bar:40}] {per_sec} eta {eta}")
             .expect("the template is valid")
@@ -110,7 +129,7 @@ pub async fn run(args: ProduceArgs) -> Result<ExitCode> {
         &producer,
         &args.topic,
         &mut generator,
-        args.events,
+        events,
         args.rate,
         &progress,
     )

@@ -9,6 +9,13 @@
 //!
 //! Entry `details` are space-separated `key=value` pairs (the shared audit vocabulary);
 //! the tables show the known keys in columns and every other key as-is.
+//!
+//! Events tokenized are counted per tenant and key version, apart for ingest and for batch
+//! runs ([`events_per_version`]). A batch run records one entry per tenant with its
+//! counts; older logs have one entry for every tenant (`*`) whose counts, when it names
+//! several tenants, cannot be split and are shown apart as such. When the log fails
+//! verification, every entry table has a column saying which entry is the first bad one
+//! and which come after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -35,20 +42,39 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     }
     let keyring = Keyring::open(&args.keyring, &kek)?;
     let (status, entries) = match keyring.verify_audit(&args.audit_log) {
-        Ok(verified) => (Status::verified(&verified), verified.entries),
+        Ok(verified) => {
+            let status = Status::verified(&verified);
+            let entries = verified
+                .entries
+                .into_iter()
+                .map(|record| Read {
+                    record,
+                    check: Check::Intact,
+                })
+                .collect();
+            (status, entries)
+        }
         Err(error) => {
-            let (entries, unreadable) = read_unverified(&args.audit_log)?;
+            let bad_line = match &error {
+                pseudonymize::Error::AuditTampered { line, .. } => Some(*line),
+                _ => None,
+            };
+            let (entries, unreadable) = read_unverified(&args.audit_log, bad_line)?;
+            let marked = entries.iter().any(|e| e.check == Check::FirstBad);
             (
                 Status::Failed {
                     reason: error.to_string(),
                     unreadable,
+                    marked,
                 },
                 entries,
             )
         }
     };
     if let Some(tenant) = &args.tenant {
-        if !keyring.tenants().any(|t| t == tenant) && !entries.iter().any(|e| e.tenant == *tenant) {
+        if !keyring.tenants().any(|t| t == tenant)
+            && !entries.iter().any(|e| e.record.tenant == *tenant)
+        {
             bail!("tenant {tenant} is neither in the keyring nor in the audit log");
         }
     }
@@ -83,16 +109,46 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The entries of a log that failed verification, as far as they parse, and how many
-/// lines did not.
-fn read_unverified(path: &Path) -> Result<(Vec<AuditRecord>, usize)> {
+/// An entry of the log and what verification says of it.
+struct Read {
+    record: AuditRecord,
+    check: Check,
+}
+
+/// What verification says of one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    /// Verified, or before the first bad entry of a log that failed (the chain holds up
+    /// to there).
+    Intact,
+    /// The first entry that fails verification.
+    FirstBad,
+    /// After the first bad entry: nothing vouches for it.
+    AfterBad,
+}
+
+/// The entries of a log that failed verification, as far as they parse, each checked
+/// against the first bad line (1-based, as the verifier counts them), and how many lines
+/// did not parse.
+fn read_unverified(path: &Path, bad_line: Option<usize>) -> Result<(Vec<Read>, usize)> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the audit log {}", path.display()))?;
     let mut entries = Vec::new();
     let mut unreadable = 0;
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+    for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let check = match bad_line {
+            Some(bad) if index + 1 == bad => Check::FirstBad,
+            Some(bad) if index + 1 > bad => Check::AfterBad,
+            _ => Check::Intact,
+        };
         match serde_json::from_slice::<AuditEntry>(line) {
-            Ok(entry) => entries.push(entry.record),
+            Ok(entry) => entries.push(Read {
+                record: entry.record,
+                check,
+            }),
             Err(_) => unreadable += 1,
         }
     }
@@ -106,8 +162,13 @@ enum Status {
         entries: usize,
         head: Option<(u64, String)>,
     },
-    /// The log failed; why, and how many lines could not even be read.
-    Failed { reason: String, unreadable: usize },
+    /// The log failed; why, how many lines could not even be read, and whether the first
+    /// bad line is an entry the tables mark.
+    Failed {
+        reason: String,
+        unreadable: usize,
+        marked: bool,
+    },
 }
 
 impl Status {
@@ -134,10 +195,19 @@ impl Status {
                     &hash[..hash.len().min(16)]
                 ),
             },
-            Self::Failed { reason, unreadable } => Banner {
+            Self::Failed {
+                reason,
+                unreadable,
+                marked,
+            } => Banner {
                 ok: false,
                 text: format!(
-                    "Verification FAILED: {reason}. The entries below were read without verification: they may have been altered, removed, reordered or added.{}",
+                    "Verification FAILED: {reason}. The entries below were read without verification: they may have been altered, removed, reordered or added.{}{}",
+                    if *marked {
+                        " The first bad entry is marked FAILS VERIFICATION in every table it appears in, and the entries after it unverified."
+                    } else {
+                        ""
+                    },
                     if *unreadable > 0 {
                         format!(" {unreadable} lines could not be read at all.")
                     } else {
@@ -173,9 +243,24 @@ struct Section {
 struct Table {
     heading: String,
     columns: Vec<String>,
-    rows: Vec<Vec<Cell>>,
+    rows: Vec<Row>,
     note: Option<String>,
     empty: String,
+}
+
+/// One row, and whether its entry failed verification.
+struct Row {
+    cells: Vec<Cell>,
+    check: Check,
+}
+
+impl Row {
+    fn intact(cells: Vec<Cell>) -> Self {
+        Self {
+            cells,
+            check: Check::Intact,
+        }
+    }
 }
 
 /// One cell, with how it should stand out.
@@ -184,17 +269,26 @@ struct Cell {
     tone: Tone,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tone {
     Plain,
     Good,
+    /// An error or a failure: a suspended tenant, an entry that fails verification.
     Bad,
+    /// Key material erased on purpose (crypto-shredding): not an error, and not drawn as one.
+    Destroyed,
     Muted,
+    /// A date and time, kept on one line.
+    Time,
 }
 
 impl Cell {
     fn plain(text: impl Into<String>) -> Self {
         Self::toned(text, Tone::Plain)
+    }
+
+    fn time(text: impl Into<String>) -> Self {
+        Self::toned(text, Tone::Time)
     }
 
     fn toned(text: impl Into<String>, tone: Tone) -> Self {
@@ -266,9 +360,13 @@ const VIEWS: &[View] = &[
         heading: "Ingest runs and batch runs",
         actions: &["ingest_start", "ingest_stop", "batch"],
         columns: &[
+            ("Seq", Col::Seq),
             ("Time", Col::Time),
             ("Actor", Col::Actor),
             ("Event", Col::Action),
+            ("Phase", Col::Detail("phase")),
+            ("Batch run", Col::Detail("run")),
+            ("Input", Col::Detail("input")),
             ("Instance", Col::Detail("instance")),
             ("Topic", Col::Detail("topic")),
             ("Events per version", Col::Events("events")),
@@ -351,19 +449,34 @@ const VIEWS: &[View] = &[
     },
 ];
 
+/// The tenants an older `batch` entry for every tenant (`*`) counted events of, from its
+/// `tenants=` detail; `None` for any other entry. Such entries added the tenants' counts
+/// per version together.
+fn shared_batch_tenants(entry: &AuditRecord) -> Option<Vec<&str>> {
+    if entry.action != "batch" || entry.tenant != "*" {
+        return None;
+    }
+    let details = Details::parse(entry.details.as_deref());
+    details.get("events").filter(|events| *events != "none")?;
+    Some(
+        details
+            .get("tenants")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|t| is_valid_tenant(t))
+            .collect(),
+    )
+}
+
 /// Builds the document: the tenants of the keyring and the log (or `--tenant`), then the
 /// entries that name no tenant.
-fn build(
-    args: &ReportArgs,
-    keyring: &Keyring,
-    status: Status,
-    entries: &[AuditRecord],
-) -> Document {
+fn build(args: &ReportArgs, keyring: &Keyring, status: Status, entries: &[Read]) -> Document {
+    let failed = matches!(status, Status::Failed { .. });
     let mut tenants: BTreeSet<&str> = keyring.tenants().collect();
     tenants.extend(
         entries
             .iter()
-            .map(|e| e.tenant.as_str())
+            .map(|e| e.record.tenant.as_str())
             .filter(|t| is_valid_tenant(t)),
     );
     if let Some(only) = &args.tenant {
@@ -371,22 +484,44 @@ fn build(
     }
     let mut sections = Vec::new();
     for tenant in tenants {
-        let own: Vec<&AuditRecord> = entries.iter().filter(|e| e.tenant == tenant).collect();
-        let mut tables = vec![versions_table(keyring, tenant, &own)];
-        tables.extend(VIEWS.iter().map(|view| entry_table(view, &own)));
+        let own: Vec<&Read> = entries
+            .iter()
+            .filter(|e| e.record.tenant == tenant)
+            .collect();
+        // Older batch entries for every tenant that name this one: its runs, shown with
+        // its own (their counts are shared, see `versions_table`).
+        let runs: Vec<&Read> = entries
+            .iter()
+            .filter(|e| {
+                e.record.tenant == tenant
+                    || shared_batch_tenants(&e.record).is_some_and(|t| t.contains(&tenant))
+            })
+            .collect();
+        let mut tables = vec![versions_table(keyring, tenant, &runs, failed)];
+        tables.extend(VIEWS.iter().map(|view| {
+            let shown = if view.actions.contains(&"batch") {
+                &runs
+            } else {
+                &own
+            };
+            entry_table(view, shown, failed)
+        }));
         sections.push(Section {
             heading: format!("Tenant {tenant}"),
             tables,
         });
     }
-    let wide: Vec<&AuditRecord> = entries
+    let wide: Vec<&Read> = entries
         .iter()
-        .filter(|e| !is_valid_tenant(&e.tenant))
+        .filter(|e| !is_valid_tenant(&e.record.tenant))
         .collect();
     if !wide.is_empty() {
         sections.push(Section {
             heading: "Keyring-wide entries".into(),
-            tables: VIEWS.iter().map(|view| entry_table(view, &wide)).collect(),
+            tables: VIEWS
+                .iter()
+                .map(|view| entry_table(view, &wide, failed))
+                .collect(),
         });
     }
     let generated = time::OffsetDateTime::now_utc()
@@ -407,9 +542,21 @@ fn build(
     }
 }
 
-/// The key versions of `tenant` with their life cycle and the events tokenized with each.
-fn versions_table(keyring: &Keyring, tenant: &str, entries: &[&AuditRecord]) -> Table {
-    let events = events_per_version(entries);
+/// The key versions of `tenant` with their life cycle and the events tokenized with each,
+/// by ingest and by batch runs. `entries` are the tenant's own and the older shared batch
+/// entries that name it.
+fn versions_table(keyring: &Keyring, tenant: &str, entries: &[&Read], failed: bool) -> Table {
+    let counted = events_per_version(tenant, entries);
+    let events = &counted.per_version;
+    let counts = |version: u32| -> [Cell; 3] {
+        let totals = events.get(&version).copied().unwrap_or_default();
+        let cell = |count: Option<Count>| count.map_or_else(|| Cell::plain(""), |c| c.cell());
+        [
+            cell(totals.ingest),
+            cell(totals.batch),
+            cell(totals.total()),
+        ]
+    };
     let mut rows = Vec::new();
     let mut numbers = BTreeSet::new();
     for v in keyring.versions(tenant).unwrap_or_default() {
@@ -417,38 +564,67 @@ fn versions_table(keyring: &Keyring, tenant: &str, entries: &[&AuditRecord]) -> 
         let tone = match v.state {
             KeyState::Active => Tone::Good,
             KeyState::Retired => Tone::Plain,
-            KeyState::Destroyed => Tone::Bad,
+            KeyState::Destroyed => Tone::Destroyed,
         };
-        let date = |d: &Option<String>| Cell::plain(d.clone().unwrap_or_default());
-        rows.push(vec![
+        let date = |d: &Option<String>| Cell::time(d.clone().unwrap_or_default());
+        let mut cells = vec![
             Cell::plain(v.version.to_string()),
             Cell::toned(v.state.name(), tone),
             Cell::plain(&v.fingerprint),
-            Cell::plain(&v.created_at),
+            Cell::time(&v.created_at),
             date(&v.activated_at),
             date(&v.retired_at),
-            date(&v.destroyed_at),
-            Cell::plain(
-                events
-                    .get(&v.version)
-                    .map(Count::display)
-                    .unwrap_or_default(),
-            ),
-        ]);
+            Cell::toned(v.destroyed_at.clone().unwrap_or_default(), Tone::Time),
+        ];
+        cells.extend(counts(v.version));
+        rows.push(Row::intact(cells));
     }
     // Versions the log counts events for but the keyring does not hold (another keyring,
     // or one restored from an older backup).
-    for (version, count) in events.iter().filter(|(v, _)| !numbers.contains(v)) {
-        rows.push(vec![
+    for version in events.keys().filter(|v| !numbers.contains(v)) {
+        let mut cells = vec![
             Cell::plain(version.to_string()),
             Cell::toned("not in the keyring", Tone::Bad),
-            Cell::plain(""),
-            Cell::plain(""),
-            Cell::plain(""),
-            Cell::plain(""),
-            Cell::plain(""),
-            Cell::plain(count.display()),
-        ]);
+        ];
+        cells.extend((0..5).map(|_| Cell::plain("")));
+        cells.extend(counts(*version));
+        rows.push(Row::intact(cells));
+    }
+    let mut note = String::from(
+        "Events are added up from the tenant's ingest_stop entries (by ingest) and from the \
+         end entries of completed batch runs, which record their counts per tenant and \
+         version (by batch runs); a failed batch run wrote no output file and counts nothing. \
+         ≥ marks a lower bound taken from the key switches of an ingest run that recorded no \
+         stop (still running, or killed).",
+    );
+    if counted.legacy_exact > 0 {
+        let _ = write!(
+            note,
+            " {} older batch run(s) recorded their counts for every tenant (*) but wrote \
+             events of {tenant} only: they are counted here as they are exact.",
+            counted.legacy_exact
+        );
+    }
+    for shared in &counted.shared {
+        let _ = write!(
+            note,
+            " NOT COUNTED ABOVE: the batch run ending at sequence {} (an older entry) \
+             recorded {} for tenants {} together; those counts cannot be split by tenant.",
+            shared.seq,
+            shared
+                .events
+                .iter()
+                .map(|(v, n)| format!("v{v}: {}", Count::exact(*n).display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            shared.tenants.join(", ")
+        );
+    }
+    if failed {
+        note.push_str(
+            " The log does not verify: these counts come from entries read without \
+             verification.",
+        );
     }
     Table {
         heading: "Key versions".into(),
@@ -460,12 +636,14 @@ fn versions_table(keyring: &Keyring, tenant: &str, entries: &[&AuditRecord]) -> 
             "Activated",
             "Retired",
             "Destroyed",
+            "Events by ingest",
+            "Events by batch runs",
             "Events tokenized",
         ]
         .map(String::from)
         .to_vec(),
         rows,
-        note: Some("Events tokenized are added up from the batch and ingest_stop entries; ≥ marks a lower bound taken from the key switches of an ingest run that recorded no stop (still running, or killed).".into()),
+        note: Some(note),
         empty: format!("Tenant {tenant} is not in the keyring."),
     }
 }
@@ -476,9 +654,33 @@ struct Count {
     events: u64,
     /// Part of it comes from an ingest run that recorded no stop: at least this many.
     lower_bound: bool,
+    /// Part of it comes from an entry that fails verification or follows one.
+    unverified: bool,
 }
 
 impl Count {
+    fn exact(events: u64) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+
+    fn add(&mut self, other: Count) {
+        self.events += other.events;
+        self.lower_bound |= other.lower_bound;
+        self.unverified |= other.unverified;
+    }
+
+    /// The count in a cell: red, and saying so, when an unverified entry is part of it.
+    fn cell(&self) -> Cell {
+        if self.unverified {
+            Cell::toned(format!("{} (unverified)", self.display()), Tone::Bad)
+        } else {
+            Cell::plain(self.display())
+        }
+    }
+
     fn display(&self) -> String {
         let digits = self.events.to_string();
         let mut grouped = String::new();
@@ -496,32 +698,121 @@ impl Count {
     }
 }
 
-/// Events tokenized per version: `batch` and `ingest_stop` entries count exactly (an
-/// ingest run's stop gives its totals); the `events_previous` of an ingest's key switches
-/// count only for a run that recorded no stop, as a lower bound.
-fn events_per_version(entries: &[&AuditRecord]) -> BTreeMap<u32, Count> {
-    fn add(totals: &mut BTreeMap<u32, Count>, counts: &BTreeMap<u32, u64>, lower_bound: bool) {
-        for (version, events) in counts {
-            let total = totals.entry(*version).or_default();
-            total.events += events;
-            total.lower_bound |= lower_bound;
+/// The events of one version of a tenant: by ingest and by batch runs, each `None` when
+/// no entry counts any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    ingest: Option<Count>,
+    batch: Option<Count>,
+}
+
+impl Totals {
+    fn total(&self) -> Option<Count> {
+        match (self.ingest, self.batch) {
+            (None, None) => None,
+            (ingest, batch) => {
+                let mut total = ingest.unwrap_or_default();
+                total.add(batch.unwrap_or_default());
+                Some(total)
+            }
         }
     }
-    let mut totals = BTreeMap::new();
-    // Per ingest instance, what its current run's key switches counted so far.
-    let mut running: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
-    for entry in entries {
+}
+
+/// An older batch entry that counted several tenants together.
+#[derive(Debug, PartialEq, Eq)]
+struct Shared {
+    seq: u64,
+    tenants: Vec<String>,
+    events: BTreeMap<u32, u64>,
+}
+
+/// What the entries of one tenant count.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Counted {
+    per_version: BTreeMap<u32, Totals>,
+    /// Older entries for every tenant that named only this one: counted.
+    legacy_exact: usize,
+    /// Older entries for every tenant that named several: not counted.
+    shared: Vec<Shared>,
+}
+
+/// Events tokenized per version for `tenant`: its `ingest_stop` entries count exactly for
+/// ingest (a run's stop gives its totals), and the `events_previous` of its key switches
+/// only for a run that recorded no stop, as a lower bound; its `batch` end entries count
+/// for batch runs (a `batch` entry with `phase=start` or `phase=failed` counts nothing).
+/// An older `batch` entry for every tenant counts when it names `tenant` alone, and is
+/// set apart when it names several.
+fn events_per_version(tenant: &str, entries: &[&Read]) -> Counted {
+    /// Adds `counts` to the batch or ingest totals; `like` says whether they are a lower
+    /// bound and whether they are unverified.
+    fn add(
+        totals: &mut BTreeMap<u32, Totals>,
+        counts: &BTreeMap<u32, u64>,
+        batch: bool,
+        like: Count,
+    ) {
+        for (version, events) in counts {
+            let total = totals.entry(*version).or_default();
+            let count = if batch {
+                &mut total.batch
+            } else {
+                &mut total.ingest
+            };
+            count.get_or_insert_default().add(Count {
+                events: *events,
+                ..like
+            });
+        }
+    }
+    fn lower_bound(unverified: bool) -> Count {
+        Count {
+            lower_bound: true,
+            unverified,
+            ..Count::default()
+        }
+    }
+    let mut counted = Counted::default();
+    let totals = &mut counted.per_version;
+    // Per ingest instance, what its current run's key switches counted so far, and
+    // whether one of them is unverified.
+    let mut running: BTreeMap<String, (BTreeMap<u32, u64>, bool)> = BTreeMap::new();
+    for read in entries {
+        let entry = &read.record;
+        let exact = Count {
+            unverified: read.check != Check::Intact,
+            ..Count::default()
+        };
         let details = Details::parse(entry.details.as_deref());
+        if let Some(tenants) = shared_batch_tenants(entry) {
+            let events = parse_events(details.get("events"));
+            if tenants == [tenant] {
+                add(totals, &events, true, exact);
+                counted.legacy_exact += 1;
+            } else if tenants.contains(&tenant) && !events.is_empty() {
+                counted.shared.push(Shared {
+                    seq: entry.seq,
+                    tenants: tenants.iter().map(|t| t.to_string()).collect(),
+                    events,
+                });
+            }
+            continue;
+        }
+        if entry.tenant != tenant {
+            continue;
+        }
         let instance = details.get("instance").unwrap_or_default().to_string();
         match entry.action.as_str() {
-            "batch" => add(&mut totals, &parse_events(details.get("events")), false),
+            "batch" if matches!(details.get("phase"), None | Some("end")) => {
+                add(totals, &parse_events(details.get("events")), true, exact);
+            }
             "ingest_stop" => {
-                add(&mut totals, &parse_events(details.get("events")), false);
+                add(totals, &parse_events(details.get("events")), false, exact);
                 running.remove(&instance);
             }
             "ingest_start" => {
-                if let Some(previous_run) = running.remove(&instance) {
-                    add(&mut totals, &previous_run, true);
+                if let Some((previous_run, unverified)) = running.remove(&instance) {
+                    add(totals, &previous_run, false, lower_bound(unverified));
                 }
             }
             "key_switch" => {
@@ -529,20 +820,18 @@ fn events_per_version(entries: &[&AuditRecord]) -> BTreeMap<u32, Count> {
                 let events: Option<u64> =
                     details.get("events_previous").and_then(|v| v.parse().ok());
                 if let (Some(previous), Some(events)) = (previous, events) {
-                    *running
-                        .entry(instance)
-                        .or_default()
-                        .entry(previous)
-                        .or_default() += events;
+                    let (run, unverified) = running.entry(instance).or_default();
+                    *run.entry(previous).or_default() += events;
+                    *unverified |= exact.unverified;
                 }
             }
             _ => {}
         }
     }
-    for run in running.values() {
-        add(&mut totals, run, true);
+    for (run, unverified) in running.values() {
+        add(totals, run, false, lower_bound(*unverified));
     }
-    totals
+    counted
 }
 
 /// `v1:52000,v2:48000` as version → events; malformed items are skipped.
@@ -605,8 +894,9 @@ fn spaced(value: &str) -> String {
     value.replace(',', ", ")
 }
 
-/// The table of `view` over `entries`.
-fn entry_table(view: &View, entries: &[&AuditRecord]) -> Table {
+/// The table of `view` over `entries`; when the log `failed` verification, with a column
+/// saying which entry is the first bad one and which come after it.
+fn entry_table(view: &View, entries: &[&Read], failed: bool) -> Table {
     let shown: Vec<&str> = view
         .columns
         .iter()
@@ -617,19 +907,25 @@ fn entry_table(view: &View, entries: &[&AuditRecord]) -> Table {
         .collect();
     let rows = entries
         .iter()
-        .filter(|e| view.actions.is_empty() || view.actions.contains(&e.action.as_str()))
-        .map(|entry| {
+        .filter(|e| view.actions.is_empty() || view.actions.contains(&e.record.action.as_str()))
+        .map(|read| {
+            let entry = &read.record;
             let details = Details::parse(entry.details.as_deref());
-            view.columns
+            let mut cells: Vec<Cell> = view
+                .columns
                 .iter()
                 .map(|(_, col)| match col {
                     Col::Seq => Cell::plain(entry.seq.to_string()),
-                    Col::Time => Cell::plain(&entry.time),
+                    Col::Time => Cell::time(&entry.time),
                     Col::Actor => Cell::plain(&entry.actor),
+                    Col::Action if shared_batch_tenants(entry).is_some() => {
+                        Cell::toned("batch (older entry for every tenant)", Tone::Muted)
+                    }
                     Col::Action => Cell::toned(
                         &entry.action,
                         match entry.action.as_str() {
-                            "tenant_suspended" | "destroy" => Tone::Bad,
+                            "tenant_suspended" => Tone::Bad,
+                            "destroy" => Tone::Destroyed,
                             _ => Tone::Plain,
                         },
                     ),
@@ -654,11 +950,7 @@ fn entry_table(view: &View, entries: &[&AuditRecord]) -> Table {
                         parse_events(details.get(key))
                             .iter()
                             .map(|(version, events)| {
-                                let count = Count {
-                                    events: *events,
-                                    lower_bound: false,
-                                };
-                                format!("v{version}: {}", count.display())
+                                format!("v{version}: {}", Count::exact(*events).display())
                             })
                             .collect::<Vec<_>>()
                             .join(", "),
@@ -666,19 +958,39 @@ fn entry_table(view: &View, entries: &[&AuditRecord]) -> Table {
                     Col::Other => Cell::plain(details.others(&shown)),
                     Col::Details => Cell::plain(entry.details.clone().unwrap_or_default()),
                 })
-                .collect()
+                .collect();
+            if failed {
+                cells.insert(0, verification_cell(read.check));
+            }
+            Row {
+                cells,
+                check: read.check,
+            }
         })
         .collect();
+    let mut columns: Vec<String> = view
+        .columns
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if failed {
+        columns.insert(0, "Verification".into());
+    }
     Table {
         heading: view.heading.into(),
-        columns: view
-            .columns
-            .iter()
-            .map(|(name, _)| name.to_string())
-            .collect(),
+        columns,
         rows,
         note: None,
         empty: view.empty.into(),
+    }
+}
+
+/// What verification says of an entry, in a log that failed.
+fn verification_cell(check: Check) -> Cell {
+    match check {
+        Check::Intact => Cell::toned("chain intact", Tone::Good),
+        Check::FirstBad => Cell::toned("✗ FAILS VERIFICATION (first bad entry)", Tone::Bad),
+        Check::AfterBad => Cell::toned("unverified (after the bad entry)", Tone::Bad),
     }
 }
 
@@ -733,13 +1045,19 @@ fn html(document: &Document) -> String {
                 }
                 page.push_str("</tr></thead>\n<tbody>\n");
                 for row in &table.rows {
-                    page.push_str("<tr>");
-                    for cell in row {
+                    page.push_str(match row.check {
+                        Check::Intact => "<tr>",
+                        Check::FirstBad => "<tr class=\"tampered\">",
+                        Check::AfterBad => "<tr class=\"unverified\">",
+                    });
+                    for cell in &row.cells {
                         let class = match cell.tone {
                             Tone::Plain => "",
                             Tone::Good => " class=\"good\"",
                             Tone::Bad => " class=\"bad\"",
+                            Tone::Destroyed => " class=\"destroyed\"",
                             Tone::Muted => " class=\"muted\"",
+                            Tone::Time => " class=\"time\"",
                         };
                         let _ = write!(page, "<td{class}>{}</td>", escape_html(&cell.text));
                     }
@@ -800,12 +1118,15 @@ fn markdown(document: &Document) -> String {
                 let _ = writeln!(text, "|{}", " --- |".repeat(table.columns.len()));
                 for row in &table.rows {
                     let cells: Vec<String> = row
+                        .cells
                         .iter()
                         .map(|cell| match cell.tone {
                             Tone::Good | Tone::Bad => {
                                 format!("**{}**", escape_markdown(&cell.text))
                             }
-                            Tone::Plain | Tone::Muted => escape_markdown(&cell.text),
+                            // Emphasized, unlike an error.
+                            Tone::Destroyed => format!("*{}*", escape_markdown(&cell.text)),
+                            Tone::Plain | Tone::Muted | Tone::Time => escape_markdown(&cell.text),
                         })
                         .collect();
                     let _ = writeln!(text, "| {} |", cells.join(" | "));
@@ -837,17 +1158,40 @@ mod tests {
         }
     }
 
+    fn of(tenant: &str, mut record: AuditRecord) -> AuditRecord {
+        record.tenant = tenant.into();
+        record
+    }
+
+    fn intact(entries: &[AuditRecord]) -> Vec<Read> {
+        entries
+            .iter()
+            .map(|record| Read {
+                record: record.clone(),
+                check: Check::Intact,
+            })
+            .collect()
+    }
+
     fn count(events: u64, lower_bound: bool) -> Count {
         Count {
             events,
             lower_bound,
+            unverified: false,
+        }
+    }
+
+    fn ingest(events: u64, lower_bound: bool) -> Totals {
+        Totals {
+            ingest: Some(count(events, lower_bound)),
+            batch: None,
         }
     }
 
     #[test]
     fn events_add_up_from_batches_and_stops_and_switches_of_unstopped_runs() {
         let entries = [
-            entry(1, "batch", None, "events=v1:1000 input=-"),
+            entry(1, "batch", None, "phase=end run=0 input=- events=v1:1000"),
             entry(2, "ingest_start", None, "instance=a topic=raw"),
             entry(3, "ingest_start", None, "instance=b topic=raw"),
             entry(
@@ -872,16 +1216,161 @@ mod tests {
                 Some(3),
                 "instance=b offsets=1:90 previous=2 events_previous=40",
             ),
+            // Another tenant's entries count for it only.
+            of(
+                "brand-b",
+                entry(9, "batch", None, "phase=end run=0 events=v1:7"),
+            ),
         ];
-        let refs: Vec<&AuditRecord> = entries.iter().collect();
-        let totals = events_per_version(&refs);
+        let read = intact(&entries);
+        let refs: Vec<&Read> = read.iter().collect();
+        let counted = events_per_version("brand-a", &refs);
         assert_eq!(
-            totals,
-            BTreeMap::from([(1, count(1800, true)), (2, count(290, true)),])
+            counted.per_version,
+            BTreeMap::from([
+                (
+                    1,
+                    Totals {
+                        ingest: Some(count(800, true)),
+                        batch: Some(count(1000, false)),
+                    }
+                ),
+                (2, ingest(290, true)),
+            ])
         );
+        assert_eq!(counted.per_version[&1].total(), Some(count(1800, true)));
         assert_eq!(count(1_234_567, false).display(), "1,234,567");
         assert_eq!(count(1800, true).display(), "≥ 1,800");
         assert_eq!(count(999, false).display(), "999");
+    }
+
+    /// Each tenant's end entry counts for it; the start, the failed and the closing `*`
+    /// entries count nothing; an older `*` entry counts for a tenant it names alone and is
+    /// set apart when it names several.
+    #[test]
+    fn batch_runs_count_per_tenant_and_older_shared_entries_are_set_apart() {
+        let entries = [
+            of("*", entry(1, "batch", None, "phase=start input=a.jsonl policy=x")),
+            entry(2, "batch", Some(2), "phase=end run=1 input=a.jsonl events=v2:300"),
+            of("brand-b", entry(3, "batch", Some(2), "phase=end run=1 input=a.jsonl events=v2:200")),
+            of("*", entry(4, "batch", None, "phase=end run=1 written=500 tenants=brand-a,brand-b quarantined=0 dropped_no_consent=0")),
+            of("*", entry(5, "batch", None, "phase=failed run=5 read=10 written=4 quarantined=0")),
+            // Older entries: one for brand-a alone, one for both.
+            of("*", entry(6, "batch", None, "phase=end events=v1:40 tenants=brand-a quarantined=0 dropped_no_consent=0")),
+            of("*", entry(7, "batch", None, "phase=end events=v1:9,v2:60 tenants=brand-a,brand-b quarantined=0 dropped_no_consent=0")),
+            of("*", entry(8, "batch", None, "phase=end events=none tenants=none quarantined=3 dropped_no_consent=0")),
+        ];
+        let read = intact(&entries);
+        let refs: Vec<&Read> = read.iter().collect();
+        let a = events_per_version("brand-a", &refs);
+        let batch = |events| Totals {
+            ingest: None,
+            batch: Some(count(events, false)),
+        };
+        assert_eq!(
+            a.per_version,
+            BTreeMap::from([(1, batch(40)), (2, batch(300))])
+        );
+        assert_eq!(a.legacy_exact, 1);
+        assert_eq!(
+            a.shared,
+            [Shared {
+                seq: 7,
+                tenants: vec!["brand-a".into(), "brand-b".into()],
+                events: BTreeMap::from([(1, 9), (2, 60)]),
+            }]
+        );
+        let b = events_per_version("brand-b", &refs);
+        assert_eq!(b.per_version, BTreeMap::from([(2, batch(200))]));
+        assert_eq!((b.legacy_exact, b.shared.len()), (0, 1));
+        assert_eq!(events_per_version("none", &refs), Counted::default());
+    }
+
+    /// A count an unverified entry is part of is unverified, whichever way it is counted.
+    #[test]
+    fn counts_from_unverified_entries_say_so() {
+        let entries = [
+            entry(1, "ingest_stop", None, "instance=a events=v1:10"),
+            entry(2, "batch", Some(1), "phase=end run=0 events=v1:5"),
+            entry(
+                3,
+                "key_switch",
+                Some(2),
+                "instance=b offsets=0:1 previous=1 events_previous=7",
+            ),
+        ];
+        let read: Vec<Read> = entries
+            .iter()
+            .zip([Check::Intact, Check::FirstBad, Check::AfterBad])
+            .map(|(record, check)| Read {
+                record: record.clone(),
+                check,
+            })
+            .collect();
+        let refs: Vec<&Read> = read.iter().collect();
+        let totals = events_per_version("brand-a", &refs).per_version[&1];
+        let unverified = |events, lower_bound| Count {
+            events,
+            lower_bound,
+            unverified: true,
+        };
+        assert_eq!(totals.ingest, Some(unverified(17, true)));
+        assert_eq!(totals.batch, Some(unverified(5, false)));
+        assert_eq!(totals.total().unwrap().cell().text, "≥ 22 (unverified)");
+        assert_eq!(totals.total().unwrap().cell().tone, Tone::Bad);
+        assert_eq!(Count::exact(10).cell().tone, Tone::Plain);
+    }
+
+    /// In a log that failed, every entry table says which entry is the first bad one and
+    /// which come after it, and the HTML marks their rows.
+    #[test]
+    fn the_first_bad_entry_is_marked_in_the_tables() {
+        let entries = [
+            entry(1, "batch", Some(1), "phase=end run=0 events=v1:5"),
+            entry(2, "lookup", None, "ticket=DSR-1 domain=email"),
+            entry(3, "lookup", None, "ticket=DSR-2 domain=email"),
+        ];
+        let read: Vec<Read> = entries
+            .iter()
+            .zip([Check::Intact, Check::FirstBad, Check::AfterBad])
+            .map(|(record, check)| Read {
+                record: record.clone(),
+                check,
+            })
+            .collect();
+        let refs: Vec<&Read> = read.iter().collect();
+        let table = entry_table(&VIEWS[VIEWS.len() - 1], &refs, true);
+        assert_eq!(table.columns[0], "Verification");
+        let marks: Vec<(&str, Tone)> = table
+            .rows
+            .iter()
+            .map(|row| (row.cells[0].text.as_str(), row.cells[0].tone))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                ("chain intact", Tone::Good),
+                ("✗ FAILS VERIFICATION (first bad entry)", Tone::Bad),
+                ("unverified (after the bad entry)", Tone::Bad),
+            ]
+        );
+        let page = html(&Document {
+            title: "t".into(),
+            meta: "m".into(),
+            banner: Banner {
+                ok: false,
+                text: "failed".into(),
+            },
+            sections: vec![Section {
+                heading: "Tenant brand-a".into(),
+                tables: vec![table],
+            }],
+        });
+        assert!(page.contains("<tr class=\"tampered\"><td class=\"bad\">✗ FAILS VERIFICATION (first bad entry)</td><td>2</td><td class=\"time\">2026-05-01T10:00:00Z</td>"), "{page}");
+        assert!(page.contains("<tr class=\"unverified\">"));
+        // A verified log has no such column.
+        let table = entry_table(&VIEWS[VIEWS.len() - 1], &refs, false);
+        assert_eq!(table.columns[0], "Seq");
     }
 
     #[test]
@@ -904,9 +1393,14 @@ mod tests {
             Some(2),
             "instance=ingest-a topic=redemptions.raw offsets=0:1200,1:1187 previous=1 events_previous=52000 shard=x",
         )];
-        let refs: Vec<&AuditRecord> = entries.iter().collect();
-        let table = entry_table(&VIEWS[0], &refs);
-        let row: Vec<&str> = table.rows[0].iter().map(|c| c.text.as_str()).collect();
+        let read = intact(&entries);
+        let refs: Vec<&Read> = read.iter().collect();
+        let table = entry_table(&VIEWS[0], &refs, false);
+        let row: Vec<&str> = table.rows[0]
+            .cells
+            .iter()
+            .map(|c| c.text.as_str())
+            .collect();
         assert_eq!(
             row,
             [
@@ -939,7 +1433,7 @@ mod tests {
                 tables: vec![Table {
                     heading: "h".into(),
                     columns: vec!["Actor".into()],
-                    rows: vec![vec![Cell::plain(hostile)]],
+                    rows: vec![Row::intact(vec![Cell::plain(hostile)])],
                     note: None,
                     empty: String::new(),
                 }],

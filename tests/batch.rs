@@ -287,7 +287,7 @@ fn more_threads_give_the_same_files_in_the_same_order() {
     assert!(one_quarantine == three_quarantine, "the quarantines differ");
 }
 
-/// The `batch` entries of the audit log, as (details) in order.
+/// The `batch` entries of the audit log, as `SEQ TENANT DETAILS` in order.
 fn batch_entries(s: &Scratch) -> Vec<String> {
     std::fs::read_to_string(s.audit_log())
         .unwrap()
@@ -295,9 +295,13 @@ fn batch_entries(s: &Scratch) -> Vec<String> {
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
         .filter(|entry| entry["action"] == "batch")
         .map(|entry| {
-            assert_eq!(entry["tenant"], "*", "a run concerns every tenant");
             assert_eq!(entry["actor"], "test-officer");
-            entry["details"].as_str().unwrap().to_string()
+            format!(
+                "{} {} {}",
+                entry["seq"],
+                entry["tenant"].as_str().unwrap(),
+                entry["details"].as_str().unwrap()
+            )
         })
         .collect()
 }
@@ -422,12 +426,17 @@ fn lines_without_consent_are_dropped_counted_and_audited() {
         .unwrap()
         .digest()
         .to_string();
+    // The start (seq 2, after `keys init`), brand-a's counts, the run's other counts.
     assert_eq!(
         batch_entries(&s),
         [
-            format!("phase=start input=my_export.jsonl policy={digest}"),
+            format!("2 * phase=start input=my_export.jsonl policy={digest}"),
             format!(
-                "phase=end events=v1:{} tenants=brand-a quarantined=2 dropped_no_consent={refused}",
+                "3 brand-a phase=end run=2 input=my_export.jsonl events=v1:{}",
+                kept.len()
+            ),
+            format!(
+                "4 * phase=end run=2 written={} tenants=brand-a quarantined=2 dropped_no_consent={refused}",
                 kept.len()
             ),
         ]
@@ -472,14 +481,18 @@ fn a_retired_tenants_lines_are_quarantined_as_suspended() {
         stderr.contains("line 1: rejected (tenant_suspended): tenant `brand-b` has no active key version (suspended); `pseudopipe keys rotate` or `keys import --activate` resumes it"),
         "{stderr}"
     );
+    // After two `keys init` and a `retire`, the run starts at seq 4.
     let entries = batch_entries(&s);
     assert!(
-        entries[0].starts_with("phase=start input=stdin policy="),
+        entries[0].starts_with("4 * phase=start input=stdin policy="),
         "{entries:?}"
     );
     assert_eq!(
-        entries[1],
-        "phase=end events=v1:1 tenants=brand-a quarantined=1 dropped_no_consent=0"
+        entries[1..],
+        [
+            "5 brand-a phase=end run=4 input=stdin events=v1:1",
+            "6 * phase=end run=4 written=1 tenants=brand-a quarantined=1 dropped_no_consent=0"
+        ]
     );
 }
 
@@ -661,8 +674,11 @@ fn a_run_that_never_started_is_not_audited_and_a_failed_one_is() {
     assert_eq!(partial_files(&s), Vec::<String>::new());
     let entries = batch_entries(&s);
     assert_eq!(entries.len(), 2, "{entries:?}");
-    assert!(entries[0].starts_with("phase=start input=folder.jsonl"));
-    assert_eq!(entries[1], "phase=failed read=0 written=0 quarantined=0");
+    assert!(entries[0].starts_with("2 * phase=start input=folder.jsonl"));
+    assert_eq!(
+        entries[1],
+        "3 * phase=failed run=2 read=0 written=0 quarantined=0"
+    );
 
     // A full disk while writing.
     let input = s.path("export.jsonl");
@@ -672,7 +688,7 @@ fn a_run_that_never_started_is_not_audited_and_a_failed_one_is() {
         message.contains("cannot write the output /dev/full"),
         "{message}"
     );
-    assert!(batch_entries(&s)[3].starts_with("phase=failed read="));
+    assert!(batch_entries(&s)[3].starts_with("5 * phase=failed run=4 read="));
     assert!(!quarantine.exists());
     s.audit_verify().ok();
 }

@@ -566,10 +566,11 @@ fn the_report_has_the_versions_table_and_escapes_what_operators_typed() {
     assert!(md.contains("> **OK** Verified: 7 entries"), "{md}");
     assert!(md.contains("## Tenant brand-a") && md.contains("## Tenant brand-b"));
     assert!(
-        md.contains("| Version | State | Fingerprint | Created | Activated | Retired | Destroyed | Events tokenized |"),
+        md.contains("| Version | State | Fingerprint | Created | Activated | Retired | Destroyed | Events by ingest | Events by batch runs | Events tokenized |"),
         "{md}"
     );
-    for (version, state) in [(1, "**destroyed**"), (2, "retired"), (3, "**active**")] {
+    // Destroyed in italics, unlike the bold of states that call for attention.
+    for (version, state) in [(1, "*destroyed*"), (2, "retired"), (3, "**active**")] {
         let row = format!("| {version} | {state} | {} |", fp[version - 1]);
         assert!(md.contains(&row), "{row} in {md}");
     }
@@ -611,6 +612,21 @@ fn a_tampered_log_is_still_reported_with_the_failure_first() {
         .expect("the failure");
     assert!(failure < md.find("## Tenant").unwrap());
     assert!(md.contains("line 6 is the first bad entry"), "{md}");
+    assert!(
+        md.contains(
+            "The first bad entry is marked FAILS VERIFICATION in every table it appears in"
+        ),
+        "{md}"
+    );
+    // The subject request of DSR-42 (now 43) is the sixth entry: marked in its own table
+    // and in every entry's.
+    assert_eq!(
+        md.matches("| **✗ FAILS VERIFICATION (first bad entry)** | ")
+            .count(),
+        2,
+        "{md}"
+    );
+    assert!(md.contains("| subject | DSR-43 | customer.email |"), "{md}");
     assert!(md.contains("DSR-43"), "entries still shown");
     let html_path = s.path("report.html");
     report(&s, "html", &html_path).fails();
@@ -832,4 +848,418 @@ fn data_subject_commands_need_a_ticket_unless_the_config_relaxes_it() {
     assert_eq!(last["action"], "subject");
     assert!(!last["details"].as_str().unwrap().contains("ticket="));
     s.audit_verify().ok();
+}
+
+/// Runs the report page in headless Chromium inside a probe page and returns, as the
+/// browser laid it out, every table: its section (`h2`), heading (`h3`), how many pixels
+/// it overflows the page's text column, columns, and per row its class, outline colour
+/// and cells (text, class, text colour, background, and on
+/// how many lines the text is drawn).
+fn rendered_tables(page: &Path) -> Vec<Value> {
+    let dir = page.parent().unwrap();
+    let probe = dir.join("probe.html");
+    // The report forbids scripts (its content security policy); the probe, its parent
+    // page, reads the report's DOM from outside.
+    std::fs::write(
+        &probe,
+        format!(
+            r#"<!DOCTYPE html><html><body><pre id="out">pending</pre>
+<iframe id="report" src="{}" style="width:1280px;height:2000px"></iframe>
+<script>
+document.getElementById('report').addEventListener('load', () => {{
+  const doc = document.getElementById('report').contentDocument;
+  const style = (e) => doc.defaultView.getComputedStyle(e);
+  const tables = [...doc.querySelectorAll('table')].map(table => {{
+    let h3 = table.previousElementSibling;
+    while (h3 && h3.tagName !== 'H3') h3 = h3.previousElementSibling;
+    const body = doc.body.getBoundingClientRect();
+    const content = body.right - parseFloat(style(doc.body).paddingRight);
+    return {{
+      section: table.closest('section').querySelector('h2').textContent,
+      overflow: Math.round(table.getBoundingClientRect().right - content),
+      heading: h3 ? h3.textContent : '',
+      columns: [...table.querySelectorAll('th')].map(th => th.textContent),
+      rows: [...table.querySelectorAll('tbody tr')].map(tr => ({{
+        class: tr.className,
+        outline: style(tr).outlineColor + ' ' + style(tr).outlineStyle,
+        cells: [...tr.querySelectorAll('td')].map(td => {{
+          const range = doc.createRange();
+          range.selectNodeContents(td);
+          const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+          return {{ text: td.textContent, class: td.className, lines,
+                    color: style(td).color, background: style(td).backgroundColor }};
+        }}),
+      }})),
+    }};
+  }});
+  document.getElementById('out').textContent = JSON.stringify(tables);
+}});
+</script></body></html>"#,
+            page.file_name().unwrap().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let mut chromium = Command::new("chromium")
+        .args([
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=20000",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            &format!("file://{}", probe.display()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("`chromium` is on PATH (scripts/install-test-deps.sh installs it)");
+    let mut dom = String::new();
+    std::io::Read::read_to_string(chromium.stdout.as_mut().unwrap(), &mut dom).unwrap();
+    assert!(chromium.wait().unwrap().success(), "chromium failed");
+    let json = dom
+        .split_once("<pre id=\"out\">")
+        .and_then(|(_, rest)| rest.split_once("</pre>"))
+        .map(|(json, _)| json)
+        .expect("the probe's output");
+    let json = json
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&");
+    serde_json::from_str(&json).unwrap_or_else(|error| panic!("{error}: {json}"))
+}
+
+/// The rendered table `heading` of section `section`.
+fn table<'t>(tables: &'t [Value], section: &str, heading: &str) -> &'t Value {
+    tables
+        .iter()
+        .find(|t| t["section"] == section && t["heading"] == heading)
+        .unwrap_or_else(|| panic!("no table {heading} in {section}"))
+}
+
+/// A rendered row as `column → cell`.
+fn cells<'t>(table: &'t Value, row: &'t Value) -> std::collections::BTreeMap<&'t str, &'t Value> {
+    table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .zip(row["cells"].as_array().unwrap())
+        .collect()
+}
+
+/// `pseudonymize` of `counts` (tenant, events) plus `malformed` bad lines, from a file to a
+/// file: per (tenant, version) the events it wrote, read from its output (each line's
+/// tenant and the version of its e-mail token), which is what the run reported.
+fn batch_run(
+    s: &Scratch,
+    name: &str,
+    counts: &[(&str, usize)],
+    malformed: usize,
+) -> Vec<((String, u64), u64)> {
+    let mut input = String::new();
+    for (tenant, n) in counts {
+        for i in 0..*n {
+            let mut e = event(
+                &format!("{name}-{tenant}-{i}"),
+                &format!("p{i}@example.com"),
+                "6280 0012 3456 7890",
+            );
+            e["tenant"] = (*tenant).into();
+            input.push_str(&format!("{e}\n"));
+        }
+    }
+    input.push_str(&"{not json\n".repeat(malformed));
+    let (path, output) = (
+        s.path(&format!("{name}.jsonl")),
+        s.path(&format!("{name}.out.jsonl")),
+    );
+    std::fs::write(&path, input).unwrap();
+    let run = s.run(&[
+        "pseudonymize",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--input",
+        path.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--quarantine",
+        s.path(&format!("{name}.quarantine.jsonl"))
+            .to_str()
+            .unwrap(),
+    ]);
+    run.ok();
+    let reported = run
+        .stderr()
+        .lines()
+        .find_map(|line| line.strip_prefix("events per tenant and key version: "))
+        .expect("the run reports its events per tenant and version")
+        .to_string();
+    let mut written = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(&output).unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let token = record["customer"]["email"].as_str().unwrap();
+        let version: u64 = token[1..token.find('.').unwrap()].parse().unwrap();
+        *written
+            .entry((record["tenant"].as_str().unwrap().to_string(), version))
+            .or_insert(0) += 1;
+    }
+    let written: Vec<((String, u64), u64)> = written.into_iter().collect();
+    let from_output: Vec<String> = written
+        .iter()
+        .map(|((tenant, version), n)| format!("{tenant} v{version}: {n}"))
+        .collect();
+    assert_eq!(reported, from_output.join(", "), "what {name} reported");
+    written
+}
+
+/// Several batch runs over two tenants, a rotation between them, a failed run and a
+/// crypto-shredded version: the report, as headless Chromium draws it, shows per tenant
+/// and version the events the runs wrote (counted from their outputs), each run's own
+/// counts in the tenant's runs table, dates on one line and the destroyed version in a
+/// style of its own. Then one run's entry is altered: the report marks that row, where it
+/// stands, as the first bad entry.
+#[test]
+fn the_reports_counts_per_tenant_and_version_equal_the_batch_runs() {
+    let s = Scratch::with_tenants(&["brand-a", "brand-b"]);
+    let mut runs = vec![batch_run(
+        &s,
+        "run1",
+        &[("brand-a", 30), ("brand-b", 20)],
+        2,
+    )];
+    s.keys(&["rotate", "--tenant", "brand-a"]).ok();
+    runs.push(batch_run(
+        &s,
+        "run2",
+        &[("brand-b", 10), ("brand-a", 15)],
+        0,
+    ));
+    runs.push(batch_run(&s, "run3", &[("brand-a", 5)], 1));
+    // A failed run (full disk) counts nothing: its output never took its name.
+    std::fs::write(
+        s.path("big.jsonl"),
+        format!("{}\n", event("x", "x@example.com", "1")).repeat(3000),
+    )
+    .unwrap();
+    s.run(&[
+        "pseudonymize",
+        "--policy",
+        POLICY,
+        "--keyring",
+        s.keyring.to_str().unwrap(),
+        "--kek-file",
+        s.kek.to_str().unwrap(),
+        "--input",
+        s.path("big.jsonl").to_str().unwrap(),
+        "--output",
+        "/dev/full",
+    ])
+    .fails();
+    s.keys(&["destroy", "--tenant", "brand-a", "--version", "1"])
+        .ok();
+    let mut expected: std::collections::BTreeMap<(String, u64), u64> = Default::default();
+    for ((tenant, version), n) in runs.iter().flatten() {
+        *expected.entry((tenant.clone(), *version)).or_default() += n;
+    }
+    assert_eq!(
+        expected,
+        [
+            (("brand-a", 1), 30),
+            (("brand-a", 2), 20),
+            (("brand-b", 1), 30)
+        ]
+        .map(|((t, v), n)| ((t.to_string(), v), n))
+        .into(),
+        "the runs wrote what they were given"
+    );
+
+    let page = s.path("report.html");
+    report(&s, "html", &page).ok();
+    let tables = rendered_tables(&page);
+    for tenant in ["brand-a", "brand-b"] {
+        let section = format!("Tenant {tenant}");
+        let versions = table(&tables, &section, "Key versions");
+        let mut shown = std::collections::BTreeMap::new();
+        for row in versions["rows"].as_array().unwrap() {
+            let row = cells(versions, row);
+            let version: u64 = row["Version"]["text"].as_str().unwrap().parse().unwrap();
+            assert_eq!(row["Events by ingest"]["text"], "—", "no ingest ran");
+            assert_eq!(
+                row["Events by batch runs"]["text"],
+                row["Events tokenized"]["text"]
+            );
+            if let Some(n) = expected.get(&(tenant.to_string(), version)) {
+                assert_eq!(
+                    row["Events tokenized"]["text"],
+                    n.to_string(),
+                    "{tenant} v{version}"
+                );
+                shown.insert(version, *n);
+            } else {
+                assert_eq!(row["Events tokenized"]["text"], "—", "{tenant} v{version}");
+            }
+        }
+        assert_eq!(
+            shown.len(),
+            expected.keys().filter(|(t, _)| t == tenant).count(),
+            "every version that tokenized is in {tenant}'s table"
+        );
+        // Each run's end entry for this tenant, with what that run wrote of it.
+        let table_runs = table(&tables, &section, "Ingest runs and batch runs");
+        let ends: Vec<String> = table_runs["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| cells(table_runs, row))
+            .filter(|row| row["Phase"]["text"] == "end")
+            .map(|row| {
+                format!(
+                    "{} {}",
+                    row["Input"]["text"].as_str().unwrap(),
+                    row["Events per version"]["text"].as_str().unwrap()
+                )
+            })
+            .collect();
+        let per_run: Vec<String> = runs
+            .iter()
+            .enumerate()
+            .flat_map(|(index, run)| {
+                run.iter()
+                    .filter(|((t, _), _)| t == tenant)
+                    .map(move |((_, v), n)| format!("run{}.jsonl v{v}: {n}", index + 1))
+            })
+            .collect();
+        assert_eq!(ends, per_run, "{tenant}'s runs");
+    }
+
+    // Dates and times on one line, wherever they stand.
+    let mut dates = 0;
+    for t in &tables {
+        for row in t["rows"].as_array().unwrap() {
+            for cell in row["cells"].as_array().unwrap() {
+                let text = cell["text"].as_str().unwrap();
+                if text.len() == 20 && text.as_bytes()[4] == b'-' && text.as_bytes()[10] == b'T' {
+                    dates += 1;
+                    assert_eq!(
+                        cell["lines"], 1,
+                        "{text} in {} is drawn on {} lines",
+                        t["heading"], cell["lines"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(dates > 30, "only {dates} dates");
+    for t in &tables {
+        assert!(
+            t["overflow"].as_i64().unwrap() <= 0,
+            "{} of {} is {} px wider than the page",
+            t["heading"],
+            t["section"],
+            t["overflow"]
+        );
+    }
+
+    // The destroyed version: its own style, not the red of errors.
+    let versions = table(&tables, "Tenant brand-a", "Key versions");
+    let v1 = cells(versions, &versions["rows"][0]);
+    assert_eq!(v1["State"]["text"], "destroyed");
+    let destroyed = (
+        v1["State"]["color"].clone(),
+        v1["State"]["background"].clone(),
+    );
+
+    // Alter the count of brand-a's end entry of run 2: the report marks it in place.
+    let log = std::fs::read_to_string(s.audit_log()).unwrap();
+    let altered: Value = serde_json::from_str(
+        log.lines()
+            .find(|l| {
+                l.contains("\"tenant\":\"brand-a\"") && l.contains("input=run2.jsonl events=v2:15")
+            })
+            .expect("brand-a's entry of run 2"),
+    )
+    .unwrap();
+    std::fs::write(
+        s.audit_log(),
+        log.replacen(
+            "input=run2.jsonl events=v2:15",
+            "input=run2.jsonl events=v2:16",
+            1,
+        ),
+    )
+    .unwrap();
+    let failed = s.path("failed.html");
+    report(&s, "html", &failed).fails();
+    let tables = rendered_tables(&failed);
+    for heading in ["Ingest runs and batch runs", "Every entry"] {
+        let t = table(&tables, "Tenant brand-a", heading);
+        assert_eq!(t["columns"][0], "Verification");
+        let marks: Vec<(u64, String, String)> = t["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                let c = cells(t, row);
+                (
+                    c["Seq"]["text"].as_str().unwrap().parse().unwrap(),
+                    c["Verification"]["text"].as_str().unwrap().to_string(),
+                    row["class"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let seq = altered["seq"].as_u64().unwrap();
+        for (at, text, class) in &marks {
+            let (want_text, want_class) = match at.cmp(&seq) {
+                std::cmp::Ordering::Less => ("chain intact", ""),
+                std::cmp::Ordering::Equal => ("✗ FAILS VERIFICATION (first bad entry)", "tampered"),
+                std::cmp::Ordering::Greater => ("unverified (after the bad entry)", "unverified"),
+            };
+            assert_eq!(
+                (text.as_str(), class.as_str()),
+                (want_text, want_class),
+                "seq {at} in {heading}"
+            );
+        }
+        assert!(
+            marks.iter().any(|(at, ..)| *at == seq),
+            "the altered entry is in {heading}"
+        );
+        let row = t["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["class"] == "tampered")
+            .unwrap();
+        assert_eq!(row["outline"], "rgb(192, 38, 45) solid", "drawn in red");
+        let bad = &row["cells"][0];
+        assert_ne!(
+            (bad["color"].clone(), bad["background"].clone()),
+            destroyed,
+            "destroyed is not drawn as an error"
+        );
+    }
+    // The altered count shows (the report hides nothing it read), marked as unverified in
+    // red, as are counts from entries after it; those before it stand as they are.
+    for (section, row, want) in [
+        ("Tenant brand-a", 0, "30"),
+        ("Tenant brand-a", 1, "21 (unverified)"),
+        ("Tenant brand-b", 0, "30 (unverified)"),
+    ] {
+        let versions = table(&tables, section, "Key versions");
+        let cell = cells(versions, &versions["rows"][row])["Events tokenized"];
+        assert_eq!(cell["text"], want, "{section}");
+        assert_eq!(
+            cell["class"] == "bad",
+            want.ends_with("(unverified)"),
+            "{section}"
+        );
+    }
 }

@@ -418,6 +418,49 @@ fn three_rotations_while_events_flow_apply_between_transactions_and_are_audited(
         .sum();
     assert_eq!(counted, expected.valid.len(), "events per version add up");
     assert_eq!(per_version.values().sum::<usize>(), expected.valid.len());
+
+    // The report counts, per version, the events the cloud holds tokens of that version
+    // for: by ingest, none by batch runs.
+    let section = &markdown[markdown
+        .find(&format!("## Tenant {TENANT}"))
+        .expect("the tenant's section")..];
+    let table = &section[section.find("### Key versions").unwrap()..];
+    let shown: BTreeMap<u64, (String, String, String)> = table
+        .lines()
+        .skip_while(|line| !line.starts_with("| Version"))
+        .skip(2)
+        .take_while(|line| line.starts_with("| "))
+        .map(|line| {
+            let cells: Vec<&str> = line
+                .trim_start_matches("| ")
+                .trim_end_matches(" |")
+                .split(" | ")
+                .collect();
+            let [version, .., ingest, batch, total] = cells[..] else {
+                panic!("a versions row: {line}")
+            };
+            (
+                version.parse().unwrap(),
+                (ingest.into(), batch.into(), total.into()),
+            )
+        })
+        .collect();
+    let grouped = |n: usize| {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (index, digit) in digits.chars().enumerate() {
+            if index > 0 && (digits.len() - index).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(digit);
+        }
+        out
+    };
+    let wanted: BTreeMap<u64, (String, String, String)> = per_version
+        .iter()
+        .map(|(version, n)| (*version, (grouped(*n), "—".into(), grouped(*n))))
+        .collect();
+    assert_eq!(shown, wanted, "the report's events by ingest per version");
 }
 
 /// Every valid event in the cloud, nothing else; returns the duplicates.

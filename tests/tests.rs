@@ -37,7 +37,11 @@
 //!   (deploy/) query is exported by a real run.
 //! - `compliance`: `subject` (a person's tokens, and their records found on a real broker),
 //!   `reidentify` and what it refuses, `audit report` in Markdown and HTML, and the HTML
-//!   page as headless Chromium draws it (`target/audit-report.png`).
+//!   page as headless Chromium draws it (`target/audit-report.png`), its counts per tenant
+//!   and version against the batch runs that made them.
+//! - `replay`: `produce --input`, a history export replayed into a real broker's raw topic
+//!   (file and stdin, rate, bad and blank lines, empty input), and through both stages to
+//!   the cloud as batch mode writes it.
 //! - `startup`: what a command says when it starts: an unreachable cluster in one line
 //!   within its bound (`produce`, `subject --scan-brokers`, `ingest`, `sink`), no
 //!   librdkafka `CONFWARN`, no colour in a file, JSON log lines, a policy typo named.
@@ -61,6 +65,7 @@ mod keys;
 mod monitoring;
 mod pipeline;
 mod quarantine;
+mod replay;
 mod rotation;
 mod schemas;
 mod startup;
