@@ -407,6 +407,22 @@ const VIEWS: &[View] = &[
         empty: "No value was re-identified.",
     },
     View {
+        heading: "Quarantine replays and values shown",
+        actions: &["quarantine_replay", "quarantine_show"],
+        columns: &[
+            ("Time", Col::Time),
+            ("Actor", Col::Actor),
+            ("Event", Col::Action),
+            ("Ticket", Col::Detail("ticket")),
+            ("Phase", Col::Detail("phase")),
+            ("Quarantine topic", Col::Detail("topic")),
+            ("Replayed to", Col::Detail("to")),
+            ("Records", Col::Detail("records")),
+            ("Other details", Col::Other),
+        ],
+        empty: "No quarantined record was replayed or shown.",
+    },
+    View {
         heading: "Cross-version bridges",
         actions: &["bridge_start", "bridge_end"],
         columns: &[

@@ -183,6 +183,30 @@ fn a_wrong_policy_quarantines_then_a_replay_brings_every_event_to_the_cloud_exac
         replays.iter().all(|details| !details.contains(&some_email)),
         "no value on the trail"
     );
+    // The compliance report shows the replay among the keyring-wide entries.
+    let report = p
+        .scratch
+        .run(&[
+            "audit",
+            "report",
+            "--audit-log",
+            p.scratch.audit_log().to_str().unwrap(),
+            "--keyring",
+            p.scratch.keyring.to_str().unwrap(),
+            "--kek-file",
+            p.scratch.kek.to_str().unwrap(),
+            "--format",
+            "md",
+        ])
+        .ok();
+    let section = report
+        .split("Quarantine replays and values shown")
+        .last()
+        .unwrap();
+    assert!(
+        section.contains("CHG-7") && section.contains("INC-3"),
+        "{report}"
+    );
 
     // The sink's quarantine replays the same way: a record that is not the policy's output,
     // written to the pseudonymized topic, goes back there and is refused again.
