@@ -216,7 +216,7 @@ pub enum Delivery {
     #[default]
     AtLeastOnce,
     /// Kafka transactions: each record reaches the output exactly once for readers with
-    /// `isolation.level=read_committed` (ARCHITECTURE.md, ADR 0007).
+    /// `isolation.level=read_committed` (docs/architecture.md, ADR 0007).
     ExactlyOnce,
 }
 

@@ -58,7 +58,7 @@ pub fn run(args: ReidentifyArgs) -> Result<ExitCode> {
         let value = value.trim();
         let number = version_of(value).with_context(|| {
             format!(
-                "{} is not an encrypted value (`e<version>.<base64url>`, TOKEN-SPEC.md)",
+                "{} is not an encrypted value (`e<version>.<base64url>`, docs/token-spec.md)",
                 place(index)
             )
         })?;

@@ -2,7 +2,7 @@
 """The ingest + sink job of pseudopipe as a data engineer would write it in Python.
 
 Consumes raw coupon-redemption events from the on-prem cluster, applies the policy
-(`schemas/coupon_redemption.policy.toml`: keep, drop, keyed tokens per TOKEN-SPEC.md,
+(`schemas/coupon_redemption.policy.toml`: keep, drop, keyed tokens per docs/token-spec.md,
 generalizations), and produces the result to the cloud cluster over mTLS; a rejected
 event goes to the on-prem quarantine topic. Offsets are committed after each batch has
 been delivered (at least once). The pseudopipe end-to-end bench measures it next to
@@ -50,7 +50,7 @@ class Rejected(Exception):
         self.reason = reason
 
 
-# TOKEN-SPEC.md --------------------------------------------------------------------
+# docs/token-spec.md --------------------------------------------------------------------
 
 
 def hkdf_sha256(salt: bytes, ikm: bytes, info: bytes, length: int = 32) -> bytes:
@@ -91,7 +91,7 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {
 
 
 def check_token_spec() -> None:
-    """The known answers of TOKEN-SPEC.md; refuses to run on a mismatch."""
+    """The known answers of docs/token-spec.md; refuses to run on a mismatch."""
     m1, m2 = bytes(range(32)), bytes(range(32, 64))
     answers = [
         (m1, 1, "default", "email", "email", "  Alice@Example.COM ", "v1.KxaYpQJkpd4SOvySjpg7xw"),

@@ -59,7 +59,7 @@ enum Fate {
 }
 
 /// Ingest's transform and the sink's leak guard under the default policy, with the key
-/// of `TOKEN-SPEC.md`'s test vectors (`M_1`, the bytes 0 to 31) as version 1 of the
+/// of `docs/token-spec.md`'s test vectors (`M_1`, the bytes 0 to 31) as version 1 of the
 /// tenants `default` and `brand-a` (the simulator's).
 #[derive(Debug)]
 pub struct Subject {

@@ -3,7 +3,7 @@
 //!
 //! It is the sink's last line of defence and needs no key: every field must be one the
 //! policy emits (no dropped field, no unknown field), every token field must match the
-//! token grammar of `TOKEN-SPEC.md`, every encrypted field the encryption grammar, every
+//! token grammar of `docs/token-spec.md`, every encrypted field the encryption grammar, every
 //! generalized field the shape its operator produces, and the record key must be a token.
 //! A raw event, an event pseudonymized with another policy, or a producer bug upstream
 //! fails here instead of crossing the link.
@@ -383,7 +383,7 @@ mod tests {
     #[test]
     fn a_well_formed_token_is_all_the_guard_can_check_without_keys() {
         // The sink holds no key: a token of another domain, tenant or key version is as
-        // meaningless to it as ours, and as pseudonymous (TOKEN-SPEC.md's tokens carry
+        // meaningless to it as ours, and as pseudonymous (docs/token-spec.md's tokens carry
         // only their version).
         let (guard, out, key) = guard_and_output();
         let key = key.as_deref().map(str::as_bytes);

@@ -214,7 +214,7 @@ pub struct KeyVersion {
     pub version: u32,
     /// State.
     pub state: KeyState,
-    /// `TOKEN-SPEC.md` fingerprint of the master secret.
+    /// `docs/token-spec.md` fingerprint of the master secret.
     pub fingerprint: String,
     /// When the version was created or imported.
     pub created_at: String,

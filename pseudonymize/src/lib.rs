@@ -2,7 +2,7 @@
 //! leave the premises, under keys that never do.
 //!
 //! It is a pure library (no Kafka, no async): the token, encryption and fingerprint
-//! formats of `TOKEN-SPEC.md`, the normalizers, the fail-closed policy, the keyring with
+//! formats of `docs/token-spec.md`, the normalizers, the fail-closed policy, the keyring with
 //! secrets wrapped under a KEK, and the hash-chained audit log of key operations.
 //!
 //! ```

@@ -72,7 +72,7 @@ fn default_max_event_bytes() -> usize {
     1024 * 1024
 }
 
-/// Default tenant name, `TOKEN-SPEC.md`'s default.
+/// Default tenant name, `docs/token-spec.md`'s default.
 fn default_tenant() -> String {
     "default".into()
 }

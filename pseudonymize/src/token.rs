@@ -1,4 +1,4 @@
-//! The token, encryption and fingerprint formats of `TOKEN-SPEC.md`, version 1.
+//! The token, encryption and fingerprint formats of `docs/token-spec.md`, version 1.
 //!
 //! Derived keys are computed once per tenant, domain and version: [`TokenKey`] keeps the
 //! HMAC state already keyed, so tokenizing a value costs one clone of that state and

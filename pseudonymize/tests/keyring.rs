@@ -191,7 +191,7 @@ fn import_restores_an_escrowed_secret_with_its_fingerprint() {
         .unwrap();
     assert_eq!(
         v.fingerprint, "8503faa5f9adca1a",
-        "TOKEN-SPEC.md fingerprint of M_2"
+        "docs/token-spec.md fingerprint of M_2"
     );
     assert_eq!(
         v.state,

@@ -113,7 +113,7 @@ fn the_example_event_comes_out_pseudonymized() {
 }
 
 /// During an overlap, each token of an event comes with the token its value had under
-/// the previous version: the one `TOKEN-SPEC.md` gives for the old key, next to the one
+/// the previous version: the one `docs/token-spec.md` gives for the old key, next to the one
 /// in the output. Nothing else of the value.
 #[test]
 fn a_bridge_pair_is_the_old_versions_token_and_the_output_token() {

@@ -1,4 +1,4 @@
-//! Known-answer vectors of `TOKEN-SPEC.md`, generated from a table.
+//! Known-answer vectors of `docs/token-spec.md`, generated from a table.
 //!
 //! `vectors/tokens.json` is the shipped file; this test recomputes every entry with the
 //! library and compares. `vectors/recompute.py` recomputes the same file with nothing but

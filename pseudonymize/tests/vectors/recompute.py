@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Recomputes tokens.json from TOKEN-SPEC.md with nothing but Python's standard library.
+"""Recomputes tokens.json from docs/token-spec.md with nothing but Python's standard library.
 
 An auditor's independent check: HKDF (RFC 5869) is written out with `hmac`, the
 normalizers with `unicodedata`. Usage: python3 recompute.py tokens.json
