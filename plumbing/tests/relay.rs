@@ -233,7 +233,17 @@ struct Running {
     shutdown: Shutdown,
     metrics: StageMetrics,
     registry: Registry,
-    task: JoinHandle<Result<RelayReport, Error>>,
+    /// Taken by [`stop`](Self::stop).
+    task: Option<JoinHandle<Result<RelayReport, Error>>>,
+}
+
+/// A test that fails before stopping its relays stops them here: the runtime waits for
+/// the relay's blocking thread when the test ends, so a relay left running would turn the
+/// failure into a hang.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
 }
 
 impl Running {
@@ -277,7 +287,7 @@ impl Running {
             shutdown,
             metrics,
             registry,
-            task,
+            task: Some(task),
         }
     }
 
@@ -321,9 +331,10 @@ impl Running {
     }
 
     /// Stops the relay and returns its report.
-    async fn stop(self) -> RelayReport {
+    async fn stop(mut self) -> RelayReport {
         self.shutdown.trigger();
-        let stopped = tokio::time::timeout(PATIENCE, self.task)
+        let task = self.task.take().expect("a relay is stopped once");
+        let stopped = tokio::time::timeout(PATIENCE, task)
             .await
             .expect("the relay stops in time")
             .expect("the relay task does not panic");
@@ -335,8 +346,13 @@ impl Running {
 }
 
 /// Polls `condition` every 50 ms until it holds; fails the test after `PATIENCE`.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+async fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    wait_within(PATIENCE, what, condition).await;
+}
+
+/// [`wait_until`] with another bound.
+async fn wait_within(patience: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + patience;
     while !condition() {
         if tokio::time::Instant::now() >= deadline {
             eprintln!("--- logs ---\n{}", logged());
@@ -759,7 +775,7 @@ async fn stuck_output() -> (Cluster, Cluster, String, String, String) {
 async fn a_producer_stuck_while_its_cluster_answers_is_replaced_then_the_stage_exits() {
     let (source, target, input, output, quarantine) = stuck_output().await;
     let bound = 2;
-    let relay = Running::start(
+    let mut relay = Running::start(
         &source,
         "stuck",
         stall_settings(&input, &output, &quarantine, bound),
@@ -771,7 +787,7 @@ async fn a_producer_stuck_while_its_cluster_answers_is_replaced_then_the_stage_e
     })
     .await;
     let consumed_at = std::time::Instant::now();
-    let stopped = tokio::time::timeout(PATIENCE, relay.task)
+    let stopped = tokio::time::timeout(PATIENCE, relay.task.take().expect("the relay runs"))
         .await
         .expect("the relay stops by itself")
         .expect("the relay task does not panic");
@@ -864,7 +880,10 @@ async fn a_replaced_producer_that_delivers_keeps_the_stage_running_and_nothing_i
         0.0,
         "the stall is over once records are acknowledged"
     );
-    assert!(!relay.task.is_finished(), "the stage keeps running");
+    assert!(
+        relay.task.as_ref().is_some_and(|task| !task.is_finished()),
+        "the stage keeps running"
+    );
     assert_eq!(
         output_series(&relay.registry, "pseudopipe_producer_restarts_total"),
         1.0
@@ -1008,7 +1027,12 @@ async fn rebalance_to_a_second_relay_loses_nothing() {
     // The count above includes records delivered twice (a refused commit on revocation
     // hands them over again), so wait until the second relay read every partition to
     // its end.
-    wait_until("the second relay caught up", || second.caught_up(4)).await;
+    // Under CPU pressure the mock coordinator's rebalances (6-s sessions) and the slow
+    // output (100 ms a round trip) take longer than the other waits allow.
+    wait_within(3 * PATIENCE, "the second relay caught up", || {
+        second.caught_up(4)
+    })
+    .await;
     let second_report = second.stop().await;
     assert!(first_report.consumed + second_report.consumed >= 200);
     assert!(
@@ -1054,14 +1078,14 @@ async fn a_refused_authorization_stops_the_relay_with_what_to_grant() {
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
         50,
     );
-    let relay = Running::start(
+    let mut relay = Running::start(
         &source,
         "unauthorized",
         settings(&input, &output, &quarantine),
         target.producer(&[]),
         forward_all(),
     );
-    let stopped = tokio::time::timeout(PATIENCE, relay.task)
+    let stopped = tokio::time::timeout(PATIENCE, relay.task.take().expect("the relay runs"))
         .await
         .expect("the relay stops on its own")
         .expect("the relay task does not panic");
