@@ -506,24 +506,6 @@ fn reidentify_decrypts_live_versions_only_after_recording_why() {
     assert_eq!(run.stdout(), "");
 }
 
-/// `audit report --format FORMAT --out OUT` of the scratch keyring.
-fn report(s: &Scratch, format: &str, out: &Path) -> Run {
-    s.run(&[
-        "audit",
-        "report",
-        "--audit-log",
-        s.audit_log().to_str().unwrap(),
-        "--keyring",
-        s.keyring.to_str().unwrap(),
-        "--kek-file",
-        s.kek.to_str().unwrap(),
-        "--format",
-        format,
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
-
 const HOSTILE_ACTOR: &str = "<script>alert('pwned')</script> & \"x\" | **y**";
 
 /// Two tenants, rotations (one by a hostile actor name), a destroy, a subject request and
@@ -561,7 +543,7 @@ fn the_report_has_the_versions_table_and_escapes_what_operators_typed() {
     let s = scratch_with_operations();
     let fp = fingerprints(&s);
     let md_path = s.path("report.md");
-    report(&s, "md", &md_path).ok();
+    s.audit_report("md", &md_path).ok();
     let md = std::fs::read_to_string(&md_path).unwrap();
     assert!(md.contains("> **OK** Verified: 7 entries"), "{md}");
     assert!(md.contains("## Tenant brand-a") && md.contains("## Tenant brand-b"));
@@ -584,7 +566,7 @@ fn the_report_has_the_versions_table_and_escapes_what_operators_typed() {
     );
 
     let html_path = s.path("report.html");
-    report(&s, "html", &html_path).ok();
+    s.audit_report("html", &html_path).ok();
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains(
         "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; &amp; &quot;x&quot; | **y**"
@@ -604,7 +586,7 @@ fn a_tampered_log_is_still_reported_with_the_failure_first() {
     let log = std::fs::read_to_string(s.audit_log()).unwrap();
     std::fs::write(s.audit_log(), log.replacen("DSR-42", "DSR-43", 1)).unwrap();
     let md_path = s.path("report.md");
-    let message = report(&s, "md", &md_path).fails();
+    let message = s.audit_report("md", &md_path).fails();
     assert!(message.contains("does not verify"), "{message}");
     let md = std::fs::read_to_string(&md_path).unwrap();
     let failure = md
@@ -629,7 +611,7 @@ fn a_tampered_log_is_still_reported_with_the_failure_first() {
     assert!(md.contains("| subject | DSR-43 | customer.email |"), "{md}");
     assert!(md.contains("DSR-43"), "entries still shown");
     let html_path = s.path("report.html");
-    report(&s, "html", &html_path).fails();
+    s.audit_report("html", &html_path).fails();
     let html = std::fs::read_to_string(&html_path).unwrap();
     let failure = html.find("class=\"status failed\"").expect("the failure");
     assert!(failure < html.find("<section>").unwrap());
@@ -702,7 +684,7 @@ fn measure(pixels: &[u8], channels: usize) -> (f64, usize, f64) {
 fn the_html_report_renders_in_headless_chromium() {
     let s = scratch_with_operations();
     let page = s.path("report.html");
-    report(&s, "html", &page).ok();
+    s.audit_report("html", &page).ok();
     let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .expect("the target directory holds tmp/")
@@ -727,7 +709,7 @@ fn the_html_report_renders_in_headless_chromium() {
     let log = std::fs::read_to_string(s.audit_log()).unwrap();
     std::fs::write(s.audit_log(), log.replacen("DSR-42", "DSR-43", 1)).unwrap();
     let failed_page = s.path("failed.html");
-    report(&s, "html", &failed_page).fails();
+    s.audit_report("html", &failed_page).fails();
     let (pixels, channels) = screenshot(&failed_page, &s.path("failed.png"));
     let banner = &pixels[..channels * 1280 * 300];
     let (_, _, red) = measure(banner, channels);
@@ -1082,7 +1064,7 @@ fn the_reports_counts_per_tenant_and_version_equal_the_batch_runs() {
     );
 
     let page = s.path("report.html");
-    report(&s, "html", &page).ok();
+    s.audit_report("html", &page).ok();
     let tables = rendered_tables(&page);
     for tenant in ["brand-a", "brand-b"] {
         let section = format!("Tenant {tenant}");
@@ -1197,7 +1179,7 @@ fn the_reports_counts_per_tenant_and_version_equal_the_batch_runs() {
     )
     .unwrap();
     let failed = s.path("failed.html");
-    report(&s, "html", &failed).fails();
+    s.audit_report("html", &failed).fails();
     let tables = rendered_tables(&failed);
     for heading in ["Ingest runs and batch runs", "Every entry"] {
         let t = table(&tables, "Tenant brand-a", heading);

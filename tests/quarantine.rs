@@ -184,21 +184,9 @@ fn a_wrong_policy_quarantines_then_a_replay_brings_every_event_to_the_cloud_exac
         "no value on the trail"
     );
     // The compliance report shows the replay among the keyring-wide entries.
-    let report = p
-        .scratch
-        .run(&[
-            "audit",
-            "report",
-            "--audit-log",
-            p.scratch.audit_log().to_str().unwrap(),
-            "--keyring",
-            p.scratch.keyring.to_str().unwrap(),
-            "--kek-file",
-            p.scratch.kek.to_str().unwrap(),
-            "--format",
-            "md",
-        ])
-        .ok();
+    let markdown = p.scratch.path("report.md");
+    p.scratch.audit_report("md", &markdown).ok();
+    let report = std::fs::read_to_string(&markdown).unwrap();
     let section = report
         .split("Quarantine replays and values shown")
         .last()

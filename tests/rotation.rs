@@ -372,22 +372,7 @@ fn three_rotations_while_events_flow_apply_between_transactions_and_are_audited(
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rotation-audit-report.html");
     let markdown = p.scratch.path("report.md");
     for (format, out) in [("html", &report), ("md", &markdown)] {
-        p.scratch
-            .run(&[
-                "audit",
-                "report",
-                "--audit-log",
-                p.scratch.audit_log().to_str().unwrap(),
-                "--keyring",
-                p.scratch.keyring.to_str().unwrap(),
-                "--kek-file",
-                p.scratch.kek.to_str().unwrap(),
-                "--format",
-                format,
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .ok();
+        p.scratch.audit_report(format, out).ok();
     }
     let markdown = std::fs::read_to_string(&markdown).unwrap();
     for switch in entries

@@ -173,6 +173,24 @@ impl Scratch {
         ])
     }
 
+    /// `audit report --format FORMAT --out OUT` of the scratch keyring.
+    pub fn audit_report(&self, format: &str, out: &Path) -> Run {
+        self.run(&[
+            "audit",
+            "report",
+            "--audit-log",
+            self.audit_log().to_str().unwrap(),
+            "--keyring",
+            self.keyring.to_str().unwrap(),
+            "--kek-file",
+            self.kek.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    }
+
     /// Snapshot of every file in the directory, to prove a command changed nothing.
     pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut files: Vec<_> = std::fs::read_dir(self.dir.path())
