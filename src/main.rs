@@ -1,4 +1,22 @@
 //! The `pseudopipe` binary: parses the command line, sets up logging, runs one command.
+//! The work is in the crates (`pseudonymize` the core, `ingest` and `sink` the stages,
+//! `plumbing` the relay, `compliance` the answers to auditors); the modules here read
+//! files, keys and topics for them and print what they return.
+//!
+//! # Map
+//!
+//! - [`cli`]: every command and option (clap); `--help` text lives there.
+//! - [`config`]: the configuration file of `ingest`, `sink` and `run`.
+//! - Streaming: [`pipeline`] (`ingest`, `sink`, `run`: start-up checks, the stages until
+//!   a signal), [`server`] (metrics, `/healthz`, `/readyz`), [`demo`] (both stages on an
+//!   embedded mock cluster), [`produce`] (simulated events into a topic).
+//! - Batch: [`batch`] (`pseudonymize` of files), [`batch_files`] (its input and output
+//!   files), [`bench`] (`bench transform`).
+//! - Keys and audit: [`keys`] (`keys`, `audit`, `lookup`), [`report`] (`audit report`),
+//!   [`subject`] (`subject`), [`reidentify`] (`reidentify`), [`private_file`] (0600 files).
+//! - Operations on topics: [`quarantine`] (`quarantine list|replay`), [`replay`]
+//!   (`produce --input`), [`topic_read`] (a topic read to its end offsets at start),
+//!   [`schema`] (`schema check|derive`).
 
 mod batch;
 mod batch_files;
