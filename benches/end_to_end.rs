@@ -7,6 +7,10 @@
 //! - `at_least_once`: the built binary, `pseudopipe ingest` and `pseudopipe sink` as two
 //!   processes;
 //! - `exactly_once`: the same with `delivery = "exactly_once"` in both stages;
+//! - `at_least_once@base` and `exactly_once@base`, with `--baseline BINARY`: the same two
+//!   pipelines run by another build of `pseudopipe` (e.g. the commit before a change),
+//!   each right after the built binary's run of the same mode, so that a change is
+//!   measured against its baseline in one run, on the same brokers and under the same load;
 //! - `python`: `bench/reference/pseudonymize.py`, the same job as one Python process with
 //!   `confluent-kafka` (raw → cloud in one hop, at least once), run with the interpreter
 //!   of `$PSEUDOPIPE_BENCH_PYTHON`, else `~/.cache/pseudopipe/bench-venv/bin/python`
@@ -33,6 +37,7 @@
 //! ```sh
 //! cargo bench -p pseudopipe --bench end_to_end                   # 200,000 events, 20,000/s for 15 s
 //! cargo bench -p pseudopipe --bench end_to_end -- --events 20000 --rate 20000 --seconds 15
+//! cargo bench -p pseudopipe --bench end_to_end -- --baseline /tmp/pseudopipe-before
 //! PSEUDOPIPE_BENCH_EVENTS=20000 cargo bench -p pseudopipe --bench end_to_end
 //! # no Kafka: write the simulated events of `pseudopipe bench transform --events N` as JSON lines
 //! cargo bench -p pseudopipe --bench end_to_end -- --write-events events.jsonl --events 200000
@@ -109,10 +114,11 @@ fn main() -> Result<()> {
     let python = python_reference();
     let load_at_start = load_average();
     eprintln!("starting the on-prem and the cloud broker...");
-    let bench = Bench::prepare(shared_brokers(), options.events, python)?;
+    let bench = Bench::prepare(shared_brokers(), &options, python)?;
     let modes: Vec<Mode> = Mode::ALL
         .into_iter()
         .filter(|mode| *mode != Mode::Python || bench.python.is_some())
+        .filter(|mode| !mode.is_baseline() || bench.baseline.is_some())
         .collect();
     let mut rows: Vec<Row> = modes.iter().map(|&mode| Row::new(mode)).collect();
     for row in &mut rows {
@@ -149,6 +155,8 @@ struct Options {
     seconds: f64,
     /// `--write-events FILE`: only write `events` simulated events there.
     write_events: Option<PathBuf>,
+    /// `--baseline BINARY`: another `pseudopipe` build to run beside the built one.
+    baseline: Option<PathBuf>,
 }
 
 impl Options {
@@ -163,6 +171,7 @@ impl Options {
             rate: DEFAULT_RATE,
             seconds: DEFAULT_SECONDS,
             write_events: None,
+            baseline: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -175,6 +184,7 @@ impl Options {
                 "--rate" => options.rate = number(&arg, &value()?)?,
                 "--seconds" => options.seconds = number(&arg, &value()?)?,
                 "--write-events" => options.write_events = Some(value()?.into()),
+                "--baseline" => options.baseline = Some(value()?.into()),
                 _ => {}
             }
         }
@@ -182,6 +192,13 @@ impl Options {
             options.rate > 0.0 && options.seconds > 0.0,
             "`--rate` and `--seconds` must be positive"
         );
+        if let Some(baseline) = &options.baseline {
+            ensure!(
+                baseline.is_file(),
+                "`--baseline {}`: no such file; build the other commit with `cargo build --release` and name its target/release/pseudopipe",
+                baseline.display()
+            );
+        }
         Ok(options)
     }
 }
@@ -253,14 +270,21 @@ enum Mode {
     PassThrough,
     AtLeastOnce,
     ExactlyOnce,
+    /// `--baseline`'s binary, at least once.
+    AtLeastOnceBaseline,
+    /// `--baseline`'s binary, exactly once.
+    ExactlyOnceBaseline,
     Python,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [
+    /// In the order they run: each baseline right after the built binary's same mode.
+    const ALL: [Mode; 6] = [
         Mode::PassThrough,
         Mode::AtLeastOnce,
+        Mode::AtLeastOnceBaseline,
         Mode::ExactlyOnce,
+        Mode::ExactlyOnceBaseline,
         Mode::Python,
     ];
 
@@ -268,9 +292,21 @@ impl Mode {
         match self {
             Mode::PassThrough => "pass-through",
             Mode::AtLeastOnce => "at_least_once",
+            Mode::AtLeastOnceBaseline => "at_least_once@base",
             Mode::ExactlyOnce => "exactly_once",
+            Mode::ExactlyOnceBaseline => "exactly_once@base",
             Mode::Python => "python",
         }
+    }
+
+    /// Whether the mode runs the `--baseline` binary.
+    fn is_baseline(self) -> bool {
+        matches!(self, Mode::AtLeastOnceBaseline | Mode::ExactlyOnceBaseline)
+    }
+
+    /// Whether the mode runs the two stages of a `pseudopipe` binary.
+    fn is_stages(self) -> bool {
+        !matches!(self, Mode::PassThrough | Mode::Python)
     }
 }
 
@@ -355,11 +391,18 @@ struct Bench {
     raw_bytes: u64,
     events: u64,
     python: Option<PathBuf>,
+    /// `--baseline`: another build of the binary, run beside the built one.
+    baseline: Option<PathBuf>,
     feeder: Feeder,
 }
 
 impl Bench {
-    fn prepare(brokers: &'static Brokers, events: u64, python: Option<PathBuf>) -> Result<Bench> {
+    fn prepare(
+        brokers: &'static Brokers,
+        options: &Options,
+        python: Option<PathBuf>,
+    ) -> Result<Bench> {
+        let events = options.events;
         let scratch = tempfile::Builder::new()
             .prefix("pseudopipe-bench-")
             .tempdir()?;
@@ -373,6 +416,7 @@ impl Bench {
             raw_bytes: 0,
             events,
             python,
+            baseline: options.baseline.clone(),
             feeder,
         };
         bench.make_keyring()?;
@@ -544,8 +588,12 @@ impl Bench {
                     log,
                 }]));
             }
-            Mode::AtLeastOnce => "at_least_once",
-            Mode::ExactlyOnce => "exactly_once",
+            Mode::AtLeastOnce | Mode::AtLeastOnceBaseline => "at_least_once",
+            Mode::ExactlyOnce | Mode::ExactlyOnceBaseline => "exactly_once",
+        };
+        let binary = match (mode.is_baseline(), &self.baseline) {
+            (true, Some(baseline)) => baseline.as_path(),
+            _ => Path::new(env!("CARGO_BIN_EXE_pseudopipe")),
         };
         let stages = Stages {
             raw: raw.to_owned(),
@@ -553,7 +601,7 @@ impl Bench {
             quarantine: quarantine(),
             cloud_topic: cloud_topic.to_owned(),
             // The sink stores its source offsets there: a partition per source partition.
-            offsets_topic: (mode == Mode::ExactlyOnce).then(|| {
+            offsets_topic: (delivery == "exactly_once").then(|| {
                 self.brokers
                     .cloud
                     .random_topic("bench.sink-offsets", PARTITIONS)
@@ -567,7 +615,7 @@ impl Bench {
         ] {
             let (config_path, log) = files(name);
             std::fs::write(&config_path, config)?;
-            let mut command = Command::new(env!("CARGO_BIN_EXE_pseudopipe"));
+            let mut command = Command::new(binary);
             command
                 .args([name, "--config", text(&config_path)])
                 .env("RUST_LOG", "warn");
@@ -1235,7 +1283,7 @@ fn print_table(bench: &Bench, options: &Options, rows: &[Row], load: (String, St
         thread::available_parallelism().map_or(0, |cpus| cpus.get()),
     );
     println!(
-        "{:<14} {:>7} {:>8} {:>5} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>7} | peak RSS MiB",
+        "{:<18} {:>7} {:>8} {:>5} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>7} | peak RSS MiB",
         "pipeline",
         "seconds",
         "events/s",
@@ -1287,7 +1335,7 @@ fn print_table(bench: &Bench, options: &Options, rows: &[Row], load: (String, St
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!("{:<14} {throughput} | {latency} | {rss}", row.mode.name());
+        println!("{:<18} {throughput} | {latency} | {rss}", row.mode.name());
     }
     println!(
         "seconds: from the pipeline's start to the last valid event counted on the cloud (read_committed),\n  \
@@ -1315,7 +1363,7 @@ fn print_targets(rows: &[Row], rate: &dyn Fn(Mode) -> Option<f64>) {
     println!("targets:");
     let ceiling = rate(Mode::PassThrough);
     let python = rate(Mode::Python);
-    for mode in [Mode::AtLeastOnce, Mode::ExactlyOnce] {
+    for mode in Mode::ALL.into_iter().filter(|mode| mode.is_stages()) {
         if let (Some(stages), Some(ceiling)) = (rate(mode), ceiling) {
             let ratio = stages / ceiling;
             println!(
@@ -1334,7 +1382,7 @@ fn print_targets(rows: &[Row], rate: &dyn Fn(Mode) -> Option<f64>) {
         }
     }
     for row in rows {
-        if let (Mode::AtLeastOnce | Mode::ExactlyOnce, Some(latency)) = (row.mode, &row.latency) {
+        if let (true, Some(latency)) = (row.mode.is_stages(), &row.latency) {
             println!(
                 "  {} p99 < 50 ms: {} ms {}",
                 row.mode.name(),
@@ -1345,7 +1393,7 @@ fn print_targets(rows: &[Row], rate: &dyn Fn(Mode) -> Option<f64>) {
     }
     for row in rows {
         for (name, kib) in &row.peak_rss {
-            if matches!(row.mode, Mode::AtLeastOnce | Mode::ExactlyOnce) {
+            if row.mode.is_stages() {
                 println!(
                     "  {} {name} peak RSS < 256 MiB: {:.0} MiB {}",
                     row.mode.name(),
