@@ -87,6 +87,11 @@ pub enum Command {
     /// recorded in the audit log).
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Re-identification risk of pseudonymized events: per tenant, how many events and
+    /// subjects sit in classes (events equal on the policy's quasi-identifiers, `[risk]`)
+    /// of fewer than k subjects, and the class sizes. Reads a topic or a file of JSON
+    /// lines (a `pseudonymize` output); needs no key.
+    Risk(RiskArgs),
 }
 
 /// `quarantine` subcommands.
@@ -732,4 +737,37 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+}
+
+/// `risk`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "topic"])))]
+pub struct RiskArgs {
+    /// The policy the events were pseudonymized with; its `[risk]` table names the
+    /// quasi-identifiers and k.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Pseudonymized events as JSON lines (a `pseudonymize` output), `-` for standard input.
+    #[arg(long, value_name = "FILE", conflicts_with = "topic")]
+    pub input: Option<PathBuf>,
+    /// Bootstrap servers of the cluster holding --topic.
+    #[arg(long, value_name = "BROKERS", requires = "topic")]
+    pub brokers: Option<String>,
+    /// A pseudonymized (or cloud) topic, read from the beginning up to its end offsets at
+    /// start, `read_committed`, in a throw-away group that commits nothing.
+    #[arg(long, value_name = "TOPIC", requires = "brokers")]
+    pub topic: Option<String>,
+    /// Extra librdkafka consumer property, KEY=VALUE (e.g. `security.protocol=ssl`);
+    /// secrets as `sasl.password_file=PATH` or `sasl.password_env=VAR`. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", requires = "topic")]
+    pub property: Vec<String>,
+    /// Give up when the topic's end offsets are not reached after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Give up when no broker of --brokers answered within this long (`500ms`, `15s`).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::config::parse_duration)]
+    pub connect_timeout: std::time::Duration,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }

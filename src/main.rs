@@ -13,7 +13,8 @@
 //! - Batch: [`batch`] (`pseudonymize` of files), [`batch_files`] (its input and output
 //!   files), [`bench`] (`bench transform`).
 //! - Keys and audit: [`keys`] (`keys`, `audit`, `lookup`), [`report`] (`audit report`),
-//!   [`subject`] (`subject`), [`reidentify`] (`reidentify`), [`private_file`] (0600 files).
+//!   [`subject`] (`subject`), [`reidentify`] (`reidentify`), [`risk`] (`risk`),
+//!   [`private_file`] (0600 files).
 //! - Operations on topics: [`quarantine`] (`quarantine list|replay`), [`replay`]
 //!   (`produce --input`), [`topic_read`] (a topic read to its end offsets at start),
 //!   [`schema`] (`schema check|derive`).
@@ -32,6 +33,7 @@ mod quarantine;
 mod reidentify;
 mod replay;
 mod report;
+mod risk;
 mod schema;
 mod server;
 mod subject;
@@ -91,6 +93,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Reidentify(args) => reidentify::run(args),
         Command::Schema(command) => schema::run(command),
         Command::Quarantine(command) => quarantine::run(command),
+        Command::Risk(args) => risk::run(args),
     }
 }
 

@@ -26,6 +26,8 @@
 //! - `quarantine`: a wrong policy quarantines valid events (a detector names the field),
 //!   `quarantine list` counts them, the policy is fixed, `quarantine replay` brings each
 //!   event to the cloud exactly once, recorded in the audit log; a second replay adds none.
+//! - `risk`: `risk` over a pseudonymized export gives, per tenant, the counts of classes
+//!   below k that the definition gives when computed here from the same file.
 //! - `rotation`: three key rotations while events flow: each applied between two
 //!   transactions, token versions matching the audit log's switch offsets, the bridge
 //!   linking customers across rotations, the audit log mirrored to its topic.
@@ -66,6 +68,7 @@ mod monitoring;
 mod pipeline;
 mod quarantine;
 mod replay;
+mod risk;
 mod rotation;
 mod schemas;
 mod startup;

@@ -10,6 +10,8 @@
 //! - [`subject`]: a data subject's tokens under every live key version, and where they
 //!   sit in pseudonymized records (`subject`).
 //! - [`reidentify`]: the plaintexts of an `encrypt` field's values (`reidentify`).
+//! - [`risk`]: equivalence classes of the policy's quasi-identifiers and the events and
+//!   subjects in classes smaller than k (`risk`); needs no key.
 //! - [`Error`]: what goes wrong, in words an operator can act on; never a value.
 
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@
 
 pub mod reidentify;
 pub mod report;
+pub mod risk;
 pub mod subject;
 
 use std::path::PathBuf;
@@ -140,6 +143,9 @@ pub enum Error {
         /// Its domain.
         domain: String,
     },
+    /// `risk` under a policy that declares no quasi-identifiers.
+    #[error("the policy declares no quasi-identifiers: add a [risk] table with `quasi_identifiers` (and `k`), see docs/compliance.md")]
+    NoQuasiIdentifiers,
     /// A value decrypts to bytes that are not text.
     #[error("{0} decrypts to bytes that are not UTF-8")]
     NotUtf8(Place),

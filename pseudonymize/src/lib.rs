@@ -31,6 +31,7 @@
 //! - [`normalize`]: the normalizers applied before HMAC.
 //! - [`generalize`]: year, month, age band, prefix, IP network, hour, rounding.
 //! - [`policy`]: the TOML policy, validated and compiled into a path tree.
+//! - [`risk`]: the policy's quasi-identifiers and the k each tenant should reach.
 //! - [`transform`]: the record path, [`Pseudonymizer`]: one pass over the bytes
 //!   (`json` reads them, `walk` follows the policy's tree, `tree`), no value tree;
 //!   suspended tenants, the consent drop, and the [`BridgePairs`] of a rotation's overlap.
@@ -60,6 +61,7 @@ pub mod normalize;
 #[cfg(test)]
 mod oracle;
 pub mod policy;
+pub mod risk;
 pub mod secret;
 pub mod token;
 pub mod transform;

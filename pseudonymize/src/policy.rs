@@ -59,6 +59,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::risk::{Risk, RiskSpec};
+
 use crate::detect::{Detector, Detectors};
 use crate::error::Error;
 use crate::generalize::{Generalization, GeneralizeSpec};
@@ -164,6 +166,8 @@ struct PolicyFile {
     /// Size limits.
     #[serde(default)]
     limits: Limits,
+    /// Quasi-identifiers and k (see [`crate::risk`]).
+    risk: Option<RiskSpec>,
     /// One rule per field path.
     fields: BTreeMap<String, toml::Value>,
 }
@@ -243,6 +247,7 @@ pub struct Policy {
     pub(crate) consent_field: Option<NodeId>,
     pub(crate) limits: Limits,
     pub(crate) needs_event_date: bool,
+    risk: Option<Risk>,
     /// The first 16 hex digits of the SHA-256 of the TOML text.
     digest: String,
     token_domains: Vec<String>,
@@ -456,6 +461,16 @@ impl Policy {
             },
             None => None,
         };
+        let risk = file
+            .risk
+            .map(|spec| {
+                spec.validate(
+                    &rules,
+                    file.tenant_field.as_deref(),
+                    file.record_key.as_deref(),
+                )
+            })
+            .transpose()?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -468,6 +483,7 @@ impl Policy {
             consent_field,
             limits: file.limits,
             needs_event_date,
+            risk,
             digest: hex::encode(&Sha256::digest(text.as_bytes())[..8]),
             token_domains,
             encrypt_domains,
@@ -493,6 +509,11 @@ impl Policy {
     /// The size limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The quasi-identifiers and k of `[risk]`, when the policy declares them.
+    pub fn risk(&self) -> Option<&Risk> {
+        self.risk.as_ref()
     }
 
     /// The tenant used when an event names none.
