@@ -2,6 +2,7 @@
 //! the output file by the definition (docs/compliance.md), per tenant.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 
 use serde_json::Value;
 use simulator::{Generator, Kind};
@@ -26,12 +27,16 @@ const QUASI_IDENTIFIERS: [&str; 6] = [
 /// Per tenant: (events, subjects, classes, events below k, subjects below k), by the
 /// definition: a class is the events equal on every quasi-identifier (absent = null), its
 /// size the distinct `customer.loyalty_card` tokens in it.
-fn by_definition(output: &str, k: usize) -> BTreeMap<String, (u64, u64, u64, u64, u64)> {
+fn by_definition(
+    output: &str,
+    quasi_identifiers: &[&str],
+    k: usize,
+) -> BTreeMap<String, (u64, u64, u64, u64, u64)> {
     type Class = (u64, HashSet<String>);
     let mut tenants: BTreeMap<String, HashMap<Vec<String>, Class>> = BTreeMap::new();
     for line in output.lines() {
         let event: Value = serde_json::from_str(line).unwrap();
-        let key = QUASI_IDENTIFIERS
+        let key = quasi_identifiers
             .iter()
             .map(|path| {
                 let pointer = format!("/{}", path.replace('.', "/"));
@@ -80,7 +85,11 @@ fn by_definition(output: &str, k: usize) -> BTreeMap<String, (u64, u64, u64, u64
 #[test]
 fn risk_counts_classes_below_k_per_tenant_as_defined() {
     let s = Scratch::with_tenants(&["brand-a", "brand-b"]);
-    let mut generator = Generator::new(7).with_tenants(vec!["brand-a".into(), "brand-b".into()]);
+    // Regulars who come back, from cities and villages, young and old: classes of every
+    // size, not only the singletons of a stream of strangers.
+    let mut generator = Generator::new(7)
+        .with_tenants(vec!["brand-a".into(), "brand-b".into()])
+        .with_population(1500);
     let mut input = Vec::new();
     let mut valid = 0;
     for _ in 0..4000 {
@@ -93,7 +102,7 @@ fn risk_counts_classes_below_k_per_tenant_as_defined() {
     }
     let (raw, output) = (s.path("events.jsonl"), s.path("out.jsonl"));
     std::fs::write(&raw, &input).unwrap();
-    let str = |path: &std::path::Path| path.to_str().unwrap().to_owned();
+    let str = |path: &Path| path.to_str().unwrap().to_owned();
     s.run(&[
         "pseudonymize",
         "--policy",
@@ -110,28 +119,85 @@ fn risk_counts_classes_below_k_per_tenant_as_defined() {
         &str(&s.path("quarantine.jsonl")),
     ])
     .ok();
-    let written = std::fs::read_to_string(&output).unwrap();
 
-    let json: Value = serde_json::from_str(
-        &s.run(&[
-            "risk",
-            "--policy",
-            POLICY,
-            "--input",
-            &str(&output),
-            "--json",
-        ])
-        .ok(),
+    // The default policy's quasi-identifiers, where the home network singles nearly
+    // every customer out, and a coarser set that leaves large classes too.
+    let coarse_identifiers = [
+        "customer.birth_date",
+        "customer.address.country",
+        "retailer.channel",
+    ];
+    let coarse = s.path("coarse.toml");
+    let default_policy = std::fs::read_to_string(POLICY).unwrap();
+    let (fields, _) = default_policy.split_once("\n[risk]").unwrap();
+    let list: Vec<String> = coarse_identifiers
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect();
+    std::fs::write(
+        &coarse,
+        format!(
+            "{fields}\n[risk]\nquasi_identifiers = [{}]\n",
+            list.join(", ")
+        ),
     )
     .unwrap();
-    assert_eq!(
-        json["quasi_identifiers"],
-        serde_json::json!(QUASI_IDENTIFIERS)
+    let fine = check_against_definition(&s, POLICY, &QUASI_IDENTIFIERS, &output, valid);
+    let coarse = check_against_definition(&s, &str(&coarse), &coarse_identifiers, &output, valid);
+    assert_eq!(sizes_seen(&fine), [1], "home networks single customers out");
+    let sizes = sizes_seen(&coarse);
+    assert!(
+        sizes.contains(&1) && sizes.iter().any(|&from| from >= 5),
+        "classes on both sides of k: {sizes:?}"
     );
-    assert_eq!(json["not_json"], 0);
-    let reported: BTreeMap<String, (u64, u64, u64, u64, u64)> = json["tenants"]
+
+    let table = s
+        .run(&["risk", "--policy", POLICY, "--input", &str(&output)])
+        .ok();
+    assert!(
+        table.contains("EVENTS BELOW K") && table.contains("brand-b"),
+        "{table}"
+    );
+    assert!(!table.contains("v1."), "no token is printed: {table}");
+}
+
+/// The smallest size of each histogram bucket holding a class, of the first tenant.
+fn sizes_seen(json: &Value) -> Vec<u64> {
+    json["tenants"][0]["histogram"]
         .as_array()
         .unwrap()
+        .iter()
+        .filter(|bucket| bucket["classes"].as_u64().unwrap() > 0)
+        .map(|bucket| bucket["from"].as_u64().unwrap())
+        .collect()
+}
+
+/// `risk --json` under `policy` over `output`: it names `quasi_identifiers`, gives per
+/// tenant the figures of [`by_definition`] and counts every event once, in its histogram
+/// too.
+fn check_against_definition(
+    s: &Scratch,
+    policy: &str,
+    quasi_identifiers: &[&str],
+    output: &Path,
+    valid: u64,
+) -> Value {
+    let run = s.run(&[
+        "risk",
+        "--policy",
+        policy,
+        "--input",
+        output.to_str().unwrap(),
+        "--json",
+    ]);
+    let json: Value = serde_json::from_str(&run.ok()).unwrap();
+    assert_eq!(
+        json["quasi_identifiers"],
+        serde_json::json!(quasi_identifiers)
+    );
+    assert_eq!(json["not_json"], 0);
+    let tenants = json["tenants"].as_array().unwrap();
+    let reported: BTreeMap<String, (u64, u64, u64, u64, u64)> = tenants
         .iter()
         .map(|t| {
             assert_eq!(t["k"], 5);
@@ -146,26 +212,17 @@ fn risk_counts_classes_below_k_per_tenant_as_defined() {
             (t["tenant"].as_str().unwrap().to_owned(), figures)
         })
         .collect();
-    assert_eq!(reported, by_definition(&written, 5));
+    let written = std::fs::read_to_string(output).unwrap();
+    assert_eq!(reported, by_definition(&written, quasi_identifiers, 5));
     let events: u64 = reported.values().map(|figures| figures.0).sum();
     assert_eq!(events, valid, "every pseudonymized event is counted once");
-    let histogram_events: u64 = json["tenants"]
-        .as_array()
-        .unwrap()
+    let histogram_events: u64 = tenants
         .iter()
         .flat_map(|t| t["histogram"].as_array().unwrap())
         .map(|bucket| bucket["events"].as_u64().unwrap())
         .sum();
     assert_eq!(histogram_events, valid, "the histogram holds every event");
-
-    let table = s
-        .run(&["risk", "--policy", POLICY, "--input", &str(&output)])
-        .ok();
-    assert!(
-        table.contains("EVENTS BELOW K") && table.contains("brand-b"),
-        "{table}"
-    );
-    assert!(!table.contains("v1."), "no token is printed: {table}");
+    json
 }
 
 #[test]

@@ -12,10 +12,11 @@ use rand::{Rng, SeedableRng};
 
 use crate::clock::{days_from_civil, days_in_month, push_date, push_rfc3339_ms, DAY_MS};
 use crate::data::{
-    Country, Name, StoreStyle, StreetStyle, ANDROID_MODELS, CAMPAIGNS, COUNTRIES, COUPON_ALPHABET,
-    EAN_PREFIXES, GLOBAL_PROVIDERS, IPHONE_MODELS, ORIGINS, RETAILERS,
+    Country, Name, Retailer, StoreStyle, StreetStyle, ANDROID_MODELS, CAMPAIGNS, COUNTRIES,
+    COUPON_ALPHABET, EAN_PREFIXES, GLOBAL_PROVIDERS, IPHONE_MODELS, ORIGINS, RETAILERS,
 };
 use crate::json::{push_padded, push_u64, Json};
+use crate::population::{self, Customer, Population, Zipf};
 
 /// Products in the catalogue shared by all stores: the size of a supermarket's range, so
 /// that a run sees many product codes of every shape, not a few hundred.
@@ -205,6 +206,9 @@ pub(crate) struct Events {
     products: Vec<Product>,
     /// `retailer.store_id`s, per retailer.
     stores: Vec<Vec<Vec<u8>>>,
+    /// Customers who come back, when set ([`Events::with_population`]); a new person
+    /// per event otherwise.
+    population: Option<Population>,
     scratch: Scratch,
 }
 
@@ -229,8 +233,49 @@ impl Events {
             now_ms,
             products,
             stores,
+            population: None,
             scratch: Scratch::default(),
         }
+    }
+
+    /// From now on, every event is redeemed by one of `size` customers, drawn once from
+    /// `seed` (see [`crate::population`]).
+    pub(crate) fn with_population(&mut self, seed: u64, size: usize) {
+        // Another stream than the events': the population does not shift their draws.
+        let seed = seed ^ 0x9e37_79b9_7f4a_7c15;
+        let stores = Zipf::new(STORES_PER_RETAILER);
+        let mut village = String::new();
+        self.population = Some(Population::new(seed, size, |rng| {
+            let retailer_index = rng.gen_range(0..RETAILERS.len());
+            let store = stores.sample(rng);
+            let mut s = Scratch::default();
+            let person = draw_person(
+                rng,
+                &RETAILERS[retailer_index],
+                Tamper::None,
+                Skew::Population(&mut village),
+                &mut s,
+            );
+            push_ip(&mut s.ip, rng);
+            Customer {
+                retailer: retailer_index,
+                store,
+                home: person.home,
+                first: person.first,
+                last: person.last,
+                city: person.city,
+                card: s.card,
+                email: s.email,
+                phone: s.phone,
+                birth_date: s.birth_date,
+                street: s.street,
+                postal_code: s.postal_code,
+                ip: s.ip,
+                has_email: person.has_email,
+                has_phone: person.has_phone,
+                birth: person.birth,
+            }
+        }));
     }
 
     /// The `customer.loyalty_card` of the last event written.
@@ -252,6 +297,7 @@ impl Events {
             now_ms,
             products,
             stores,
+            population,
             scratch: s,
         } = self;
         *now_ms += rng.gen_range(1..=800);
@@ -260,9 +306,16 @@ impl Events {
         push_uuid_v4(&mut s.event_id, rng);
         s.event_time.clear();
         push_rfc3339_ms(&mut s.event_time, *now_ms);
-        let retailer_index = rng.gen_range(0..RETAILERS.len());
+        let regular = population.as_ref().map(|p| p.visitor(rng));
+        let retailer_index = match regular {
+            Some(customer) => customer.retailer,
+            None => rng.gen_range(0..RETAILERS.len()),
+        };
         let retailer = &RETAILERS[retailer_index];
-        let store = pick(rng, &stores[retailer_index]);
+        let store = match regular {
+            Some(customer) if rng.gen_bool(0.85) => &stores[retailer_index][customer.store],
+            _ => pick(rng, &stores[retailer_index]),
+        };
         let channel = match rng.gen_range(0..100) {
             0..=54 => "in_store",
             55..=79 => "e_shop",
@@ -287,41 +340,19 @@ impl Events {
             *item = (product, quantity);
         }
 
-        let home = &COUNTRIES[if rng.gen_bool(0.85) {
-            retailer.country
-        } else {
-            rng.gen_range(0..COUNTRIES.len())
-        }];
-        let origin = &ORIGINS[if rng.gen_bool(0.7) {
-            draw(rng, home.origins)
-        } else {
-            rng.gen_range(0..ORIGINS.len())
-        }];
-        let first: Name = draw(rng, origin.first);
-        let last: Name = draw(rng, origin.last);
-        push_card(&mut s.card, rng, retailer.card_prefix);
-        let birth_year = rng.gen_range(1940..=2008);
-        let birth_month = rng.gen_range(1..=12);
-        let birth_day = rng.gen_range(1..=days_in_month(birth_year, birth_month));
-        s.birth_date.clear();
-        push_date(&mut s.birth_date, birth_year, birth_month, birth_day);
-        push_email(&mut s.email, rng, first.1, last.1, birth_year, home);
-        s.phone.clear();
-        let phone_template = draw(rng, home.phones);
-        fill(&mut s.phone, rng, phone_template);
-        push_street(&mut s.street, rng, home);
-        let (city, postal_template) = draw(rng, home.cities);
-        s.postal_code.clear();
-        fill(&mut s.postal_code, rng, postal_template);
-        let has_email = tamper.targets(Field::Email) || rng.gen_bool(0.96);
-        let has_phone = tamper.targets(Field::Phone) || rng.gen_bool(0.9);
-        // Birth dates: 94% given, 3% null, 3% absent.
-        let birth = match rng.gen_range(0..100) {
-            _ if tamper.targets(Field::BirthDate) => Some(true),
-            0..=93 => Some(true),
-            94..=96 => Some(false),
-            _ => None,
+        let person = match regular {
+            Some(customer) => customer.person(tamper, s),
+            None => draw_person(rng, retailer, tamper, Skew::None, s),
         };
+        let Person {
+            home,
+            first,
+            last,
+            city,
+            has_email,
+            has_phone,
+            birth,
+        } = person;
 
         // Points of sale seldom send a device; the e-shop and the app almost always do.
         let device_odds = if channel == "in_store" { 0.65 } else { 0.97 };
@@ -331,7 +362,13 @@ impl Events {
             || rng.gen_bool(device_odds);
         let has_user_agent = tamper.targets(Field::UserAgent) || rng.gen_bool(0.95);
         if has_device {
-            push_ip(&mut s.ip, rng);
+            match regular {
+                Some(customer) => {
+                    s.ip.clear();
+                    s.ip.extend_from_slice(&customer.ip);
+                }
+                None => push_ip(&mut s.ip, rng),
+            }
             push_user_agent(&mut s.user_agent, rng, channel);
         }
         let analytics = rng.gen_bool(0.8);
@@ -406,6 +443,126 @@ impl Events {
             close(json, tamper, Field::Consent);
         }
         close(json, tamper, Field::Root);
+    }
+}
+
+/// Who redeems, as an event shows them: drawn for the event, or a regular customer.
+struct Person {
+    home: &'static Country,
+    first: Name,
+    last: Name,
+    city: &'static str,
+    has_email: bool,
+    has_phone: bool,
+    /// Given, null (`Some(false)`) or absent.
+    birth: Option<bool>,
+}
+
+/// How a person's age and home are drawn.
+enum Skew<'a> {
+    /// Uniform birth years from 1940 to 2008, uniform cities (the default stream).
+    None,
+    /// The pyramid and the cities and villages of [`crate::population`]; the village's
+    /// postal-code template is written into the buffer.
+    Population(&'a mut String),
+}
+
+/// Draws a person for `retailer`, writing their card, birth date, e-mail, phone, street
+/// and postal code into `s`.
+fn draw_person(
+    rng: &mut StdRng,
+    retailer: &Retailer,
+    tamper: Tamper,
+    skew: Skew<'_>,
+    s: &mut Scratch,
+) -> Person {
+    let home = &COUNTRIES[if rng.gen_bool(0.85) {
+        retailer.country
+    } else {
+        rng.gen_range(0..COUNTRIES.len())
+    }];
+    let origin = &ORIGINS[if rng.gen_bool(0.7) {
+        draw(rng, home.origins)
+    } else {
+        rng.gen_range(0..ORIGINS.len())
+    }];
+    let first: Name = draw(rng, origin.first);
+    let last: Name = draw(rng, origin.last);
+    push_card(&mut s.card, rng, retailer.card_prefix);
+    let birth_year = match skew {
+        Skew::None => rng.gen_range(1940..=2008),
+        Skew::Population(_) => population::birth_year(rng),
+    };
+    let birth_month = rng.gen_range(1..=12);
+    let birth_day = rng.gen_range(1..=days_in_month(birth_year, birth_month));
+    s.birth_date.clear();
+    push_date(&mut s.birth_date, birth_year, birth_month, birth_day);
+    push_email(&mut s.email, rng, first.1, last.1, birth_year, home);
+    s.phone.clear();
+    let phone_template = draw(rng, home.phones);
+    fill(&mut s.phone, rng, phone_template);
+    push_street(&mut s.street, rng, home);
+    s.postal_code.clear();
+    let city = match skew {
+        Skew::None => {
+            let (city, postal_template) = draw(rng, home.cities);
+            fill(&mut s.postal_code, rng, postal_template);
+            city
+        }
+        Skew::Population(template) => {
+            let city = population::home_city(rng, home.cities, template);
+            fill(&mut s.postal_code, rng, template);
+            city
+        }
+    };
+    let has_email = tamper.targets(Field::Email) || rng.gen_bool(0.96);
+    let has_phone = tamper.targets(Field::Phone) || rng.gen_bool(0.9);
+    // Birth dates: 94% given, 3% null, 3% absent.
+    let birth = match rng.gen_range(0..100) {
+        _ if tamper.targets(Field::BirthDate) => Some(true),
+        0..=93 => Some(true),
+        94..=96 => Some(false),
+        _ => None,
+    };
+    Person {
+        home,
+        first,
+        last,
+        city,
+        has_email,
+        has_phone,
+        birth,
+    }
+}
+
+impl Customer {
+    /// The customer as this event shows them, changed by `tamper`; their card, birth
+    /// date, e-mail, phone, street and postal code copied into `s`.
+    fn person(&self, tamper: Tamper, s: &mut Scratch) -> Person {
+        for (to, from) in [
+            (&mut s.card, &self.card),
+            (&mut s.birth_date, &self.birth_date),
+            (&mut s.email, &self.email),
+            (&mut s.phone, &self.phone),
+            (&mut s.street, &self.street),
+            (&mut s.postal_code, &self.postal_code),
+        ] {
+            to.clear();
+            to.extend_from_slice(from);
+        }
+        Person {
+            home: self.home,
+            first: self.first,
+            last: self.last,
+            city: self.city,
+            has_email: tamper.targets(Field::Email) || self.has_email,
+            has_phone: tamper.targets(Field::Phone) || self.has_phone,
+            birth: if tamper.targets(Field::BirthDate) {
+                Some(true)
+            } else {
+                self.birth
+            },
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use crate::malformation::Malformation;
 /// assert_eq!(Generator::new(7).with_tenants(vec!["brand-a".into(), "brand-b".into()]).next_record(), record);
 /// ```
 pub struct Generator {
+    seed: u64,
     events: Events,
     tenants: Vec<String>,
     malformed_ratio: f64,
@@ -86,6 +87,7 @@ impl Generator {
     /// A generator of valid events for tenant `brand-a`, fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         Self {
+            seed,
             events: Events::new(seed),
             tenants: vec!["brand-a".to_owned()],
             malformed_ratio: 0.0,
@@ -104,6 +106,25 @@ impl Generator {
             "the simulator needs at least one tenant"
         );
         self.tenants = tenants;
+        self
+    }
+
+    /// Every event redeemed by one of `customers` regulars who come back, with the skews
+    /// of real populations (visits, cities and villages, ages, home stores): see
+    /// `population.rs`. Without it, every event is a new person drawn uniformly. The
+    /// customers are drawn from the seed, apart from the stream: the same seed and size
+    /// give the same customers.
+    ///
+    /// ```
+    /// use simulator::Generator;
+    ///
+    /// let mut regulars = Generator::new(7).with_population(100);
+    /// let cards: std::collections::HashSet<_> =
+    ///     (0..1000).map(|_| regulars.valid_record().key).collect();
+    /// assert!(cards.len() <= 100);
+    /// ```
+    pub fn with_population(mut self, customers: usize) -> Self {
+        self.events.with_population(self.seed, customers.max(1));
         self
     }
 

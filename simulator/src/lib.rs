@@ -47,6 +47,7 @@ mod generator;
 mod json;
 mod malformation;
 mod personal;
+mod population;
 
 pub use generator::{Generator, Kind, Record};
 pub use malformation::{Malformation, DEFAULT_MAX_EVENT_BYTES, MAX_JSON_DEPTH};
