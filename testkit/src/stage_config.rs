@@ -67,30 +67,6 @@ impl From<&PathBuf> for ConfigValue {
     }
 }
 
-impl From<i64> for ConfigValue {
-    fn from(number: i64) -> Self {
-        ConfigValue::Integer(number)
-    }
-}
-
-impl From<u64> for ConfigValue {
-    fn from(number: u64) -> Self {
-        ConfigValue::Integer(i64::try_from(number).expect("a config number fits in a TOML integer"))
-    }
-}
-
-impl From<u16> for ConfigValue {
-    fn from(number: u16) -> Self {
-        ConfigValue::Integer(number.into())
-    }
-}
-
-impl From<u32> for ConfigValue {
-    fn from(number: u32) -> Self {
-        ConfigValue::Integer(number.into())
-    }
-}
-
 impl From<i32> for ConfigValue {
     fn from(number: i32) -> Self {
         ConfigValue::Integer(number.into())
@@ -99,7 +75,7 @@ impl From<i32> for ConfigValue {
 
 impl From<usize> for ConfigValue {
     fn from(number: usize) -> Self {
-        ConfigValue::from(u64::try_from(number).expect("usize fits in u64"))
+        ConfigValue::Integer(i64::try_from(number).expect("a config number fits in a TOML integer"))
     }
 }
 
