@@ -66,7 +66,7 @@ use plumbing::rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList}
 use serde::Deserialize;
 use simulator::{Generator, Record};
 use tempfile::TempDir;
-use testkit::{free_port, random_name, shared_brokers, Broker, Brokers, Process};
+use testkit::{free_port, random_name, shared_brokers, Broker, Brokers, Process, StageConfig};
 
 const POLICY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -625,73 +625,39 @@ impl Bench {
     }
 
     fn ingest_config(&self, stages: &Stages) -> String {
-        format!(
-            r#"[keys]
-keyring = {keyring:?}
-kek_file = {kek:?}
-# The bench measures the record path: no audit topic to create per run.
-audit_topic = ""
-
-[ingest]
-brokers = "{onprem}"
-group_id = "{group}"
-input_topic = "{raw}"
-output_topic = "{pseudonymized}"
-quarantine_topic = "{quarantine}"
-policy = {POLICY:?}
-delivery = "{delivery}"
-
-[metrics]
-listen = "127.0.0.1:{port}"
-"#,
-            keyring = text(&self.path("keyring.json")),
-            kek = text(&self.path("kek")),
-            onprem = self.brokers.onprem.bootstrap(),
-            group = random_name("bench-ingest"),
-            raw = stages.raw,
-            pseudonymized = stages.pseudonymized,
-            quarantine = stages.quarantine,
-            delivery = stages.delivery,
-            port = free_port(),
-        )
+        StageConfig::new()
+            .keys(&self.path("keyring.json"), &self.path("kek"))
+            // The bench measures the record path: no audit topic to create per run.
+            .set("keys", "audit_topic", "")
+            .ingest(
+                &self.brokers.onprem.bootstrap(),
+                [&stages.raw, &stages.pseudonymized, &stages.quarantine],
+                Path::new(POLICY),
+            )
+            .set("ingest", "group_id", random_name("bench-ingest"))
+            .set("ingest", "delivery", stages.delivery)
+            .metrics(free_port())
+            .to_string()
     }
 
     fn sink_config(&self, stages: &Stages) -> String {
-        let offsets_topic = stages
-            .offsets_topic
-            .as_ref()
-            .map(|topic| format!("offsets_topic = \"{topic}\"\n"))
-            .unwrap_or_default();
-        let tls: String = self
-            .cloud_tls()
-            .iter()
-            .map(|(key, value)| format!("{key:?} = {value:?}\n"))
-            .collect();
-        format!(
-            r#"[sink]
-source_brokers = "{onprem}"
-source_topic = "{pseudonymized}"
-group_id = "{group}"
-brokers = "{cloud}"
-topic = "{cloud_topic}"
-policy = {POLICY:?}
-quarantine_topic = "{quarantine}"
-delivery = "{delivery}"
-{offsets_topic}
-[sink.kafka]
-{tls}
-[metrics]
-listen = "127.0.0.1:{port}"
-"#,
-            onprem = self.brokers.onprem.bootstrap(),
-            pseudonymized = stages.pseudonymized,
-            group = random_name("bench-sink"),
-            cloud = self.brokers.cloud.bootstrap(),
-            cloud_topic = stages.cloud_topic,
-            quarantine = stages.quarantine,
-            delivery = stages.delivery,
-            port = free_port(),
-        )
+        let config = StageConfig::new()
+            .sink(
+                (&self.brokers.onprem.bootstrap(), &stages.pseudonymized),
+                (&self.brokers.cloud.bootstrap(), &stages.cloud_topic),
+                &stages.quarantine,
+                Path::new(POLICY),
+            )
+            .set("sink", "group_id", random_name("bench-sink"))
+            .set("sink", "delivery", stages.delivery);
+        let config = match &stages.offsets_topic {
+            Some(topic) => config.set("sink", "offsets_topic", topic),
+            None => config,
+        };
+        config
+            .properties("sink.kafka", &self.cloud_tls())
+            .metrics(free_port())
+            .to_string()
     }
 
     /// `pseudonymize.py` between `raw` and the cloud topic, with the keyring's secret and

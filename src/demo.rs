@@ -209,35 +209,34 @@ async fn demo(args: &DemoArgs, scratch: &std::path::Path) -> Result<bool> {
     // 4. Both stages, as `pseudopipe run` would start them.
     let registry = Registry::new();
     let shutdown = Shutdown::new();
-    let fast = BTreeMap::from([("session.timeout.ms".to_string(), "6000".to_string())]);
-    let ingest_settings = ingest::Settings {
-        brokers: onprem_brokers.clone(),
-        group_id: "pseudopipe-ingest".into(),
-        input_topic: raw.into(),
-        output_topic: pseudonymized.into(),
-        quarantine_topic: quarantine.into(),
-        max_in_flight: 10_000,
-        stall_timeout: plumbing::relay::DEFAULT_STALL_TIMEOUT,
-        kafka: fast.clone(),
-        // librdkafka's mock cluster does not commit transactions.
-        exactly_once: None,
-        avro: None,
-    };
-    let sink_settings = sink::Settings {
-        source_brokers: onprem_brokers.clone(),
-        source_topic: pseudonymized.into(),
-        group_id: "pseudopipe-sink".into(),
-        brokers: cloud_brokers.clone(),
-        topic: cloud_topic.into(),
-        quarantine_topic: quarantine.into(),
-        max_in_flight: 10_000,
-        stall_timeout: plumbing::relay::DEFAULT_STALL_TIMEOUT,
-        source_kafka: fast.clone(),
-        kafka: BTreeMap::new(),
-        exactly_once: None,
-        avro: None,
-        cloud_registry: None,
-    };
+    // The sections a site's config file would hold, read and checked as `pseudopipe run`
+    // reads them (librdkafka's mock cluster does not commit transactions: at least once).
+    let policy_file = scratch.join("policy.toml");
+    std::fs::write(&policy_file, crate::DEFAULT_POLICY)
+        .with_context(|| format!("cannot write {}", policy_file.display()))?;
+    let config = crate::config::Config::parse(
+        &format!(
+            r#"[ingest]
+brokers = {onprem_brokers:?}
+input_topic = {raw:?}
+output_topic = {pseudonymized:?}
+quarantine_topic = {quarantine:?}
+policy = {policy_file:?}
+kafka = {{ "session.timeout.ms" = 6000 }}
+
+[sink]
+source_brokers = {onprem_brokers:?}
+source_topic = {pseudonymized:?}
+brokers = {cloud_brokers:?}
+topic = {cloud_topic:?}
+quarantine_topic = {quarantine:?}
+policy = {policy_file:?}
+source_kafka = {{ "session.timeout.ms" = 6000 }}
+"#
+        ),
+        "the demo's config",
+    )?;
+    let (ingest_settings, sink_settings) = (config.ingest()?, config.for_sink()?);
     let pipeline_started = Instant::now();
     // Ingest follows the keyring as a real site's does (no bridge, no audit topic here).
     let live = LiveKeys::open(

@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use ingest::{AuditMirror, Bridge, IngestKeys, KeySettings, LiveKeys};
 use plumbing::probe::Target;
 use plumbing::prometheus::Registry;
-use plumbing::{Shutdown, StageMetrics, TransactionSettings};
+use plumbing::{Shutdown, StageMetrics};
 use pseudonymize::{LeakGuard, Policy};
 
-use crate::config::{kafka_properties, Config, Delivery, IngestConfig, KeysConfig, SinkConfig};
+use crate::config::{Config, KeysConfig};
 use crate::keys::read_kek;
 use crate::server::{self, Readiness};
 
@@ -176,90 +175,6 @@ fn side_outputs(
     Ok((bridge, mirror))
 }
 
-/// How audit entries name an ingest instance: its `transactional.id` (exactly once), or
-/// its group and host.
-fn instance_name(settings: &ingest::Settings) -> String {
-    settings.exactly_once.as_ref().map_or_else(
-        || format!("{}.{}", settings.group_id, hostname()),
-        |exactly_once| exactly_once.transactional_id.clone(),
-    )
-}
-
-/// The ingest settings of a validated `[ingest]` section.
-pub fn ingest_settings(ingest: &IngestConfig) -> Result<ingest::Settings> {
-    Ok(ingest::Settings {
-        avro: ingest
-            .schema_registry
-            .settings(ingest.format, "ingest.schema_registry")?,
-        brokers: ingest.brokers.clone(),
-        group_id: ingest.group_id.clone(),
-        input_topic: ingest.input_topic.clone(),
-        output_topic: ingest.output_topic.clone(),
-        quarantine_topic: ingest.quarantine_topic.clone(),
-        max_in_flight: ingest.max_in_flight,
-        stall_timeout: Duration::from_millis(ingest.stall_timeout_ms),
-        kafka: kafka_properties("ingest.kafka", &ingest.kafka)?,
-        exactly_once: (ingest.delivery == Delivery::ExactlyOnce).then(|| ingest::ExactlyOnce {
-            transactional_id: ingest
-                .transactional_id
-                .clone()
-                .unwrap_or_else(|| format!("{}.{}", ingest.group_id, hostname())),
-            transactions: transaction_settings(
-                ingest.transaction_max_records,
-                ingest.transaction_interval_ms,
-            ),
-        }),
-    })
-}
-
-/// The sink settings of a validated `[sink]` section.
-pub fn sink_settings(sink: &SinkConfig) -> Result<sink::Settings> {
-    Ok(sink::Settings {
-        avro: sink
-            .schema_registry
-            .settings(sink.format, "sink.schema_registry")?,
-        cloud_registry: match &sink.cloud_schema_registry {
-            Some(cloud) => cloud.settings(sink.format, "sink.cloud_schema_registry")?,
-            None => None,
-        },
-        source_brokers: sink.source_brokers.clone(),
-        source_topic: sink.source_topic.clone(),
-        group_id: sink.group_id.clone(),
-        brokers: sink.brokers.clone(),
-        topic: sink.topic.clone(),
-        quarantine_topic: sink.quarantine_topic.clone(),
-        max_in_flight: sink.max_in_flight,
-        stall_timeout: Duration::from_millis(sink.stall_timeout_ms),
-        source_kafka: kafka_properties("sink.source_kafka", &sink.source_kafka)?,
-        kafka: kafka_properties("sink.kafka", &sink.kafka)?,
-        exactly_once: (sink.delivery == Delivery::ExactlyOnce).then(|| sink::ExactlyOnce {
-            offsets_topic: sink.offsets_topic.clone(),
-            transactions: transaction_settings(
-                sink.transaction_max_records,
-                sink.transaction_interval_ms,
-            ),
-        }),
-    })
-}
-
-fn transaction_settings(max_records: usize, interval_ms: u64) -> TransactionSettings {
-    TransactionSettings {
-        max_records,
-        max_duration: Duration::from_millis(interval_ms),
-        ..TransactionSettings::default()
-    }
-}
-
-/// This machine's name (a Kubernetes pod's name), for a default `transactional.id`.
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
-}
-
 /// Runs the stages of `stages` from the config file at `path` until a signal.
 pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     let config = Config::from_file(path)?;
@@ -272,30 +187,26 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     // Validate everything before touching a cluster: a bad config fails in milliseconds.
     let ingest_part = match stages {
         Stages::Ingest | Stages::Both => {
-            let (keys, ingest) = config.for_ingest()?;
-            let settings = ingest_settings(&ingest)?;
-            if let Some(schema) = &ingest.schema {
-                check_policy_against(&ingest.policy, schema)?;
+            let (keys, settings) = config.for_ingest()?;
+            if let Some(schema) = &settings.schema {
+                check_policy_against(&settings.policy, schema)?;
             }
             let live = open_keys(
                 &keys,
-                &ingest.policy,
+                &settings.policy,
                 &settings.input_topic,
-                &instance_name(&settings),
+                &settings.instance(),
                 &registry,
             )?;
-            Some((settings, keys, live, ingest.connect_timeout))
+            Some((settings, keys, live))
         }
         Stages::Sink => None,
     };
     let sink_part = match stages {
         Stages::Sink | Stages::Both => {
-            let sink = config.for_sink()?;
-            Some((
-                sink_settings(&sink)?,
-                LeakGuard::new(Policy::from_file(&sink.policy)?),
-                sink.connect_timeout,
-            ))
+            let settings = config.for_sink()?;
+            let guard = LeakGuard::new(Policy::from_file(&settings.policy)?);
+            Some((settings, guard))
         }
         Stages::Ingest => None,
     };
@@ -310,7 +221,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
     tracing::info!(listen = %listen, "Serving /metrics, /healthz and /readyz.");
 
     let ingest_part = match ingest_part {
-        Some((settings, keys, live, connect_timeout)) => {
+        Some((settings, keys, live)) => {
             let ready = readiness.dependency("on-prem cluster (ingest)");
             let mut topics = vec![
                 settings.input_topic.as_str(),
@@ -322,7 +233,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
                 option: "ingest.brokers",
                 brokers: &settings.brokers,
                 timeout_option: "ingest.connect_timeout",
-                timeout: connect_timeout,
+                timeout: settings.connect_timeout,
             };
             check_cluster(target, &settings.kafka, &topics).await?;
             let (bridge, mirror) = side_outputs(&keys, &settings, &registry)?;
@@ -338,13 +249,13 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         }
         None => None,
     };
-    if let Some((settings, _, connect_timeout)) = &sink_part {
+    if let Some((settings, _)) = &sink_part {
         let ready = readiness.dependency("on-prem cluster (sink)");
         let target = |option, brokers| Target {
             option,
             brokers,
             timeout_option: "sink.connect_timeout",
-            timeout: *connect_timeout,
+            timeout: settings.connect_timeout,
         };
         let source = check_cluster(
             target("sink.source_brokers", &settings.source_brokers),
@@ -355,21 +266,15 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
         ready.store(true, Ordering::Relaxed);
         let ready = readiness.dependency("cloud cluster");
         let mut cloud_topics = vec![settings.topic.as_str()];
-        cloud_topics.extend(
-            settings
-                .exactly_once
-                .as_ref()
-                .map(|e| e.offsets_topic.as_str()),
-        );
+        let exactly_once = settings.exactly_once();
+        cloud_topics.extend(exactly_once.as_ref().map(|e| e.offsets_topic.as_str()));
         let cloud = check_cluster(
             target("sink.brokers", &settings.brokers),
             &settings.kafka,
             &cloud_topics,
         )
         .await?;
-        if let (Some(exactly_once), Some(&offsets_partitions)) =
-            (&settings.exactly_once, cloud.get(1))
-        {
+        if let (Some(exactly_once), Some(&offsets_partitions)) = (&exactly_once, cloud.get(1)) {
             if offsets_partitions < source[0] {
                 bail!(
                     "`sink.offsets_topic` `{}` has {offsets_partitions} partitions on the cloud cluster and `sink.source_topic` has {}: \
@@ -393,7 +298,7 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
             )
         });
     }
-    if let Some((settings, guard, _)) = sink_part {
+    if let Some((settings, guard)) = sink_part {
         let metrics = StageMetrics::new(&registry, "sink")?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move { ("sink", sink::run(settings, guard, metrics, shutdown).await) });

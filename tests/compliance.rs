@@ -790,15 +790,10 @@ fn data_subject_commands_need_a_ticket_unless_the_config_relaxes_it() {
     );
 
     let config = |require: bool| {
-        let path = s.path(&format!("pseudopipe-{require}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[keys]\nkeyring = {:?}\nkek_file = {:?}\nrequire_ticket = {require}\n",
-                s.keyring, s.kek
-            ),
-        )
-        .unwrap();
+        let path = testkit::StageConfig::new()
+            .keys(&s.keyring, &s.kek)
+            .set("keys", "require_ticket", require)
+            .write(&s.path(&format!("pseudopipe-{require}.toml")));
         path.to_str().unwrap().to_string()
     };
     let strict = config(true);

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use testkit::{free_port, shared_brokers, wait_until, Broker, NewRecord};
+use testkit::{free_port, shared_brokers, wait_until, Broker, NewRecord, StageConfig};
 
 use crate::harness::{get, stage_command, Pipeline, Stage, Zone};
 
@@ -62,13 +62,17 @@ fn each_stage_reads_only_its_sections_and_secrets_come_from_files() {
     let p = Pipeline::new();
     let logs = tempfile::tempdir().unwrap();
     let ingest = std::fs::read_to_string(p.ingest_config(free_port())).unwrap();
-    let broken_sink = "\n[sink]\nnot_an_option = 1\n\n[sink.kafka]\n\"sasl.password_file\" = \"/nonexistent/cloud-password\"\n";
+    let broken_sink = StageConfig::new().set("sink", "not_an_option", 1).set(
+        "sink.kafka",
+        "sasl.password_file",
+        "/nonexistent/cloud-password",
+    );
     let ingest = start(
         "ingest",
         write_config(
             &p,
             "ingest-and-broken-sink.toml",
-            &format!("{ingest}{broken_sink}"),
+            &format!("{ingest}\n{broken_sink}"),
         ),
         logs.path(),
     );
@@ -84,14 +88,16 @@ fn each_stage_reads_only_its_sections_and_secrets_come_from_files() {
         &format!("\"ssl.key.pem_file\" = {key:?}"),
     );
     assert!(sink.contains("ssl.key.pem_file"), "{sink}");
-    let missing_keys =
-        "\n[keys]\nkeyring = \"/nonexistent/keyring.json\"\nkek_file = \"/nonexistent/kek\"\n";
+    let missing_keys = StageConfig::new().keys(
+        Path::new("/nonexistent/keyring.json"),
+        Path::new("/nonexistent/kek"),
+    );
     let sink = start(
         "sink",
         write_config(
             &p,
             "sink-and-missing-keys.toml",
-            &format!("{sink}{missing_keys}"),
+            &format!("{sink}\n{missing_keys}"),
         ),
         logs.path(),
     );

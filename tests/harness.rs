@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use simulator::Generator;
-use testkit::{free_port, random_name, shared_brokers, wait_until, Broker, Process, Record};
+use testkit::{
+    free_port, random_name, shared_brokers, wait_until, Broker, Process, Record, StageConfig,
+};
 
 use crate::util::Scratch;
 
@@ -196,20 +198,24 @@ impl Pipeline {
         self
     }
 
-    /// `format = "avro"` and the `[STAGE.schema_registry]` table, or nothing (JSON).
-    fn format_lines(&self, stage: &str) -> (String, String) {
+    /// `config` with `format = "avro"` and the `[STAGE.schema_registry]` table, or as it
+    /// is (JSON).
+    fn with_format(&self, config: StageConfig, stage: &str) -> StageConfig {
         match &self.format {
-            None => (String::new(), String::new()),
+            None => config,
             // The tests' one registry stands for both zones' on the sink's side.
-            Some(url) => (
-                "format = \"avro\"\n".to_owned(),
-                format!("[{stage}.schema_registry]\nurl = {url:?}\n")
-                    + &if stage == "sink" {
-                        format!("[sink.cloud_schema_registry]\nurl = {url:?}\n")
-                    } else {
-                        String::new()
-                    },
-            ),
+            Some(url) => {
+                let config = config.set(stage, "format", "avro").set(
+                    &format!("{stage}.schema_registry"),
+                    "url",
+                    url,
+                );
+                if stage == "sink" {
+                    config.set("sink.cloud_schema_registry", "url", url)
+                } else {
+                    config
+                }
+            }
         }
     }
 
@@ -234,72 +240,46 @@ impl Pipeline {
             .map_or_else(|| self.cloud.bootstrap(), |link| link.bootstrap())
     }
 
-    /// The `[sink.kafka]` table: TLS with the client certificate, unless `with_certificate`
-    /// is false, and [`sink_kafka`](Self::with_sink_kafka).
-    pub(crate) fn cloud_tls(&self, with_certificate: bool) -> String {
-        self.cloud
-            .client_properties()
-            .iter()
-            .filter(|(key, _)| key.as_str() != "bootstrap.servers")
-            .filter(|(key, _)| {
-                with_certificate
-                    || !key.starts_with("ssl.certificate") && !key.starts_with("ssl.key")
-            })
-            .chain(&self.sink_kafka)
-            .map(|(key, value)| format!("{key:?} = {value:?}\n"))
-            .collect()
+    /// The `[sink.kafka]` properties: TLS with the client certificate, unless
+    /// `with_certificate` is false, and [`sink_kafka`](Self::with_sink_kafka).
+    fn cloud_tls(&self, with_certificate: bool) -> BTreeMap<String, String> {
+        let mut properties = self.cloud.client_properties();
+        properties.retain(|key, _| {
+            key != "bootstrap.servers"
+                && (with_certificate
+                    || !key.starts_with("ssl.certificate") && !key.starts_with("ssl.key"))
+        });
+        properties.extend(self.sink_kafka.clone());
+        properties
     }
 
     /// Writes the ingest config (keys, ingest, metrics) and returns its path.
     pub(crate) fn ingest_config(&self, metrics_port: u16) -> PathBuf {
-        let text = format!(
-            r#"[keys]
-keyring = {keyring:?}
-kek_file = {kek:?}
-audit_topic = "{audit_topic}"
-bridge_topic = "{bridge_topic}"
-{keys_extra}
-
-[ingest]
-brokers = "{brokers}"
-group_id = "{ingest_group}"
-input_topic = "{raw}"
-output_topic = "{pseudonymized}"
-quarantine_topic = "{quarantine}"
-policy = {policy:?}
-max_in_flight = {MAX_IN_FLIGHT}
-delivery = "{delivery}"
-# Unique among the live instances, the same across restarts (a StatefulSet pod name): the
-# default, GROUP.HOSTNAME, is the same for every instance on one machine.
-transactional_id = "{ingest_group}.{metrics_port}"
-{format}
-[ingest.kafka]
-"session.timeout.ms" = 6000
-
-{registry}
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-{metrics_extra}
-"#,
-            keyring = self.scratch.keyring,
-            kek = self.scratch.kek,
-            audit_topic = self.audit_topic,
-            bridge_topic = self.bridge_topic,
-            keys_extra = self.keys_extra,
-            metrics_extra = self.metrics_extra,
-            format = self.format_lines("ingest").0,
-            registry = self.format_lines("ingest").1,
-            brokers = self.onprem.bootstrap(),
-            raw = self.raw,
-            pseudonymized = self.pseudonymized,
-            quarantine = self.quarantine,
-            policy = self.policy,
-            ingest_group = self.ingest_group,
-            delivery = self.delivery.as_str(),
-        );
-        let path = self.scratch.path(&format!("ingest-{metrics_port}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
+        let config = StageConfig::new()
+            .keys(&self.scratch.keyring, &self.scratch.kek)
+            .set("keys", "audit_topic", &self.audit_topic)
+            .set("keys", "bridge_topic", &self.bridge_topic)
+            .line("keys", &self.keys_extra)
+            .ingest(
+                &self.onprem.bootstrap(),
+                [&self.raw, &self.pseudonymized, &self.quarantine],
+                &self.policy,
+            )
+            .set("ingest", "group_id", &self.ingest_group)
+            .set("ingest", "max_in_flight", MAX_IN_FLIGHT)
+            .set("ingest", "delivery", self.delivery.as_str())
+            // Unique among the live instances, the same across restarts (a StatefulSet pod
+            // name): the default, GROUP.HOSTNAME, is the same for every instance here.
+            .set(
+                "ingest",
+                "transactional_id",
+                format!("{}.{metrics_port}", self.ingest_group),
+            )
+            .set("ingest.kafka", "session.timeout.ms", 6000);
+        self.with_format(config, "ingest")
+            .metrics(metrics_port)
+            .line("metrics", &self.metrics_extra)
+            .write(&self.scratch.path(&format!("ingest-{metrics_port}.toml")))
     }
 
     /// Writes the sink config (sink, metrics; no keys) and returns its path.
@@ -314,48 +294,25 @@ listen = "127.0.0.1:{metrics_port}"
         with_certificate: bool,
         extra: &str,
     ) -> PathBuf {
-        let text = format!(
-            r#"[sink]
-source_brokers = "{onprem}"
-source_topic = "{pseudonymized}"
-group_id = "{sink_group}"
-brokers = "{cloud}"
-topic = "{cloud_topic}"
-policy = {policy:?}
-quarantine_topic = "{quarantine}"
-max_in_flight = {MAX_IN_FLIGHT}
-delivery = "{delivery}"
-offsets_topic = "{offsets_topic}"
-{extra}
-{format}
-[sink.source_kafka]
-"session.timeout.ms" = 6000
-
-[sink.kafka]
-{tls}"compression.type" = "zstd"
-
-{registry}
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-{metrics_extra}
-"#,
-            onprem = self.onprem.bootstrap(),
-            pseudonymized = self.pseudonymized,
-            cloud = self.sink_cloud_bootstrap(),
-            cloud_topic = self.cloud_topic,
-            policy = self.policy,
-            quarantine = self.quarantine,
-            tls = self.cloud_tls(with_certificate),
-            metrics_extra = self.metrics_extra,
-            format = self.format_lines("sink").0,
-            registry = self.format_lines("sink").1,
-            sink_group = self.sink_group,
-            delivery = self.delivery.as_str(),
-            offsets_topic = self.offsets_topic,
-        );
-        let path = self.scratch.path(&format!("sink-{metrics_port}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
+        let config = StageConfig::new()
+            .sink(
+                (&self.onprem.bootstrap(), &self.pseudonymized),
+                (&self.sink_cloud_bootstrap(), &self.cloud_topic),
+                &self.quarantine,
+                &self.policy,
+            )
+            .set("sink", "group_id", &self.sink_group)
+            .set("sink", "max_in_flight", MAX_IN_FLIGHT)
+            .set("sink", "delivery", self.delivery.as_str())
+            .set("sink", "offsets_topic", &self.offsets_topic)
+            .line("sink", extra)
+            .set("sink.source_kafka", "session.timeout.ms", 6000)
+            .properties("sink.kafka", &self.cloud_tls(with_certificate))
+            .set("sink.kafka", "compression.type", "zstd");
+        self.with_format(config, "sink")
+            .metrics(metrics_port)
+            .line("metrics", &self.metrics_extra)
+            .write(&self.scratch.path(&format!("sink-{metrics_port}.toml")))
     }
 
     /// Starts `ingest` and `sink` as two processes on free metrics ports, logging into `logs`.

@@ -10,7 +10,7 @@
 //! applies between two batches (two transactions), and is an audit entry.
 //!
 //! # Layout
-//! - [`config`]: what the stage needs to run ([`Settings`]).
+//! - [`config`]: `[ingest]` of the config file, validated ([`Settings`]).
 //! - [`keys`]: live keys ([`LiveKeys`]): keyring checks, switches, scheduled rotation,
 //!   overlaps, and the audit entries about them.
 //! - [`bridge`]: pairs of old and new tokens during an overlap, to the bridge topic.

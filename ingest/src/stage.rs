@@ -218,11 +218,11 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
-    relay.stall_timeout = settings.stall_timeout;
-    let avro = match &settings.avro {
+    relay.stall_timeout = settings.stall_timeout();
+    let avro = match settings.registry() {
         None => None,
         Some(registry) => {
-            let registry = plumbing::registry::Registry::new(registry)
+            let registry = plumbing::registry::Registry::new(&registry)
                 .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?;
             Some(AvroFormat::new(
                 plumbing::avro::AvroInput::new(Arc::new(registry)),
@@ -233,7 +233,7 @@ pub async fn run(
     };
     let processor = Arc::new(IngestProcessor::new(keys, avro));
     IngestProcessor::mirror(&mut processor.lock());
-    match settings.exactly_once {
+    match settings.exactly_once() {
         None => {
             // One producer serves both topics: they live on the same cluster.
             plumbing::run(

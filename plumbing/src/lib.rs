@@ -41,6 +41,8 @@
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
 //! - [`registry`]: Avro writer schemas by id, from a schema registry (cached) or a directory.
 //! - [`secrets`]: secret librdkafka properties from files or environment variables, redacted.
+//! - [`settings`]: what the stages' config sections share: durations, property tables,
+//!   the format and its registry, delivery and its limits, checks that say what to fix.
 //! - [`shutdown`]: one shutdown handle, fired by SIGTERM/SIGINT or by hand.
 //! - [`metrics`]: the Prometheus metrics of a stage, labelled by `stage`.
 //! - [`relay`]: the consume → decide → produce → commit loop (at least once), in batches.
@@ -63,6 +65,7 @@ pub mod probe;
 pub mod registry;
 pub mod relay;
 pub mod secrets;
+pub mod settings;
 pub mod shutdown;
 pub mod transactions;
 

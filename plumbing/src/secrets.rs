@@ -6,7 +6,8 @@
 //! trailing newline is trimmed) or `"sasl.password_env" = "CLOUD_SASL_PASSWORD"`.
 //! [`resolve`] replaces those entries by the property itself. Its errors name the property
 //! and the file or variable, never the value. The properties are the ones librdkafka
-//! itself redacts in its logs ([`SENSITIVE`]).
+//! itself redacts in its logs ([`SENSITIVE`]). Settings hold them as [`KafkaProperties`]
+//! (and other secrets as [`Secret`]), whose `Debug` redacts by type.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -154,17 +155,118 @@ pub fn redact_error(error: KafkaError) -> KafkaError {
     }
 }
 
-/// Shows a property table with every secret value replaced by `**REDACTED**`, for
-/// `Debug` implementations of settings that hold one.
-pub struct Redacted<'a>(pub &'a BTreeMap<String, String>);
+/// A table of librdkafka properties as a config file gives it (TOML strings, numbers and
+/// booleans, read as text), whose `Debug` shows every secret value as `**REDACTED**`: a
+/// settings struct that holds one derives `Debug` and prints no secret. It derefs to the
+/// map the client configurations take.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaProperties(BTreeMap<String, String>);
 
-impl fmt::Debug for Redacted<'_> {
+impl KafkaProperties {
+    /// The same properties with every `PROPERTY_file` and `PROPERTY_env` replaced by the
+    /// secret it names ([`resolve`]).
+    pub fn resolve(self) -> Result<Self, Error> {
+        resolve(self.0).map(Self)
+    }
+}
+
+impl From<BTreeMap<String, String>> for KafkaProperties {
+    fn from(properties: BTreeMap<String, String>) -> Self {
+        Self(properties)
+    }
+}
+
+impl std::ops::Deref for KafkaProperties {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KafkaProperties {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         redacted_map(f, self.0.iter())
     }
 }
 
-/// Shows a client configuration like [`Redacted`] (rdkafka's own `Debug` of a
+impl<'de> serde::Deserialize<'de> for KafkaProperties {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let table = BTreeMap::<String, PropertyValue>::deserialize(deserializer)?;
+        Ok(Self(
+            table
+                .into_iter()
+                .map(|(key, PropertyValue(value))| (key, value))
+                .collect(),
+        ))
+    }
+}
+
+/// One property's value: librdkafka takes text, so a TOML number or boolean is read as
+/// the text it would be written as (`6000`, `true`).
+struct PropertyValue(String);
+
+impl<'de> serde::Deserialize<'de> for PropertyValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PropertyVisitor)
+    }
+}
+
+struct PropertyVisitor;
+
+impl serde::de::Visitor<'_> for PropertyVisitor {
+    type Value = PropertyValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a librdkafka property: a string, number or boolean")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<PropertyValue, E> {
+        Ok(PropertyValue(value.to_owned()))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<PropertyValue, E> {
+        Ok(PropertyValue(value.to_string()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<PropertyValue, E> {
+        Ok(PropertyValue(value.to_string()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<PropertyValue, E> {
+        Ok(PropertyValue(value.to_string()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<PropertyValue, E> {
+        Ok(PropertyValue(value.to_string()))
+    }
+}
+
+/// A secret setting that is not a librdkafka property (a schema registry's user name or
+/// password): `Debug` prints `**REDACTED**`, and it has no `Display` and no `Serialize`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The value, for the one client that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**REDACTED**")
+    }
+}
+
+/// Shows a client configuration like [`KafkaProperties`] (rdkafka's own `Debug` of a
 /// `ClientConfig` prints every value), sorted by property.
 pub struct RedactedConfig<'a>(pub &'a ClientConfig);
 
@@ -308,7 +410,7 @@ mod tests {
             ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
             ("security.protocol", "sasl_ssl"),
         ]);
-        let shown = format!("{:?}", Redacted(&properties));
+        let shown = format!("{:?}", KafkaProperties::from(properties.clone()));
         assert!(
             !shown.contains("s3cret") && !shown.contains("BEGIN"),
             "{shown}"
@@ -324,5 +426,12 @@ mod tests {
             config.set(key, value);
         }
         assert_eq!(format!("{:?}", RedactedConfig(&config)), shown);
+    }
+
+    #[test]
+    fn a_secret_setting_never_shows() {
+        let secret = Secret::new("s3cret".to_owned());
+        assert_eq!(format!("{secret:?}"), "**REDACTED**");
+        assert_eq!(secret.expose(), "s3cret");
     }
 }

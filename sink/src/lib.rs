@@ -9,7 +9,7 @@
 //! # Layout
 //! - [`avro`]: Avro records judged as their JSON rendering, their schema ids rewritten to
 //!   the cloud registry's ([`avro::SinkAvro`]).
-//! - [`config`]: what the stage needs to run ([`Settings`]).
+//! - [`config`]: `[sink]` of the config file, validated ([`Settings`]).
 //! - [`stage`]: the leak-guard decision ([`SinkProcessor`]) and [`run`].
 
 #![forbid(unsafe_code)]

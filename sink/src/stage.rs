@@ -100,20 +100,24 @@ pub async fn run(
         &settings.quarantine_topic,
     );
     relay.max_in_flight = settings.max_in_flight;
-    relay.stall_timeout = settings.stall_timeout;
+    relay.stall_timeout = settings.stall_timeout();
     let registry = |settings| {
         Registry::new(settings).map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))
     };
-    let avro = match &settings.avro {
+    let avro = match settings.registry() {
         None => None,
         Some(onprem) => Some(SinkAvro::new(
-            AvroInput::new(Arc::new(registry(onprem)?)),
-            settings.cloud_registry.as_ref().map(registry).transpose()?,
+            AvroInput::new(Arc::new(registry(&onprem)?)),
+            settings
+                .cloud_registry()
+                .as_ref()
+                .map(registry)
+                .transpose()?,
             &settings.topic,
         )),
     };
     let processor = Arc::new(SinkProcessor::new(guard, avro));
-    match settings.exactly_once {
+    match settings.exactly_once() {
         None => {
             plumbing::run(
                 relay, consumer, cloud, quarantine, processor, metrics, shutdown,

@@ -42,6 +42,7 @@
 //! - `process`: [`Process`], a child process logging to a file, killed on drop.
 //! - `load`: [`CpuHogs`], busy threads that load the CPU while a test runs, as a busy CI
 //!   runner's other jobs do.
+//! - `stage_config`: [`StageConfig`], the pseudopipe config file the tests write.
 //! - here: [`free_port`], [`wait_until`], [`random_name`].
 
 #![warn(missing_docs)]
@@ -55,6 +56,7 @@ mod process;
 mod records;
 mod registry;
 mod shared;
+mod stage_config;
 mod tls;
 
 use std::collections::HashSet;
@@ -75,6 +77,7 @@ pub use registry::{
     REGISTRY_HOME_VARIABLE,
 };
 pub use shared::{shared_brokers, Brokers};
+pub use stage_config::{ConfigValue, StageConfig};
 pub use tls::TlsFiles;
 
 /// A TCP port on `127.0.0.1` that was free a moment ago and that this test process has
