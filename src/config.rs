@@ -168,7 +168,7 @@ impl SchemaRegistryConfig {
         &self,
         format: Format,
         section: &str,
-    ) -> Result<Option<plumbing::registry::RegistrySettings>> {
+    ) -> Result<Option<formats::RegistrySettings>> {
         if format == Format::Json {
             return Ok(None);
         }
@@ -196,7 +196,7 @@ impl SchemaRegistryConfig {
                 "`[{section}]`: give the password once (password, password_file or password_env)"
             ),
         };
-        Ok(Some(plumbing::registry::RegistrySettings {
+        Ok(Some(formats::RegistrySettings {
             url: self.url.clone(),
             directory: self.directory.clone(),
             username: self.username.clone(),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use plumbing::registry::RegistrySettings;
+use formats::RegistrySettings;
 use plumbing::secrets::Redacted;
 use plumbing::TransactionSettings;
 

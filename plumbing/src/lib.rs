@@ -35,11 +35,9 @@
 //!
 //! # Layout
 //!
-//! - [`avro`]: Avro records read as the JSON events both stages judge.
 //! - [`config`]: Kafka client configurations with safe defaults and a passthrough table.
 //! - [`probe`]: whether a cluster answers before a command starts, within a bound.
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
-//! - [`registry`]: Avro writer schemas by id, from a schema registry (cached) or a directory.
 //! - [`secrets`]: secret librdkafka properties from files or environment variables, redacted.
 //! - [`shutdown`]: one shutdown handle, fired by SIGTERM/SIGINT or by hand.
 //! - [`metrics`]: the Prometheus metrics of a stage, labelled by `stage`.
@@ -52,7 +50,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod avro;
 pub mod config;
 mod error;
 mod health;
@@ -60,7 +57,6 @@ mod log_limit;
 pub mod metrics;
 pub mod offsets;
 pub mod probe;
-pub mod registry;
 pub mod relay;
 pub mod secrets;
 pub mod shutdown;
