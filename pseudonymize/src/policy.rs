@@ -406,7 +406,8 @@ impl Policy {
                 }
             };
             let segments = split_path(&path)?;
-            tree.insert(&segments, rule.clone(), &path)?;
+            tree.insert(&segments, rule.clone(), &path)
+                .map_err(|conflict| conflict.to_string())?;
             rules.push((path, rule));
         }
         // The leaf at an object path: an error for a path through an array, `None` when
