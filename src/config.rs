@@ -213,8 +213,9 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use formats::settings::{Format, SchemaRegistry};
     use plumbing::secrets::KafkaProperties;
-    use plumbing::settings::{Delivery, Format, SchemaRegistry};
+    use plumbing::settings::Delivery;
     use std::io::Write as _;
 
     const EXAMPLE: &str = include_str!("../config/pseudopipe.example.toml");

@@ -956,7 +956,11 @@ fn place(
 }
 
 /// The offsets `group` committed for `topic`, by partition.
-fn committed(broker: &Broker, group: &str, topic: &str) -> Result<Vec<Option<i64>>, String> {
+fn committed(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+) -> Result<Vec<Option<i64>>, testkit::Error> {
     broker
         .client()
         .committed_offsets(group, topic, Duration::from_secs(30))
@@ -966,7 +970,7 @@ fn committed(broker: &Broker, group: &str, topic: &str) -> Result<Vec<Option<i64
 /// its group's committed offsets on-prem; exactly once, the offsets it stores in the
 /// cloud cluster in its transactions (as its group's offsets of the offsets topic), or,
 /// where none is stored yet, its on-prem hint, as the sink itself reads them.
-fn sink_committed(p: &Pipeline) -> Result<Vec<Option<i64>>, String> {
+fn sink_committed(p: &Pipeline) -> Result<Vec<Option<i64>>, testkit::Error> {
     let onprem = committed(&p.onprem, &p.sink_group, &p.pseudonymized);
     match p.delivery {
         Delivery::AtLeastOnce => onprem,

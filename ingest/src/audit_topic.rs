@@ -17,6 +17,8 @@ use plumbing::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use plumbing::rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use plumbing::rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
+use crate::Error;
+
 /// How long a mirror may take to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,10 +51,13 @@ impl AuditMirror {
         topic: &str,
         log: PathBuf,
         registry: &Registry,
-    ) -> Result<Self, String> {
-        let fail = |what: &str, error: plumbing::rdkafka::error::KafkaError| {
-            format!("audit topic `{topic}`: {what} ({error})")
-        };
+    ) -> Result<Self, Error> {
+        let fail =
+            |what: &'static str, source: plumbing::rdkafka::error::KafkaError| Error::AuditTopic {
+                topic: topic.to_owned(),
+                what,
+                source,
+            };
         let reader: BaseConsumer = consumer
             .clone()
             .set("enable.auto.commit", "false")
@@ -98,11 +103,8 @@ impl AuditMirror {
         let gauge = IntGauge::with_opts(crate::metric_opts(
             "pseudopipe_audit_mirrored_seq",
             "The last audit entry this ingest knows to be on the audit topic.",
-        ))
-        .map_err(|error| error.to_string())?;
-        registry
-            .register(Box::new(gauge.clone()))
-            .map_err(|error| error.to_string())?;
+        ))?;
+        registry.register(Box::new(gauge.clone()))?;
         gauge.set(i64::try_from(mirrored).unwrap_or(i64::MAX));
         Ok(Self {
             producer: producer
@@ -117,13 +119,14 @@ impl AuditMirror {
     }
 
     /// Produces the entries of the log beyond the last one mirrored, and waits for them.
-    pub fn sync(&mut self) -> Result<(), String> {
+    pub fn sync(&mut self) -> Result<(), Error> {
         let len = std::fs::metadata(&self.log).map(|meta| meta.len()).ok();
         if len.is_some() && len == self.read_len {
             return Ok(());
         }
-        let text = std::fs::read(&self.log).map_err(|error| {
-            format!("cannot read the audit log {}: {error}", self.log.display())
+        let text = std::fs::read(&self.log).map_err(|source| Error::AuditLogUnreadable {
+            path: self.log.clone(),
+            source,
         })?;
         let mut last = self.mirrored;
         for line in text.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
@@ -138,24 +141,26 @@ impl AuditMirror {
                 .partition(0)
                 .key(key.as_bytes())
                 .payload(line);
-            self.producer.send(record).map_err(|(error, _)| {
-                format!(
-                    "cannot mirror audit entry {seq} to `{}`: {error}",
-                    self.topic
-                )
-            })?;
+            self.producer
+                .send(record)
+                .map_err(|(source, _)| Error::AuditNotMirrored {
+                    seq,
+                    topic: self.topic.clone(),
+                    source,
+                })?;
             last = seq;
         }
         if last == self.mirrored {
             self.read_len = len;
             return Ok(());
         }
-        self.producer.flush(FLUSH_TIMEOUT).map_err(|error| {
-            format!(
-                "audit entries up to {last} were not acknowledged by `{}`: {error}",
-                self.topic
-            )
-        })?;
+        self.producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(|source| Error::AuditUnacknowledged {
+                last,
+                topic: self.topic.clone(),
+                source,
+            })?;
         self.mirrored = last;
         self.read_len = len;
         self.gauge.set(i64::try_from(last).unwrap_or(i64::MAX));

@@ -10,25 +10,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use plumbing::avro::{AvroInput, Refusal};
-use pseudonymize::avro::{write_header, AvroWriter};
+use formats::avro::{AvroInput, Output, Refusal, RegistryFailed};
 use pseudonymize::avro_schema::{self, SchemaProblem};
 use pseudonymize::{Policy, Reason};
-
-/// How the records of one writer schema are written out.
-#[derive(Debug)]
-pub struct Output {
-    writer: AvroWriter,
-    id: u32,
-}
-
-impl Output {
-    /// Appends the wire-format record of the pseudonymized JSON event `json` to `out`.
-    pub fn write(&self, json: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
-        write_header(self.id, out);
-        self.writer.write(json, out).map_err(Refusal::from)
-    }
-}
 
 /// Ingest's Avro: the input side shared with the sink, and per writer schema the derived
 /// output.
@@ -62,7 +46,7 @@ impl AvroFormat {
     }
 
     /// Why the registry failed, if it did (the stage stops on it).
-    pub fn failure(&self) -> Result<(), String> {
+    pub fn failure(&self) -> Result<(), RegistryFailed> {
         self.input.failure()
     }
 
@@ -98,10 +82,7 @@ impl AvroFormat {
             .registry()
             .register(&self.subject, &derived)
             .map_err(|error| self.input.fail(error))?;
-        Ok(Arc::new(Output {
-            writer: AvroWriter::new(derived),
-            id: output_id,
-        }))
+        Ok(Arc::new(Output::new(derived, output_id)))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Result<Arc<Output>, Refusal>>> {

@@ -22,6 +22,8 @@ use plumbing::rdkafka::{ClientConfig, ClientContext};
 use pseudonymize::BridgePairs;
 use serde::Serialize;
 
+use crate::Error;
+
 /// Pairs remembered to skip repeats; the memory is cleared when it is full.
 const REMEMBERED: usize = 500_000;
 /// How long a flush waits.
@@ -75,14 +77,11 @@ impl std::fmt::Debug for Bridge {
 
 impl Bridge {
     /// A bridge producing to `topic` with the producer configuration `config`.
-    pub fn new(config: &ClientConfig, topic: &str, registry: &Registry) -> Result<Self, String> {
+    pub fn new(config: &ClientConfig, topic: &str, registry: &Registry) -> Result<Self, Error> {
         let counter = |name: &str, help: &str| {
-            let counter = IntCounter::with_opts(crate::metric_opts(name, help))
-                .map_err(|error| error.to_string())?;
-            registry
-                .register(Box::new(counter.clone()))
-                .map_err(|error| error.to_string())?;
-            Ok::<_, String>(counter)
+            let counter = IntCounter::with_opts(crate::metric_opts(name, help))?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok::<_, Error>(counter)
         };
         let sent = counter(
             "pseudopipe_bridge_pairs_total",
@@ -96,8 +95,9 @@ impl Bridge {
             .create_with_context(Counting {
                 failed: failed.clone(),
             })
-            .map_err(|error: KafkaError| {
-                format!("cannot create the producer of the bridge topic `{topic}`: {error}")
+            .map_err(|source: KafkaError| Error::BridgeProducer {
+                topic: topic.to_owned(),
+                source,
             })?;
         Ok(Self {
             producer,

@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use plumbing::registry::RegistrySettings;
+use formats::settings::{Format, SchemaRegistry};
+use formats::RegistrySettings;
 use plumbing::secrets::KafkaProperties;
 use plumbing::settings::{
     self, default_connect_timeout, default_max_in_flight, default_stall_timeout_ms,
     default_transaction_interval_ms, default_transaction_max_records, require, require_file,
-    Delivery, Format, SchemaRegistry, SettingsError,
+    Delivery, SettingsError,
 };
 use plumbing::TransactionSettings;
 use serde::Deserialize;

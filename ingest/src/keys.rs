@@ -14,6 +14,10 @@
 //! `ingest_start` and `ingest_stop` frame a run, with the events tokenized per version.
 //! A keyring that no longer opens, or an audit log that no longer verifies, stops the
 //! stage: it must never go on with keys nobody can account for.
+//!
+//! The time comes from a [`Clock`] the caller gives ([`SystemClock`] in production), so
+//! that what is due when (a scheduled rotation, the end of an overlap) is tested without
+//! waiting for it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -26,6 +30,32 @@ use pseudonymize::{
 };
 use time::OffsetDateTime;
 use tracing::info;
+
+use crate::Error;
+
+/// Where live keys take the time from.
+pub trait Clock: Send {
+    /// Now, by the wall clock: compared with the keyring's timestamps (when a version
+    /// became active, when an overlap ends).
+    fn now_utc(&self) -> OffsetDateTime;
+    /// Now, by a monotonic clock: the interval between two looks at the keyring, which a
+    /// change of the wall clock must not stretch or shorten.
+    fn now(&self) -> Instant;
+}
+
+/// The system's clocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_utc(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
 
 /// Where ingest's keys come from, and what it does about them.
 #[derive(Debug)]
@@ -72,9 +102,11 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(path: &std::path::Path) -> Result<Self, String> {
-        let meta = std::fs::metadata(path)
-            .map_err(|error| format!("cannot read the keyring {}: {error}", path.display()))?;
+    fn of(path: &std::path::Path) -> Result<Self, Error> {
+        let meta = std::fs::metadata(path).map_err(|source| Error::KeyringUnreadable {
+            path: path.to_owned(),
+            source,
+        })?;
         #[cfg(unix)]
         let inode = std::os::unix::fs::MetadataExt::ino(&meta);
         #[cfg(not(unix))]
@@ -239,6 +271,7 @@ pub struct LiveKeys {
     stamp: Stamp,
     next_check: Instant,
     metrics: KeyMetrics,
+    clock: Box<dyn Clock>,
 }
 
 impl std::fmt::Debug for LiveKeys {
@@ -251,26 +284,36 @@ impl std::fmt::Debug for LiveKeys {
 }
 
 impl LiveKeys {
-    /// Opens the keyring, verifies its audit log and builds the first engine. Fails when
-    /// no tenant has an active version.
+    /// Opens the keyring, verifies its audit log and builds the first engine, on the
+    /// system's clocks. Fails when no tenant has an active version.
     pub fn open(
         settings: KeySettings,
         kek: Kek,
         policy: Policy,
         registry: &Registry,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
+        Self::open_with_clock(settings, kek, policy, registry, SystemClock)
+    }
+
+    /// [`LiveKeys::open`], with the time taken from `clock`.
+    pub fn open_with_clock(
+        settings: KeySettings,
+        kek: Kek,
+        policy: Policy,
+        registry: &Registry,
+        clock: impl Clock + 'static,
+    ) -> Result<Self, Error> {
         let stamp = Stamp::of(&settings.keyring)?;
         let keyring = open_verified(&settings, &kek)?;
         let active = actives(&keyring);
         if !active.values().any(Option::is_some) {
-            return Err(format!(
-                "the keyring {} has no tenant with an active key: run `pseudopipe keys init --tenant ...`",
-                settings.keyring.display()
-            ));
+            return Err(Error::NoActiveKey {
+                path: settings.keyring.clone(),
+            });
         }
         let overlaps = BTreeMap::new();
         let engine = engine_of(&policy, &keyring, &overlaps);
-        let metrics = KeyMetrics::new(registry).map_err(|error| error.to_string())?;
+        let metrics = KeyMetrics::new(registry)?;
         let keys = Self {
             settings,
             kek,
@@ -279,8 +322,9 @@ impl LiveKeys {
             active,
             overlaps,
             stamp,
-            next_check: Instant::now(),
+            next_check: clock.now(),
             metrics,
+            clock: Box::new(clock),
         };
         keys.metrics.reloads.inc();
         keys.metrics.verified.set(1);
@@ -294,7 +338,7 @@ impl LiveKeys {
     }
 
     /// Records the start of this instance: one `ingest_start` entry per tenant.
-    pub fn started(&mut self) -> Result<(), String> {
+    pub fn started(&mut self) -> Result<(), Error> {
         let entries = self
             .active
             .iter()
@@ -319,7 +363,7 @@ impl LiveKeys {
 
     /// Records the end of this instance: one `ingest_stop` entry per tenant, with the
     /// events it tokenized per version.
-    pub(crate) fn stopped(&mut self, counts: &mut Counts) -> Result<(), String> {
+    pub(crate) fn stopped(&mut self, counts: &mut Counts) -> Result<(), Error> {
         counts.export(&self.metrics);
         let entries = self
             .active
@@ -347,9 +391,9 @@ impl LiveKeys {
         &mut self,
         next: &BTreeMap<i32, i64>,
         counts: &mut Counts,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Error> {
         counts.export(&self.metrics);
-        let now = Instant::now();
+        let now = self.clock.now();
         if now < self.next_check {
             return Ok(false);
         }
@@ -367,7 +411,7 @@ impl LiveKeys {
         let active = actives(&keyring);
         let mut entries = Vec::new();
         let offsets = offsets_detail(next);
-        let today = OffsetDateTime::now_utc();
+        let today = self.clock.now_utc();
         for (tenant, now_active) in &active {
             let before = self.active.get(tenant).cloned().flatten();
             match (&before, now_active) {
@@ -478,13 +522,13 @@ impl LiveKeys {
     /// Rotates the active version of every tenant whose version is older than
     /// `rotate_every` (under the keyring's lock, checked again there: another instance
     /// may have done it).
-    fn rotate_what_is_due(&mut self) -> Result<(), String> {
+    fn rotate_what_is_due(&mut self) -> Result<(), Error> {
         let Some(every) = self.settings.rotate_every else {
             return Ok(());
         };
         // Decided from what this instance knows, so that a check costs no keyring read
         // until a rotation is due.
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now_utc();
         let due = self
             .active
             .values()
@@ -493,21 +537,16 @@ impl LiveKeys {
         if !due {
             return Ok(());
         }
-        let _lock = KeyringLock::acquire(&self.settings.keyring).map_err(|e| e.to_string())?;
-        let mut keyring =
-            Keyring::open(&self.settings.keyring, &self.kek).map_err(|error| error.to_string())?;
-        let mut log = keyring
-            .audit_log(&self.settings.audit_log)
-            .map_err(|error| error.to_string())?;
+        let _lock = KeyringLock::acquire(&self.settings.keyring)?;
+        let mut keyring = Keyring::open(&self.settings.keyring, &self.kek)?;
+        let mut log = keyring.audit_log(&self.settings.audit_log)?;
         let actor = format!(
             "{} (rotate_every={}s)",
             self.settings.instance,
             every.as_secs()
         );
-        for tenant in due_for_rotation(&keyring, every) {
-            let version = keyring
-                .rotate(&mut log, &actor, &tenant)
-                .map_err(|error| error.to_string())?;
+        for tenant in due_for_rotation(&keyring, every, now) {
+            let version = keyring.rotate(&mut log, &actor, &tenant)?;
             info!(
                 tenant,
                 version = version.version,
@@ -518,8 +557,8 @@ impl LiveKeys {
     }
 
     /// Ends the overlaps whose time is over; whether any did.
-    fn end_overlaps(&mut self) -> Result<bool, String> {
-        let now = OffsetDateTime::now_utc();
+    fn end_overlaps(&mut self) -> Result<bool, Error> {
+        let now = self.clock.now_utc();
         let over: Vec<String> = self
             .overlaps
             .iter()
@@ -552,13 +591,11 @@ impl LiveKeys {
 
     /// Writes `entries` to the audit log, under the keyring's lock (the keyring records
     /// the new head).
-    fn write(&self, entries: Vec<Entry>) -> Result<(), String> {
+    fn write(&self, entries: Vec<Entry>) -> Result<(), Error> {
         if entries.is_empty() {
             return Ok(());
         }
-        let fail = |error: pseudonymize::Error| {
-            format!("cannot write to the audit log of the keyring: {error}")
-        };
+        let fail = Error::AuditWrite;
         let _lock = KeyringLock::acquire(&self.settings.keyring).map_err(fail)?;
         let mut keyring = Keyring::open(&self.settings.keyring, &self.kek).map_err(fail)?;
         let mut log = keyring.audit_log(&self.settings.audit_log).map_err(fail)?;
@@ -599,14 +636,14 @@ impl LiveKeys {
 }
 
 /// Opens the keyring and verifies its audit log against it.
-fn open_verified(settings: &KeySettings, kek: &Kek) -> Result<Keyring, String> {
-    let keyring = Keyring::open(&settings.keyring, kek).map_err(|error| error.to_string())?;
-    keyring.verify_audit(&settings.audit_log).map_err(|error| {
-        format!(
-            "the audit log {} does not verify against the keyring ({error}): run `pseudopipe audit verify` and investigate",
-            settings.audit_log.display()
-        )
-    })?;
+fn open_verified(settings: &KeySettings, kek: &Kek) -> Result<Keyring, Error> {
+    let keyring = Keyring::open(&settings.keyring, kek)?;
+    keyring
+        .verify_audit(&settings.audit_log)
+        .map_err(|source| Error::AuditUnverified {
+            path: settings.audit_log.clone(),
+            source,
+        })?;
     Ok(keyring)
 }
 
@@ -657,9 +694,8 @@ fn engine_of(
         .bridging(previous)
 }
 
-/// Tenants whose active version has been active for `every` or longer.
-fn due_for_rotation(keyring: &Keyring, every: Duration) -> Vec<String> {
-    let now = OffsetDateTime::now_utc();
+/// Tenants whose active version has been active for `every` or longer at `now`.
+fn due_for_rotation(keyring: &Keyring, every: Duration, now: OffsetDateTime) -> Vec<String> {
     keyring
         .tenants()
         .filter(|tenant| {

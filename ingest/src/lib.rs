@@ -17,6 +17,7 @@
 //! - [`avro`]: Avro in and out ([`avro::AvroFormat`]): writer schemas judged against the
 //!   policy, derived schemas registered for the output.
 //! - [`audit_topic`]: the audit log mirrored to an on-prem topic.
+//! - `error`: the crate's one error type, [`Error`].
 //! - `coverage`: the policy rules the first 1000 events did not match, warned about.
 //! - [`stage`]: the record decision ([`IngestProcessor`]) and [`run`].
 
@@ -28,13 +29,15 @@ pub mod avro;
 pub mod bridge;
 pub mod config;
 mod coverage;
+mod error;
 pub mod keys;
 pub mod stage;
 
 pub use audit_topic::AuditMirror;
 pub use bridge::Bridge;
 pub use config::{ExactlyOnce, Settings};
-pub use keys::{KeySettings, LiveKeys};
+pub use error::Error;
+pub use keys::{Clock, KeySettings, LiveKeys, SystemClock};
 pub use stage::{run, IngestKeys, IngestProcessor};
 
 /// The options of an ingest metric: every series carries `stage="ingest"`, as the

@@ -168,13 +168,17 @@ impl Processor for IngestProcessor {
 
     fn between_batches(&self) -> Result<(), String> {
         if let Some(avro) = &self.avro {
-            avro.failure()?;
+            avro.failure().map_err(|error| error.to_string())?;
         }
         let mut state = self.lock();
         let State {
             keys, next, counts, ..
         } = &mut *state;
-        if keys.live.refresh(next, counts)? {
+        if keys
+            .live
+            .refresh(next, counts)
+            .map_err(|error| error.to_string())?
+        {
             if let Some(bridge) = &keys.bridge {
                 bridge.flush();
             }
@@ -208,7 +212,9 @@ pub async fn run(
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, plumbing::Error> {
-    keys.live.started().map_err(plumbing::Error::Processor)?;
+    keys.live
+        .started()
+        .map_err(|error| plumbing::Error::Processor(error.to_string()))?;
     let producer = config::producer(&settings.brokers, &settings.kafka)?;
     let consumer = config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?;
     let mut relay = RelaySettings::new(
@@ -222,10 +228,10 @@ pub async fn run(
     let avro = match settings.registry() {
         None => None,
         Some(registry) => {
-            let registry = plumbing::registry::Registry::new(&registry)
+            let registry = formats::Registry::new(&registry)
                 .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?;
             Some(AvroFormat::new(
-                plumbing::avro::AvroInput::new(Arc::new(registry)),
+                formats::AvroInput::new(Arc::new(registry)),
                 keys.live.engine().policy().clone(),
                 &settings.output_topic,
             ))
@@ -271,11 +277,35 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::keys::KeySettings;
+    use crate::keys::{Clock, KeySettings};
     use plumbing::prometheus::Registry;
     use pseudonymize::{Kek, Keyring, Policy};
 
     const EVENT: &[u8] = include_bytes!("../../schemas/coupon_redemption.json");
+
+    /// The system's clocks, moved forward by hand.
+    #[derive(Clone, Default)]
+    struct Later(Arc<Mutex<Duration>>);
+
+    impl Later {
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+
+        fn ahead(&self) -> Duration {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    impl Clock for Later {
+        fn now_utc(&self) -> time::OffsetDateTime {
+            time::OffsetDateTime::now_utc() + self.ahead()
+        }
+
+        fn now(&self) -> std::time::Instant {
+            std::time::Instant::now() + self.ahead()
+        }
+    }
 
     /// A keyring with tenant `brand-a` in a temporary directory, and its KEK.
     struct Site {
@@ -311,17 +341,14 @@ mod tests {
         }
 
         fn processor(&self) -> IngestProcessor {
-            self.processor_with(None, None)
-        }
-
-        fn processor_rotating_every(&self, rotate_every: Option<Duration>) -> IngestProcessor {
-            self.processor_with(rotate_every, None)
+            self.processor_with(None, None, Later::default())
         }
 
         fn processor_with(
             &self,
             rotate_every: Option<Duration>,
             bridge_overlap: Option<Duration>,
+            clock: Later,
         ) -> IngestProcessor {
             let policy =
                 Policy::from_toml(include_str!("../../schemas/coupon_redemption.policy.toml"))
@@ -336,7 +363,8 @@ mod tests {
                 input_topic: "raw".into(),
             };
             let kek = Kek::from_bytes(*self.kek.expose());
-            let live = LiveKeys::open(settings, kek, policy, &Registry::new()).unwrap();
+            let live =
+                LiveKeys::open_with_clock(settings, kek, policy, &Registry::new(), clock).unwrap();
             IngestProcessor::new(
                 IngestKeys {
                     live,
@@ -486,27 +514,35 @@ mod tests {
     #[test]
     fn a_version_older_than_rotate_every_is_rotated_by_ingest_itself() {
         let site = Site::new();
-        let processor = site.processor_rotating_every(Some(Duration::from_secs(1)));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut version = 1;
-        while version == 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-            processor.between_batches().unwrap();
-            version = version_of(&processor.process_at(at(0, 0), None, Some(EVENT)));
-        }
-        assert_eq!(version, 2, "rotated once the version is a second old");
+        let day = Duration::from_secs(86_400);
+        let clock = Later::default();
+        let processor = site.processor_with(Some(day), None, clock.clone());
+        processor.between_batches().unwrap();
+        assert_eq!(
+            version_of(&processor.process_at(at(0, 0), None, Some(EVENT))),
+            1,
+            "not rotated before it is due"
+        );
+        clock.advance(day);
+        processor.between_batches().unwrap();
+        assert_eq!(
+            version_of(&processor.process_at(at(0, 1), None, Some(EVENT))),
+            2,
+            "rotated once the version is a day old"
+        );
         let rotation = site
             .actions()
             .into_iter()
             .find(|entry| entry["action"] == "rotate")
             .expect("the scheduled rotation is an audit entry");
-        assert_eq!(rotation["actor"], "ingest-test (rotate_every=1s)");
+        assert_eq!(rotation["actor"], "ingest-test (rotate_every=86400s)");
     }
 
     #[test]
     fn each_rotation_opens_an_overlap_and_the_next_one_ends_it() {
         let site = Site::new();
-        let processor = site.processor_with(None, Some(Duration::from_secs(3600)));
+        let processor =
+            site.processor_with(None, Some(Duration::from_secs(3600)), Later::default());
         for _ in 0..2 {
             site.change(|keyring, log| {
                 keyring.rotate(log, "officer", "brand-a").unwrap();

@@ -35,11 +35,9 @@
 //!
 //! # Layout
 //!
-//! - [`avro`]: Avro records read as the JSON events both stages judge.
 //! - [`config`]: Kafka client configurations with safe defaults and a passthrough table.
 //! - [`probe`]: whether a cluster answers before a command starts, within a bound.
 //! - [`offsets`]: per-partition contiguous watermarks — which offset is safe to commit.
-//! - [`registry`]: Avro writer schemas by id, from a schema registry (cached) or a directory.
 //! - [`secrets`]: secret librdkafka properties from files or environment variables, redacted.
 //! - [`settings`]: what the stages' config sections share: durations, property tables,
 //!   the format and its registry, delivery and its limits, checks that say what to fix.
@@ -54,7 +52,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod avro;
 pub mod config;
 mod error;
 mod health;
@@ -62,7 +59,6 @@ mod log_limit;
 pub mod metrics;
 pub mod offsets;
 pub mod probe;
-pub mod registry;
 pub mod relay;
 pub mod secrets;
 pub mod settings;

@@ -1,16 +1,16 @@
 //! What the config sections of both stages share, written once: durations (`"15s"`), the
-//! payload [`Format`] and its [`SchemaRegistry`], the [`Delivery`] guarantee, the relay's
+//! [`Delivery`] guarantee, the relay's
 //! limits with their defaults, and the checks whose messages say what to fix
 //! ([`SettingsError`]). `ingest::Settings` (`[ingest]`) and `sink::Settings` (`[sink]`)
-//! are built of these; librdkafka tables are [`KafkaProperties`](crate::secrets::KafkaProperties).
+//! are built of these (with `formats::settings` for the payload format and its schema
+//! registry); librdkafka tables are [`KafkaProperties`](crate::secrets::KafkaProperties).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::registry::RegistrySettings;
-use crate::secrets::{KafkaProperties, Secret};
+use crate::secrets::KafkaProperties;
 
 /// A setting that cannot work, with what to do about it. Never quotes a secret.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +41,19 @@ pub enum SettingsError {
     },
 }
 
+/// A duration that [`parse_duration`] cannot read; the message shows how to write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// The text does not start with a whole number.
+    #[error("`{0}` is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. \"90d\"")]
+    NotANumber(String),
+    /// The number has no unit, or one that is not known.
+    #[error("`{0}` has no known unit: use ms, s, m, h or d, e.g. \"90d\"")]
+    UnknownUnit(String),
+}
+
 /// `"500ms"`, `"5s"`, `"30m"`, `"12h"`, `"90d"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -50,7 +61,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. \"90d\""))?;
+        .map_err(|_| DurationError::NotANumber(text.to_owned()))?;
     let seconds = |factor: u64| Duration::from_secs(number.saturating_mul(factor));
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
@@ -58,9 +69,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(seconds(60)),
         "h" => Ok(seconds(3600)),
         "d" => Ok(seconds(86_400)),
-        _ => Err(format!(
-            "`{text}` has no known unit: use ms, s, m, h or d, e.g. \"90d\""
-        )),
+        _ => Err(DurationError::UnknownUnit(text.to_owned())),
     }
 }
 
@@ -77,18 +86,6 @@ pub fn optional_duration<'de, D: serde::Deserializer<'de>>(
     duration(deserializer).map(Some)
 }
 
-/// Payload formats of the raw topic (and of the pseudonymized one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// One JSON object per record.
-    #[default]
-    Json,
-    /// Avro in Confluent's wire format (magic byte 0, 4-byte schema id, binary datum),
-    /// with the writer schemas of `schema_registry`.
-    Avro,
-}
-
 /// Delivery guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -100,98 +97,6 @@ pub enum Delivery {
     /// Kafka transactions: each record reaches the output exactly once for readers with
     /// `isolation.level=read_committed` (docs/architecture.md, ADR 0007).
     ExactlyOnce,
-}
-
-/// `[ingest.schema_registry]`, `[sink.schema_registry]`, `[sink.cloud_schema_registry]`:
-/// where Avro writer schemas come from. (It moves with the registry client.)
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SchemaRegistry {
-    /// The registry's Confluent-compatible base URL (Apicurio: `.../apis/ccompat/v7`).
-    pub url: Option<String>,
-    /// Offline instead: a directory of `ID.avsc` files.
-    pub directory: Option<PathBuf>,
-    /// HTTP basic authentication.
-    pub username: Option<Secret>,
-    /// Its password, inline (prefer `password_file` or `password_env`).
-    pub password: Option<Secret>,
-    /// A file holding the password (one trailing newline trimmed).
-    pub password_file: Option<PathBuf>,
-    /// An environment variable holding the password.
-    pub password_env: Option<String>,
-    /// PEM certificate authorities for an `https` registry (default: the system's).
-    pub ca_file: Option<PathBuf>,
-    /// How long one request may take.
-    #[serde(default = "default_registry_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-}
-
-/// Long enough for a registry under load, short enough that a stage does not hang on one
-/// that does not answer.
-fn default_registry_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-impl SchemaRegistry {
-    /// Checks the table for `format` (nothing for JSON) and reads the password from its
-    /// file or variable into `password`; `section` names the table in errors.
-    pub fn resolve(mut self, format: Format, section: &str) -> Result<Self, SettingsError> {
-        if format == Format::Json {
-            return Ok(self);
-        }
-        if self.url.is_some() == self.directory.is_some() {
-            return Err(SettingsError::Invalid(format!("`[{section}]`: format = \"avro\" needs either `url` (a schema registry) or `directory` (offline `ID.avsc` files)")));
-        }
-        let from_file = match self.password_file.take() {
-            Some(path) => Some(
-                std::fs::read_to_string(&path)
-                    .map_err(|source| SettingsError::Unreadable {
-                        setting: format!("{section}.password_file"),
-                        path,
-                        source,
-                    })?
-                    .trim_end_matches('\n')
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        let from_env = match self.password_env.take() {
-            Some(variable) => Some(std::env::var(&variable).map_err(|_| {
-                SettingsError::Invalid(format!(
-                    "`[{section}]` password_env = {variable:?}: the variable is not set"
-                ))
-            })?),
-            None => None,
-        };
-        match (self.password.is_some(), from_file, from_env) {
-            (_, None, None) => {}
-            (false, Some(password), None) | (false, None, Some(password)) => {
-                self.password = Some(Secret::new(password));
-            }
-            _ => {
-                return Err(SettingsError::Invalid(format!(
-                "`[{section}]`: give the password once (password, password_file or password_env)"
-            )))
-            }
-        }
-        Ok(self)
-    }
-
-    /// The registry client's settings, for Avro (none for JSON); the password is the one
-    /// [`resolve`](Self::resolve) read.
-    pub fn settings(&self, format: Format) -> Option<RegistrySettings> {
-        (format == Format::Avro).then(|| RegistrySettings {
-            url: self.url.clone(),
-            directory: self.directory.clone(),
-            username: self.username.as_ref().map(|name| name.expose().to_owned()),
-            password: self
-                .password
-                .as_ref()
-                .map(|password| password.expose().to_owned()),
-            ca_file: self.ca_file.clone(),
-            timeout: self.timeout,
-        })
-    }
 }
 
 /// Records in flight per stage by default: enough to keep a remote link busy
@@ -307,7 +212,7 @@ mod tests {
             assert_eq!(parse_duration(text), Ok(expected), "{text}");
         }
         for bad in ["", "d", "90", "90 days", "-1d", "1.5h"] {
-            let error = parse_duration(bad).unwrap_err();
+            let error = parse_duration(bad).unwrap_err().to_string();
             assert!(
                 error.contains("unit") || error.contains("duration"),
                 "{bad}: {error}"

@@ -254,8 +254,18 @@ impl AuditPublicKey {
         )
     }
 
-    /// Parses the text of a public key file; the error says what is wrong with it.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Parses the text of a public key file; the error ([`Error::InvalidAuditKey`], naming
+    /// the key `<inline>`) says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        Self::read(text).map_err(|detail| Error::InvalidAuditKey {
+            path: "<inline>".to_owned(),
+            detail,
+        })
+    }
+
+    /// Reads a public key from the text of its file; the error is the `detail` of an
+    /// [`Error::InvalidAuditKey`], which its callers name the file in.
+    fn read(text: &str) -> Result<Self, String> {
         let mut key = None;
         let mut fingerprint = None;
         for line in text.lines().map(str::trim) {
@@ -296,7 +306,7 @@ impl AuditPublicKey {
             what: format!("cannot read the audit public key {}", path.display()),
             source,
         })?;
-        Self::parse(&text).map_err(|detail| Error::InvalidAuditKey {
+        Self::read(&text).map_err(|detail| Error::InvalidAuditKey {
             path: path.display().to_string(),
             detail,
         })
@@ -866,7 +876,7 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            let error = AuditPublicKey::parse(text).unwrap_err();
+            let error = AuditPublicKey::parse(text).unwrap_err().to_string();
             assert!(error.contains(expected), "{text:?}: {error}");
         }
         // The all-zero point has a small order: a key that would accept forged signatures.

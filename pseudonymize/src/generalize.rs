@@ -62,9 +62,36 @@ pub(crate) struct GeneralizeSpec {
     pub(crate) step: Option<f64>,
 }
 
+/// What is wrong with a `generalize` rule's options; the policy adds the field path.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SpecError {
+    /// Options given that the operator does not take.
+    #[error("option(s) {} do not apply to generalize.to = \"{to}\"", options.join(", "))]
+    Extra {
+        /// The options.
+        options: Vec<String>,
+        /// The operator.
+        to: String,
+    },
+    /// An operator's option is missing or out of range.
+    #[error("generalize.to = \"{to}\" {needs}")]
+    Option {
+        /// The operator.
+        to: &'static str,
+        /// What it needs.
+        needs: &'static str,
+    },
+    /// `ip_network` prefix lengths longer than the addresses.
+    #[error("generalize.to = \"ip_network\": `bits` must be <= 32 and `bits_v6` <= 128")]
+    NetworkBits,
+    /// No such operator.
+    #[error("unknown generalize.to = \"{0}\"; expected year, month, age_band, prefix, ip_network, hour or round")]
+    Unknown(String),
+}
+
 impl GeneralizeSpec {
     /// Checks that exactly the options of `to` are given; the error says what to fix.
-    pub(crate) fn validate(self) -> Result<Generalization, String> {
+    pub(crate) fn validate(self) -> Result<Generalization, SpecError> {
         let given = |name: &str, present: bool| present.then(|| name.to_string());
         let extra: Vec<String> = [
             given("width", self.width.is_some() && self.to != "age_band"),
@@ -77,11 +104,10 @@ impl GeneralizeSpec {
         .flatten()
         .collect();
         if !extra.is_empty() {
-            return Err(format!(
-                "option(s) {} do not apply to generalize.to = \"{}\"",
-                extra.join(", "),
-                self.to
-            ));
+            return Err(SpecError::Extra {
+                options: extra,
+                to: self.to,
+            });
         }
         Ok(match self.to.as_str() {
             "year" => Generalization::Year,
@@ -89,29 +115,40 @@ impl GeneralizeSpec {
             "hour" => Generalization::Hour,
             "age_band" => match self.width {
                 Some(width) if width >= 1 => Generalization::AgeBand { width },
-                _ => return Err("generalize.to = \"age_band\" needs `width` >= 1 (years)".into()),
+                _ => {
+                    return Err(SpecError::Option {
+                        to: "age_band",
+                        needs: "needs `width` >= 1 (years)",
+                    })
+                }
             },
             "prefix" => match self.length {
                 Some(length) => Generalization::Prefix { length },
-                None => return Err("generalize.to = \"prefix\" needs `length` (characters kept)".into()),
+                None => {
+                    return Err(SpecError::Option {
+                        to: "prefix",
+                        needs: "needs `length` (characters kept)",
+                    })
+                }
             },
             "ip_network" => {
                 let bits_v4 = self.bits.unwrap_or(24);
                 let bits_v6 = self.bits_v6.unwrap_or(48);
                 if bits_v4 > 32 || bits_v6 > 128 {
-                    return Err("generalize.to = \"ip_network\": `bits` must be <= 32 and `bits_v6` <= 128".into());
+                    return Err(SpecError::NetworkBits);
                 }
                 Generalization::IpNetwork { bits_v4, bits_v6 }
             }
             "round" => match self.step {
                 Some(step) if step.is_finite() && step > 0.0 => Generalization::Round { step },
-                _ => return Err("generalize.to = \"round\" needs a positive `step`".into()),
+                _ => {
+                    return Err(SpecError::Option {
+                        to: "round",
+                        needs: "needs a positive `step`",
+                    })
+                }
             },
-            other => {
-                return Err(format!(
-                    "unknown generalize.to = \"{other}\"; expected year, month, age_band, prefix, ip_network, hour or round"
-                ))
-            }
+            other => return Err(SpecError::Unknown(other.to_owned())),
         })
     }
 }
@@ -502,14 +539,12 @@ mod tests {
             bits_v6: None,
             step: None,
         };
-        assert!(spec("age_band").validate().unwrap_err().contains("width"));
-        assert!(spec("decade")
-            .validate()
-            .unwrap_err()
-            .contains("unknown generalize.to"));
+        let problem = |spec: GeneralizeSpec| spec.validate().unwrap_err().to_string();
+        assert!(problem(spec("age_band")).contains("width"));
+        assert!(problem(spec("decade")).contains("unknown generalize.to"));
         let mut s = spec("year");
         s.length = Some(2);
-        assert!(s.validate().unwrap_err().contains("length"));
+        assert!(problem(s).contains("length"));
         assert_eq!(
             spec("ip_network").validate(),
             Ok(Generalization::IpNetwork {

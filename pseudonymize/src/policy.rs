@@ -310,14 +310,24 @@ impl Policy {
             what: format!("cannot read the policy {}", path.display()),
             source,
         })?;
-        Self::from_toml(&text).map_err(|detail| Error::InvalidPolicy {
+        Self::compile(&text).map_err(|detail| Error::InvalidPolicy {
             path: path.display().to_string(),
             detail,
         })
     }
 
-    /// Parses and validates a policy; the error says what to fix.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
+    /// Parses and validates a policy given as text; the error ([`Error::InvalidPolicy`],
+    /// naming the policy `<inline>`) says what to fix.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        Self::compile(text).map_err(|detail| Error::InvalidPolicy {
+            path: "<inline>".to_owned(),
+            detail,
+        })
+    }
+
+    /// Parses, validates and compiles a policy; the error is the `detail` of an
+    /// [`Error::InvalidPolicy`], which its callers name the policy in.
+    fn compile(text: &str) -> Result<Self, String> {
         let file: PolicyFile = toml::from_str(text).map_err(|error| error.to_string())?;
         if !is_valid_tenant(&file.default_tenant) {
             return Err(format!(
@@ -401,7 +411,8 @@ impl Policy {
                 }
             };
             let segments = split_path(&path)?;
-            tree.insert(&segments, rule.clone(), &path)?;
+            tree.insert(&segments, rule.clone(), &path)
+                .map_err(|conflict| conflict.to_string())?;
             rules.push((path, rule));
         }
         // The leaf at an object path: an error for a path through an array, `None` when
@@ -629,8 +640,11 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            let error = Policy::from_toml(text).expect_err(text);
-            assert!(error.contains(expected), "{text:?}: {error}");
+            let error = Policy::from_toml(text).expect_err(text).to_string();
+            assert!(
+                error.starts_with("policy <inline>: ") && error.contains(expected),
+                "{text:?}: {error}"
+            );
         }
     }
 

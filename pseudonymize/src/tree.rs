@@ -182,12 +182,10 @@ impl Tree {
         segments: &[String],
         rule: Rule,
         full: &str,
-    ) -> Result<(), String> {
-        let conflict = |tree: &Self, at: NodeId| {
-            format!(
-                "field `{full}` conflicts with another rule on `{}` (a path is either a leaf, an object or an array)",
-                tree.node(at).path
-            )
+    ) -> Result<(), Conflict> {
+        let conflict = |tree: &Self, at: NodeId| Conflict {
+            field: full.to_owned(),
+            at: tree.node(at).path.to_string(),
         };
         let mut current = ROOT;
         for (index, segment) in segments.iter().enumerate() {
@@ -219,4 +217,14 @@ impl Tree {
         }
         Ok(())
     }
+}
+
+/// Two rules of a policy that want different shapes at one path.
+#[derive(Debug, thiserror::Error)]
+#[error("field `{field}` conflicts with another rule on `{at}` (a path is either a leaf, an object or an array)")]
+pub(crate) struct Conflict {
+    /// The path of the rule being added.
+    field: String,
+    /// Where it meets the other rule.
+    at: String,
 }

@@ -7,9 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use plumbing::avro::{AvroInput, Refusal};
-use plumbing::registry::Registry;
-use pseudonymize::avro::{write_header, HEADER_LEN};
+use formats::avro::{with_schema_id, AvroInput, Refusal, RegistryFailed};
+use formats::Registry;
 
 /// The sink's Avro: the on-prem registry the records name, and the cloud one, if any.
 #[derive(Debug)]
@@ -58,14 +57,11 @@ impl SinkAvro {
                 id
             }
         };
-        let mut forwarded = Vec::with_capacity(payload.len());
-        write_header(id, &mut forwarded);
-        forwarded.extend_from_slice(&payload[HEADER_LEN..]);
-        Ok((decoded.json, forwarded))
+        Ok((decoded.json, with_schema_id(payload, id)?))
     }
 
     /// Why a registry failed, if one did (the stage stops on it).
-    pub fn failure(&self) -> Result<(), String> {
+    pub fn failure(&self) -> Result<(), RegistryFailed> {
         self.input.failure()
     }
 }

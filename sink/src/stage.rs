@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use plumbing::avro::AvroInput;
-use plumbing::registry::Registry;
+use formats::{AvroInput, Registry};
 use plumbing::{
     config, Decision, Finding, Layout, Processor, RelayReport, RelaySettings, Shutdown,
     StageMetrics,
@@ -68,7 +67,10 @@ impl Processor for SinkProcessor {
     }
 
     fn between_batches(&self) -> Result<(), String> {
-        self.avro.as_ref().map_or(Ok(()), SinkAvro::failure)
+        self.avro
+            .as_ref()
+            .map_or(Ok(()), SinkAvro::failure)
+            .map_err(|error| error.to_string())
     }
 }
 

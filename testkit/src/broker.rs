@@ -305,7 +305,7 @@ impl Broker {
     pub fn create_topic(&self, topic: &str, partitions: u32) {
         self.client()
             .create_topic(topic, partitions, OPERATION_TIMEOUT)
-            .unwrap_or_else(|error| panic!("{}", self.failure(&error)));
+            .unwrap_or_else(|error| panic!("{}", self.failure(&error.to_string())));
     }
 
     /// Creates a topic named `PREFIX-` plus random hex digits and returns the name, so
@@ -358,7 +358,7 @@ impl Broker {
     pub fn reader(&self, topic: &str) -> TopicReader {
         self.client()
             .reader(topic, OPERATION_TIMEOUT)
-            .unwrap_or_else(|error| panic!("{}", self.failure(&error)))
+            .unwrap_or_else(|error| panic!("{}", self.failure(&error.to_string())))
     }
 
     /// The low and high watermarks of every partition of `topic`, in partition order.
@@ -367,7 +367,7 @@ impl Broker {
     pub fn watermarks(&self, topic: &str) -> Vec<(i64, i64)> {
         self.client()
             .watermarks(topic, Duration::from_secs(10))
-            .unwrap_or_else(|error| panic!("{}", self.failure(&error)))
+            .unwrap_or_else(|error| panic!("{}", self.failure(&error.to_string())))
     }
 
     /// Deletes the records of `topic`/`partition` before `offset` (DeleteRecords, as
@@ -377,7 +377,7 @@ impl Broker {
     pub fn delete_records_before(&self, topic: &str, partition: i32, offset: i64) -> i64 {
         self.client()
             .delete_records_before(topic, partition, offset, OPERATION_TIMEOUT)
-            .unwrap_or_else(|error| panic!("{}", self.failure(&error)))
+            .unwrap_or_else(|error| panic!("{}", self.failure(&error.to_string())))
     }
 
     /// A panic message: what failed, then the tail of the broker's log.

@@ -19,6 +19,30 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::{NewRecord, Record};
 
+/// What a [`Client`] helper could not do with its cluster. Tests unwrap it, or print it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A librdkafka client could not be created, or one of its requests failed.
+    #[error("{what}: {source}")]
+    Kafka {
+        /// What the helper was doing, naming the topic, partition or group.
+        what: String,
+        /// What librdkafka said.
+        #[source]
+        source: KafkaError,
+    },
+    /// The cluster answered, but not what the helper waited for (a topic it does not
+    /// know, fewer partitions than created, records not all delivered...).
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// Turns a librdkafka error into an [`Error`] saying what was being done.
+fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
+    let what = what.into();
+    move |source| Error::Kafka { what, source }
+}
+
 /// The librdkafka properties of one cluster (bootstrap servers, security) and what a
 /// test does with them. Every call makes its own short-lived librdkafka client, so
 /// nothing is shared between calls, just like separate processes.
@@ -105,20 +129,20 @@ impl Client {
         topic: &str,
         partition: i32,
         offset: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let consumer: BaseConsumer = self
             .config()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()
-            .map_err(|error| format!("cannot create a consumer: {error}"))?;
+            .map_err(kafka("cannot create a consumer"))?;
         let mut offsets = TopicPartitionList::new();
         offsets
             .add_partition_offset(topic, partition, Offset::Offset(offset))
-            .map_err(|error| format!("cannot commit {topic}/{partition}@{offset}: {error}"))?;
+            .map_err(kafka(format!("cannot commit {topic}/{partition}@{offset}")))?;
         consumer
             .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
-            .map_err(|error| format!("cannot commit {topic}/{partition}@{offset}: {error}"))
+            .map_err(kafka(format!("cannot commit {topic}/{partition}@{offset}")))
     }
 
     /// The offset the consumer group `group` has committed for each partition of `topic`
@@ -130,7 +154,7 @@ impl Client {
         group: &str,
         topic: &str,
         timeout: Duration,
-    ) -> Result<Vec<Option<i64>>, String> {
+    ) -> Result<Vec<Option<i64>>, Error> {
         let deadline = Instant::now() + timeout;
         let partitions = self.wait_for_partitions(topic, deadline)?;
         let consumer: BaseConsumer = self
@@ -139,7 +163,7 @@ impl Client {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_uncommitted")
             .create()
-            .map_err(|error| format!("cannot create a consumer: {error}"))?;
+            .map_err(kafka("cannot create a consumer"))?;
         let mut asked = TopicPartitionList::new();
         for partition in 0..partitions {
             asked.add_partition(
@@ -150,15 +174,15 @@ impl Client {
         let left = deadline.saturating_duration_since(Instant::now());
         let committed = consumer
             .committed_offsets(asked, left.max(Duration::from_secs(1)))
-            .map_err(|error| format!("offsets of group {group} for {topic}: {error}"))?;
+            .map_err(kafka(format!("offsets of group {group} for {topic}")))?;
         committed
             .elements_for_topic(topic)
             .iter()
             .map(|elem| match (elem.error(), elem.offset()) {
-                (Err(error), _) => Err(format!(
-                    "offset of group {group} for {topic}/{}: {error}",
-                    elem.partition()
-                )),
+                (Err(source), _) => Err(Error::Kafka {
+                    what: format!("offset of group {group} for {topic}/{}", elem.partition()),
+                    source,
+                }),
                 (Ok(()), Offset::Offset(offset)) => Ok(Some(offset)),
                 (Ok(()), _) => Ok(None),
             })
@@ -166,12 +190,12 @@ impl Client {
     }
 
     /// The low and high watermarks of every partition of `topic`, in partition order.
-    pub fn watermarks(&self, topic: &str, timeout: Duration) -> Result<Vec<(i64, i64)>, String> {
+    pub fn watermarks(&self, topic: &str, timeout: Duration) -> Result<Vec<(i64, i64)>, Error> {
         let deadline = Instant::now() + timeout;
         let partitions = self.wait_for_partitions(topic, deadline)?;
         let consumer = self
             .metadata_consumer()
-            .map_err(|error| format!("cannot create a consumer: {error}"))?;
+            .map_err(kafka("cannot create a consumer"))?;
         (0..partitions)
             .map(|partition| {
                 let partition =
@@ -179,7 +203,7 @@ impl Client {
                 let left = deadline.saturating_duration_since(Instant::now());
                 consumer
                     .fetch_watermarks(topic, partition, left.max(Duration::from_secs(1)))
-                    .map_err(|error| format!("watermarks of {topic}/{partition}: {error}"))
+                    .map_err(kafka(format!("watermarks of {topic}/{partition}")))
             })
             .collect()
     }
@@ -191,22 +215,24 @@ impl Client {
         topic: &str,
         partitions: u32,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
         let admin: AdminClient<DefaultClientContext> = self
             .config()
             .create()
-            .map_err(|error| format!("cannot create an admin client: {error}"))?;
+            .map_err(kafka("cannot create an admin client"))?;
         let wanted = i32::try_from(partitions)
-            .map_err(|_| format!("{partitions} partitions is too many"))?;
+            .map_err(|_| Error::Cluster(format!("{partitions} partitions is too many")))?;
         let options = AdminOptions::new().operation_timeout(Some(timeout));
         let results = futures::executor::block_on(admin.create_topics(
             &[NewTopic::new(topic, wanted, TopicReplication::Fixed(1))],
             &options,
         ))
-        .map_err(|error| format!("cannot create topic {topic}: {error}"))?;
+        .map_err(kafka(format!("cannot create topic {topic}")))?;
         for result in results {
-            result.map_err(|(_, code)| format!("cannot create topic {topic}: {code}"))?;
+            result.map_err(|(_, code)| {
+                Error::Cluster(format!("cannot create topic {topic}: {code}"))
+            })?;
         }
         loop {
             let count = self.wait_for_partitions(topic, deadline)?;
@@ -214,9 +240,9 @@ impl Client {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Err(Error::Cluster(format!(
                     "topic {topic} has {count} partitions, not {partitions}"
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -230,14 +256,14 @@ impl Client {
         topic: &str,
         records: impl IntoIterator<Item = R>,
         timeout: Duration,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, Error> {
         let producer: BaseProducer<DeliveryTally> = self
             .config()
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .create_with_context(DeliveryTally::default())
-            .map_err(|error| format!("cannot create a producer: {error}"))?;
+            .map_err(kafka("cannot create a producer"))?;
         let mut sent = 0;
         for record in records {
             let record: NewRecord = record.into();
@@ -264,7 +290,7 @@ impl Client {
                         base = back;
                         producer.poll(Duration::from_millis(50));
                     }
-                    Err((error, _)) => return Err(format!("cannot send to {topic}: {error}")),
+                    Err((error, _)) => return Err(kafka(format!("cannot send to {topic}"))(error)),
                 }
             }
             sent += 1;
@@ -279,15 +305,13 @@ impl Client {
             .expect("no panic while counting")
             .take()
         {
-            return Err(format!(
+            return Err(Error::Cluster(format!(
                 "{delivered} of {sent} records delivered to {topic}; first error: {error}"
-            ));
+            )));
         }
-        flushed.map_err(|error| {
-            format!(
-                "{delivered} of {sent} records delivered to {topic} before {timeout:?}: {error}"
-            )
-        })?;
+        flushed.map_err(kafka(format!(
+            "{delivered} of {sent} records delivered to {topic} before {timeout:?}"
+        )))?;
         Ok(delivered)
     }
 
@@ -303,7 +327,7 @@ impl Client {
         topic: &str,
         expected_count: usize,
         timeout: Duration,
-    ) -> Result<Vec<Record>, String> {
+    ) -> Result<Vec<Record>, Error> {
         let deadline = Instant::now() + timeout;
         let mut reader = self.reader(topic, timeout)?;
         while reader.records().len() < expected_count && Instant::now() < deadline {
@@ -324,7 +348,7 @@ impl Client {
     /// (`read_committed`, a fresh group, nothing committed), waiting up to `timeout` for
     /// the topic to exist. Unlike [`read_all`](Self::read_all), it keeps its consumer, so a
     /// test can read as it goes while it does other things.
-    pub fn reader(&self, topic: &str, timeout: Duration) -> Result<TopicReader, String> {
+    pub fn reader(&self, topic: &str, timeout: Duration) -> Result<TopicReader, Error> {
         let partitions = self.wait_for_partitions(topic, Instant::now() + timeout)?;
         let consumer: BaseConsumer = self
             .config()
@@ -343,18 +367,18 @@ impl Client {
             // `read_for` keeps each offset once.
             .set("auto.offset.reset", "earliest")
             .create()
-            .map_err(|error| format!("cannot create a consumer: {error}"))?;
+            .map_err(kafka("cannot create a consumer"))?;
         let mut assignment = TopicPartitionList::new();
         for partition in 0..partitions {
             let partition =
                 i32::try_from(partition).expect("a topic has fewer than 2^31 partitions");
             assignment
                 .add_partition_offset(topic, partition, Offset::Beginning)
-                .map_err(|error| format!("cannot assign {topic}/{partition}: {error}"))?;
+                .map_err(kafka(format!("cannot assign {topic}/{partition}")))?;
         }
         consumer
             .assign(&assignment)
-            .map_err(|error| format!("cannot assign {topic}: {error}"))?;
+            .map_err(kafka(format!("cannot assign {topic}")))?;
         Ok(TopicReader {
             consumer,
             records: Vec::new(),
@@ -371,26 +395,28 @@ impl Client {
         partition: i32,
         offset: i64,
         timeout: Duration,
-    ) -> Result<i64, String> {
-        let failed = |error: &dyn std::fmt::Display| {
-            format!("cannot delete {topic}/{partition} before {offset}: {error}")
-        };
+    ) -> Result<i64, Error> {
+        let what = format!("cannot delete {topic}/{partition} before {offset}");
         let admin: AdminClient<DefaultClientContext> =
-            self.config().create().map_err(|error| failed(&error))?;
+            self.config().create().map_err(kafka(&what))?;
         let mut offsets = TopicPartitionList::new();
         offsets
             .add_partition_offset(topic, partition, Offset::Offset(offset))
-            .map_err(|error| failed(&error))?;
+            .map_err(kafka(&what))?;
         let options = AdminOptions::new().operation_timeout(Some(timeout));
         let result = futures::executor::block_on(admin.delete_records(&offsets, &options))
-            .map_err(|error| failed(&error))?;
-        let element = result
-            .find_partition(topic, partition)
-            .ok_or_else(|| failed(&"the broker did not answer for the partition"))?;
-        element.error().map_err(|error| failed(&error))?;
+            .map_err(kafka(&what))?;
+        let element = result.find_partition(topic, partition).ok_or_else(|| {
+            Error::Cluster(format!(
+                "{what}: the broker did not answer for the partition"
+            ))
+        })?;
+        element.error().map_err(kafka(&what))?;
         match element.offset() {
             Offset::Offset(low) => Ok(low),
-            other => Err(failed(&format!("new low watermark {other:?}"))),
+            other => Err(Error::Cluster(format!(
+                "{what}: new low watermark {other:?}"
+            ))),
         }
     }
 
@@ -399,13 +425,13 @@ impl Client {
         &self,
         topic: &str,
         deadline: Instant,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, Error> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let problem = match self.partition_count(topic, left.min(Duration::from_secs(5))) {
                 Ok(Some(count)) => return Ok(count),
-                Ok(None) => format!("the cluster does not know topic {topic}"),
-                Err(error) => format!("metadata request failed: {error}"),
+                Ok(None) => Error::Cluster(format!("the cluster does not know topic {topic}")),
+                Err(error) => kafka("metadata request failed")(error),
             };
             if Instant::now() >= deadline {
                 return Err(problem);

@@ -66,7 +66,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use broker::{Broker, BrokerBuilder};
-pub use client::{Client, TopicReader};
+pub use client::{Client, Error, TopicReader};
 pub use kafka::{kafka_libs, kafka_version, KAFKA_LIBS_VARIABLE};
 pub use link::Link;
 pub use load::CpuHogs;

@@ -1,6 +1,8 @@
 //! Avro records as both stages read them: a record in Confluent's wire format becomes the
 //! JSON event the policy (ingest) or the leak guard (sink) judges, with its writer schema
-//! fetched from the registry by id.
+//! fetched from the registry by id. On the way out, a pseudonymized event is written as a
+//! datum of the schema derived for it ([`Output`]), or a record keeps its datum under
+//! another registry's id ([`with_schema_id`]).
 //!
 //! A registry that does not answer is waited for a while (the record is not judged
 //! meanwhile); if it stays silent, the record is quarantined with that reason and the
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
-use pseudonymize::avro::{split_wire, to_json, AvroError};
+use pseudonymize::avro::{split_wire, to_json, write_header, AvroError, AvroWriter};
 use pseudonymize::Reason;
 use tracing::warn;
 
@@ -62,12 +64,19 @@ pub struct Decoded {
     pub json: Vec<u8>,
 }
 
+/// A registry failed while the stage ran: the records it could not judge went to
+/// quarantine, and the stage stops so that a supervisor restarts it once the registry is
+/// back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}; restart the stage once the registry answers, and replay the records quarantined as `undecodable_format` meanwhile")]
+pub struct RegistryFailed(pub RegistryError);
+
 /// Reads Avro records with the writer schemas of a registry.
 #[derive(Debug)]
 pub struct AvroInput {
     registry: Arc<Registry>,
     /// What stopped the registry from answering, for the stage to stop on.
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<RegistryError>>,
 }
 
 impl AvroInput {
@@ -115,25 +124,74 @@ impl AvroInput {
 
     /// Remembers `error` for the stage to stop on; the record goes to quarantine.
     pub fn fail(&self, error: RegistryError) -> Refusal {
-        let message = error.to_string();
-        self.lock().get_or_insert_with(|| message.clone());
-        Refusal::new(
+        let refusal = Refusal::new(
             Reason::UndecodableFormat,
-            format!("{message}: the record could not be judged, and the stage stops"),
-        )
+            format!("{error}: the record could not be judged, and the stage stops"),
+        );
+        self.lock().get_or_insert(error);
+        refusal
     }
 
     /// Why the registry failed, if it did: the stage stops on it between two batches.
-    pub fn failure(&self) -> Result<(), String> {
+    pub fn failure(&self) -> Result<(), RegistryFailed> {
         match self.lock().as_ref() {
-            Some(message) => Err(format!(
-                "{message}; restart the stage once the registry answers, and replay the records quarantined as `undecodable_format` meanwhile"
-            )),
+            Some(error) => Err(RegistryFailed(error.clone())),
             None => Ok(()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<RegistryError>> {
         self.failure.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How the records of one writer schema are written out: as datums of the schema derived
+/// from it, under that schema's id.
+#[derive(Debug)]
+pub struct Output {
+    writer: AvroWriter,
+    id: u32,
+}
+
+impl Output {
+    /// Writes datums of `schema`, registered under `id`.
+    pub fn new(schema: Schema, id: u32) -> Self {
+        Self {
+            writer: AvroWriter::new(schema),
+            id,
+        }
+    }
+
+    /// Appends the wire-format record of the pseudonymized JSON event `json` to `out`.
+    pub fn write(&self, json: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+        write_header(self.id, out);
+        self.writer.write(json, out).map_err(Refusal::from)
+    }
+}
+
+/// The wire-format record `payload` with its datum unchanged under schema id `id`.
+pub fn with_schema_id(payload: &[u8], id: u32) -> Result<Vec<u8>, Refusal> {
+    let (_, datum) = split_wire(payload)?;
+    let mut record = Vec::with_capacity(payload.len());
+    write_header(id, &mut record);
+    record.extend_from_slice(datum);
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_keeps_its_datum_under_another_id() {
+        let record = [0, 0, 0, 0, 7, 2, 0x61];
+        assert_eq!(
+            with_schema_id(&record, 258).unwrap(),
+            [0, 0, 0, 1, 2, 2, 0x61]
+        );
+        assert_eq!(
+            with_schema_id(b"{}", 1).unwrap_err().reason,
+            Reason::UndecodableFormat
+        );
     }
 }
