@@ -22,7 +22,7 @@
 //!     producer,
 //!     Arc::new(|_key: Option<&[u8]>, payload: Option<&[u8]>| match payload {
 //!         Some(payload) => Decision::Forward { key: None, payload: payload.to_vec() },
-//!         None => Decision::quarantine("empty", "no payload"),
+//!         None => Decision::quarantine(plumbing::Reason::new("empty"), "no payload"),
 //!     }),
 //!     StageMetrics::new(&plumbing::prometheus::Registry::new(), "ingest")?,
 //!     Shutdown::on_signals(),
@@ -69,7 +69,9 @@ pub mod transactions;
 pub use error::Error;
 pub use metrics::StageMetrics;
 pub use offsets::TopicPartition;
-pub use relay::{run, Decision, Finding, Origin, Processor, RelayReport, RelaySettings};
+pub use relay::{
+    run, Decision, Finding, Origin, Processor, ProcessorError, Reason, RelayReport, RelaySettings,
+};
 pub use shutdown::Shutdown;
 pub use transactions::{run_exactly_once, Layout, TransactionSettings};
 

@@ -18,6 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
 
 use super::context::DeliveryContext;
+use super::Reason;
 use crate::offsets::Ticket;
 
 /// The producer type of a relay.
@@ -87,7 +88,7 @@ pub(super) enum Route {
     /// To the output topic, with the processor's key and payload.
     Forward,
     /// To the quarantine topic, unchanged, with the reason code.
-    Quarantine(&'static str),
+    Quarantine(Reason),
 }
 
 /// What a delivery callback passes on to the relay's thread.

@@ -82,7 +82,51 @@ pub mod headers {
 }
 
 /// The quarantine reason of a record on which the [`Processor`] panicked.
-pub const PROCESSOR_PANIC: &str = "processor_panic";
+pub const PROCESSOR_PANIC: Reason = Reason::new("processor_panic");
+
+/// Why a record was quarantined or dropped: a short, fixed code from the stage's bounded
+/// set (e.g. `malformed_json`), used as a metric label, the `pseudopipe-reason` header and
+/// a key of the report. A type of its own, not a string, so that nothing but such a code
+/// (never an explanation or a value of the event) can reach a label; a stage turns its
+/// own reason enum into one with [`Reason::new`]. Plumbing knows no stage's reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Reason(&'static str);
+
+impl Reason {
+    /// The reason with this code (a `'static` word: codes are a fixed set, not data).
+    pub const fn new(code: &'static str) -> Self {
+        Self(code)
+    }
+
+    /// The code, e.g. `malformed_json`.
+    pub const fn code(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// So that a decision's reason reads as its code in a comparison: `reason == "too_deep"`.
+impl PartialEq<&str> for Reason {
+    fn eq(&self, code: &&str) -> bool {
+        self.0 == *code
+    }
+}
+
+/// So that a report's counts are looked up by code: `report.quarantined.get("too_deep")`.
+impl std::borrow::Borrow<str> for Reason {
+    fn borrow(&self) -> &str {
+        self.0
+    }
+}
+
+/// Why a [`Processor`] stops its stage between two batches: the stage's own typed error,
+/// kept whole (with its `source()` chain) inside [`Error::Processor`].
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to do with one input record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,8 +141,8 @@ pub enum Decision {
     },
     /// Produce the record unchanged to the quarantine topic.
     Quarantine {
-        /// A short, fixed reason code: a metric label and the `pseudopipe-reason` header.
-        reason: &'static str,
+        /// A metric label and the `pseudopipe-reason` header.
+        reason: Reason,
         /// An explanation for the operator (`pseudopipe-message` header). It stays
         /// on-prem with the record, but should not quote values of the event anyway.
         message: String,
@@ -113,8 +157,8 @@ pub enum Decision {
     /// in `pseudopipe_events_dropped_total{reason}`. For records the stage must not pass
     /// on and must not keep either, e.g. events whose subject withheld consent.
     Drop {
-        /// A short, fixed reason code: the metric label.
-        reason: &'static str,
+        /// The metric label.
+        reason: Reason,
     },
 }
 
@@ -129,7 +173,7 @@ pub struct Finding {
 
 impl Decision {
     /// A quarantine with no detector finding.
-    pub fn quarantine(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn quarantine(reason: Reason, message: impl Into<String>) -> Self {
         Self::Quarantine {
             reason,
             message: message.into(),
@@ -167,7 +211,7 @@ pub trait Processor: Send + Sync + 'static {
     /// processor changes here (e.g. its keys) applies to whole batches. An error stops
     /// the stage ([`crate::Error::Processor`]): what was not committed is consumed again
     /// after the restart. Never called concurrently with [`Processor::process_at`].
-    fn between_batches(&self) -> Result<(), String> {
+    fn between_batches(&self) -> Result<(), ProcessorError> {
         Ok(())
     }
 
@@ -297,9 +341,9 @@ pub struct RelayReport {
     /// Records delivered to the output topic.
     pub forwarded: u64,
     /// Records delivered to the quarantine topic, by reason.
-    pub quarantined: BTreeMap<&'static str, u64>,
+    pub quarantined: BTreeMap<Reason, u64>,
     /// Records dropped by the processor ([`Decision::Drop`]), by reason.
-    pub dropped: BTreeMap<&'static str, u64>,
+    pub dropped: BTreeMap<Reason, u64>,
     /// Deliveries tried again after a retriable error.
     pub retries: u64,
     /// Exactly once: input partitions whose transaction was aborted and whose records
@@ -529,7 +573,7 @@ pub(crate) fn note_quarantine(
     metrics: &StageMetrics,
     stage: &'static str,
     message: &BorrowedMessage<'_>,
-    reason: &'static str,
+    reason: Reason,
     finding: Option<&Finding>,
 ) {
     if let Some(finding) = finding {
@@ -538,10 +582,11 @@ pub(crate) fn note_quarantine(
             .with_label_values(&[finding.field.as_str(), finding.detector])
             .inc();
     }
-    let Some(held_back) = log.admit(reason, Instant::now()) else {
+    let Some(held_back) = log.admit(reason.code(), Instant::now()) else {
         return;
     };
     let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    let reason = reason.code();
     if let Some(Finding { field, detector }) = finding {
         warn!(
             stage,
@@ -554,7 +599,7 @@ pub(crate) fn note_quarantine(
             held_back,
             "A record was quarantined: a detector found personal data in a field the policy keeps."
         );
-    } else if reason == PROCESSOR_PANIC {
+    } else if reason == PROCESSOR_PANIC.code() {
         error!(
             stage,
             topic,
@@ -575,7 +620,7 @@ pub(crate) fn note_quarantine(
 /// The original headers (less any `pseudopipe-*` of an earlier quarantine), then ours.
 pub(crate) fn quarantine_headers(
     message: &BorrowedMessage<'_>,
-    reason: &str,
+    reason: Reason,
     explanation: &str,
     finding: Option<&Finding>,
     stage: &str,
@@ -594,7 +639,7 @@ pub(crate) fn quarantine_headers(
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
     for (key, value) in [
-        (headers::REASON, reason),
+        (headers::REASON, reason.code()),
         (headers::MESSAGE, explanation),
         (headers::SOURCE_TOPIC, message.topic()),
         (headers::SOURCE_PARTITION, partition.as_str()),
@@ -656,7 +701,10 @@ mod tests {
         let report = RelayReport {
             consumed: 10,
             forwarded: 7,
-            quarantined: BTreeMap::from([("malformed_json", 2), ("too_deep", 1)]),
+            quarantined: BTreeMap::from([
+                (Reason::new("malformed_json"), 2),
+                (Reason::new("too_deep"), 1),
+            ]),
             aborted_transactions: 1,
             ..RelayReport::default()
         };

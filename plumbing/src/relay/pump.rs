@@ -89,8 +89,8 @@ impl Pump {
                 (max.saturating_sub(core.in_flight()), core.busy())
             };
             // Whatever the processor changes now applies from the next batch on.
-            if let Err(reason) = self.processor.between_batches() {
-                return Some(Error::Processor(reason));
+            if let Err(error) = self.processor.between_batches() {
+                return Some(Error::Processor(error));
             }
             let wait = if busy { BUSY_POLL } else { IDLE_POLL };
             // At least one poll, to serve rebalances while paused; a record that comes

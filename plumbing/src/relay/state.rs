@@ -22,7 +22,9 @@ use tracing::{debug, error, info, warn};
 
 use super::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Route, Token};
 use super::liveness::{Liveness, ProducerFactory, Verdict};
-use super::{decide, note_quarantine, quarantine_headers, Decision, Processor, RelayReport};
+use super::{
+    decide, note_quarantine, quarantine_headers, Decision, Processor, Reason, RelayReport,
+};
 use crate::health::{stops_the_stage, Cluster};
 use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
@@ -140,11 +142,11 @@ pub(super) struct Core {
     backpressure: bool,
     consumed: u64,
     forwarded: u64,
-    quarantined: BTreeMap<&'static str, u64>,
-    dropped: BTreeMap<&'static str, u64>,
+    quarantined: BTreeMap<Reason, u64>,
+    dropped: BTreeMap<Reason, u64>,
     /// What the counters above had when they were last added to the metrics.
     exported_forwarded: u64,
-    exported_quarantined: BTreeMap<&'static str, u64>,
+    exported_quarantined: BTreeMap<Reason, u64>,
     retried: u64,
     /// Per-record lines (quarantine, delivery failures): one per reason per 10 s; an
     /// output cluster that is down fails every record in flight at once.
@@ -258,13 +260,13 @@ impl Core {
                         &self.metrics,
                         self.stage,
                         message,
-                        reason,
+                        *reason,
                         finding.as_ref(),
                     );
-                    Route::Quarantine(reason)
+                    Route::Quarantine(*reason)
                 }
                 Decision::Drop { reason } => {
-                    self.settle_dropped(partition, message.offset(), received, reason);
+                    self.settle_dropped(partition, message.offset(), received, *reason);
                     continue;
                 }
             };
@@ -329,13 +331,7 @@ impl Core {
 
     /// A record the processor dropped: in its partition's ring and done at once, so that
     /// the watermark moves past it in order with its neighbours.
-    fn settle_dropped(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        received: Instant,
-        reason: &'static str,
-    ) {
+    fn settle_dropped(&mut self, partition: i32, offset: i64, received: Instant, reason: Reason) {
         // The route of a record that is never produced is never read: the tag is
         // returned by `mark_done` right away and discarded.
         let tag = Tag {
@@ -350,7 +346,10 @@ impl Core {
             assigned.offsets.mark_done(token.ticket);
         }
         *self.dropped.entry(reason).or_default() += 1;
-        self.metrics.dropped.with_label_values(&[reason]).inc();
+        self.metrics
+            .dropped
+            .with_label_values(&[reason.code()])
+            .inc();
     }
 
     /// Puts a consumed record in its partition's ring; reports offsets jumped over.
@@ -571,11 +570,11 @@ impl Core {
             .inc_by(self.forwarded - self.exported_forwarded);
         self.exported_forwarded = self.forwarded;
         for (reason, count) in &self.quarantined {
-            let exported = self.exported_quarantined.entry(reason).or_default();
+            let exported = self.exported_quarantined.entry(*reason).or_default();
             if *count > *exported {
                 self.metrics
                     .quarantined
-                    .with_label_values(&[reason])
+                    .with_label_values(&[reason.code()])
                     .inc_by(*count - *exported);
                 *exported = *count;
             }

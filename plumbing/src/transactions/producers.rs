@@ -19,7 +19,7 @@ use super::{Layout, TransactionSettings};
 use crate::health::stops_the_stage;
 use crate::health::Cluster;
 use crate::log_limit::LogLimiter;
-use crate::relay::{note_quarantine, quarantine_headers};
+use crate::relay::{note_quarantine, quarantine_headers, Reason};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
 type TxProducer = ThreadedProducer<ProducerLog>;
@@ -77,8 +77,8 @@ struct PartitionBatch {
     /// When each record was consumed, for the latency histogram.
     received: Vec<Instant>,
     forwarded: u64,
-    quarantined: BTreeMap<&'static str, u64>,
-    dropped: BTreeMap<&'static str, u64>,
+    quarantined: BTreeMap<Reason, u64>,
+    dropped: BTreeMap<Reason, u64>,
 }
 
 /// A transactional producer and whether it has a transaction open.
@@ -140,8 +140,8 @@ pub(super) struct Transactions {
     started: Option<Instant>,
     metrics: StageMetrics,
     forwarded: u64,
-    quarantined: BTreeMap<&'static str, u64>,
-    dropped: BTreeMap<&'static str, u64>,
+    quarantined: BTreeMap<Reason, u64>,
+    dropped: BTreeMap<Reason, u64>,
     aborted: u64,
     /// A fatal error met in a rebalance callback, for the loop to stop on.
     fatal: Option<Error>,
@@ -295,11 +295,11 @@ impl Transactions {
                     &self.metrics,
                     self.stage,
                     message,
-                    reason,
+                    *reason,
                     finding.as_ref(),
                 );
                 headers =
-                    quarantine_headers(message, reason, explanation, finding.as_ref(), self.stage);
+                    quarantine_headers(message, *reason, explanation, finding.as_ref(), self.stage);
                 let mut record =
                     BaseRecord::<[u8], [u8]>::to(&self.quarantine_topic).headers(headers);
                 if let Some(key) = message.key() {
@@ -617,14 +617,14 @@ impl Transactions {
                 *self.quarantined.entry(reason).or_default() += count;
                 self.metrics
                     .quarantined
-                    .with_label_values(&[reason])
+                    .with_label_values(&[reason.code()])
                     .inc_by(count);
             }
             for (reason, count) in batch.dropped {
                 *self.dropped.entry(reason).or_default() += count;
                 self.metrics
                     .dropped
-                    .with_label_values(&[reason])
+                    .with_label_values(&[reason.code()])
                     .inc_by(count);
             }
             for received in batch.received {
