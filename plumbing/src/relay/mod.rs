@@ -1,42 +1,32 @@
 //! The loop both stages run: consume → decide → produce → commit when safe.
 //!
-//! [`run`] consumes the input topic in a consumer group and asks a [`Processor`] what to
-//! do with each record: forward it to the output topic with a new key and payload, or
-//! quarantine it unchanged with a reason. It works in batches, on a thread of its own:
-//! poll up to a batch of records (as many as `max_in_flight` leaves room for), decide for
-//! each in offset order, hand each to a librdkafka producer with a small token as its
-//! delivery opaque, then settle the delivery reports that arrived meanwhile, all under
-//! one lock per step. An input offset is committed only once every record before it in
-//! its partition is delivered (see [`crate::offsets`]: a ring per partition, O(1) per
-//! record). Nothing is spawned, locked or allocated per record besides the record itself
-//! and its channel slot from the producer's delivery callback.
+//! One engine ([`engine`]) consumes the input topic in a consumer group, in batches, on a
+//! thread of its own, and asks a [`Processor`] what to do with each record in offset
+//! order: forward it to the output topic with a new key and payload, quarantine it
+//! unchanged with a reason, or drop it. How decided records reach the output and when
+//! input offsets move is a delivery strategy behind one seam ([`engine::Delivery`]):
 //!
-//! - Retriable delivery failures are retried with backoff, holding the partition's
-//!   offsets back; a permanent failure stalls the partition (paused, never committed past,
-//!   `pseudopipe_partition_stalled` set to 1, logged without content).
-//! - On revocation the partition's deliveries get a bounded time to finish, then its
-//!   watermark is committed synchronously before the partition is released.
-//! - On shutdown consumption stops, in-flight deliveries get `drain_timeout`, and the
-//!   watermarks are committed synchronously.
+//! - [`run`]: at least once ([`at_least_once`]): acknowledged deliveries, contiguous
+//!   watermarks committed every second, retries, stalled partitions, the liveness guard.
+//! - [`run_exactly_once`]: exactly once ([`exactly_once`]): Kafka transactions per
+//!   instance or per partition, offsets committed or stored inside them, rewinds after
+//!   an abort, fencing.
 //!
-//! A retried record may land after records that followed it in its input partition;
-//! librdkafka's own retries (idempotent producer) keep order.
-//!
-//! The processor runs on the relay's thread, in offset order. A pool of transform threads
-//! (per-partition workers) is not built: on the 2-core machine the end-to-end bench runs
-//! on, librdkafka's threads and the brokers take the other core, and no measurement has
-//! shown the pool would pay (ADR 0009).
+//! Both share one client context ([`context`]: logs, errors, statistics, rebalances).
+//! The processor runs on the relay's thread. A pool of transform threads (per-partition
+//! workers) is not built: on the 2-core machine the end-to-end bench runs on,
+//! librdkafka's threads and the brokers take the other core, and no measurement has
+//! shown the pool would pay (ADR 0009). ADR 0020 explains the seam.
 
+mod at_least_once;
 mod context;
-mod delivery;
-mod liveness;
-mod pump;
-mod state;
+mod engine;
+mod exactly_once;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -44,19 +34,15 @@ use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::{ClientConfig, Message, Offset};
 use tracing::level_filters::LevelFilter;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
+use self::at_least_once::{list_offsets, AtLeastOnce};
 pub(crate) use self::context::log_to_tracing;
-use self::context::RelayContext;
-use self::delivery::Report;
-use self::liveness::ProducerFactory;
-use self::pump::{Pump, RelayConsumer};
-use self::state::{list_offsets, Core, Outputs, Shared};
-use crate::health::Cluster;
+pub use self::exactly_once::{run_exactly_once, Layout, TransactionSettings};
 use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
 use crate::offsets::TopicPartition;
-use crate::{config, Error, Shutdown};
+use crate::{Error, Shutdown};
 
 /// Header names on a quarantined record.
 pub mod headers {
@@ -403,9 +389,9 @@ impl fmt::Display for RelayReport {
 /// Runs a relay until `shutdown` fires, then drains, commits, leaves the group and
 /// returns what it did.
 ///
-/// `consumer` is a consumer configuration such as [`config::consumer`] builds (automatic
+/// `consumer` is a consumer configuration such as [`crate::config::consumer`] builds (automatic
 /// commits are refused; absent, they are turned off). `output` and `quarantine` are
-/// producer configurations such as [`config::producer`] builds; when they are the same,
+/// producer configurations such as [`crate::config::producer`] builds; when they are the same,
 /// one producer serves both topics.
 ///
 /// Errors are those of setting up (settings, client creation, subscription), and
@@ -422,76 +408,16 @@ pub async fn run(
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, Error> {
-    settings.validate()?;
-    let mut consumer_config = config::ensure_manual_commit(&consumer)?;
-    // rdkafka takes its log level from the `log` crate; these clients log to `tracing`.
-    consumer_config.set_log_level(librdkafka_log_level());
-
-    let (reports, settle) = mpsc::channel::<Report>();
-    let factory = ProducerFactory::new(
-        settings.stage,
-        reports,
-        metrics.health.clone(),
-        &with_message_timeout(output),
-        &with_message_timeout(quarantine),
-    );
-    let outputs = Outputs::new(
-        factory,
-        settings.output_topic.clone(),
-        settings.quarantine_topic.clone(),
-    )?;
-    let core = Core::new(
-        settings.stage,
-        settings.input_topic.clone(),
-        metrics.clone(),
-        outputs,
-        settle,
-        settings.rebalance_drain_timeout,
-        settings.stall_timeout,
-    );
-    let shared = Arc::new(Shared::new(core));
-    let consumer: RelayConsumer = consumer_config
-        .create_with_context(RelayContext {
-            shared: Arc::clone(&shared),
-            watch: metrics.health.watch(Cluster::Input),
-        })
-        .map_err(Error::create_consumer)?;
-    settings.subscribe(&consumer)?;
-    info!(
-        stage = settings.stage,
-        input_topic = %settings.input_topic,
-        output_topic = %settings.output_topic,
-        quarantine_topic = %settings.quarantine_topic,
-        "Relay started."
-    );
-
-    let pump = Pump {
+    let strategy_metrics = metrics.clone();
+    engine::run(
         settings,
-        shared,
-        consumer: Arc::new(consumer),
+        consumer,
+        move |settings| AtLeastOnce::new(settings, output, quarantine, strategy_metrics),
         processor,
         metrics,
-    };
-    // The consumer's poll blocks: the relay runs on a thread of its own.
-    match tokio::task::spawn_blocking(move || pump.run(&shutdown)).await {
-        Ok(result) => result,
-        Err(error) if error.is_panic() => panic::resume_unwind(error.into_panic()),
-        Err(_cancelled) => Err(Error::Interrupted),
-    }
-}
-
-/// How long librdkafka tries to deliver a record before it reports it failed (and the
-/// relay sends it again), unless `message.timeout.ms` is set: two minutes, where
-/// librdkafka's own five would leave a record unaccounted for longer than any alert
-/// waits. The liveness guard ([`RelaySettings::stall_timeout`]) acts well before.
-const MESSAGE_TIMEOUT_MS: &str = "120000";
-
-/// `config` with the relay's `message.timeout.ms` unless it sets its own.
-fn with_message_timeout(mut config: ClientConfig) -> ClientConfig {
-    if config.get("message.timeout.ms").is_none() {
-        config.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
-    }
-    config
+        shutdown,
+    )
+    .await
 }
 
 /// The librdkafka log level matching what `tracing` lets through.
