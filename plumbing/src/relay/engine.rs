@@ -16,15 +16,15 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{ClientConfig, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::at_least_once::list_offsets;
 use super::context::{Rebalancing, RelayConsumer, Watched};
-use super::{librdkafka_log_level, measure_lag, Processor, RelayReport, RelaySettings};
+use super::{librdkafka_log_level, Processor, RelayReport, RelaySettings};
 use crate::health::Cluster;
 use crate::metrics::StageMetrics;
 use crate::{config, Error, Shutdown};
@@ -320,6 +320,46 @@ impl LagProbe {
         drop(self.stop);
         if let Some(thread) = self.thread {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Lag of every assigned partition that has a position: high watermark - position.
+/// Fetching watermarks waits for the brokers: call it off the async workers.
+fn measure_lag<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    metrics: &StageMetrics,
+    stage: &'static str,
+) {
+    let positions = match consumer.position() {
+        Ok(positions) => positions,
+        Err(error) => {
+            debug!(stage, %error, "Cannot read positions to measure lag.");
+            return;
+        }
+    };
+    for elem in positions.elements() {
+        let Offset::Offset(position) = elem.offset() else {
+            continue; // nothing consumed yet
+        };
+        match consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(2)) {
+            Ok((_low, high)) => {
+                // Skip partitions revoked meanwhile, so no stale series is left behind.
+                let still_assigned = consumer.assignment().is_ok_and(|assignment| {
+                    assignment
+                        .find_partition(elem.topic(), elem.partition())
+                        .is_some()
+                });
+                if still_assigned {
+                    metrics
+                        .consumer_lag
+                        .with_label_values(&[elem.topic(), &elem.partition().to_string()])
+                        .set((high - position).max(0));
+                }
+            }
+            Err(error) => {
+                debug!(stage, topic = elem.topic(), partition = elem.partition(), %error, "Cannot fetch watermarks to measure lag.")
+            }
         }
     }
 }

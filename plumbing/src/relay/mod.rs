@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::{ClientConfig, Message, Offset};
+use rdkafka::{ClientConfig, Message};
 use tracing::level_filters::LevelFilter;
-use tracing::{debug, error, warn};
+use tracing::{error, warn};
 
 use self::at_least_once::{list_offsets, AtLeastOnce};
 pub(crate) use self::context::log_to_tracing;
@@ -427,46 +427,6 @@ pub(crate) fn librdkafka_log_level() -> RDKafkaLogLevel {
         LevelFilter::INFO => RDKafkaLogLevel::Info,
         LevelFilter::WARN => RDKafkaLogLevel::Warning,
         _ => RDKafkaLogLevel::Error,
-    }
-}
-
-/// Lag of every assigned partition that has a position: high watermark - position.
-/// Fetching watermarks waits for the brokers: call it off the async workers.
-pub(crate) fn measure_lag<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    metrics: &StageMetrics,
-    stage: &'static str,
-) {
-    let positions = match consumer.position() {
-        Ok(positions) => positions,
-        Err(error) => {
-            debug!(stage, %error, "Cannot read positions to measure lag.");
-            return;
-        }
-    };
-    for elem in positions.elements() {
-        let Offset::Offset(position) = elem.offset() else {
-            continue; // nothing consumed yet
-        };
-        match consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(2)) {
-            Ok((_low, high)) => {
-                // Skip partitions revoked meanwhile, so no stale series is left behind.
-                let still_assigned = consumer.assignment().is_ok_and(|assignment| {
-                    assignment
-                        .find_partition(elem.topic(), elem.partition())
-                        .is_some()
-                });
-                if still_assigned {
-                    metrics
-                        .consumer_lag
-                        .with_label_values(&[elem.topic(), &elem.partition().to_string()])
-                        .set((high - position).max(0));
-                }
-            }
-            Err(error) => {
-                debug!(stage, topic = elem.topic(), partition = elem.partition(), %error, "Cannot fetch watermarks to measure lag.")
-            }
-        }
     }
 }
 
