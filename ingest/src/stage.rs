@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use plumbing::{
-    config, Decision, Finding, Layout, Origin, Processor, RelayReport, RelaySettings, Shutdown,
-    StageMetrics,
+    config, Decision, Finding, Layout, Origin, Processor, ProcessorError, RelayReport,
+    RelaySettings, Shutdown, StageMetrics,
 };
 use pseudonymize::{BridgePairs, Reason, Rejection};
 use tracing::warn;
@@ -85,7 +85,7 @@ impl IngestProcessor {
 /// The quarantine of a rejected event: its reason, message and detector finding.
 fn quarantine(rejection: Rejection) -> Decision {
     Decision::Quarantine {
-        reason: rejection.reason.code(),
+        reason: plumbing::Reason::new(rejection.reason.code()),
         message: rejection.message,
         finding: rejection.finding.map(|finding| Finding {
             field: finding.field,
@@ -120,14 +120,20 @@ impl Processor for IngestProcessor {
             next.insert(origin.partition, origin.offset + 1);
         }
         let Some(payload) = payload else {
-            return Decision::quarantine(Reason::MalformedJson.code(), "the record has no payload");
+            return Decision::quarantine(
+                plumbing::Reason::new(Reason::MalformedJson.code()),
+                "the record has no payload",
+            );
         };
         let (event, avro_output) = match &self.avro {
             None => (std::borrow::Cow::Borrowed(payload), None),
             Some(avro) => match avro.read(payload) {
                 Ok((json, output)) => (std::borrow::Cow::Owned(json), Some(output)),
                 Err(refusal) => {
-                    return Decision::quarantine(refusal.reason.code(), refusal.message)
+                    return Decision::quarantine(
+                        plumbing::Reason::new(refusal.reason.code()),
+                        refusal.message,
+                    )
                 }
             },
         };
@@ -146,7 +152,10 @@ impl Processor for IngestProcessor {
                     Some(output) => {
                         let mut avro = Vec::with_capacity(out.len());
                         if let Err(refusal) = output.write(&out, &mut avro) {
-                            return Decision::quarantine(refusal.reason.code(), refusal.message);
+                            return Decision::quarantine(
+                                plumbing::Reason::new(refusal.reason.code()),
+                                refusal.message,
+                            );
                         }
                         avro
                     }
@@ -160,15 +169,15 @@ impl Processor for IngestProcessor {
                 Decision::Forward { key, payload }
             }
             Err(rejection) if rejection.reason.is_drop() => Decision::Drop {
-                reason: rejection.reason.code(),
+                reason: plumbing::Reason::new(rejection.reason.code()),
             },
             Err(rejection) => quarantine(rejection),
         }
     }
 
-    fn between_batches(&self) -> Result<(), String> {
+    fn between_batches(&self) -> Result<(), ProcessorError> {
         if let Some(avro) = &self.avro {
-            avro.failure().map_err(|error| error.to_string())?;
+            avro.failure()?;
         }
         let mut state = self.lock();
         let State {
@@ -214,7 +223,7 @@ pub async fn run(
 ) -> Result<RelayReport, plumbing::Error> {
     keys.live
         .started()
-        .map_err(|error| plumbing::Error::Processor(error.to_string()))?;
+        .map_err(|error| plumbing::Error::Processor(error.into()))?;
     let producer = config::producer(&settings.brokers, &settings.kafka)?;
     let consumer = config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?;
     let mut relay = RelaySettings::new(
@@ -580,6 +589,6 @@ mod tests {
         let processor = site.processor();
         std::fs::write(site.keyring(), b"{}").unwrap();
         let error = processor.between_batches().unwrap_err();
-        assert!(error.contains("keyring"), "{error}");
+        assert!(error.to_string().contains("keyring"), "{error}");
     }
 }

@@ -126,8 +126,8 @@ pub enum Error {
     },
     /// The processor cannot go on between two batches (e.g. its keyring no longer opens):
     /// the stage stops, and what was not committed is consumed again after a restart.
-    #[error("the stage's processor stopped it: {0}")]
-    Processor(String),
+    #[error("the stage's processor stopped it")]
+    Processor(#[source] crate::relay::ProcessorError),
     /// A producer held records and had none acknowledged for the stall bound while its
     /// cluster answered, and a new producer did not deliver either: the stage stops so
     /// that its supervisor restarts it; what was not committed is consumed again.

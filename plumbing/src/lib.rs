@@ -22,7 +22,7 @@
 //!     producer,
 //!     Arc::new(|_key: Option<&[u8]>, payload: Option<&[u8]>| match payload {
 //!         Some(payload) => Decision::Forward { key: None, payload: payload.to_vec() },
-//!         None => Decision::quarantine("empty", "no payload"),
+//!         None => Decision::quarantine(plumbing::Reason::new("empty"), "no payload"),
 //!     }),
 //!     StageMetrics::new(&plumbing::prometheus::Registry::new(), "ingest")?,
 //!     Shutdown::on_signals(),
@@ -43,8 +43,9 @@
 //!   the format and its registry, delivery and its limits, checks that say what to fix.
 //! - [`shutdown`]: one shutdown handle, fired by SIGTERM/SIGINT or by hand.
 //! - [`metrics`]: the Prometheus metrics of a stage, labelled by `stage`.
-//! - [`relay`]: the consume → decide → produce → commit loop (at least once), in batches.
-//! - [`transactions`]: the same loop in Kafka transactions (exactly once).
+//! - [`relay`]: the consume → decide → produce → commit loop, in batches, with its two
+//!   delivery strategies: at least once (acknowledgements, contiguous commits) and exactly
+//!   once (Kafka transactions).
 //! - `health`: whether a stage's clusters answer, and the client errors that stop it.
 //! - `log_limit`: per-record log lines, at most one per reason per 10 s.
 //! - `error`: the crate's one error type, [`Error`].
@@ -63,14 +64,15 @@ pub mod relay;
 pub mod secrets;
 pub mod settings;
 pub mod shutdown;
-pub mod transactions;
 
 pub use error::Error;
 pub use metrics::StageMetrics;
 pub use offsets::TopicPartition;
-pub use relay::{run, Decision, Finding, Origin, Processor, RelayReport, RelaySettings};
+pub use relay::{
+    run, run_exactly_once, Decision, Finding, Layout, Origin, Processor, ProcessorError, Reason,
+    RelayReport, RelaySettings, TransactionSettings,
+};
 pub use shutdown::Shutdown;
-pub use transactions::{run_exactly_once, Layout, TransactionSettings};
 
 /// The prometheus this crate registers its metrics with.
 pub use prometheus;

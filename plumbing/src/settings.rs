@@ -45,7 +45,9 @@ pub enum SettingsError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
     /// The text does not start with a whole number.
-    #[error("`{0}` is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. \"90d\"")]
+    #[error(
+        "`{0}` is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. \"90d\""
+    )]
     NotANumber(String),
     /// The number has no unit, or one that is not known.
     #[error("`{0}` has no known unit: use ms, s, m, h or d, e.g. \"90d\"")]

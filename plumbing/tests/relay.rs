@@ -22,8 +22,8 @@ use plumbing::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use plumbing::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use plumbing::relay::{headers, PROCESSOR_PANIC};
 use plumbing::{
-    config, Decision, Error, Finding, Processor, RelayReport, RelaySettings, Shutdown,
-    StageMetrics, TopicPartition,
+    config, Decision, Error, Finding, Processor, ProcessorError, Reason, RelayReport,
+    RelaySettings, Shutdown, StageMetrics, TopicPartition,
 };
 use tokio::task::JoinHandle;
 
@@ -457,7 +457,7 @@ async fn forwards_and_quarantines_with_headers_then_commits_the_end() {
         assert!(!payload.starts_with(b"boom"), "the test panics on purpose");
         if payload.starts_with(b"bad") {
             Decision::Quarantine {
-                reason: "invalid_event",
+                reason: Reason::new("invalid_event"),
                 message: "the test says so".into(),
                 finding: Some(Finding {
                     field: "basket.items[].sku".into(),
@@ -488,7 +488,7 @@ async fn forwards_and_quarantines_with_headers_then_commits_the_end() {
     assert_eq!(report.consumed, 31);
     assert_eq!(report.forwarded, 24);
     assert_eq!(report.quarantined.get("invalid_event"), Some(&6));
-    assert_eq!(report.quarantined.get(PROCESSOR_PANIC), Some(&1));
+    assert_eq!(report.quarantined.get(&PROCESSOR_PANIC), Some(&1));
     assert!(report.stalled.is_empty());
     assert_eq!(metrics.produced.get(), 24);
     assert_eq!(metrics.in_flight.get(), 0);
@@ -522,7 +522,10 @@ async fn forwards_and_quarantines_with_headers_then_commits_the_end() {
         .position(|record| record.payload() == Some(b"boom"))
         .expect("the record the processor panicked on is quarantined");
     let panicked = quarantined.remove(panicked);
-    assert_eq!(header(&panicked, headers::REASON), Some(PROCESSOR_PANIC));
+    assert_eq!(
+        header(&panicked, headers::REASON),
+        Some(PROCESSOR_PANIC.code())
+    );
     assert_eq!(header(&panicked, headers::SOURCE_OFFSET), Some("10"));
     assert_eq!(
         header(&panicked, headers::FIELD),
@@ -1126,7 +1129,7 @@ impl Processor for Dropping {
         let payload = payload.unwrap_or_default();
         if payload.starts_with(b"skip") {
             Decision::Drop {
-                reason: "no_consent",
+                reason: Reason::new("no_consent"),
             }
         } else {
             Decision::Forward {
@@ -1136,7 +1139,7 @@ impl Processor for Dropping {
         }
     }
 
-    fn between_batches(&self) -> Result<(), String> {
+    fn between_batches(&self) -> Result<(), ProcessorError> {
         self.boundaries.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

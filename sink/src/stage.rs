@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use formats::{AvroInput, Registry};
 use plumbing::{
-    config, Decision, Finding, Layout, Processor, RelayReport, RelaySettings, Shutdown,
-    StageMetrics,
+    config, Decision, Finding, Layout, Processor, ProcessorError, Reason, RelayReport,
+    RelaySettings, Shutdown, StageMetrics,
 };
 use pseudonymize::{LeakGuard, Rejection};
 
@@ -31,7 +31,7 @@ impl SinkProcessor {
 /// The quarantine of a rejected event: its reason, message and detector finding.
 fn quarantine(rejection: Rejection) -> Decision {
     Decision::Quarantine {
-        reason: rejection.reason.code(),
+        reason: Reason::new(rejection.reason.code()),
         message: rejection.message,
         finding: rejection.finding.map(|finding| Finding {
             field: finding.field,
@@ -43,7 +43,7 @@ fn quarantine(rejection: Rejection) -> Decision {
 impl Processor for SinkProcessor {
     fn process(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Decision {
         let Some(payload) = payload else {
-            return Decision::quarantine("leak_guard", "the record has no payload");
+            return Decision::quarantine(Reason::new("leak_guard"), "the record has no payload");
         };
         let (judged, forwarded) = match &self.avro {
             None => (self.guard.check(key, payload), None),
@@ -51,7 +51,10 @@ impl Processor for SinkProcessor {
             Some(avro) => match avro.read(payload) {
                 Ok((json, forwarded)) => (self.guard.check(key, &json), Some(forwarded)),
                 Err(refusal) => {
-                    return Decision::quarantine(refusal.reason.code(), refusal.message)
+                    return Decision::quarantine(
+                        Reason::new(refusal.reason.code()),
+                        refusal.message,
+                    )
                 }
             },
         };
@@ -66,11 +69,8 @@ impl Processor for SinkProcessor {
         }
     }
 
-    fn between_batches(&self) -> Result<(), String> {
-        self.avro
-            .as_ref()
-            .map_or(Ok(()), SinkAvro::failure)
-            .map_err(|error| error.to_string())
+    fn between_batches(&self) -> Result<(), ProcessorError> {
+        Ok(self.avro.as_ref().map_or(Ok(()), SinkAvro::failure)?)
     }
 }
 
@@ -161,17 +161,11 @@ mod tests {
         let raw = include_bytes!("../../schemas/coupon_redemption.json");
         assert!(matches!(
             processor.process(None, Some(raw)),
-            Decision::Quarantine {
-                reason: "leak_guard",
-                ..
-            }
+            Decision::Quarantine { reason, .. } if reason == "leak_guard"
         ));
         assert!(matches!(
             processor.process(None, None),
-            Decision::Quarantine {
-                reason: "leak_guard",
-                ..
-            }
+            Decision::Quarantine { reason, .. } if reason == "leak_guard"
         ));
     }
 }

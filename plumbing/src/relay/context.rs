@@ -1,79 +1,36 @@
-//! The librdkafka callbacks of a relay: the consumer's (rebalances, commit results, logs)
-//! and the producers' (delivery reports, logs).
+//! The librdkafka callbacks of every client a relay makes, written once.
+//!
+//! [`Watched`] forwards a client's log lines to `tracing` and its errors and statistics
+//! to the stage's health; what a client adds by its role comes from its hooks: the
+//! consumer's rebalances go to the [`Delivery`] strategy, an at-least-once producer's
+//! delivery reports go to the relay's thread (`at_least_once::delivery`), a transactional
+//! producer needs none.
 
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::ProducerContext;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Statistics, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use super::delivery::{Failure, Outgoing, Report};
-use super::state::Shared;
+use super::engine::Delivery;
 use crate::health::ClientWatch;
 
-/// Hooks the relay's offset tracking into the consumer group protocol.
-pub(super) struct RelayContext {
-    pub(super) shared: Arc<Shared>,
-    /// The consumer's window on the stage's health (its cluster is the input).
-    pub(super) watch: ClientWatch,
+/// A client's callbacks: its window on the stage's health, and its role's `hooks`.
+pub(crate) struct Watched<H> {
+    pub(crate) stage: &'static str,
+    pub(crate) watch: ClientWatch,
+    pub(crate) hooks: H,
 }
 
-impl ClientContext for RelayContext {
+impl<H: Send + Sync + 'static> ClientContext for Watched<H> {
     // librdkafka's own lines go to `tracing` like everything else.
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        self.watch.log(self.shared.stage, level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.watch.error(self.shared.stage, &error, reason);
-    }
-
-    fn stats(&self, statistics: Statistics) {
-        self.watch.on_stats(&statistics);
-    }
-}
-
-impl ConsumerContext for RelayContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => self.shared.on_revoke(consumer, tpl),
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(error) => {
-                warn!(stage = self.shared.stage, %error, "Rebalance failed.");
-            }
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.shared.on_assign(consumer, tpl);
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        // A lost periodic commit is made good by the next one, and by the final commit.
-        if let Err(error) = result {
-            warn!(stage = self.shared.stage, %error, "Failed to commit offsets.");
-        }
-    }
-}
-
-/// Passes delivery reports on to the relay's thread, which settles them in bulk: a
-/// report costs a channel send here, no lock.
-pub(super) struct DeliveryContext {
-    pub(super) stage: &'static str,
-    pub(super) reports: Sender<Report>,
-    /// The producer's window on the stage's health.
-    pub(super) watch: ClientWatch,
-}
-
-impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         self.watch.log(self.stage, level, facility, message);
     }
@@ -87,22 +44,103 @@ impl ClientContext for DeliveryContext {
     }
 }
 
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = usize;
+/// The consumer's hooks: its delivery strategy and the rebalance generation.
+pub(super) struct Rebalancing<D> {
+    pub(super) delivery: Arc<D>,
+    /// Bumped by every assignment and revocation, so that a batch polled before one can
+    /// tell its records from the new assignment's.
+    pub(super) generation: AtomicU64,
+}
 
-    fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
-        let report = match result {
-            Ok(_) => Report::Delivered(token),
-            // The record comes back for a retry; its content is never logged.
-            Err((error, message)) => Report::Failed(Box::new(Failure {
-                token,
-                error: error.clone(),
-                record: Outgoing::from_report(message),
-            })),
-        };
-        // The relay is gone only once it stopped caring (after its drain).
-        let _ = self.reports.send(report);
+impl<D> Rebalancing<D> {
+    /// The current rebalance generation.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
+
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
+/// A relay's consumer.
+pub(super) type RelayConsumer<D> = BaseConsumer<Watched<Rebalancing<D>>>;
+
+impl<D: Delivery> ConsumerContext for Watched<Rebalancing<D>> {
+    /// Takes assignments itself (rdkafka's default does the same, less the hooks): the
+    /// strategy may set where each partition starts before it is taken, which only an
+    /// explicit assignment can say.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        error: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let delivery = self.hooks.delivery.as_ref();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let generation = self.hooks.next_generation();
+                if !delivery.assigning(consumer, partitions) {
+                    return;
+                }
+                let assigned = if cooperative {
+                    consumer.incremental_assign(partitions)
+                } else {
+                    consumer.assign(partitions)
+                };
+                if let Err(error) = assigned {
+                    error!(stage = self.stage, %error, "Cannot assign partitions.");
+                }
+                delivery.assigned(consumer, partitions, generation);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.hooks.next_generation();
+                delivery.revoking(consumer, partitions);
+                self.release(consumer, partitions, cooperative);
+            }
+            other => {
+                warn!(stage = self.stage, error = ?other, "Rebalance failed.");
+                self.release(consumer, partitions, cooperative);
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        // A lost periodic commit is made good by the next one, and by the final commit.
+        if let Err(error) = result {
+            self.hooks.delivery.commit_failed(self.stage, &error);
+        }
+    }
+}
+
+impl<H> Watched<H> {
+    fn release<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+        cooperative: bool,
+    ) {
+        let released = if cooperative {
+            consumer.incremental_unassign(partitions)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(error) = released {
+            error!(stage = self.stage, %error, "Cannot release partitions.");
+        }
+    }
+}
+
+/// A transactional producer needs no delivery report: a failed record fails the commit
+/// of its transaction.
+impl ProducerContext for Watched<()> {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _report: &DeliveryResult<'_>, _opaque: ()) {}
 }
 
 /// A librdkafka log line into `tracing`, at the matching level. librdkafka's lines name

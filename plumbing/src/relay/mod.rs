@@ -1,62 +1,48 @@
 //! The loop both stages run: consume → decide → produce → commit when safe.
 //!
-//! [`run`] consumes the input topic in a consumer group and asks a [`Processor`] what to
-//! do with each record: forward it to the output topic with a new key and payload, or
-//! quarantine it unchanged with a reason. It works in batches, on a thread of its own:
-//! poll up to a batch of records (as many as `max_in_flight` leaves room for), decide for
-//! each in offset order, hand each to a librdkafka producer with a small token as its
-//! delivery opaque, then settle the delivery reports that arrived meanwhile, all under
-//! one lock per step. An input offset is committed only once every record before it in
-//! its partition is delivered (see [`crate::offsets`]: a ring per partition, O(1) per
-//! record). Nothing is spawned, locked or allocated per record besides the record itself
-//! and its channel slot from the producer's delivery callback.
+//! One engine ([`engine`]) consumes the input topic in a consumer group, in batches, on a
+//! thread of its own, and asks a [`Processor`] what to do with each record in offset
+//! order: forward it to the output topic with a new key and payload, quarantine it
+//! unchanged with a reason, or drop it. How decided records reach the output and when
+//! input offsets move is a delivery strategy behind one seam ([`engine::Delivery`]):
 //!
-//! - Retriable delivery failures are retried with backoff, holding the partition's
-//!   offsets back; a permanent failure stalls the partition (paused, never committed past,
-//!   `pseudopipe_partition_stalled` set to 1, logged without content).
-//! - On revocation the partition's deliveries get a bounded time to finish, then its
-//!   watermark is committed synchronously before the partition is released.
-//! - On shutdown consumption stops, in-flight deliveries get `drain_timeout`, and the
-//!   watermarks are committed synchronously.
+//! - [`run`]: at least once ([`at_least_once`]): acknowledged deliveries, contiguous
+//!   watermarks committed every second, retries, stalled partitions, the liveness guard.
+//! - [`run_exactly_once`]: exactly once ([`exactly_once`]): Kafka transactions per
+//!   instance or per partition, offsets committed or stored inside them, rewinds after
+//!   an abort, fencing.
 //!
-//! A retried record may land after records that followed it in its input partition;
-//! librdkafka's own retries (idempotent producer) keep order.
-//!
-//! The processor runs on the relay's thread, in offset order. A pool of transform threads
-//! (per-partition workers) is not built: on the 2-core machine the end-to-end bench runs
-//! on, librdkafka's threads and the brokers take the other core, and no measurement has
-//! shown the pool would pay (ADR 0009).
+//! Both share one client context ([`context`]: logs, errors, statistics, rebalances).
+//! The processor runs on the relay's thread. A pool of transform threads (per-partition
+//! workers) is not built: on the 2-core machine the end-to-end bench runs on,
+//! librdkafka's threads and the brokers take the other core, and no measurement has
+//! shown the pool would pay (ADR 0009). ADR 0020 explains the seam.
 
+mod at_least_once;
 mod context;
-mod delivery;
-mod liveness;
-mod pump;
-mod state;
+mod engine;
+mod exactly_once;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::{ClientConfig, Message, Offset};
+use rdkafka::{ClientConfig, Message};
 use tracing::level_filters::LevelFilter;
-use tracing::{debug, error, info, warn};
+use tracing::{error, warn};
 
+use self::at_least_once::{list_offsets, AtLeastOnce};
 pub(crate) use self::context::log_to_tracing;
-use self::context::RelayContext;
-use self::delivery::Report;
-use self::liveness::ProducerFactory;
-use self::pump::{Pump, RelayConsumer};
-use self::state::{list_offsets, Core, Outputs, Shared};
-use crate::health::Cluster;
+pub use self::exactly_once::{run_exactly_once, Layout, TransactionSettings};
 use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
 use crate::offsets::TopicPartition;
-use crate::{config, Error, Shutdown};
+use crate::{Error, Shutdown};
 
 /// Header names on a quarantined record.
 pub mod headers {
@@ -82,7 +68,51 @@ pub mod headers {
 }
 
 /// The quarantine reason of a record on which the [`Processor`] panicked.
-pub const PROCESSOR_PANIC: &str = "processor_panic";
+pub const PROCESSOR_PANIC: Reason = Reason::new("processor_panic");
+
+/// Why a record was quarantined or dropped: a short, fixed code from the stage's bounded
+/// set (e.g. `malformed_json`), used as a metric label, the `pseudopipe-reason` header and
+/// a key of the report. A type of its own, not a string, so that nothing but such a code
+/// (never an explanation or a value of the event) can reach a label; a stage turns its
+/// own reason enum into one with [`Reason::new`]. Plumbing knows no stage's reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Reason(&'static str);
+
+impl Reason {
+    /// The reason with this code (a `'static` word: codes are a fixed set, not data).
+    pub const fn new(code: &'static str) -> Self {
+        Self(code)
+    }
+
+    /// The code, e.g. `malformed_json`.
+    pub const fn code(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// So that a decision's reason reads as its code in a comparison: `reason == "too_deep"`.
+impl PartialEq<&str> for Reason {
+    fn eq(&self, code: &&str) -> bool {
+        self.0 == *code
+    }
+}
+
+/// So that a report's counts are looked up by code: `report.quarantined.get("too_deep")`.
+impl std::borrow::Borrow<str> for Reason {
+    fn borrow(&self) -> &str {
+        self.0
+    }
+}
+
+/// Why a [`Processor`] stops its stage between two batches: the stage's own typed error,
+/// kept whole (with its `source()` chain) inside [`Error::Processor`].
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to do with one input record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,8 +127,8 @@ pub enum Decision {
     },
     /// Produce the record unchanged to the quarantine topic.
     Quarantine {
-        /// A short, fixed reason code: a metric label and the `pseudopipe-reason` header.
-        reason: &'static str,
+        /// A metric label and the `pseudopipe-reason` header.
+        reason: Reason,
         /// An explanation for the operator (`pseudopipe-message` header). It stays
         /// on-prem with the record, but should not quote values of the event anyway.
         message: String,
@@ -113,8 +143,8 @@ pub enum Decision {
     /// in `pseudopipe_events_dropped_total{reason}`. For records the stage must not pass
     /// on and must not keep either, e.g. events whose subject withheld consent.
     Drop {
-        /// A short, fixed reason code: the metric label.
-        reason: &'static str,
+        /// The metric label.
+        reason: Reason,
     },
 }
 
@@ -129,7 +159,7 @@ pub struct Finding {
 
 impl Decision {
     /// A quarantine with no detector finding.
-    pub fn quarantine(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn quarantine(reason: Reason, message: impl Into<String>) -> Self {
         Self::Quarantine {
             reason,
             message: message.into(),
@@ -167,7 +197,7 @@ pub trait Processor: Send + Sync + 'static {
     /// processor changes here (e.g. its keys) applies to whole batches. An error stops
     /// the stage ([`crate::Error::Processor`]): what was not committed is consumed again
     /// after the restart. Never called concurrently with [`Processor::process_at`].
-    fn between_batches(&self) -> Result<(), String> {
+    fn between_batches(&self) -> Result<(), ProcessorError> {
         Ok(())
     }
 
@@ -297,9 +327,9 @@ pub struct RelayReport {
     /// Records delivered to the output topic.
     pub forwarded: u64,
     /// Records delivered to the quarantine topic, by reason.
-    pub quarantined: BTreeMap<&'static str, u64>,
+    pub quarantined: BTreeMap<Reason, u64>,
     /// Records dropped by the processor ([`Decision::Drop`]), by reason.
-    pub dropped: BTreeMap<&'static str, u64>,
+    pub dropped: BTreeMap<Reason, u64>,
     /// Deliveries tried again after a retriable error.
     pub retries: u64,
     /// Exactly once: input partitions whose transaction was aborted and whose records
@@ -359,9 +389,9 @@ impl fmt::Display for RelayReport {
 /// Runs a relay until `shutdown` fires, then drains, commits, leaves the group and
 /// returns what it did.
 ///
-/// `consumer` is a consumer configuration such as [`config::consumer`] builds (automatic
+/// `consumer` is a consumer configuration such as [`crate::config::consumer`] builds (automatic
 /// commits are refused; absent, they are turned off). `output` and `quarantine` are
-/// producer configurations such as [`config::producer`] builds; when they are the same,
+/// producer configurations such as [`crate::config::producer`] builds; when they are the same,
 /// one producer serves both topics.
 ///
 /// Errors are those of setting up (settings, client creation, subscription), and
@@ -378,76 +408,16 @@ pub async fn run(
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, Error> {
-    settings.validate()?;
-    let mut consumer_config = config::ensure_manual_commit(&consumer)?;
-    // rdkafka takes its log level from the `log` crate; these clients log to `tracing`.
-    consumer_config.set_log_level(librdkafka_log_level());
-
-    let (reports, settle) = mpsc::channel::<Report>();
-    let factory = ProducerFactory::new(
-        settings.stage,
-        reports,
-        metrics.health.clone(),
-        &with_message_timeout(output),
-        &with_message_timeout(quarantine),
-    );
-    let outputs = Outputs::new(
-        factory,
-        settings.output_topic.clone(),
-        settings.quarantine_topic.clone(),
-    )?;
-    let core = Core::new(
-        settings.stage,
-        settings.input_topic.clone(),
-        metrics.clone(),
-        outputs,
-        settle,
-        settings.rebalance_drain_timeout,
-        settings.stall_timeout,
-    );
-    let shared = Arc::new(Shared::new(core));
-    let consumer: RelayConsumer = consumer_config
-        .create_with_context(RelayContext {
-            shared: Arc::clone(&shared),
-            watch: metrics.health.watch(Cluster::Input),
-        })
-        .map_err(Error::create_consumer)?;
-    settings.subscribe(&consumer)?;
-    info!(
-        stage = settings.stage,
-        input_topic = %settings.input_topic,
-        output_topic = %settings.output_topic,
-        quarantine_topic = %settings.quarantine_topic,
-        "Relay started."
-    );
-
-    let pump = Pump {
+    let strategy_metrics = metrics.clone();
+    engine::run(
         settings,
-        shared,
-        consumer: Arc::new(consumer),
+        consumer,
+        move |settings| AtLeastOnce::new(settings, output, quarantine, strategy_metrics),
         processor,
         metrics,
-    };
-    // The consumer's poll blocks: the relay runs on a thread of its own.
-    match tokio::task::spawn_blocking(move || pump.run(&shutdown)).await {
-        Ok(result) => result,
-        Err(error) if error.is_panic() => panic::resume_unwind(error.into_panic()),
-        Err(_cancelled) => Err(Error::Interrupted),
-    }
-}
-
-/// How long librdkafka tries to deliver a record before it reports it failed (and the
-/// relay sends it again), unless `message.timeout.ms` is set: two minutes, where
-/// librdkafka's own five would leave a record unaccounted for longer than any alert
-/// waits. The liveness guard ([`RelaySettings::stall_timeout`]) acts well before.
-const MESSAGE_TIMEOUT_MS: &str = "120000";
-
-/// `config` with the relay's `message.timeout.ms` unless it sets its own.
-fn with_message_timeout(mut config: ClientConfig) -> ClientConfig {
-    if config.get("message.timeout.ms").is_none() {
-        config.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
-    }
-    config
+        shutdown,
+    )
+    .await
 }
 
 /// The librdkafka log level matching what `tracing` lets through.
@@ -457,46 +427,6 @@ pub(crate) fn librdkafka_log_level() -> RDKafkaLogLevel {
         LevelFilter::INFO => RDKafkaLogLevel::Info,
         LevelFilter::WARN => RDKafkaLogLevel::Warning,
         _ => RDKafkaLogLevel::Error,
-    }
-}
-
-/// Lag of every assigned partition that has a position: high watermark - position.
-/// Fetching watermarks waits for the brokers: call it off the async workers.
-pub(crate) fn measure_lag<C: ConsumerContext>(
-    consumer: &impl Consumer<C>,
-    metrics: &StageMetrics,
-    stage: &'static str,
-) {
-    let positions = match consumer.position() {
-        Ok(positions) => positions,
-        Err(error) => {
-            debug!(stage, %error, "Cannot read positions to measure lag.");
-            return;
-        }
-    };
-    for elem in positions.elements() {
-        let Offset::Offset(position) = elem.offset() else {
-            continue; // nothing consumed yet
-        };
-        match consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(2)) {
-            Ok((_low, high)) => {
-                // Skip partitions revoked meanwhile, so no stale series is left behind.
-                let still_assigned = consumer.assignment().is_ok_and(|assignment| {
-                    assignment
-                        .find_partition(elem.topic(), elem.partition())
-                        .is_some()
-                });
-                if still_assigned {
-                    metrics
-                        .consumer_lag
-                        .with_label_values(&[elem.topic(), &elem.partition().to_string()])
-                        .set((high - position).max(0));
-                }
-            }
-            Err(error) => {
-                debug!(stage, topic = elem.topic(), partition = elem.partition(), %error, "Cannot fetch watermarks to measure lag.")
-            }
-        }
     }
 }
 
@@ -529,7 +459,7 @@ pub(crate) fn note_quarantine(
     metrics: &StageMetrics,
     stage: &'static str,
     message: &BorrowedMessage<'_>,
-    reason: &'static str,
+    reason: Reason,
     finding: Option<&Finding>,
 ) {
     if let Some(finding) = finding {
@@ -538,10 +468,11 @@ pub(crate) fn note_quarantine(
             .with_label_values(&[finding.field.as_str(), finding.detector])
             .inc();
     }
-    let Some(held_back) = log.admit(reason, Instant::now()) else {
+    let Some(held_back) = log.admit(reason.code(), Instant::now()) else {
         return;
     };
     let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    let reason = reason.code();
     if let Some(Finding { field, detector }) = finding {
         warn!(
             stage,
@@ -554,7 +485,7 @@ pub(crate) fn note_quarantine(
             held_back,
             "A record was quarantined: a detector found personal data in a field the policy keeps."
         );
-    } else if reason == PROCESSOR_PANIC {
+    } else if reason == PROCESSOR_PANIC.code() {
         error!(
             stage,
             topic,
@@ -575,7 +506,7 @@ pub(crate) fn note_quarantine(
 /// The original headers (less any `pseudopipe-*` of an earlier quarantine), then ours.
 pub(crate) fn quarantine_headers(
     message: &BorrowedMessage<'_>,
-    reason: &str,
+    reason: Reason,
     explanation: &str,
     finding: Option<&Finding>,
     stage: &str,
@@ -594,7 +525,7 @@ pub(crate) fn quarantine_headers(
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
     for (key, value) in [
-        (headers::REASON, reason),
+        (headers::REASON, reason.code()),
         (headers::MESSAGE, explanation),
         (headers::SOURCE_TOPIC, message.topic()),
         (headers::SOURCE_PARTITION, partition.as_str()),
@@ -656,7 +587,10 @@ mod tests {
         let report = RelayReport {
             consumed: 10,
             forwarded: 7,
-            quarantined: BTreeMap::from([("malformed_json", 2), ("too_deep", 1)]),
+            quarantined: BTreeMap::from([
+                (Reason::new("malformed_json"), 2),
+                (Reason::new("too_deep"), 1),
+            ]),
             aborted_transactions: 1,
             ..RelayReport::default()
         };

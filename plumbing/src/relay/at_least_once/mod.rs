@@ -1,14 +1,35 @@
-//! The relay's state: every assigned partition's ring of offsets, the retries waiting
-//! for their turn, the counts of the report.
+//! At least once: acknowledged deliveries and contiguous commits.
 //!
-//! One lock guards it all, taken once per batch by the relay's thread and by the
+//! Each decided record is handed to a librdkafka producer with a small token as its
+//! delivery opaque ([`delivery`]); the delivery reports that arrived meanwhile are settled
+//! in bulk between two batches. An input offset is committed (every `commit_interval`,
+//! at revocation and at shutdown) only once every record before it in its partition is
+//! delivered (see [`crate::offsets`]: a ring per partition, O(1) per record).
+//!
+//! - Retriable delivery failures are retried with backoff, holding the partition's
+//!   offsets back; a permanent failure stalls the partition (paused, never committed past,
+//!   `pseudopipe_partition_stalled` set to 1, logged without content).
+//! - Consumption pauses above `max_in_flight`, which bounds memory through an outage.
+//! - On revocation the partition's deliveries get a bounded time to finish, then its
+//!   watermark is committed synchronously before the partition is released.
+//! - On shutdown in-flight deliveries get `drain_timeout`, and the watermarks are
+//!   committed synchronously.
+//! - A producer that stops delivering while its cluster answers is replaced
+//!   ([`liveness`]).
+//!
+//! A retried record may land after records that followed it in its input partition;
+//! librdkafka's own retries (idempotent producer) keep order.
+//!
+//! One lock guards the state, taken once per batch by the relay's thread and by the
 //! rebalance callbacks, which librdkafka runs on that same thread inside the consumer's
 //! poll (so the lock is never contended on the hot path). Delivery reports reach it
 //! through a channel ([`Report`]) and are settled in bulk, under that one lock.
 
+mod delivery;
+mod liveness;
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,12 +38,17 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::Producer as _;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use super::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Route, Token};
-use super::liveness::{Liveness, ProducerFactory, Verdict};
-use super::{decide, note_quarantine, quarantine_headers, Decision, Processor, RelayReport};
+use self::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Route, Token};
+use self::liveness::{Liveness, ProducerFactory, Verdict};
+use super::context::RelayConsumer;
+use super::engine::{Delivery, Pace};
+use super::{
+    decide, note_quarantine, quarantine_headers, Decision, Processor, Reason, RelayReport,
+    RelaySettings,
+};
 use crate::health::{stops_the_stage, Cluster};
 use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
@@ -35,7 +61,7 @@ const WAIT_STEP: Duration = Duration::from_millis(100);
 
 /// What the ring keeps of each record besides its offset.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Tag {
+struct Tag {
     route: Route,
     /// When its batch was consumed (the latency histogram's start).
     received: Instant,
@@ -63,7 +89,7 @@ struct Retry {
 }
 
 /// The producers and topics a relay writes to, and how to make them anew.
-pub(super) struct Outputs {
+struct Outputs {
     output: RelayProducer,
     quarantine: RelayProducer,
     output_topic: String,
@@ -73,7 +99,7 @@ pub(super) struct Outputs {
 
 impl Outputs {
     /// The producers `factory` makes, writing to these topics.
-    pub(super) fn new(
+    fn new(
         factory: ProducerFactory,
         output_topic: String,
         quarantine_topic: String,
@@ -124,7 +150,7 @@ impl Outputs {
     }
 }
 
-pub(super) struct Core {
+struct Core {
     stage: &'static str,
     input_topic: String,
     metrics: StageMetrics,
@@ -140,11 +166,11 @@ pub(super) struct Core {
     backpressure: bool,
     consumed: u64,
     forwarded: u64,
-    quarantined: BTreeMap<&'static str, u64>,
-    dropped: BTreeMap<&'static str, u64>,
+    quarantined: BTreeMap<Reason, u64>,
+    dropped: BTreeMap<Reason, u64>,
     /// What the counters above had when they were last added to the metrics.
     exported_forwarded: u64,
-    exported_quarantined: BTreeMap<&'static str, u64>,
+    exported_quarantined: BTreeMap<Reason, u64>,
     retried: u64,
     /// Per-record lines (quarantine, delivery failures): one per reason per 10 s; an
     /// output cluster that is down fails every record in flight at once.
@@ -156,7 +182,7 @@ pub(super) struct Core {
 }
 
 impl Core {
-    pub(super) fn new(
+    fn new(
         stage: &'static str,
         input_topic: String,
         metrics: StageMetrics,
@@ -200,7 +226,7 @@ impl Core {
     }
 
     /// Records consumed whose delivery is not settled yet.
-    pub(super) fn in_flight(&self) -> usize {
+    fn in_flight(&self) -> usize {
         self.partitions
             .values()
             .map(|partition| partition.offsets.in_flight())
@@ -220,7 +246,7 @@ impl Core {
     /// `generation` is the rebalance generation the batch was polled in: a record of a
     /// partition revoked or assigned anew since is dropped (not tracked, not committed:
     /// the partition's owner consumes it again).
-    pub(super) fn dispatch<C: ConsumerContext>(
+    fn dispatch<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         messages: &[BorrowedMessage<'_>],
@@ -258,13 +284,13 @@ impl Core {
                         &self.metrics,
                         self.stage,
                         message,
-                        reason,
+                        *reason,
                         finding.as_ref(),
                     );
-                    Route::Quarantine(reason)
+                    Route::Quarantine(*reason)
                 }
                 Decision::Drop { reason } => {
-                    self.settle_dropped(partition, message.offset(), received, reason);
+                    self.settle_dropped(partition, message.offset(), received, *reason);
                     continue;
                 }
             };
@@ -329,13 +355,7 @@ impl Core {
 
     /// A record the processor dropped: in its partition's ring and done at once, so that
     /// the watermark moves past it in order with its neighbours.
-    fn settle_dropped(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        received: Instant,
-        reason: &'static str,
-    ) {
+    fn settle_dropped(&mut self, partition: i32, offset: i64, received: Instant, reason: Reason) {
         // The route of a record that is never produced is never read: the tag is
         // returned by `mark_done` right away and discarded.
         let tag = Tag {
@@ -350,7 +370,10 @@ impl Core {
             assigned.offsets.mark_done(token.ticket);
         }
         *self.dropped.entry(reason).or_default() += 1;
-        self.metrics.dropped.with_label_values(&[reason]).inc();
+        self.metrics
+            .dropped
+            .with_label_values(&[reason.code()])
+            .inc();
     }
 
     /// Puts a consumed record in its partition's ring; reports offsets jumped over.
@@ -365,7 +388,7 @@ impl Core {
 
     /// Settles every delivery report that arrived, sends the retries that are due, and
     /// brings the metrics up to date.
-    pub(super) fn service<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    fn service<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         let now = Instant::now();
         while let Ok(report) = self.reports.try_recv() {
             self.settle(consumer, report, now);
@@ -377,7 +400,7 @@ impl Core {
     /// Replaces a producer that stopped delivering while its cluster answers (see
     /// [`super::liveness`]). Returns the error the stage must stop on when its
     /// replacement stalled too, or when no new producer can be made.
-    pub(super) fn guard_liveness(&mut self) -> Option<crate::Error> {
+    fn guard_liveness(&mut self) -> Option<crate::Error> {
         let outputs = &self.outputs;
         let retries = &self.retries;
         let verdict = self.liveness.check(
@@ -561,7 +584,7 @@ impl Core {
     }
 
     /// Whether anything is under way (deliveries or retries).
-    pub(super) fn busy(&self) -> bool {
+    fn busy(&self) -> bool {
         !self.retries.is_empty() || self.in_flight() > 0
     }
 
@@ -571,11 +594,11 @@ impl Core {
             .inc_by(self.forwarded - self.exported_forwarded);
         self.exported_forwarded = self.forwarded;
         for (reason, count) in &self.quarantined {
-            let exported = self.exported_quarantined.entry(reason).or_default();
+            let exported = self.exported_quarantined.entry(*reason).or_default();
             if *count > *exported {
                 self.metrics
                     .quarantined
-                    .with_label_values(&[reason])
+                    .with_label_values(&[reason.code()])
                     .inc_by(*count - *exported);
                 *exported = *count;
             }
@@ -588,7 +611,7 @@ impl Core {
 
     /// Settles reports and retries until no delivery of `partitions` (all of them when
     /// `None`) is under way, or `deadline`. Returns whether they all settled.
-    pub(super) fn wait_for<C: ConsumerContext>(
+    fn wait_for<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         partitions: Option<&[i32]>,
@@ -623,7 +646,7 @@ impl Core {
 
     /// Gives up on every delivery still under way (the drain at shutdown timed out):
     /// their offsets hold the watermarks back.
-    pub(super) fn abandon_all(&mut self) {
+    fn abandon_all(&mut self) {
         self.retries.clear();
         for assigned in self.partitions.values_mut() {
             assigned.offsets.abandon_all();
@@ -634,7 +657,7 @@ impl Core {
     /// Pauses the whole assignment above `max_in_flight`, resumes it (less the stalled
     /// partitions) once a quarter of the room is free again. The consumer keeps being
     /// polled meanwhile, so the group membership and rebalances are served.
-    pub(super) fn apply_backpressure<C: ConsumerContext>(
+    fn apply_backpressure<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         max_in_flight: usize,
@@ -696,7 +719,7 @@ impl Core {
 
     /// Every partition whose watermark moved since it was assigned, committed or not,
     /// sorted.
-    pub(super) fn all_progress(&self) -> Vec<(TopicPartition, i64)> {
+    fn all_progress(&self) -> Vec<(TopicPartition, i64)> {
         let mut ready: Vec<_> = self
             .partitions
             .iter()
@@ -709,7 +732,7 @@ impl Core {
     }
 
     /// Records that these offsets were committed.
-    pub(super) fn mark_committed(&mut self, offsets: &[(TopicPartition, i64)]) {
+    fn mark_committed(&mut self, offsets: &[(TopicPartition, i64)]) {
         for (tp, offset) in offsets {
             if let Some(assigned) = self.partitions.get_mut(&tp.partition) {
                 assigned.offsets.mark_committed(*offset);
@@ -718,7 +741,7 @@ impl Core {
     }
 
     /// Commits the watermarks that moved, without waiting for the broker.
-    pub(super) fn commit_periodically<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+    fn commit_periodically<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         let ready = self.all_committable();
         if ready.is_empty() {
             return;
@@ -733,7 +756,7 @@ impl Core {
     }
 
     /// Watermarks whose commit failed on release, to be checked against the group.
-    pub(super) fn uncommitted(&self) -> Vec<(TopicPartition, i64)> {
+    fn uncommitted(&self) -> Vec<(TopicPartition, i64)> {
         self.uncommitted
             .iter()
             .map(|(tp, offset)| (tp.clone(), *offset))
@@ -742,7 +765,7 @@ impl Core {
 
     /// Forgets the failed commits that the group's committed offsets cover after all
     /// (a later commit went through).
-    pub(super) fn forget_covered(&mut self, committed: &[(TopicPartition, i64)]) {
+    fn forget_covered(&mut self, committed: &[(TopicPartition, i64)]) {
         for (tp, offset) in committed {
             if self
                 .uncommitted
@@ -771,11 +794,7 @@ impl Core {
     }
 
     /// Remembers how a commit on release went, for the report.
-    pub(super) fn record_release_commit(
-        &mut self,
-        offsets: &[(TopicPartition, i64)],
-        committed: bool,
-    ) {
+    fn record_release_commit(&mut self, offsets: &[(TopicPartition, i64)], committed: bool) {
         for (tp, offset) in offsets {
             if committed {
                 self.uncommitted.remove(tp);
@@ -786,7 +805,7 @@ impl Core {
     }
 
     /// The report so far.
-    pub(super) fn report(&self) -> RelayReport {
+    fn report(&self) -> RelayReport {
         let mut stalled: Vec<_> = self
             .partitions
             .iter()
@@ -826,43 +845,70 @@ fn report_skipped(
     }
 }
 
-/// The state, the rebalance generation, and the rebalance callbacks.
-pub(super) struct Shared {
-    pub(super) stage: &'static str,
+/// The at-least-once strategy: its state under one lock, and its limits.
+pub(super) struct AtLeastOnce {
+    stage: &'static str,
     core: Mutex<Core>,
-    /// Bumped by every assignment and revocation.
-    generation: AtomicU64,
+    max_in_flight: usize,
+    commit_interval: Duration,
+    drain_timeout: Duration,
+    /// When watermarks are committed next.
+    next_commit: Mutex<Instant>,
 }
 
-impl Shared {
-    pub(super) fn new(core: Core) -> Self {
-        Self {
-            stage: core.stage,
+impl AtLeastOnce {
+    /// The strategy for `settings`, writing with producers of `output` and `quarantine`
+    /// (one producer when they are the same).
+    pub(super) fn new(
+        settings: &RelaySettings,
+        output: ClientConfig,
+        quarantine: ClientConfig,
+        metrics: StageMetrics,
+    ) -> Result<Self, crate::Error> {
+        let (reports, settle) = mpsc::channel::<Report>();
+        let factory = ProducerFactory::new(
+            settings.stage,
+            reports,
+            metrics.health.clone(),
+            &with_message_timeout(output),
+            &with_message_timeout(quarantine),
+        );
+        let outputs = Outputs::new(
+            factory,
+            settings.output_topic.clone(),
+            settings.quarantine_topic.clone(),
+        )?;
+        let core = Core::new(
+            settings.stage,
+            settings.input_topic.clone(),
+            metrics,
+            outputs,
+            settle,
+            settings.rebalance_drain_timeout,
+            settings.stall_timeout,
+        );
+        Ok(Self {
+            stage: settings.stage,
             core: Mutex::new(core),
-            generation: AtomicU64::new(0),
-        }
+            max_in_flight: settings.max_in_flight,
+            commit_interval: settings.commit_interval,
+            drain_timeout: settings.drain_timeout,
+            next_commit: Mutex::new(Instant::now() + settings.commit_interval),
+        })
     }
 
     /// The state; a panic elsewhere while holding the lock leaves it usable (every update
     /// under the lock keeps the rings consistent).
-    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
+    fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The current rebalance generation.
-    pub(super) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn next_generation(&self) -> u64 {
-        self.generation.fetch_add(1, Ordering::AcqRel) + 1
-    }
-
     /// New partitions: fresh rings, and fetching as the current back-pressure says.
-    pub(super) fn on_assign<C: ConsumerContext>(
+    fn on_assign<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
+        generation: u64,
     ) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() {
@@ -879,7 +925,6 @@ impl Shared {
             }
         };
         let committed = self.commit_refused_watermarks(consumer, &partitions, committed);
-        let generation = self.next_generation();
         let backpressure = {
             let mut core = self.lock();
             for tp in &partitions {
@@ -960,16 +1005,11 @@ impl Shared {
 
     /// Partitions taken away: stop fetching, wait (bounded) for their deliveries, commit
     /// their watermarks, then let them go.
-    pub(super) fn on_revoke<C: ConsumerContext>(
-        &self,
-        consumer: &BaseConsumer<C>,
-        tpl: &TopicPartitionList,
-    ) {
+    fn on_revoke<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() {
             return;
         }
-        self.next_generation();
         if let Err(error) = consumer.pause(tpl) {
             debug!(stage = self.stage, %error, "Failed to pause revoked partitions.");
         }
@@ -1026,10 +1066,144 @@ impl Shared {
         drop(core);
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions revoked.");
     }
+
+    /// A commit that failed on release may have been made good by a later one (or by
+    /// another member): asks the group, so that the report lists only real gaps.
+    fn forget_covered_commits<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let failed = self.lock().uncommitted();
+        if failed.is_empty() {
+            return;
+        }
+        let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
+        match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
+            Ok(committed) => {
+                let committed = committed_offsets(&committed);
+                self.lock().forget_covered(&committed);
+            }
+            Err(error) => {
+                debug!(stage = self.stage, %error, "Cannot read committed offsets.");
+            }
+        }
+    }
+}
+
+impl Delivery for AtLeastOnce {
+    fn assigning(
+        &self,
+        _consumer: &RelayConsumer<Self>,
+        _partitions: &mut TopicPartitionList,
+    ) -> bool {
+        true // from the group's committed offsets, as librdkafka reads them
+    }
+
+    fn assigned(
+        &self,
+        consumer: &RelayConsumer<Self>,
+        partitions: &TopicPartitionList,
+        generation: u64,
+    ) {
+        self.on_assign(consumer, partitions, generation);
+    }
+
+    fn revoking(&self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
+        self.on_revoke(consumer, partitions);
+    }
+
+    fn between(&self, consumer: &RelayConsumer<Self>) -> Result<Pace, crate::Error> {
+        let mut core = self.lock();
+        core.service(consumer);
+        if let Some(error) = core.guard_liveness() {
+            return Err(error);
+        }
+        core.apply_backpressure(consumer, self.max_in_flight);
+        let mut next_commit = self
+            .next_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if Instant::now() >= *next_commit {
+            core.commit_periodically(consumer);
+            *next_commit = Instant::now() + self.commit_interval;
+        }
+        Ok(Pace {
+            room: self.max_in_flight.saturating_sub(core.in_flight()),
+            busy: core.busy(),
+            // Each record is settled for this strategy once handed to its producer.
+            settled: true,
+        })
+    }
+
+    fn dispatch(
+        &self,
+        consumer: &RelayConsumer<Self>,
+        batch: &[BorrowedMessage<'_>],
+        generation: u64,
+        _current: u64,
+        processor: &dyn Processor,
+    ) -> Result<(), crate::Error> {
+        self.lock().dispatch(consumer, batch, generation, processor);
+        Ok(())
+    }
+
+    /// Drains deliveries (even on a fatal error: what was delivered is committed), commits.
+    fn finish(
+        &self,
+        consumer: &RelayConsumer<Self>,
+        _fatal: Option<&crate::Error>,
+    ) -> Result<RelayReport, crate::Error> {
+        let stage = self.stage;
+        let ready = {
+            let mut core = self.lock();
+            info!(
+                stage,
+                in_flight = core.in_flight(),
+                "Shutting down: draining in-flight deliveries."
+            );
+            let deadline = Instant::now() + self.drain_timeout;
+            if !core.wait_for(consumer, None, deadline) {
+                warn!(stage, in_flight = core.in_flight(), "Drain timed out: records not delivered yet will be consumed again after a restart.");
+                core.abandon_all();
+            }
+            core.all_progress()
+        };
+        if !ready.is_empty() {
+            let commit = consumer.commit(&offsets_list(&ready), CommitMode::Sync);
+            let mut core = self.lock();
+            core.record_release_commit(&ready, commit.is_ok());
+            match commit {
+                Ok(()) => {
+                    core.mark_committed(&ready);
+                    drop(core);
+                    info!(stage, offsets = %list_offsets(&ready), "Committed final offsets.");
+                }
+                // Closing the consumer tries once more, on revocation.
+                Err(error) => {
+                    drop(core);
+                    warn!(stage, %error, offsets = %list_offsets(&ready), "Failed to commit final offsets.");
+                }
+            }
+        }
+        self.forget_covered_commits(consumer);
+        // Before closing: the revocation on close forgets the stalled partitions.
+        Ok(self.lock().report())
+    }
+}
+
+/// How long librdkafka tries to deliver a record before it reports it failed (and the
+/// relay sends it again), unless `message.timeout.ms` is set: two minutes, where
+/// librdkafka's own five would leave a record unaccounted for longer than any alert
+/// waits. The liveness guard ([`RelaySettings::stall_timeout`]) acts well before.
+const MESSAGE_TIMEOUT_MS: &str = "120000";
+
+/// `config` with the relay's `message.timeout.ms` unless it sets its own.
+fn with_message_timeout(mut config: ClientConfig) -> ClientConfig {
+    if config.get("message.timeout.ms").is_none() {
+        config.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
+    }
+    config
 }
 
 /// The partitions of a list that carry an offset.
-pub(super) fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(TopicPartition, i64)> {
+fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(TopicPartition, i64)> {
     tpl.elements()
         .iter()
         .filter_map(|elem| match elem.offset() {
@@ -1042,7 +1216,7 @@ pub(super) fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(TopicPartition
 }
 
 /// The partitions of a list.
-pub(super) fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
         .map(|elem| TopicPartition::new(elem.topic(), elem.partition()))
@@ -1050,7 +1224,7 @@ pub(super) fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 /// A list of offsets to commit.
-pub(super) fn offsets_list(offsets: &[(TopicPartition, i64)]) -> TopicPartitionList {
+fn offsets_list(offsets: &[(TopicPartition, i64)]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::with_capacity(offsets.len());
     for (tp, offset) in offsets {
         // Watermarks are offsets of consumed records: never negative, so never refused.
@@ -1064,7 +1238,7 @@ pub(super) fn offsets_list(offsets: &[(TopicPartition, i64)]) -> TopicPartitionL
 }
 
 /// A list of partitions.
-pub(super) fn partitions_list<'a>(
+fn partitions_list<'a>(
     partitions: impl IntoIterator<Item = &'a TopicPartition>,
 ) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
@@ -1082,7 +1256,7 @@ fn list(partitions: &[TopicPartition]) -> String {
         .join(", ")
 }
 
-pub(super) fn list_offsets(offsets: &[(TopicPartition, i64)]) -> String {
+pub(crate) fn list_offsets(offsets: &[(TopicPartition, i64)]) -> String {
     offsets
         .iter()
         .map(|(tp, offset)| format!("{tp}@{offset}"))

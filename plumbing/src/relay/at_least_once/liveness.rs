@@ -7,7 +7,7 @@
 //! without a usable connection although the broker answers everyone else (issue 17,
 //! `docs/operations.md`). So the relay watches what it can see from outside: for each
 //! producer, the last acknowledgement and whether records wait (in librdkafka's queues
-//! or in the relay's retries). Past [`RelaySettings::stall_timeout`](super::RelaySettings)
+//! or in the relay's retries). Past [`RelaySettings::stall_timeout`](crate::RelaySettings)
 //! without one, it asks the cluster for the output topic's metadata with a client of its
 //! own (the producer's configuration, so TLS and SASL are the same):
 //!
@@ -30,11 +30,11 @@ use rdkafka::producer::{BaseProducer, Producer as _, ProducerContext};
 use rdkafka::ClientConfig;
 use tracing::{debug, info, warn};
 
-use super::context::{log_to_tracing, DeliveryContext};
 use super::delivery::{RelayProducer, Report};
-use super::librdkafka_log_level;
 use crate::health::{Cluster, Health};
 use crate::metrics::StageMetrics;
+use crate::relay::context::{log_to_tracing, Watched};
+use crate::relay::librdkafka_log_level;
 use crate::Error;
 
 /// How often producers are looked at.
@@ -89,10 +89,10 @@ impl ProducerFactory {
         config.set_log_level(librdkafka_log_level());
         Ok(RelayProducer::from_config_and_context(
             &config,
-            DeliveryContext {
+            Watched {
                 stage: self.stage,
-                reports: self.reports.clone(),
                 watch: self.health.watch(cluster),
+                hooks: self.reports.clone(),
             },
         )?)
     }

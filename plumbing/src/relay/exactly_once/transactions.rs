@@ -14,15 +14,15 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::context::ProducerLog;
 use super::{Layout, TransactionSettings};
 use crate::health::stops_the_stage;
 use crate::health::Cluster;
 use crate::log_limit::LogLimiter;
-use crate::relay::{note_quarantine, quarantine_headers};
+use crate::relay::context::Watched;
+use crate::relay::{note_quarantine, quarantine_headers, Reason};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
-type TxProducer = ThreadedProducer<ProducerLog>;
+type TxProducer = ThreadedProducer<Watched<()>>;
 
 /// How often a retriable failure of a transactional call is tried again.
 const RETRIES: usize = 3;
@@ -77,8 +77,8 @@ struct PartitionBatch {
     /// When each record was consumed, for the latency histogram.
     received: Vec<Instant>,
     forwarded: u64,
-    quarantined: BTreeMap<&'static str, u64>,
-    dropped: BTreeMap<&'static str, u64>,
+    quarantined: BTreeMap<Reason, u64>,
+    dropped: BTreeMap<Reason, u64>,
 }
 
 /// A transactional producer and whether it has a transaction open.
@@ -113,7 +113,7 @@ enum Producers {
         /// Never subscribed: its group is where the input offsets are stored.
         offsets: BaseConsumer,
         group: ConsumerGroupMetadata,
-        quarantine: ThreadedProducer<ProducerLog>,
+        quarantine: ThreadedProducer<Watched<()>>,
         /// Whether a quarantined record may still be in the quarantine producer's queue.
         quarantine_pending: bool,
     },
@@ -139,9 +139,10 @@ pub(super) struct Transactions {
     records: usize,
     started: Option<Instant>,
     metrics: StageMetrics,
+    consumed: u64,
     forwarded: u64,
-    quarantined: BTreeMap<&'static str, u64>,
-    dropped: BTreeMap<&'static str, u64>,
+    quarantined: BTreeMap<Reason, u64>,
+    dropped: BTreeMap<Reason, u64>,
     aborted: u64,
     /// A fatal error met in a rebalance callback, for the loop to stop on.
     fatal: Option<Error>,
@@ -167,9 +168,10 @@ impl Transactions {
                 producer,
                 transactional_id,
             } => Producers::Shared(transactional(
-                ProducerLog {
+                Watched {
                     stage,
                     watch: metrics.health.watch(Cluster::Output),
+                    hooks: (),
                 },
                 &producer,
                 &transactional_id,
@@ -197,9 +199,10 @@ impl Transactions {
                     offsets_topic,
                     offsets,
                     group,
-                    quarantine: quarantine.create_with_context(ProducerLog {
+                    quarantine: quarantine.create_with_context(Watched {
                         stage,
                         watch: metrics.health.watch(Cluster::Quarantine),
+                        hooks: (),
                     })?,
                     quarantine_pending: false,
                 }
@@ -218,6 +221,7 @@ impl Transactions {
             records: 0,
             started: None,
             metrics,
+            consumed: 0,
             forwarded: 0,
             quarantined: BTreeMap::new(),
             dropped: BTreeMap::new(),
@@ -225,6 +229,12 @@ impl Transactions {
             fatal: None,
             log: LogLimiter::default(),
         })
+    }
+
+    /// Counts records consumed.
+    pub(super) fn consumed(&mut self, records: u64) {
+        self.consumed += records;
+        self.metrics.consumed.inc_by(records);
     }
 
     /// Remembers a fatal error met in a rebalance callback, for the loop to stop on.
@@ -295,11 +305,11 @@ impl Transactions {
                     &self.metrics,
                     self.stage,
                     message,
-                    reason,
+                    *reason,
                     finding.as_ref(),
                 );
                 headers =
-                    quarantine_headers(message, reason, explanation, finding.as_ref(), self.stage);
+                    quarantine_headers(message, *reason, explanation, finding.as_ref(), self.stage);
                 let mut record =
                     BaseRecord::<[u8], [u8]>::to(&self.quarantine_topic).headers(headers);
                 if let Some(key) = message.key() {
@@ -617,14 +627,14 @@ impl Transactions {
                 *self.quarantined.entry(reason).or_default() += count;
                 self.metrics
                     .quarantined
-                    .with_label_values(&[reason])
+                    .with_label_values(&[reason.code()])
                     .inc_by(count);
             }
             for (reason, count) in batch.dropped {
                 *self.dropped.entry(reason).or_default() += count;
                 self.metrics
                     .dropped
-                    .with_label_values(&[reason])
+                    .with_label_values(&[reason.code()])
                     .inc_by(count);
             }
             for received in batch.received {
@@ -683,9 +693,10 @@ impl Transactions {
             owned.insert(
                 *partition,
                 transactional(
-                    ProducerLog {
+                    Watched {
                         stage: self.stage,
                         watch: self.metrics.health.watch(Cluster::Output),
+                        hooks: (),
                     },
                     output,
                     &id,
@@ -817,9 +828,9 @@ impl Transactions {
     }
 
     /// What was committed so far.
-    pub(super) fn report(&self, consumed: u64) -> RelayReport {
+    pub(super) fn report(&self) -> RelayReport {
         RelayReport {
-            consumed,
+            consumed: self.consumed,
             forwarded: self.forwarded,
             quarantined: self.quarantined.clone(),
             dropped: self.dropped.clone(),
@@ -838,7 +849,7 @@ const TRANSACTION_TIMEOUT_MS: &str = "10000";
 /// A transactional producer with `transactional_id`, initialized: any earlier producer
 /// with that id is fenced and its open transaction aborted.
 fn transactional(
-    context: ProducerLog,
+    context: Watched<()>,
     config: &ClientConfig,
     transactional_id: &str,
     timeout: Duration,

@@ -9,19 +9,21 @@
 //! Nothing here ever logs or formats a key, a payload or a header value: log lines carry
 //! the topic, partition, offset and librdkafka's error only.
 
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::message::{BorrowedMessage, DeliveryResult, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
 
-use super::context::DeliveryContext;
 use crate::offsets::Ticket;
+use crate::relay::context::Watched;
+use crate::relay::Reason;
 
 /// The producer type of a relay.
-pub(super) type RelayProducer = ThreadedProducer<DeliveryContext>;
+pub(super) type RelayProducer = ThreadedProducer<Watched<Sender<Report>>>;
 
 /// A record as the relay hands it to librdkafka: its token is the delivery opaque.
 pub(super) type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
@@ -87,7 +89,7 @@ pub(super) enum Route {
     /// To the output topic, with the processor's key and payload.
     Forward,
     /// To the quarantine topic, unchanged, with the reason code.
-    Quarantine(&'static str),
+    Quarantine(Reason),
 }
 
 /// What a delivery callback passes on to the relay's thread.
@@ -152,6 +154,26 @@ impl Outgoing {
             self.timestamp,
         )
         .map_err(|(error, record)| (error, Self::from_refused(record)))
+    }
+}
+
+/// An at-least-once producer passes its delivery reports on to the relay's thread, which
+/// settles them in bulk: a report costs a channel send here, no lock.
+impl ProducerContext for Watched<Sender<Report>> {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
+        let report = match result {
+            Ok(_) => Report::Delivered(token),
+            // The record comes back for a retry; its content is never logged.
+            Err((error, message)) => Report::Failed(Box::new(Failure {
+                token,
+                error: error.clone(),
+                record: Outgoing::from_report(message),
+            })),
+        };
+        // The relay is gone only once it stopped caring (after its drain).
+        let _ = self.hooks.send(report);
     }
 }
 

@@ -1,0 +1,365 @@
+//! The one relay loop, and the [`Delivery`] seam its two strategies implement.
+//!
+//! The engine owns what both delivery modes do alike: start-up (settings, the consumer,
+//! its subscription), the thread the loop runs on, polling in batches, the rebalance
+//! generation, asking the processor, stopping on a fatal client error, consumer lag,
+//! shutdown and the last line. A [`Delivery`] owns what differs: how decided records
+//! reach the output, when input offsets move, what a rebalance does to both, and the
+//! report. It runs on the relay's thread (librdkafka's consumer poll blocks), alongside
+//! librdkafka's threads; consumer lag is measured on another small thread, since fetching
+//! watermarks waits for the brokers.
+
+use std::panic;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use super::at_least_once::list_offsets;
+use super::context::{Rebalancing, RelayConsumer, Watched};
+use super::{librdkafka_log_level, Processor, RelayReport, RelaySettings};
+use crate::health::Cluster;
+use crate::metrics::StageMetrics;
+use crate::{config, Error, Shutdown};
+
+/// Records decided and handed on per batch, at most.
+const MAX_BATCH: usize = 1024;
+/// How long a poll waits for records while deliveries are under way: their reports are
+/// settled (and a transaction's age looked at) at most this late.
+const BUSY_POLL: Duration = Duration::from_millis(5);
+/// How long a poll waits for records when nothing is under way (shutdown is noticed
+/// within it).
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// How the next batch may be polled, as a strategy says between two batches.
+pub(super) struct Pace {
+    /// Records the next batch may hold (at least one is polled, to serve rebalances).
+    pub(super) room: usize,
+    /// Whether deliveries are under way (the poll then waits less).
+    pub(super) busy: bool,
+    /// Whether every record decided so far is settled, so that the processor may change
+    /// what it does ([`Processor::between_batches`]).
+    pub(super) settled: bool,
+}
+
+/// What a delivery strategy owns; the engine owns the rest. Both strategies keep their
+/// state behind a lock of their own, taken on the relay's thread, by the loop and by
+/// the rebalance callbacks that librdkafka runs inside the consumer's poll.
+pub(super) trait Delivery: Send + Sync + Sized + 'static {
+    /// Partitions are about to be assigned: may set where each starts. `false` leaves
+    /// them untaken (a stage stopping on a fatal error).
+    fn assigning(
+        &self,
+        consumer: &RelayConsumer<Self>,
+        partitions: &mut TopicPartitionList,
+    ) -> bool;
+
+    /// Partitions were assigned, in rebalance `generation`.
+    fn assigned(
+        &self,
+        consumer: &RelayConsumer<Self>,
+        partitions: &TopicPartitionList,
+        generation: u64,
+    );
+
+    /// Partitions are about to be released: settle and commit what can be for them.
+    fn revoking(&self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);
+
+    /// An asynchronous commit of input offsets failed.
+    fn commit_failed(&self, stage: &'static str, error: &KafkaError) {
+        warn!(stage, %error, "Failed to commit offsets.");
+    }
+
+    /// Between two batches: settle what came back, commit what is due. An error stops
+    /// the stage.
+    fn between(&self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error>;
+
+    /// Decides for a batch of records polled in rebalance `generation`, in order, and
+    /// hands them on. `current` is the generation now.
+    fn dispatch(
+        &self,
+        consumer: &RelayConsumer<Self>,
+        batch: &[BorrowedMessage<'_>],
+        generation: u64,
+        current: u64,
+        processor: &dyn Processor,
+    ) -> Result<(), Error>;
+
+    /// The relay stops (`fatal` when on an error): drains and commits what it may, then
+    /// returns the report, or an error met while committing.
+    fn finish(
+        &self,
+        consumer: &RelayConsumer<Self>,
+        fatal: Option<&Error>,
+    ) -> Result<RelayReport, Error>;
+}
+
+/// Starts a relay whose delivery `make` builds, on a thread of its own, and runs it until
+/// `shutdown` or a fatal error.
+pub(super) async fn run<D: Delivery>(
+    settings: RelaySettings,
+    consumer: ClientConfig,
+    make: impl FnOnce(&RelaySettings) -> Result<D, Error> + Send + 'static,
+    processor: Arc<dyn Processor>,
+    metrics: StageMetrics,
+    shutdown: Shutdown,
+) -> Result<RelayReport, Error> {
+    settings.validate()?;
+    let mut consumer = config::ensure_manual_commit(&consumer)?;
+    // rdkafka takes its log level from the `log` crate; these clients log to `tracing`.
+    consumer.set_log_level(librdkafka_log_level());
+    // Setting up may block (transactional producers): on the relay's thread too.
+    let relay = move || {
+        let delivery = Arc::new(make(&settings)?);
+        let consumer: RelayConsumer<D> = consumer
+            .create_with_context(Watched {
+                stage: settings.stage,
+                watch: metrics.health.watch(Cluster::Input),
+                hooks: Rebalancing {
+                    delivery: Arc::clone(&delivery),
+                    generation: AtomicU64::new(0),
+                },
+            })
+            .map_err(Error::create_consumer)?;
+        settings.subscribe(&consumer)?;
+        info!(
+            stage = settings.stage,
+            input_topic = %settings.input_topic,
+            output_topic = %settings.output_topic,
+            quarantine_topic = %settings.quarantine_topic,
+            "Relay started."
+        );
+        let engine = Engine {
+            settings,
+            delivery,
+            consumer: Arc::new(consumer),
+            processor,
+            metrics,
+        };
+        engine.run(&shutdown)
+    };
+    match tokio::task::spawn_blocking(relay).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => panic::resume_unwind(error.into_panic()),
+        Err(_cancelled) => Err(Error::Interrupted),
+    }
+}
+
+/// The running relay, owned by its thread.
+struct Engine<D: Delivery> {
+    settings: RelaySettings,
+    delivery: Arc<D>,
+    consumer: Arc<RelayConsumer<D>>,
+    processor: Arc<dyn Processor>,
+    metrics: StageMetrics,
+}
+
+impl<D: Delivery> Engine<D> {
+    /// Relays until `shutdown` or a fatal error, then lets the strategy drain and commit,
+    /// leaves the group and reports (or returns the fatal error).
+    fn run(self, shutdown: &Shutdown) -> Result<RelayReport, Error> {
+        let stage = self.settings.stage;
+        let lag = LagProbe::start(
+            Arc::clone(&self.consumer),
+            self.metrics.clone(),
+            stage,
+            self.settings.lag_interval,
+        );
+        let fatal = self.relay_until(shutdown).err();
+        if let Some(error) = &fatal {
+            error!(stage, %error, "The stage stops: what was not committed is consumed again after a restart.");
+        }
+        let finished = self.delivery.finish(&self.consumer, fatal.as_ref());
+        lag.stop();
+        // Closing leaves the group (its revocation commits once more).
+        drop(self.consumer);
+        self.processor.stopped();
+        let report = match (fatal, finished) {
+            (Some(error), _) | (None, Err(error)) => return Err(error),
+            (None, Ok(report)) => report,
+        };
+        if report.uncommitted.is_empty() {
+            info!(
+                stage,
+                consumed = report.consumed,
+                forwarded = report.forwarded,
+                quarantined = report.quarantined_total(),
+                retries = report.retries,
+                aborted_transactions = report.aborted_transactions,
+                stalled = report.stalled.len(),
+                "Relay stopped."
+            );
+        } else {
+            warn!(
+                stage,
+                consumed = report.consumed,
+                forwarded = report.forwarded,
+                quarantined = report.quarantined_total(),
+                retries = report.retries,
+                stalled = report.stalled.len(),
+                uncommitted = %list_offsets(&report.uncommitted),
+                "Relay stopped; some offsets could not be committed: their records will be delivered again."
+            );
+        }
+        Ok(report)
+    }
+
+    /// Relays until `shutdown`; returns early with the first fatal error.
+    fn relay_until(&self, shutdown: &Shutdown) -> Result<(), Error> {
+        let consumer = self.consumer.as_ref();
+        let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(MAX_BATCH);
+        while !shutdown.is_triggered() {
+            if let Some(error) = self.metrics.health.take_fatal() {
+                return Err(error);
+            }
+            let pace = self.delivery.between(consumer)?;
+            // Whatever the processor changes now applies from the next batch on.
+            if pace.settled {
+                self.processor.between_batches().map_err(Error::Processor)?;
+            }
+            let wait = if pace.busy { BUSY_POLL } else { IDLE_POLL };
+            // At least one poll, to serve rebalances while paused; a record that comes
+            // anyway is relayed (it cannot be given back).
+            let generation = self.poll_batch(wait, pace.room.clamp(1, MAX_BATCH), &mut batch);
+            if !batch.is_empty() {
+                let current = consumer.context().hooks.generation();
+                let dispatched = self.delivery.dispatch(
+                    consumer,
+                    &batch,
+                    generation,
+                    current,
+                    self.processor.as_ref(),
+                );
+                batch.clear();
+                dispatched?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls up to `limit` records: waits `wait` for the first, then takes what is ready.
+    /// Returns the rebalance generation after the first poll. A poll that serves a
+    /// rebalance returns nothing and ends the batch, so every record of the batch was
+    /// polled in that generation.
+    fn poll_batch<'c>(
+        &'c self,
+        wait: Duration,
+        limit: usize,
+        batch: &mut Vec<BorrowedMessage<'c>>,
+    ) -> u64 {
+        let stage = self.settings.stage;
+        let hooks = &self.consumer.context().hooks;
+        let mut timeout = wait;
+        let mut generation = None;
+        while batch.len() < limit {
+            let polled = self.consumer.poll(timeout);
+            let generation = *generation.get_or_insert_with(|| hooks.generation());
+            timeout = Duration::ZERO;
+            match polled {
+                None => break,
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    debug!(
+                        stage,
+                        partition, generation, "Reached the end of a partition."
+                    );
+                }
+                Some(Err(error)) => {
+                    warn!(stage, %error, "Consumer error.");
+                    self.consumer.context().watch.on_error(&error, "");
+                    break;
+                }
+            }
+        }
+        generation.unwrap_or_else(|| hooks.generation())
+    }
+}
+
+/// Measures consumer lag every `lag_interval` on its own thread.
+struct LagProbe {
+    stop: mpsc::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LagProbe {
+    fn start<D: Delivery>(
+        consumer: Arc<RelayConsumer<D>>,
+        metrics: StageMetrics,
+        stage: &'static str,
+        interval: Duration,
+    ) -> Self {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = thread::Builder::new()
+            .name(format!("{stage}-lag"))
+            .spawn(move || loop {
+                measure_lag(consumer.as_ref(), &metrics, stage);
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            });
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                warn!(stage, %error, "Cannot start the thread that measures consumer lag.");
+                None
+            }
+        };
+        Self { stop, thread }
+    }
+
+    /// Stops measuring; returns once the thread let go of the consumer.
+    fn stop(self) {
+        drop(self.stop);
+        if let Some(thread) = self.thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Lag of every assigned partition that has a position: high watermark - position.
+/// Fetching watermarks waits for the brokers: call it off the async workers.
+fn measure_lag<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    metrics: &StageMetrics,
+    stage: &'static str,
+) {
+    let positions = match consumer.position() {
+        Ok(positions) => positions,
+        Err(error) => {
+            debug!(stage, %error, "Cannot read positions to measure lag.");
+            return;
+        }
+    };
+    for elem in positions.elements() {
+        let Offset::Offset(position) = elem.offset() else {
+            continue; // nothing consumed yet
+        };
+        match consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(2)) {
+            Ok((_low, high)) => {
+                // Skip partitions revoked meanwhile, so no stale series is left behind.
+                let still_assigned = consumer.assignment().is_ok_and(|assignment| {
+                    assignment
+                        .find_partition(elem.topic(), elem.partition())
+                        .is_some()
+                });
+                if still_assigned {
+                    metrics
+                        .consumer_lag
+                        .with_label_values(&[elem.topic(), &elem.partition().to_string()])
+                        .set((high - position).max(0));
+                }
+            }
+            Err(error) => {
+                debug!(stage, topic = elem.topic(), partition = elem.partition(), %error, "Cannot fetch watermarks to measure lag.")
+            }
+        }
+    }
+}
