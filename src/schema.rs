@@ -36,6 +36,13 @@ fn check(args: &SchemaArgs) -> Result<ExitCode> {
                 args.policy.display(),
                 summary(&counts)
             );
+            if let Some(risk) = policy.risk() {
+                println!(
+                    "quasi-identifiers (k = {}): {}; `pseudopipe risk` counts the events in classes below k",
+                    risk.default_k(),
+                    risk.quasi_identifiers().join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(problems) => {

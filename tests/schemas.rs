@@ -196,6 +196,12 @@ fn schema_check_names_the_field_the_policy_leaves_unclassified() {
         ])
         .ok();
     assert!(fits.contains("fits policy"), "{fits}");
+    assert!(
+        fits.contains(
+            "quasi-identifiers (k = 5): customer.birth_date, customer.address.postal_code"
+        ),
+        "the policy's quasi-identifiers are named: {fits}"
+    );
 
     let widened = with_a_new_optional_field();
     let schema = s.path("widened.avsc");
