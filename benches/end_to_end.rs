@@ -37,7 +37,8 @@
 //! ```sh
 //! cargo bench -p pseudopipe --bench end_to_end                   # 200,000 events, 20,000/s for 15 s
 //! cargo bench -p pseudopipe --bench end_to_end -- --events 20000 --rate 20000 --seconds 15
-//! cargo bench -p pseudopipe --bench end_to_end -- --baseline /tmp/pseudopipe-before
+//! cargo bench -p pseudopipe --bench end_to_end -- --baseline /tmp/pseudopipe-before \
+//!     --baseline-policy /tmp/before/schemas/coupon_redemption.policy.toml
 //! PSEUDOPIPE_BENCH_EVENTS=20000 cargo bench -p pseudopipe --bench end_to_end
 //! # no Kafka: write the simulated events of `pseudopipe bench transform --events N` as JSON lines
 //! cargo bench -p pseudopipe --bench end_to_end -- --write-events events.jsonl --events 200000
@@ -157,6 +158,9 @@ struct Options {
     write_events: Option<PathBuf>,
     /// `--baseline BINARY`: another `pseudopipe` build to run beside the built one.
     baseline: Option<PathBuf>,
+    /// `--baseline-policy FILE`: the policy the baseline runs with, when it does not read
+    /// the current one (an older build refuses tables it does not know).
+    baseline_policy: Option<PathBuf>,
 }
 
 impl Options {
@@ -172,6 +176,7 @@ impl Options {
             seconds: DEFAULT_SECONDS,
             write_events: None,
             baseline: None,
+            baseline_policy: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -185,6 +190,7 @@ impl Options {
                 "--seconds" => options.seconds = number(&arg, &value()?)?,
                 "--write-events" => options.write_events = Some(value()?.into()),
                 "--baseline" => options.baseline = Some(value()?.into()),
+                "--baseline-policy" => options.baseline_policy = Some(value()?.into()),
                 _ => {}
             }
         }
@@ -393,6 +399,8 @@ struct Bench {
     python: Option<PathBuf>,
     /// `--baseline`: another build of the binary, run beside the built one.
     baseline: Option<PathBuf>,
+    /// `--baseline-policy`: the baseline's policy, else the current one.
+    baseline_policy: Option<PathBuf>,
     feeder: Feeder,
 }
 
@@ -417,6 +425,7 @@ impl Bench {
             events,
             python,
             baseline: options.baseline.clone(),
+            baseline_policy: options.baseline_policy.clone(),
             feeder,
         };
         bench.make_keyring()?;
@@ -607,6 +616,10 @@ impl Bench {
                     .random_topic("bench.sink-offsets", PARTITIONS)
             }),
             delivery,
+            policy: match (mode.is_baseline(), &self.baseline_policy) {
+                (true, Some(policy)) => policy.clone(),
+                _ => PathBuf::from(POLICY),
+            },
         };
         let mut processes = Vec::new();
         for (name, config) in [
@@ -632,7 +645,7 @@ impl Bench {
             .ingest(
                 &self.brokers.onprem.bootstrap(),
                 [&stages.raw, &stages.pseudonymized, &stages.quarantine],
-                Path::new(POLICY),
+                &stages.policy,
             )
             .set("ingest", "group_id", random_name("bench-ingest"))
             .set("ingest", "delivery", stages.delivery)
@@ -646,7 +659,7 @@ impl Bench {
                 (&self.brokers.onprem.bootstrap(), &stages.pseudonymized),
                 (&self.brokers.cloud.bootstrap(), &stages.cloud_topic),
                 &stages.quarantine,
-                Path::new(POLICY),
+                &stages.policy,
             )
             .set("sink", "group_id", random_name("bench-sink"))
             .set("sink", "delivery", stages.delivery);
@@ -714,6 +727,8 @@ struct Stages {
     cloud_topic: String,
     offsets_topic: Option<String>,
     delivery: &'static str,
+    /// The policy file both stages read.
+    policy: PathBuf,
 }
 
 /// What the latency phase produced: each valid event's id and produce time.
