@@ -767,7 +767,23 @@ pub struct RiskArgs {
     /// Give up when no broker of --brokers answered within this long (`500ms`, `15s`).
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::config::parse_duration)]
     pub connect_timeout: std::time::Duration,
-    /// Print JSON instead of tables.
-    #[arg(long)]
-    pub json: bool,
+    /// `text`: tables for a terminal; `json`: for a program; `html`: one self-contained
+    /// page with a bar chart of events by class size per tenant.
+    #[arg(long, value_enum, default_value_t = RiskFormat::Text)]
+    pub format: RiskFormat,
+    /// Where to write it (default: standard output); created with mode 0600 whatever the
+    /// umask.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// The formats of `risk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RiskFormat {
+    /// Tables.
+    Text,
+    /// One JSON document.
+    Json,
+    /// One HTML page with inline CSS and SVG.
+    Html,
 }

@@ -2,7 +2,7 @@
 //! [`compliance::risk`] counts: per tenant, the events and subjects in classes smaller
 //! than k. Needs no key and writes nothing.
 
-use std::io::BufRead as _;
+use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use compliance::risk::Classes;
 use plumbing::rdkafka::Message as _;
 use pseudonymize::Policy;
 
-use crate::cli::RiskArgs;
+use crate::cli::{RiskArgs, RiskFormat};
 use crate::topic_read::{self, Source, TopicRead};
 
 /// Runs `risk`.
@@ -24,10 +24,28 @@ pub fn run(args: RiskArgs) -> Result<ExitCode> {
         _ => bail!("give the events with --input FILE, or --brokers and --topic"),
     }
     let summary = classes.summary();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print!("{summary}");
+    let source = match (&args.input, &args.topic) {
+        (Some(path), _) => format!("{}", path.display()),
+        (None, Some(topic)) => format!("topic {topic}"),
+        (None, None) => String::new(),
+    };
+    let text = match args.format {
+        RiskFormat::Text => summary.to_string(),
+        RiskFormat::Json => format!("{}\n", serde_json::to_string_pretty(&summary)?),
+        RiskFormat::Html => summary.html(&source),
+    };
+    match &args.out {
+        Some(path) => {
+            pseudonymize::audit::write_atomically(path, text.as_bytes(), None)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote the risk report to {}", path.display());
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .context("cannot write to standard output")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -159,6 +159,28 @@ fn risk_counts_classes_below_k_per_tenant_as_defined() {
         "{table}"
     );
     assert!(!table.contains("v1."), "no token is printed: {table}");
+
+    // The page a compliance officer opens: a bar per class size, those below k marked.
+    let page = s.path("risk.html");
+    s.run(&[
+        "risk",
+        "--policy",
+        POLICY,
+        "--input",
+        &str(&output),
+        "--format",
+        "html",
+        "--out",
+        &str(&page),
+    ])
+    .ok();
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(
+        html.matches("<svg class=\"sizes\"").count(),
+        2,
+        "one chart per tenant"
+    );
+    assert!(html.contains("<rect class=\"below\"") && !html.contains("v1."));
 }
 
 /// The smallest size of each histogram bucket holding a class, of the first tenant.
@@ -188,7 +210,8 @@ fn check_against_definition(
         policy,
         "--input",
         output.to_str().unwrap(),
-        "--json",
+        "--format",
+        "json",
     ]);
     let json: Value = serde_json::from_str(&run.ok()).unwrap();
     assert_eq!(

@@ -28,7 +28,7 @@ use pseudonymize::{KeyState, Keyring};
 use crate::Error;
 
 /// The page's style sheet, inlined: the page loads nothing.
-const STYLE: &str = include_str!("report/style.css");
+pub(crate) const STYLE: &str = include_str!("report/style.css");
 
 /// How a report is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1027,7 +1027,7 @@ fn verification_cell(check: Check) -> Cell {
 }
 
 /// `text` escaped for HTML text and attribute values.
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

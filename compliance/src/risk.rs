@@ -13,13 +13,14 @@
 //! and per (class, subject) pair, for a topic or file read once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use pseudonymize::risk::Risk;
 use pseudonymize::Policy;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::report::{escape_html, STYLE};
 use crate::Error;
 
 /// The tenant label of events whose tenant the output does not show.
@@ -271,6 +272,108 @@ impl fmt::Display for Bucket {
     }
 }
 
+impl Summary {
+    /// One self-contained HTML page (the audit report's style, no script, no external
+    /// resource): per tenant the figures and a bar chart of events by class size, the
+    /// sizes below k in the failure colour. `source` says what was read.
+    pub fn html(&self, source: &str) -> String {
+        let mut page = String::new();
+        let title = "pseudopipe re-identification risk";
+        // Writing to a String cannot fail.
+        let _ = write!(
+            page,
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
+             <title>{title}</title>\n<style>\n{STYLE}{CHART_STYLE}</style>\n</head>\n<body>\n\
+             <header><h1>{title}</h1><p class=\"meta\">{} — quasi-identifiers: {}.</p></header>\n",
+            escape_html(source),
+            escape_html(&self.quasi_identifiers.join(", ")),
+        );
+        for tenant in &self.tenants {
+            let _ = write!(
+                page,
+                "<section>\n<h2>Tenant {}</h2>\n<p>k = {}: {} of {} events ({:.1} %) and {} of {} subjects ({:.1} %) sit in classes of fewer than k subjects; {} classes in all, {} of them below k.</p>\n",
+                escape_html(&tenant.tenant),
+                tenant.k,
+                tenant.events_below_k,
+                tenant.events,
+                100.0 * tenant.events_below_k_share(),
+                tenant.subjects_below_k,
+                tenant.subjects,
+                100.0 * tenant.subjects_below_k_share(),
+                tenant.classes,
+                tenant.classes_below_k,
+            );
+            page.push_str(&chart(tenant));
+            page.push_str("</section>\n");
+        }
+        if self.not_json > 0 {
+            let _ = writeln!(
+                page,
+                "<p class=\"empty\">{} records are not JSON objects and were not counted.</p>",
+                self.not_json
+            );
+        }
+        page.push_str("</body>\n</html>\n");
+        page
+    }
+}
+
+/// The chart's own style, after the report's.
+const CHART_STYLE: &str = "svg.sizes { max-width: 46rem; margin: 0.5rem 0 1.5rem; }\n\
+svg.sizes rect.below { fill: #b3261e; }\nsvg.sizes rect.above { fill: #1f5f99; }\n\
+svg.sizes text { font-size: 11px; fill: #1d2430; }\n";
+
+/// Events by class size as an inline SVG bar chart, one bar per histogram bucket.
+fn chart(tenant: &TenantRisk) -> String {
+    const WIDTH: u64 = 640;
+    const HEIGHT: u64 = 220;
+    const BASE: u64 = 180;
+    let most = tenant
+        .histogram
+        .iter()
+        .map(|b| b.events)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let slot = WIDTH / tenant.histogram.len().max(1) as u64;
+    let mut svg = format!(
+        "<svg class=\"sizes\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"events by class size\">\n"
+    );
+    for (index, bucket) in tenant.histogram.iter().enumerate() {
+        let x = index as u64 * slot + 8;
+        let height = bucket.events * (BASE - 30) / most;
+        let class = if bucket.from < tenant.k {
+            "below"
+        } else {
+            "above"
+        };
+        let _ = writeln!(
+            svg,
+            "<rect class=\"{class}\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{height}\"><title>{} events in {} classes of size {bucket}</title></rect>\n\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{bucket}</text>",
+            BASE - height,
+            slot - 16,
+            bucket.events,
+            bucket.classes,
+            x + (slot - 16) / 2,
+            BASE - height - 4,
+            bucket.events,
+            x + (slot - 16) / 2,
+            BASE + 16,
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">events by class size (distinct subjects); red: below k = {}</text>\n</svg>\n",
+        WIDTH / 2,
+        HEIGHT - 4,
+        tenant.k
+    );
+    svg
+}
+
 /// Tables for a terminal.
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -397,6 +500,24 @@ mod tests {
         let t = &classes.summary().tenants[0];
         // One class (null = absent), two anonymous events: two subjects, size 2 = k.
         assert_eq!((t.classes, t.subjects, t.events_below_k), (1, 2, 0));
+    }
+
+    #[test]
+    fn the_page_draws_a_bar_per_size_and_escapes_what_events_hold() {
+        let mut classes = Classes::new(&policy(2)).unwrap();
+        classes.add(&event("<b>t", "a", "1980", 1));
+        let page = classes.summary().html("events.jsonl");
+        assert!(
+            page.contains("Tenant &lt;b&gt;t") && !page.contains("<b>t"),
+            "{page}"
+        );
+        assert_eq!(page.matches("<rect ").count(), BUCKETS.len());
+        assert_eq!(
+            page.matches("<rect class=\"below\"").count(),
+            1,
+            "only size 1 < k = 2"
+        );
+        assert!(!page.contains("<script"));
     }
 
     #[test]
