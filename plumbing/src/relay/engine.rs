@@ -180,9 +180,11 @@ impl<D: Delivery> Engine<D> {
         lag.stop();
         // Closing leaves the group (its revocation commits once more).
         drop(self.consumer);
-        self.processor.stopped();
         let report = match (fatal, finished) {
-            (Some(error), _) | (None, Err(error)) => return Err(error),
+            (Some(error), _) | (None, Err(error)) => {
+                self.processor.stopped();
+                return Err(error);
+            }
             (None, Ok(report)) => report,
         };
         if report.uncommitted.is_empty() {
@@ -208,6 +210,10 @@ impl<D: Delivery> Engine<D> {
                 "Relay stopped; some offsets could not be committed: their records will be delivered again."
             );
         }
+        // After the last line of the relay, as before the engine: what the processor
+        // records when it stops (ingest's audit entry and mirror) is the stage's, and a
+        // slow one is then told apart from a relay that did not stop.
+        self.processor.stopped();
         Ok(report)
     }
 
