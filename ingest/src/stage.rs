@@ -251,32 +251,22 @@ pub async fn run(
     match settings.exactly_once() {
         None => {
             // One producer serves both topics: they live on the same cluster.
-            plumbing::run(
-                relay,
-                consumer,
-                producer.clone(),
-                producer,
-                processor,
-                metrics,
-                shutdown,
-            )
-            .await
+            let delivery = plumbing::Delivery::AtLeastOnce {
+                output: producer.clone(),
+                quarantine: producer,
+            };
+            plumbing::run(relay, consumer, delivery, processor, metrics, shutdown).await
         }
         Some(exactly_once) => {
             let layout = Layout::SameCluster {
                 producer,
                 transactional_id: exactly_once.transactional_id,
             };
-            plumbing::run_exactly_once(
-                relay,
-                exactly_once.transactions,
-                consumer,
+            let delivery = plumbing::Delivery::ExactlyOnce {
+                transactions: exactly_once.transactions,
                 layout,
-                processor,
-                metrics,
-                shutdown,
-            )
-            .await
+            };
+            plumbing::run(relay, consumer, delivery, processor, metrics, shutdown).await
         }
     }
 }

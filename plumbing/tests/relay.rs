@@ -277,8 +277,10 @@ impl Running {
         let task = tokio::spawn(plumbing::run(
             settings,
             consumer,
-            output.clone(),
-            output,
+            plumbing::Delivery::AtLeastOnce {
+                output: output.clone(),
+                quarantine: output,
+            },
             processor,
             metrics.clone(),
             shutdown.clone(),

@@ -121,10 +121,11 @@ pub async fn run(
     let processor = Arc::new(SinkProcessor::new(guard, avro));
     match settings.exactly_once() {
         None => {
-            plumbing::run(
-                relay, consumer, cloud, quarantine, processor, metrics, shutdown,
-            )
-            .await
+            let delivery = plumbing::Delivery::AtLeastOnce {
+                output: cloud,
+                quarantine,
+            };
+            plumbing::run(relay, consumer, delivery, processor, metrics, shutdown).await
         }
         Some(exactly_once) => {
             let layout = Layout::CrossCluster {
@@ -134,16 +135,11 @@ pub async fn run(
                 offsets: config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?,
                 quarantine,
             };
-            plumbing::run_exactly_once(
-                relay,
-                exactly_once.transactions,
-                consumer,
+            let delivery = plumbing::Delivery::ExactlyOnce {
+                transactions: exactly_once.transactions,
                 layout,
-                processor,
-                metrics,
-                shutdown,
-            )
-            .await
+            };
+            plumbing::run(relay, consumer, delivery, processor, metrics, shutdown).await
         }
     }
 }

@@ -2,12 +2,12 @@
 //!
 //! [`Watched`] forwards a client's log lines to `tracing` and its errors and statistics
 //! to the stage's health; what a client adds by its role comes from its hooks: the
-//! consumer's rebalances go to the [`Delivery`] strategy, an at-least-once producer's
+//! consumer's rebalances go to the [`Strategy`], an at-least-once producer's
 //! delivery reports go to the relay's thread (`at_least_once::delivery`), a transactional
 //! producer needs none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -19,7 +19,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Statistics, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use super::engine::Delivery;
+use super::engine::Strategy;
 use crate::health::ClientWatch;
 
 /// A client's callbacks: its window on the stage's health, and its role's `hooks`.
@@ -46,13 +46,20 @@ impl<H: Send + Sync + 'static> ClientContext for Watched<H> {
 
 /// The consumer's hooks: its delivery strategy and the rebalance generation.
 pub(super) struct Rebalancing<D> {
-    pub(super) delivery: Arc<D>,
+    /// The relay's one lock: the loop and these callbacks take it, on the relay's thread.
+    pub(super) strategy: Mutex<D>,
     /// Bumped by every assignment and revocation, so that a batch polled before one can
     /// tell its records from the new assignment's.
     pub(super) generation: AtomicU64,
 }
 
 impl<D> Rebalancing<D> {
+    /// The strategy; a panic elsewhere while holding the lock leaves it usable (every
+    /// update under the lock keeps its state consistent).
+    pub(super) fn lock(&self) -> MutexGuard<'_, D> {
+        self.strategy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The current rebalance generation.
     pub(super) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -66,7 +73,7 @@ impl<D> Rebalancing<D> {
 /// A relay's consumer.
 pub(super) type RelayConsumer<D> = BaseConsumer<Watched<Rebalancing<D>>>;
 
-impl<D: Delivery> ConsumerContext for Watched<Rebalancing<D>> {
+impl<D: Strategy> ConsumerContext for Watched<Rebalancing<D>> {
     /// Takes assignments itself (rdkafka's default does the same, less the hooks): the
     /// strategy may set where each partition starts before it is taken, which only an
     /// explicit assignment can say.
@@ -76,7 +83,7 @@ impl<D: Delivery> ConsumerContext for Watched<Rebalancing<D>> {
         error: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
-        let delivery = self.hooks.delivery.as_ref();
+        let mut strategy = self.hooks.lock();
         let cooperative = matches!(
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
@@ -84,7 +91,7 @@ impl<D: Delivery> ConsumerContext for Watched<Rebalancing<D>> {
         match error {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let generation = self.hooks.next_generation();
-                if !delivery.assigning(consumer, partitions) {
+                if !strategy.assigning(consumer, partitions) {
                     return;
                 }
                 let assigned = if cooperative {
@@ -95,11 +102,11 @@ impl<D: Delivery> ConsumerContext for Watched<Rebalancing<D>> {
                 if let Err(error) = assigned {
                     error!(stage = self.stage, %error, "Cannot assign partitions.");
                 }
-                delivery.assigned(consumer, partitions, generation);
+                strategy.assigned(consumer, partitions, generation);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.hooks.next_generation();
-                delivery.revoking(consumer, partitions);
+                strategy.revoking(consumer, partitions);
                 self.release(consumer, partitions, cooperative);
             }
             other => {
@@ -112,7 +119,7 @@ impl<D: Delivery> ConsumerContext for Watched<Rebalancing<D>> {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         // A lost periodic commit is made good by the next one, and by the final commit.
         if let Err(error) = result {
-            self.hooks.delivery.commit_failed(self.stage, &error);
+            D::commit_failed(self.stage, &error);
         }
     }
 }

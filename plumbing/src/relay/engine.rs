@@ -1,9 +1,9 @@
-//! The one relay loop, and the [`Delivery`] seam its two strategies implement.
+//! The one relay loop, and the [`Strategy`] seam its two strategies implement.
 //!
 //! The engine owns what both delivery modes do alike: start-up (settings, the consumer,
 //! its subscription), the thread the loop runs on, polling in batches, the rebalance
 //! generation, asking the processor, stopping on a fatal client error, consumer lag,
-//! shutdown and the last line. A [`Delivery`] owns what differs: how decided records
+//! shutdown and the last line. A [`Strategy`] owns what differs: how decided records
 //! reach the output, when input offsets move, what a rebalance does to both, and the
 //! report. It runs on the relay's thread (librdkafka's consumer poll blocks), alongside
 //! librdkafka's threads; consumer lag is measured on another small thread, since fetching
@@ -12,7 +12,7 @@
 use std::panic;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use super::at_least_once::list_offsets;
 use super::context::{Rebalancing, RelayConsumer, Watched};
+use super::partitions::list_offsets;
 use super::{librdkafka_log_level, Processor, RelayReport, RelaySettings};
 use crate::health::Cluster;
 use crate::metrics::StageMetrics;
@@ -49,42 +49,44 @@ pub(super) struct Pace {
     pub(super) settled: bool,
 }
 
-/// What a delivery strategy owns; the engine owns the rest. Both strategies keep their
-/// state behind a lock of their own, taken on the relay's thread, by the loop and by
-/// the rebalance callbacks that librdkafka runs inside the consumer's poll.
-pub(super) trait Delivery: Send + Sync + Sized + 'static {
+/// What a delivery strategy owns; the engine owns the rest. The engine keeps the
+/// strategy behind one lock, taken on the relay's thread by the loop between two polls
+/// and by the rebalance callbacks that librdkafka runs inside the consumer's poll: never
+/// contended, and never held across a poll.
+pub(super) trait Strategy: Send + Sized + 'static {
     /// Partitions are about to be assigned: may set where each starts. `false` leaves
     /// them untaken (a stage stopping on a fatal error).
     fn assigning(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         partitions: &mut TopicPartitionList,
     ) -> bool;
 
     /// Partitions were assigned, in rebalance `generation`.
     fn assigned(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         partitions: &TopicPartitionList,
         generation: u64,
     );
 
     /// Partitions are about to be released: settle and commit what can be for them.
-    fn revoking(&self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);
+    fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);
 
-    /// An asynchronous commit of input offsets failed.
-    fn commit_failed(&self, stage: &'static str, error: &KafkaError) {
+    /// An asynchronous commit of input offsets failed (called without the lock, from
+    /// whatever librdkafka call serves the commit's result).
+    fn commit_failed(stage: &'static str, error: &KafkaError) {
         warn!(stage, %error, "Failed to commit offsets.");
     }
 
     /// Between two batches: settle what came back, commit what is due. An error stops
     /// the stage.
-    fn between(&self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error>;
+    fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error>;
 
     /// Decides for a batch of records polled in rebalance `generation`, in order, and
     /// hands them on. `current` is the generation now.
     fn dispatch(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         batch: &[BorrowedMessage<'_>],
         generation: u64,
@@ -95,7 +97,7 @@ pub(super) trait Delivery: Send + Sync + Sized + 'static {
     /// The relay stops (`fatal` when on an error): drains and commits what it may, then
     /// returns the report, or an error met while committing.
     fn finish(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         fatal: Option<&Error>,
     ) -> Result<RelayReport, Error>;
@@ -103,7 +105,7 @@ pub(super) trait Delivery: Send + Sync + Sized + 'static {
 
 /// Starts a relay whose delivery `make` builds, on a thread of its own, and runs it until
 /// `shutdown` or a fatal error.
-pub(super) async fn run<D: Delivery>(
+pub(super) async fn run<D: Strategy>(
     settings: RelaySettings,
     consumer: ClientConfig,
     make: impl FnOnce(&RelaySettings) -> Result<D, Error> + Send + 'static,
@@ -117,13 +119,13 @@ pub(super) async fn run<D: Delivery>(
     consumer.set_log_level(librdkafka_log_level());
     // Setting up may block (transactional producers): on the relay's thread too.
     let relay = move || {
-        let delivery = Arc::new(make(&settings)?);
+        let strategy = make(&settings)?;
         let consumer: RelayConsumer<D> = consumer
             .create_with_context(Watched {
                 stage: settings.stage,
                 watch: metrics.health.watch(Cluster::Input),
                 hooks: Rebalancing {
-                    delivery: Arc::clone(&delivery),
+                    strategy: Mutex::new(strategy),
                     generation: AtomicU64::new(0),
                 },
             })
@@ -138,7 +140,6 @@ pub(super) async fn run<D: Delivery>(
         );
         let engine = Engine {
             settings,
-            delivery,
             consumer: Arc::new(consumer),
             processor,
             metrics,
@@ -153,15 +154,14 @@ pub(super) async fn run<D: Delivery>(
 }
 
 /// The running relay, owned by its thread.
-struct Engine<D: Delivery> {
+struct Engine<D: Strategy> {
     settings: RelaySettings,
-    delivery: Arc<D>,
     consumer: Arc<RelayConsumer<D>>,
     processor: Arc<dyn Processor>,
     metrics: StageMetrics,
 }
 
-impl<D: Delivery> Engine<D> {
+impl<D: Strategy> Engine<D> {
     /// Relays until `shutdown` or a fatal error, then lets the strategy drain and commit,
     /// leaves the group and reports (or returns the fatal error).
     fn run(self, shutdown: &Shutdown) -> Result<RelayReport, Error> {
@@ -176,7 +176,7 @@ impl<D: Delivery> Engine<D> {
         if let Some(error) = &fatal {
             error!(stage, %error, "The stage stops: what was not committed is consumed again after a restart.");
         }
-        let finished = self.delivery.finish(&self.consumer, fatal.as_ref());
+        let finished = self.strategy().finish(&self.consumer, fatal.as_ref());
         lag.stop();
         // Closing leaves the group (its revocation commits once more).
         drop(self.consumer);
@@ -217,6 +217,11 @@ impl<D: Delivery> Engine<D> {
         Ok(report)
     }
 
+    /// The strategy, locked until the guard goes: never across a poll.
+    fn strategy(&self) -> MutexGuard<'_, D> {
+        self.consumer.context().hooks.lock()
+    }
+
     /// Relays until `shutdown`; returns early with the first fatal error.
     fn relay_until(&self, shutdown: &Shutdown) -> Result<(), Error> {
         let consumer = self.consumer.as_ref();
@@ -225,7 +230,7 @@ impl<D: Delivery> Engine<D> {
             if let Some(error) = self.metrics.health.take_fatal() {
                 return Err(error);
             }
-            let pace = self.delivery.between(consumer)?;
+            let pace = self.strategy().between(consumer)?;
             // Whatever the processor changes now applies from the next batch on.
             if pace.settled {
                 self.processor.between_batches().map_err(Error::Processor)?;
@@ -236,7 +241,7 @@ impl<D: Delivery> Engine<D> {
             let generation = self.poll_batch(wait, pace.room.clamp(1, MAX_BATCH), &mut batch);
             if !batch.is_empty() {
                 let current = consumer.context().hooks.generation();
-                let dispatched = self.delivery.dispatch(
+                let dispatched = self.strategy().dispatch(
                     consumer,
                     &batch,
                     generation,
@@ -295,7 +300,7 @@ struct LagProbe {
 }
 
 impl LagProbe {
-    fn start<D: Delivery>(
+    fn start<D: Strategy>(
         consumer: Arc<RelayConsumer<D>>,
         metrics: StageMetrics,
         stage: &'static str,

@@ -4,13 +4,12 @@
 //! thread of its own, and asks a [`Processor`] what to do with each record in offset
 //! order: forward it to the output topic with a new key and payload, quarantine it
 //! unchanged with a reason, or drop it. How decided records reach the output and when
-//! input offsets move is a delivery strategy behind one seam ([`engine::Delivery`]):
+//! input offsets move is a delivery strategy behind one seam ([`engine::Strategy`]):
 //!
-//! - [`run`]: at least once ([`at_least_once`]): acknowledged deliveries, contiguous
+//! - [`Delivery::AtLeastOnce`] ([`at_least_once`]): acknowledged deliveries, contiguous
 //!   watermarks committed every second, retries, stalled partitions, the liveness guard.
-//! - [`run_exactly_once`]: exactly once ([`exactly_once`]): Kafka transactions per
-//!   instance or per partition, offsets committed or stored inside them, rewinds after
-//!   an abort, fencing.
+//! - [`Delivery::ExactlyOnce`] ([`exactly_once`]): Kafka transactions per instance or per
+//!   partition, offsets committed or stored inside them, rewinds after an abort, fencing.
 //!
 //! Both share one client context ([`context`]: logs, errors, statistics, rebalances).
 //! The processor runs on the relay's thread. A pool of transform threads (per-partition
@@ -22,24 +21,27 @@ mod at_least_once;
 mod context;
 mod engine;
 mod exactly_once;
+mod partitions;
+mod tally;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::{ClientConfig, Message};
+use tracing::info;
 use tracing::level_filters::LevelFilter;
-use tracing::{error, warn};
 
-use self::at_least_once::{list_offsets, AtLeastOnce};
+use self::at_least_once::AtLeastOnce;
 pub(crate) use self::context::log_to_tracing;
-pub use self::exactly_once::{run_exactly_once, Layout, TransactionSettings};
-use crate::log_limit::LogLimiter;
+use self::exactly_once::ExactlyOnce;
+pub use self::exactly_once::{Layout, TransactionSettings};
+use self::partitions::list_offsets;
 use crate::metrics::StageMetrics;
 use crate::offsets::TopicPartition;
 use crate::{Error, Shutdown};
@@ -227,7 +229,7 @@ pub struct RelaySettings {
     pub input_topic: String,
     /// Where forwarded records go.
     pub output_topic: String,
-    /// Where quarantined records go (on the output producer's twin, see [`run`]).
+    /// Where quarantined records go (see [`Delivery`]).
     pub quarantine_topic: String,
     /// Records consumed and not yet settled, at most; consumption pauses above it, which
     /// bounds memory while the output cluster is down. Default 10 000.
@@ -386,38 +388,79 @@ impl fmt::Display for RelayReport {
     }
 }
 
+/// How decided records reach their topics, and when input offsets move: the relay's
+/// delivery strategy (ADR 0020).
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// Acknowledged deliveries, contiguous watermarks committed every
+    /// `commit_interval`, retries, stalled partitions, the liveness guard.
+    AtLeastOnce {
+        /// Producer configuration of the output, such as [`crate::config::producer`]
+        /// builds.
+        output: ClientConfig,
+        /// Producer configuration of the quarantine; when it is the output's, one
+        /// producer serves both topics.
+        quarantine: ClientConfig,
+    },
+    /// Kafka transactions: the consumer reads with `isolation.level=read_committed`; the
+    /// relay settings' `max_in_flight` and `commit_interval` do not apply (a transaction
+    /// bounds both).
+    ExactlyOnce {
+        /// How transactions are cut.
+        transactions: TransactionSettings,
+        /// Where the transactional producers write and where the input offsets are kept.
+        layout: Layout,
+    },
+}
+
 /// Runs a relay until `shutdown` fires, then drains, commits, leaves the group and
 /// returns what it did.
 ///
-/// `consumer` is a consumer configuration such as [`crate::config::consumer`] builds (automatic
-/// commits are refused; absent, they are turned off). `output` and `quarantine` are
-/// producer configurations such as [`crate::config::producer`] builds; when they are the same,
-/// one producer serves both topics.
+/// `consumer` is a consumer configuration such as [`crate::config::consumer`] builds
+/// (automatic commits are refused; absent, they are turned off); `delivery` chooses the
+/// strategy and its producers.
 ///
 /// Errors are those of setting up (settings, client creation, subscription), and
 /// [`Error::Fatal`]: a client met an error that no retry can fix (fenced, idempotence
-/// lost, authorization or SASL credentials refused); the relay then drains, commits what
-/// was delivered and stops. Otherwise delivery failures are retried or stall their
-/// partition, and offsets that could not be committed at the end are listed in the report.
+/// lost, authorization or SASL credentials refused, a transaction that cannot even be
+/// aborted); the relay then commits what it may and stops. At least once, delivery
+/// failures are otherwise retried or stall their partition, and offsets that could not be
+/// committed at the end are listed in the report.
 pub async fn run(
     settings: RelaySettings,
     consumer: ClientConfig,
-    output: ClientConfig,
-    quarantine: ClientConfig,
+    delivery: Delivery,
     processor: Arc<dyn Processor>,
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, Error> {
     let strategy_metrics = metrics.clone();
-    engine::run(
-        settings,
-        consumer,
-        move |settings| AtLeastOnce::new(settings, output, quarantine, strategy_metrics),
-        processor,
-        metrics,
-        shutdown,
-    )
-    .await
+    match delivery {
+        Delivery::AtLeastOnce { output, quarantine } => {
+            let make = move |settings: &RelaySettings| {
+                AtLeastOnce::new(settings, output, quarantine, strategy_metrics)
+            };
+            engine::run(settings, consumer, make, processor, metrics, shutdown).await
+        }
+        Delivery::ExactlyOnce {
+            transactions,
+            layout,
+        } => {
+            transactions.validate()?;
+            let mut consumer = consumer;
+            consumer.set("isolation.level", "read_committed");
+            info!(
+                stage = settings.stage,
+                max_records = transactions.max_records,
+                max_duration_ms = transactions.max_duration.as_millis(),
+                "Delivery exactly once, in transactions."
+            );
+            let make = move |settings: &RelaySettings| {
+                ExactlyOnce::new(settings, transactions, layout, strategy_metrics)
+            };
+            engine::run(settings, consumer, make, processor, metrics, shutdown).await
+        }
+    }
 }
 
 /// The librdkafka log level matching what `tracing` lets through.
@@ -443,64 +486,9 @@ pub(crate) fn decide(processor: &dyn Processor, message: &BorrowedMessage<'_>) -
         processor.process_at(origin, message.key(), message.payload())
     }))
     .unwrap_or_else(|_panic| {
-        // Logged (rate-limited) with the other quarantined records, see `note_quarantine`.
+        // Logged (rate-limited) with the other quarantined records, see `Tally`.
         Decision::quarantine(PROCESSOR_PANIC, "the processor panicked on this record")
     })
-}
-
-/// Takes note of a record the processor quarantines, as both engines do when they decide:
-/// a detector's finding is counted by field and detector (a ratio against
-/// `pseudopipe_events_consumed_total`, which also counts a record consumed again), and a
-/// line is logged, at most one per reason per 10 s and stage: where the record was read
-/// (topic, partition, offset), its reason code, field and detector. Never its content, nor
-/// the processor's explanation: that stays on-prem, in the quarantined record's headers.
-pub(crate) fn note_quarantine(
-    log: &mut LogLimiter,
-    metrics: &StageMetrics,
-    stage: &'static str,
-    message: &BorrowedMessage<'_>,
-    reason: Reason,
-    finding: Option<&Finding>,
-) {
-    if let Some(finding) = finding {
-        metrics
-            .detector_quarantined
-            .with_label_values(&[finding.field.as_str(), finding.detector])
-            .inc();
-    }
-    let Some(held_back) = log.admit(reason.code(), Instant::now()) else {
-        return;
-    };
-    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-    let reason = reason.code();
-    if let Some(Finding { field, detector }) = finding {
-        warn!(
-            stage,
-            topic,
-            partition,
-            offset,
-            reason,
-            field = field.as_str(),
-            detector,
-            held_back,
-            "A record was quarantined: a detector found personal data in a field the policy keeps."
-        );
-    } else if reason == PROCESSOR_PANIC.code() {
-        error!(
-            stage,
-            topic,
-            partition,
-            offset,
-            reason,
-            held_back,
-            "The processor panicked on a record; it is quarantined."
-        );
-    } else {
-        warn!(
-            stage,
-            topic, partition, offset, reason, held_back, "A record was quarantined."
-        );
-    }
 }
 
 /// The original headers (less any `pseudopipe-*` of an earlier quarantine), then ours.

@@ -20,7 +20,6 @@ use rdkafka::Message;
 
 use crate::offsets::Ticket;
 use crate::relay::context::Watched;
-use crate::relay::Reason;
 
 /// The producer type of a relay.
 pub(super) type RelayProducer = ThreadedProducer<Watched<Sender<Report>>>;
@@ -81,15 +80,6 @@ impl Token {
             ticket: Ticket(packed & ((1 << TICKET_BITS) - 1)),
         }
     }
-}
-
-/// Where a record goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Route {
-    /// To the output topic, with the processor's key and payload.
-    Forward,
-    /// To the quarantine topic, unchanged, with the reason code.
-    Quarantine(Reason),
 }
 
 /// What a delivery callback passes on to the relay's thread.

@@ -20,37 +20,33 @@
 //! A retried record may land after records that followed it in its input partition;
 //! librdkafka's own retries (idempotent producer) keep order.
 //!
-//! One lock guards the state, taken once per batch by the relay's thread and by the
-//! rebalance callbacks, which librdkafka runs on that same thread inside the consumer's
-//! poll (so the lock is never contended on the hot path). Delivery reports reach it
-//! through a channel ([`Report`]) and are settled in bulk, under that one lock.
+//! Delivery reports reach the relay's thread through a channel ([`Report`]) and are
+//! settled in bulk, under the engine's one lock.
 
 mod delivery;
 mod liveness;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use prometheus::local::LocalHistogram;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::Producer as _;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use self::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Route, Token};
+use self::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Token};
 use self::liveness::{Liveness, ProducerFactory, Verdict};
 use super::context::RelayConsumer;
-use super::engine::{Delivery, Pace};
-use super::{
-    decide, note_quarantine, quarantine_headers, Decision, Processor, Reason, RelayReport,
-    RelaySettings,
+use super::engine::{Pace, Strategy};
+use super::partitions::{
+    committed_offsets, list, list_offsets, offsets_list, partitions_list, partitions_of,
 };
+use super::tally::{Route, Tally};
+use super::{decide, quarantine_headers, Decision, Processor, RelayReport, RelaySettings};
 use crate::health::{stops_the_stage, Cluster};
-use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
 use crate::offsets::{PartitionOffsets, Ticket, TopicPartition};
 
@@ -121,8 +117,9 @@ impl Outputs {
 
     fn of(&self, route: Route) -> (&RelayProducer, &str) {
         match route {
-            Route::Forward => (&self.output, &self.output_topic),
             Route::Quarantine(_) => (&self.quarantine, &self.quarantine_topic),
+            // A dropped record is never produced.
+            Route::Forward | Route::Drop(_) => (&self.output, &self.output_topic),
         }
     }
 
@@ -150,75 +147,76 @@ impl Outputs {
     }
 }
 
-struct Core {
+/// The at-least-once strategy: its producers, the rings of its partitions, its limits.
+pub(super) struct AtLeastOnce {
     stage: &'static str,
     input_topic: String,
-    metrics: StageMetrics,
-    latency: LocalHistogram,
+    tally: Tally,
     outputs: Outputs,
     reports: Receiver<Report>,
+    max_in_flight: usize,
+    commit_interval: Duration,
+    drain_timeout: Duration,
     rebalance_drain_timeout: Duration,
+    /// When watermarks are committed next.
+    next_commit: Instant,
     partitions: HashMap<i32, Partition>,
     /// Where the tickets of a partition continue when it is assigned again.
     next_tickets: HashMap<i32, Ticket>,
     retries: Vec<Retry>,
     /// Whether consumption is paused because too many records are in flight.
     backpressure: bool,
-    consumed: u64,
-    forwarded: u64,
-    quarantined: BTreeMap<Reason, u64>,
-    dropped: BTreeMap<Reason, u64>,
-    /// What the counters above had when they were last added to the metrics.
-    exported_forwarded: u64,
-    exported_quarantined: BTreeMap<Reason, u64>,
-    retried: u64,
-    /// Per-record lines (quarantine, delivery failures): one per reason per 10 s; an
-    /// output cluster that is down fails every record in flight at once.
-    log: LogLimiter,
     /// Watermarks that could not be committed when their partition was released.
     uncommitted: BTreeMap<TopicPartition, i64>,
     /// Whether each producer still delivers.
     liveness: Liveness,
 }
 
-impl Core {
-    fn new(
-        stage: &'static str,
-        input_topic: String,
+impl AtLeastOnce {
+    /// The strategy for `settings`, writing with producers of `output` and `quarantine`
+    /// (one producer when they are the same).
+    pub(super) fn new(
+        settings: &RelaySettings,
+        output: ClientConfig,
+        quarantine: ClientConfig,
         metrics: StageMetrics,
-        outputs: Outputs,
-        reports: Receiver<Report>,
-        rebalance_drain_timeout: Duration,
-        stall_timeout: Duration,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, crate::Error> {
+        let (reports, settle) = mpsc::channel::<Report>();
+        let factory = ProducerFactory::new(
+            settings.stage,
+            reports,
+            metrics.health.clone(),
+            &with_message_timeout(output),
+            &with_message_timeout(quarantine),
+        );
+        let outputs = Outputs::new(
+            factory,
+            settings.output_topic.clone(),
+            settings.quarantine_topic.clone(),
+        )?;
+        Ok(Self {
             liveness: Liveness::new(
-                stage,
-                stall_timeout,
+                settings.stage,
+                settings.stall_timeout,
                 outputs.factory.shared(),
                 metrics.clone(),
             ),
-            stage,
-            input_topic,
-            latency: metrics.processing_latency.local(),
-            metrics,
+            stage: settings.stage,
+            input_topic: settings.input_topic.clone(),
+            tally: Tally::new(settings.stage, metrics),
             outputs,
-            reports,
-            rebalance_drain_timeout,
+            reports: settle,
+            max_in_flight: settings.max_in_flight,
+            commit_interval: settings.commit_interval,
+            drain_timeout: settings.drain_timeout,
+            rebalance_drain_timeout: settings.rebalance_drain_timeout,
+            next_commit: Instant::now() + settings.commit_interval,
             partitions: HashMap::new(),
             next_tickets: HashMap::new(),
             retries: Vec::new(),
             backpressure: false,
-            consumed: 0,
-            forwarded: 0,
-            quarantined: BTreeMap::new(),
-            dropped: BTreeMap::new(),
-            exported_forwarded: 0,
-            exported_quarantined: BTreeMap::new(),
-            retried: 0,
-            log: LogLimiter::default(),
             uncommitted: BTreeMap::new(),
-        }
+        })
     }
 
     fn tp(&self, partition: i32) -> TopicPartition {
@@ -246,7 +244,7 @@ impl Core {
     /// `generation` is the rebalance generation the batch was polled in: a record of a
     /// partition revoked or assigned anew since is dropped (not tracked, not committed:
     /// the partition's owner consumes it again).
-    fn dispatch<C: ConsumerContext>(
+    fn dispatch_batch<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         messages: &[BorrowedMessage<'_>],
@@ -274,26 +272,19 @@ impl Core {
             }
             consumed += 1;
             let decision = decide(processor, message);
-            let route = match &decision {
-                Decision::Forward { .. } => Route::Forward,
+            let route = Route::of(&decision);
+            match &decision {
                 Decision::Quarantine {
                     reason, finding, ..
-                } => {
-                    note_quarantine(
-                        &mut self.log,
-                        &self.metrics,
-                        self.stage,
-                        message,
-                        *reason,
-                        finding.as_ref(),
-                    );
-                    Route::Quarantine(*reason)
-                }
-                Decision::Drop { reason } => {
-                    self.settle_dropped(partition, message.offset(), received, *reason);
+                } => self
+                    .tally
+                    .note_quarantine(message, *reason, finding.as_ref()),
+                Decision::Drop { .. } => {
+                    self.settle_dropped(partition, message.offset(), received, route);
                     continue;
                 }
-            };
+                Decision::Forward { .. } => {}
+            }
             let tag = Tag {
                 route,
                 received,
@@ -349,17 +340,14 @@ impl Core {
                 self.failed(consumer, token, error, Some(record));
             }
         }
-        self.consumed += consumed;
-        self.metrics.consumed.inc_by(consumed);
+        self.tally.consumed(consumed);
     }
 
     /// A record the processor dropped: in its partition's ring and done at once, so that
     /// the watermark moves past it in order with its neighbours.
-    fn settle_dropped(&mut self, partition: i32, offset: i64, received: Instant, reason: Reason) {
-        // The route of a record that is never produced is never read: the tag is
-        // returned by `mark_done` right away and discarded.
+    fn settle_dropped(&mut self, partition: i32, offset: i64, received: Instant, route: Route) {
         let tag = Tag {
-            route: Route::Forward,
+            route,
             received,
             attempts: 0,
         };
@@ -369,11 +357,7 @@ impl Core {
         if let Some(assigned) = self.partitions.get_mut(&partition) {
             assigned.offsets.mark_done(token.ticket);
         }
-        *self.dropped.entry(reason).or_default() += 1;
-        self.metrics
-            .dropped
-            .with_label_values(&[reason.code()])
-            .inc();
+        self.tally.settled(route, received, received);
     }
 
     /// Puts a consumed record in its partition's ring; reports offsets jumped over.
@@ -381,7 +365,12 @@ impl Core {
         let assigned = self.partitions.get_mut(&partition)?;
         let (ticket, skipped) = assigned.offsets.hand_out(offset, tag);
         if let Some(skipped) = skipped {
-            report_skipped(self.stage, &self.metrics, &self.tp(partition), &skipped);
+            report_skipped(
+                self.stage,
+                &self.tally.metrics,
+                &self.tp(partition),
+                &skipped,
+            );
         }
         Some(Token { partition, ticket })
     }
@@ -446,12 +435,7 @@ impl Core {
                 };
                 self.liveness
                     .acknowledged(self.outputs.cluster_of(tag.route), now);
-                match tag.route {
-                    Route::Forward => self.forwarded += 1,
-                    Route::Quarantine(reason) => *self.quarantined.entry(reason).or_default() += 1,
-                }
-                self.latency
-                    .observe(now.saturating_duration_since(tag.received).as_secs_f64());
+                self.tally.settled(tag.route, tag.received, now);
             }
             Report::Failed(failure) => {
                 let token = Token::unpack(failure.token);
@@ -514,7 +498,7 @@ impl Core {
                 self.record_retry(token.partition, offset, &error, pause);
             }
             _ => {
-                if let Some(held_back) = self.log.admit("delivery_failed", Instant::now()) {
+                if let Some(held_back) = self.tally.log.admit("delivery_failed", Instant::now()) {
                     error!(
                         stage,
                         topic = %self.input_topic,
@@ -528,7 +512,8 @@ impl Core {
                 assigned.offsets.mark_abandoned(token.ticket);
                 assigned.stalled_at = Some(assigned.stalled_at.map_or(offset, |at| at.min(offset)));
                 let tp = self.tp(token.partition);
-                self.metrics
+                self.tally
+                    .metrics
                     .partition_stalled
                     .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
                     .set(1);
@@ -540,12 +525,11 @@ impl Core {
     }
 
     fn record_retry(&mut self, partition: i32, offset: i64, error: &KafkaError, backoff: Duration) {
-        self.retried += 1;
-        self.metrics.delivery_retries.inc();
+        let retries = self.tally.retried();
         let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
         let topic = self.input_topic.as_str();
-        if let Some(held_back) = self.log.admit("delivery_retry", Instant::now()) {
-            warn!(stage = self.stage, topic, partition, offset, %error, backoff_ms, retries = self.retried, held_back, "Delivery failed, retrying; the partition's offsets wait for it.");
+        if let Some(held_back) = self.tally.log.admit("delivery_retry", Instant::now()) {
+            warn!(stage = self.stage, topic, partition, offset, %error, backoff_ms, retries, held_back, "Delivery failed, retrying; the partition's offsets wait for it.");
         } else {
             debug!(stage = self.stage, topic, partition, offset, %error, backoff_ms, "Delivery failed, retrying.");
         }
@@ -589,24 +573,8 @@ impl Core {
     }
 
     fn export_metrics(&mut self) {
-        self.metrics
-            .produced
-            .inc_by(self.forwarded - self.exported_forwarded);
-        self.exported_forwarded = self.forwarded;
-        for (reason, count) in &self.quarantined {
-            let exported = self.exported_quarantined.entry(*reason).or_default();
-            if *count > *exported {
-                self.metrics
-                    .quarantined
-                    .with_label_values(&[reason.code()])
-                    .inc_by(*count - *exported);
-                *exported = *count;
-            }
-        }
-        self.latency.flush();
-        self.metrics
-            .in_flight
-            .set(i64::try_from(self.in_flight()).unwrap_or(i64::MAX));
+        let in_flight = self.in_flight();
+        self.tally.export(in_flight);
     }
 
     /// Settles reports and retries until no delivery of `partitions` (all of them when
@@ -657,11 +625,8 @@ impl Core {
     /// Pauses the whole assignment above `max_in_flight`, resumes it (less the stalled
     /// partitions) once a quarter of the room is free again. The consumer keeps being
     /// polled meanwhile, so the group membership and rebalances are served.
-    fn apply_backpressure<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        max_in_flight: usize,
-    ) {
+    fn apply_backpressure<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let max_in_flight = self.max_in_flight;
         let in_flight = self.in_flight();
         let resume_below = max_in_flight - max_in_flight / 4;
         if !self.backpressure && in_flight >= max_in_flight {
@@ -812,16 +777,7 @@ impl Core {
             .filter_map(|(partition, assigned)| Some((self.tp(*partition), assigned.stalled_at?)))
             .collect();
         stalled.sort();
-        RelayReport {
-            consumed: self.consumed,
-            forwarded: self.forwarded,
-            quarantined: self.quarantined.clone(),
-            dropped: self.dropped.clone(),
-            retries: self.retried,
-            stalled,
-            uncommitted: self.uncommitted(),
-            aborted_transactions: 0,
-        }
+        self.tally.report(stalled, self.uncommitted())
     }
 }
 
@@ -845,67 +801,10 @@ fn report_skipped(
     }
 }
 
-/// The at-least-once strategy: its state under one lock, and its limits.
-pub(super) struct AtLeastOnce {
-    stage: &'static str,
-    core: Mutex<Core>,
-    max_in_flight: usize,
-    commit_interval: Duration,
-    drain_timeout: Duration,
-    /// When watermarks are committed next.
-    next_commit: Mutex<Instant>,
-}
-
 impl AtLeastOnce {
-    /// The strategy for `settings`, writing with producers of `output` and `quarantine`
-    /// (one producer when they are the same).
-    pub(super) fn new(
-        settings: &RelaySettings,
-        output: ClientConfig,
-        quarantine: ClientConfig,
-        metrics: StageMetrics,
-    ) -> Result<Self, crate::Error> {
-        let (reports, settle) = mpsc::channel::<Report>();
-        let factory = ProducerFactory::new(
-            settings.stage,
-            reports,
-            metrics.health.clone(),
-            &with_message_timeout(output),
-            &with_message_timeout(quarantine),
-        );
-        let outputs = Outputs::new(
-            factory,
-            settings.output_topic.clone(),
-            settings.quarantine_topic.clone(),
-        )?;
-        let core = Core::new(
-            settings.stage,
-            settings.input_topic.clone(),
-            metrics,
-            outputs,
-            settle,
-            settings.rebalance_drain_timeout,
-            settings.stall_timeout,
-        );
-        Ok(Self {
-            stage: settings.stage,
-            core: Mutex::new(core),
-            max_in_flight: settings.max_in_flight,
-            commit_interval: settings.commit_interval,
-            drain_timeout: settings.drain_timeout,
-            next_commit: Mutex::new(Instant::now() + settings.commit_interval),
-        })
-    }
-
-    /// The state; a panic elsewhere while holding the lock leaves it usable (every update
-    /// under the lock keeps the rings consistent).
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// New partitions: fresh rings, and fetching as the current back-pressure says.
     fn on_assign<C: ConsumerContext>(
-        &self,
+        &mut self,
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
         generation: u64,
@@ -925,46 +824,43 @@ impl AtLeastOnce {
             }
         };
         let committed = self.commit_refused_watermarks(consumer, &partitions, committed);
-        let backpressure = {
-            let mut core = self.lock();
-            for tp in &partitions {
-                if tp.topic != core.input_topic {
-                    continue;
-                }
-                if !Token::fits(tp.partition) {
-                    error!(stage = self.stage, topic = %tp.topic, partition = tp.partition, "Partition numbers above 2^20 are not supported: this partition is not consumed.");
-                    if let Err(error) = consumer.pause(&partitions_list([tp])) {
-                        warn!(stage = self.stage, %error, "Failed to pause a partition.");
-                    }
-                    continue;
-                }
-                let first = core
-                    .next_tickets
-                    .get(&tp.partition)
-                    .copied()
-                    .unwrap_or(Ticket(0));
-                let mut offsets = PartitionOffsets::starting_at(first);
-                if let Some((_, offset)) = committed.iter().find(|(committed, _)| committed == tp) {
-                    offsets.expect_start(*offset);
-                }
-                core.partitions.insert(
-                    tp.partition,
-                    Partition {
-                        offsets,
-                        generation,
-                        stalled_at: None,
-                    },
-                );
-                core.metrics
-                    .partition_stalled
-                    .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
-                    .set(0);
+        for tp in &partitions {
+            if tp.topic != self.input_topic {
+                continue;
             }
-            core.backpressure
-        };
+            if !Token::fits(tp.partition) {
+                error!(stage = self.stage, topic = %tp.topic, partition = tp.partition, "Partition numbers above 2^20 are not supported: this partition is not consumed.");
+                if let Err(error) = consumer.pause(&partitions_list([tp])) {
+                    warn!(stage = self.stage, %error, "Failed to pause a partition.");
+                }
+                continue;
+            }
+            let first = self
+                .next_tickets
+                .get(&tp.partition)
+                .copied()
+                .unwrap_or(Ticket(0));
+            let mut offsets = PartitionOffsets::starting_at(first);
+            if let Some((_, offset)) = committed.iter().find(|(committed, _)| committed == tp) {
+                offsets.expect_start(*offset);
+            }
+            self.partitions.insert(
+                tp.partition,
+                Partition {
+                    offsets,
+                    generation,
+                    stalled_at: None,
+                },
+            );
+            self.tally
+                .metrics
+                .partition_stalled
+                .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
+                .set(0);
+        }
         // librdkafka keeps an application pause across assignments: a partition stalled
         // in an earlier assignment would otherwise stay paused.
-        let result = if backpressure {
+        let result = if self.backpressure {
             consumer.pause(tpl)
         } else {
             consumer.resume(tpl)
@@ -980,19 +876,19 @@ impl AtLeastOnce {
     /// watermark now, under the new generation, so that its records are not delivered
     /// again. Returns the group's offsets as they stand afterwards.
     fn commit_refused_watermarks<C: ConsumerContext>(
-        &self,
+        &mut self,
         consumer: &BaseConsumer<C>,
         partitions: &[TopicPartition],
         mut committed: Vec<(TopicPartition, i64)>,
     ) -> Vec<(TopicPartition, i64)> {
-        let refused = self.lock().refused_commits_behind(partitions, &committed);
+        let refused = self.refused_commits_behind(partitions, &committed);
         if refused.is_empty() {
             return committed;
         }
         match consumer.commit(&offsets_list(&refused), CommitMode::Sync) {
             Ok(()) => {
                 info!(stage = self.stage, offsets = %list_offsets(&refused), "Committed the offsets refused when these partitions were released.");
-                self.lock().record_release_commit(&refused, true);
+                self.record_release_commit(&refused, true);
                 committed.retain(|(tp, _)| !refused.iter().any(|(ours, _)| ours == tp));
                 committed.extend(refused);
             }
@@ -1005,7 +901,11 @@ impl AtLeastOnce {
 
     /// Partitions taken away: stop fetching, wait (bounded) for their deliveries, commit
     /// their watermarks, then let them go.
-    fn on_revoke<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, tpl: &TopicPartitionList) {
+    fn on_revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        tpl: &TopicPartitionList,
+    ) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() {
             return;
@@ -1013,22 +913,21 @@ impl AtLeastOnce {
         if let Err(error) = consumer.pause(tpl) {
             debug!(stage = self.stage, %error, "Failed to pause revoked partitions.");
         }
-        let mut core = self.lock();
         let numbers: Vec<i32> = partitions
             .iter()
-            .filter(|tp| tp.topic == core.input_topic)
+            .filter(|tp| tp.topic == self.input_topic)
             .map(|tp| tp.partition)
             .collect();
-        let deadline = Instant::now() + core.rebalance_drain_timeout;
-        if !core.wait_for(consumer, Some(&numbers), deadline) {
-            warn!(stage = self.stage, in_flight = core.in_flight_of(&numbers), "Revoked partitions still have deliveries in flight; committing what was delivered.");
+        let deadline = Instant::now() + self.rebalance_drain_timeout;
+        if !self.wait_for(consumer, Some(&numbers), deadline) {
+            warn!(stage = self.stage, in_flight = self.in_flight_of(&numbers), "Revoked partitions still have deliveries in flight; committing what was delivered.");
         }
         let ready: Vec<(TopicPartition, i64)> = numbers
             .iter()
             .filter_map(|partition| {
                 Some((
-                    core.tp(*partition),
-                    core.partitions.get(partition)?.offsets.progress()?,
+                    self.tp(*partition),
+                    self.partitions.get(partition)?.offsets.progress()?,
                 ))
             })
             .collect();
@@ -1049,37 +948,37 @@ impl AtLeastOnce {
                 }
             }
         };
-        core.record_release_commit(&ready, committed);
+        self.record_release_commit(&ready, committed);
         for partition in &numbers {
-            if let Some(assigned) = core.partitions.remove(partition) {
-                core.next_tickets
+            if let Some(assigned) = self.partitions.remove(partition) {
+                self.next_tickets
                     .insert(*partition, assigned.offsets.next_ticket());
             }
-            core.retries
+            self.retries
                 .retain(|retry| retry.token.partition != *partition);
-            let labels = [core.input_topic.as_str(), &partition.to_string()];
+            let labels = [self.input_topic.as_str(), &partition.to_string()];
             // Absent labels are fine: nothing was measured for the partition yet.
-            let _ = core.metrics.partition_stalled.remove_label_values(&labels);
-            let _ = core.metrics.consumer_lag.remove_label_values(&labels);
+            let _ = self
+                .tally
+                .metrics
+                .partition_stalled
+                .remove_label_values(&labels);
+            let _ = self.tally.metrics.consumer_lag.remove_label_values(&labels);
         }
-        core.export_metrics();
-        drop(core);
+        self.export_metrics();
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions revoked.");
     }
 
     /// A commit that failed on release may have been made good by a later one (or by
     /// another member): asks the group, so that the report lists only real gaps.
-    fn forget_covered_commits<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
-        let failed = self.lock().uncommitted();
+    fn forget_covered_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let failed = self.uncommitted();
         if failed.is_empty() {
             return;
         }
         let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
         match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
-            Ok(committed) => {
-                let committed = committed_offsets(&committed);
-                self.lock().forget_covered(&committed);
-            }
+            Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
             Err(error) => {
                 debug!(stage = self.stage, %error, "Cannot read committed offsets.");
             }
@@ -1087,9 +986,9 @@ impl AtLeastOnce {
     }
 }
 
-impl Delivery for AtLeastOnce {
+impl Strategy for AtLeastOnce {
     fn assigning(
-        &self,
+        &mut self,
         _consumer: &RelayConsumer<Self>,
         _partitions: &mut TopicPartitionList,
     ) -> bool {
@@ -1097,7 +996,7 @@ impl Delivery for AtLeastOnce {
     }
 
     fn assigned(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         partitions: &TopicPartitionList,
         generation: u64,
@@ -1105,86 +1004,75 @@ impl Delivery for AtLeastOnce {
         self.on_assign(consumer, partitions, generation);
     }
 
-    fn revoking(&self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
+    fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
         self.on_revoke(consumer, partitions);
     }
 
-    fn between(&self, consumer: &RelayConsumer<Self>) -> Result<Pace, crate::Error> {
-        let mut core = self.lock();
-        core.service(consumer);
-        if let Some(error) = core.guard_liveness() {
+    fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, crate::Error> {
+        self.service(consumer);
+        if let Some(error) = self.guard_liveness() {
             return Err(error);
         }
-        core.apply_backpressure(consumer, self.max_in_flight);
-        let mut next_commit = self
-            .next_commit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if Instant::now() >= *next_commit {
-            core.commit_periodically(consumer);
-            *next_commit = Instant::now() + self.commit_interval;
+        self.apply_backpressure(consumer);
+        if Instant::now() >= self.next_commit {
+            self.commit_periodically(consumer);
+            self.next_commit = Instant::now() + self.commit_interval;
         }
         Ok(Pace {
-            room: self.max_in_flight.saturating_sub(core.in_flight()),
-            busy: core.busy(),
+            room: self.max_in_flight.saturating_sub(self.in_flight()),
+            busy: self.busy(),
             // Each record is settled for this strategy once handed to its producer.
             settled: true,
         })
     }
 
     fn dispatch(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         batch: &[BorrowedMessage<'_>],
         generation: u64,
         _current: u64,
         processor: &dyn Processor,
     ) -> Result<(), crate::Error> {
-        self.lock().dispatch(consumer, batch, generation, processor);
+        self.dispatch_batch(consumer, batch, generation, processor);
         Ok(())
     }
 
     /// Drains deliveries (even on a fatal error: what was delivered is committed), commits.
     fn finish(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         _fatal: Option<&crate::Error>,
     ) -> Result<RelayReport, crate::Error> {
         let stage = self.stage;
-        let ready = {
-            let mut core = self.lock();
-            info!(
-                stage,
-                in_flight = core.in_flight(),
-                "Shutting down: draining in-flight deliveries."
-            );
-            let deadline = Instant::now() + self.drain_timeout;
-            if !core.wait_for(consumer, None, deadline) {
-                warn!(stage, in_flight = core.in_flight(), "Drain timed out: records not delivered yet will be consumed again after a restart.");
-                core.abandon_all();
-            }
-            core.all_progress()
-        };
+        info!(
+            stage,
+            in_flight = self.in_flight(),
+            "Shutting down: draining in-flight deliveries."
+        );
+        let deadline = Instant::now() + self.drain_timeout;
+        if !self.wait_for(consumer, None, deadline) {
+            warn!(stage, in_flight = self.in_flight(), "Drain timed out: records not delivered yet will be consumed again after a restart.");
+            self.abandon_all();
+        }
+        let ready = self.all_progress();
         if !ready.is_empty() {
             let commit = consumer.commit(&offsets_list(&ready), CommitMode::Sync);
-            let mut core = self.lock();
-            core.record_release_commit(&ready, commit.is_ok());
+            self.record_release_commit(&ready, commit.is_ok());
             match commit {
                 Ok(()) => {
-                    core.mark_committed(&ready);
-                    drop(core);
+                    self.mark_committed(&ready);
                     info!(stage, offsets = %list_offsets(&ready), "Committed final offsets.");
                 }
                 // Closing the consumer tries once more, on revocation.
                 Err(error) => {
-                    drop(core);
                     warn!(stage, %error, offsets = %list_offsets(&ready), "Failed to commit final offsets.");
                 }
             }
         }
         self.forget_covered_commits(consumer);
         // Before closing: the revocation on close forgets the stalled partitions.
-        Ok(self.lock().report())
+        Ok(self.report())
     }
 }
 
@@ -1202,68 +1090,6 @@ fn with_message_timeout(mut config: ClientConfig) -> ClientConfig {
     config
 }
 
-/// The partitions of a list that carry an offset.
-fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(TopicPartition, i64)> {
-    tpl.elements()
-        .iter()
-        .filter_map(|elem| match elem.offset() {
-            Offset::Offset(offset) => {
-                Some((TopicPartition::new(elem.topic(), elem.partition()), offset))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// The partitions of a list.
-fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
-    tpl.elements()
-        .iter()
-        .map(|elem| TopicPartition::new(elem.topic(), elem.partition()))
-        .collect()
-}
-
-/// A list of offsets to commit.
-fn offsets_list(offsets: &[(TopicPartition, i64)]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-    for (tp, offset) in offsets {
-        // Watermarks are offsets of consumed records: never negative, so never refused.
-        if let Err(error) =
-            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
-        {
-            warn!(topic = %tp.topic, partition = tp.partition, offset, %error, "Cannot commit this offset.");
-        }
-    }
-    tpl
-}
-
-/// A list of partitions.
-fn partitions_list<'a>(
-    partitions: impl IntoIterator<Item = &'a TopicPartition>,
-) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for tp in partitions {
-        tpl.add_partition(&tp.topic, tp.partition);
-    }
-    tpl
-}
-
-fn list(partitions: &[TopicPartition]) -> String {
-    partitions
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-pub(crate) fn list_offsets(offsets: &[(TopicPartition, i64)]) -> String {
-    offsets
-        .iter()
-        .map(|(tp, offset)| format!("{tp}@{offset}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1273,23 +1099,16 @@ mod tests {
     }
 
     /// A state with nothing assigned, whose producers point nowhere.
-    fn core() -> Core {
-        let (sender, reports) = std::sync::mpsc::channel();
-        let metrics = StageMetrics::unregistered("ingest");
+    fn core() -> AtLeastOnce {
         let mut config = rdkafka::ClientConfig::new();
         config.set("bootstrap.servers", "localhost:1");
-        let factory =
-            ProducerFactory::new("ingest", sender, metrics.health.clone(), &config, &config);
-        let outputs = Outputs::new(factory, "out".into(), "quarantine".into()).unwrap();
-        Core::new(
-            "ingest",
-            "raw".into(),
-            metrics,
-            outputs,
-            reports,
-            Duration::from_secs(1),
-            Duration::from_secs(30),
+        AtLeastOnce::new(
+            &RelaySettings::new("ingest", "raw", "out", "quarantine"),
+            config.clone(),
+            config,
+            StageMetrics::unregistered("ingest"),
         )
+        .unwrap()
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The exactly-once relay: consume → decide → produce, in Kafka transactions.
 //!
-//! [`run_exactly_once`] reads the input topic with `isolation.level=read_committed` and
+//! The relay reads the input topic with `isolation.level=read_committed` and
 //! gathers records into a transaction until it holds
 //! [`max_records`](TransactionSettings::max_records) records or has been open for
 //! [`max_duration`](TransactionSettings::max_duration). The forwarded and quarantined
@@ -25,7 +25,6 @@
 
 mod transactions;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
@@ -34,12 +33,13 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use self::transactions::{Outcome, Sent, Transactions};
+pub(super) use self::transactions::ExactlyOnce;
+use self::transactions::{Outcome, Sent};
 use super::context::RelayConsumer;
-use super::engine::{self, Delivery, Pace};
+use super::engine::{Pace, Strategy};
 use crate::relay::decide;
 use crate::secrets::RedactedConfig;
-use crate::{Error, Processor, RelayReport, RelaySettings, Shutdown, StageMetrics};
+use crate::{Error, Processor, RelayReport};
 /// Records refused by failed transactions, one abort each, before the stage gives up: a
 /// refusal that aborting does not cure is not a failed transaction.
 const MAX_REFUSALS: u32 = 3;
@@ -71,7 +71,7 @@ impl Default for TransactionSettings {
 }
 
 impl TransactionSettings {
-    fn validate(&self) -> Result<(), Error> {
+    pub(super) fn validate(&self) -> Result<(), Error> {
         if self.max_records == 0 {
             return Err(Error::InvalidSettings(
                 "`max_records` of a transaction must be at least 1".to_owned(),
@@ -149,111 +149,23 @@ impl std::fmt::Debug for Layout {
     }
 }
 
-/// Runs an exactly-once relay until `shutdown` fires, then commits the open transaction,
-/// leaves the group and returns what it did.
-///
-/// `consumer` is a consumer configuration such as [`config::consumer`] builds; it is
-/// switched to `isolation.level=read_committed` with manual commits. The relay settings'
-/// `max_in_flight` and `commit_interval` do not apply: a transaction bounds both.
-///
-/// Errors are those of setting up, and fatal transaction errors (fenced by another
-/// instance, or a transaction that cannot even be aborted).
-pub async fn run_exactly_once(
-    settings: RelaySettings,
-    transactions: TransactionSettings,
-    consumer: ClientConfig,
-    layout: Layout,
-    processor: Arc<dyn Processor>,
-    metrics: StageMetrics,
-    shutdown: Shutdown,
-) -> Result<RelayReport, Error> {
-    transactions.validate()?;
-    let mut consumer = consumer;
-    consumer.set("isolation.level", "read_committed");
-    let strategy_metrics = metrics.clone();
-    info!(
-        stage = settings.stage,
-        max_records = transactions.max_records,
-        max_duration_ms = transactions.max_duration.as_millis(),
-        "Delivery exactly once, in transactions."
-    );
-    engine::run(
-        settings,
-        consumer,
-        move |settings| ExactlyOnce::new(settings, transactions, layout, strategy_metrics),
-        processor,
-        metrics,
-        shutdown,
-    )
-    .await
-}
-
-/// The exactly-once strategy: the open transaction(s), and how the loop stands with them.
-struct ExactlyOnce {
-    stage: &'static str,
-    input_topic: String,
-    transactions: TransactionSettings,
-    /// Shared with the rebalance callbacks, which run inside `consumer.poll`.
-    state: Mutex<Transactions>,
-    progress: Mutex<Progress>,
-}
-
-/// Where the loop stands since the last commit.
-#[derive(Default)]
-struct Progress {
-    /// Whether a transaction committed since the last abort.
-    clean: bool,
-    /// Aborted transactions counted when last looked at.
-    aborted_seen: u64,
-    /// Records refused by failed transactions since the last commit.
-    refusals: u32,
-}
-
 impl ExactlyOnce {
-    fn new(
-        settings: &RelaySettings,
-        transactions: TransactionSettings,
-        layout: Layout,
-        metrics: StageMetrics,
-    ) -> Result<Self, Error> {
-        let state = Transactions::new(settings, &transactions, layout, metrics)?;
-        Ok(Self {
-            stage: settings.stage,
-            input_topic: settings.input_topic.clone(),
-            transactions,
-            state: Mutex::new(state),
-            progress: Mutex::new(Progress {
-                clean: true,
-                ..Progress::default()
-            }),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Transactions> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn progress(&self) -> MutexGuard<'_, Progress> {
-        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Commits the open transaction(s) and acts on how that went. `refused` is a record
     /// that a failed transaction refused: it is consumed again whatever became of its
     /// partition's transaction. Returns the partitions rewound.
     fn commit(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         refused: Option<(i32, i64)>,
     ) -> Result<Vec<i32>, Error> {
-        let mut outcome = self.lock().commit_open(consumer, None);
+        let mut outcome = self.commit_open(consumer, None);
         if let Some((partition, offset)) = refused {
             outcome = outcome.rewinding(partition, offset);
         }
         let rewound = match &outcome {
             Outcome::Committed => {
-                let mut progress = self.progress();
-                progress.refusals = 0;
-                progress.clean = true;
+                self.refusals = 0;
+                self.clean = true;
                 Vec::new()
             }
             Outcome::Aborted { rewind } => rewind.iter().map(|(partition, _)| *partition).collect(),
@@ -273,7 +185,7 @@ impl ExactlyOnce {
     }
 
     /// Acts on how a commit went: rewinds what was aborted, stops on a fatal error.
-    fn settle(&self, consumer: &RelayConsumer<Self>, outcome: Outcome) -> Result<(), Error> {
+    fn settle(&mut self, consumer: &RelayConsumer<Self>, outcome: Outcome) -> Result<(), Error> {
         let rewind = match outcome {
             Outcome::Committed => return Ok(()),
             Outcome::Fatal(error) => return Err(error),
@@ -282,7 +194,7 @@ impl ExactlyOnce {
         // What the output cluster stores is the truth: it holds nothing of the aborted
         // records, whatever this instance remembers of them.
         let partitions: Vec<i32> = rewind.iter().map(|(partition, _)| *partition).collect();
-        let stored = self.lock().stored_offsets(consumer, &partitions)?;
+        let stored = self.stored_offsets(consumer, &partitions)?;
         for (partition, first) in rewind {
             let offset = match stored.get(&partition) {
                 // Past a record that was never committed: read it again all the same.
@@ -305,7 +217,7 @@ impl ExactlyOnce {
                 &self.input_topic,
                 partition,
                 rdkafka::Offset::Offset(offset),
-                self.transactions.call_timeout,
+                self.call_timeout,
             );
             match sought {
                 Ok(()) => info!(
@@ -332,72 +244,69 @@ impl ExactlyOnce {
     }
 }
 
-impl Delivery for ExactlyOnce {
+impl Strategy for ExactlyOnce {
     fn assigning(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         partitions: &mut TopicPartitionList,
     ) -> bool {
-        let mut state = self.lock();
         // A stage that met a fatal error is stopping: taking partitions would start
         // producers that fence their rightful owner.
-        if state.has_failed() {
+        if self.has_failed() {
             debug!(
                 stage = self.stage,
                 "Partitions assigned while stopping on a fatal error: not taken."
             );
             return false;
         }
-        if let Err(error) = state.prepare_assignment(consumer, partitions) {
+        if let Err(error) = self.prepare_assignment(consumer, partitions) {
             error!(stage = self.stage, %error, "Cannot take the assigned partitions.");
-            state.fail(error);
+            self.fail(error);
         }
         true
     }
 
     fn assigned(
-        &self,
+        &mut self,
         _consumer: &RelayConsumer<Self>,
         _partitions: &TopicPartitionList,
         _generation: u64,
     ) {
     }
 
-    fn revoking(&self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
-        self.lock().release(consumer, partitions);
+    fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
+        self.release(consumer, partitions);
     }
 
-    fn commit_failed(&self, stage: &'static str, error: &KafkaError) {
+    fn commit_failed(stage: &'static str, error: &KafkaError) {
         // Only the hint for lag monitoring: the offsets that count are in transactions.
         debug!(stage, %error, "Cannot commit the offsets hint to the input cluster.");
     }
 
-    fn between(&self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error> {
-        if let Some(error) = self.lock().take_fatal() {
+    fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error> {
+        if let Some(error) = self.take_fatal() {
             return Err(error);
         }
-        let due = self.lock().is_due(&self.transactions);
-        if due {
+        if self.is_due() {
             self.commit(consumer, None)?;
         }
         // The processor may change what it does only between two committed
         // transactions: after an abort, the records consumed again must be decided as
         // they were the first time.
-        let (open, aborted) = self.lock().progress();
-        let mut progress = self.progress();
-        if aborted != progress.aborted_seen {
-            progress.aborted_seen = aborted;
-            progress.clean = false;
+        let aborted = self.tally.aborted_transactions();
+        if aborted != self.aborted_seen {
+            self.aborted_seen = aborted;
+            self.clean = false;
         }
         Ok(Pace {
-            room: self.transactions.max_records.saturating_sub(open),
-            busy: open > 0,
-            settled: progress.clean && open == 0,
+            room: self.max_records.saturating_sub(self.records),
+            busy: self.records > 0,
+            settled: self.clean && self.records == 0,
         })
     }
 
     fn dispatch(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         batch: &[BorrowedMessage<'_>],
         generation: u64,
@@ -420,21 +329,16 @@ impl Delivery for ExactlyOnce {
             if rewound.contains(&partition) {
                 continue;
             }
-            self.lock().consumed(1);
+            self.tally.consumed(1);
             let decision = decide(processor, message);
-            let sent = self.lock().send(message, decision)?;
-            if let Sent::Refused(error) = sent {
-                let refusals = {
-                    let mut progress = self.progress();
-                    progress.refusals += 1;
-                    progress.refusals
-                };
-                if refusals > MAX_REFUSALS {
+            if let Sent::Refused(error) = self.send(message, decision)? {
+                self.refusals += 1;
+                if self.refusals > MAX_REFUSALS {
                     return Err(error);
                 }
                 warn!(stage = self.stage, partition, offset = message.offset(), %error, "A failed transaction refused a record: aborting it and consuming its records again.");
                 rewound.extend(self.commit(consumer, Some((partition, message.offset())))?);
-            } else if self.lock().is_due(&self.transactions) {
+            } else if self.is_due() {
                 rewound.extend(self.commit(consumer, None)?);
             }
         }
@@ -444,18 +348,17 @@ impl Delivery for ExactlyOnce {
     /// Commits the last batch before the group is left, unless the stage stops on an
     /// error (what is open is then aborted by the broker or the next owner).
     fn finish(
-        &self,
+        &mut self,
         consumer: &RelayConsumer<Self>,
         fatal: Option<&Error>,
     ) -> Result<RelayReport, Error> {
         if fatal.is_none() {
-            let outcome = self.lock().commit_open(consumer, None);
+            let outcome = self.commit_open(consumer, None);
             self.settle(consumer, outcome)?;
         }
-        Ok(self.lock().report())
+        Ok(self.report())
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

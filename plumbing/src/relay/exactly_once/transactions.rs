@@ -4,22 +4,21 @@
 //! callbacks that its `poll` calls.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Layout, TransactionSettings};
 use crate::health::stops_the_stage;
 use crate::health::Cluster;
-use crate::log_limit::LogLimiter;
 use crate::relay::context::Watched;
-use crate::relay::{note_quarantine, quarantine_headers, Reason};
+use crate::relay::quarantine_headers;
+use crate::relay::tally::{Route, Tally};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
 type TxProducer = ThreadedProducer<Watched<()>>;
@@ -39,7 +38,7 @@ pub(super) enum Outcome {
     Fatal(Error),
 }
 
-/// What became of a record handed to [`Transactions::send`].
+/// What became of a record handed to [`ExactlyOnce::send`].
 pub(super) enum Sent {
     /// In the open transaction (or dropped, its offset moving with it).
     Taken,
@@ -74,11 +73,8 @@ struct PartitionBatch {
     first: i64,
     /// One past the last offset: the offset to commit.
     next: i64,
-    /// When each record was consumed, for the latency histogram.
-    received: Vec<Instant>,
-    forwarded: u64,
-    quarantined: BTreeMap<Reason, u64>,
-    dropped: BTreeMap<Reason, u64>,
+    /// Where each record went and when it was consumed, counted once committed.
+    records: Vec<(Route, Instant)>,
 }
 
 /// A transactional producer and whether it has a transaction open.
@@ -119,13 +115,16 @@ enum Producers {
     },
 }
 
-/// The open transaction(s), their producers, and what was committed so far.
-pub(super) struct Transactions {
-    stage: &'static str,
-    input_topic: String,
+/// The exactly-once strategy: the open transaction(s), their producers, what was
+/// committed so far, and how the loop stands with them.
+pub(in crate::relay) struct ExactlyOnce {
+    pub(super) stage: &'static str,
+    pub(super) input_topic: String,
     output_topic: String,
     quarantine_topic: String,
-    call_timeout: Duration,
+    pub(super) call_timeout: Duration,
+    pub(super) max_records: usize,
+    max_duration: Duration,
     /// How long one commit (offsets, then the commit itself, retries included) may take:
     /// the relay settings' `stall_timeout`. A producer that cannot deliver within it is
     /// stuck or its cluster is gone: the transaction is aborted and its records consumed
@@ -136,24 +135,24 @@ pub(super) struct Transactions {
     stalled_since: Option<Instant>,
     producers: Producers,
     batch: BTreeMap<i32, PartitionBatch>,
-    records: usize,
+    /// Records in the open transaction(s).
+    pub(super) records: usize,
     started: Option<Instant>,
-    metrics: StageMetrics,
-    consumed: u64,
-    forwarded: u64,
-    quarantined: BTreeMap<Reason, u64>,
-    dropped: BTreeMap<Reason, u64>,
-    aborted: u64,
+    pub(super) tally: Tally,
     /// A fatal error met in a rebalance callback, for the loop to stop on.
     fatal: Option<Error>,
-    /// Lines about quarantined records: one per reason per 10 s.
-    log: LogLimiter,
+    /// Whether a transaction committed since the last abort.
+    pub(super) clean: bool,
+    /// Aborted transactions counted when last looked at.
+    pub(super) aborted_seen: u64,
+    /// Records refused by failed transactions since the last commit.
+    pub(super) refusals: u32,
 }
 
-impl Transactions {
-    pub(super) fn new(
+impl ExactlyOnce {
+    pub(in crate::relay) fn new(
         settings: &RelaySettings,
-        transactions: &TransactionSettings,
+        transactions: TransactionSettings,
         layout: Layout,
         metrics: StageMetrics,
     ) -> Result<Self, Error> {
@@ -214,27 +213,20 @@ impl Transactions {
             output_topic: settings.output_topic.clone(),
             quarantine_topic: settings.quarantine_topic.clone(),
             call_timeout,
+            max_records: transactions.max_records,
+            max_duration: transactions.max_duration,
             stall_timeout: settings.stall_timeout,
             stalled_since: None,
             producers,
             batch: BTreeMap::new(),
             records: 0,
             started: None,
-            metrics,
-            consumed: 0,
-            forwarded: 0,
-            quarantined: BTreeMap::new(),
-            dropped: BTreeMap::new(),
-            aborted: 0,
+            tally: Tally::new(stage, metrics),
             fatal: None,
-            log: LogLimiter::default(),
+            clean: true,
+            aborted_seen: 0,
+            refusals: 0,
         })
-    }
-
-    /// Counts records consumed.
-    pub(super) fn consumed(&mut self, records: u64) {
-        self.consumed += records;
-        self.metrics.consumed.inc_by(records);
     }
 
     /// Remembers a fatal error met in a rebalance callback, for the loop to stop on.
@@ -253,11 +245,11 @@ impl Transactions {
     }
 
     /// Whether the open transaction is full or old enough to commit.
-    pub(super) fn is_due(&self, settings: &TransactionSettings) -> bool {
-        self.records >= settings.max_records
+    pub(super) fn is_due(&self) -> bool {
+        self.records >= self.max_records
             || self
                 .started
-                .is_some_and(|started| started.elapsed() >= settings.max_duration)
+                .is_some_and(|started| started.elapsed() >= self.max_duration)
     }
 
     /// Produces what `decision` says about `message` inside the open transaction.
@@ -278,12 +270,7 @@ impl Transactions {
         if let Decision::Drop { reason } = decision {
             // Nothing is produced, but the offset moves in the partition's transaction.
             self.open_for(partition)?;
-            let entry = self.batch_of(partition, message.offset());
-            entry.received.push(received);
-            *entry.dropped.entry(reason).or_default() += 1;
-            self.records += 1;
-            self.started.get_or_insert(received);
-            self.metrics.in_flight.set(gauge(self.records));
+            self.taken(partition, message.offset(), Route::Drop(reason), received);
             return Ok(Sent::Taken);
         }
         let (record, reason) = match &decision {
@@ -300,14 +287,8 @@ impl Transactions {
                 message: explanation,
                 finding,
             } => {
-                note_quarantine(
-                    &mut self.log,
-                    &self.metrics,
-                    self.stage,
-                    message,
-                    *reason,
-                    finding.as_ref(),
-                );
+                self.tally
+                    .note_quarantine(message, *reason, finding.as_ref());
                 headers =
                     quarantine_headers(message, *reason, explanation, finding.as_ref(), self.stage);
                 let mut record =
@@ -369,16 +350,28 @@ impl Transactions {
             return Err(error);
         }
 
-        let entry = self.batch_of(partition, message.offset());
-        entry.received.push(received);
-        match reason {
-            None => entry.forwarded += 1,
-            Some(reason) => *entry.quarantined.entry(reason).or_default() += 1,
-        }
+        self.taken(partition, message.offset(), Route::of(&decision), received);
+        Ok(Sent::Taken)
+    }
+
+    /// A record of `partition` at `offset` is in the open transaction.
+    fn taken(&mut self, partition: i32, offset: i64, route: Route, received: Instant) {
+        let entry = self
+            .batch
+            .entry(partition)
+            .or_insert_with(|| PartitionBatch {
+                first: offset,
+                next: offset + 1,
+                records: Vec::new(),
+            });
+        entry.next = offset + 1;
+        entry.records.push((route, received));
         self.records += 1;
         self.started.get_or_insert(received);
-        self.metrics.in_flight.set(gauge(self.records));
-        Ok(Sent::Taken)
+        self.tally
+            .metrics
+            .in_flight
+            .set(i64::try_from(self.records).unwrap_or(i64::MAX));
     }
 
     /// The error that made one of this stage's transactional producers fail fatally, if
@@ -406,29 +399,6 @@ impl Transactions {
                 })?
                 .begin_if_needed(),
         }
-    }
-
-    /// The open batch of `partition`, now ending with `offset`.
-    fn batch_of(&mut self, partition: i32, offset: i64) -> &mut PartitionBatch {
-        let entry = self
-            .batch
-            .entry(partition)
-            .or_insert_with(|| PartitionBatch {
-                first: offset,
-                next: offset + 1,
-                received: Vec::new(),
-                forwarded: 0,
-                quarantined: BTreeMap::new(),
-                dropped: BTreeMap::new(),
-            });
-        entry.next = offset + 1;
-        entry
-    }
-
-    /// Whether a transaction holds records not committed yet, and how many transactions
-    /// were aborted so far.
-    pub(super) fn progress(&self) -> (usize, u64) {
-        (self.records, self.aborted)
     }
 
     /// Commits the open transaction(s) with the offsets past their records: all of them,
@@ -557,6 +527,7 @@ impl Transactions {
     /// supervisor restarts it with new producers.
     fn watch_liveness(&mut self, outcome: Outcome, deadline: Instant) -> Outcome {
         let stalled = self
+            .tally
             .metrics
             .delivery_stalled
             .with_label_values(&[Cluster::Output.label()]);
@@ -616,37 +587,19 @@ impl Transactions {
             let Some(batch) = self.batch.remove(&partition) else {
                 continue;
             };
-            self.records -= batch.received.len();
+            self.records -= batch.records.len();
             if aborted.contains(&partition) {
-                self.aborted += 1;
+                self.tally.aborted();
                 continue;
             }
-            self.forwarded += batch.forwarded;
-            self.metrics.produced.inc_by(batch.forwarded);
-            for (reason, count) in batch.quarantined {
-                *self.quarantined.entry(reason).or_default() += count;
-                self.metrics
-                    .quarantined
-                    .with_label_values(&[reason.code()])
-                    .inc_by(count);
-            }
-            for (reason, count) in batch.dropped {
-                *self.dropped.entry(reason).or_default() += count;
-                self.metrics
-                    .dropped
-                    .with_label_values(&[reason.code()])
-                    .inc_by(count);
-            }
-            for received in batch.received {
-                self.metrics
-                    .processing_latency
-                    .observe(now.duration_since(received).as_secs_f64());
+            for (route, received) in batch.records {
+                self.tally.settled(route, received, now);
             }
         }
         if self.batch.is_empty() {
             self.started = None;
         }
-        self.metrics.in_flight.set(gauge(self.records));
+        self.tally.export(self.records);
     }
 
     /// Before `assignment` is taken, sets each partition's starting offset.
@@ -695,7 +648,7 @@ impl Transactions {
                 transactional(
                     Watched {
                         stage: self.stage,
-                        watch: self.metrics.health.watch(Cluster::Output),
+                        watch: self.tally.metrics.health.watch(Cluster::Output),
                         hooks: (),
                     },
                     output,
@@ -829,14 +782,7 @@ impl Transactions {
 
     /// What was committed so far.
     pub(super) fn report(&self) -> RelayReport {
-        RelayReport {
-            consumed: self.consumed,
-            forwarded: self.forwarded,
-            quarantined: self.quarantined.clone(),
-            dropped: self.dropped.clone(),
-            aborted_transactions: self.aborted,
-            ..RelayReport::default()
-        }
+        self.tally.report(Vec::new(), Vec::new())
     }
 }
 
@@ -896,7 +842,7 @@ fn send_waiting_for_room(
             // The record itself cannot be produced (too large, say): stop rather than
             // skip it, as the at-least-once relay stalls its partition.
             // Reported as what made the stage's producers fail, if one did: see
-            // `Transactions::fatal_cause`.
+            // `ExactlyOnce::fatal_cause`.
             Err((source, _record)) => {
                 return Err(Error::transaction("producing a record", source));
             }
@@ -1055,11 +1001,6 @@ fn merge(a: Outcome, b: Outcome) -> Outcome {
         (Outcome::Committed, Outcome::Committed) => Outcome::Committed,
     }
 }
-
-fn gauge(records: usize) -> i64 {
-    i64::try_from(records).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1090,10 +1031,7 @@ mod tests {
                 PartitionBatch {
                     first: 10,
                     next: 15,
-                    received: Vec::new(),
-                    forwarded: 5,
-                    quarantined: BTreeMap::new(),
-                    dropped: BTreeMap::new(),
+                    records: Vec::new(),
                 },
             ),
             (
@@ -1101,10 +1039,7 @@ mod tests {
                 PartitionBatch {
                     first: 0,
                     next: 1,
-                    received: Vec::new(),
-                    forwarded: 1,
-                    quarantined: BTreeMap::new(),
-                    dropped: BTreeMap::new(),
+                    records: Vec::new(),
                 },
             ),
         ]);
