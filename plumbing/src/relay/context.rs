@@ -6,9 +6,11 @@
 //! delivery reports go to the relay's thread (`at_least_once::delivery`), a transactional
 //! producer needs none.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use prometheus::IntGaugeVec;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
@@ -44,20 +46,45 @@ impl<H: Send + Sync + 'static> ClientContext for Watched<H> {
     }
 }
 
-/// The consumer's hooks: its delivery strategy and the rebalance generation.
+/// The consumer's hooks: the relay's one lock (its strategy and its partitions) and the
+/// rebalance generation.
 pub(super) struct Rebalancing<D> {
-    /// The relay's one lock: the loop and these callbacks take it, on the relay's thread.
-    pub(super) strategy: Mutex<D>,
+    /// Taken by the loop and by these callbacks, on the relay's thread.
+    pub(super) relay: Mutex<Locked<D>>,
     /// Bumped by every assignment and revocation, so that a batch polled before one can
     /// tell its records from the new assignment's.
     pub(super) generation: AtomicU64,
+    pub(super) input_topic: String,
+    /// Whose series of a revoked partition go with it.
+    pub(super) lag: IntGaugeVec,
+}
+
+/// What the relay's lock guards.
+pub(super) struct Locked<D> {
+    pub(super) strategy: D,
+    /// The assigned partitions of the input topic, with the generation each was assigned
+    /// in: the registry both strategies rely on to tell a record of the current
+    /// assignment from one polled before a rebalance.
+    pub(super) assigned: HashMap<i32, u64>,
 }
 
 impl<D> Rebalancing<D> {
-    /// The strategy; a panic elsewhere while holding the lock leaves it usable (every
-    /// update under the lock keeps its state consistent).
-    pub(super) fn lock(&self) -> MutexGuard<'_, D> {
-        self.strategy.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(super) fn new(strategy: D, input_topic: String, lag: IntGaugeVec) -> Self {
+        Self {
+            relay: Mutex::new(Locked {
+                strategy,
+                assigned: HashMap::new(),
+            }),
+            generation: AtomicU64::new(0),
+            input_topic,
+            lag,
+        }
+    }
+
+    /// The relay's state; a panic elsewhere while holding the lock leaves it usable
+    /// (every update under the lock keeps it consistent).
+    pub(super) fn lock(&self) -> MutexGuard<'_, Locked<D>> {
+        self.relay.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current rebalance generation.
@@ -67,6 +94,34 @@ impl<D> Rebalancing<D> {
 
     fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The partitions of the input topic in `partitions`.
+    fn inputs<'a>(&'a self, partitions: &'a TopicPartitionList) -> impl Iterator<Item = i32> + 'a {
+        partitions
+            .elements_for_topic(&self.input_topic)
+            .into_iter()
+            .map(|elem| elem.partition())
+    }
+
+    /// Forgets released partitions (all of them when `everything`), and their lag.
+    fn forget(&self, relay: &mut Locked<D>, partitions: &TopicPartitionList, everything: bool) {
+        let released: Vec<i32> = if everything {
+            relay
+                .assigned
+                .drain()
+                .map(|(partition, _)| partition)
+                .collect()
+        } else {
+            self.inputs(partitions).collect()
+        };
+        for partition in released {
+            relay.assigned.remove(&partition);
+            // An absent series is fine: nothing was measured for the partition yet.
+            let _ = self
+                .lag
+                .remove_label_values(&[self.input_topic.as_str(), &partition.to_string()]);
+        }
     }
 }
 
@@ -83,7 +138,7 @@ impl<D: Strategy> ConsumerContext for Watched<Rebalancing<D>> {
         error: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
-        let mut strategy = self.hooks.lock();
+        let mut relay = self.hooks.lock();
         let cooperative = matches!(
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
@@ -91,7 +146,7 @@ impl<D: Strategy> ConsumerContext for Watched<Rebalancing<D>> {
         match error {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let generation = self.hooks.next_generation();
-                if !strategy.assigning(consumer, partitions) {
+                if !relay.strategy.assigning(consumer, partitions) {
                     return;
                 }
                 let assigned = if cooperative {
@@ -102,15 +157,20 @@ impl<D: Strategy> ConsumerContext for Watched<Rebalancing<D>> {
                 if let Err(error) = assigned {
                     error!(stage = self.stage, %error, "Cannot assign partitions.");
                 }
-                strategy.assigned(consumer, partitions, generation);
+                for partition in self.hooks.inputs(partitions) {
+                    relay.assigned.insert(partition, generation);
+                }
+                relay.strategy.assigned(consumer, partitions);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.hooks.next_generation();
-                strategy.revoking(consumer, partitions);
+                relay.strategy.revoking(consumer, partitions);
+                self.hooks.forget(&mut relay, partitions, false);
                 self.release(consumer, partitions, cooperative);
             }
             other => {
                 warn!(stage = self.stage, error = ?other, "Rebalance failed.");
+                self.hooks.forget(&mut relay, partitions, !cooperative);
                 self.release(consumer, partitions, cooperative);
             }
         }

@@ -10,21 +10,21 @@
 //! watermarks waits for the brokers.
 
 use std::panic;
-use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use super::context::{Rebalancing, RelayConsumer, Watched};
+use super::context::{Locked, Rebalancing, RelayConsumer, Watched};
 use super::partitions::list_offsets;
-use super::{librdkafka_log_level, Processor, RelayReport, RelaySettings};
+use super::tally::Tally;
+use super::{decide, librdkafka_log_level, Decision, Processor, RelayReport, RelaySettings};
 use crate::health::Cluster;
 use crate::metrics::StageMetrics;
 use crate::{config, Error, Shutdown};
@@ -37,6 +37,8 @@ const BUSY_POLL: Duration = Duration::from_millis(5);
 /// How long a poll waits for records when nothing is under way (shutdown is noticed
 /// within it).
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long closing the consumer may take at shutdown, after the strategy's last commit.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the next batch may be polled, as a strategy says between two batches.
 pub(super) struct Pace {
@@ -62,13 +64,8 @@ pub(super) trait Strategy: Send + Sized + 'static {
         partitions: &mut TopicPartitionList,
     ) -> bool;
 
-    /// Partitions were assigned, in rebalance `generation`.
-    fn assigned(
-        &mut self,
-        consumer: &RelayConsumer<Self>,
-        partitions: &TopicPartitionList,
-        generation: u64,
-    );
+    /// Partitions were assigned.
+    fn assigned(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);
 
     /// Partitions are about to be released: settle and commit what can be for them.
     fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);
@@ -83,15 +80,24 @@ pub(super) trait Strategy: Send + Sized + 'static {
     /// the stage.
     fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error>;
 
-    /// Decides for a batch of records polled in rebalance `generation`, in order, and
-    /// hands them on. `current` is the generation now.
-    fn dispatch(
+    /// The strategy's counters, which the engine feeds with what it consumes and decides.
+    fn tally(&mut self) -> &mut Tally;
+
+    /// Whether the rest of this batch's records of `partition` are taken: not once the
+    /// partition was rewound within the batch (they are consumed again).
+    fn takes(&self, partition: i32) -> bool {
+        let _ = partition;
+        true
+    }
+
+    /// Hands on one record of the current assignment, consumed at `received`, as
+    /// `decision` says, in offset order within its partition.
+    fn hand_on(
         &mut self,
         consumer: &RelayConsumer<Self>,
-        batch: &[BorrowedMessage<'_>],
-        generation: u64,
-        current: u64,
-        processor: &dyn Processor,
+        message: &BorrowedMessage<'_>,
+        decision: Decision,
+        received: Instant,
     ) -> Result<(), Error>;
 
     /// The relay stops (`fatal` when on an error): drains and commits what it may, then
@@ -124,10 +130,11 @@ pub(super) async fn run<D: Strategy>(
             .create_with_context(Watched {
                 stage: settings.stage,
                 watch: metrics.health.watch(Cluster::Input),
-                hooks: Rebalancing {
-                    strategy: Mutex::new(strategy),
-                    generation: AtomicU64::new(0),
-                },
+                hooks: Rebalancing::new(
+                    strategy,
+                    settings.input_topic.clone(),
+                    metrics.consumer_lag.clone(),
+                ),
             })
             .map_err(Error::create_consumer)?;
         settings.subscribe(&consumer)?;
@@ -176,10 +183,8 @@ impl<D: Strategy> Engine<D> {
         if let Some(error) = &fatal {
             error!(stage, %error, "The stage stops: what was not committed is consumed again after a restart.");
         }
-        let finished = self.strategy().finish(&self.consumer, fatal.as_ref());
-        lag.stop();
-        // Closing leaves the group (its revocation commits once more).
-        drop(self.consumer);
+        let finished = self.lock().strategy.finish(&self.consumer, fatal.as_ref());
+        close(self.consumer, lag, stage);
         let report = match (fatal, finished) {
             (Some(error), _) | (None, Err(error)) => {
                 self.processor.stopped();
@@ -217,8 +222,8 @@ impl<D: Strategy> Engine<D> {
         Ok(report)
     }
 
-    /// The strategy, locked until the guard goes: never across a poll.
-    fn strategy(&self) -> MutexGuard<'_, D> {
+    /// The relay's state, locked until the guard goes: never across a poll.
+    fn lock(&self) -> MutexGuard<'_, Locked<D>> {
         self.consumer.context().hooks.lock()
     }
 
@@ -230,7 +235,7 @@ impl<D: Strategy> Engine<D> {
             if let Some(error) = self.metrics.health.take_fatal() {
                 return Err(error);
             }
-            let pace = self.strategy().between(consumer)?;
+            let pace = self.lock().strategy.between(consumer)?;
             // Whatever the processor changes now applies from the next batch on.
             if pace.settled {
                 self.processor.between_batches().map_err(Error::Processor)?;
@@ -239,20 +244,55 @@ impl<D: Strategy> Engine<D> {
             // At least one poll, to serve rebalances while paused; a record that comes
             // anyway is relayed (it cannot be given back).
             let generation = self.poll_batch(wait, pace.room.clamp(1, MAX_BATCH), &mut batch);
-            if !batch.is_empty() {
-                let current = consumer.context().hooks.generation();
-                let dispatched = self.strategy().dispatch(
-                    consumer,
-                    &batch,
-                    generation,
-                    current,
-                    self.processor.as_ref(),
-                );
-                batch.clear();
-                dispatched?;
-            }
+            let dispatched = self.dispatch(&batch, generation);
+            batch.clear();
+            dispatched?;
         }
         Ok(())
+    }
+
+    /// Decides for a batch polled in rebalance `generation`, in order, and hands each
+    /// record on. A record of a partition revoked or assigned anew since is left out (not
+    /// counted, not committed): the partition's owner consumes it again from the
+    /// committed offset.
+    fn dispatch(&self, batch: &[BorrowedMessage<'_>], generation: u64) -> Result<(), Error> {
+        let received = Instant::now();
+        let mut relay = self.lock();
+        let Locked { strategy, assigned } = &mut *relay;
+        let mut consumed = 0;
+        let mut dispatched = Ok(());
+        for message in batch {
+            let partition = message.partition();
+            if assigned
+                .get(&partition)
+                .is_none_or(|since| *since > generation)
+            {
+                debug!(
+                    stage = self.settings.stage,
+                    partition, "A record of an earlier assignment is left to be consumed again."
+                );
+                continue;
+            }
+            if !strategy.takes(partition) {
+                continue;
+            }
+            consumed += 1;
+            let decision = decide(self.processor.as_ref(), message);
+            if let Decision::Quarantine {
+                reason, finding, ..
+            } = &decision
+            {
+                strategy
+                    .tally()
+                    .note_quarantine(message, *reason, finding.as_ref());
+            }
+            dispatched = strategy.hand_on(&self.consumer, message, decision, received);
+            if dispatched.is_err() {
+                break;
+            }
+        }
+        strategy.tally().consumed(consumed);
+        dispatched
     }
 
     /// Polls up to `limit` records: waits `wait` for the first, then takes what is ready.
@@ -290,6 +330,34 @@ impl<D: Strategy> Engine<D> {
             }
         }
         generation.unwrap_or_else(|| hooks.generation())
+    }
+}
+
+/// Stops measuring lag and closes the consumer, which leaves the group (its revocation
+/// commits once more), on a thread of their own, waited for at most [`CLOSE_TIMEOUT`]:
+/// librdkafka's close waits for a rebalance under way to end, which can outlast a
+/// supervisor's grace. Past the bound the stage stops all the same; the group notices
+/// its absence within its session timeout, as after a crash.
+fn close<D: Strategy>(consumer: Arc<RelayConsumer<D>>, lag: LagProbe, stage: &'static str) {
+    let (closed, done) = mpsc::channel::<()>();
+    let closing = thread::Builder::new()
+        .name(format!("{stage}-close"))
+        .spawn(move || {
+            lag.stop();
+            drop(consumer);
+            let _ = closed.send(());
+        });
+    if let Err(error) = closing {
+        // The closure, and the consumer with it, were dropped here: closed unbounded.
+        warn!(stage, %error, "Cannot start the thread that closes the consumer.");
+        return;
+    }
+    if let Err(RecvTimeoutError::Timeout) = done.recv_timeout(CLOSE_TIMEOUT) {
+        warn!(
+            stage,
+            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            "The consumer did not close in time (a rebalance under way?): stopping without it."
+        );
     }
 }
 

@@ -33,6 +33,8 @@ use std::time::Duration;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientConfig, Message};
 use tracing::info;
 use tracing::level_filters::LevelFilter;
@@ -491,8 +493,48 @@ pub(crate) fn decide(processor: &dyn Processor, message: &BorrowedMessage<'_>) -
     })
 }
 
+/// The record `decision` makes of `message`, to `topic` with `opaque`: the processor's key
+/// and payload (the input's key, headers and timestamp are never forwarded), or the
+/// message unchanged with the quarantine headers. A dropped record is never produced:
+/// its strategy settles it without one.
+pub(crate) fn outgoing<'a, O: IntoOpaque>(
+    topic: &'a str,
+    decision: &'a Decision,
+    message: &'a BorrowedMessage<'_>,
+    stage: &str,
+    opaque: O,
+) -> BaseRecord<'a, [u8], [u8], O> {
+    let record = BaseRecord::with_opaque_to(topic, opaque);
+    let (key, payload, record) = match decision {
+        Decision::Forward { key, payload } => (key.as_deref(), Some(payload.as_slice()), record),
+        Decision::Quarantine {
+            reason,
+            message: explanation,
+            finding,
+        } => {
+            let headers =
+                quarantine_headers(message, *reason, explanation, finding.as_ref(), stage);
+            let record = record.headers(headers);
+            let record = match message.timestamp().to_millis() {
+                Some(timestamp) => record.timestamp(timestamp),
+                None => record,
+            };
+            (message.key(), message.payload(), record)
+        }
+        Decision::Drop { .. } => (None, None, record),
+    };
+    let record = match key {
+        Some(key) => record.key(key),
+        None => record,
+    };
+    match payload {
+        Some(payload) => record.payload(payload),
+        None => record,
+    }
+}
+
 /// The original headers (less any `pseudopipe-*` of an earlier quarantine), then ours.
-pub(crate) fn quarantine_headers(
+fn quarantine_headers(
     message: &BorrowedMessage<'_>,
     reason: Reason,
     explanation: &str,

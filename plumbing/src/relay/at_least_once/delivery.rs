@@ -170,7 +170,7 @@ impl ProducerContext for Watched<Sender<Report>> {
 /// Hands one record to librdkafka's queue, in the caller's order (which librdkafka keeps
 /// per output partition).
 #[allow(clippy::result_large_err)] // the refused record comes back, as rdkafka returns it
-pub(super) fn send<'a>(
+fn send<'a>(
     producer: &RelayProducer,
     topic: &'a str,
     token: usize,

@@ -37,7 +37,7 @@ use rdkafka::producer::Producer as _;
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use self::delivery::{backoff, is_retriable, send, Outgoing, RelayProducer, Report, Token};
+use self::delivery::{backoff, is_retriable, Outgoing, RelayProducer, Report, Token};
 use self::liveness::{Liveness, ProducerFactory, Verdict};
 use super::context::RelayConsumer;
 use super::engine::{Pace, Strategy};
@@ -45,7 +45,7 @@ use super::partitions::{
     committed_offsets, list, list_offsets, offsets_list, partitions_list, partitions_of,
 };
 use super::tally::{Route, Tally};
-use super::{decide, quarantine_headers, Decision, Processor, RelayReport, RelaySettings};
+use super::{outgoing, Decision, RelayReport, RelaySettings};
 use crate::health::{stops_the_stage, Cluster};
 use crate::metrics::StageMetrics;
 use crate::offsets::{PartitionOffsets, Ticket, TopicPartition};
@@ -69,9 +69,6 @@ struct Tag {
 #[derive(Debug)]
 struct Partition {
     offsets: PartitionOffsets<Tag>,
-    /// The rebalance generation this assignment began in: records polled before it
-    /// belong to an earlier assignment.
-    generation: u64,
     /// The first offset that failed permanently, if any.
     stalled_at: Option<i64>,
 }
@@ -239,125 +236,47 @@ impl AtLeastOnce {
             .sum()
     }
 
-    /// Decides for a batch of records, in order, and hands them to their producers.
-    ///
-    /// `generation` is the rebalance generation the batch was polled in: a record of a
-    /// partition revoked or assigned anew since is dropped (not tracked, not committed:
-    /// the partition's owner consumes it again).
-    fn dispatch_batch<C: ConsumerContext>(
+    /// Hands one decided record to its producer, or settles it at once when dropped.
+    fn hand_on<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        messages: &[BorrowedMessage<'_>],
-        generation: u64,
-        processor: &dyn Processor,
+        message: &BorrowedMessage<'_>,
+        decision: &Decision,
+        received: Instant,
     ) {
-        let received = Instant::now();
-        let mut consumed = 0;
-        for message in messages {
-            let partition = message.partition();
-            let Some(assigned) = self.partitions.get(&partition) else {
-                debug!(
-                    stage = self.stage,
-                    partition,
-                    "A record of a partition no longer assigned is left to its next owner."
-                );
-                continue;
-            };
-            if assigned.generation > generation {
-                debug!(
-                    stage = self.stage,
-                    partition, "A record of an earlier assignment is left to be consumed again."
-                );
-                continue;
-            }
-            consumed += 1;
-            let decision = decide(processor, message);
-            let route = Route::of(&decision);
-            match &decision {
-                Decision::Quarantine {
-                    reason, finding, ..
-                } => self
-                    .tally
-                    .note_quarantine(message, *reason, finding.as_ref()),
-                Decision::Drop { .. } => {
-                    self.settle_dropped(partition, message.offset(), received, route);
-                    continue;
-                }
-                Decision::Forward { .. } => {}
-            }
-            let tag = Tag {
-                route,
-                received,
-                attempts: 0,
-            };
-            let Some(token) = self.hand_out(partition, message.offset(), tag) else {
-                continue;
-            };
-            let Some(packed) = token.pack() else {
-                // Past 2^20 partitions or 2^44 records of one partition: never in practice.
-                let error = KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::InvalidPartitions,
-                );
-                self.failed(consumer, token, error, None);
-                continue;
-            };
-            let (producer, topic) = self.outputs.of(route);
-            // Enqueued in offset order, so that librdkafka keeps the input order.
-            let sent = match decision {
-                Decision::Forward { key, payload } => send(
-                    producer,
-                    topic,
-                    packed,
-                    key.as_deref(),
-                    Some(&payload),
-                    None,
-                    None,
-                )
-                .map_err(|(error, record)| (error, Outgoing::from_refused(record))),
-                Decision::Quarantine {
-                    reason,
-                    message: explanation,
-                    finding,
-                } => send(
-                    producer,
-                    topic,
-                    packed,
-                    message.key(),
-                    message.payload(),
-                    Some(quarantine_headers(
-                        message,
-                        reason,
-                        &explanation,
-                        finding.as_ref(),
-                        self.stage,
-                    )),
-                    message.timestamp().to_millis(),
-                )
-                .map_err(|(error, record)| (error, Outgoing::from_refused(record))),
-                Decision::Drop { .. } => continue, // settled above
-            };
-            if let Err((error, record)) = sent {
-                self.failed(consumer, token, error, Some(record));
-            }
-        }
-        self.tally.consumed(consumed);
-    }
-
-    /// A record the processor dropped: in its partition's ring and done at once, so that
-    /// the watermark moves past it in order with its neighbours.
-    fn settle_dropped(&mut self, partition: i32, offset: i64, received: Instant, route: Route) {
+        let partition = message.partition();
+        let route = Route::of(decision);
         let tag = Tag {
             route,
             received,
             attempts: 0,
         };
-        let Some(token) = self.hand_out(partition, offset, tag) else {
+        let Some(token) = self.hand_out(partition, message.offset(), tag) else {
             return;
         };
-        if let Some(assigned) = self.partitions.get_mut(&partition) {
-            assigned.offsets.mark_done(token.ticket);
+        if let Route::Drop(_) = route {
+            // Done at once, in its partition's ring, so that the watermark moves past it
+            // in order with its neighbours.
+            if let Some(assigned) = self.partitions.get_mut(&partition) {
+                assigned.offsets.mark_done(token.ticket);
+            }
+            self.tally.settled(route, received, received);
+            return;
         }
-        self.tally.settled(route, received, received);
+        let Some(packed) = token.pack() else {
+            // Past 2^20 partitions or 2^44 records of one partition: never in practice.
+            let error = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidPartitions);
+            self.failed(consumer, token, error, None);
+            return;
+        };
+        let (producer, topic) = self.outputs.of(route);
+        // Enqueued in offset order, so that librdkafka keeps the input order.
+        let sent = producer
+            .send(outgoing(topic, decision, message, self.stage, packed))
+            .map_err(|(error, record)| (error, Outgoing::from_refused(record)));
+        if let Err((error, record)) = sent {
+            self.failed(consumer, token, error, Some(record));
+        }
     }
 
     /// Puts a consumed record in its partition's ring; reports offsets jumped over.
@@ -807,7 +726,6 @@ impl AtLeastOnce {
         &mut self,
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
-        generation: u64,
     ) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() {
@@ -848,7 +766,6 @@ impl AtLeastOnce {
                 tp.partition,
                 Partition {
                     offsets,
-                    generation,
                     stalled_at: None,
                 },
             );
@@ -957,13 +874,12 @@ impl AtLeastOnce {
             self.retries
                 .retain(|retry| retry.token.partition != *partition);
             let labels = [self.input_topic.as_str(), &partition.to_string()];
-            // Absent labels are fine: nothing was measured for the partition yet.
+            // An absent series is fine: the partition never stalled.
             let _ = self
                 .tally
                 .metrics
                 .partition_stalled
                 .remove_label_values(&labels);
-            let _ = self.tally.metrics.consumer_lag.remove_label_values(&labels);
         }
         self.export_metrics();
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions revoked.");
@@ -995,13 +911,8 @@ impl Strategy for AtLeastOnce {
         true // from the group's committed offsets, as librdkafka reads them
     }
 
-    fn assigned(
-        &mut self,
-        consumer: &RelayConsumer<Self>,
-        partitions: &TopicPartitionList,
-        generation: u64,
-    ) {
-        self.on_assign(consumer, partitions, generation);
+    fn assigned(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
+        self.on_assign(consumer, partitions);
     }
 
     fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
@@ -1026,15 +937,18 @@ impl Strategy for AtLeastOnce {
         })
     }
 
-    fn dispatch(
+    fn tally(&mut self) -> &mut Tally {
+        &mut self.tally
+    }
+
+    fn hand_on(
         &mut self,
         consumer: &RelayConsumer<Self>,
-        batch: &[BorrowedMessage<'_>],
-        generation: u64,
-        _current: u64,
-        processor: &dyn Processor,
+        message: &BorrowedMessage<'_>,
+        decision: Decision,
+        received: Instant,
     ) -> Result<(), crate::Error> {
-        self.dispatch_batch(consumer, batch, generation, processor);
+        AtLeastOnce::hand_on(self, consumer, message, &decision, received);
         Ok(())
     }
 

@@ -25,7 +25,7 @@
 
 mod transactions;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -37,9 +37,9 @@ pub(super) use self::transactions::ExactlyOnce;
 use self::transactions::{Outcome, Sent};
 use super::context::RelayConsumer;
 use super::engine::{Pace, Strategy};
-use crate::relay::decide;
+use super::tally::Tally;
 use crate::secrets::RedactedConfig;
-use crate::{Error, Processor, RelayReport};
+use crate::{Decision, Error, RelayReport};
 /// Records refused by failed transactions, one abort each, before the stage gives up: a
 /// refusal that aborting does not cure is not a failed transaction.
 const MAX_REFUSALS: u32 = 3;
@@ -266,13 +266,7 @@ impl Strategy for ExactlyOnce {
         true
     }
 
-    fn assigned(
-        &mut self,
-        _consumer: &RelayConsumer<Self>,
-        _partitions: &TopicPartitionList,
-        _generation: u64,
-    ) {
-    }
+    fn assigned(&mut self, _consumer: &RelayConsumer<Self>, _partitions: &TopicPartitionList) {}
 
     fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
         self.release(consumer, partitions);
@@ -284,6 +278,7 @@ impl Strategy for ExactlyOnce {
     }
 
     fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error> {
+        self.rewound.clear();
         if let Some(error) = self.take_fatal() {
             return Err(error);
         }
@@ -305,43 +300,35 @@ impl Strategy for ExactlyOnce {
         })
     }
 
-    fn dispatch(
+    fn tally(&mut self) -> &mut Tally {
+        &mut self.tally
+    }
+
+    fn takes(&self, partition: i32) -> bool {
+        !self.rewound.contains(&partition)
+    }
+
+    fn hand_on(
         &mut self,
         consumer: &RelayConsumer<Self>,
-        batch: &[BorrowedMessage<'_>],
-        generation: u64,
-        current: u64,
-        processor: &dyn Processor,
+        message: &BorrowedMessage<'_>,
+        decision: Decision,
+        received: Instant,
     ) -> Result<(), Error> {
-        if generation != current {
-            // Polled before a rebalance (which committed what was open for the revoked
-            // partitions): the assignment starts again from the committed offsets.
-            debug!(
-                stage = self.stage,
-                "Records of an earlier assignment are left to be consumed again."
-            );
+        let (partition, offset) = (message.partition(), message.offset());
+        let rewound = if let Sent::Refused(error) = self.send(message, decision, received)? {
+            self.refusals += 1;
+            if self.refusals > MAX_REFUSALS {
+                return Err(error);
+            }
+            warn!(stage = self.stage, partition, offset, %error, "A failed transaction refused a record: aborting it and consuming its records again.");
+            self.commit(consumer, Some((partition, offset)))?
+        } else if self.is_due() {
+            self.commit(consumer, None)?
+        } else {
             return Ok(());
-        }
-        // Partitions rewound during this batch: their later records are consumed again.
-        let mut rewound: Vec<i32> = Vec::new();
-        for message in batch {
-            let partition = message.partition();
-            if rewound.contains(&partition) {
-                continue;
-            }
-            self.tally.consumed(1);
-            let decision = decide(processor, message);
-            if let Sent::Refused(error) = self.send(message, decision)? {
-                self.refusals += 1;
-                if self.refusals > MAX_REFUSALS {
-                    return Err(error);
-                }
-                warn!(stage = self.stage, partition, offset = message.offset(), %error, "A failed transaction refused a record: aborting it and consuming its records again.");
-                rewound.extend(self.commit(consumer, Some((partition, message.offset())))?);
-            } else if self.is_due() {
-                rewound.extend(self.commit(consumer, None)?);
-            }
-        }
+        };
+        self.rewound.extend(rewound);
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use super::{Layout, TransactionSettings};
 use crate::health::stops_the_stage;
 use crate::health::Cluster;
 use crate::relay::context::Watched;
-use crate::relay::quarantine_headers;
+use crate::relay::outgoing;
 use crate::relay::tally::{Route, Tally};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
@@ -115,6 +115,39 @@ enum Producers {
     },
 }
 
+impl Producers {
+    /// Opens the transaction that carries `partition`'s offsets, if it is not open yet;
+    /// returns the producer of a record of `route`, and whether it is that transactional
+    /// one (the quarantine producer of per-partition producers is not).
+    fn open_for(&mut self, partition: i32, route: Route) -> Result<(&TxProducer, bool), Error> {
+        match self {
+            Producers::Shared(owned) => {
+                owned.begin_if_needed()?;
+                Ok((&owned.producer, true))
+            }
+            Producers::PerPartition {
+                owned,
+                quarantine,
+                quarantine_pending,
+                ..
+            } => {
+                let owned = owned.get_mut(&partition).ok_or_else(|| {
+                    Error::InvalidSettings(format!(
+                        "a record of partition {partition} arrived without its transactional producer"
+                    ))
+                })?;
+                owned.begin_if_needed()?;
+                if let Route::Quarantine(_) = route {
+                    *quarantine_pending = true;
+                    Ok((quarantine, false))
+                } else {
+                    Ok((&owned.producer, true))
+                }
+            }
+        }
+    }
+}
+
 /// The exactly-once strategy: the open transaction(s), their producers, what was
 /// committed so far, and how the loop stands with them.
 pub(in crate::relay) struct ExactlyOnce {
@@ -147,6 +180,9 @@ pub(in crate::relay) struct ExactlyOnce {
     pub(super) aborted_seen: u64,
     /// Records refused by failed transactions since the last commit.
     pub(super) refusals: u32,
+    /// Partitions rewound during the current batch: their later records in it are
+    /// consumed again.
+    pub(super) rewound: Vec<i32>,
 }
 
 impl ExactlyOnce {
@@ -226,6 +262,7 @@ impl ExactlyOnce {
             clean: true,
             aborted_seen: 0,
             refusals: 0,
+            rewound: Vec::new(),
         })
     }
 
@@ -257,6 +294,7 @@ impl ExactlyOnce {
         &mut self,
         message: &BorrowedMessage<'_>,
         decision: Decision,
+        received: Instant,
     ) -> Result<Sent, Error> {
         // A rebalance inside the poll that returned `message` may have met a fatal error
         // (and let the failed producers go): that is what stops the stage, not whatever
@@ -265,76 +303,21 @@ impl ExactlyOnce {
             return Err(error);
         }
         let partition = message.partition();
-        let received = Instant::now();
-        let headers;
-        if let Decision::Drop { reason } = decision {
+        let route = Route::of(&decision);
+        let topic = match route {
+            Route::Forward => &self.output_topic,
+            _ => &self.quarantine_topic,
+        };
+        let (producer, transactional) = self.producers.open_for(partition, route)?;
+        let sent = match route {
             // Nothing is produced, but the offset moves in the partition's transaction.
-            self.open_for(partition)?;
-            self.taken(partition, message.offset(), Route::Drop(reason), received);
-            return Ok(Sent::Taken);
-        }
-        let (record, reason) = match &decision {
-            Decision::Forward { key, payload } => {
-                let mut record =
-                    BaseRecord::<[u8], [u8]>::to(&self.output_topic).payload(payload.as_slice());
-                if let Some(key) = key {
-                    record = record.key(key.as_slice());
-                }
-                (record, None)
-            }
-            Decision::Quarantine {
-                reason,
-                message: explanation,
-                finding,
-            } => {
-                self.tally
-                    .note_quarantine(message, *reason, finding.as_ref());
-                headers =
-                    quarantine_headers(message, *reason, explanation, finding.as_ref(), self.stage);
-                let mut record =
-                    BaseRecord::<[u8], [u8]>::to(&self.quarantine_topic).headers(headers);
-                if let Some(key) = message.key() {
-                    record = record.key(key);
-                }
-                if let Some(payload) = message.payload() {
-                    record = record.payload(payload);
-                }
-                if let Some(timestamp) = message.timestamp().to_millis() {
-                    record = record.timestamp(timestamp);
-                }
-                (record, Some(*reason))
-            }
-            Decision::Drop { .. } => unreachable!("a dropped record returned above"),
+            Route::Drop(_) => Ok(()),
+            _ => send_waiting_for_room(
+                producer,
+                outgoing(topic, &decision, message, self.stage, ()),
+            ),
         };
-        // The quarantine producer of per-partition producers is not transactional.
-        let transactional = reason.is_none() || matches!(self.producers, Producers::Shared(_));
-        let producer = match &mut self.producers {
-            Producers::Shared(owned) => {
-                owned.begin_if_needed()?;
-                &owned.producer
-            }
-            Producers::PerPartition {
-                owned,
-                quarantine,
-                quarantine_pending,
-                ..
-            } => {
-                let owned = owned.get_mut(&partition).ok_or_else(|| {
-                    Error::InvalidSettings(format!(
-                        "a record of partition {partition} arrived without its transactional producer"
-                    ))
-                })?;
-                // A quarantined record's offset moves in its partition's transaction too.
-                owned.begin_if_needed()?;
-                if reason.is_some() {
-                    *quarantine_pending = true;
-                    quarantine
-                } else {
-                    &owned.producer
-                }
-            }
-        };
-        if let Err(error) = send_waiting_for_room(producer, record) {
+        if let Err(error) = sent {
             if let Some(code) = self.fatal_cause() {
                 return Err(Error::transaction(
                     "producing a record",
@@ -350,7 +333,7 @@ impl ExactlyOnce {
             return Err(error);
         }
 
-        self.taken(partition, message.offset(), Route::of(&decision), received);
+        self.taken(partition, message.offset(), route, received);
         Ok(Sent::Taken)
     }
 
@@ -383,21 +366,6 @@ impl ExactlyOnce {
         match &self.producers {
             Producers::Shared(owned) => fatal(owned),
             Producers::PerPartition { owned, .. } => owned.values().find_map(fatal),
-        }
-    }
-
-    /// Opens the transaction that carries `partition`'s offsets, if it is not open yet.
-    fn open_for(&mut self, partition: i32) -> Result<(), Error> {
-        match &mut self.producers {
-            Producers::Shared(owned) => owned.begin_if_needed(),
-            Producers::PerPartition { owned, .. } => owned
-                .get_mut(&partition)
-                .ok_or_else(|| {
-                    Error::InvalidSettings(format!(
-                        "a record of partition {partition} arrived without its transactional producer"
-                    ))
-                })?
-                .begin_if_needed(),
         }
     }
 
