@@ -22,6 +22,7 @@ use rdkafka::{Statistics, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::engine::Strategy;
+use super::partitions::partitions_of_topic;
 use crate::health::ClientWatch;
 
 /// A client's callbacks: its window on the stage's health, and its role's `hooks`.
@@ -96,14 +97,6 @@ impl<D> Rebalancing<D> {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// The partitions of the input topic in `partitions`.
-    fn inputs<'a>(&'a self, partitions: &'a TopicPartitionList) -> impl Iterator<Item = i32> + 'a {
-        partitions
-            .elements_for_topic(&self.input_topic)
-            .into_iter()
-            .map(|elem| elem.partition())
-    }
-
     /// Forgets released partitions (all of them when `everything`), and their lag.
     fn forget(&self, relay: &mut Locked<D>, partitions: &TopicPartitionList, everything: bool) {
         let released: Vec<i32> = if everything {
@@ -113,7 +106,7 @@ impl<D> Rebalancing<D> {
                 .map(|(partition, _)| partition)
                 .collect()
         } else {
-            self.inputs(partitions).collect()
+            partitions_of_topic(partitions, &self.input_topic)
         };
         for partition in released {
             relay.assigned.remove(&partition);
@@ -157,7 +150,7 @@ impl<D: Strategy> ConsumerContext for Watched<Rebalancing<D>> {
                 if let Err(error) = assigned {
                     error!(stage = self.stage, %error, "Cannot assign partitions.");
                 }
-                for partition in self.hooks.inputs(partitions) {
+                for partition in partitions_of_topic(partitions, &self.hooks.input_topic) {
                     relay.assigned.insert(partition, generation);
                 }
                 relay.strategy.assigned(consumer, partitions);

@@ -1,13 +1,13 @@
 //! The one relay loop, and the [`Strategy`] seam its two strategies implement.
 //!
 //! The engine owns what both delivery modes do alike: start-up (settings, the consumer,
-//! its subscription), the thread the loop runs on, polling in batches, the rebalance
-//! generation, asking the processor, stopping on a fatal client error, consumer lag,
-//! shutdown and the last line. A [`Strategy`] owns what differs: how decided records
-//! reach the output, when input offsets move, what a rebalance does to both, and the
-//! report. It runs on the relay's thread (librdkafka's consumer poll blocks), alongside
-//! librdkafka's threads; consumer lag is measured on another small thread, since fetching
-//! watermarks waits for the brokers.
+//! its subscription), the thread the loop runs on, polling in batches, the registry of
+//! assigned partitions and the rebalance generation (a record polled before a rebalance
+//! that took or gave its partition anew is left out), asking the processor and counting,
+//! stopping on a fatal client error, consumer lag (on a small thread of its own: fetching
+//! watermarks waits for the brokers), shutdown with a bounded close, and the last line.
+//! A [`Strategy`] owns what differs: how decided records reach the output, when input
+//! offsets move, what a rebalance does to both.
 
 use std::panic;
 use std::sync::mpsc::{self, RecvTimeoutError};

@@ -11,11 +11,12 @@
 //! - [`Delivery::ExactlyOnce`] ([`exactly_once`]): Kafka transactions per instance or per
 //!   partition, offsets committed or stored inside them, rewinds after an abort, fencing.
 //!
-//! Both share one client context ([`context`]: logs, errors, statistics, rebalances).
-//! The processor runs on the relay's thread. A pool of transform threads (per-partition
-//! workers) is not built: on the 2-core machine the end-to-end bench runs on,
-//! librdkafka's threads and the brokers take the other core, and no measurement has
-//! shown the pool would pay (ADR 0009). ADR 0020 explains the seam.
+//! Written once for both: the engine's loop and partition registry, the counters and
+//! report ([`tally`]), Kafka's partition lists ([`partitions`]) and one client context
+//! ([`context`]: logs, errors, statistics, rebalances). The processor runs on the relay's
+//! thread; a pool of transform threads is not built, as no measurement has shown it
+//! would pay on the 2-core machine the end-to-end bench runs on (ADR 0009). ADR 0020
+//! explains the seam.
 
 mod at_least_once;
 mod context;

@@ -18,6 +18,14 @@ pub(super) fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(TopicPartition
         .collect()
 }
 
+/// The partitions of `topic` in a list.
+pub(super) fn partitions_of_topic(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|elem| elem.partition())
+        .collect()
+}
+
 /// The partitions of a list.
 pub(super) fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()

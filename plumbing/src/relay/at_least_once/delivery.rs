@@ -27,9 +27,6 @@ pub(super) type RelayProducer = ThreadedProducer<Watched<Sender<Report>>>;
 /// A record as the relay hands it to librdkafka: its token is the delivery opaque.
 pub(super) type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
 
-/// A record librdkafka refused to enqueue, handed back with why.
-pub(super) type Refused<'a> = (KafkaError, Record<'a>);
-
 /// First pause before a retriable failure is tried again.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause between tries; librdkafka's own `message.timeout.ms` comes on top.
@@ -126,7 +123,8 @@ impl Outgoing {
         }
     }
 
-    /// Hands the record to librdkafka's queue again; a refusal hands it back.
+    /// Hands the record to librdkafka's queue again, in the caller's order (which
+    /// librdkafka keeps per output partition); a refusal hands it back.
     #[allow(clippy::result_large_err)] // the rare path, and the record must come back
     pub(super) fn send(
         self,
@@ -134,16 +132,14 @@ impl Outgoing {
         topic: &str,
         token: usize,
     ) -> Result<(), (KafkaError, Self)> {
-        send(
-            producer,
-            topic,
-            token,
-            self.key.as_deref(),
-            self.payload.as_deref(),
-            self.headers,
-            self.timestamp,
-        )
-        .map_err(|(error, record)| (error, Self::from_refused(record)))
+        let mut record: Record<'_> = BaseRecord::with_opaque_to(topic, token);
+        record.key = self.key.as_deref();
+        record.payload = self.payload.as_deref();
+        record.headers = self.headers;
+        record.timestamp = self.timestamp;
+        producer
+            .send(record)
+            .map_err(|(error, record)| (error, Self::from_refused(record)))
     }
 }
 
@@ -165,34 +161,6 @@ impl ProducerContext for Watched<Sender<Report>> {
         // The relay is gone only once it stopped caring (after its drain).
         let _ = self.hooks.send(report);
     }
-}
-
-/// Hands one record to librdkafka's queue, in the caller's order (which librdkafka keeps
-/// per output partition).
-#[allow(clippy::result_large_err)] // the refused record comes back, as rdkafka returns it
-fn send<'a>(
-    producer: &RelayProducer,
-    topic: &'a str,
-    token: usize,
-    key: Option<&'a [u8]>,
-    payload: Option<&'a [u8]>,
-    headers: Option<OwnedHeaders>,
-    timestamp: Option<i64>,
-) -> Result<(), Refused<'a>> {
-    let mut record: Record<'a> = BaseRecord::with_opaque_to(topic, token);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
-    if let Some(payload) = payload {
-        record = record.payload(payload);
-    }
-    if let Some(headers) = headers {
-        record = record.headers(headers);
-    }
-    if let Some(timestamp) = timestamp {
-        record = record.timestamp(timestamp);
-    }
-    producer.send(record)
 }
 
 /// Whether a failed delivery may succeed if tried again.

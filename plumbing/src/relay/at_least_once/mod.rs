@@ -222,15 +222,12 @@ impl AtLeastOnce {
 
     /// Records consumed whose delivery is not settled yet.
     fn in_flight(&self) -> usize {
-        self.partitions
-            .values()
-            .map(|partition| partition.offsets.in_flight())
-            .sum()
+        self.in_flight_of(self.partitions.keys())
     }
 
-    fn in_flight_of(&self, partitions: &[i32]) -> usize {
+    fn in_flight_of<'a>(&self, partitions: impl IntoIterator<Item = &'a i32>) -> usize {
         partitions
-            .iter()
+            .into_iter()
             .filter_map(|partition| self.partitions.get(partition))
             .map(|partition| partition.offsets.in_flight())
             .sum()
@@ -588,27 +585,17 @@ impl AtLeastOnce {
                 .is_some_and(|assigned| assigned.stalled_at.is_some())
     }
 
-    /// Every partition whose watermark moved past its last commit, sorted.
-    fn all_committable(&self) -> Vec<(TopicPartition, i64)> {
+    /// Every partition's watermark as `pick` reads it (past its last commit, or since
+    /// it was assigned), where it has one, sorted.
+    fn watermarks(
+        &self,
+        pick: fn(&PartitionOffsets<Tag>) -> Option<i64>,
+    ) -> Vec<(TopicPartition, i64)> {
         let mut ready: Vec<_> = self
             .partitions
             .iter()
             .filter_map(|(partition, assigned)| {
-                Some((self.tp(*partition), assigned.offsets.committable()?))
-            })
-            .collect();
-        ready.sort();
-        ready
-    }
-
-    /// Every partition whose watermark moved since it was assigned, committed or not,
-    /// sorted.
-    fn all_progress(&self) -> Vec<(TopicPartition, i64)> {
-        let mut ready: Vec<_> = self
-            .partitions
-            .iter()
-            .filter_map(|(partition, assigned)| {
-                Some((self.tp(*partition), assigned.offsets.progress()?))
+                Some((self.tp(*partition), pick(&assigned.offsets)?))
             })
             .collect();
         ready.sort();
@@ -626,7 +613,7 @@ impl AtLeastOnce {
 
     /// Commits the watermarks that moved, without waiting for the broker.
     fn commit_periodically<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let ready = self.all_committable();
+        let ready = self.watermarks(PartitionOffsets::committable);
         if ready.is_empty() {
             return;
         }
@@ -969,7 +956,7 @@ impl Strategy for AtLeastOnce {
             warn!(stage, in_flight = self.in_flight(), "Drain timed out: records not delivered yet will be consumed again after a restart.");
             self.abandon_all();
         }
-        let ready = self.all_progress();
+        let ready = self.watermarks(PartitionOffsets::progress);
         if !ready.is_empty() {
             let commit = consumer.commit(&offsets_list(&ready), CommitMode::Sync);
             self.record_release_commit(&ready, commit.is_ok());

@@ -1,27 +1,15 @@
-//! The exactly-once relay: consume → decide → produce, in Kafka transactions.
+//! Exactly once: the forwarded and quarantined records of a batch and the input offsets
+//! past them commit in one Kafka transaction, or not at all (ADR 0007).
 //!
-//! The relay reads the input topic with `isolation.level=read_committed` and
-//! gathers records into a transaction until it holds
-//! [`max_records`](TransactionSettings::max_records) records or has been open for
-//! [`max_duration`](TransactionSettings::max_duration). The forwarded and quarantined
-//! records of that batch and the input offsets past it commit together or not at all:
-//!
-//! - [`Layout::SameCluster`] (ingest): one transactional producer per instance on the
-//!   input cluster; the offsets go to the consumer group with the consumer's group
-//!   metadata (KIP-447), so a member of an older generation (a zombie) cannot commit.
-//! - [`Layout::CrossCluster`] (sink): the output cluster cannot commit the input cluster's
-//!   group, so the offsets are stored in the output cluster, under a group of their own,
-//!   in the same transaction as the records (the pattern of MirrorMaker 2 and KIP-618),
-//!   as committed offsets of an `offsets_topic` whose partitions mirror the input's.
-//!   There is one transactional producer per input partition, `transactional.id =
-//!   PREFIX.TOPIC.PARTITION`: whoever is assigned a partition initializes that id, which
-//!   aborts and fences the previous owner's transaction, then seeks to the offset the
-//!   output cluster holds. ADR 0007 explains the scheme.
-//!
-//! A transaction that fails is aborted and the consumer rewinds its partitions to where
-//! the batch began, so the batch is consumed again. A fatal error (the producer was
-//! fenced by another instance) stops the relay with an error: the process must restart.
-//! On revocation the open transaction is committed before the partitions are released.
+//! A transaction is cut at [`max_records`](TransactionSettings::max_records) records or
+//! after [`max_duration`](TransactionSettings::max_duration). [`Layout::SameCluster`]
+//! commits the offsets with the consumer's group metadata (KIP-447: a member of an older
+//! generation cannot commit); [`Layout::CrossCluster`] stores them in the output cluster,
+//! in the transaction, as MirrorMaker 2 does (KIP-618), and fences a partition's previous
+//! owner by initializing the partition's `transactional.id` before seeking to the stored
+//! offset. A failed transaction is aborted and its partitions rewound to the stored
+//! offsets; a fatal error (fenced by another instance) stops the relay; on revocation
+//! the open transaction commits before the partitions are released.
 
 mod transactions;
 

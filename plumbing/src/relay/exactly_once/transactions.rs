@@ -18,6 +18,7 @@ use crate::health::stops_the_stage;
 use crate::health::Cluster;
 use crate::relay::context::Watched;
 use crate::relay::outgoing;
+use crate::relay::partitions::partitions_of_topic;
 use crate::relay::tally::{Route, Tally};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
@@ -601,11 +602,7 @@ impl ExactlyOnce {
         else {
             return Ok(());
         };
-        let partitions: Vec<i32> = assignment
-            .elements_for_topic(&self.input_topic)
-            .iter()
-            .map(|elem| elem.partition())
-            .collect();
+        let partitions = partitions_of_topic(assignment, &self.input_topic);
         for partition in &partitions {
             if owned.contains_key(partition) {
                 continue;
@@ -645,11 +642,7 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
     ) -> Result<Vec<String>, Error> {
-        let partitions: Vec<i32> = assignment
-            .elements_for_topic(&self.input_topic)
-            .iter()
-            .map(|elem| elem.partition())
-            .collect();
+        let partitions = partitions_of_topic(assignment, &self.input_topic);
         let mut starts = Vec::new();
         for (partition, offset) in self.stored_offsets(consumer, &partitions)? {
             assignment
@@ -729,11 +722,7 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
     ) {
-        let partitions: Vec<i32> = revoked
-            .elements_for_topic(&self.input_topic)
-            .iter()
-            .map(|elem| elem.partition())
-            .collect();
+        let partitions = partitions_of_topic(revoked, &self.input_topic);
         match self.commit_open(consumer, Some(&partitions)) {
             Outcome::Committed => {}
             Outcome::Aborted { rewind } => {
