@@ -251,7 +251,7 @@ pub async fn run(
     match settings.exactly_once() {
         None => {
             // One producer serves both topics: they live on the same cluster.
-            let delivery = plumbing::Delivery::AtLeastOnce {
+            let delivery = plumbing::DeliveryMode::AtLeastOnce {
                 output: producer.clone(),
                 quarantine: producer,
             };
@@ -262,7 +262,7 @@ pub async fn run(
                 producer,
                 transactional_id: exactly_once.transactional_id,
             };
-            let delivery = plumbing::Delivery::ExactlyOnce {
+            let delivery = plumbing::DeliveryMode::ExactlyOnce {
                 transactions: exactly_once.transactions,
                 layout,
             };

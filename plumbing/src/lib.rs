@@ -10,7 +10,7 @@
 //! use std::collections::BTreeMap;
 //! use std::sync::Arc;
 //!
-//! use plumbing::{config, Decision, Delivery, RelaySettings, Shutdown, StageMetrics};
+//! use plumbing::{config, Decision, DeliveryMode, RelaySettings, Shutdown, StageMetrics};
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let passthrough = BTreeMap::new();
@@ -18,7 +18,7 @@
 //! let report = plumbing::run(
 //!     RelaySettings::new("ingest", "redemptions.raw", "redemptions.pseudonymized", "redemptions.quarantine"),
 //!     config::consumer("localhost:9092", "pseudopipe-ingest", &passthrough)?,
-//!     Delivery::AtLeastOnce { output: producer.clone(), quarantine: producer },
+//!     DeliveryMode::AtLeastOnce { output: producer.clone(), quarantine: producer },
 //!     Arc::new(|_key: Option<&[u8]>, payload: Option<&[u8]>| match payload {
 //!         Some(payload) => Decision::Forward { key: None, payload: payload.to_vec() },
 //!         None => Decision::quarantine(plumbing::Reason::new("empty"), "no payload"),
@@ -68,7 +68,7 @@ pub use error::Error;
 pub use metrics::StageMetrics;
 pub use offsets::TopicPartition;
 pub use relay::{
-    run, Decision, Delivery, Finding, Layout, Origin, Processor, ProcessorError, Reason,
+    run, Decision, DeliveryMode, Finding, Layout, Origin, Processor, ProcessorError, Reason,
     RelayReport, RelaySettings, TransactionSettings,
 };
 pub use shutdown::Shutdown;

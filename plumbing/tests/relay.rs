@@ -277,7 +277,7 @@ impl Running {
         let task = tokio::spawn(plumbing::run(
             settings,
             consumer,
-            plumbing::Delivery::AtLeastOnce {
+            plumbing::DeliveryMode::AtLeastOnce {
                 output: output.clone(),
                 quarantine: output,
             },

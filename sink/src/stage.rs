@@ -121,7 +121,7 @@ pub async fn run(
     let processor = Arc::new(SinkProcessor::new(guard, avro));
     match settings.exactly_once() {
         None => {
-            let delivery = plumbing::Delivery::AtLeastOnce {
+            let delivery = plumbing::DeliveryMode::AtLeastOnce {
                 output: cloud,
                 quarantine,
             };
@@ -135,7 +135,7 @@ pub async fn run(
                 offsets: config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?,
                 quarantine,
             };
-            let delivery = plumbing::Delivery::ExactlyOnce {
+            let delivery = plumbing::DeliveryMode::ExactlyOnce {
                 transactions: exactly_once.transactions,
                 layout,
             };

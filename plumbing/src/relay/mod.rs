@@ -6,9 +6,9 @@
 //! unchanged with a reason, or drop it. How decided records reach the output and when
 //! input offsets move is a delivery strategy behind one seam ([`engine::Strategy`]):
 //!
-//! - [`Delivery::AtLeastOnce`] ([`at_least_once`]): acknowledged deliveries, contiguous
+//! - [`DeliveryMode::AtLeastOnce`] ([`at_least_once`]): acknowledged deliveries, contiguous
 //!   watermarks committed every second, retries, stalled partitions, the liveness guard.
-//! - [`Delivery::ExactlyOnce`] ([`exactly_once`]): Kafka transactions per instance or per
+//! - [`DeliveryMode::ExactlyOnce`] ([`exactly_once`]): Kafka transactions per instance or per
 //!   partition, offsets committed or stored inside them, rewinds after an abort, fencing.
 //!
 //! Written once for both: the engine's loop and partition registry, the counters and
@@ -232,7 +232,7 @@ pub struct RelaySettings {
     pub input_topic: String,
     /// Where forwarded records go.
     pub output_topic: String,
-    /// Where quarantined records go (see [`Delivery`]).
+    /// Where quarantined records go (see [`DeliveryMode`]).
     pub quarantine_topic: String,
     /// Records consumed and not yet settled, at most; consumption pauses above it, which
     /// bounds memory while the output cluster is down. Default 10 000.
@@ -394,7 +394,7 @@ impl fmt::Display for RelayReport {
 /// How decided records reach their topics, and when input offsets move: the relay's
 /// delivery strategy (ADR 0020).
 #[derive(Clone, Debug)]
-pub enum Delivery {
+pub enum DeliveryMode {
     /// Acknowledged deliveries, contiguous watermarks committed every
     /// `commit_interval`, retries, stalled partitions, the liveness guard.
     AtLeastOnce {
@@ -432,20 +432,20 @@ pub enum Delivery {
 pub async fn run(
     settings: RelaySettings,
     consumer: ClientConfig,
-    delivery: Delivery,
+    delivery: DeliveryMode,
     processor: Arc<dyn Processor>,
     metrics: StageMetrics,
     shutdown: Shutdown,
 ) -> Result<RelayReport, Error> {
     let strategy_metrics = metrics.clone();
     match delivery {
-        Delivery::AtLeastOnce { output, quarantine } => {
+        DeliveryMode::AtLeastOnce { output, quarantine } => {
             let make = move |settings: &RelaySettings| {
                 AtLeastOnce::new(settings, output, quarantine, strategy_metrics)
             };
             engine::run(settings, consumer, make, processor, metrics, shutdown).await
         }
-        Delivery::ExactlyOnce {
+        DeliveryMode::ExactlyOnce {
             transactions,
             layout,
         } => {

@@ -351,7 +351,9 @@ impl ExactlyOnce {
         entry.next = offset + 1;
         entry.records.push((route, received));
         self.records += 1;
-        self.started.get_or_insert(received);
+        // When the transaction opened, not when the batch was polled: a batch may outlast
+        // several transactions.
+        self.started.get_or_insert_with(Instant::now);
         self.tally
             .metrics
             .in_flight
