@@ -242,7 +242,8 @@ impl AvroWriter {
                 let x = n.as_f64().ok_or_else(|| misfit(path, "not a number"))?;
                 out.extend_from_slice(&x.to_le_bytes());
             }
-            (Schema::String, Json::String(s)) => write_bytes(s.as_bytes(), out),
+            // A uuid is written as its text, as read (`to_json` renders it hyphenated).
+            (Schema::String | Schema::Uuid, Json::String(s)) => write_bytes(s.as_bytes(), out),
             (Schema::Enum(schema), Json::String(s)) => {
                 let index = schema
                     .symbols
@@ -282,7 +283,7 @@ impl AvroWriter {
             (Schema::Null, Json::Null)
             | (Schema::Boolean, Json::Bool(_))
             | (Schema::Float | Schema::Double, Json::Number(_))
-            | (Schema::String, Json::String(_))
+            | (Schema::String | Schema::Uuid, Json::String(_))
             | (Schema::Array(_), Json::Array(_))
             | (Schema::Record(_), Json::Object(_)) => true,
             (Schema::Int | Schema::Date | Schema::TimeMillis, Json::Number(n)) => {
