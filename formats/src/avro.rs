@@ -65,17 +65,6 @@ impl From<AvroError> for Refusal {
     }
 }
 
-/// A record read: its writer schema id and schema, and its JSON event.
-#[derive(Debug)]
-pub struct Decoded {
-    /// The writer schema's id.
-    pub id: u32,
-    /// The writer schema.
-    pub writer: Arc<Schema>,
-    /// The event, as JSON.
-    pub json: Vec<u8>,
-}
-
 /// A registry failed while the stage ran: the records it could not judge went to
 /// quarantine, and the stage stops so that a supervisor restarts it once the registry is
 /// back.
@@ -103,14 +92,6 @@ impl AvroInput {
     /// The registry the schemas come from.
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// The writer schema and JSON event of the wire-format record `payload`.
-    pub fn decode(&self, payload: &[u8]) -> Result<Decoded, Refusal> {
-        let (id, datum) = split_wire(payload)?;
-        let writer = self.writer_schema(id)?;
-        let json = to_json(&writer, id, datum)?;
-        Ok(Decoded { id, writer, json })
     }
 
     /// The schema of `id`, waiting a while for a registry that does not answer.
@@ -333,14 +314,24 @@ fn refusal_of(id: u32, problems: &[SchemaProblem]) -> Refusal {
 }
 
 /// The sink's Avro: the on-prem registry the records name, and the cloud one, if any:
-/// each datum is judged as the JSON event it renders; with a cloud registry, the writer
-/// schema (the derived one) is registered there under the cloud topic's subject
+/// each datum is judged in one pass under the guard's plan for its schema (or, for a
+/// schema that plan does not read, as the JSON event it renders); with a cloud registry,
+/// the writer schema (the derived one) is registered there under the cloud topic's subject
 /// (`TOPIC-value`) and the record's schema id rewritten to the cloud's, so that analysts
 /// resolve it where they are. The datum itself crosses as it came.
 #[derive(Debug)]
 pub struct SinkAvro {
     input: AvroInput,
     cloud: Option<Cloud>,
+    /// Per schema id: the schema, and the guard's plan for it if it has one.
+    plans: Mutex<HashMap<u32, Arc<GuardPlan>>>,
+}
+
+/// How the records of one schema are judged.
+#[derive(Debug)]
+struct GuardPlan {
+    schema: Arc<Schema>,
+    plan: Option<AvroPlan>,
 }
 
 #[derive(Debug)]
@@ -362,7 +353,25 @@ impl SinkAvro {
                 subject: format!("{cloud_topic}-value"),
                 ids: Mutex::default(),
             }),
+            plans: Mutex::default(),
         }
+    }
+
+    /// The schema of `id` and the guard's plan for it, compiled once.
+    fn plan(&self, guard: &LeakGuard, id: u32) -> Result<Arc<GuardPlan>, Refusal> {
+        let known = self.lock().get(&id).cloned();
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let schema = self.input.writer_schema(id)?;
+        let plan = AvroPlan::for_guard(guard.policy(), &schema, id).ok();
+        let judged = Arc::new(GuardPlan { schema, plan });
+        self.lock().insert(id, judged.clone());
+        Ok(judged)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<GuardPlan>>> {
+        self.plans.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Judges the record `payload` with `guard`; the record to forward if it passes.
@@ -372,25 +381,32 @@ impl SinkAvro {
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<Vec<u8>, Rejection> {
-        // The guard judges the whole datum: it renders completely or not at all.
-        let decoded = self.input.decode(payload)?;
-        guard.check(key, &decoded.json)?;
+        // The guard judges the whole datum: every byte of it is read, or nothing passes.
+        let (id, datum) = split_wire(payload).map_err(Refusal::from)?;
+        let judged = self.plan(guard, id)?;
+        match &judged.plan {
+            Some(plan) => plan.judge(guard, key, datum)?,
+            None => guard.check(
+                key,
+                &to_json(&judged.schema, id, datum).map_err(Refusal::from)?,
+            )?,
+        }
         let Some(cloud) = &self.cloud else {
             return Ok(payload.to_vec());
         };
-        let known = cloud.lock().get(&decoded.id).copied();
-        let id = match known {
-            Some(id) => id,
+        let known = cloud.lock().get(&id).copied();
+        let cloud_id = match known {
+            Some(cloud_id) => cloud_id,
             None => {
-                let id = cloud
+                let cloud_id = cloud
                     .registry
-                    .register(&cloud.subject, &decoded.writer)
+                    .register(&cloud.subject, &judged.schema)
                     .map_err(|error| self.input.fail(error))?;
-                cloud.lock().insert(decoded.id, id);
-                id
+                cloud.lock().insert(id, cloud_id);
+                cloud_id
             }
         };
-        Ok(with_schema_id(payload, id)?)
+        Ok(with_schema_id(payload, cloud_id)?)
     }
 
     /// Why a registry failed, if one did (the stage stops on it).

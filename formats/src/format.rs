@@ -252,6 +252,15 @@ mod tests {
             let text = String::from_utf8_lossy(&out);
             assert!(text.contains(uuid) && !text.contains("Alice") && !text.contains("call"));
             assert_eq!(sink.judge(&guard, Some(&key), &out).unwrap(), out);
+            // The raw record does not pass: its address is where a token goes.
+            let raw = sink
+                .judge(&guard, None, &record(id, &schema, uuid))
+                .unwrap_err();
+            assert_eq!(raw.reason, Reason::LeakGuard);
+            assert_eq!(
+                raw.message,
+                "field `email` does not have the shape of its rule's output"
+            );
         }
     }
 

@@ -10,8 +10,9 @@
 //! group is the same event in Avro: the datum read into the JSON event, pseudonymized,
 //! written as a datum of the derived schema (what ingest did with `format = "avro"` before
 //! ADR 0024, the oracle), the direct walk that replaced it (`ingest direct`), the JSON
-//! event's whole path beside them in the same run (`json ingest`), and the sink's side
-//! (datum to JSON, leak guard). The bench counts allocations with a counting global
+//! event's whole path beside them in the same run (`json ingest`), and the sink's side: the
+//! guard on the JSON output (`json guard`), on the datum in one pass (`sink guard direct`)
+//! and through the datum's JSON rendering (as before ADR 0024). The bench counts allocations with a counting global
 //! allocator and prints them per event for each ingest path.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -320,14 +321,43 @@ fn avro(c: &mut Criterion) {
         b.iter(|| black_box(to_json(&raw, 1, black_box(&datum)).expect("the datum decodes")))
     });
     let output_datum = out.clone();
-    group.bench_function(format!("sink guard {} bytes", output_datum.len()), |b| {
+    let guard_plan =
+        AvroPlan::for_guard(&policy, &derived, 2).expect("the derived schema is planned");
+    json_out.clear();
+    let json_key = engine
+        .pseudonymize_into(&payload, &mut json_out)
+        .map(|outcome| outcome.record_key(&json_out).map(<[u8]>::to_vec))
+        .expect("the example event is valid");
+    let json_output = json_out.clone();
+    group.bench_function(format!("json guard {} bytes", json_output.len()), |b| {
         b.iter(|| {
-            let json = to_json(&derived, 2, black_box(&output_datum)).expect("the datum decodes");
             guard
-                .check(None, &json)
-                .expect("pseudonymized output passes");
+                .check(json_key.as_deref(), black_box(&json_output))
+                .expect("pseudonymized output passes")
         })
     });
+    group.bench_function(
+        format!("sink guard direct {} bytes", output_datum.len()),
+        |b| {
+            b.iter(|| {
+                guard_plan
+                    .judge(&guard, json_key.as_deref(), black_box(&output_datum))
+                    .expect("pseudonymized output passes")
+            })
+        },
+    );
+    group.bench_function(
+        format!("sink guard through JSON {} bytes", output_datum.len()),
+        |b| {
+            b.iter(|| {
+                let json =
+                    to_json(&derived, 2, black_box(&output_datum)).expect("the datum decodes");
+                guard
+                    .check(None, &json)
+                    .expect("pseudonymized output passes");
+            })
+        },
+    );
     group.finish();
 }
 

@@ -25,11 +25,13 @@ use apache_avro::Schema;
 use crate::avro::AvroError;
 use crate::error::{Reason, Rejection};
 use crate::generalize::{parse_date, Failure, Generalization, Scalar};
+use crate::guard::{leaf_ok, not_its_shape, LeakGuard};
 use crate::json::{unescape, Kind, Number, MAX_DEPTH};
 use crate::policy::{is_valid_tenant, Limits, Policy, Rule};
+use crate::token::is_token;
 use crate::transform::{
-    consent_wrong_type, no_consent, rule_rejection, BridgePairs, Kept, Outcome, PreviousKeys,
-    Pseudonymizer, TenantKeys,
+    consent_wrong_type, no_consent, personal_rejection, rule_rejection, BridgePairs, Kept, Outcome,
+    PreviousKeys, Pseudonymizer, TenantKeys,
 };
 use crate::tree::{NodeId, Shape, ROOT};
 use crate::walk::Limit;
@@ -121,6 +123,9 @@ pub struct AvroPlan {
     /// The writer schema's id, for messages.
     id: u32,
     nodes: Vec<PlanNode>,
+    /// A plan for the leak guard: every place of the schema is read and judged, dropped
+    /// fields included.
+    guard: bool,
 }
 
 /// The root record is the first node.
@@ -132,6 +137,24 @@ impl AvroPlan {
     /// derived schema); a schema with a type the walk does not read (uuid, big-decimal, a
     /// reference it does not define) is [`NotPlanned`].
     pub fn compile(policy: &Policy, writer: &Schema, id: u32) -> Result<Self, NotPlanned> {
+        Self::compile_with(policy, writer, id, false)
+    }
+
+    /// Compiles the plan with which the leak guard judges datums of `schema` (registry id
+    /// `id`, the schema derived under `policy` when ingest wrote them) in one pass
+    /// ([`AvroPlan::judge`]). A schema with a field the policy does not emit, or a
+    /// structure it does not have, is [`NotPlanned`]: its records are judged through their
+    /// JSON rendering, which refuses them.
+    pub fn for_guard(policy: &Policy, schema: &Schema, id: u32) -> Result<Self, NotPlanned> {
+        Self::compile_with(policy, schema, id, true)
+    }
+
+    fn compile_with(
+        policy: &Policy,
+        writer: &Schema,
+        id: u32,
+        guard: bool,
+    ) -> Result<Self, NotPlanned> {
         let mut named = HashMap::new();
         collect_named(writer, &mut named);
         let mut compiler = Compiler {
@@ -139,6 +162,7 @@ impl AvroPlan {
             named,
             nodes: Vec::new(),
             inside: HashMap::new(),
+            guard,
         };
         let root = compiler.compile(writer, At::Object(ROOT), "")?;
         debug_assert_eq!(root, PLAN_ROOT);
@@ -152,6 +176,54 @@ impl AvroPlan {
             policy: policy.id,
             id,
             nodes: compiler.nodes,
+            guard,
+        })
+    }
+
+    /// Judges the datum `datum` (without its wire-format header) and the record key `key`
+    /// with `guard`, in one pass, as [`LeakGuard::check`] judges the datum's JSON
+    /// rendering: the same verdict, reason and message. The plan must come from
+    /// [`AvroPlan::for_guard`] with the guard's policy.
+    pub fn judge(
+        &self,
+        guard: &LeakGuard,
+        key: Option<&[u8]>,
+        datum: &[u8],
+    ) -> Result<(), Rejection> {
+        let policy = guard.policy();
+        if policy.id != self.policy || !self.guard {
+            return Err(Rejection::new(
+                Reason::LeakGuard,
+                format!(
+                    "the Avro plan of schema {} was not compiled for this guard",
+                    self.id
+                ),
+            ));
+        }
+        if let Some(key) = key {
+            if !std::str::from_utf8(key).is_ok_and(is_token) {
+                return Err(Rejection::new(
+                    Reason::LeakGuard,
+                    "the record key is not a token",
+                ));
+            }
+        }
+        SCRATCH.with_borrow_mut(|slot| {
+            let scratch = match slot {
+                Some(scratch) if scratch.policy == policy.id => scratch,
+                _ => slot.insert(Scratch::new(policy)),
+            };
+            self.read(datum, policy, scratch)?;
+            let mut judge = Judge {
+                plan: self,
+                policy,
+                datum,
+                steps: &scratch.steps,
+                next: 0,
+                text: &mut scratch.text,
+                number: &mut scratch.number,
+            };
+            judge.value(PLAN_ROOT)
         })
     }
 
@@ -439,6 +511,8 @@ struct Compiler<'s> {
     nodes: Vec<PlanNode>,
     /// Records compiled inside a leaf, by full name: a recursive one closes on itself.
     inside: HashMap<String, PlanId>,
+    /// Compiling for the guard: every place outside a leaf's value is judged.
+    guard: bool,
 }
 
 impl<'s> Compiler<'s> {
@@ -584,6 +658,7 @@ impl<'s> Compiler<'s> {
         };
         let written = match (&ty, at) {
             (_, At::Inside) => false,
+            _ if self.guard => true,
             (Ty::Union(branches), _) => {
                 let written = branches.iter().any(|b| {
                     let node = &self.nodes[*b as usize];
@@ -1355,6 +1430,119 @@ impl Writer<'_, '_> {
             (_, value) => self.kept(value),
         }
         Ok(())
+    }
+}
+
+/// The leak guard's pass: every value read judged against its rule's output shape.
+struct Judge<'a> {
+    plan: &'a AvroPlan,
+    policy: &'a Policy,
+    datum: &'a [u8],
+    steps: &'a [Datum],
+    next: usize,
+    text: &'a mut String,
+    number: &'a mut String,
+}
+
+impl Judge<'_> {
+    fn step(&mut self) -> Datum {
+        let step = self.steps.get(self.next).copied().unwrap_or(Datum::Null);
+        self.next += 1;
+        step
+    }
+
+    fn value(&mut self, id: PlanId) -> Result<(), Rejection> {
+        let plan = self.plan;
+        let node = plan.node(id);
+        match (&node.ty, node.at) {
+            (Ty::Record(fields), At::Object(_)) => {
+                for field in fields.iter() {
+                    self.value(*field)?;
+                }
+            }
+            (Ty::Array(item), At::Array(_)) => {
+                let Datum::Items(count) = self.step() else {
+                    return Err(not_its_shape(&node.path));
+                };
+                for _ in 0..count {
+                    self.value(*item)?;
+                }
+            }
+            (Ty::Union(branches), _) => {
+                let Datum::Branch(index) = self.step() else {
+                    return Err(not_its_shape(&node.path));
+                };
+                self.value(branches[index as usize])?;
+            }
+            (_, At::Leaf(leaf)) => {
+                let value = self.step();
+                self.leaf(node, leaf, value)?;
+            }
+            _ => {
+                self.step();
+            }
+        }
+        Ok(())
+    }
+
+    /// What the JSON guard checks of a leaf's value.
+    fn leaf(&mut self, node: &PlanNode, leaf: NodeId, value: Datum) -> Result<(), Rejection> {
+        let path = &node.path;
+        let rule = match self.policy.tree.rule(leaf) {
+            Some(Rule::Drop) => {
+                return Err(Rejection::new(
+                    Reason::LeakGuard,
+                    format!("field `{path}` must have been dropped"),
+                ))
+            }
+            Some(Rule::Keep { detect }) => {
+                let found = match value {
+                    Datum::Container(_) => return Err(not_its_shape(path)),
+                    Datum::Int(_) => {
+                        detect.in_integer(text_of(value, self.plan, self.datum, self.number))
+                    }
+                    Datum::Str(..) | Datum::Symbol { .. } => {
+                        detect.in_text(text_of(value, self.plan, self.datum, self.number))
+                    }
+                    _ => None,
+                };
+                return match found {
+                    Some(detector) => Err(personal_rejection(path, detector)),
+                    None => Ok(()),
+                };
+            }
+            Some(_) if value == Datum::Null => return Ok(()),
+            Some(rule) => rule,
+            None => return Ok(()),
+        };
+        let x = match value {
+            Datum::Float(x) => Some(f64::from(x)),
+            Datum::Double(x) => Some(x),
+            _ => None,
+        };
+        let scalar = match (value, x) {
+            (Datum::Container(_), _) => return Err(not_its_shape(path)),
+            (Datum::Int(n), _) => Scalar::Number(
+                number(n),
+                text_of(value, self.plan, self.datum, self.number),
+            ),
+            (_, Some(x)) => {
+                self.number.clear();
+                if let Some(rendered) = serde_json::Number::from_f64(x) {
+                    let _ = write!(self.number, "{rendered}");
+                }
+                Scalar::Number(Number::F64(x), self.number)
+            }
+            (Datum::Str(..) | Datum::Symbol { .. }, _) => {
+                Scalar::Str(text_of(value, self.plan, self.datum, self.text))
+            }
+            _ => Scalar::Other,
+        };
+        if leaf_ok(rule, scalar) {
+            Ok(())
+        } else {
+            Err(not_its_shape(path))
+        }
     }
 }
 
