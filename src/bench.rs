@@ -9,17 +9,29 @@
 //! - tokens: normalizing and HMAC-ing the values of the token fields (found beforehand);
 //! - encode: the rest of the whole path (writing the output, generalizations), by
 //!   difference.
+//!
+//! With `--format avro`, the same events are also written as Avro datums of the raw schema
+//! and timed beside JSON, per event on one thread: ingest's whole path (JSON's record path,
+//! Avro's direct walk, ADR 0024) and the sink's guard on its output (Avro's in one pass, and
+//! through the datum's JSON rendering as before), and allocations per event of each ingest
+//! path.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use pseudonymize::avro::{to_json, AvroWriter};
+use pseudonymize::avro_schema::{derive, Schema};
+use pseudonymize::avro_walk::AvroPlan;
 use pseudonymize::policy::Rule;
-use pseudonymize::{MasterSecret, Normalizer, Policy, Pseudonymizer, TokenKey};
+use pseudonymize::{LeakGuard, MasterSecret, Normalizer, Policy, Pseudonymizer, TokenKey};
 use serde_json::Value;
 
 use crate::batch::worker_threads;
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchFormat};
+
+/// The raw events' Avro schema, which `--format avro` writes the simulated events with.
+const RAW_SCHEMA: &str = include_str!("../schemas/coupon_redemption.avsc");
 
 const TENANTS: [&str; 2] = ["brand-a", "brand-b"];
 
@@ -100,7 +112,123 @@ pub fn transform(args: BenchArgs) -> Result<ExitCode> {
             "allocations per event: not counted (build with `--features count-allocations`)"
         ),
     }
+    if args.format == BenchFormat::Avro {
+        avro_beside_json(&engine, &policy, &events)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Best of three passes over `events`, in nanoseconds per event, on this thread (CPU time
+/// when Linux tells it, else wall time).
+fn ns_per_event(count: usize, f: &mut dyn FnMut()) -> f64 {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let cpu = thread_cpu_seconds();
+            f();
+            let seconds = match cpu.zip(thread_cpu_seconds()) {
+                Some((before, after)) => after - before,
+                None => started.elapsed().as_secs_f64(),
+            };
+            seconds * 1e9 / count.max(1) as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The same events as JSON and as Avro datums, ingest's whole path and the sink's guard
+/// of each, in one run.
+fn avro_beside_json(engine: &Pseudonymizer, policy: &Policy, events: &[Vec<u8>]) -> Result<()> {
+    let raw = Schema::parse_str(RAW_SCHEMA).context("the embedded raw schema")?;
+    let derived = derive(policy, &raw).map_err(|problems| {
+        anyhow::anyhow!("the policy does not fit schemas/coupon_redemption.avsc: {problems:?}")
+    })?;
+    let plan = AvroPlan::compile(policy, &raw, 1)?;
+    let as_avro = AvroWriter::new(raw.clone());
+    let guard = LeakGuard::new(policy.clone());
+    // The events ingest forwards, in both formats: the JSON event, its datum, and the
+    // outputs and keys the guard judges.
+    let mut cases = Vec::new();
+    for event in events {
+        let mut datum = Vec::new();
+        let mut json_out = Vec::new();
+        let mut avro_out = Vec::new();
+        if as_avro.write(event, &mut datum).is_err() {
+            continue;
+        }
+        let Ok(outcome) = engine.pseudonymize_into(event, &mut json_out) else {
+            continue;
+        };
+        let key = outcome.record_key(&json_out).map(<[u8]>::to_vec);
+        if plan
+            .pseudonymize_into(engine, &datum, &mut avro_out, None)
+            .is_err()
+        {
+            continue;
+        }
+        cases.push((event.as_slice(), datum, json_out, avro_out, key));
+    }
+    let count = cases.len();
+    let mut out = Vec::with_capacity(4096);
+    let mut json_ingest = || {
+        for (event, ..) in &cases {
+            out.clear();
+            let _ = engine.pseudonymize_into(event, &mut out);
+        }
+    };
+    let json_whole = ns_per_event(count, &mut json_ingest);
+    let json_allocations = count_allocations(&mut json_ingest);
+    let mut avro_ingest = || {
+        for (_, datum, ..) in &cases {
+            out.clear();
+            let _ = plan.pseudonymize_into(engine, datum, &mut out, None);
+        }
+    };
+    let avro_whole = ns_per_event(count, &mut avro_ingest);
+    let avro_allocations = count_allocations(&mut avro_ingest);
+    let json_guard = ns_per_event(count, &mut || {
+        for (_, _, json_out, _, key) in &cases {
+            let _ = guard.check(key.as_deref(), json_out);
+        }
+    });
+    let guard_plan = AvroPlan::for_guard(policy, &derived, 2)?;
+    let avro_guard = ns_per_event(count, &mut || {
+        for (_, _, _, avro_out, key) in &cases {
+            let _ = guard_plan.judge(&guard, key.as_deref(), avro_out);
+        }
+    });
+    let avro_guard_through_json = ns_per_event(count, &mut || {
+        for (_, _, _, avro_out, key) in &cases {
+            if let Ok(json) = to_json(&derived, 2, avro_out) {
+                let _ = guard.check(key.as_deref(), &json);
+            }
+        }
+    });
+    let json_bytes: usize = cases.iter().map(|case| case.0.len()).sum();
+    let avro_bytes: usize = cases.iter().map(|case| case.1.len()).sum();
+    println!(
+        "avro beside json, one thread, {count} events ({:.0} bytes as JSON, {:.0} as Avro on average):",
+        json_bytes as f64 / count.max(1) as f64,
+        avro_bytes as f64 / count.max(1) as f64
+    );
+    println!(
+        "  ingest, whole path, ns per event: json {json_whole:.0}, avro {avro_whole:.0} (avro/json {:.2})",
+        avro_whole / json_whole
+    );
+    println!(
+        "  sink guard, ns per event: json {json_guard:.0}, avro {avro_guard:.0} (avro/json {:.2}; through the JSON rendering {avro_guard_through_json:.0})",
+        avro_guard / json_guard
+    );
+    match json_allocations.zip(avro_allocations) {
+        Some((json, avro)) => println!(
+            "  allocations per event, steady state: json {:.3}, avro {:.3}",
+            json as f64 / count.max(1) as f64,
+            avro as f64 / count.max(1) as f64
+        ),
+        None => println!(
+            "  allocations per event: not counted (build with `--features count-allocations`)"
+        ),
+    }
+    Ok(())
 }
 
 /// Pseudonymizes every event once, split over `threads`; returns the wall time and the
@@ -286,14 +414,22 @@ fn values_at<'p>(value: &Value, mut segments: std::str::Split<'p, char>, found: 
 }
 
 /// Allocations per event over one more single-threaded pass, if they are counted.
-#[cfg(feature = "count-allocations")]
 fn allocations_per_event(engine: &Pseudonymizer, events: &[Vec<u8>]) -> Option<f64> {
+    count_allocations(&mut || {
+        pseudonymize_all(engine, events);
+    })
+    .map(|allocations| allocations as f64 / events.len().max(1) as f64)
+}
+
+/// The allocations `f` makes, if they are counted.
+#[cfg(feature = "count-allocations")]
+fn count_allocations(f: &mut dyn FnMut()) -> Option<usize> {
     let region = stats_alloc::Region::new(crate::ALLOCATOR);
-    pseudonymize_all(engine, events);
-    Some(region.change().allocations as f64 / events.len().max(1) as f64)
+    f();
+    Some(region.change().allocations)
 }
 
 #[cfg(not(feature = "count-allocations"))]
-fn allocations_per_event(_engine: &Pseudonymizer, _events: &[Vec<u8>]) -> Option<f64> {
+fn count_allocations(_f: &mut dyn FnMut()) -> Option<usize> {
     None
 }

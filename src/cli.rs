@@ -725,6 +725,20 @@ pub struct BenchArgs {
     /// Policy to apply (default: the embedded default policy).
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// `avro` also times, in the same run, the same events as Avro datums of
+    /// schemas/coupon_redemption.avsc (ingest's direct walk, and the sink's guard) beside
+    /// JSON, per event on one thread.
+    #[arg(long, value_enum, default_value_t = BenchFormat::Json)]
+    pub format: BenchFormat,
+}
+
+/// The record formats `bench transform` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchFormat {
+    /// JSON events.
+    Json,
+    /// JSON events, and the same events as Avro datums.
+    Avro,
 }
 
 #[cfg(test)]

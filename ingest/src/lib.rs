@@ -14,8 +14,6 @@
 //! - [`keys`]: live keys ([`LiveKeys`]): keyring checks, switches, scheduled rotation,
 //!   overlaps, and the audit entries about them.
 //! - [`bridge`]: pairs of old and new tokens during an overlap, to the bridge topic.
-//! - [`avro`]: Avro in and out ([`avro::AvroFormat`]): writer schemas judged against the
-//!   policy, derived schemas registered for the output.
 //! - [`audit_topic`]: the audit log mirrored to an on-prem topic.
 //! - `error`: the crate's one error type, [`Error`].
 //! - `coverage`: the policy rules the first 1000 events did not match, warned about.
@@ -25,7 +23,6 @@
 #![warn(missing_docs)]
 
 pub mod audit_topic;
-pub mod avro;
 pub mod bridge;
 pub mod config;
 mod coverage;

@@ -12,8 +12,9 @@ use plumbing::{
 use pseudonymize::{BridgePairs, Reason, Rejection};
 use tracing::warn;
 
+use formats::IngestFormat;
+
 use crate::audit_topic::AuditMirror;
-use crate::avro::AvroFormat;
 use crate::bridge::Bridge;
 use crate::config::Settings;
 use crate::coverage::Coverage;
@@ -47,13 +48,13 @@ struct State {
 #[derive(Debug)]
 pub struct IngestProcessor {
     state: Mutex<State>,
-    /// Avro in and out, when the raw topic holds Avro.
-    avro: Option<AvroFormat>,
+    /// What the records are made of, in and out.
+    format: IngestFormat,
 }
 
 impl IngestProcessor {
-    /// A processor applying `keys` to JSON events, or to Avro ones with `avro`.
-    pub fn new(keys: IngestKeys, avro: Option<AvroFormat>) -> Self {
+    /// A processor applying `keys` to records of `format`.
+    pub fn new(keys: IngestKeys, format: IngestFormat) -> Self {
         let coverage = Coverage::new(keys.live.engine().policy());
         Self {
             state: Mutex::new(State {
@@ -63,7 +64,7 @@ impl IngestProcessor {
                 counts: Counts::default(),
                 pairs: BridgePairs::default(),
             }),
-            avro,
+            format,
         }
     }
 
@@ -125,41 +126,17 @@ impl Processor for IngestProcessor {
                 "the record has no payload",
             );
         };
-        let (event, avro_output) = match &self.avro {
-            None => (std::borrow::Cow::Borrowed(payload), None),
-            Some(avro) => match avro.read(payload) {
-                Ok((json, output)) => (std::borrow::Cow::Owned(json), Some(output)),
-                Err(refusal) => {
-                    return Decision::quarantine(
-                        plumbing::Reason::new(refusal.reason.code()),
-                        refusal.message,
-                    )
-                }
-            },
-        };
-        coverage.observe(&event);
-        let mut out = Vec::with_capacity(event.len());
+        // A format whose records name a schema has its rules checked per schema instead.
+        if !self.format.has_schemas() {
+            coverage.observe(payload);
+        }
+        let mut out = Vec::with_capacity(payload.len() + payload.len() / 2);
         let engine = keys.live.engine();
-        let result = match &keys.bridge {
-            Some(_) => engine.pseudonymize_bridged(&event, &mut out, pairs),
-            None => engine.pseudonymize_into(&event, &mut out),
-        };
-        match result {
+        let bridged = keys.bridge.as_ref().map(|_| &mut *pairs);
+        match self.format.pseudonymize(engine, payload, &mut out, bridged) {
             Ok(outcome) => {
                 let key = outcome.record_key(&out).map(<[u8]>::to_vec);
-                let payload = match avro_output {
-                    None => out,
-                    Some(output) => {
-                        let mut avro = Vec::with_capacity(out.len());
-                        if let Err(refusal) = output.write(&out, &mut avro) {
-                            return Decision::quarantine(
-                                plumbing::Reason::new(refusal.reason.code()),
-                                refusal.message,
-                            );
-                        }
-                        avro
-                    }
-                };
+                let payload = out;
                 counts.add(outcome.tenant, outcome.key_version);
                 if let Some(bridge) = &mut keys.bridge {
                     if !pairs.is_empty() {
@@ -176,9 +153,7 @@ impl Processor for IngestProcessor {
     }
 
     fn between_batches(&self) -> Result<(), ProcessorError> {
-        if let Some(avro) = &self.avro {
-            avro.failure()?;
-        }
+        self.format.failure()?;
         let mut state = self.lock();
         let State {
             keys, next, counts, ..
@@ -234,19 +209,14 @@ pub async fn run(
     );
     relay.max_in_flight = settings.max_in_flight;
     relay.stall_timeout = settings.stall_timeout();
-    let avro = match settings.registry() {
-        None => None,
-        Some(registry) => {
-            let registry = formats::Registry::new(&registry)
-                .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?;
-            Some(AvroFormat::new(
-                formats::AvroInput::new(Arc::new(registry)),
-                keys.live.engine().policy().clone(),
-                &settings.output_topic,
-            ))
-        }
-    };
-    let processor = Arc::new(IngestProcessor::new(keys, avro));
+    let format = IngestFormat::new(
+        settings.format,
+        settings.registry().as_ref(),
+        keys.live.engine().policy(),
+        &settings.output_topic,
+    )
+    .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?;
+    let processor = Arc::new(IngestProcessor::new(keys, format));
     IngestProcessor::mirror(&mut processor.lock());
     match settings.exactly_once() {
         None => {
@@ -370,7 +340,7 @@ mod tests {
                     bridge: None,
                     mirror: None,
                 },
-                None,
+                IngestFormat::Json,
             )
         }
 

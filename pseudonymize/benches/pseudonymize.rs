@@ -8,8 +8,12 @@
 //! during a rotation's overlap: each token also computed under the previous version and
 //! paired with the new one; the difference is what the bridge costs per event. The `avro`
 //! group is the same event in Avro: the datum read into the JSON event, pseudonymized,
-//! written as a datum of the derived schema (what ingest does with `format = "avro"`), and the
-//! sink's side (datum to JSON, leak guard).
+//! written as a datum of the derived schema (what ingest did with `format = "avro"` before
+//! ADR 0024, the oracle), the direct walk that replaced it (`ingest direct`), the JSON
+//! event's whole path beside them in the same run (`json ingest`), and the sink's side: the
+//! guard on the JSON output (`json guard`), on the datum in one pass (`sink guard direct`)
+//! and through the datum's JSON rendering (as before ADR 0024). The bench counts allocations with a counting global
+//! allocator and prints them per event for each ingest path.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use pseudonymize::policy::Rule;
@@ -18,6 +22,11 @@ use pseudonymize::{
     Pseudonymizer, TokenKey,
 };
 use serde_json::Value;
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+/// Counts allocations, for the per-event figures the `avro` group prints.
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const POLICY: &str = include_str!("../../schemas/coupon_redemption.policy.toml");
 const EVENT: &str = include_str!("../../schemas/coupon_redemption.json");
@@ -218,6 +227,7 @@ fn detectors(c: &mut Criterion) {
 fn avro(c: &mut Criterion) {
     use pseudonymize::avro::{to_json, AvroWriter};
     use pseudonymize::avro_schema::{derive, Schema};
+    use pseudonymize::avro_walk::AvroPlan;
     let policy = Policy::from_toml(POLICY).expect("default policy is valid");
     let secret = secret();
     let engine = Pseudonymizer::new(policy.clone(), [("brand-a".to_string(), 1, &secret)]);
@@ -233,11 +243,69 @@ fn avro(c: &mut Criterion) {
     )
     .unwrap();
     let writer = AvroWriter::new(derived.clone());
+    let plan = AvroPlan::compile(&policy, &raw, 1).expect("the raw schema is planned");
+    let payload = serde_json::to_vec(&serde_json::from_str::<Value>(EVENT).unwrap()).unwrap();
     let mut json_out = Vec::with_capacity(2048);
     let mut out = Vec::with_capacity(2048);
+    let mut direct_out = Vec::with_capacity(2048);
+    let oracle = |out: &mut Vec<u8>, json_out: &mut Vec<u8>| {
+        let json = to_json(&raw, 1, black_box(&datum)).expect("the datum decodes");
+        json_out.clear();
+        engine
+            .pseudonymize_into(&json, json_out)
+            .expect("the example event is valid");
+        out.clear();
+        writer.write(json_out, out).expect("the output fits");
+    };
+    oracle(&mut out, &mut json_out);
+    plan.pseudonymize_into(&engine, &datum, &mut direct_out, None)
+        .expect("the example event is valid");
+    assert_eq!(
+        direct_out, out,
+        "the direct walk writes what the JSON path writes"
+    );
+    // Allocations per event in the steady state (after one event has grown the buffers).
+    let per_event = |f: &mut dyn FnMut()| {
+        f();
+        let region = Region::new(ALLOCATOR);
+        for _ in 0..1000 {
+            f();
+        }
+        region.change().allocations as f64 / 1000.0
+    };
+    let json_allocations = per_event(&mut || {
+        json_out.clear();
+        engine.pseudonymize_into(&payload, &mut json_out).unwrap();
+    });
+    let direct_allocations = per_event(&mut || {
+        direct_out.clear();
+        plan.pseudonymize_into(&engine, &datum, &mut direct_out, None)
+            .unwrap();
+    });
+    let oracle_allocations = per_event(&mut || oracle(&mut out, &mut json_out));
+    println!(
+        "allocations per event: json ingest {json_allocations}, avro ingest direct {direct_allocations}, avro ingest through JSON {oracle_allocations}"
+    );
     let mut group = c.benchmark_group("avro");
     group.throughput(Throughput::Elements(1));
-    group.bench_function(format!("ingest {} bytes", datum.len()), |b| {
+    group.bench_function(format!("json ingest {} bytes", payload.len()), |b| {
+        b.iter(|| {
+            json_out.clear();
+            engine
+                .pseudonymize_into(black_box(&payload), &mut json_out)
+                .expect("the example event is valid");
+            black_box(&json_out);
+        })
+    });
+    group.bench_function(format!("ingest direct {} bytes", datum.len()), |b| {
+        b.iter(|| {
+            direct_out.clear();
+            plan.pseudonymize_into(&engine, black_box(&datum), &mut direct_out, None)
+                .expect("the example event is valid");
+            black_box(&direct_out);
+        })
+    });
+    group.bench_function(format!("ingest through JSON {} bytes", datum.len()), |b| {
         b.iter(|| {
             let json = to_json(&raw, 1, black_box(&datum)).expect("the datum decodes");
             json_out.clear();
@@ -253,14 +321,43 @@ fn avro(c: &mut Criterion) {
         b.iter(|| black_box(to_json(&raw, 1, black_box(&datum)).expect("the datum decodes")))
     });
     let output_datum = out.clone();
-    group.bench_function(format!("sink guard {} bytes", output_datum.len()), |b| {
+    let guard_plan =
+        AvroPlan::for_guard(&policy, &derived, 2).expect("the derived schema is planned");
+    json_out.clear();
+    let json_key = engine
+        .pseudonymize_into(&payload, &mut json_out)
+        .map(|outcome| outcome.record_key(&json_out).map(<[u8]>::to_vec))
+        .expect("the example event is valid");
+    let json_output = json_out.clone();
+    group.bench_function(format!("json guard {} bytes", json_output.len()), |b| {
         b.iter(|| {
-            let json = to_json(&derived, 2, black_box(&output_datum)).expect("the datum decodes");
             guard
-                .check(None, &json)
-                .expect("pseudonymized output passes");
+                .check(json_key.as_deref(), black_box(&json_output))
+                .expect("pseudonymized output passes")
         })
     });
+    group.bench_function(
+        format!("sink guard direct {} bytes", output_datum.len()),
+        |b| {
+            b.iter(|| {
+                guard_plan
+                    .judge(&guard, json_key.as_deref(), black_box(&output_datum))
+                    .expect("pseudonymized output passes")
+            })
+        },
+    );
+    group.bench_function(
+        format!("sink guard through JSON {} bytes", output_datum.len()),
+        |b| {
+            b.iter(|| {
+                let json =
+                    to_json(&derived, 2, black_box(&output_datum)).expect("the datum decodes");
+                guard
+                    .check(None, &json)
+                    .expect("pseudonymized output passes");
+            })
+        },
+    );
     group.finish();
 }
 

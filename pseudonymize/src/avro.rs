@@ -144,6 +144,18 @@ fn finite(x: f64) -> Option<Json> {
     Number::from_f64(x).map(Json::Number)
 }
 
+/// The timestamp types, written as a `long`.
+macro_rules! timestamp {
+    () => {
+        Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos
+    };
+}
+
 /// Writes pseudonymized JSON events as datums of one (derived) schema.
 #[derive(Debug)]
 pub struct AvroWriter {
@@ -210,13 +222,14 @@ impl AvroWriter {
             }
             (Schema::Null, Json::Null) => {}
             (Schema::Boolean, Json::Bool(b)) => out.push(u8::from(*b)),
-            (Schema::Int, Json::Number(n)) => write_long(
+            (Schema::Int | Schema::Date | Schema::TimeMillis, Json::Number(n)) => write_long(
                 n.as_i64()
                     .filter(|n| i32::try_from(*n).is_ok())
                     .ok_or_else(|| misfit(path, "not a 32-bit integer"))?,
                 out,
             ),
-            (Schema::Long, Json::Number(n)) => write_long(
+            (Schema::Long | Schema::TimeMicros, Json::Number(n))
+            | (timestamp!(), Json::Number(n)) => write_long(
                 n.as_i64()
                     .ok_or_else(|| misfit(path, "not a 64-bit integer"))?,
                 out,
@@ -229,7 +242,8 @@ impl AvroWriter {
                 let x = n.as_f64().ok_or_else(|| misfit(path, "not a number"))?;
                 out.extend_from_slice(&x.to_le_bytes());
             }
-            (Schema::String, Json::String(s)) => write_bytes(s.as_bytes(), out),
+            // A uuid is written as its text, as read (`to_json` renders it hyphenated).
+            (Schema::String | Schema::Uuid, Json::String(s)) => write_bytes(s.as_bytes(), out),
             (Schema::Enum(schema), Json::String(s)) => {
                 let index = schema
                     .symbols
@@ -269,10 +283,14 @@ impl AvroWriter {
             (Schema::Null, Json::Null)
             | (Schema::Boolean, Json::Bool(_))
             | (Schema::Float | Schema::Double, Json::Number(_))
-            | (Schema::String, Json::String(_))
+            | (Schema::String | Schema::Uuid, Json::String(_))
             | (Schema::Array(_), Json::Array(_))
             | (Schema::Record(_), Json::Object(_)) => true,
-            (Schema::Int | Schema::Long, Json::Number(n)) => n.as_i64().is_some(),
+            (Schema::Int | Schema::Date | Schema::TimeMillis, Json::Number(n)) => {
+                n.as_i64().is_some_and(|n| i32::try_from(n).is_ok())
+            }
+            (Schema::Long | Schema::TimeMicros, Json::Number(n))
+            | (timestamp!(), Json::Number(n)) => n.as_i64().is_some(),
             (Schema::Enum(schema), Json::String(s)) => schema.symbols.contains(s),
             _ => false,
         }

@@ -46,6 +46,11 @@ impl LeakGuard {
         Self { policy }
     }
 
+    /// The policy whose output the guard checks.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// Checks one record in one pass over its bytes, without building a value; the
     /// message names the field and the rule, never the value. A field twice in one object
     /// fails: the guard judges every byte it lets through.
@@ -153,7 +158,7 @@ impl LeakGuard {
     }
 }
 
-fn not_its_shape(path: &str) -> Rejection {
+pub(crate) fn not_its_shape(path: &str) -> Rejection {
     fail(format!(
         "field `{path}` does not have the shape of its rule's output"
     ))
@@ -161,7 +166,7 @@ fn not_its_shape(path: &str) -> Rejection {
 
 /// Whether a non-null scalar has the shape of `rule`'s output (a `keep` rule's values are
 /// checked by the detectors instead).
-fn leaf_ok(rule: &Rule, value: Scalar<'_>) -> bool {
+pub(crate) fn leaf_ok(rule: &Rule, value: Scalar<'_>) -> bool {
     let text = match value {
         Scalar::Str(text) => Some(text),
         _ => None,

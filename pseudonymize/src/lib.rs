@@ -42,7 +42,11 @@
 //! - [`keyring`]: versions per tenant, wrapped at rest, life-cycle operations.
 //! - [`audit`]: the hash-chained, authenticated and signed log of key operations,
 //!   verifiable with a public key.
-//! - [`avro`]: Avro datums in Confluent's wire format, to and from the JSON record path.
+//! - [`avro`]: Avro datums in Confluent's wire format, to and from the JSON record path
+//!   (the oracle of the direct walk).
+//! - [`avro_walk`]: Avro datums pseudonymized directly, [`avro_walk::AvroPlan`]: a writer
+//!   schema compiled once under the policy, each datum read once, the derived datum
+//!   written straight out.
 //! - [`error`]: [`Error`] for operations, [`Rejection`] for events.
 
 #![forbid(unsafe_code)]
@@ -51,6 +55,7 @@
 pub mod audit;
 pub mod avro;
 pub mod avro_schema;
+pub mod avro_walk;
 pub mod detect;
 pub mod error;
 pub mod generalize;

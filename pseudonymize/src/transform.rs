@@ -40,19 +40,19 @@ use crate::walk::{unknown_field_at, Limit, Malformed, Member, Problem, Step, Wal
 /// The keys of one tenant's active version, derived for every domain of the policy.
 #[derive(Debug)]
 pub struct TenantKeys {
-    version: u32,
+    pub(crate) version: u32,
     fingerprint: String,
-    tokens: Vec<TokenKey>,
-    encrypts: Vec<EncryptKey>,
+    pub(crate) tokens: Vec<TokenKey>,
+    pub(crate) encrypts: Vec<EncryptKey>,
     /// The token keys of the version before, during a rotation's overlap.
-    previous: Option<PreviousKeys>,
+    pub(crate) previous: Option<PreviousKeys>,
 }
 
 /// The token keys of a tenant's previous version, one per token domain of the policy.
 #[derive(Debug)]
-struct PreviousKeys {
-    version: u32,
-    tokens: Vec<TokenKey>,
+pub(crate) struct PreviousKeys {
+    pub(crate) version: u32,
+    pub(crate) tokens: Vec<TokenKey>,
 }
 
 impl TenantKeys {
@@ -199,14 +199,14 @@ impl BridgePairs {
             })
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.text.clear();
         self.pairs.clear();
     }
 
     /// Appends a pair: `path` and `domain` copied, the old token computed by `old_key`
     /// from `normalized`, the new one copied from `new`.
-    fn push(
+    pub(crate) fn push(
         &mut self,
         path: &str,
         domain: &str,
@@ -532,6 +532,12 @@ impl Pseudonymizer {
                 ))
             }
         };
+        self.keys_of(name)
+    }
+
+    /// The active keys of tenant `name` (a valid tenant name), or the rejection of its
+    /// events: unknown, or suspended.
+    pub(crate) fn keys_of(&self, name: &str) -> Result<(&str, &TenantKeys), Rejection> {
         match self.tenants.get_key_value(name) {
             Some((name, keys)) => Ok((name.as_str(), keys)),
             // The tenant name passed the grammar check, is not personal, and tells the
@@ -973,7 +979,7 @@ fn problem_rejection(tree: &Tree, problem: Problem) -> Rejection {
 }
 
 /// The rejection of a value its rule cannot take.
-fn rule_rejection(path: &str, kind: Kind, failure: Failure) -> Rejection {
+pub(crate) fn rule_rejection(path: &str, kind: Kind, failure: Failure) -> Rejection {
     match failure {
         Failure::WrongType(expected) => Rejection::new(
             Reason::WrongType,

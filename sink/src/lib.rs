@@ -7,15 +7,12 @@
 //! payload. The sink holds the cloud credentials and never sees raw data or keys.
 //!
 //! # Layout
-//! - [`avro`]: Avro records judged as their JSON rendering, their schema ids rewritten to
-//!   the cloud registry's ([`avro::SinkAvro`]).
 //! - [`config`]: `[sink]` of the config file, validated ([`Settings`]).
 //! - [`stage`]: the leak-guard decision ([`SinkProcessor`]) and [`run`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod avro;
 pub mod config;
 pub mod stage;
 

@@ -2,29 +2,28 @@
 
 use std::sync::Arc;
 
-use formats::{AvroInput, Registry};
+use formats::SinkFormat;
 use plumbing::{
     config, Decision, Finding, Layout, Processor, ProcessorError, Reason, RelayReport,
     RelaySettings, Shutdown, StageMetrics,
 };
 use pseudonymize::{LeakGuard, Rejection};
 
-use crate::avro::SinkAvro;
 use crate::config::Settings;
 
 /// Forwards a record unchanged when it has the policy's output shape; quarantines it otherwise.
 #[derive(Debug)]
 pub struct SinkProcessor {
     guard: LeakGuard,
-    /// Avro records are judged as the JSON event their datum renders, with its writer
-    /// schema from the registry; the datum is forwarded as it came.
-    avro: Option<SinkAvro>,
+    /// What the records are made of: the guard judges them as their format says, and the
+    /// bytes forwarded are the bytes judged.
+    format: SinkFormat,
 }
 
 impl SinkProcessor {
-    /// A processor enforcing `guard` on JSON records, or on Avro ones with `avro`.
-    pub fn new(guard: LeakGuard, avro: Option<SinkAvro>) -> Self {
-        Self { guard, avro }
+    /// A processor enforcing `guard` on records of `format`.
+    pub fn new(guard: LeakGuard, format: SinkFormat) -> Self {
+        Self { guard, format }
     }
 }
 
@@ -45,23 +44,10 @@ impl Processor for SinkProcessor {
         let Some(payload) = payload else {
             return Decision::quarantine(Reason::new("leak_guard"), "the record has no payload");
         };
-        let (judged, forwarded) = match &self.avro {
-            None => (self.guard.check(key, payload), None),
-            // The guard judges the whole datum: it renders completely or not at all.
-            Some(avro) => match avro.read(payload) {
-                Ok((json, forwarded)) => (self.guard.check(key, &json), Some(forwarded)),
-                Err(refusal) => {
-                    return Decision::quarantine(
-                        Reason::new(refusal.reason.code()),
-                        refusal.message,
-                    )
-                }
-            },
-        };
-        match judged {
-            Ok(()) => Decision::Forward {
+        match self.format.judge(&self.guard, key, payload) {
+            Ok(forwarded) => Decision::Forward {
                 key: key.map(<[u8]>::to_vec),
-                payload: forwarded.unwrap_or_else(|| payload.to_vec()),
+                payload: forwarded.into_owned(),
             },
             // The relay logs it (topic, partition, offset, reason; rate-limited), never
             // the explanation, which stays on-prem in the quarantine record's headers.
@@ -70,7 +56,7 @@ impl Processor for SinkProcessor {
     }
 
     fn between_batches(&self) -> Result<(), ProcessorError> {
-        Ok(self.avro.as_ref().map_or(Ok(()), SinkAvro::failure)?)
+        Ok(self.format.failure()?)
     }
 }
 
@@ -103,22 +89,14 @@ pub async fn run(
     );
     relay.max_in_flight = settings.max_in_flight;
     relay.stall_timeout = settings.stall_timeout();
-    let registry = |settings| {
-        Registry::new(settings).map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))
-    };
-    let avro = match settings.registry() {
-        None => None,
-        Some(onprem) => Some(SinkAvro::new(
-            AvroInput::new(Arc::new(registry(&onprem)?)),
-            settings
-                .cloud_registry()
-                .as_ref()
-                .map(registry)
-                .transpose()?,
-            &settings.topic,
-        )),
-    };
-    let processor = Arc::new(SinkProcessor::new(guard, avro));
+    let format = SinkFormat::new(
+        settings.format,
+        settings.registry().as_ref(),
+        settings.cloud_registry().as_ref(),
+        &settings.topic,
+    )
+    .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?;
+    let processor = Arc::new(SinkProcessor::new(guard, format));
     match settings.exactly_once() {
         None => {
             let delivery = plumbing::DeliveryMode::AtLeastOnce {
@@ -153,7 +131,7 @@ mod tests {
     fn a_raw_event_never_passes_the_sink() {
         let policy =
             Policy::from_toml(include_str!("../../schemas/coupon_redemption.policy.toml")).unwrap();
-        let processor = SinkProcessor::new(LeakGuard::new(policy), None);
+        let processor = SinkProcessor::new(LeakGuard::new(policy), SinkFormat::Json);
         let raw = include_bytes!("../../schemas/coupon_redemption.json");
         assert!(matches!(
             processor.process(None, Some(raw)),
