@@ -9,7 +9,7 @@ use plumbing::{
     config, Decision, Finding, Layout, Origin, Processor, ProcessorError, RelayReport,
     RelaySettings, Shutdown, StageMetrics,
 };
-use pseudonymize::{BridgePairs, Reason, Rejection};
+use pseudonymize::{BridgePairs, QuasiValues, Reason, Rejection};
 use tracing::warn;
 
 use crate::audit_topic::AuditMirror;
@@ -18,6 +18,7 @@ use crate::bridge::Bridge;
 use crate::config::Settings;
 use crate::coverage::Coverage;
 use crate::keys::{Counts, LiveKeys};
+use crate::risk::RiskWatch;
 
 /// What ingest pseudonymizes with, and the side topics it writes about its keys.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct IngestKeys {
     pub bridge: Option<Bridge>,
     /// Where the audit log is mirrored, if anywhere.
     pub mirror: Option<AuditMirror>,
+    /// Classes below k watched, and k enforced, when the policy has `[risk]`.
+    pub risk: Option<RiskWatch>,
 }
 
 /// What the processor changes as it goes (one relay thread uses it).
@@ -40,6 +43,7 @@ struct State {
     pairs: BridgePairs,
     /// The policy rules the first events did not match.
     coverage: Coverage,
+    quasi: QuasiValues,
 }
 
 /// Pseudonymizes one record; a rejection becomes a quarantine decision, an event whose
@@ -62,6 +66,7 @@ impl IngestProcessor {
                 next: BTreeMap::new(),
                 counts: Counts::default(),
                 pairs: BridgePairs::default(),
+                quasi: QuasiValues::new(),
             }),
             avro,
         }
@@ -115,6 +120,7 @@ impl Processor for IngestProcessor {
             counts,
             pairs,
             coverage,
+            quasi,
         } = &mut *state;
         if origin.partition >= 0 {
             next.insert(origin.partition, origin.offset + 1);
@@ -140,13 +146,28 @@ impl Processor for IngestProcessor {
         coverage.observe(&event);
         let mut out = Vec::with_capacity(event.len());
         let engine = keys.live.engine();
-        let result = match &keys.bridge {
-            Some(_) => engine.pseudonymize_bridged(&event, &mut out, pairs),
-            None => engine.pseudonymize_into(&event, &mut out),
+        let result = match (&keys.bridge, &keys.risk) {
+            (bridge, Some(_)) => engine.pseudonymize_observed(
+                &event,
+                &mut out,
+                bridge.as_ref().map(|_| &mut *pairs),
+                quasi,
+            ),
+            (Some(_), None) => engine.pseudonymize_bridged(&event, &mut out, pairs),
+            (None, None) => engine.pseudonymize_into(&event, &mut out),
         };
         match result {
             Ok(outcome) => {
                 let key = outcome.record_key(&out).map(<[u8]>::to_vec);
+                if let Some(watch) = &mut keys.risk {
+                    watch.observe(
+                        origin,
+                        outcome.tenant,
+                        outcome.record_key.clone(),
+                        quasi,
+                        &mut out,
+                    );
+                }
                 let payload = match avro_output {
                     None => out,
                     Some(output) => {
@@ -246,6 +267,11 @@ pub async fn run(
             ))
         }
     };
+    if avro.is_some() && keys.risk.as_ref().is_some_and(RiskWatch::enforces) {
+        return Err(plumbing::Error::InvalidSettings(
+            "the policy's `[risk]` sets `enforce_k`, which applies to JSON input only: set `enforce_k = false` for a topic in Avro (the monitor still counts its classes)".into(),
+        ));
+    }
     let processor = Arc::new(IngestProcessor::new(keys, avro));
     IngestProcessor::mirror(&mut processor.lock());
     match settings.exactly_once() {
@@ -379,6 +405,7 @@ mod tests {
                     live,
                     bridge: None,
                     mirror: None,
+                    risk: None,
                 },
                 None,
             )
