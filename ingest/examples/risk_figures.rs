@@ -42,7 +42,9 @@ fn main() {
         }
     }
     let mut generator = Generator::new(42).with_population(customers);
-    let payloads: Vec<Vec<u8>> = (0..events).map(|_| generator.valid_record().payload).collect();
+    let payloads: Vec<Vec<u8>> = (0..events)
+        .map(|_| generator.valid_record().payload)
+        .collect();
     println!(
         "{events} events of {customers} customers, windows of {window} offsets, one partition"
     );
@@ -130,7 +132,11 @@ fn figures(payloads: &[Vec<u8>], k: u32, window: u64) {
             }
         }
         let ns = started.elapsed().as_nanos() as f64 / payloads.len() as f64;
-        (ns, classes.below(k as usize), generalized_values as f64 / (counted * qis as u64) as f64)
+        (
+            ns,
+            classes.below(k as usize),
+            generalized_values as f64 / (counted * qis as u64) as f64,
+        )
     };
     let (monitor_ns, before, _) = run(&monitoring, true);
     let (enforce_ns, after, lost) = run(&enforcing, true);
@@ -164,7 +170,12 @@ struct Classes {
 
 impl Classes {
     fn add(&mut self, window: u64, key: Vec<String>, subject: u64) {
-        let class = self.windows.entry(window).or_default().entry(key).or_default();
+        let class = self
+            .windows
+            .entry(window)
+            .or_default()
+            .entry(key)
+            .or_default();
         class.0 += 1;
         class.1.insert(subject);
     }
