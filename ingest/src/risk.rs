@@ -662,6 +662,65 @@ enforce_order = ["store", "zip"]
     }
 
     #[test]
+    fn the_leak_guard_forwards_what_enforcement_writes() {
+        let policy = Policy::from_toml(
+            &include_str!("../../schemas/coupon_redemption.policy.toml")
+                .replace("enforce_k = false", "enforce_k = true")
+                .replace("k = 5\n", "k = 2\n")
+                .replace("window = 100000", "window = 2"),
+        )
+        .unwrap();
+        let guard = pseudonymize::LeakGuard::new(policy.clone());
+        let mut watch = RiskWatch::for_policy(&policy, &Registry::new())
+            .unwrap()
+            .unwrap();
+        let secret = MasterSecret::from_bytes([7; 32]);
+        let engine = Pseudonymizer::new(policy, [("brand-a".to_string(), 1, &secret)]);
+        let event: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/coupon_redemption.json")).unwrap();
+        let mut verdicts = Vec::new();
+        for (offset, card) in ["4970100000000001", "4970100000000002"]
+            .iter()
+            .cycle()
+            .take(4)
+            .enumerate()
+        {
+            let mut event = event.clone();
+            event["tenant"] = "brand-a".into();
+            event["customer"]["loyalty_card"] = (*card).into();
+            event["device"]["ip"] = format!("10.0.{offset}.1").into();
+            let mut quasi = QuasiValues::new();
+            let mut out = Vec::new();
+            let outcome = engine
+                .pseudonymize_observed(event.to_string().as_bytes(), &mut out, None, &mut quasi)
+                .unwrap();
+            let key = outcome.record_key(&out).map(<[u8]>::to_vec);
+            let origin = Origin {
+                partition: 0,
+                offset: offset as i64,
+            };
+            verdicts.push(watch.observe(
+                origin,
+                "brand-a",
+                outcome.record_key.clone(),
+                &quasi,
+                &mut out,
+            ));
+            guard
+                .check(key.as_deref(), &out)
+                .unwrap_or_else(|rejection| {
+                    panic!("{rejection}: {}", String::from_utf8_lossy(&out))
+                });
+        }
+        assert_eq!(verdicts[..2], [Verdict::Suppressed, Verdict::Suppressed]);
+        assert_eq!(
+            verdicts[2..],
+            [Verdict::Generalized(1), Verdict::Generalized(1)],
+            "the networks differ, the rest is shared"
+        );
+    }
+
+    #[test]
     fn classes_past_the_cap_count_below_k_and_release_nothing() {
         let policy =
             Policy::from_toml(&POLICY.replace("window = 4", "window = 4\nmax_classes = 1"))
