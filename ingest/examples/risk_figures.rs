@@ -170,10 +170,13 @@ fn hash(token: Option<Vec<u8>>) -> u64 {
     hasher.finish()
 }
 
-/// Classes of the events as they leave, per window: events and distinct subjects.
+/// A class as it leaves: events and distinct subjects.
+type Class = (u64, HashSet<u64>);
+
+/// Classes of the events as they leave, per window.
 #[derive(Default)]
 struct Classes {
-    windows: HashMap<u64, HashMap<Vec<String>, (u64, HashSet<u64>)>>,
+    windows: HashMap<u64, HashMap<Vec<String>, Class>>,
 }
 
 impl Classes {
