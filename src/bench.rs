@@ -160,7 +160,7 @@ fn avro_beside_json(engine: &Pseudonymizer, policy: &Policy, events: &[Vec<u8>])
         };
         let key = outcome.record_key(&json_out).map(<[u8]>::to_vec);
         if plan
-            .pseudonymize_into(engine, &datum, &mut avro_out, None)
+            .pseudonymize_into(engine, &datum, &mut avro_out, None, None)
             .is_err()
         {
             continue;
@@ -180,7 +180,7 @@ fn avro_beside_json(engine: &Pseudonymizer, policy: &Policy, events: &[Vec<u8>])
     let mut avro_ingest = || {
         for (_, datum, ..) in &cases {
             out.clear();
-            let _ = plan.pseudonymize_into(engine, datum, &mut out, None);
+            let _ = plan.pseudonymize_into(engine, datum, &mut out, None, None);
         }
     };
     let avro_whole = ns_per_event(count, &mut avro_ingest);

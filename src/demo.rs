@@ -260,6 +260,7 @@ source_kafka = {{ "session.timeout.ms" = 6000 }}
             live,
             bridge: None,
             mirror: None,
+            risk: None,
         },
         StageMetrics::new(&registry, "ingest")?,
         shutdown.clone(),

@@ -238,12 +238,14 @@ pub async fn run(path: &Path, stages: Stages) -> Result<ExitCode> {
             check_cluster(target, &settings.kafka, &topics).await?;
             let (bridge, mirror) = side_outputs(&keys, &settings, &registry)?;
             ready.store(true, Ordering::Relaxed);
+            let risk = ingest::RiskWatch::for_policy(live.engine().policy(), &registry)?;
             Some((
                 settings,
                 IngestKeys {
                     live,
                     bridge,
                     mirror,
+                    risk,
                 },
             ))
         }

@@ -42,6 +42,23 @@ fn check(args: &SchemaArgs) -> Result<ExitCode> {
                     risk.default_k(),
                     risk.quasi_identifiers().join(", ")
                 );
+                let settings = |risk: pseudonymize::risk::TenantRisk| {
+                    format!(
+                        "k = {}, window = {} offsets, enforce_k = {}",
+                        risk.k, risk.window, risk.enforce_k
+                    )
+                };
+                println!("  every tenant: {}", settings(risk.defaults()));
+                for (tenant, own) in risk.tenants() {
+                    println!("  tenant {tenant}: {}", settings(own));
+                }
+                if risk.enforces_any() {
+                    println!(
+                        "  enforce_order: {}; at most {} classes per partition, tenant and window",
+                        risk.enforce_order().join(", "),
+                        risk.max_classes()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -43,7 +43,10 @@ fn the_dashboard_and_the_alerts_query_only_metrics_the_stages_export() {
     // A run in which every labelled series gets born.
     let policy = std::fs::read_to_string(POLICY)
         .unwrap()
-        .replace("# consent_field = ", "consent_field = ");
+        .replace("# consent_field = ", "consent_field = ")
+        // Risk windows that close within the run, and k enforced, for the risk metrics.
+        .replace("window = 100000", "window = 20")
+        .replace("enforce_k = false", "enforce_k = true");
     let p = Pipeline::new()
         .with_policy(&policy)
         .with_keys_line(r#"check_interval = "200ms""#)

@@ -1,5 +1,8 @@
 //! `risk` over a pseudonymized history export: its counts equal those computed here from
-//! the output file by the definition (docs/compliance.md), per tenant.
+//! the output file by the definition (docs/compliance.md), per tenant. The in-stream
+//! monitor of a running ingest agrees with `risk` over the topic it wrote, and with
+//! `enforce_k` no class below k leaves when a window repeats the one before it (the
+//! guarantee of ADR 0025).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -7,6 +10,9 @@ use std::path::Path;
 use serde_json::Value;
 use simulator::{Generator, Kind};
 
+use testkit::{free_port, shared_brokers};
+
+use crate::harness::{Pipeline, Stage, Zone, TENANT};
 use crate::util::Scratch;
 
 const POLICY: &str = concat!(
@@ -278,5 +284,163 @@ fn risk_says_what_is_missing_instead_of_guessing() {
     assert!(
         error.contains("cannot open the input missing.jsonl"),
         "{error}"
+    );
+}
+
+/// The default policy with `[risk]` replaced by `risk`.
+fn default_policy_with_risk(risk: &str) -> String {
+    let default_policy = std::fs::read_to_string(POLICY).unwrap();
+    let (fields, _) = default_policy.split_once("\n[risk]").unwrap();
+    format!("{fields}\n[risk]\n{risk}\n")
+}
+
+/// `count` valid events of a population of `customers`, for [`TENANT`].
+fn population_events(seed: u64, customers: usize, count: usize) -> Vec<Vec<u8>> {
+    let mut generator = Generator::new(seed)
+        .with_tenants(vec![TENANT.to_owned()])
+        .with_population(customers);
+    std::iter::from_fn(|| Some(generator.next_record()))
+        .filter(|record| record.kind == Kind::Valid)
+        .map(|record| record.payload)
+        .take(count)
+        .collect()
+}
+
+/// A pipeline on the shared brokers with one partition, and `policy`.
+fn one_partition(policy: &str) -> Pipeline {
+    let shared = shared_brokers();
+    Pipeline::start_with_partitions(Zone::Shared(&shared.onprem), Zone::Shared(&shared.cloud), 1)
+        .with_policy(policy)
+}
+
+/// Starts ingest alone and waits until it has closed `windows` risk windows.
+fn ingest_closing(p: &Pipeline, logs: &Path, windows: f64) -> Stage {
+    let port = free_port();
+    let ingest = Stage::start(
+        "ingest",
+        p.ingest_config(port),
+        port,
+        logs.join("ingest.log"),
+    );
+    assert!(
+        testkit::wait_until(std::time::Duration::from_secs(60), || ingest
+            .metrics()
+            .value(
+                "pseudopipe_risk_windows_closed_total",
+                &[("tenant", TENANT)]
+            )
+            >= windows),
+        "{}",
+        ingest.process.failure("closing its risk windows")
+    );
+    ingest
+}
+
+/// `risk --format json` over the pipeline's pseudonymized topic: the tenant's entry.
+fn risk_of_topic(p: &Pipeline) -> Value {
+    let run = p.scratch.run(&[
+        "risk",
+        "--policy",
+        p.policy.to_str().unwrap(),
+        "--brokers",
+        &p.onprem.bootstrap(),
+        "--topic",
+        &p.pseudonymized,
+        "--format",
+        "json",
+    ]);
+    let json: Value = serde_json::from_str(&run.ok()).unwrap();
+    json["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == TENANT)
+        .cloned()
+        .unwrap()
+}
+
+#[test]
+fn the_monitor_metric_agrees_with_risk_on_the_same_events() {
+    // Coarse quasi-identifiers, so that classes fall on both sides of k; one window
+    // holds every event.
+    let events = population_events(11, 400, 1000);
+    let p = one_partition(&default_policy_with_risk(&format!(
+        "quasi_identifiers = [\"customer.birth_date\", \"retailer.channel\"]\nwindow = {}",
+        events.len()
+    )));
+    p.onprem.produce(
+        &p.raw,
+        events
+            .iter()
+            .map(|payload| testkit::NewRecord::new(payload.clone()).partition(0)),
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let ingest = ingest_closing(&p, logs.path(), 1.0);
+    let metric = ingest.metrics().value(
+        "pseudopipe_risk_events_below_k_ratio",
+        &[("tenant", TENANT)],
+    );
+    let report = risk_of_topic(&p);
+    assert_eq!(report["events"], events.len() as u64);
+    let share = report["events_below_k"].as_f64().unwrap() / report["events"].as_f64().unwrap();
+    assert!(
+        0.0 < share && share < 1.0,
+        "classes on both sides of k: {report}"
+    );
+    assert_eq!(
+        metric, share,
+        "the monitor and `risk` count the same classes"
+    );
+}
+
+#[test]
+fn enforce_k_leaves_no_class_below_k_when_a_window_repeats_the_one_before() {
+    // The default quasi-identifiers, under which the home network singles out nearly
+    // everyone; window 1 holds the same events as window 0, so what window 0 released
+    // at each level gathers k subjects in window 1 too.
+    let events = population_events(12, 150, 500);
+    let window = events.len();
+    let p = one_partition(&default_policy_with_risk(&format!(
+        "quasi_identifiers = [{}]\nwindow = {window}\nenforce_k = true\nenforce_order = [\"device.ip\", \"retailer.store_id\", \"customer.address.postal_code\", \"customer.birth_date\", \"retailer.channel\", \"customer.address.country\"]",
+        QUASI_IDENTIFIERS.map(|path| format!("{path:?}")).join(", ")
+    )));
+    p.onprem.produce(
+        &p.raw,
+        events
+            .iter()
+            .chain(&events)
+            .map(|payload| testkit::NewRecord::new(payload.clone()).partition(0)),
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let ingest = ingest_closing(&p, logs.path(), 2.0);
+    let metrics = ingest.metrics();
+    let report = risk_of_topic(&p);
+    assert_eq!(report["events"], 2 * window as u64);
+    assert_eq!(
+        report["events_below_k"], 0,
+        "no class below k left: {report}"
+    );
+    assert!(
+        metrics.value(
+            "pseudopipe_risk_events_below_k_ratio",
+            &[("tenant", TENANT)]
+        ) > 0.9,
+        "the policy alone leaves nearly everyone in a class below k"
+    );
+    let generalized = metrics.value(
+        "pseudopipe_risk_events_enforced_total",
+        &[("tenant", TENANT), ("outcome", "generalized")],
+    );
+    let suppressed = metrics.value(
+        "pseudopipe_risk_events_enforced_total",
+        &[("tenant", TENANT), ("outcome", "suppressed")],
+    );
+    assert!(
+        generalized > 0.0 && suppressed >= window as f64,
+        "window 0 suppressed whole, window 1 partly generalized: {generalized} {suppressed}"
+    );
+    assert!(
+        report["classes"].as_u64().unwrap() > 1,
+        "not everything suppressed: {report}"
     );
 }

@@ -20,7 +20,9 @@ use apache_avro::Schema;
 use pseudonymize::avro::{split_wire, to_json, write_header, AvroError, AvroWriter};
 use pseudonymize::avro_schema::{self, SchemaProblem};
 use pseudonymize::avro_walk::AvroPlan;
-use pseudonymize::{BridgePairs, LeakGuard, Outcome, Policy, Pseudonymizer, Reason, Rejection};
+use pseudonymize::{
+    BridgePairs, LeakGuard, Outcome, Policy, Pseudonymizer, QuasiValues, Reason, Rejection,
+};
 use tracing::warn;
 
 use crate::registry::{Registry, RegistryError};
@@ -188,6 +190,7 @@ impl IngestAvro {
         payload: &[u8],
         out: &mut Vec<u8>,
         pairs: Option<&mut BridgePairs>,
+        quasi: Option<&mut QuasiValues>,
     ) -> Result<Outcome<'e>, Rejection> {
         // The schema is judged before the datum is read: a record of a schema the policy
         // does not accept is refused for that, whatever its bytes.
@@ -196,9 +199,9 @@ impl IngestAvro {
         let mark = out.len();
         write_header(judged.output_id, out);
         let outcome = match &judged.path {
-            Path::Direct(plan) => plan.pseudonymize_into(engine, datum, out, pairs),
+            Path::Direct(plan) => plan.pseudonymize_into(engine, datum, out, pairs, quasi),
             Path::ThroughJson { writer, output } => {
-                through_json(engine, writer, id, datum, output, out, pairs)
+                through_json(engine, writer, id, datum, output, out, pairs, quasi)
             }
         };
         if outcome.is_err() {
@@ -272,12 +275,19 @@ fn through_json<'e>(
     output: &AvroWriter,
     out: &mut Vec<u8>,
     pairs: Option<&mut BridgePairs>,
+    quasi: Option<&mut QuasiValues>,
 ) -> Result<Outcome<'e>, Rejection> {
     let json = to_json(writer, id, datum).map_err(Refusal::from)?;
     let mut pseudonymized = Vec::with_capacity(json.len());
-    let outcome = match pairs {
-        Some(pairs) => engine.pseudonymize_bridged(&json, &mut pseudonymized, pairs)?,
-        None => engine.pseudonymize_into(&json, &mut pseudonymized)?,
+    let outcome = match (pairs, quasi) {
+        (pairs, Some(quasi)) => {
+            let outcome = engine.pseudonymize_observed(&json, &mut pseudonymized, pairs, quasi)?;
+            // The monitor groups this schema's records by their JSON rendering.
+            quasi.hold(&pseudonymized);
+            outcome
+        }
+        (Some(pairs), None) => engine.pseudonymize_bridged(&json, &mut pseudonymized, pairs)?,
+        (None, None) => engine.pseudonymize_into(&json, &mut pseudonymized)?,
     };
     let start = out.len();
     output

@@ -11,7 +11,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use pseudonymize::{BridgePairs, LeakGuard, Outcome, Policy, Pseudonymizer, Rejection};
+use pseudonymize::{
+    BridgePairs, LeakGuard, Outcome, Policy, Pseudonymizer, QuasiValues, Rejection,
+};
 
 use crate::avro::{AvroInput, IngestAvro, RegistryFailed, SinkAvro};
 use crate::registry::{Registry, RegistryError, RegistrySettings};
@@ -49,20 +51,23 @@ impl IngestFormat {
 
     /// Pseudonymizes the record `payload` with `engine`, appending the record to forward
     /// to `out` (untouched on rejection); with `pairs`, pairs the tokens of a rotation's
-    /// overlap ([`Pseudonymizer::pseudonymize_bridged`]).
+    /// overlap ([`Pseudonymizer::pseudonymize_bridged`]); with `quasi`, records where the
+    /// policy's quasi-identifiers are ([`Pseudonymizer::pseudonymize_observed`]).
     pub fn pseudonymize<'e>(
         &self,
         engine: &'e Pseudonymizer,
         payload: &[u8],
         out: &mut Vec<u8>,
         pairs: Option<&mut BridgePairs>,
+        quasi: Option<&mut QuasiValues>,
     ) -> Result<Outcome<'e>, Rejection> {
         match self {
-            Self::Json => match pairs {
-                Some(pairs) => engine.pseudonymize_bridged(payload, out, pairs),
-                None => engine.pseudonymize_into(payload, out),
+            Self::Json => match (pairs, quasi) {
+                (pairs, Some(quasi)) => engine.pseudonymize_observed(payload, out, pairs, quasi),
+                (Some(pairs), None) => engine.pseudonymize_bridged(payload, out, pairs),
+                (None, None) => engine.pseudonymize_into(payload, out),
             },
-            Self::Avro(avro) => avro.pseudonymize(engine, payload, out, pairs),
+            Self::Avro(avro) => avro.pseudonymize(engine, payload, out, pairs, quasi),
         }
     }
 
@@ -243,7 +248,7 @@ mod tests {
         ] {
             let mut out = Vec::new();
             let outcome = ingest
-                .pseudonymize(&engine, &record(id, &schema, uuid), &mut out, None)
+                .pseudonymize(&engine, &record(id, &schema, uuid), &mut out, None, None)
                 .unwrap();
             assert_eq!(out[..5], [0, 0, 0, 0, output_id as u8], "schema {id}");
             let key = outcome.record_key(&out).unwrap().to_vec();
@@ -265,6 +270,54 @@ mod tests {
     }
 
     #[test]
+    fn the_monitor_finds_the_quasi_identifiers_on_both_avro_paths() {
+        let policy =
+            Policy::from_toml(&format!("{POLICY}\n[risk]\nquasi_identifiers = [\"id\"]")).unwrap();
+        let (_directory, settings) = site(&policy);
+        let secret = MasterSecret::from_bytes([4; 32]);
+        let engine = Pseudonymizer::new(policy.clone(), [("default".to_string(), 1, &secret)]);
+        let ingest = IngestFormat::new(Format::Avro, Some(&settings), &policy, "out").unwrap();
+        let mut quasi = QuasiValues::new();
+
+        // Walked directly: the value as the output datum encodes it, in the output.
+        let mut out = Vec::new();
+        let direct = record(1, &writer("\"string\"", false), "store-7");
+        ingest
+            .pseudonymize(&engine, &direct, &mut out, None, Some(&mut quasi))
+            .unwrap();
+        let mut encoded = vec![14]; // the length 7, zigzag-encoded
+        encoded.extend_from_slice(b"store-7");
+        assert_eq!(quasi.value(0, &out), Some(&encoded[..]));
+        assert_eq!(quasi.spans().len(), 1);
+
+        // Through the JSON record path (a uuid): the JSON rendering, held.
+        let uuid = "0b8f2b4e-3f6a-4b59-9f2e-8d1e2f3a4b5c";
+        let schema = writer(r#"{"type":"string","logicalType":"uuid"}"#, false);
+        let mut out = Vec::new();
+        ingest
+            .pseudonymize(
+                &engine,
+                &record(3, &schema, uuid),
+                &mut out,
+                None,
+                Some(&mut quasi),
+            )
+            .unwrap();
+        assert_eq!(quasi.value(0, &out), Some(format!("\"{uuid}\"").as_bytes()));
+        assert!(
+            quasi.spans().is_empty(),
+            "held values are not spans of the output"
+        );
+
+        // The next event's spans are its own.
+        let mut out = Vec::new();
+        ingest
+            .pseudonymize(&engine, &direct, &mut out, None, Some(&mut quasi))
+            .unwrap();
+        assert_eq!(quasi.value(0, &out), Some(&encoded[..]));
+    }
+
+    #[test]
     fn an_unknown_schema_id_and_an_unclassified_field_are_quarantined_as_before() {
         let policy = Policy::from_toml(POLICY).unwrap();
         let (_directory, settings) = site(&policy);
@@ -276,7 +329,7 @@ mod tests {
         let mut unknown = record(1, &writer("\"string\"", false), "a");
         unknown[4] = 99;
         let refused = ingest
-            .pseudonymize(&engine, &unknown, &mut out, None)
+            .pseudonymize(&engine, &unknown, &mut out, None, None)
             .unwrap_err();
         assert_eq!(refused.reason, Reason::UnknownSchema);
         assert_eq!(
@@ -286,14 +339,14 @@ mod tests {
 
         let unclassified = record(2, &writer("\"string\"", true), "a");
         let refused = ingest
-            .pseudonymize(&engine, &unclassified, &mut out, None)
+            .pseudonymize(&engine, &unclassified, &mut out, None, None)
             .unwrap_err();
         assert_eq!(refused.reason, Reason::UnknownField);
         assert!(refused.message.contains("`extra`"), "{}", refused.message);
         assert!(out.is_empty());
 
         let refused = ingest
-            .pseudonymize(&engine, b"{\"id\":\"a\"}", &mut out, None)
+            .pseudonymize(&engine, b"{\"id\":\"a\"}", &mut out, None, None)
             .unwrap_err();
         assert_eq!(refused.reason, Reason::UndecodableFormat);
     }
@@ -308,7 +361,9 @@ mod tests {
         let event = br#"{"id":"a","email":"a@b.c","note":"x"}"#;
         let mut out = Vec::new();
         let mut expected = Vec::new();
-        ingest.pseudonymize(&engine, event, &mut out, None).unwrap();
+        ingest
+            .pseudonymize(&engine, event, &mut out, None, None)
+            .unwrap();
         engine.pseudonymize_into(event, &mut expected).unwrap();
         assert_eq!(out, expected);
         let sink = SinkFormat::new(Format::Json, None, None, "cloud").unwrap();

@@ -17,6 +17,7 @@
 //! - [`audit_topic`]: the audit log mirrored to an on-prem topic.
 //! - `error`: the crate's one error type, [`Error`].
 //! - `coverage`: the policy rules the first 1000 events did not match, warned about.
+//! - [`risk`]: classes below k counted per window, and k enforced ([`RiskWatch`]).
 //! - [`stage`]: the record decision ([`IngestProcessor`]) and [`run`].
 
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod config;
 mod coverage;
 mod error;
 pub mod keys;
+pub mod risk;
 pub mod stage;
 
 pub use audit_topic::AuditMirror;
@@ -35,6 +37,7 @@ pub use bridge::Bridge;
 pub use config::{ExactlyOnce, Settings};
 pub use error::Error;
 pub use keys::{Clock, KeySettings, LiveKeys, SystemClock};
+pub use risk::RiskWatch;
 pub use stage::{run, IngestKeys, IngestProcessor};
 
 /// The options of an ingest metric: every series carries `stage="ingest"`, as the

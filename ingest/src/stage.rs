@@ -9,7 +9,7 @@ use plumbing::{
     config, Decision, Finding, Layout, Origin, Processor, ProcessorError, RelayReport,
     RelaySettings, Shutdown, StageMetrics,
 };
-use pseudonymize::{BridgePairs, Reason, Rejection};
+use pseudonymize::{BridgePairs, QuasiValues, Reason, Rejection};
 use tracing::warn;
 
 use formats::IngestFormat;
@@ -19,6 +19,7 @@ use crate::bridge::Bridge;
 use crate::config::Settings;
 use crate::coverage::Coverage;
 use crate::keys::{Counts, LiveKeys};
+use crate::risk::RiskWatch;
 
 /// What ingest pseudonymizes with, and the side topics it writes about its keys.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct IngestKeys {
     pub bridge: Option<Bridge>,
     /// Where the audit log is mirrored, if anywhere.
     pub mirror: Option<AuditMirror>,
+    /// Classes below k watched, and k enforced, when the policy has `[risk]`.
+    pub risk: Option<RiskWatch>,
 }
 
 /// What the processor changes as it goes (one relay thread uses it).
@@ -41,6 +44,7 @@ struct State {
     pairs: BridgePairs,
     /// The policy rules the first events did not match.
     coverage: Coverage,
+    quasi: QuasiValues,
 }
 
 /// Pseudonymizes one record; a rejection becomes a quarantine decision, an event whose
@@ -63,6 +67,7 @@ impl IngestProcessor {
                 next: BTreeMap::new(),
                 counts: Counts::default(),
                 pairs: BridgePairs::default(),
+                quasi: QuasiValues::new(),
             }),
             format,
         }
@@ -116,6 +121,7 @@ impl Processor for IngestProcessor {
             counts,
             pairs,
             coverage,
+            quasi,
         } = &mut *state;
         if origin.partition >= 0 {
             next.insert(origin.partition, origin.offset + 1);
@@ -133,9 +139,22 @@ impl Processor for IngestProcessor {
         let mut out = Vec::with_capacity(payload.len() + payload.len() / 2);
         let engine = keys.live.engine();
         let bridged = keys.bridge.as_ref().map(|_| &mut *pairs);
-        match self.format.pseudonymize(engine, payload, &mut out, bridged) {
+        let observed = keys.risk.as_ref().map(|_| &mut *quasi);
+        match self
+            .format
+            .pseudonymize(engine, payload, &mut out, bridged, observed)
+        {
             Ok(outcome) => {
                 let key = outcome.record_key(&out).map(<[u8]>::to_vec);
+                if let Some(watch) = &mut keys.risk {
+                    watch.observe(
+                        origin,
+                        outcome.tenant,
+                        outcome.record_key.clone(),
+                        quasi,
+                        &mut out,
+                    );
+                }
                 let payload = out;
                 counts.add(outcome.tenant, outcome.key_version);
                 if let Some(bridge) = &mut keys.bridge {
@@ -216,6 +235,11 @@ pub async fn run(
         &settings.output_topic,
     )
     .map_err(|error| plumbing::Error::InvalidSettings(error.to_string()))?;
+    if format.has_schemas() && keys.risk.as_ref().is_some_and(RiskWatch::enforces) {
+        return Err(plumbing::Error::InvalidSettings(
+            "the policy's `[risk]` sets `enforce_k`, which applies to JSON input only: set `enforce_k = false` for a topic in Avro (the monitor still counts its classes)".into(),
+        ));
+    }
     let processor = Arc::new(IngestProcessor::new(keys, format));
     IngestProcessor::mirror(&mut processor.lock());
     match settings.exactly_once() {
@@ -339,6 +363,7 @@ mod tests {
                     live,
                     bridge: None,
                     mirror: None,
+                    risk: None,
                 },
                 IngestFormat::Json,
             )

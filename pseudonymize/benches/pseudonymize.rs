@@ -258,7 +258,7 @@ fn avro(c: &mut Criterion) {
         writer.write(json_out, out).expect("the output fits");
     };
     oracle(&mut out, &mut json_out);
-    plan.pseudonymize_into(&engine, &datum, &mut direct_out, None)
+    plan.pseudonymize_into(&engine, &datum, &mut direct_out, None, None)
         .expect("the example event is valid");
     assert_eq!(
         direct_out, out,
@@ -279,7 +279,7 @@ fn avro(c: &mut Criterion) {
     });
     let direct_allocations = per_event(&mut || {
         direct_out.clear();
-        plan.pseudonymize_into(&engine, &datum, &mut direct_out, None)
+        plan.pseudonymize_into(&engine, &datum, &mut direct_out, None, None)
             .unwrap();
     });
     let oracle_allocations = per_event(&mut || oracle(&mut out, &mut json_out));
@@ -300,7 +300,7 @@ fn avro(c: &mut Criterion) {
     group.bench_function(format!("ingest direct {} bytes", datum.len()), |b| {
         b.iter(|| {
             direct_out.clear();
-            plan.pseudonymize_into(&engine, black_box(&datum), &mut direct_out, None)
+            plan.pseudonymize_into(&engine, black_box(&datum), &mut direct_out, None, None)
                 .expect("the example event is valid");
             black_box(&direct_out);
         })

@@ -31,7 +31,7 @@ use crate::policy::{is_valid_tenant, Limits, Policy, Rule};
 use crate::token::is_token;
 use crate::transform::{
     consent_wrong_type, no_consent, personal_rejection, rule_rejection, BridgePairs, Kept, Outcome,
-    PreviousKeys, Pseudonymizer, TenantKeys,
+    PreviousKeys, Pseudonymizer, QuasiValues, TenantKeys,
 };
 use crate::tree::{NodeId, Shape, ROOT};
 use crate::walk::Limit;
@@ -240,11 +240,15 @@ impl AvroPlan {
         datum: &[u8],
         out: &mut Vec<u8>,
         mut pairs: Option<&mut BridgePairs>,
+        mut quasi: Option<&mut QuasiValues>,
     ) -> Result<Outcome<'e>, Rejection> {
         if let Some(pairs) = pairs.as_deref_mut() {
             pairs.clear();
         }
         let policy = engine.policy();
+        if let Some(quasi) = quasi.as_deref_mut() {
+            quasi.reset_for(policy);
+        }
         if policy.id != self.policy {
             return Err(Rejection::new(
                 Reason::UndecodableFormat,
@@ -270,7 +274,7 @@ impl AvroPlan {
                 _ => slot.insert(Scratch::new(policy)),
             };
             let mark = out.len();
-            let outcome = self.run(engine, datum, scratch, out, pairs.as_deref_mut());
+            let outcome = self.run(engine, datum, scratch, out, pairs.as_deref_mut(), quasi);
             if outcome.is_err() {
                 out.truncate(mark);
                 if let Some(pairs) = pairs {
@@ -288,6 +292,7 @@ impl AvroPlan {
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
         pairs: Option<&mut BridgePairs>,
+        quasi: Option<&mut QuasiValues>,
     ) -> Result<Outcome<'e>, Rejection> {
         let policy = engine.policy();
         self.read(datum, policy, scratch)?;
@@ -365,6 +370,7 @@ impl AvroPlan {
             event_date,
             record_key: None,
             bridge,
+            quasi,
             text,
             normalized,
             rewritten,
@@ -1114,6 +1120,8 @@ struct Writer<'a, 'p> {
     event_date: Option<time::Date>,
     record_key: Option<Range<usize>>,
     bridge: Option<(&'p mut BridgePairs, &'a PreviousKeys)>,
+    /// Where the quasi-identifiers' output values are, when the risk monitor asks.
+    quasi: Option<&'p mut QuasiValues>,
     text: &'a mut String,
     normalized: &'a mut String,
     rewritten: &'a mut String,
@@ -1217,18 +1225,22 @@ impl Writer<'_, '_> {
         let Some(rule) = policy.tree.rule(leaf) else {
             return Err(self.misfit(node, "a value where the policy expects fields"));
         };
+        let start = self.out.len();
         match rule {
-            Rule::Drop => Ok(()),
+            Rule::Drop => return Ok(()),
             Rule::Keep { detect } => {
                 self.detect(node, *detect, value)?;
                 self.kept(value);
-                Ok(())
             }
-            _ if value == Datum::Null => Ok(()),
-            // The quasi-identifiers' output values are written here (tokens, generalized
-            // values): where the risk monitor's capture joins the Avro walk.
-            rule => self.rewritten(node, leaf, rule, value),
+            _ if value == Datum::Null => return Ok(()),
+            rule => self.rewritten(node, leaf, rule, value)?,
         }
+        // A quasi-identifier's output value, as the risk monitor groups it (a null one
+        // has none, as on the JSON path).
+        if let (Some(quasi), false) = (self.quasi.as_deref_mut(), value == Datum::Null) {
+            quasi.set(policy.quasi_of.get(leaf as usize), start..self.out.len());
+        }
+        Ok(())
     }
 
     /// A token, a ciphertext, a masked or a generalized value in place of `value`.

@@ -81,4 +81,4 @@ pub use normalize::Normalizer;
 pub use policy::Policy;
 pub use secret::{Kek, MasterSecret};
 pub use token::{fingerprint, is_encrypted, is_token, EncryptKey, TokenKey};
-pub use transform::{BridgePair, BridgePairs, Outcome, Pseudonymizer, TenantKeys};
+pub use transform::{BridgePair, BridgePairs, Outcome, Pseudonymizer, QuasiValues, TenantKeys};

@@ -248,6 +248,8 @@ pub struct Policy {
     pub(crate) limits: Limits,
     pub(crate) needs_event_date: bool,
     risk: Option<Risk>,
+    /// Per node of the tree, its index among the quasi-identifiers; empty without `[risk]`.
+    pub(crate) quasi_of: Vec<Option<usize>>,
     /// The first 16 hex digits of the SHA-256 of the TOML text.
     digest: String,
     token_domains: Vec<String>,
@@ -482,6 +484,16 @@ impl Policy {
                 )
             })
             .transpose()?;
+        let mut quasi_of = Vec::new();
+        if let Some(risk) = &risk {
+            quasi_of = vec![None; tree.len()];
+            for (index, path) in risk.quasi_identifiers().iter().enumerate() {
+                let segments = split_path(path)?;
+                if let Some(node) = tree.find(&segments) {
+                    quasi_of[node as usize] = Some(index);
+                }
+            }
+        }
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -495,6 +507,7 @@ impl Policy {
             limits: file.limits,
             needs_event_date,
             risk,
+            quasi_of,
             digest: hex::encode(&Sha256::digest(text.as_bytes())[..8]),
             token_domains,
             encrypt_domains,

@@ -7,8 +7,13 @@
 //! quasi_identifiers = ["customer.birth_date", "customer.address.postal_code", "retailer.store_id"]
 //! k = 5
 //!
+//! window = 100000          # events (input offsets) per window, per partition
+//! enforce_k = false         # generalize further what would leave in a class below k
+//! enforce_order = ["device.ip", "retailer.store_id", "customer.birth_date"]
+//!
 //! [risk.tenants.brand-b]
 //! k = 10
+//! enforce_k = true
 //! ```
 //!
 //! A quasi-identifier names a field whose rule is `keep` or `generalize`, outside arrays:
@@ -16,12 +21,22 @@
 //! quasi-identifier (it is how a subject is told apart: the policy's `record_key`), and a
 //! dropped, masked or encrypted field shows nothing to group by. What the declaration is
 //! used for: `pseudopipe risk` counts, per tenant, the events and subjects in classes
-//! (events equal on every quasi-identifier) holding fewer than `k` subjects.
+//! (events equal on every quasi-identifier) holding fewer than `k` subjects, and ingest
+//! counts them per window to watch the stream and, where `enforce_k` is set, to generalize
+//! further an event whose class is too small ([`Risk::coarsen`], ADR 0025).
+//!
+//! Each quasi-identifier has a hierarchy of coarser values, derived from its rule and
+//! bounded by what the leak guard accepts as the rule's output: a `prefix` shortens by one
+//! character at a time, then is suppressed (null); every other rule goes straight to null.
+//! Level `l` applies the first `l` steps of the enforcement schedule: one step per
+//! quasi-identifier per round, in `enforce_order` (by default the declared order), until
+//! every hierarchy has ended.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::generalize::Generalization;
 use crate::policy::{is_valid_tenant, Rule};
 
 /// The `[risk]` table as written.
@@ -31,15 +46,24 @@ pub(crate) struct RiskSpec {
     quasi_identifiers: Vec<String>,
     #[serde(default = "default_k")]
     k: u32,
+    #[serde(default = "default_window")]
+    window: u64,
+    #[serde(default)]
+    enforce_k: bool,
+    enforce_order: Option<Vec<String>>,
+    #[serde(default = "default_max_classes")]
+    max_classes: usize,
     #[serde(default)]
     tenants: BTreeMap<String, TenantSpec>,
 }
 
-/// `[risk.tenants.NAME]`.
+/// `[risk.tenants.NAME]`: what differs from `[risk]` for one tenant.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantSpec {
-    k: u32,
+    k: Option<u32>,
+    window: Option<u64>,
+    enforce_k: Option<bool>,
 }
 
 /// k = 5: the smallest group the usual guidance for releasing person-level data names.
@@ -47,12 +71,66 @@ fn default_k() -> u32 {
     5
 }
 
+/// 100,000 input offsets: a few seconds of a busy partition, large enough that villages
+/// and rare birth years gather k customers (ADR 0025).
+fn default_window() -> u64 {
+    100_000
+}
+
+/// 100,000 classes per partition, tenant and window: about 10 MB at k = 5 (ADR 0025).
+fn default_max_classes() -> usize {
+    100_000
+}
+
+/// What a tenant's windows are judged with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantRisk {
+    /// The smallest class size, in distinct subjects.
+    pub k: u32,
+    /// Input offsets per window.
+    pub window: u64,
+    /// Whether events in classes below k are generalized further.
+    pub enforce_k: bool,
+}
+
+/// One step coarser for a quasi-identifier, by its rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hierarchy {
+    /// A `prefix` of `length` characters: one character shorter per step, then null.
+    Prefix { length: usize },
+    /// Anything else: null at the first step.
+    Suppress,
+}
+
+impl Hierarchy {
+    fn of(rule: &Rule) -> Self {
+        match rule {
+            Rule::Generalize(Generalization::Prefix { length }) if *length > 1 => {
+                Self::Prefix { length: *length }
+            }
+            _ => Self::Suppress,
+        }
+    }
+
+    /// Steps until the value is null.
+    fn depth(self) -> usize {
+        match self {
+            Self::Prefix { length } => length,
+            Self::Suppress => 1,
+        }
+    }
+}
+
 /// A policy's quasi-identifiers and the `k` of each tenant, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Risk {
     quasi_identifiers: Vec<String>,
-    k: u32,
-    tenant_k: BTreeMap<String, u32>,
+    default: TenantRisk,
+    tenants: BTreeMap<String, TenantRisk>,
+    max_classes: usize,
+    hierarchies: Vec<Hierarchy>,
+    /// Per level from 1: the quasi-identifier (declared index) generalized one step more.
+    schedule: Vec<usize>,
     tenant_field: Option<String>,
     subject_field: Option<String>,
 }
@@ -65,12 +143,98 @@ impl Risk {
 
     /// The `k` of `tenant`: its own, else the policy's.
     pub fn k(&self, tenant: &str) -> u32 {
-        self.tenant_k.get(tenant).copied().unwrap_or(self.k)
+        self.tenant(tenant).k
     }
 
     /// The `k` of tenants without one of their own.
     pub fn default_k(&self) -> u32 {
-        self.k
+        self.default.k
+    }
+
+    /// What `tenant`'s windows are judged with: its own settings, else the policy's.
+    pub fn tenant(&self, tenant: &str) -> TenantRisk {
+        self.tenants.get(tenant).copied().unwrap_or(self.default)
+    }
+
+    /// The settings of tenants without their own.
+    pub fn defaults(&self) -> TenantRisk {
+        self.default
+    }
+
+    /// The tenants with settings of their own, by name.
+    pub fn tenants(&self) -> impl Iterator<Item = (&str, TenantRisk)> {
+        self.tenants
+            .iter()
+            .map(|(name, risk)| (name.as_str(), *risk))
+    }
+
+    /// Whether any tenant (or the default) enforces k.
+    pub fn enforces_any(&self) -> bool {
+        self.default.enforce_k || self.tenants.values().any(|t| t.enforce_k)
+    }
+
+    /// The most classes one window of one partition and tenant counts; the events of
+    /// further classes count as below k and add no subject anywhere (ADR 0025).
+    pub fn max_classes(&self) -> usize {
+        self.max_classes
+    }
+
+    /// The highest generalization level: every hierarchy has ended, every
+    /// quasi-identifier is null.
+    pub fn max_level(&self) -> usize {
+        self.schedule.len()
+    }
+
+    /// The quasi-identifiers in the order enforcement generalizes them.
+    pub fn enforce_order(&self) -> Vec<&str> {
+        let mut order: Vec<&str> = Vec::with_capacity(self.quasi_identifiers.len());
+        for &qi in &self.schedule {
+            let path = self.quasi_identifiers[qi].as_str();
+            if !order.contains(&path) {
+                order.push(path);
+            }
+        }
+        order
+    }
+
+    /// How many steps quasi-identifier `qi` (declared index) is generalized at `level`.
+    pub fn steps_at(&self, qi: usize, level: usize) -> usize {
+        self.schedule[..level.min(self.schedule.len())]
+            .iter()
+            .filter(|&&q| q == qi)
+            .count()
+    }
+
+    /// Appends to `out` the JSON value of quasi-identifier `qi` (declared index) made
+    /// `steps` steps coarser than `value`, its output JSON (`None`: absent or null, which
+    /// stays null). Writes `null` when the hierarchy has ended.
+    pub fn coarsen(&self, qi: usize, value: Option<&[u8]>, steps: usize, out: &mut Vec<u8>) {
+        let Some(value) = value.filter(|_| steps > 0) else {
+            out.extend_from_slice(value.unwrap_or(b"null"));
+            return;
+        };
+        match self.hierarchies[qi] {
+            Hierarchy::Prefix { length } if steps < length => {
+                // A prefix is a JSON string; one with escapes is suppressed rather than cut
+                // inside an escape.
+                let text = value
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .filter(|text| !text.contains(&b'\\'))
+                    .and_then(|text| std::str::from_utf8(text).ok());
+                match text {
+                    Some(text) => {
+                        let keep = length - steps;
+                        let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+                        out.push(b'"');
+                        out.extend_from_slice(&text.as_bytes()[..end]);
+                        out.push(b'"');
+                    }
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            _ => out.extend_from_slice(b"null"),
+        }
     }
 
     /// Where an output event names its tenant: the policy's `tenant_field` when it is
@@ -130,16 +294,83 @@ impl RiskSpec {
                 Ok(k)
             }
         };
-        let k = check_k(self.k, "risk.k")?;
-        let mut tenant_k = BTreeMap::new();
+        let check_window = |window: u64, option: &str| {
+            if window == 0 {
+                Err(format!(
+                    "`{option}` = 0: a window holds at least one input offset; 100000 is a few seconds of a busy partition"
+                ))
+            } else {
+                Ok(window)
+            }
+        };
+        let default = TenantRisk {
+            k: check_k(self.k, "risk.k")?,
+            window: check_window(self.window, "risk.window")?,
+            enforce_k: self.enforce_k,
+        };
+        if self.max_classes == 0 {
+            return Err(
+                "`risk.max_classes` = 0: at least one class per window must be counted".into(),
+            );
+        }
+        let mut tenants = BTreeMap::new();
         for (tenant, spec) in self.tenants {
             if !is_valid_tenant(&tenant) {
                 return Err(format!(
                     "`risk.tenants.{tenant}`: not a valid tenant name ([a-z0-9_-]{{1,64}})"
                 ));
             }
-            let k = check_k(spec.k, &format!("risk.tenants.{tenant}.k"))?;
-            tenant_k.insert(tenant, k);
+            let settings = TenantRisk {
+                k: match spec.k {
+                    Some(k) => check_k(k, &format!("risk.tenants.{tenant}.k"))?,
+                    None => default.k,
+                },
+                window: match spec.window {
+                    Some(window) => check_window(window, &format!("risk.tenants.{tenant}.window"))?,
+                    None => default.window,
+                },
+                enforce_k: spec.enforce_k.unwrap_or(default.enforce_k),
+            };
+            tenants.insert(tenant, settings);
+        }
+        let hierarchies: Vec<Hierarchy> = self
+            .quasi_identifiers
+            .iter()
+            .map(|path| {
+                rules
+                    .iter()
+                    .find(|(p, _)| p == path)
+                    .map_or(Hierarchy::Suppress, |(_, rule)| Hierarchy::of(rule))
+            })
+            .collect();
+        let order: Vec<usize> = match &self.enforce_order {
+            None => (0..self.quasi_identifiers.len()).collect(),
+            Some(order) => {
+                let mut indices = Vec::with_capacity(order.len());
+                for path in order {
+                    match self.quasi_identifiers.iter().position(|p| p == path) {
+                        Some(i) if !indices.contains(&i) => indices.push(i),
+                        Some(_) => {
+                            return Err(format!("`risk.enforce_order` names `{path}` twice"))
+                        }
+                        None => {
+                            return Err(format!(
+                                "`risk.enforce_order`: `{path}` is not in `risk.quasi_identifiers`"
+                            ))
+                        }
+                    }
+                }
+                if indices.len() != self.quasi_identifiers.len() {
+                    return Err("`risk.enforce_order` must list every quasi-identifier once, the first generalized first".into());
+                }
+                indices
+            }
+        };
+        // One step per quasi-identifier per round, in order, until every hierarchy ends.
+        let rounds = hierarchies.iter().map(|h| h.depth()).max().unwrap_or(0);
+        let mut schedule = Vec::new();
+        for round in 1..=rounds {
+            schedule.extend(order.iter().filter(|&&qi| hierarchies[qi].depth() >= round));
         }
         let kept = |path: &str| {
             rules
@@ -148,8 +379,11 @@ impl RiskSpec {
         };
         Ok(Risk {
             quasi_identifiers: self.quasi_identifiers,
-            k,
-            tenant_k,
+            default,
+            tenants,
+            max_classes: self.max_classes,
+            hierarchies,
+            schedule,
             tenant_field: tenant_field.filter(|path| kept(path)).map(str::to_owned),
             subject_field: record_key.map(str::to_owned),
         })
@@ -158,6 +392,7 @@ impl RiskSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::TenantRisk;
     use crate::Policy;
 
     const FIELDS: &str = "[fields]\nid = \"keep\"\nstore = \"keep\"\nbirth = { action = \"generalize\", to = \"year\" }\nmail = { action = \"token\", domain = \"email\" }\nname = \"drop\"\n\"items[].sku\" = \"keep\"\n";
@@ -182,6 +417,69 @@ mod tests {
     }
 
     #[test]
+    fn tenants_inherit_what_they_do_not_set() {
+        let policy = policy(
+            "[risk]\nquasi_identifiers = [\"store\", \"birth\"]\nwindow = 50\n[risk.tenants.b]\nenforce_k = true\n",
+        )
+        .unwrap();
+        let risk = policy.risk().unwrap();
+        let (k, window) = (5, 50);
+        assert_eq!(
+            risk.tenant("a"),
+            TenantRisk {
+                k,
+                window,
+                enforce_k: false
+            }
+        );
+        assert_eq!(
+            risk.tenant("b"),
+            TenantRisk {
+                k,
+                window,
+                enforce_k: true
+            }
+        );
+        assert!(risk.enforces_any());
+    }
+
+    #[test]
+    fn levels_coarsen_one_quasi_identifier_a_step_at_a_time_in_order() {
+        let fields = "[fields]\nstore = \"keep\"\nzip = { action = \"generalize\", to = \"prefix\", length = 3 }\nbirth = { action = \"generalize\", to = \"year\" }\n";
+        let policy = Policy::from_toml(&format!(
+            "{fields}[risk]\nquasi_identifiers = [\"birth\", \"zip\", \"store\"]\nenforce_order = [\"zip\", \"store\", \"birth\"]\n"
+        ))
+        .unwrap();
+        let risk = policy.risk().unwrap();
+        let values: [&[u8]; 3] = [b"\"1987\"", b"\"750\"", b"\"s1\""];
+        let at = |level: usize| {
+            let mut out = Vec::new();
+            for (qi, value) in values.iter().enumerate() {
+                risk.coarsen(qi, Some(value), risk.steps_at(qi, level), &mut out);
+                out.push(b' ');
+            }
+            String::from_utf8(out).unwrap()
+        };
+        // Rounds: zip, store, birth; then zip alone, twice.
+        assert_eq!(risk.max_level(), 5);
+        assert_eq!(risk.enforce_order(), ["zip", "store", "birth"]);
+        assert_eq!(
+            (0..=5).map(at).collect::<Vec<_>>(),
+            [
+                "\"1987\" \"750\" \"s1\" ",
+                "\"1987\" \"75\" \"s1\" ",
+                "\"1987\" \"75\" null ",
+                "null \"75\" null ",
+                "null \"7\" null ",
+                "null null null ",
+            ]
+        );
+        let mut out = Vec::new();
+        risk.coarsen(1, Some(b"\"7\\u00e9\""), 1, &mut out);
+        assert_eq!(out, b"null", "an escaped prefix is suppressed, not cut");
+    }
+
+    #[test]
     fn what_cannot_be_a_quasi_identifier_is_refused_saying_why() {
         for (risk, expected) in [
             ("quasi_identifiers = []", "is empty"),
@@ -198,6 +496,26 @@ mod tests {
             (
                 "quasi_identifiers = [\"store\"]\nl = 5",
                 "unknown field `l`",
+            ),
+            (
+                "quasi_identifiers = [\"store\"]\nwindow = 0",
+                "`risk.window` = 0",
+            ),
+            (
+                "quasi_identifiers = [\"store\"]\n[risk.tenants.b]\nwindow = 0",
+                "`risk.tenants.b.window` = 0",
+            ),
+            (
+                "quasi_identifiers = [\"store\"]\nmax_classes = 0",
+                "`risk.max_classes` = 0",
+            ),
+            (
+                "quasi_identifiers = [\"store\", \"birth\"]\nenforce_order = [\"store\"]",
+                "every quasi-identifier once",
+            ),
+            (
+                "quasi_identifiers = [\"store\"]\nenforce_order = [\"birth\"]",
+                "is not in `risk.quasi_identifiers`",
             ),
         ] {
             let error = policy(&format!("[risk]\n{risk}\n")).unwrap_err();

@@ -25,8 +25,6 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use time::Date;
-
 use crate::detect::{Detector, Detectors};
 use crate::error::{Finding, Reason, Rejection};
 use crate::generalize::{parse_date, Failure, Scalar};
@@ -130,6 +128,81 @@ impl Outcome<'_> {
     /// The record key's token, read from the buffer the event was written into.
     pub fn record_key<'o>(&self, out: &'o [u8]) -> Option<&'o [u8]> {
         self.record_key.clone().map(|range| &out[range])
+    }
+}
+
+/// Where the quasi-identifiers of the policy's `[risk]` are in an event's output, filled
+/// by [`Pseudonymizer::pseudonymize_observed`] in the same pass that writes the output.
+/// Reuse one from event to event: once sized, filling it allocates nothing.
+#[derive(Debug, Default, Clone)]
+pub struct QuasiValues {
+    /// Per quasi-identifier, in declared order: its value's span in the output (or in
+    /// `held`), `None` when absent or null.
+    spans: Vec<Option<Range<usize>>>,
+    /// The values copied out of an intermediate rendering ([`QuasiValues::hold`]) when the
+    /// output does not hold them as the walk wrote them.
+    held: Vec<u8>,
+    holding: bool,
+}
+
+impl QuasiValues {
+    /// An empty set of spans.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The spans of the last event in its output, per quasi-identifier in declared order;
+    /// empty when its values were held from another rendering ([`QuasiValues::hold`]).
+    pub fn spans(&self) -> &[Option<Range<usize>>] {
+        if self.holding {
+            &[]
+        } else {
+            &self.spans
+        }
+    }
+
+    /// The output value of quasi-identifier `index` of the last event written into
+    /// `out` (or held for it).
+    pub fn value<'a>(&'a self, index: usize, out: &'a [u8]) -> Option<&'a [u8]> {
+        let source = if self.holding { &self.held[..] } else { out };
+        self.spans
+            .get(index)
+            .and_then(Option::as_ref)
+            .map(|span| &source[span.clone()])
+    }
+
+    /// Copies the values out of `rendering`, the buffer the spans were recorded in, for
+    /// an output written from it in another encoding (an Avro datum written from the
+    /// JSON record path): [`QuasiValues::value`] then answers from the copies.
+    pub fn hold(&mut self, rendering: &[u8]) {
+        self.held.clear();
+        for span in self.spans.iter_mut().flatten() {
+            let start = self.held.len();
+            self.held.extend_from_slice(&rendering[span.clone()]);
+            *span = start..self.held.len();
+        }
+        self.holding = true;
+    }
+
+    /// Empties the spans for the next event of `policy`.
+    pub(crate) fn reset_for(&mut self, policy: &Policy) {
+        self.reset(
+            policy
+                .risk()
+                .map_or(0, |risk| risk.quasi_identifiers().len()),
+        );
+    }
+
+    fn reset(&mut self, count: usize) {
+        self.spans.clear();
+        self.spans.resize(count, None);
+        self.holding = false;
+    }
+
+    pub(crate) fn set(&mut self, index: Option<&Option<usize>>, span: Range<usize>) {
+        if let Some(Some(index)) = index {
+            self.spans[*index] = Some(span);
+        }
     }
 }
 
@@ -356,7 +429,7 @@ impl Pseudonymizer {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Outcome<'_>, Rejection> {
-        self.pseudonymize_with(payload, out, None)
+        self.pseudonymize_with(payload, out, None, None)
     }
 
     /// Does what [`Pseudonymizer::pseudonymize_into`] does and, when the event's tenant
@@ -371,11 +444,35 @@ impl Pseudonymizer {
         pairs: &mut BridgePairs,
     ) -> Result<Outcome<'_>, Rejection> {
         pairs.clear();
-        let outcome = self.pseudonymize_with(payload, out, Some(&mut *pairs));
+        let outcome = self.pseudonymize_with(payload, out, Some(&mut *pairs), None);
         if outcome.is_err() {
             pairs.clear();
         }
         outcome
+    }
+
+    /// Does what [`Pseudonymizer::pseudonymize_into`] (or, given `pairs`,
+    /// [`Pseudonymizer::pseudonymize_bridged`]) does, and records in `quasi` where each
+    /// quasi-identifier of the policy's `[risk]` is in the output (none without `[risk]`).
+    pub fn pseudonymize_observed(
+        &self,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        pairs: Option<&mut BridgePairs>,
+        quasi: &mut QuasiValues,
+    ) -> Result<Outcome<'_>, Rejection> {
+        quasi.reset_for(&self.policy);
+        match pairs {
+            Some(pairs) => {
+                pairs.clear();
+                let outcome = self.pseudonymize_with(payload, out, Some(&mut *pairs), Some(quasi));
+                if outcome.is_err() {
+                    pairs.clear();
+                }
+                outcome
+            }
+            None => self.pseudonymize_with(payload, out, None, Some(quasi)),
+        }
     }
 
     fn pseudonymize_with(
@@ -383,11 +480,12 @@ impl Pseudonymizer {
         payload: &[u8],
         out: &mut Vec<u8>,
         pairs: Option<&mut BridgePairs>,
+        quasi: Option<&mut QuasiValues>,
     ) -> Result<Outcome<'_>, Rejection> {
         let text = self.check_bytes(payload)?;
         self.with_scratch(|scratch| {
             let mark = out.len();
-            let outcome = self.run(text, scratch, out, pairs);
+            let outcome = self.run(text, scratch, out, pairs, quasi);
             if outcome.is_err() {
                 out.truncate(mark);
             }
@@ -474,23 +572,15 @@ impl Pseudonymizer {
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
         pairs: Option<&mut BridgePairs>,
+        quasi: Option<&mut QuasiValues>,
     ) -> Result<Outcome<'_>, Rejection> {
         let (tenant, keys) = self.walk(payload, scratch)?;
-        let event_date = match self.policy.event_time_field {
-            Some(node) if self.policy.needs_event_date => match scratch.walk.captured(node) {
-                Some((Kind::String { escaped }, start, end)) => {
-                    parse_date(string_text(payload, start, end, escaped, &mut scratch.text))
-                }
-                _ => None,
-            },
-            _ => None,
-        };
         // Pairs only for a tenant in its overlap: for the others the path is unchanged.
         let mut bridge = match (pairs, &keys.previous) {
             (Some(pairs), Some(previous)) => Some((pairs, previous)),
             _ => None,
         };
-        let record_key = self.emit(payload, scratch, keys, event_date, out, &mut bridge)?;
+        let record_key = self.emit(payload, scratch, keys, out, &mut bridge, quasi)?;
         Ok(Outcome {
             tenant,
             key_version: keys.version,
@@ -553,11 +643,26 @@ impl Pseudonymizer {
         payload: &str,
         scratch: &mut Scratch,
         keys: &TenantKeys,
-        event_date: Option<Date>,
         out: &mut Vec<u8>,
         bridge: &mut Option<(&mut BridgePairs, &PreviousKeys)>,
+        mut quasi: Option<&mut QuasiValues>,
     ) -> Result<Option<Range<usize>>, Rejection> {
+        let event_date = match self.policy.event_time_field {
+            Some(node) if self.policy.needs_event_date => match scratch.walk.captured(node) {
+                Some((Kind::String { escaped }, start, end)) => {
+                    parse_date(string_text(payload, start, end, escaped, &mut scratch.text))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
         let tree = &self.policy.tree;
+        // Quasi-identifiers are looked up only when asked for: the record path of a
+        // policy without `[risk]`, or of a caller without a monitor, is unchanged.
+        let quasi_of: &[Option<usize>] = match quasi {
+            Some(_) => &self.policy.quasi_of,
+            None => &[],
+        };
         let Scratch {
             walk,
             text,
@@ -614,7 +719,14 @@ impl Pseudonymizer {
                             value
                                 .kept(*detect, text)
                                 .map_err(|rejection| rejection.at(&tree.node(node).path, kind))?;
+                            let len = raw.len();
                             splice.verbatim(raw);
+                            if let (Some(quasi), false) = (quasi.as_deref_mut(), kind == Kind::Null)
+                            {
+                                // The value is the end of the run not yet copied.
+                                let end = splice.written();
+                                quasi.set(quasi_of.get(node as usize), end - len..end);
+                            }
                             continue;
                         }
                         None => {
@@ -675,7 +787,12 @@ impl Pseudonymizer {
                         }),
                         Rule::Generalize(generalization) => {
                             let scalar = value.scalar(text);
-                            generalization.apply(scalar, event_date, rewritten, out)
+                            let start = out.len();
+                            let applied = generalization.apply(scalar, event_date, rewritten, out);
+                            if let (Some(quasi), true) = (quasi.as_deref_mut(), applied.is_ok()) {
+                                quasi.set(quasi_of.get(node as usize), start..out.len());
+                            }
+                            applied
                         }
                     };
                     applied
@@ -748,6 +865,11 @@ impl<'a> Splice<'a> {
             }
         }
         self.verbatim(member.start..value_start);
+    }
+
+    /// The length of the output once the pending run is copied.
+    fn written(&self) -> usize {
+        self.out.len() + self.run.len()
     }
 
     /// The output buffer, to write something that is not in the input.
@@ -1258,6 +1380,43 @@ mod tests {
         for (payload, reason) in cases {
             let rejection = engine.pseudonymize(payload.as_bytes()).unwrap_err();
             assert_eq!(rejection.reason, reason, "{payload}: {rejection}");
+        }
+    }
+
+    #[test]
+    fn quasi_identifiers_are_found_where_the_output_holds_them() {
+        let engine = engine();
+        let risk = engine
+            .policy()
+            .risk()
+            .expect("the default policy has [risk]");
+        let mut quasi = QuasiValues::new();
+        for customer in [
+            r#""birth_date":"1987-04-12","address":{"postal_code":"75011","country":"FR"}"#,
+            r#""birth_date":null,"address":{"postal_c\u006fde":"75011","country":"FR"}"#,
+            r#""address":{"country":"F\u0052","postal_code":"13001"}"#,
+        ] {
+            let payload = event(customer).replace(
+                r#""retailer":{"id":"r"}"#,
+                r#""retailer":{"id":"r","store_id":"S0042","channel":"web"},"device":{"ip":"10.1.2.3"}"#,
+            );
+            let mut out = b"before".to_vec();
+            let mut pairs = BridgePairs::new();
+            engine
+                .pseudonymize_observed(payload.as_bytes(), &mut out, Some(&mut pairs), &mut quasi)
+                .expect(&payload);
+            let output: serde_json::Value = serde_json::from_slice(&out[6..]).unwrap();
+            for (index, path) in risk.quasi_identifiers().iter().enumerate() {
+                let pointer = format!("/{}", path.replace('.', "/"));
+                let expected = match output.pointer(&pointer) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(value) => Some(value.clone()),
+                };
+                let found = quasi
+                    .value(index, &out)
+                    .map(|json| serde_json::from_slice::<serde_json::Value>(json).unwrap());
+                assert_eq!(found, expected, "{path} in {payload}");
+            }
         }
     }
 

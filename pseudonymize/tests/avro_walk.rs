@@ -71,7 +71,7 @@ fn direct(engine: &Pseudonymizer, plan: &AvroPlan, datum: &[u8]) -> Result {
     let mut out = vec![0xAA];
     let mut pairs = BridgePairs::new();
     let outcome = plan
-        .pseudonymize_into(engine, datum, &mut out, Some(&mut pairs))
+        .pseudonymize_into(engine, datum, &mut out, Some(&mut pairs), None)
         .map_err(|rejection| {
             assert_eq!(out, [0xAA], "a refused record leaves the buffer as it was");
             assert!(pairs.is_empty(), "a refused record leaves no pair");

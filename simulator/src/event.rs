@@ -5,6 +5,7 @@
 //! every retailer, and reuses its scratch buffers from one event to the next. A [`Tamper`]
 //! lets a malformation change exactly one field while the rest of the event stays valid.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 
 use rand::rngs::StdRng;
@@ -16,6 +17,7 @@ use crate::data::{
     COUPON_ALPHABET, EAN_PREFIXES, GLOBAL_PROVIDERS, IPHONE_MODELS, ORIGINS, RETAILERS,
 };
 use crate::json::{push_padded, push_u64, Json};
+
 use crate::population::{self, Customer, Population, Zipf};
 
 /// Products in the catalogue shared by all stores: the size of a supermarket's range, so
@@ -206,9 +208,10 @@ pub(crate) struct Events {
     products: Vec<Product>,
     /// `retailer.store_id`s, per retailer.
     stores: Vec<Vec<Vec<u8>>>,
-    /// Customers who come back, when set ([`Events::with_population`]); a new person
-    /// per event otherwise.
-    population: Option<Population>,
+    /// Customers who come back, when set ([`Events::with_population`]): the seed and
+    /// size, and each tenant's own customers, drawn at its first event. A new person per
+    /// event otherwise.
+    population: Option<(u64, usize, HashMap<String, Population>)>,
     scratch: Scratch,
 }
 
@@ -238,14 +241,18 @@ impl Events {
         }
     }
 
-    /// From now on, every event is redeemed by one of `size` customers, drawn once from
-    /// `seed` (see [`crate::population`]).
+    /// From now on, every event is redeemed by one of `size` customers of its tenant,
+    /// each tenant's drawn once from `seed` and its name (see [`crate::population`]).
     pub(crate) fn with_population(&mut self, seed: u64, size: usize) {
         // Another stream than the events': the population does not shift their draws.
-        let seed = seed ^ 0x9e37_79b9_7f4a_7c15;
+        self.population = Some((seed ^ 0x9e37_79b9_7f4a_7c15, size, HashMap::new()));
+    }
+
+    /// `size` customers drawn from `seed`.
+    fn population(seed: u64, size: usize) -> Population {
         let stores = Zipf::new(STORES_PER_RETAILER);
         let mut village = String::new();
-        self.population = Some(Population::new(seed, size, |rng| {
+        Population::new(seed, size, |rng| {
             let retailer_index = rng.gen_range(0..RETAILERS.len());
             let store = stores.sample(rng);
             let mut s = Scratch::default();
@@ -275,7 +282,7 @@ impl Events {
                 has_phone: person.has_phone,
                 birth: person.birth,
             }
-        }));
+        })
     }
 
     /// The `customer.loyalty_card` of the last event written.
@@ -306,7 +313,16 @@ impl Events {
         push_uuid_v4(&mut s.event_id, rng);
         s.event_time.clear();
         push_rfc3339_ms(&mut s.event_time, *now_ms);
-        let regular = population.as_ref().map(|p| p.visitor(rng));
+        let regular = population.as_mut().map(|(seed, size, tenants)| {
+            if !tenants.contains_key(tenant) {
+                // FNV-1a of the name: the same tenant, the same customers, on any build.
+                let name = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                tenants.insert(tenant.to_owned(), Self::population(*seed ^ name, *size));
+            }
+            tenants[tenant].visitor(rng)
+        });
         let retailer_index = match regular {
             Some(customer) => customer.retailer,
             None => rng.gen_range(0..RETAILERS.len()),

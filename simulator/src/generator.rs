@@ -113,7 +113,8 @@ impl Generator {
     /// of real populations (visits, cities and villages, ages, home stores): see
     /// `population.rs`. Without it, every event is a new person drawn uniformly. The
     /// customers are drawn from the seed, apart from the stream: the same seed and size
-    /// give the same customers.
+    /// give the same customers. Each tenant has `customers` of its own, drawn from the seed
+    /// and its name: no customer is shared by two tenants.
     ///
     /// ```
     /// use simulator::Generator;
@@ -222,6 +223,28 @@ mod tests {
 
     use super::*;
     use crate::{leaked_fields, personal_values};
+
+    #[test]
+    fn each_tenant_has_customers_of_its_own() {
+        let mut generator = Generator::new(5)
+            .with_tenants(vec!["brand-a".into(), "brand-b".into()])
+            .with_population(40);
+        let mut cards: [std::collections::HashSet<Vec<u8>>; 2] = Default::default();
+        for _ in 0..2000 {
+            let record = generator.valid_record();
+            let event: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+            let tenant = usize::from(event["tenant"] == "brand-b");
+            cards[tenant].insert(record.key.unwrap());
+        }
+        assert!(
+            cards.iter().all(|c| (2..=40).contains(&c.len())),
+            "{cards:?}"
+        );
+        assert!(
+            cards[0].is_disjoint(&cards[1]),
+            "no customer shared by the tenants"
+        );
+    }
 
     const POLICY: &str = include_str!("../../schemas/coupon_redemption.policy.toml");
     const REQUIRED: [&str; 4] = [

@@ -14,8 +14,9 @@
 //!   by Zipf's law: a few flagships, many small shops) used for 85 % of visits, and one
 //!   home network address.
 //!
-//! The population is drawn from its own generator seeded from the stream's seed, so the
-//! default stream (no population) is byte for byte what it was.
+//! The population is drawn from its own generator seeded from the stream's seed and the
+//! tenant's name (each tenant its own customers), so the default stream (no population) is
+//! byte for byte what it was.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,760 @@
+//! Re-identification risk watched in the stream, and k enforced where the policy asks
+//! (ADR 0025).
+//!
+//! Windows are cut per input partition and tenant by offset: window `j` holds offsets
+//! `[jW, (j+1)W)`, `W` the tenant's `window`. A window counts its classes (events equal on
+//! every quasi-identifier's output value) with the distinct subjects in each, a subject
+//! being the hash of the record key's token (an event without one is a subject of its
+//! own). Sets make a record seen twice (a rewind, a redelivery) count once. When a window
+//! closes, the share of its events in classes below k goes to
+//! `pseudopipe_risk_events_below_k_ratio{tenant}`.
+//!
+//! Where `enforce_k` is set, an event of window `j` is judged on what window `j - 1` of its
+//! partition released: at each level of generalization (see [`pseudonymize::risk`]), the
+//! classes that gathered k subjects among the events not released at a lower level. The
+//! event leaves at the lowest level whose class was released, its quasi-identifiers
+//! rewritten in its output; past the last level they are all null (suppressed). The
+//! decision depends on the input alone when this instance saw window `j - 1` whole; a
+//! window whose predecessor it did not see (the first after a start or a takeover
+//! mid-stream, and the one after it) leaves suppressed: fail closed.
+//!
+//! Memory: at most `max_classes` classes per partition, tenant and window, each with at
+//! most k subject hashes; the events of further classes count as below k and add no
+//! subject, so they are generalized more, never less.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
+
+use plumbing::prometheus::{GaugeVec, IntCounterVec, Registry};
+use plumbing::Origin;
+use pseudonymize::risk::{Risk, TenantRisk};
+use pseudonymize::{Policy, QuasiValues};
+
+/// Separates the quasi-identifier values in a class key: a JSON text holds no NUL byte.
+const SEPARATOR: u8 = 0;
+
+/// What enforcement did to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Left as the policy wrote it (its class held k subjects, or the tenant does not
+    /// enforce k).
+    Kept,
+    /// Its quasi-identifiers were generalized to this level.
+    Generalized(usize),
+    /// Every quasi-identifier was set to null.
+    Suppressed,
+}
+
+/// The monitor and, for tenants with `enforce_k`, the enforcement state of one ingest.
+#[derive(Debug)]
+pub struct RiskWatch {
+    risk: Risk,
+    metrics: RiskMetrics,
+    partitions: HashMap<i32, PartitionState>,
+    /// Per tenant, per partition: (events, events below k) of its last closed window.
+    closed: HashMap<String, BTreeMap<i32, (u64, u64)>>,
+    key: Vec<u8>,
+    rewritten: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    /// The first offset this instance processed.
+    first: i64,
+    /// The offset after the highest processed.
+    next: i64,
+    tenants: HashMap<String, TenantWindows>,
+}
+
+#[derive(Debug)]
+struct TenantWindows {
+    settings: TenantRisk,
+    /// The open window's index.
+    index: u64,
+    open: Window,
+    /// What window `index - 1` released, if this instance saw it whole.
+    previous: Option<Released>,
+    /// What window `index - 2` released, for a rewind into window `index - 1`.
+    before: Option<Released>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    classes: HashMap<Box<[u8]>, Class>,
+    events: u64,
+    /// Events of classes past the cap.
+    uncounted: u64,
+    /// Whether this instance saw the window from its first offset.
+    whole: bool,
+}
+
+#[derive(Debug, Default)]
+struct Class {
+    events: u64,
+    /// Distinct subject hashes, at most k.
+    subjects: Vec<u64>,
+}
+
+/// Classes of a window grouped at one level: (distinct subjects up to k, the members'
+/// indices among the classes not yet released).
+type Group = (Vec<u64>, Vec<usize>);
+
+/// Per level, the class keys (at that level) a window released.
+#[derive(Debug, Default)]
+struct Released {
+    levels: Vec<HashSet<Box<[u8]>>>,
+}
+
+impl RiskWatch {
+    /// A watch over `policy`'s quasi-identifiers, its metrics in `registry`; none when the
+    /// policy has no `[risk]`.
+    pub fn for_policy(
+        policy: &Policy,
+        registry: &Registry,
+    ) -> Result<Option<Self>, plumbing::prometheus::Error> {
+        let Some(risk) = policy.risk() else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            risk: risk.clone(),
+            metrics: RiskMetrics::new(registry)?,
+            partitions: HashMap::new(),
+            closed: HashMap::new(),
+            key: Vec::new(),
+            rewritten: Vec::new(),
+        }))
+    }
+
+    /// Whether some tenant enforces k.
+    pub fn enforces(&self) -> bool {
+        self.risk.enforces_any()
+    }
+
+    /// Counts one pseudonymized event of `tenant` read at `origin`, whose output is `out`
+    /// with its quasi-identifiers at `quasi` and its subject's token at `subject`; where
+    /// the tenant enforces k, rewrites `out` as the verdict says.
+    pub fn observe(
+        &mut self,
+        origin: Origin,
+        tenant: &str,
+        subject: Option<Range<usize>>,
+        quasi: &QuasiValues,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        let Origin { partition, offset } = origin;
+        if partition < 0 || offset < 0 {
+            return Verdict::Kept;
+        }
+        let offset = offset as u64;
+        let partition_state = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState {
+                first: origin.offset,
+                next: origin.offset,
+                tenants: HashMap::new(),
+            });
+        let fresh = origin.offset >= partition_state.next;
+        if fresh {
+            partition_state.next = origin.offset + 1;
+        }
+        let first = partition_state.first.max(0) as u64;
+        let windows = match partition_state.tenants.get_mut(tenant) {
+            Some(windows) => windows,
+            None => {
+                let settings = self.risk.tenant(tenant);
+                let index = offset / settings.window;
+                partition_state
+                    .tenants
+                    .entry(tenant.to_owned())
+                    .or_insert(TenantWindows {
+                        settings,
+                        index,
+                        open: Window {
+                            whole: first <= index * settings.window,
+                            ..Window::default()
+                        },
+                        previous: (index == 0).then(Released::default),
+                        before: None,
+                    })
+            }
+        };
+        let settings = windows.settings;
+        let k = settings.k as usize;
+        let index = offset / settings.window;
+        if index > windows.index {
+            let summary = windows.advance(index, first, &self.risk);
+            record(&mut self.closed, &self.metrics, tenant, partition, summary);
+        }
+        encode(&self.risk, quasi, out, 0, &mut self.key);
+        if fresh && index == windows.index {
+            let subject = subject_hash(subject.map(|span| &out[span]), partition, offset);
+            let max_classes = self.risk.max_classes();
+            windows.open.count(&self.key, subject, k, max_classes);
+        }
+        let verdict = if settings.enforce_k {
+            let released = if index == windows.index {
+                windows.previous.as_ref()
+            } else if index + 1 == windows.index {
+                windows.before.as_ref()
+            } else {
+                None
+            };
+            decide(
+                &self.risk,
+                released,
+                quasi,
+                out,
+                &mut self.key,
+                &mut self.rewritten,
+            )
+        } else {
+            Verdict::Kept
+        };
+        if fresh && index == windows.index && offset + 1 >= (index + 1) * settings.window {
+            // The window's last offset: close it now, so that the gauge does not wait for
+            // the next window's first event.
+            let summary = windows.advance(index + 1, first, &self.risk);
+            record(&mut self.closed, &self.metrics, tenant, partition, summary);
+        }
+        match verdict {
+            Verdict::Kept => {}
+            Verdict::Generalized(_) => self.metrics.enforced(tenant, "generalized"),
+            Verdict::Suppressed => self.metrics.enforced(tenant, "suppressed"),
+        }
+        verdict
+    }
+}
+
+/// The lowest level at which the event's class was released, and `out` rewritten to it.
+fn decide(
+    risk: &Risk,
+    released: Option<&Released>,
+    quasi: &QuasiValues,
+    out: &mut Vec<u8>,
+    key: &mut Vec<u8>,
+    rewritten: &mut Vec<u8>,
+) -> Verdict {
+    let max = risk.max_level();
+    let level = released
+        .and_then(|released| {
+            (0..=max).find(|&level| {
+                encode(risk, quasi, out, level, key);
+                released
+                    .levels
+                    .get(level)
+                    .is_some_and(|keys| keys.contains(key.as_slice()))
+            })
+        })
+        .unwrap_or(max);
+    if level == 0 {
+        return Verdict::Kept;
+    }
+    rewrite(risk, quasi, out, level, rewritten);
+    std::mem::swap(out, rewritten);
+    if level == max {
+        Verdict::Suppressed
+    } else {
+        Verdict::Generalized(level)
+    }
+}
+
+/// Stores a closed window's (events, events below k) and sets the tenant's gauge to the
+/// share over the last closed window of every partition.
+fn record(
+    closed: &mut HashMap<String, BTreeMap<i32, (u64, u64)>>,
+    metrics: &RiskMetrics,
+    tenant: &str,
+    partition: i32,
+    summary: (u64, u64),
+) {
+    let partitions = closed.entry(tenant.to_owned()).or_default();
+    partitions.insert(partition, summary);
+    let (events, below) = partitions
+        .values()
+        .fold((0, 0), |(e, b), &(events, below)| (e + events, b + below));
+    let ratio = if events == 0 {
+        0.0
+    } else {
+        below as f64 / events as f64
+    };
+    metrics.below_k.with_label_values(&[tenant]).set(ratio);
+    metrics.windows.with_label_values(&[tenant]).inc();
+}
+
+impl TenantWindows {
+    /// Closes the open window and opens window `index`; returns the closed window's
+    /// (events, events below k).
+    fn advance(&mut self, index: u64, first: u64, risk: &Risk) -> (u64, u64) {
+        let k = self.settings.k as usize;
+        let closed = std::mem::take(&mut self.open);
+        let summary = closed.summary(k);
+        let released = (closed.whole && self.settings.enforce_k).then(|| closed.release(risk, k));
+        let next = index == self.index + 1;
+        self.before = if next { self.previous.take() } else { None };
+        self.previous = if next {
+            released
+        } else if first <= (index - 1) * self.settings.window {
+            // The windows in between held no event of this tenant, and were seen.
+            Some(Released::default())
+        } else {
+            None
+        };
+        self.index = index;
+        self.open.whole = first <= index * self.settings.window;
+        summary
+    }
+}
+
+impl Window {
+    fn count(&mut self, key: &[u8], subject: u64, k: usize, max_classes: usize) {
+        self.events += 1;
+        let full = self.classes.len() >= max_classes;
+        let class = match self.classes.get_mut(key) {
+            Some(class) => class,
+            None if full => {
+                self.uncounted += 1;
+                return;
+            }
+            None => self.classes.entry(key.into()).or_default(),
+        };
+        class.events += 1;
+        if class.subjects.len() < k && !class.subjects.contains(&subject) {
+            class.subjects.push(subject);
+        }
+    }
+
+    fn summary(&self, k: usize) -> (u64, u64) {
+        let below: u64 = self
+            .classes
+            .values()
+            .filter(|class| class.subjects.len() < k)
+            .map(|class| class.events)
+            .sum();
+        (self.events, below + self.uncounted)
+    }
+
+    /// Level by level, the classes that gather k subjects among those no lower level
+    /// released.
+    fn release(&self, risk: &Risk, k: usize) -> Released {
+        let mut released = Released::default();
+        let mut residual: Vec<(&[u8], &[u64])> = self
+            .classes
+            .iter()
+            .map(|(key, class)| (&key[..], &class.subjects[..]))
+            .collect();
+        let mut values: Vec<Option<&[u8]>> = Vec::new();
+        for level in 0..=risk.max_level() {
+            let mut groups: HashMap<Box<[u8]>, Group> = HashMap::new();
+            for (member, (key, subjects)) in residual.iter().enumerate() {
+                values.clear();
+                values.extend(
+                    key.split(|&b| b == SEPARATOR)
+                        .take(risk.quasi_identifiers().len())
+                        .map(|v| (v != b"null").then_some(v)),
+                );
+                let mut group_key = Vec::with_capacity(key.len());
+                for (qi, value) in values.iter().enumerate() {
+                    risk.coarsen(qi, *value, risk.steps_at(qi, level), &mut group_key);
+                    group_key.push(SEPARATOR);
+                }
+                let group = groups.entry(group_key.into()).or_default();
+                for subject in subjects.iter() {
+                    if group.0.len() < k && !group.0.contains(subject) {
+                        group.0.push(*subject);
+                    }
+                }
+                group.1.push(member);
+            }
+            let mut gone = vec![false; residual.len()];
+            let mut keys = HashSet::new();
+            for (group_key, (subjects, members)) in groups {
+                if subjects.len() >= k {
+                    for member in members {
+                        gone[member] = true;
+                    }
+                    keys.insert(group_key);
+                }
+            }
+            released.levels.push(keys);
+            let mut i = 0;
+            residual.retain(|_| {
+                i += 1;
+                !gone[i - 1]
+            });
+        }
+        released
+    }
+}
+
+/// The class key of the event at `level`: each quasi-identifier's value, coarsened.
+fn encode(risk: &Risk, quasi: &QuasiValues, out: &[u8], level: usize, key: &mut Vec<u8>) {
+    key.clear();
+    for qi in 0..risk.quasi_identifiers().len() {
+        risk.coarsen(qi, quasi.value(qi, out), risk.steps_at(qi, level), key);
+        key.push(SEPARATOR);
+    }
+}
+
+/// `out` with each quasi-identifier present rewritten at `level`, into `into`.
+fn rewrite(risk: &Risk, quasi: &QuasiValues, out: &[u8], level: usize, into: &mut Vec<u8>) {
+    let mut spans: Vec<(usize, Range<usize>)> = quasi
+        .spans()
+        .iter()
+        .enumerate()
+        .filter_map(|(qi, span)| span.clone().map(|span| (qi, span)))
+        .collect();
+    spans.sort_by_key(|(_, span)| span.start);
+    into.clear();
+    let mut copied = 0;
+    for (qi, span) in spans {
+        into.extend_from_slice(&out[copied..span.start]);
+        risk.coarsen(qi, Some(&out[span.clone()]), risk.steps_at(qi, level), into);
+        copied = span.end;
+    }
+    into.extend_from_slice(&out[copied..]);
+}
+
+/// A subject: the hash of its token, or of where the event was read when it has none.
+fn subject_hash(token: Option<&[u8]>, partition: i32, offset: u64) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match token {
+        Some(token) => token.hash(&mut hasher),
+        None => (partition, offset).hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
+/// The metrics of the watch; the tenant is the only label.
+#[derive(Debug, Clone)]
+struct RiskMetrics {
+    below_k: GaugeVec,
+    windows: IntCounterVec,
+    enforced: IntCounterVec,
+}
+
+impl RiskMetrics {
+    fn new(registry: &Registry) -> Result<Self, plumbing::prometheus::Error> {
+        let metrics = Self {
+            below_k: GaugeVec::new(
+                crate::metric_opts(
+                    "pseudopipe_risk_events_below_k_ratio",
+                    "Share of a tenant's events in classes below k, as the policy writes them (before enforcement), over the last closed window of each partition.",
+                ),
+                &["tenant"],
+            )?,
+            windows: IntCounterVec::new(
+                crate::metric_opts(
+                    "pseudopipe_risk_windows_closed_total",
+                    "Risk windows closed, per tenant.",
+                ),
+                &["tenant"],
+            )?,
+            enforced: IntCounterVec::new(
+                crate::metric_opts(
+                    "pseudopipe_risk_events_enforced_total",
+                    "Events whose quasi-identifiers enforce_k generalized further (outcome=generalized) or set to null (outcome=suppressed), per tenant.",
+                ),
+                &["tenant", "outcome"],
+            )?,
+        };
+        registry.register(Box::new(metrics.below_k.clone()))?;
+        registry.register(Box::new(metrics.windows.clone()))?;
+        registry.register(Box::new(metrics.enforced.clone()))?;
+        Ok(metrics)
+    }
+
+    fn enforced(&self, tenant: &str, outcome: &str) {
+        self.enforced.with_label_values(&[tenant, outcome]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pseudonymize::{MasterSecret, Pseudonymizer};
+
+    const POLICY: &str = r#"
+tenant_field = "tenant"
+record_key = "card"
+[fields]
+tenant = "keep"
+card = { action = "token", domain = "customer", normalizer = "exact" }
+zip = { action = "generalize", to = "prefix", length = 2 }
+store = "keep"
+[risk]
+quasi_identifiers = ["zip", "store"]
+k = 2
+window = 4
+enforce_k = true
+enforce_order = ["store", "zip"]
+"#;
+
+    struct Run {
+        engine: Pseudonymizer,
+        watch: RiskWatch,
+        registry: Registry,
+    }
+
+    impl Run {
+        fn new() -> Self {
+            let policy = Policy::from_toml(POLICY).unwrap();
+            let registry = Registry::new();
+            let watch = RiskWatch::for_policy(&policy, &registry).unwrap().unwrap();
+            let secret = MasterSecret::from_bytes([7; 32]);
+            let engine = Pseudonymizer::new(policy, [("t".to_string(), 1, &secret)]);
+            Self {
+                engine,
+                watch,
+                registry,
+            }
+        }
+
+        /// The output of the event `(card, zip, store)` read at `offset` of partition 0.
+        fn event(&mut self, offset: i64, (card, zip, store): (&str, &str, &str)) -> String {
+            let payload =
+                format!(r#"{{"tenant":"t","card":"{card}","zip":"{zip}","store":"{store}"}}"#);
+            let mut quasi = QuasiValues::new();
+            let mut out = Vec::new();
+            let outcome = self
+                .engine
+                .pseudonymize_observed(payload.as_bytes(), &mut out, None, &mut quasi)
+                .unwrap();
+            let subject = outcome.record_key.clone();
+            let origin = Origin {
+                partition: 0,
+                offset,
+            };
+            self.watch.observe(origin, "t", subject, &quasi, &mut out);
+            let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            format!("{} {}", value["zip"], value["store"])
+        }
+
+        fn ratio(&self) -> f64 {
+            self.watch.metrics.below_k.with_label_values(&["t"]).get()
+        }
+    }
+
+    /// Two windows of four events: a class of two customers, a class of one whose store
+    /// is shared at zip level "7", and a loner.
+    const WINDOW: [(&str, &str, &str); 4] = [
+        ("a", "75011", "s1"),
+        ("b", "75002", "s1"),
+        ("c", "75011", "s2"),
+        ("d", "13001", "s3"),
+    ];
+
+    #[test]
+    fn the_gauge_is_the_share_of_a_closed_window_in_classes_below_k() {
+        let mut run = Run::new();
+        for (offset, event) in WINDOW.iter().enumerate().take(3) {
+            run.event(offset as i64, *event);
+        }
+        assert_eq!(run.ratio(), 0.0, "no window closed yet");
+        run.event(3, WINDOW[3]);
+        // Classes ("75","s1") of a and b, ("75","s2") of c, ("13","s3") of d.
+        assert_eq!(run.ratio(), 0.5);
+        let text = {
+            use plumbing::prometheus::Encoder as _;
+            let mut body = Vec::new();
+            plumbing::prometheus::TextEncoder::new()
+                .encode(&run.registry.gather(), &mut body)
+                .unwrap();
+            String::from_utf8(body).unwrap()
+        };
+        assert!(
+            text.contains(r#"pseudopipe_risk_events_below_k_ratio{stage="ingest",tenant="t"} 0.5"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn enforcement_releases_the_lowest_level_the_previous_window_gathered_k_at() {
+        let mut run = Run::new();
+        let first: Vec<String> = (0..4).map(|i| run.event(i, WINDOW[i as usize])).collect();
+        assert_eq!(
+            first, ["null null"; 4],
+            "window 0 has no window before it: suppressed"
+        );
+        let second: Vec<String> = (4..8)
+            .map(|i| run.event(i, WINDOW[i as usize - 4]))
+            .collect();
+        assert_eq!(
+            second,
+            [
+                r#""75" "s1""#,
+                r#""75" "s1""#,
+                // Level 1 (store null): ("75", null) gathers only c; level 2 ("7", null)
+                // gathers c alone too (a and b left at level 0); then suppressed.
+                "null null",
+                "null null",
+            ]
+        );
+        assert_eq!(
+            run.ratio(),
+            0.5,
+            "the gauge counts classes before enforcement"
+        );
+    }
+
+    #[test]
+    fn a_class_released_at_a_coarser_level_holds_k_subjects_of_that_level() {
+        let mut run = Run::new();
+        let window = [
+            ("a", "75011", "s1"),
+            ("b", "75002", "s2"),
+            ("c", "75011", "s3"),
+            ("d", "13001", "s4"),
+        ];
+        for i in 0..4 {
+            run.event(i, window[i as usize]);
+        }
+        let second: Vec<String> = (4..8)
+            .map(|i| run.event(i, window[i as usize - 4]))
+            .collect();
+        assert_eq!(
+            second,
+            [r#""75" null"#, r#""75" null"#, r#""75" null"#, "null null"]
+        );
+    }
+
+    #[test]
+    fn the_same_input_gives_the_same_output_after_a_rewind_or_a_restart() {
+        let input: Vec<(&str, &str, &str)> = (0..24)
+            .map(|i| {
+                [
+                    ("a", "75011", "s1"),
+                    ("b", "75002", "s1"),
+                    ("c", "75011", "s2"),
+                    ("d", "13001", "s3"),
+                    ("e", "13002", "s3"),
+                    ("f", "75011", "s2"),
+                ][(i * 5 + i / 3) % 6]
+            })
+            .collect();
+        let straight: Vec<String> = {
+            let mut run = Run::new();
+            (0..24).map(|i| run.event(i, input[i as usize])).collect()
+        };
+        // An aborted transaction: offsets 9..14 decided, then decided again.
+        let rewound: Vec<String> = {
+            let mut run = Run::new();
+            let mut out: Vec<String> = (0..14).map(|i| run.event(i, input[i as usize])).collect();
+            out.truncate(9);
+            out.extend((9..24).map(|i| run.event(i, input[i as usize])));
+            out
+        };
+        assert_eq!(rewound, straight);
+        // A restart at offset 6 (mid-window 1): windows 1 and 2 leave suppressed, then
+        // the output is the uninterrupted run's.
+        let restarted: Vec<String> = {
+            let mut run = Run::new();
+            (6..24).map(|i| run.event(i, input[i as usize])).collect()
+        };
+        assert!(restarted[..6].iter().all(|event| event == "null null"));
+        assert_eq!(restarted[6..], straight[12..]);
+        assert!(
+            straight[12..].iter().any(|event| event != "null null"),
+            "the comparison holds released events"
+        );
+    }
+
+    #[test]
+    fn the_leak_guard_forwards_what_enforcement_writes() {
+        let policy = Policy::from_toml(
+            &include_str!("../../schemas/coupon_redemption.policy.toml")
+                .replace("enforce_k = false", "enforce_k = true")
+                .replace("k = 5\n", "k = 2\n")
+                .replace("window = 100000", "window = 2"),
+        )
+        .unwrap();
+        let guard = pseudonymize::LeakGuard::new(policy.clone());
+        let mut watch = RiskWatch::for_policy(&policy, &Registry::new())
+            .unwrap()
+            .unwrap();
+        let secret = MasterSecret::from_bytes([7; 32]);
+        let engine = Pseudonymizer::new(policy, [("brand-a".to_string(), 1, &secret)]);
+        let event: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/coupon_redemption.json")).unwrap();
+        let mut verdicts = Vec::new();
+        for (offset, card) in ["4970100000000001", "4970100000000002"]
+            .iter()
+            .cycle()
+            .take(4)
+            .enumerate()
+        {
+            let mut event = event.clone();
+            event["tenant"] = "brand-a".into();
+            event["customer"]["loyalty_card"] = (*card).into();
+            event["device"]["ip"] = format!("10.0.{offset}.1").into();
+            let mut quasi = QuasiValues::new();
+            let mut out = Vec::new();
+            let outcome = engine
+                .pseudonymize_observed(event.to_string().as_bytes(), &mut out, None, &mut quasi)
+                .unwrap();
+            let key = outcome.record_key(&out).map(<[u8]>::to_vec);
+            let origin = Origin {
+                partition: 0,
+                offset: offset as i64,
+            };
+            verdicts.push(watch.observe(
+                origin,
+                "brand-a",
+                outcome.record_key.clone(),
+                &quasi,
+                &mut out,
+            ));
+            guard
+                .check(key.as_deref(), &out)
+                .unwrap_or_else(|rejection| {
+                    panic!("{rejection}: {}", String::from_utf8_lossy(&out))
+                });
+        }
+        assert_eq!(verdicts[..2], [Verdict::Suppressed, Verdict::Suppressed]);
+        assert_eq!(
+            verdicts[2..],
+            [Verdict::Generalized(1), Verdict::Generalized(1)],
+            "the networks differ, the rest is shared"
+        );
+    }
+
+    #[test]
+    fn classes_past_the_cap_count_below_k_and_release_nothing() {
+        let policy =
+            Policy::from_toml(&POLICY.replace("window = 4", "window = 4\nmax_classes = 1"))
+                .unwrap();
+        let registry = Registry::new();
+        let mut run = Run {
+            watch: RiskWatch::for_policy(&policy, &registry).unwrap().unwrap(),
+            engine: Pseudonymizer::new(
+                policy,
+                [("t".to_string(), 1, &MasterSecret::from_bytes([7; 32]))],
+            ),
+            registry,
+        };
+        for i in 0..4 {
+            run.event(
+                i,
+                [
+                    ("a", "75011", "s1"),
+                    ("b", "75011", "s1"),
+                    ("c", "75011", "s2"),
+                    ("d", "75011", "s2"),
+                ][i as usize],
+            );
+        }
+        assert_eq!(
+            run.ratio(),
+            0.5,
+            "the second class was not counted: below k"
+        );
+        assert_eq!(run.event(4, ("a", "75011", "s1")), r#""75" "s1""#);
+        assert_eq!(
+            run.event(5, ("c", "75011", "s2")),
+            "null null",
+            "its class was not counted: it released nothing"
+        );
+    }
+}
