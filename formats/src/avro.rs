@@ -163,10 +163,15 @@ struct Judged {
 #[derive(Debug)]
 enum Path {
     Direct(AvroPlan),
-    ThroughJson {
-        writer: Arc<Schema>,
-        output: AvroWriter,
-    },
+    ThroughJson(ThroughJson),
+}
+
+/// A writer schema's datums rendered as JSON, pseudonymized on the JSON record path and
+/// written back with the derived schema.
+#[derive(Debug)]
+struct ThroughJson {
+    writer: Arc<Schema>,
+    output: AvroWriter,
 }
 
 impl IngestAvro {
@@ -200,9 +205,7 @@ impl IngestAvro {
         write_header(judged.output_id, out);
         let outcome = match &judged.path {
             Path::Direct(plan) => plan.pseudonymize_into(engine, datum, out, pairs, quasi),
-            Path::ThroughJson { writer, output } => {
-                through_json(engine, writer, id, datum, output, out, pairs, quasi)
-            }
+            Path::ThroughJson(json) => json.pseudonymize(engine, id, datum, out, pairs, quasi),
         };
         if outcome.is_err() {
             out.truncate(mark);
@@ -251,10 +254,10 @@ impl IngestAvro {
             Ok(plan) => Path::Direct(plan),
             Err(not_planned) => {
                 warn!(schema_id = id, %not_planned, "Records of this writer schema go through the JSON record path, which is slower.");
-                Path::ThroughJson {
+                Path::ThroughJson(ThroughJson {
                     writer,
                     output: AvroWriter::new(derived),
-                }
+                })
             }
         };
         Ok(Arc::new(Judged { output_id, path }))
@@ -265,45 +268,48 @@ impl IngestAvro {
     }
 }
 
-/// The JSON record path for one datum: rendered as its JSON event, pseudonymized, written
-/// back as a datum of the derived schema; the record key found again in the output.
-fn through_json<'e>(
-    engine: &'e Pseudonymizer,
-    writer: &Schema,
-    id: u32,
-    datum: &[u8],
-    output: &AvroWriter,
-    out: &mut Vec<u8>,
-    pairs: Option<&mut BridgePairs>,
-    quasi: Option<&mut QuasiValues>,
-) -> Result<Outcome<'e>, Rejection> {
-    let json = to_json(writer, id, datum).map_err(Refusal::from)?;
-    let mut pseudonymized = Vec::with_capacity(json.len());
-    let outcome = match (pairs, quasi) {
-        (pairs, Some(quasi)) => {
-            let outcome = engine.pseudonymize_observed(&json, &mut pseudonymized, pairs, quasi)?;
-            // The monitor groups this schema's records by their JSON rendering.
-            quasi.hold(&pseudonymized);
-            outcome
-        }
-        (Some(pairs), None) => engine.pseudonymize_bridged(&json, &mut pseudonymized, pairs)?,
-        (None, None) => engine.pseudonymize_into(&json, &mut pseudonymized)?,
-    };
-    let start = out.len();
-    output
-        .write(&pseudonymized, out)
-        .map_err(|error| Rejection::from(Refusal::from(error)))?;
-    // The token is written whole in the datum, as a string's bytes.
-    let record_key = outcome.record_key(&pseudonymized).and_then(|token| {
-        out[start..]
-            .windows(token.len())
-            .position(|window| window == token)
-            .map(|at| start + at..start + at + token.len())
-    });
-    Ok(Outcome {
-        record_key,
-        ..outcome
-    })
+impl ThroughJson {
+    /// The JSON record path for one datum: rendered as its JSON event, pseudonymized,
+    /// written back as a datum of the derived schema; the record key found again in the
+    /// output.
+    fn pseudonymize<'e>(
+        &self,
+        engine: &'e Pseudonymizer,
+        id: u32,
+        datum: &[u8],
+        out: &mut Vec<u8>,
+        pairs: Option<&mut BridgePairs>,
+        quasi: Option<&mut QuasiValues>,
+    ) -> Result<Outcome<'e>, Rejection> {
+        let json = to_json(&self.writer, id, datum).map_err(Refusal::from)?;
+        let mut pseudonymized = Vec::with_capacity(json.len());
+        let outcome = match (pairs, quasi) {
+            (pairs, Some(quasi)) => {
+                let outcome =
+                    engine.pseudonymize_observed(&json, &mut pseudonymized, pairs, quasi)?;
+                // The monitor groups this schema's records by their JSON rendering.
+                quasi.hold(&pseudonymized);
+                outcome
+            }
+            (Some(pairs), None) => engine.pseudonymize_bridged(&json, &mut pseudonymized, pairs)?,
+            (None, None) => engine.pseudonymize_into(&json, &mut pseudonymized)?,
+        };
+        let start = out.len();
+        self.output
+            .write(&pseudonymized, out)
+            .map_err(|error| Rejection::from(Refusal::from(error)))?;
+        // The token is written whole in the datum, as a string's bytes.
+        let record_key = outcome.record_key(&pseudonymized).and_then(|token| {
+            out[start..]
+                .windows(token.len())
+                .position(|window| window == token)
+                .map(|at| start + at..start + at + token.len())
+        });
+        Ok(Outcome {
+            record_key,
+            ..outcome
+        })
+    }
 }
 
 /// The quarantine reason and message of a writer schema the policy does not accept: an
