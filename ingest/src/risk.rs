@@ -22,18 +22,29 @@
 //! most k subject hashes; the events of further classes count as below k and add no
 //! subject, so they are generalized more, never less.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::ops::Range;
 
-use plumbing::prometheus::{GaugeVec, IntCounterVec, Registry};
+use plumbing::prometheus::{GaugeVec, IntCounter, IntCounterVec, Registry};
 use plumbing::Origin;
 use pseudonymize::risk::{Risk, TenantRisk};
 use pseudonymize::{Policy, QuasiValues};
 
 /// Separates the quasi-identifier values in a class key: a JSON text holds no NUL byte.
 const SEPARATOR: u8 = 0;
+
+/// Seeds the subject hash: a fixed seed, so that a subject hashes the same in every run.
+const SUBJECT_SEED: u64 = 0x7073_6575_646f_7069;
+
+/// A map keyed by values that are already hashes or small: foldhash (already in the
+/// dependency tree through hashbrown) instead of SipHash on the record path.
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A class (or a group of classes at a coarser level): the 128-bit keyed hash of its key
+/// bytes. Two keys that collide merge into one class; see [`ClassIds`].
+type ClassId = u128;
 
 /// What enforcement did to an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,12 +62,31 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct RiskWatch {
     risk: Risk,
+    ids: ClassIds,
     metrics: RiskMetrics,
-    partitions: HashMap<i32, PartitionState>,
+    partitions: Map<i32, PartitionState>,
     /// Per tenant, per partition: (events, events below k) of its last closed window.
     closed: HashMap<String, BTreeMap<i32, (u64, u64)>>,
     key: Vec<u8>,
     rewritten: Vec<u8>,
+    spans: Vec<(usize, Range<usize>)>,
+}
+
+/// Class ids: SipHash-1-3 under two keys drawn at random per watch, 128 bits in all. A
+/// collision merges two classes and can only overcount one, the unsafe direction (ADR
+/// 0025): random keys keep a producer from choosing values that collide, and 128 bits
+/// make a chance collision negligible.
+#[derive(Debug)]
+struct ClassIds(RandomState, RandomState);
+
+impl ClassIds {
+    fn new() -> Self {
+        Self(RandomState::new(), RandomState::new())
+    }
+
+    fn of(&self, key: &[u8]) -> ClassId {
+        (u128::from(self.0.hash_one(key)) << 64) | u128::from(self.1.hash_one(key))
+    }
 }
 
 #[derive(Debug)]
@@ -65,7 +95,7 @@ struct PartitionState {
     first: i64,
     /// The offset after the highest processed.
     next: i64,
-    tenants: HashMap<String, TenantWindows>,
+    tenants: Map<String, TenantWindows>,
 }
 
 #[derive(Debug)]
@@ -78,11 +108,24 @@ struct TenantWindows {
     previous: Option<Released>,
     /// What window `index - 2` released, for a rewind into window `index - 1`.
     before: Option<Released>,
+    /// The tenant's `outcome="generalized"` and `outcome="suppressed"` counters.
+    generalized: IntCounter,
+    suppressed: IntCounter,
 }
 
+/// One window's classes, in buffers kept from window to window: no allocation per event.
 #[derive(Debug, Default)]
 struct Window {
-    classes: HashMap<Box<[u8]>, Class>,
+    /// Each class's index in `counted`.
+    classes: Map<ClassId, usize>,
+    /// Per class: its id, its events and how many distinct subjects it holds (at most k).
+    counted: Vec<(ClassId, u64, usize)>,
+    /// k slots per class: its distinct subject hashes.
+    subjects: Vec<u64>,
+    /// The classes' key bytes, one after the other, kept where the tenant enforces k (its
+    /// coarser groups are made from them when the window closes), and where each ends.
+    keys: Vec<u8>,
+    key_ends: Vec<usize>,
     events: u64,
     /// Events of classes past the cap.
     uncounted: u64,
@@ -90,21 +133,15 @@ struct Window {
     whole: bool,
 }
 
-#[derive(Debug, Default)]
-struct Class {
-    events: u64,
-    /// Distinct subject hashes, at most k.
-    subjects: Vec<u64>,
-}
-
-/// Classes of a window grouped at one level: (distinct subjects up to k, the members'
-/// indices among the classes not yet released).
-type Group = (Vec<u64>, Vec<usize>);
-
-/// Per level, the class keys (at that level) a window released.
+/// What a window released, settled when it closed.
 #[derive(Debug, Default)]
 struct Released {
-    levels: Vec<HashSet<Box<[u8]>>>,
+    /// Each class the window counted, with the lowest level it was released at (the last
+    /// level, suppressed, for a class never released): one lookup per event.
+    classes: Map<ClassId, usize>,
+    /// Per level, the groups released at that level, for an event whose class the window
+    /// did not count (new, or past the cap).
+    groups: Vec<HashSet<ClassId, foldhash::fast::FixedState>>,
 }
 
 impl RiskWatch {
@@ -119,11 +156,13 @@ impl RiskWatch {
         };
         Ok(Some(Self {
             risk: risk.clone(),
+            ids: ClassIds::new(),
             metrics: RiskMetrics::new(registry)?,
-            partitions: HashMap::new(),
+            partitions: Map::default(),
             closed: HashMap::new(),
             key: Vec::new(),
             rewritten: Vec::new(),
+            spans: Vec::new(),
         }))
     }
 
@@ -154,7 +193,7 @@ impl RiskWatch {
             .or_insert_with(|| PartitionState {
                 first: origin.offset,
                 next: origin.offset,
-                tenants: HashMap::new(),
+                tenants: Map::default(),
             });
         let fresh = origin.offset >= partition_state.next;
         if fresh {
@@ -178,6 +217,8 @@ impl RiskWatch {
                         },
                         previous: (index == 0).then(Released::default),
                         before: None,
+                        generalized: self.metrics.enforced(tenant, "generalized"),
+                        suppressed: self.metrics.enforced(tenant, "suppressed"),
                     })
             }
         };
@@ -185,14 +226,16 @@ impl RiskWatch {
         let k = settings.k as usize;
         let index = offset / settings.window;
         if index > windows.index {
-            let summary = windows.advance(index, first, &self.risk);
+            let summary = windows.advance(index, first, &self.risk, &self.ids);
             record(&mut self.closed, &self.metrics, tenant, partition, summary);
         }
         encode(&self.risk, quasi, out, 0, &mut self.key);
+        let id = self.ids.of(&self.key);
         if fresh && index == windows.index {
             let subject = subject_hash(subject.map(|span| &out[span]), partition, offset);
             let max_classes = self.risk.max_classes();
-            windows.open.count(&self.key, subject, k, max_classes);
+            let key = settings.enforce_k.then_some(self.key.as_slice());
+            windows.open.count(id, key, subject, k, max_classes);
         }
         let verdict = if settings.enforce_k {
             let released = if index == windows.index {
@@ -202,13 +245,17 @@ impl RiskWatch {
             } else {
                 None
             };
-            decide(
+            let max = self.risk.max_level();
+            let level = released.map_or(max, |released| {
+                released.level(&self.risk, &self.ids, id, quasi, out, &mut self.key)
+            });
+            enforce(
                 &self.risk,
-                released,
+                level,
                 quasi,
                 out,
-                &mut self.key,
                 &mut self.rewritten,
+                &mut self.spans,
             )
         } else {
             Verdict::Kept
@@ -216,45 +263,60 @@ impl RiskWatch {
         if fresh && index == windows.index && offset + 1 >= (index + 1) * settings.window {
             // The window's last offset: close it now, so that the gauge does not wait for
             // the next window's first event.
-            let summary = windows.advance(index + 1, first, &self.risk);
+            let summary = windows.advance(index + 1, first, &self.risk, &self.ids);
             record(&mut self.closed, &self.metrics, tenant, partition, summary);
         }
         match verdict {
             Verdict::Kept => {}
-            Verdict::Generalized(_) => self.metrics.enforced(tenant, "generalized"),
-            Verdict::Suppressed => self.metrics.enforced(tenant, "suppressed"),
+            Verdict::Generalized(_) => windows.generalized.inc(),
+            Verdict::Suppressed => windows.suppressed.inc(),
         }
         verdict
     }
 }
 
-/// The lowest level at which the event's class was released, and `out` rewritten to it.
-fn decide(
+impl Released {
+    /// The lowest level at which the event's class (id `id`) was released.
+    fn level(
+        &self,
+        risk: &Risk,
+        ids: &ClassIds,
+        id: ClassId,
+        quasi: &QuasiValues,
+        out: &[u8],
+        key: &mut Vec<u8>,
+    ) -> usize {
+        let max = risk.max_level();
+        if let Some(&level) = self.classes.get(&id) {
+            return level;
+        }
+        // A class the window did not count can only join a coarser group it released.
+        (1..=max)
+            .find(|&level| {
+                self.groups.get(level).is_some_and(|groups| {
+                    encode(risk, quasi, out, level, key);
+                    groups.contains(&ids.of(key))
+                })
+            })
+            .unwrap_or(max)
+    }
+}
+
+/// `out` rewritten at `level`, and the verdict that says so.
+fn enforce(
     risk: &Risk,
-    released: Option<&Released>,
+    level: usize,
     quasi: &QuasiValues,
     out: &mut Vec<u8>,
-    key: &mut Vec<u8>,
     rewritten: &mut Vec<u8>,
+    spans: &mut Vec<(usize, Range<usize>)>,
 ) -> Verdict {
-    let max = risk.max_level();
-    let level = released
-        .and_then(|released| {
-            (0..=max).find(|&level| {
-                encode(risk, quasi, out, level, key);
-                released
-                    .levels
-                    .get(level)
-                    .is_some_and(|keys| keys.contains(key.as_slice()))
-            })
-        })
-        .unwrap_or(max);
     if level == 0 {
         return Verdict::Kept;
     }
-    rewrite(risk, quasi, out, level, rewritten);
+    rewrite(risk, quasi, out, level, rewritten, spans);
     std::mem::swap(out, rewritten);
-    if level == max {
+    if level == risk.max_level() {
         Verdict::Suppressed
     } else {
         Verdict::Generalized(level)
@@ -287,11 +349,11 @@ fn record(
 impl TenantWindows {
     /// Closes the open window and opens window `index`; returns the closed window's
     /// (events, events below k).
-    fn advance(&mut self, index: u64, first: u64, risk: &Risk) -> (u64, u64) {
+    fn advance(&mut self, index: u64, first: u64, risk: &Risk, ids: &ClassIds) -> (u64, u64) {
         let k = self.settings.k as usize;
-        let closed = std::mem::take(&mut self.open);
-        let summary = closed.summary(k);
-        let released = (closed.whole && self.settings.enforce_k).then(|| closed.release(risk, k));
+        let summary = self.open.summary(k);
+        let released =
+            (self.open.whole && self.settings.enforce_k).then(|| self.open.release(risk, ids, k));
         let next = index == self.index + 1;
         self.before = if next { self.previous.take() } else { None };
         self.previous = if next {
@@ -303,87 +365,156 @@ impl TenantWindows {
             None
         };
         self.index = index;
-        self.open.whole = first <= index * self.settings.window;
+        self.open.clear(first <= index * self.settings.window);
         summary
     }
 }
 
 impl Window {
-    fn count(&mut self, key: &[u8], subject: u64, k: usize, max_classes: usize) {
+    /// Counts an event of class `id` (its key bytes `key`, where they are kept).
+    fn count(
+        &mut self,
+        id: ClassId,
+        key: Option<&[u8]>,
+        subject: u64,
+        k: usize,
+        max_classes: usize,
+    ) {
         self.events += 1;
-        let full = self.classes.len() >= max_classes;
-        let class = match self.classes.get_mut(key) {
-            Some(class) => class,
-            None if full => {
+        let class = match self.classes.get(&id) {
+            Some(&class) => class,
+            None if self.counted.len() >= max_classes => {
                 self.uncounted += 1;
                 return;
             }
-            None => self.classes.entry(key.into()).or_default(),
+            None => {
+                let class = self.counted.len();
+                self.classes.insert(id, class);
+                self.counted.push((id, 0, 0));
+                self.subjects.resize(self.subjects.len() + k, 0);
+                if let Some(key) = key {
+                    self.keys.extend_from_slice(key);
+                    self.key_ends.push(self.keys.len());
+                }
+                class
+            }
         };
-        class.events += 1;
-        if class.subjects.len() < k && !class.subjects.contains(&subject) {
-            class.subjects.push(subject);
+        let (_, events, held) = &mut self.counted[class];
+        *events += 1;
+        let slots = &mut self.subjects[class * k..(class + 1) * k];
+        if *held < k && !slots[..*held].contains(&subject) {
+            slots[*held] = subject;
+            *held += 1;
         }
     }
 
     fn summary(&self, k: usize) -> (u64, u64) {
         let below: u64 = self
-            .classes
-            .values()
-            .filter(|class| class.subjects.len() < k)
-            .map(|class| class.events)
+            .counted
+            .iter()
+            .filter(|(_, _, held)| *held < k)
+            .map(|(_, events, _)| events)
             .sum();
         (self.events, below + self.uncounted)
     }
 
+    /// Empties the window for the next one, keeping its buffers.
+    fn clear(&mut self, whole: bool) {
+        self.classes.clear();
+        self.counted.clear();
+        self.subjects.clear();
+        self.keys.clear();
+        self.key_ends.clear();
+        self.events = 0;
+        self.uncounted = 0;
+        self.whole = whole;
+    }
+
+    /// The key bytes of class `class` (kept where the tenant enforces k).
+    fn key(&self, class: usize) -> &[u8] {
+        let start = class
+            .checked_sub(1)
+            .map_or(0, |before| self.key_ends[before]);
+        &self.keys[start..self.key_ends[class]]
+    }
+
     /// Level by level, the classes that gather k subjects among those no lower level
     /// released.
-    fn release(&self, risk: &Risk, k: usize) -> Released {
-        let mut released = Released::default();
-        let mut residual: Vec<(&[u8], &[u64])> = self
-            .classes
-            .iter()
-            .map(|(key, class)| (&key[..], &class.subjects[..]))
-            .collect();
+    fn release(&self, risk: &Risk, ids: &ClassIds, k: usize) -> Released {
+        let max = risk.max_level();
+        let mut released = Released {
+            classes: Map::with_capacity_and_hasher(self.counted.len(), Default::default()),
+            groups: Vec::with_capacity(max + 1),
+        };
+        // The classes not released yet, by index.
+        let mut residual: Vec<usize> = (0..self.counted.len()).collect();
+        // The groups of one level: their indices, sizes and k subject slots each, and
+        // each residual class's group.
+        let mut groups: Map<ClassId, usize> = Map::default();
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut subjects: Vec<u64> = Vec::new();
+        let mut group_of: Vec<usize> = Vec::with_capacity(residual.len());
         let mut values: Vec<Option<&[u8]>> = Vec::new();
-        for level in 0..=risk.max_level() {
-            let mut groups: HashMap<Box<[u8]>, Group> = HashMap::new();
-            for (member, (key, subjects)) in residual.iter().enumerate() {
-                values.clear();
-                values.extend(
-                    key.split(|&b| b == SEPARATOR)
-                        .take(risk.quasi_identifiers().len())
-                        .map(|v| (v != b"null").then_some(v)),
-                );
-                let mut group_key = Vec::with_capacity(key.len());
-                for (qi, value) in values.iter().enumerate() {
-                    risk.coarsen(qi, *value, risk.steps_at(qi, level), &mut group_key);
-                    group_key.push(SEPARATOR);
+        let mut group_key = Vec::new();
+        for level in 0..=max {
+            groups.clear();
+            sizes.clear();
+            subjects.clear();
+            group_of.clear();
+            for &class in &residual {
+                let id = if level == 0 {
+                    self.counted[class].0
+                } else {
+                    values.clear();
+                    values.extend(
+                        self.key(class)
+                            .split(|&b| b == SEPARATOR)
+                            .take(risk.quasi_identifiers().len())
+                            .map(|v| (v != b"null").then_some(v)),
+                    );
+                    group_key.clear();
+                    for (qi, value) in values.iter().enumerate() {
+                        risk.coarsen(qi, *value, risk.steps_at(qi, level), &mut group_key);
+                        group_key.push(SEPARATOR);
+                    }
+                    ids.of(&group_key)
+                };
+                let next = sizes.len();
+                let group = *groups.entry(id).or_insert(next);
+                if group == next {
+                    sizes.push(0);
+                    subjects.resize(subjects.len() + k, 0);
                 }
-                let group = groups.entry(group_key.into()).or_default();
-                for subject in subjects.iter() {
-                    if group.0.len() < k && !group.0.contains(subject) {
-                        group.0.push(*subject);
+                let held = self.counted[class].2;
+                for &subject in &self.subjects[class * k..class * k + held] {
+                    let size = &mut sizes[group];
+                    let slots = &mut subjects[group * k..(group + 1) * k];
+                    if *size < k && !slots[..*size].contains(&subject) {
+                        slots[*size] = subject;
+                        *size += 1;
                     }
                 }
-                group.1.push(member);
+                group_of.push(group);
             }
-            let mut gone = vec![false; residual.len()];
-            let mut keys = HashSet::new();
-            for (group_key, (subjects, members)) in groups {
-                if subjects.len() >= k {
-                    for member in members {
-                        gone[member] = true;
-                    }
-                    keys.insert(group_key);
+            released.groups.push(
+                groups
+                    .iter()
+                    .filter(|&(_, &group)| sizes[group] >= k)
+                    .map(|(&id, _)| id)
+                    .collect(),
+            );
+            let mut position = 0;
+            residual.retain(|&class| {
+                let gone = sizes[group_of[position]] >= k;
+                position += 1;
+                if gone {
+                    released.classes.insert(self.counted[class].0, level);
                 }
-            }
-            released.levels.push(keys);
-            let mut i = 0;
-            residual.retain(|_| {
-                i += 1;
-                !gone[i - 1]
+                !gone
             });
+        }
+        for class in residual {
+            released.classes.insert(self.counted[class].0, max);
         }
         released
     }
@@ -398,33 +529,48 @@ fn encode(risk: &Risk, quasi: &QuasiValues, out: &[u8], level: usize, key: &mut 
     }
 }
 
-/// `out` with each quasi-identifier present rewritten at `level`, into `into`.
-fn rewrite(risk: &Risk, quasi: &QuasiValues, out: &[u8], level: usize, into: &mut Vec<u8>) {
-    let mut spans: Vec<(usize, Range<usize>)> = quasi
-        .spans()
-        .iter()
-        .enumerate()
-        .filter_map(|(qi, span)| span.clone().map(|span| (qi, span)))
-        .collect();
-    spans.sort_by_key(|(_, span)| span.start);
+/// `out` with each quasi-identifier present rewritten at `level`, into `into`; `spans` is
+/// scratch.
+fn rewrite(
+    risk: &Risk,
+    quasi: &QuasiValues,
+    out: &[u8],
+    level: usize,
+    into: &mut Vec<u8>,
+    spans: &mut Vec<(usize, Range<usize>)>,
+) {
+    spans.clear();
+    spans.extend(
+        quasi
+            .spans()
+            .iter()
+            .enumerate()
+            .filter_map(|(qi, span)| span.clone().map(|span| (qi, span))),
+    );
+    spans.sort_unstable_by_key(|(_, span)| span.start);
     into.clear();
     let mut copied = 0;
-    for (qi, span) in spans {
+    for (qi, span) in spans.iter() {
         into.extend_from_slice(&out[copied..span.start]);
-        risk.coarsen(qi, Some(&out[span.clone()]), risk.steps_at(qi, level), into);
+        risk.coarsen(
+            *qi,
+            Some(&out[span.clone()]),
+            risk.steps_at(*qi, level),
+            into,
+        );
         copied = span.end;
     }
     into.extend_from_slice(&out[copied..]);
 }
 
-/// A subject: the hash of its token, or of where the event was read when it has none.
+/// A subject: the hash of its token, or of where the event was read when it has none. A
+/// collision merges two subjects and can only undercount a class.
 fn subject_hash(token: Option<&[u8]>, partition: i32, offset: u64) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    let state = foldhash::quality::FixedState::with_seed(SUBJECT_SEED);
     match token {
-        Some(token) => token.hash(&mut hasher),
-        None => (partition, offset).hash(&mut hasher),
+        Some(token) => state.hash_one(token),
+        None => state.hash_one((partition, offset)),
     }
-    hasher.finish()
 }
 
 /// The metrics of the watch; the tenant is the only label.
@@ -466,8 +612,9 @@ impl RiskMetrics {
         Ok(metrics)
     }
 
-    fn enforced(&self, tenant: &str, outcome: &str) {
-        self.enforced.with_label_values(&[tenant, outcome]).inc();
+    /// The tenant's counter of enforced events with `outcome`.
+    fn enforced(&self, tenant: &str, outcome: &str) -> IntCounter {
+        self.enforced.with_label_values(&[tenant, outcome])
     }
 }
 
