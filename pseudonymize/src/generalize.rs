@@ -338,11 +338,13 @@ fn round(number: Number, step: f64, out: &mut Vec<u8>) -> Result<(), Failure> {
     };
     if let (Some(n), true) = (as_i64, integral_step) {
         let s = step as i64;
-        let low = n - n.rem_euclid(s);
-        let rounded = if n.rem_euclid(s) * 2 >= s {
-            low.checked_add(s)
+        // Up by `s - remainder` or down by `remainder`: each can overflow at the ends of
+        // the range (i64::MIN rounds down past it), the sum `remainder * 2` too.
+        let remainder = n.rem_euclid(s);
+        let rounded = if remainder >= s - remainder {
+            n.checked_add(s - remainder)
         } else {
-            Some(low)
+            n.checked_sub(remainder)
         };
         let rounded = rounded.ok_or(Failure::Invalid(
             "a number that can be rounded without overflow",
@@ -495,6 +497,18 @@ mod tests {
             apply(Generalization::Round { step: 0.5 }, json!(1.3)),
             Ok(json!(1.5))
         );
+        // At the ends of the range: refused where the multiple is past it, never a panic
+        // nor a wrapped value.
+        let round = |step: f64, n: i64| apply(Generalization::Round { step }, json!(n));
+        assert!(matches!(round(10.0, i64::MIN), Err(Failure::Invalid(_))));
+        assert_eq!(round(8.0, i64::MIN), Ok(json!(i64::MIN)));
+        assert_eq!(round(10.0, i64::MIN + 7), Ok(json!(i64::MIN + 8)));
+        assert!(matches!(round(10.0, i64::MAX), Err(Failure::Invalid(_))));
+        assert_eq!(round(10.0, i64::MAX - 5), Ok(json!(i64::MAX - 7)));
+        // A step past i64::MAX / 2: twice the remainder would overflow.
+        let huge = 2f64.powi(62) * 1.5;
+        assert_eq!(round(huge, -1), Ok(json!(0)));
+        assert_eq!(round(huge, i64::MAX), Ok(json!(huge as i64)));
     }
 
     #[test]
