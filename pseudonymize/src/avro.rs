@@ -346,7 +346,7 @@ impl AvroWriter {
 }
 
 /// Avro's `long` (and `int`): zig-zag, then variable length, 7 bits a byte.
-fn write_long(n: i64, out: &mut Vec<u8>) {
+pub(crate) fn write_long(n: i64, out: &mut Vec<u8>) {
     let mut zigzag = ((n << 1) ^ (n >> 63)) as u64;
     while zigzag >= 0x80 {
         out.push((zigzag as u8) | 0x80);
@@ -356,8 +356,8 @@ fn write_long(n: i64, out: &mut Vec<u8>) {
 }
 
 /// Avro's `bytes` and `string`: the length, then the bytes.
-fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
-    write_long(i64::try_from(bytes.len()).expect("a string fits"), out);
+pub(crate) fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    write_long(i64::try_from(bytes.len()).unwrap_or(i64::MAX), out);
     out.extend_from_slice(bytes);
 }
 

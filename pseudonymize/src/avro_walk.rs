@@ -22,7 +22,7 @@ use std::ops::Range;
 
 use apache_avro::Schema;
 
-use crate::avro::AvroError;
+use crate::avro::{write_bytes, write_long, AvroError};
 use crate::error::{Reason, Rejection};
 use crate::generalize::{parse_date, Failure, Generalization, Scalar};
 use crate::guard::{leaf_ok, not_its_shape, LeakGuard};
@@ -765,14 +765,7 @@ struct Scratch {
 
 impl Scratch {
     fn new(policy: &Policy) -> Self {
-        let watched: Vec<NodeId> = policy
-            .tenant_field
-            .iter()
-            .chain(&policy.event_time_field)
-            .chain(&policy.consent_field)
-            .chain(policy.required.iter().map(|(_, node)| node))
-            .copied()
-            .collect();
+        let watched = policy.watched();
         let mut is_watched = vec![false; policy.tree.len()];
         for &node in &watched {
             is_watched[node as usize] = true;
@@ -1556,22 +1549,6 @@ impl Judge<'_> {
             Err(not_its_shape(path))
         }
     }
-}
-
-/// Avro's `long` (and `int`): zig-zag, then variable length, 7 bits a byte.
-fn write_long(n: i64, out: &mut Vec<u8>) {
-    let mut zigzag = ((n << 1) ^ (n >> 63)) as u64;
-    while zigzag >= 0x80 {
-        out.push((zigzag as u8) | 0x80);
-        zigzag >>= 7;
-    }
-    out.push(zigzag as u8);
-}
-
-/// Avro's `bytes` and `string`: the length, then the bytes.
-fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
-    write_long(len_of(bytes), out);
-    out.extend_from_slice(bytes);
 }
 
 /// A length as Avro writes it.

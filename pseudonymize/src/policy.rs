@@ -535,6 +535,18 @@ impl Policy {
         &self.limits
     }
 
+    /// The nodes a record walk captures before it writes: the tenant, the event time, the
+    /// consent and the required fields.
+    pub(crate) fn watched(&self) -> Vec<NodeId> {
+        self.tenant_field
+            .iter()
+            .chain(&self.event_time_field)
+            .chain(&self.consent_field)
+            .chain(self.required.iter().map(|(_, node)| node))
+            .copied()
+            .collect()
+    }
+
     /// The quasi-identifiers and k of `[risk]`, when the policy declares them.
     pub fn risk(&self) -> Option<&Risk> {
         self.risk.as_ref()

@@ -318,14 +318,7 @@ struct Scratch {
 
 impl Scratch {
     fn new(policy: &Policy) -> Self {
-        let watched: Vec<NodeId> = policy
-            .tenant_field
-            .iter()
-            .chain(&policy.event_time_field)
-            .chain(&policy.consent_field)
-            .chain(policy.required.iter().map(|(_, node)| node))
-            .copied()
-            .collect();
+        let watched = policy.watched();
         Self {
             policy: policy.id,
             walk: Walk::new(&policy.tree, &policy.limits, &watched),
