@@ -9,8 +9,9 @@
 //!   again in turn, twice over (rebalances at every step);
 //! - `scale_ingest`: three ingests over a six-partition raw topic, one killed with SIGKILL
 //!   and one added under load;
-//! - `cloud_down`: once the sink delivers, the cloud broker stopped for longer than the
-//!   sink's `message.timeout.ms` (10 s), then restarted, with the stages' memory sampled;
+//! - `cloud_down`: once the sink delivers, the cloud broker killed (SIGKILL) for longer
+//!   than the sink's `message.timeout.ms` (10 s), then restarted, with the stages' memory
+//!   sampled;
 //! - `onprem_restart`: the on-prem broker restarted (SIGTERM, start);
 //! - `link_cut`: once the sink delivers, its route to the cloud refused
 //!   ([`testkit::Link`]: new connections refused, open ones reset), then restored.
@@ -318,9 +319,18 @@ fn scale_ingest(delivery: Delivery) {
     chaos.finish().assert_holds();
 }
 
-/// The cloud broker is stopped (SIGTERM) for longer than the sink's
-/// `message.timeout.ms`, under load, then started again; the stages' memory is sampled
+/// The cloud broker crashes (SIGKILL) and stays down for longer than the sink's
+/// `message.timeout.ms`, under load, then starts again; the stages' memory is sampled
 /// every second while it is down.
+///
+/// A crash, not a controlled shutdown: a lone broker shutting down leaves its partitions
+/// without a leader while its transaction coordinator still completes transactions, and
+/// Kafka then skips the commit markers of partitions without a leader as if they had been
+/// deleted. The transaction is recorded as committed, but its records and its offsets stay
+/// pending (a hanging transaction) and the exactly-once sink waits for them until an
+/// operator aborts it (docs/operations.md, "A hanging transaction"). Seen in this test under
+/// load with SIGTERM (docs/known-problems.md); a cluster of several brokers moves the
+/// leadership instead.
 fn cloud_down(delivery: Delivery) {
     let scale = Scale::from_env();
     assert!(
@@ -330,11 +340,8 @@ fn cloud_down(delivery: Delivery) {
     let p = with_own_cloud(Broker::start_with_client_certificates("chaos-cloud"));
     let mut chaos = Chaos::start("cloud_down", p, delivery, 1, 1, 401);
     chaos.wait_for_delivery();
-    chaos.say("the cloud broker stops");
-    assert!(
-        chaos.p.own_cloud().terminate().is_some(),
-        "it stops on SIGTERM"
-    );
+    chaos.say("the cloud broker crashes");
+    chaos.p.own_cloud().kill();
     chaos.outages += 1;
     let memory = chaos.sample_memory_for(scale.outage);
     chaos.say("the cloud broker starts again");

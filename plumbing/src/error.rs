@@ -149,7 +149,7 @@ pub enum Error {
     Interrupted,
     /// A transaction could not be completed nor aborted, or another instance fenced
     /// this one: the process must stop, its uncommitted records are consumed again.
-    #[error("transaction failed while {during}{}", fenced_hint(.source).map(|hint| format!(": {hint}")).unwrap_or_default())]
+    #[error("transaction failed while {during} ({source}){}", hint(during, .source).map(|hint| format!(": {hint}")).unwrap_or_default())]
     Transaction {
         /// What the relay was doing.
         during: &'static str,
@@ -176,6 +176,21 @@ impl Error {
     pub(crate) fn transaction(during: &'static str, source: KafkaError) -> Self {
         Self::Transaction { during, source }
     }
+}
+
+/// What reading the stored offsets says when they do not come, as [`Error::Transaction`]'s
+/// `during`.
+pub(crate) const READING_STORED_OFFSETS: &str = "reading the offsets stored in the output cluster";
+
+/// Says what stored offsets that do not come, or a fenced producer, mean, after the
+/// error's first sentence.
+fn hint(during: &str, source: &KafkaError) -> Option<&'static str> {
+    if during == READING_STORED_OFFSETS
+        && source.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut)
+    {
+        return Some("the output cluster did not answer in time, or holds a transaction it never completed (a hanging transaction, left for instance by a lone broker's controlled shutdown); docs/operations.md, \"A hanging transaction\", says how to find and abort it");
+    }
+    fenced_hint(source)
 }
 
 /// Says what a fenced producer means, after the error's first sentence.
@@ -234,6 +249,30 @@ mod tests {
             KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
         );
         assert!(!other.to_string().contains("fenced"), "{other}");
+    }
+
+    #[test]
+    fn stored_offsets_that_do_not_come_point_to_the_hanging_transaction_runbook() {
+        let timed_out = Error::transaction(
+            READING_STORED_OFFSETS,
+            KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
+        )
+        .to_string();
+        assert!(
+            timed_out.starts_with(
+                "transaction failed while reading the offsets stored in the output cluster (Meta data fetch error: "
+            ),
+            "librdkafka's own words are kept: {timed_out}"
+        );
+        assert!(
+            timed_out.contains("\"A hanging transaction\""),
+            "{timed_out}"
+        );
+        let refused = Error::transaction(
+            READING_STORED_OFFSETS,
+            KafkaError::MetadataFetch(RDKafkaErrorCode::GroupAuthorizationFailed),
+        );
+        assert!(!refused.to_string().contains("hanging"), "{refused}");
     }
 
     #[test]

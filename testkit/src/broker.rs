@@ -56,7 +56,8 @@ pub struct Broker {
     process: Option<Process>,
     /// Kills the JVM once the test process is gone (see [`Process::watchdog`]).
     watchdog: Option<Process>,
-    /// `server.properties`, `log4j2.properties`, `data/`, `broker.log`, the TLS files.
+    /// `server.properties`, `log4j2.properties`, `data/`, `broker.log`, the TLS files;
+    /// kept after the test when `TESTKIT_KEEP_BROKERS` is set, for Kafka's tools to read.
     dir: TempDir,
 }
 
@@ -104,6 +105,7 @@ impl BrokerBuilder {
     pub fn start(self) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix(&format!("testkit-kafka-{}-", self.name))
+            .disable_cleanup(std::env::var_os("TESTKIT_KEEP_BROKERS").is_some())
             .tempdir()
             .expect("the temporary directory is writable");
         let tls = self.tls.then(|| TlsFiles::generate_in(dir.path()));

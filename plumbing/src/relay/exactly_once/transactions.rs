@@ -678,7 +678,7 @@ impl ExactlyOnce {
                 for partition in partitions {
                     asked.add_partition(offsets_topic, *partition);
                 }
-                let during = "reading the offsets stored in the output cluster";
+                let during = crate::error::READING_STORED_OFFSETS;
                 let list = offsets
                     .committed_offsets(asked, self.call_timeout)
                     .map_err(|source| Error::transaction(during, source))?;
