@@ -189,13 +189,24 @@ fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// `"1980-1989"`: ten years from a multiple of ten.
+fn is_decade(text: &str) -> bool {
+    text.split_once('-').is_some_and(|(low, high)| {
+        low.len() == 4
+            && all_digits(low)
+            && all_digits(high)
+            && matches!((low.parse::<u32>(), high.parse::<u32>()), (Ok(low), Ok(high)) if low % 10 == 0 && high == low + 9)
+    })
+}
+
 fn generalized_ok(generalization: &Generalization, value: Scalar<'_>) -> bool {
     let text = match value {
         Scalar::Str(text) => text,
         _ => "",
     };
     match generalization {
-        Generalization::Year => text.len() == 4 && all_digits(text),
+        // A year, or the decade enforcement of k coarsens it to (`crate::risk`).
+        Generalization::Year => (text.len() == 4 && all_digits(text)) || is_decade(text),
         Generalization::Month => text.len() == 7 && all_digits(&text[..4]) && &text[4..5] == "-" && all_digits(&text[5..]),
         Generalization::AgeBand { width } => text.split_once('-').is_some_and(|(low, high)| {
             all_digits(low)
@@ -203,13 +214,17 @@ fn generalized_ok(generalization: &Generalization, value: Scalar<'_>) -> bool {
                 && matches!((low.parse::<u32>(), high.parse::<u32>()), (Ok(low), Ok(high)) if low % width == 0 && high + 1 == low + width)
         }),
         Generalization::Prefix { length } => matches!(value, Scalar::Str(_)) && text.chars().count() <= *length,
+        // The rule's network, or a wider one (enforcement of k coarsens it, `crate::risk`).
         Generalization::IpNetwork { bits_v4, bits_v6 } => text.split_once('/').is_some_and(|(addr, bits)| {
+            let Some(bits) = bits.parse::<u8>().ok().filter(|bits| *bits > 0) else {
+                return false;
+            };
             match addr.parse::<std::net::IpAddr>() {
                 Ok(std::net::IpAddr::V4(v4)) => {
-                    bits == bits_v4.to_string() && u32::from(v4) & !u32::MAX.checked_shl(32 - u32::from(*bits_v4)).unwrap_or(0) == 0
+                    bits <= *bits_v4 && u32::from(v4) & !u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0) == 0
                 }
                 Ok(std::net::IpAddr::V6(v6)) => {
-                    bits == bits_v6.to_string() && u128::from(v6) & !u128::MAX.checked_shl(128 - u32::from(*bits_v6)).unwrap_or(0) == 0
+                    bits <= *bits_v6 && u128::from(v6) & !u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0) == 0
                 }
                 Err(_) => false,
             }

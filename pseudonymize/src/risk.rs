@@ -33,6 +33,8 @@
 //! every hierarchy has ended.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Deserialize;
 
@@ -93,14 +95,22 @@ pub struct TenantRisk {
     pub enforce_k: bool,
 }
 
-/// One step coarser for a quasi-identifier, by its rule.
+/// One step coarser for a quasi-identifier, by its rule. Every step is a shape the leak
+/// guard accepts for that rule ([`crate::guard`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hierarchy {
     /// A `prefix` of `length` characters: one character shorter per step, then null.
     Prefix { length: usize },
+    /// A `year`: its decade (`"1980-1989"`), then null.
+    Year,
+    /// An `ip_network`: 8 bits shorter (IPv4) or 16 (IPv6) per step, then null.
+    IpNetwork { bits_v4: u8, bits_v6: u8 },
     /// Anything else: null at the first step.
     Suppress,
 }
+
+/// Bits an IPv4 network loses per step of [`Hierarchy::IpNetwork`]; IPv6 loses twice as many.
+const IP_STEP_BITS: u8 = 8;
 
 impl Hierarchy {
     fn of(rule: &Rule) -> Self {
@@ -108,6 +118,11 @@ impl Hierarchy {
             Rule::Generalize(Generalization::Prefix { length }) if *length > 1 => {
                 Self::Prefix { length: *length }
             }
+            Rule::Generalize(Generalization::Year) => Self::Year,
+            Rule::Generalize(Generalization::IpNetwork { bits_v4, bits_v6 }) => Self::IpNetwork {
+                bits_v4: *bits_v4,
+                bits_v6: *bits_v6,
+            },
             _ => Self::Suppress,
         }
     }
@@ -116,7 +131,66 @@ impl Hierarchy {
     fn depth(self) -> usize {
         match self {
             Self::Prefix { length } => length,
+            Self::Year => 2,
+            Self::IpNetwork { bits_v4, bits_v6 } => usize::from(bits_v4.div_ceil(IP_STEP_BITS))
+                .max(usize::from(bits_v6.div_ceil(2 * IP_STEP_BITS))),
             Self::Suppress => 1,
+        }
+    }
+
+    /// Appends to `out` `text` (the rule's output, unquoted) made `steps` steps coarser,
+    /// `steps` below [`depth`](Self::depth), as a JSON string; appends nothing and
+    /// returns false when `text` does not have the rule's shape.
+    fn write_coarser(self, text: &str, steps: usize, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        out.push(b'"');
+        let written = match self {
+            Self::Prefix { length } => {
+                let keep = length - steps;
+                let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+                out.extend_from_slice(&text.as_bytes()[..end]);
+                true
+            }
+            Self::Year => match text.parse::<u32>() {
+                Ok(year) if text.len() == 4 => {
+                    let decade = year - year % 10;
+                    write!(out, "{decade}-{}", decade + 9).is_ok()
+                }
+                _ => false,
+            },
+            Self::IpNetwork { .. } => coarser_network(text, steps)
+                .is_some_and(|(network, bits)| write!(out, "{network}/{bits}").is_ok()),
+            Self::Suppress => false,
+        };
+        if written {
+            out.push(b'"');
+        } else {
+            out.truncate(start);
+        }
+        written
+    }
+}
+
+/// The network of `text` (`address/bits`) with [`IP_STEP_BITS`] per step fewer bits
+/// (twice as many for IPv6), while some remain.
+fn coarser_network(text: &str, steps: usize) -> Option<(IpAddr, u32)> {
+    let (address, bits) = text.split_once('/')?;
+    let bits: u32 = bits.parse().ok()?;
+    let cut = u32::try_from(steps)
+        .ok()?
+        .checked_mul(u32::from(IP_STEP_BITS))?;
+    match address.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) => {
+            let kept = bits.checked_sub(cut).filter(|&kept| kept > 0)?;
+            let network = u32::from(v4) & u32::MAX.checked_shl(32 - kept).unwrap_or(0);
+            Some((IpAddr::V4(Ipv4Addr::from(network)), kept))
+        }
+        IpAddr::V6(v6) => {
+            let kept = bits
+                .checked_sub(cut.checked_mul(2)?)
+                .filter(|&kept| kept > 0)?;
+            let network = u128::from(v6) & u128::MAX.checked_shl(128 - kept).unwrap_or(0);
+            Some((IpAddr::V6(Ipv6Addr::from(network)), kept))
         }
     }
 }
@@ -213,27 +287,18 @@ impl Risk {
             out.extend_from_slice(value.unwrap_or(b"null"));
             return;
         };
-        match self.hierarchies[qi] {
-            Hierarchy::Prefix { length } if steps < length => {
-                // A prefix is a JSON string; one with escapes is suppressed rather than cut
-                // inside an escape.
-                let text = value
-                    .strip_prefix(b"\"")
-                    .and_then(|v| v.strip_suffix(b"\""))
-                    .filter(|text| !text.contains(&b'\\'))
-                    .and_then(|text| std::str::from_utf8(text).ok());
-                match text {
-                    Some(text) => {
-                        let keep = length - steps;
-                        let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
-                        out.push(b'"');
-                        out.extend_from_slice(&text.as_bytes()[..end]);
-                        out.push(b'"');
-                    }
-                    None => out.extend_from_slice(b"null"),
-                }
-            }
-            _ => out.extend_from_slice(b"null"),
+        let hierarchy = self.hierarchies[qi];
+        // The rule's outputs coarsened are JSON strings; one with escapes is suppressed
+        // rather than cut inside an escape.
+        let text = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .filter(|text| !text.contains(&b'\\'))
+            .and_then(|text| std::str::from_utf8(text).ok());
+        let written = steps < hierarchy.depth()
+            && text.is_some_and(|text| hierarchy.write_coarser(text, steps, out));
+        if !written {
+            out.extend_from_slice(b"null");
         }
     }
 
@@ -460,16 +525,17 @@ mod tests {
             }
             String::from_utf8(out).unwrap()
         };
-        // Rounds: zip, store, birth; then zip alone, twice.
-        assert_eq!(risk.max_level(), 5);
+        // Rounds: zip, store, birth; then zip and birth; then zip alone.
+        assert_eq!(risk.max_level(), 6);
         assert_eq!(risk.enforce_order(), ["zip", "store", "birth"]);
         assert_eq!(
-            (0..=5).map(at).collect::<Vec<_>>(),
+            (0..=6).map(at).collect::<Vec<_>>(),
             [
                 "\"1987\" \"750\" \"s1\" ",
                 "\"1987\" \"75\" \"s1\" ",
                 "\"1987\" \"75\" null ",
-                "null \"75\" null ",
+                "\"1980-1989\" \"75\" null ",
+                "\"1980-1989\" \"7\" null ",
                 "null \"7\" null ",
                 "null null null ",
             ]
@@ -477,6 +543,67 @@ mod tests {
         let mut out = Vec::new();
         risk.coarsen(1, Some(b"\"7\\u00e9\""), 1, &mut out);
         assert_eq!(out, b"null", "an escaped prefix is suppressed, not cut");
+    }
+
+    #[test]
+    fn networks_lose_a_byte_per_step_and_every_step_passes_the_leak_guard() {
+        let policy = Policy::from_toml(
+            "[fields]\nip = { action = \"generalize\", to = \"ip_network\" }\nbirth = { action = \"generalize\", to = \"year\" }\n[risk]\nquasi_identifiers = [\"ip\", \"birth\"]\n",
+        )
+        .unwrap();
+        let risk = policy.risk().unwrap();
+        let steps = |qi: usize, value: &str| {
+            (0..=3)
+                .map(|steps| {
+                    let mut out = Vec::new();
+                    risk.coarsen(qi, Some(format!("\"{value}\"").as_bytes()), steps, &mut out);
+                    String::from_utf8(out).unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            steps(0, "10.1.2.0/24"),
+            [
+                "\"10.1.2.0/24\"",
+                "\"10.1.0.0/16\"",
+                "\"10.0.0.0/8\"",
+                "null"
+            ]
+        );
+        assert_eq!(
+            steps(0, "2001:db8:7::/48"),
+            [
+                "\"2001:db8:7::/48\"",
+                "\"2001:db8::/32\"",
+                "\"2001::/16\"",
+                "null"
+            ]
+        );
+        assert_eq!(
+            steps(1, "1987"),
+            ["\"1987\"", "\"1980-1989\"", "null", "null"]
+        );
+        assert_eq!(
+            steps(0, "not a network"),
+            ["\"not a network\"", "null", "null", "null"]
+        );
+        // What the sink's guard makes of each step, in a record of that policy.
+        let guard = crate::LeakGuard::new(policy.clone());
+        for (ip, birth, passes) in [
+            ("10.1.0.0/16", "1980-1989", true),
+            ("10.0.0.0/8", "1987", true),
+            ("10.1.2.0/25", "1987", false),
+            ("10.1.2.0/16", "1987", false),
+            ("10.1.0.0/16", "1981-1990", false),
+            ("10.1.0.0/16", "1980-1990", false),
+        ] {
+            let record = format!("{{\"ip\":\"{ip}\",\"birth\":\"{birth}\"}}");
+            assert_eq!(
+                guard.check(None, record.as_bytes()).is_ok(),
+                passes,
+                "{record}"
+            );
+        }
     }
 
     #[test]
