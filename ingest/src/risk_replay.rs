@@ -13,10 +13,21 @@ use plumbing::rdkafka::{Message as _, Offset, TopicPartitionList};
 use crate::risk::History;
 use crate::{Error, Settings};
 
-/// How long one rebuild may take: half the transaction timeout exactly once sets by
-/// default (10 s), so that a transaction left open while a partition is rebuilt is not
-/// aborted by the broker. A rebuild that takes longer fails closed.
-pub const REBUILD_BUDGET: Duration = Duration::from_secs(5);
+/// Exactly once, the longest a rebuild may take: half the transaction timeout the relay
+/// sets by default (10 s), so that a transaction left open while the relay's thread
+/// rebuilds is not aborted by the broker.
+const EXACTLY_ONCE_BUDGET: Duration = Duration::from_secs(5);
+
+/// How long one rebuild may take before it gives up and fails closed: the stage's
+/// liveness bound (`stall_timeout_ms`, 30 s by default), since the relay's thread makes no
+/// other progress meanwhile (no commit, no retry, no liveness check); exactly once, at
+/// most [`EXACTLY_ONCE_BUDGET`].
+pub fn rebuild_budget(settings: &Settings) -> Duration {
+    match settings.exactly_once() {
+        Some(_) => settings.stall_timeout().min(EXACTLY_ONCE_BUDGET),
+        None => settings.stall_timeout(),
+    }
+}
 
 /// Longest one poll waits, so that the deadline is looked at.
 const POLL: Duration = Duration::from_millis(100);
@@ -25,24 +36,28 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct RawHistory {
     consumer: BaseConsumer,
     topic: String,
+    /// The bound of one rebuild, for the error that says it was passed.
+    budget: Duration,
 }
 
 impl std::fmt::Debug for RawHistory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawHistory")
             .field("topic", &self.topic)
+            .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
 
 impl RawHistory {
-    /// A reader of `settings.input_topic`, built as ingest's consumer is, without its group.
+    /// A reader of `settings.input_topic`, built as ingest's consumer is, without its
+    /// group; each rebuild bounded by [`rebuild_budget`].
     pub fn new(settings: &Settings) -> Result<Self, plumbing::Error> {
-        let mut config =
-            plumbing::config::consumer(&settings.brokers, &settings.group_id, &settings.kafka)?;
+        // librdkafka wants a group id even for assigned partitions; this one is never
+        // joined (nothing is subscribed) and nothing is committed under it.
+        let group = format!("{}.risk-replay", settings.group_id);
+        let mut config = plumbing::config::consumer(&settings.brokers, &group, &settings.kafka)?;
         config
-            // Assigned partitions only: it joins no group and commits nothing.
-            .remove("group.id")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
@@ -51,6 +66,7 @@ impl RawHistory {
         Ok(Self {
             consumer: config.create()?,
             topic: settings.input_topic.clone(),
+            budget: rebuild_budget(settings),
         })
     }
 
@@ -67,7 +83,7 @@ impl RawHistory {
         Error::RiskReplayTooLong {
             topic: self.topic.clone(),
             partition,
-            budget_ms: REBUILD_BUDGET.as_millis(),
+            budget_ms: self.budget.as_millis(),
         }
     }
 

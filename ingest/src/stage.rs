@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::coverage::Coverage;
 use crate::keys::{Counts, LiveKeys};
 use crate::risk::RiskWatch;
-use crate::risk_replay::{RawHistory, REBUILD_BUDGET};
+use crate::risk_replay::{rebuild_budget, RawHistory};
 
 /// What ingest pseudonymizes with, and the side topics it writes about its keys.
 #[derive(Debug)]
@@ -255,7 +255,7 @@ pub async fn run(
     }
     if let Some(watch) = keys.risk.as_mut().filter(|watch| watch.enforces()) {
         let history = RawHistory::new(&settings)?;
-        watch.read_back_from(Box::new(history), REBUILD_BUDGET);
+        watch.read_back_from(Box::new(history), rebuild_budget(&settings));
     }
     let processor = Arc::new(IngestProcessor::new(keys, format));
     IngestProcessor::mirror(&mut processor.lock());
