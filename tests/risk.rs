@@ -314,6 +314,16 @@ fn one_partition(policy: &str) -> Pipeline {
         .with_policy(policy)
 }
 
+/// Produces `events` to the pipeline's raw topic, all on partition 0.
+fn produce_on_partition_0<'a>(p: &Pipeline, events: impl IntoIterator<Item = &'a Vec<u8>>) {
+    p.onprem.produce(
+        &p.raw,
+        events
+            .into_iter()
+            .map(|payload| testkit::NewRecord::new(payload.clone()).partition(0)),
+    );
+}
+
 /// Starts ingest alone and waits until it has closed `windows` risk windows.
 fn ingest_closing(p: &Pipeline, logs: &Path, windows: f64) -> Stage {
     let port = free_port();
@@ -369,12 +379,7 @@ fn the_monitor_metric_agrees_with_risk_on_the_same_events() {
         "quasi_identifiers = [\"customer.birth_date\", \"retailer.channel\"]\nwindow = {}",
         events.len()
     )));
-    p.onprem.produce(
-        &p.raw,
-        events
-            .iter()
-            .map(|payload| testkit::NewRecord::new(payload.clone()).partition(0)),
-    );
+    produce_on_partition_0(&p, &events);
     let logs = tempfile::tempdir().unwrap();
     let ingest = ingest_closing(&p, logs.path(), 1.0);
     let metric = ingest.metrics().value(
@@ -405,13 +410,7 @@ fn enforce_k_leaves_no_class_below_k_when_a_window_repeats_the_one_before() {
         "quasi_identifiers = [{}]\nwindow = {window}\nenforce_k = true\nenforce_order = [\"device.ip\", \"retailer.store_id\", \"customer.address.postal_code\", \"customer.birth_date\", \"retailer.channel\", \"customer.address.country\"]",
         QUASI_IDENTIFIERS.map(|path| format!("{path:?}")).join(", ")
     )));
-    p.onprem.produce(
-        &p.raw,
-        events
-            .iter()
-            .chain(&events)
-            .map(|payload| testkit::NewRecord::new(payload.clone()).partition(0)),
-    );
+    produce_on_partition_0(&p, events.iter().chain(&events));
     let logs = tempfile::tempdir().unwrap();
     let ingest = ingest_closing(&p, logs.path(), 2.0);
     let metrics = ingest.metrics();
@@ -459,14 +458,6 @@ fn enforce_k_writes_the_same_bytes_after_a_restart_mid_window() {
     let mut p = one_partition(&default_policy_with_risk(&format!(
         "quasi_identifiers = [\"customer.birth_date\", \"retailer.channel\"]\nwindow = {window}\nenforce_k = true"
     )));
-    let produce = |p: &Pipeline, events: &[Vec<u8>]| {
-        p.onprem.produce(
-            &p.raw,
-            events
-                .iter()
-                .map(|payload| testkit::NewRecord::new(payload.clone()).partition(0)),
-        )
-    };
     let logs = tempfile::tempdir().unwrap();
     let start = |p: &Pipeline, name: &str| {
         let port = free_port();
@@ -484,7 +475,7 @@ fn enforce_k_writes_the_same_bytes_after_a_restart_mid_window() {
 
     // The restarted ingest's first life: offsets 0..500, then SIGTERM (its offsets
     // committed at 500).
-    produce(&p, &events[..stop_at]);
+    produce_on_partition_0(&p, &events[..stop_at]);
     let mut restarted = start(&p, "restarted.log");
     p.onprem.read_all(
         &p.pseudonymized,
@@ -494,7 +485,7 @@ fn enforce_k_writes_the_same_bytes_after_a_restart_mid_window() {
     restarted
         .process
         .terminate(std::time::Duration::from_secs(15));
-    produce(&p, &events[stop_at..]);
+    produce_on_partition_0(&p, &events[stop_at..]);
     restarted.restart();
     let restarted_topic = p.pseudonymized.clone();
 
@@ -574,15 +565,7 @@ fn rebuild_time_of_two_default_windows() {
         .replace("enforce_k = false", "enforce_k = true");
     assert!(policy.contains(&format!("window = {window}\n")));
     let p = one_partition(&policy);
-    let produce = |events: &[Vec<u8>]| {
-        p.onprem.produce(
-            &p.raw,
-            events
-                .iter()
-                .map(|payload| testkit::NewRecord::new(payload.clone()).partition(0)),
-        )
-    };
-    produce(&events[..2 * window - 1]);
+    produce_on_partition_0(&p, &events[..2 * window - 1]);
     let logs = tempfile::tempdir().unwrap();
     let port = free_port();
     let log = logs.path().join("ingest.log");
@@ -596,7 +579,7 @@ fn rebuild_time_of_two_default_windows() {
         ingest.process.failure("consuming the first two windows")
     );
     ingest.process.terminate(std::time::Duration::from_secs(30));
-    produce(&events[2 * window - 1..]);
+    produce_on_partition_0(&p, &events[2 * window - 1..]);
     ingest.restart();
     assert!(
         ingest

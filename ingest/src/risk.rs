@@ -231,36 +231,35 @@ impl RiskWatch {
     /// decision needs (the partition's first record here, or an offset past a gap), reads
     /// them back from its [`History`] and counts each record `classify` accepts, as
     /// [`RiskWatch::observe`] would have, without enforcing anything. Nothing to do without
-    /// a history, or when no tenant enforces k.
+    /// a history.
     pub fn catch_up<'e>(&mut self, origin: Origin, classify: &mut Classify<'e>) {
         let Origin { partition, offset } = origin;
-        if partition < 0 || offset < 0 {
+        if partition < 0 || offset < 0 || self.history.is_none() {
             return;
         }
-        // The earliest offset a decision at `offset` rests on: the start of the window
-        // before its own, for the tenant whose window reaches back furthest.
-        let needed = std::iter::once(self.risk.defaults())
-            .chain(self.risk.tenants().map(|(_, settings)| settings))
-            .filter(|settings| settings.enforce_k)
-            .map(|settings| {
-                let window = settings.window as i64;
-                (offset / window - 1).max(0) * window
-            })
-            .min()
-            .unwrap_or(offset);
+        let seen = self
+            .partitions
+            .get_mut(&partition)
+            .map(|state| &mut state.seen);
+        if let Some(seen) = seen {
+            if offset <= *seen {
+                // Seen, or next in line: a rewind, or the record after the last.
+                *seen = (*seen).max(offset + 1);
+                return;
+            }
+        }
+        let needed = self.needed_from(offset);
         let from = match self.partitions.get(&partition).map(|state| state.seen) {
-            // Seen, or next in line: a rewind, or the record after the last.
-            Some(seen) if offset <= seen => None,
             // A gap: only it is missing.
-            Some(seen) if seen >= needed => Some(seen),
+            Some(seen) if seen >= needed => seen,
             // Far past what this instance holds (the partition was elsewhere meanwhile).
             Some(_) => {
                 self.partitions.remove(&partition);
-                Some(needed)
+                needed
             }
-            None => Some(needed),
+            None => needed,
         };
-        if let Some(from) = from.filter(|&from| from < offset) {
+        if from < offset {
             if let Some((mut history, budget)) = self.history.take() {
                 let started = Instant::now();
                 let read =
@@ -292,6 +291,20 @@ impl RiskWatch {
             .entry(partition)
             .or_insert_with(|| PartitionState::from(offset));
         state.seen = state.seen.max(offset + 1);
+    }
+
+    /// The earliest offset a decision at `offset` rests on: the start of the window before
+    /// its own, for the tenant that enforces k whose window reaches back furthest.
+    fn needed_from(&self, offset: i64) -> i64 {
+        std::iter::once(self.risk.defaults())
+            .chain(self.risk.tenants().map(|(_, settings)| settings))
+            .filter(|settings| settings.enforce_k)
+            .map(|settings| {
+                let window = settings.window as i64;
+                (offset / window - 1).max(0) * window
+            })
+            .min()
+            .unwrap_or(offset)
     }
 
     /// Reads `offsets` of `partition` back into the windows; the records read.
