@@ -13,7 +13,7 @@ use simulator::{Generator, Kind};
 
 use testkit::{free_port, random_name, shared_brokers};
 
-use crate::harness::{Pipeline, Stage, Zone, TENANT};
+use crate::harness::{Delivery, Pipeline, Stage, Zone, TENANT};
 use crate::util::Scratch;
 
 const POLICY: &str = concat!(
@@ -449,15 +449,34 @@ fn enforce_k_leaves_no_class_below_k_when_a_window_repeats_the_one_before() {
 type KeyAndPayload = (Option<Vec<u8>>, Vec<u8>);
 
 #[test]
-fn enforce_k_writes_the_same_bytes_after_a_restart_mid_window() {
-    // Five windows of 200 over one partition; coarse quasi-identifiers, so that each
-    // window releases some classes to the next.
+fn enforce_k_writes_the_same_bytes_after_a_sigterm_mid_window() {
+    restarted_mid_window_writes_what_a_straight_run_writes(Delivery::AtLeastOnce, |ingest| {
+        ingest.process.terminate(std::time::Duration::from_secs(15));
+    });
+}
+
+#[test]
+fn enforce_k_writes_the_same_bytes_exactly_once_after_a_kill_mid_window() {
+    restarted_mid_window_writes_what_a_straight_run_writes(Delivery::ExactlyOnce, |ingest| {
+        ingest.process.kill()
+    });
+}
+
+/// An ingest with `enforce_k` that reads offsets 0..500 of five windows of 200, is
+/// stopped by `stop` and started again, writes what another one writes reading every
+/// offset in one life: per event, every copy byte for byte.
+fn restarted_mid_window_writes_what_a_straight_run_writes(
+    delivery: Delivery,
+    stop: impl FnOnce(&mut Stage),
+) {
+    // Coarse quasi-identifiers, so that each window releases some classes to the next.
     let events = population_events(13, 100, 1000);
     let window = 200;
     let stop_at = 500; // mid-window 2
     let mut p = one_partition(&default_policy_with_risk(&format!(
         "quasi_identifiers = [\"customer.birth_date\", \"retailer.channel\"]\nwindow = {window}\nenforce_k = true"
-    )));
+    )))
+    .with_delivery(delivery);
     let logs = tempfile::tempdir().unwrap();
     let start = |p: &Pipeline, name: &str| {
         let port = free_port();
@@ -473,8 +492,8 @@ fn enforce_k_writes_the_same_bytes_after_a_restart_mid_window() {
     p.pseudonymized = p.onprem.random_topic("redemptions.restarted", 1);
     p.ingest_group = random_name("ingest-restarted");
 
-    // The restarted ingest's first life: offsets 0..500, then SIGTERM (its offsets
-    // committed at 500).
+    // The restarted ingest's first life: offsets 0..500, all delivered (exactly once:
+    // committed, with the input offsets), then stopped.
     produce_on_partition_0(&p, &events[..stop_at]);
     let mut restarted = start(&p, "restarted.log");
     p.onprem.read_all(
@@ -482,9 +501,7 @@ fn enforce_k_writes_the_same_bytes_after_a_restart_mid_window() {
         stop_at,
         std::time::Duration::from_secs(30),
     );
-    restarted
-        .process
-        .terminate(std::time::Duration::from_secs(15));
+    stop(&mut restarted);
     produce_on_partition_0(&p, &events[stop_at..]);
     restarted.restart();
     let restarted_topic = p.pseudonymized.clone();
