@@ -854,11 +854,19 @@ enforce_order = ["store", "zip"]
 
     impl Run {
         fn new() -> Self {
-            let policy = Policy::from_toml(POLICY).unwrap();
+            Self::with_policy(POLICY)
+        }
+
+        /// A run of `policy`, with keys for tenants `t` and `u`.
+        fn with_policy(policy: &str) -> Self {
+            let policy = Policy::from_toml(policy).unwrap();
             let registry = Registry::new();
             let watch = RiskWatch::for_policy(&policy, &registry).unwrap().unwrap();
             let secret = MasterSecret::from_bytes([7; 32]);
-            let engine = Pseudonymizer::new(policy, [("t".to_string(), 1, &secret)]);
+            let engine = Pseudonymizer::new(
+                policy,
+                [("t".to_string(), 1, &secret), ("u".to_string(), 1, &secret)],
+            );
             Self {
                 engine,
                 watch,
@@ -906,9 +914,14 @@ enforce_order = ["store", "zip"]
         }
     }
 
-    /// The raw payload of the event `(card, zip, store)`.
-    fn payload((card, zip, store): (&str, &str, &str)) -> String {
-        format!(r#"{{"tenant":"t","card":"{card}","zip":"{zip}","store":"{store}"}}"#)
+    /// The raw payload of tenant `t`'s event `(card, zip, store)`.
+    fn payload(event: (&str, &str, &str)) -> String {
+        payload_of("t", event)
+    }
+
+    /// The raw payload of `tenant`'s event `(card, zip, store)`.
+    fn payload_of(tenant: &str, (card, zip, store): (&str, &str, &str)) -> String {
+        format!(r#"{{"tenant":"{tenant}","card":"{card}","zip":"{zip}","store":"{store}"}}"#)
     }
 
     /// A raw partition held from `low` on, and the ranges a watch asked it for.
@@ -971,7 +984,18 @@ enforce_order = ["store", "zip"]
         from: i64,
         held: Option<Held>,
     ) -> Vec<Option<(Verdict, Vec<u8>)>> {
-        let mut run = Run::new();
+        decisions_under(POLICY, input, before, from, held)
+    }
+
+    /// [`decisions`] under `policy`.
+    fn decisions_under(
+        policy: &str,
+        input: &[Vec<u8>],
+        before: Range<i64>,
+        from: i64,
+        held: Option<Held>,
+    ) -> Vec<Option<(Verdict, Vec<u8>)>> {
+        let mut run = Run::with_policy(policy);
         if let Some(held) = held {
             run.watch
                 .read_back_from(Box::new(held), Duration::from_secs(5));
@@ -1033,6 +1057,49 @@ enforce_order = ["store", "zip"]
         // Without the log, the start's window and the next are suppressed: only a start at
         // window 3's first offset writes the same, window 3 releasing nothing here anyway.
         assert_eq!(same_without_the_log, [12]);
+    }
+
+    #[test]
+    fn each_tenant_is_rebuilt_in_its_own_windows() {
+        // Tenant u's windows are of 6 offsets, t's of 4; every third record is u's, two
+        // customers of one class taking turns in each tenant, so that each window of
+        // either releases its class to the next.
+        let policy = format!("{POLICY}[risk.tenants.u]\nwindow = 6\n");
+        let input: Vec<Vec<u8>> = (0..36)
+            .map(|i| {
+                let (tenant, event) = match (i % 3, i / 3 % 2, i % 2) {
+                    (2, 0, _) => ("u", ("a", "75011", "s1")),
+                    (2, _, _) => ("u", ("b", "75002", "s1")),
+                    (_, _, 0) => ("t", ("c", "75011", "s2")),
+                    _ => ("t", ("f", "75011", "s2")),
+                };
+                payload_of(tenant, event).into_bytes()
+            })
+            .collect();
+        let straight = decisions_under(&policy, &input, 0..0, 0, None);
+        let kept_of = |tenant: &str| {
+            straight.iter().zip(&input).any(|(decision, raw)| {
+                matches!(decision, Some((Verdict::Kept, _)))
+                    && raw.starts_with(format!(r#"{{"tenant":"{tenant}""#).as_bytes())
+            })
+        };
+        assert!(kept_of("t") && kept_of("u"), "both tenants release some");
+        for start in [5, 7, 13, 20, 27] {
+            let (history, asked) = held(&input, 0);
+            let rebuilt = decisions_under(&policy, &input, 0..0, start, Some(history));
+            assert_eq!(rebuilt, straight[start as usize..], "started at {start}");
+            // From the window before, of whichever tenant's reaches back further.
+            let needed = [4, 6]
+                .map(|window| (start / window - 1).max(0) * window)
+                .into_iter()
+                .min()
+                .unwrap();
+            assert_eq!(
+                *asked.lock().unwrap(),
+                [(needed, start)],
+                "started at {start}"
+            );
+        }
     }
 
     #[test]
