@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use plumbing::rdkafka::error::KafkaError;
 
-/// What can go wrong with ingest's keys, its audit mirror or its bridge.
+/// What can go wrong with ingest's keys, its audit mirror, its bridge or the risk windows'
+/// read-back.
 /// Messages name files, topics and sequence numbers, never a key or an event value.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,6 +91,31 @@ pub enum Error {
         /// What the client said.
         #[source]
         source: KafkaError,
+    },
+    /// The raw topic could not be read back to rebuild the risk windows of a partition.
+    #[error("cannot read back `{topic}`/{partition} for the risk windows: {what} ({source})")]
+    RiskReplay {
+        /// The raw topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// What was being done.
+        what: &'static str,
+        /// What the client said.
+        #[source]
+        source: KafkaError,
+    },
+    /// Reading back the raw topic for the risk windows took longer than its bound.
+    #[error(
+        "reading back `{topic}`/{partition} for the risk windows took longer than {budget_ms} ms"
+    )]
+    RiskReplayTooLong {
+        /// The raw topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// The bound.
+        budget_ms: u128,
     },
     /// A metric cannot be registered (a name taken twice in one registry).
     #[error(transparent)]

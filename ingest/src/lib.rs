@@ -18,6 +18,8 @@
 //! - `error`: the crate's one error type, [`Error`].
 //! - `coverage`: the policy rules the first 1000 events did not match, warned about.
 //! - [`risk`]: classes below k counted per window, and k enforced ([`RiskWatch`]).
+//! - `risk_replay`: the raw topic read back to rebuild the risk windows of a partition
+//!   this instance did not see.
 //! - [`stage`]: the record decision ([`IngestProcessor`]) and [`run`].
 
 #![forbid(unsafe_code)]
@@ -30,6 +32,7 @@ mod coverage;
 mod error;
 pub mod keys;
 pub mod risk;
+mod risk_replay;
 pub mod stage;
 
 pub use audit_topic::AuditMirror;

@@ -14,9 +14,13 @@
 //! classes that gathered k subjects among the events not released at a lower level. The
 //! event leaves at the lowest level whose class was released, its quasi-identifiers
 //! rewritten in its output; past the last level they are all null (suppressed). The
-//! decision depends on the input alone when this instance saw window `j - 1` whole; a
-//! window whose predecessor it did not see (the first after a start or a takeover
-//! mid-stream, and the one after it) leaves suppressed: fail closed.
+//! decision depends on the input alone when this instance holds window `j - 1` whole. When
+//! it meets a partition whose windows it lacks (its first record after a start or a
+//! takeover, or an offset past a gap), it rebuilds them first from the raw topic itself
+//! through its [`History`]: the records from the start of window `j - 1` up to the one at
+//! hand, classified as the stage classifies them, counted, never emitted. A window the log
+//! no longer holds whole (retention), or a rebuild that fails or overruns its time, leaves
+//! the windows it could not rebuild suppressed: fail closed.
 //!
 //! Memory: at most `max_classes` classes per partition, tenant and window, each with at
 //! most k subject hashes; the events of further classes count as below k and add no
@@ -26,11 +30,15 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use plumbing::prometheus::{GaugeVec, IntCounter, IntCounterVec, Registry};
 use plumbing::Origin;
 use pseudonymize::risk::{Risk, TenantRisk};
 use pseudonymize::{Policy, QuasiValues};
+use tracing::{info, warn};
+
+use crate::Error;
 
 /// Separates the quasi-identifier values in a class key: a JSON text holds no NUL byte.
 const SEPARATOR: u8 = 0;
@@ -70,7 +78,33 @@ pub struct RiskWatch {
     key: Vec<u8>,
     rewritten: Vec<u8>,
     spans: Vec<(usize, Range<usize>)>,
+    /// Where windows this instance did not see are read back from, and how long a rebuild
+    /// may take; none: they leave suppressed.
+    history: Option<(Box<dyn History>, Duration)>,
 }
+
+/// The raw input as it was: what a rebuild reads (ADR 0025). A narrow seam, so that the
+/// counting here knows nothing of Kafka (`risk_replay` reads the raw topic).
+pub trait History: Send + std::fmt::Debug {
+    /// The first offset of `partition` the log still holds (its low watermark).
+    fn first_held(&mut self, partition: i32, deadline: Instant) -> Result<i64, Error>;
+
+    /// Calls `each(offset, payload)` for every record of `partition` in `offsets`, in
+    /// offset order (`None` for a record without a payload). Fails past `deadline`.
+    fn replay(
+        &mut self,
+        partition: i32,
+        offsets: Range<i64>,
+        deadline: Instant,
+        each: &mut dyn FnMut(i64, Option<&[u8]>),
+    ) -> Result<(), Error>;
+}
+
+/// How a rebuild classifies a raw payload: as the stage does, writing the output into the
+/// buffer and the quasi-identifiers' spans; the tenant and the subject's span in the
+/// output, or `None` for a record the stage does not count (quarantined, dropped).
+pub type Classify<'e> = dyn FnMut(&[u8], &mut Vec<u8>, &mut QuasiValues) -> Option<(&'e str, Option<Range<usize>>)>
+    + 'e;
 
 /// Class ids: SipHash-1-3 under two keys drawn at random per watch, 128 bits in all. A
 /// collision merges two classes and can only overcount one, the unsafe direction (ADR
@@ -93,9 +127,24 @@ impl ClassIds {
 struct PartitionState {
     /// The first offset this instance processed.
     first: i64,
-    /// The offset after the highest processed.
+    /// The offset after the highest counted.
     next: i64,
+    /// The offset after the highest shown to [`RiskWatch::catch_up`] (a record the stage
+    /// quarantines is shown, not counted): past it lies a gap.
+    seen: i64,
     tenants: Map<String, TenantWindows>,
+}
+
+impl PartitionState {
+    /// A partition this instance holds from `first` on.
+    fn from(first: i64) -> Self {
+        Self {
+            first,
+            next: first,
+            seen: first,
+            tenants: Map::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -163,12 +212,151 @@ impl RiskWatch {
             key: Vec::new(),
             rewritten: Vec::new(),
             spans: Vec::new(),
+            history: None,
         }))
+    }
+
+    /// Rebuilds the windows this instance did not see from `history`, each rebuild within
+    /// `budget`.
+    pub fn read_back_from(&mut self, history: Box<dyn History>, budget: Duration) {
+        self.history = Some((history, budget));
     }
 
     /// Whether some tenant enforces k.
     pub fn enforces(&self) -> bool {
         self.risk.enforces_any()
+    }
+
+    /// Before the record at `origin` is decided: when the watch lacks the windows its
+    /// decision needs (the partition's first record here, or an offset past a gap), reads
+    /// them back from its [`History`] and counts each record `classify` accepts, as
+    /// [`RiskWatch::observe`] would have, without enforcing anything. Nothing to do without
+    /// a history.
+    pub fn catch_up<'e>(&mut self, origin: Origin, classify: &mut Classify<'e>) {
+        let Origin { partition, offset } = origin;
+        if partition < 0 || offset < 0 || self.history.is_none() {
+            return;
+        }
+        let seen = self
+            .partitions
+            .get_mut(&partition)
+            .map(|state| &mut state.seen);
+        if let Some(seen) = seen {
+            if offset <= *seen {
+                // Seen, or next in line: a rewind, or the record after the last.
+                *seen = (*seen).max(offset + 1);
+                return;
+            }
+        }
+        let needed = self.needed_from(offset);
+        let from = match self.partitions.get(&partition).map(|state| state.seen) {
+            // A gap: only it is missing.
+            Some(seen) if seen >= needed => seen,
+            // Far past what this instance holds (the partition was elsewhere meanwhile).
+            Some(_) => {
+                self.partitions.remove(&partition);
+                needed
+            }
+            None => needed,
+        };
+        if from < offset {
+            if let Some((mut history, budget)) = self.history.take() {
+                let started = Instant::now();
+                let read =
+                    self.rebuild(history.as_mut(), budget, partition, from..offset, classify);
+                self.history = Some((history, budget));
+                match read {
+                    Ok(records) => {
+                        self.metrics.rebuild_records.inc_by(records);
+                        info!(
+                            partition,
+                            from,
+                            to = offset,
+                            records,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "Risk windows rebuilt from the raw topic."
+                        );
+                    }
+                    Err(error) => {
+                        // What was half counted goes: the partition starts afresh at this
+                        // record, and the windows it lacks leave suppressed.
+                        self.partitions.remove(&partition);
+                        warn!(%error, partition, from, to = offset, "Risk windows could not be rebuilt from the raw topic: the windows they decide leave suppressed.");
+                    }
+                }
+            }
+        }
+        let state = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::from(offset));
+        state.seen = state.seen.max(offset + 1);
+    }
+
+    /// The earliest offset a decision at `offset` rests on: the start of the window before
+    /// its own, for the tenant that enforces k whose window reaches back furthest.
+    fn needed_from(&self, offset: i64) -> i64 {
+        std::iter::once(self.risk.defaults())
+            .chain(self.risk.tenants().map(|(_, settings)| settings))
+            .filter(|settings| settings.enforce_k)
+            .map(|settings| {
+                let window = settings.window as i64;
+                (offset / window - 1).max(0) * window
+            })
+            .min()
+            .unwrap_or(offset)
+    }
+
+    /// Reads `offsets` of `partition` back into the windows; the records read.
+    fn rebuild(
+        &mut self,
+        history: &mut dyn History,
+        budget: Duration,
+        partition: i32,
+        offsets: Range<i64>,
+        classify: &mut Classify<'_>,
+    ) -> Result<u64, Error> {
+        let deadline = Instant::now() + budget;
+        let held = history.first_held(partition, deadline)?;
+        let mut from = offsets.start;
+        if held > from {
+            // Retention took records this instance did not count: what is held here
+            // cannot be completed, so the partition starts afresh where the log does.
+            warn!(
+                partition,
+                needed_from = from,
+                held_from = held,
+                "The raw topic no longer holds every record the risk windows need: the windows it lacks leave suppressed."
+            );
+            self.partitions.remove(&partition);
+            from = held.min(offsets.end);
+        }
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::from(from));
+        let mut out = Vec::new();
+        let mut quasi = QuasiValues::new();
+        let mut records = 0;
+        history.replay(
+            partition,
+            from..offsets.end,
+            deadline,
+            &mut |offset, payload| {
+                records += 1;
+                let Some(payload) = payload else {
+                    return; // quarantined by the stage: not counted
+                };
+                out.clear();
+                if let Some((tenant, subject)) = classify(payload, &mut out, &mut quasi) {
+                    let origin = Origin { partition, offset };
+                    self.step(origin, tenant, subject, &quasi, &mut out, false);
+                }
+            },
+        )?;
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.seen = state.seen.max(offsets.end);
+        }
+        Ok(records)
     }
 
     /// Counts one pseudonymized event of `tenant` read at `origin`, whose output is `out`
@@ -182,6 +370,19 @@ impl RiskWatch {
         quasi: &QuasiValues,
         out: &mut Vec<u8>,
     ) -> Verdict {
+        self.step(origin, tenant, subject, quasi, out, true)
+    }
+
+    /// [`RiskWatch::observe`]; a rebuild counts only (`decide` false).
+    fn step(
+        &mut self,
+        origin: Origin,
+        tenant: &str,
+        subject: Option<Range<usize>>,
+        quasi: &QuasiValues,
+        out: &mut Vec<u8>,
+        decide: bool,
+    ) -> Verdict {
         let Origin { partition, offset } = origin;
         if partition < 0 || offset < 0 {
             return Verdict::Kept;
@@ -190,11 +391,7 @@ impl RiskWatch {
         let partition_state = self
             .partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState {
-                first: origin.offset,
-                next: origin.offset,
-                tenants: Map::default(),
-            });
+            .or_insert_with(|| PartitionState::from(origin.offset));
         let fresh = origin.offset >= partition_state.next;
         if fresh {
             partition_state.next = origin.offset + 1;
@@ -237,7 +434,7 @@ impl RiskWatch {
             let key = settings.enforce_k.then_some(self.key.as_slice());
             windows.open.count(id, key, subject, k, max_classes);
         }
-        let verdict = if settings.enforce_k {
+        let verdict = if settings.enforce_k && decide {
             let released = if index == windows.index {
                 windows.previous.as_ref()
             } else if index + 1 == windows.index {
@@ -579,6 +776,7 @@ struct RiskMetrics {
     below_k: GaugeVec,
     windows: IntCounterVec,
     enforced: IntCounterVec,
+    rebuild_records: IntCounter,
 }
 
 impl RiskMetrics {
@@ -605,8 +803,13 @@ impl RiskMetrics {
                 ),
                 &["tenant", "outcome"],
             )?,
+            rebuild_records: IntCounter::with_opts(crate::metric_opts(
+                "pseudopipe_risk_rebuild_records_total",
+                "Raw records read back to rebuild the risk windows of a partition this instance had not seen (at start, on a takeover, past a gap).",
+            ))?,
         };
         registry.register(Box::new(metrics.below_k.clone()))?;
+        registry.register(Box::new(metrics.rebuild_records.clone()))?;
         registry.register(Box::new(metrics.windows.clone()))?;
         registry.register(Box::new(metrics.enforced.clone()))?;
         Ok(metrics)
@@ -622,6 +825,10 @@ impl RiskMetrics {
 mod tests {
     use super::*;
     use pseudonymize::{MasterSecret, Pseudonymizer};
+    use std::sync::{Arc, Mutex};
+
+    /// The ranges a watch asked for, as (start, end).
+    type Asked = Arc<Mutex<Vec<(i64, i64)>>>;
 
     const POLICY: &str = r#"
 tenant_field = "tenant"
@@ -647,11 +854,19 @@ enforce_order = ["store", "zip"]
 
     impl Run {
         fn new() -> Self {
-            let policy = Policy::from_toml(POLICY).unwrap();
+            Self::with_policy(POLICY)
+        }
+
+        /// A run of `policy`, with keys for tenants `t` and `u`.
+        fn with_policy(policy: &str) -> Self {
+            let policy = Policy::from_toml(policy).unwrap();
             let registry = Registry::new();
             let watch = RiskWatch::for_policy(&policy, &registry).unwrap().unwrap();
             let secret = MasterSecret::from_bytes([7; 32]);
-            let engine = Pseudonymizer::new(policy, [("t".to_string(), 1, &secret)]);
+            let engine = Pseudonymizer::new(
+                policy,
+                [("t".to_string(), 1, &secret), ("u".to_string(), 1, &secret)],
+            );
             Self {
                 engine,
                 watch,
@@ -660,28 +875,273 @@ enforce_order = ["store", "zip"]
         }
 
         /// The output of the event `(card, zip, store)` read at `offset` of partition 0.
-        fn event(&mut self, offset: i64, (card, zip, store): (&str, &str, &str)) -> String {
-            let payload =
-                format!(r#"{{"tenant":"t","card":"{card}","zip":"{zip}","store":"{store}"}}"#);
-            let mut quasi = QuasiValues::new();
-            let mut out = Vec::new();
-            let outcome = self
-                .engine
-                .pseudonymize_observed(payload.as_bytes(), &mut out, None, &mut quasi)
-                .unwrap();
-            let subject = outcome.record_key.clone();
+        fn event(&mut self, offset: i64, event: (&str, &str, &str)) -> String {
+            let (_, out) = self.decide(offset, payload(event).as_bytes()).unwrap();
+            let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            format!("{} {}", value["zip"], value["store"])
+        }
+
+        /// What the stage does with `payload` read at `offset` of partition 0: the
+        /// watch catches up, then the verdict and output bytes of the event, `None` for a
+        /// record it quarantines.
+        fn decide(&mut self, offset: i64, payload: &[u8]) -> Option<(Verdict, Vec<u8>)> {
             let origin = Origin {
                 partition: 0,
                 offset,
             };
-            self.watch.observe(origin, "t", subject, &quasi, &mut out);
-            let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
-            format!("{} {}", value["zip"], value["store"])
+            let engine = &self.engine;
+            self.watch.catch_up(origin, &mut |payload, out, quasi| {
+                let outcome = engine.pseudonymize_observed(payload, out, None, quasi);
+                outcome
+                    .ok()
+                    .map(|outcome| (outcome.tenant, outcome.record_key))
+            });
+            let mut quasi = QuasiValues::new();
+            let mut out = Vec::new();
+            let outcome = self
+                .engine
+                .pseudonymize_observed(payload, &mut out, None, &mut quasi)
+                .ok()?;
+            let subject = outcome.record_key.clone();
+            let verdict = self
+                .watch
+                .observe(origin, outcome.tenant, subject, &quasi, &mut out);
+            Some((verdict, out))
         }
 
         fn ratio(&self) -> f64 {
             self.watch.metrics.below_k.with_label_values(&["t"]).get()
         }
+    }
+
+    /// The raw payload of tenant `t`'s event `(card, zip, store)`.
+    fn payload(event: (&str, &str, &str)) -> String {
+        payload_of("t", event)
+    }
+
+    /// The raw payload of `tenant`'s event `(card, zip, store)`.
+    fn payload_of(tenant: &str, (card, zip, store): (&str, &str, &str)) -> String {
+        format!(r#"{{"tenant":"{tenant}","card":"{card}","zip":"{zip}","store":"{store}"}}"#)
+    }
+
+    /// A raw partition held from `low` on, and the ranges a watch asked it for.
+    #[derive(Debug)]
+    struct Held {
+        payloads: Vec<Vec<u8>>,
+        low: i64,
+        asked: Asked,
+    }
+
+    impl History for Held {
+        fn first_held(&mut self, _: i32, _: Instant) -> Result<i64, Error> {
+            Ok(self.low)
+        }
+
+        fn replay(
+            &mut self,
+            _: i32,
+            offsets: Range<i64>,
+            _: Instant,
+            each: &mut dyn FnMut(i64, Option<&[u8]>),
+        ) -> Result<(), Error> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push((offsets.start, offsets.end));
+            for offset in offsets.start.max(self.low)..offsets.end {
+                each(offset, Some(&self.payloads[offset as usize]));
+            }
+            Ok(())
+        }
+    }
+
+    /// 24 raw records over six windows of four, each window two pairs of customers of one
+    /// class each, one pair shared with the window before; a record the stage quarantines
+    /// at offset 9.
+    fn raw_input() -> Vec<Vec<u8>> {
+        let pairs = [
+            [("a", "75011", "s1"), ("b", "75002", "s1")],
+            [("c", "75011", "s2"), ("f", "75011", "s2")],
+            [("d", "13001", "s3"), ("e", "13002", "s3")],
+        ];
+        (0..24)
+            .map(|i| {
+                if i == 9 {
+                    return br#"{"tenant":"t","card":"x","zip":"75011","store":"s1","extra":1}"#
+                        .to_vec();
+                }
+                let (window, position) = (i / 4, i % 4);
+                payload(pairs[(window + position % 2) % 3][position / 2]).into_bytes()
+            })
+            .collect()
+    }
+
+    /// The decisions of a run over `input` from offset `from`, after `before` (offsets
+    /// decided first, as a previous owner's last records), reading back from `held`.
+    fn decisions(
+        input: &[Vec<u8>],
+        before: Range<i64>,
+        from: i64,
+        held: Option<Held>,
+    ) -> Vec<Option<(Verdict, Vec<u8>)>> {
+        decisions_under(POLICY, input, before, from, held)
+    }
+
+    /// [`decisions`] under `policy`.
+    fn decisions_under(
+        policy: &str,
+        input: &[Vec<u8>],
+        before: Range<i64>,
+        from: i64,
+        held: Option<Held>,
+    ) -> Vec<Option<(Verdict, Vec<u8>)>> {
+        let mut run = Run::with_policy(policy);
+        if let Some(held) = held {
+            run.watch
+                .read_back_from(Box::new(held), Duration::from_secs(5));
+        }
+        for offset in before {
+            run.decide(offset, &input[offset as usize]);
+        }
+        (from..input.len() as i64)
+            .map(|offset| run.decide(offset, &input[offset as usize]))
+            .collect()
+    }
+
+    fn held(input: &[Vec<u8>], low: i64) -> (Held, Asked) {
+        let asked = Arc::default();
+        let held = Held {
+            payloads: input.to_vec(),
+            low,
+            asked: Arc::clone(&asked),
+        };
+        (held, asked)
+    }
+
+    #[test]
+    fn a_start_anywhere_rebuilt_from_the_log_writes_what_an_uninterrupted_run_writes() {
+        let input = raw_input();
+        assert!(
+            Run::new().decide(9, &input[9]).is_none(),
+            "offset 9 is quarantined"
+        );
+        let straight = decisions(&input, 0..0, 0, None);
+        assert!(
+            straight[8..]
+                .iter()
+                .flatten()
+                .any(|(verdict, _)| *verdict == Verdict::Kept),
+            "the comparison holds released events"
+        );
+        // Mid-window, at a window's first offset, in window 0 and 1, next to the
+        // quarantined record.
+        let mut same_without_the_log = Vec::new();
+        for start in [1, 3, 4, 6, 8, 9, 10, 12, 13, 19] {
+            let (history, asked) = held(&input, 0);
+            let rebuilt = decisions(&input, 0..0, start, Some(history));
+            assert_eq!(
+                rebuilt,
+                straight[start as usize..],
+                "started at offset {start}"
+            );
+            let window_before = (start / 4 - 1).max(0) * 4;
+            assert_eq!(
+                *asked.lock().unwrap(),
+                [(window_before, start)],
+                "started at offset {start}"
+            );
+            if decisions(&input, 0..0, start, None) == rebuilt {
+                same_without_the_log.push(start);
+            }
+        }
+        // Without the log, the start's window and the next are suppressed: only a start at
+        // window 3's first offset writes the same, window 3 releasing nothing here anyway.
+        assert_eq!(same_without_the_log, [12]);
+    }
+
+    #[test]
+    fn each_tenant_is_rebuilt_in_its_own_windows() {
+        // Tenant u's windows are of 6 offsets, t's of 4; every third record is u's, two
+        // customers of one class taking turns in each tenant, so that each window of
+        // either releases its class to the next.
+        let policy = format!("{POLICY}[risk.tenants.u]\nwindow = 6\n");
+        let input: Vec<Vec<u8>> = (0..36)
+            .map(|i| {
+                let (tenant, event) = match (i % 3, i / 3 % 2, i % 2) {
+                    (2, 0, _) => ("u", ("a", "75011", "s1")),
+                    (2, _, _) => ("u", ("b", "75002", "s1")),
+                    (_, _, 0) => ("t", ("c", "75011", "s2")),
+                    _ => ("t", ("f", "75011", "s2")),
+                };
+                payload_of(tenant, event).into_bytes()
+            })
+            .collect();
+        let straight = decisions_under(&policy, &input, 0..0, 0, None);
+        let kept_of = |tenant: &str| {
+            straight.iter().zip(&input).any(|(decision, raw)| {
+                matches!(decision, Some((Verdict::Kept, _)))
+                    && raw.starts_with(format!(r#"{{"tenant":"{tenant}""#).as_bytes())
+            })
+        };
+        assert!(kept_of("t") && kept_of("u"), "both tenants release some");
+        for start in [5, 7, 13, 20, 27] {
+            let (history, asked) = held(&input, 0);
+            let rebuilt = decisions_under(&policy, &input, 0..0, start, Some(history));
+            assert_eq!(rebuilt, straight[start as usize..], "started at {start}");
+            // From the window before, of whichever tenant's reaches back further.
+            let needed = [4, 6]
+                .map(|window| (start / window - 1).max(0) * window)
+                .into_iter()
+                .min()
+                .unwrap();
+            assert_eq!(
+                *asked.lock().unwrap(),
+                [(needed, start)],
+                "started at {start}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_gap_or_a_partition_taken_back_later_is_read_back_too() {
+        let input = raw_input();
+        let straight = decisions(&input, 0..0, 0, None);
+        // Offsets 0..10 here, 10..14 elsewhere (a gap within reach of what is held), then
+        // 0..5 here and 5..17 elsewhere (too far: rebuilt from window 3, the one before).
+        for (before, resume, asked_for) in [(0..10, 14, (10, 14)), (0..5, 17, (12, 17))] {
+            let (history, asked) = held(&input, 0);
+            let resumed = decisions(&input, before, resume, Some(history));
+            assert_eq!(resumed, straight[resume as usize..], "resumed at {resume}");
+            assert_eq!(*asked.lock().unwrap(), [asked_for]);
+        }
+    }
+
+    #[test]
+    fn a_window_the_log_no_longer_holds_whole_leaves_the_next_one_suppressed() {
+        let input = raw_input();
+        let straight = decisions(&input, 0..0, 0, None);
+        // Started at 17 (window 4): window 3 is needed from 12, the log holds from 14.
+        let (history, asked) = held(&input, 14);
+        let rebuilt = decisions(&input, 0..0, 17, Some(history));
+        assert_eq!(*asked.lock().unwrap(), [(14, 17)]);
+        let window_4 = &rebuilt[..3];
+        assert!(
+            window_4
+                .iter()
+                .flatten()
+                .all(|(verdict, _)| *verdict == Verdict::Suppressed),
+            "{window_4:?}"
+        );
+        assert_ne!(
+            window_4,
+            &straight[17..20],
+            "the uninterrupted run released some"
+        );
+        assert_eq!(
+            rebuilt[3..],
+            straight[20..],
+            "window 4 was read whole: window 5 is decided as usual"
+        );
     }
 
     /// Two windows of four events: a class of two customers, a class of one whose store
@@ -794,8 +1254,8 @@ enforce_order = ["store", "zip"]
             out
         };
         assert_eq!(rewound, straight);
-        // A restart at offset 6 (mid-window 1): windows 1 and 2 leave suppressed, then
-        // the output is the uninterrupted run's.
+        // A restart at offset 6 (mid-window 1) with nothing to read back from: windows 1
+        // and 2 leave suppressed, then the output is the uninterrupted run's.
         let restarted: Vec<String> = {
             let mut run = Run::new();
             (6..24).map(|i| run.event(i, input[i as usize])).collect()

@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::coverage::Coverage;
 use crate::keys::{Counts, LiveKeys};
 use crate::risk::RiskWatch;
+use crate::risk_replay::{rebuild_budget, RawHistory};
 
 /// What ingest pseudonymizes with, and the side topics it writes about its keys.
 #[derive(Debug)]
@@ -125,6 +126,18 @@ impl Processor for IngestProcessor {
         } = &mut *state;
         if origin.partition >= 0 {
             next.insert(origin.partition, origin.offset + 1);
+        }
+        if let Some(watch) = &mut keys.risk {
+            // The windows this record's decision rests on, read back if this instance
+            // lacks them: classified as below, nothing emitted or counted but the risk's.
+            let engine = keys.live.engine();
+            let format = &self.format;
+            watch.catch_up(origin, &mut |payload, out, quasi| {
+                let outcome = format.pseudonymize(engine, payload, out, None, Some(quasi));
+                outcome
+                    .ok()
+                    .map(|outcome| (outcome.tenant, outcome.record_key))
+            });
         }
         let Some(payload) = payload else {
             return Decision::quarantine(
@@ -239,6 +252,10 @@ pub async fn run(
         return Err(plumbing::Error::InvalidSettings(
             "the policy's `[risk]` sets `enforce_k`, which applies to JSON input only: set `enforce_k = false` for a topic in Avro (the monitor still counts its classes)".into(),
         ));
+    }
+    if let Some(watch) = keys.risk.as_mut().filter(|watch| watch.enforces()) {
+        let history = RawHistory::new(&settings)?;
+        watch.read_back_from(Box::new(history), rebuild_budget(&settings));
     }
     let processor = Arc::new(IngestProcessor::new(keys, format));
     IngestProcessor::mirror(&mut processor.lock());
