@@ -27,7 +27,9 @@
 //!   `quarantine list` counts them, the policy is fixed, `quarantine replay` brings each
 //!   event to the cloud exactly once, recorded in the audit log; a second replay adds none.
 //! - `risk`: `risk` over a pseudonymized export gives, per tenant, the counts of classes
-//!   below k that the definition gives when computed here from the same file.
+//!   below k that the definition gives when computed here from the same file; ingest's
+//!   monitor agrees with it; `enforce_k` leaves no class below k when a window repeats the
+//!   one before; an ingest restarted mid-window writes what a straight run writes.
 //! - `rotation`: three key rotations while events flow: each applied between two
 //!   transactions, token versions matching the audit log's switch offsets, the bridge
 //!   linking customers across rotations, the audit log mirrored to its topic.

@@ -27,10 +27,10 @@
 //!
 //! Each quasi-identifier has a hierarchy of coarser values, derived from its rule and
 //! bounded by what the leak guard accepts as the rule's output: a `prefix` shortens by one
-//! character at a time, then is suppressed (null); every other rule goes straight to null.
-//! Level `l` applies the first `l` steps of the enforcement schedule: one step per
-//! quasi-identifier per round, in `enforce_order` (by default the declared order), until
-//! every hierarchy has ended.
+//! character at a time, a `year` becomes its decade, an `ip_network` loses a byte, then
+//! each is suppressed (null); every other rule goes straight to null. Level `l` applies
+//! the first `l` steps of the enforcement schedule: each quasi-identifier through its whole
+//! hierarchy, in `enforce_order` (by default the declared order), then the next.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -431,12 +431,11 @@ impl RiskSpec {
                 indices
             }
         };
-        // One step per quasi-identifier per round, in order, until every hierarchy ends.
-        let rounds = hierarchies.iter().map(|h| h.depth()).max().unwrap_or(0);
-        let mut schedule = Vec::new();
-        for round in 1..=rounds {
-            schedule.extend(order.iter().filter(|&&qi| hierarchies[qi].depth() >= round));
-        }
+        // Each quasi-identifier through its whole hierarchy, in order, then the next.
+        let schedule: Vec<usize> = order
+            .iter()
+            .flat_map(|&qi| std::iter::repeat_n(qi, hierarchies[qi].depth()))
+            .collect();
         let kept = |path: &str| {
             rules
                 .iter()
@@ -525,7 +524,7 @@ mod tests {
             }
             String::from_utf8(out).unwrap()
         };
-        // Rounds: zip, store, birth; then zip and birth; then zip alone.
+        // zip through its hierarchy, then store, then birth.
         assert_eq!(risk.max_level(), 6);
         assert_eq!(risk.enforce_order(), ["zip", "store", "birth"]);
         assert_eq!(
@@ -533,10 +532,10 @@ mod tests {
             [
                 "\"1987\" \"750\" \"s1\" ",
                 "\"1987\" \"75\" \"s1\" ",
-                "\"1987\" \"75\" null ",
-                "\"1980-1989\" \"75\" null ",
-                "\"1980-1989\" \"7\" null ",
-                "null \"7\" null ",
+                "\"1987\" \"7\" \"s1\" ",
+                "\"1987\" null \"s1\" ",
+                "\"1987\" null null ",
+                "\"1980-1989\" null null ",
                 "null null null ",
             ]
         );
