@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -393,13 +393,15 @@ impl ExactlyOnce {
                         "the consumer has no group metadata: set its `group.id`".to_owned(),
                     ));
                 };
-                let committed = commit(
-                    &owned.producer,
-                    &offsets,
-                    &group,
-                    self.call_timeout,
-                    deadline,
-                );
+                let committed = offsets.and_then(|offsets| {
+                    commit(
+                        &owned.producer,
+                        &offsets,
+                        &group,
+                        self.call_timeout,
+                        deadline,
+                    )
+                });
                 let outcome = finish(
                     &owned.producer,
                     committed,
@@ -448,13 +450,15 @@ impl ExactlyOnce {
                         self.batch[partition].next,
                     );
                     let committed = match &flushed {
-                        Ok(()) => commit(
-                            &producer.producer,
-                            &offsets,
-                            group,
-                            self.call_timeout,
-                            deadline,
-                        ),
+                        Ok(()) => offsets.and_then(|offsets| {
+                            commit(
+                                &producer.producer,
+                                &offsets,
+                                group,
+                                self.call_timeout,
+                                deadline,
+                            )
+                        }),
                         Err(error) => Err(error.clone()),
                     };
                     producer.open = false;
@@ -475,7 +479,9 @@ impl ExactlyOnce {
                     // the start of a partition the output cluster stores nothing for yet):
                     // only the partitions whose transaction committed.
                     let hint = offsets_list(&self.input_topic, &self.batch, &partitions);
-                    if let Err(error) = consumer.commit(&hint, CommitMode::Async) {
+                    if let Err(error) =
+                        hint.and_then(|hint| consumer.commit(&hint, CommitMode::Async))
+                    {
                         debug!(stage = self.stage, %error, "Cannot commit the offsets hint to the input cluster.");
                     }
                 }
@@ -822,19 +828,20 @@ fn is_refused_by_failed_transaction(error: &Error) -> bool {
 }
 
 /// The offsets to commit: one past the batch's last record, for each of `partitions`.
+/// librdkafka refusing one (never seen: they come from consumed records) fails the commit,
+/// which aborts the transaction as any failed commit does.
 fn offsets_list(
     topic: &str,
     batch: &BTreeMap<i32, PartitionBatch>,
     partitions: &[i32],
-) -> TopicPartitionList {
+) -> KafkaResult<TopicPartitionList> {
     let mut list = TopicPartitionList::new();
     for partition in partitions {
         if let Some(records) = batch.get(partition) {
-            list.add_partition_offset(topic, *partition, Offset::Offset(records.next))
-                .expect("an offset of a consumed record is a valid offset");
+            list.add_partition_offset(topic, *partition, Offset::Offset(records.next))?;
         }
     }
-    list
+    Ok(list)
 }
 
 /// The next `offset` of input partition `partition`, as the offset of the same partition
@@ -844,13 +851,12 @@ fn stored_offsets_list(
     input_topic: &str,
     partition: i32,
     offset: i64,
-) -> TopicPartitionList {
+) -> KafkaResult<TopicPartitionList> {
     let mut list = TopicPartitionList::new();
     let mut elem = list.add_partition(offsets_topic, partition);
-    elem.set_offset(Offset::Offset(offset))
-        .expect("an offset of a consumed record is a valid offset");
+    elem.set_offset(Offset::Offset(offset))?;
     elem.set_metadata(input_topic);
-    list
+    Ok(list)
 }
 
 /// What to do after a failed transactional call.
@@ -1002,14 +1008,14 @@ mod tests {
                 },
             ),
         ]);
-        let list = offsets_list("raw", &batch, &[0, 3]);
+        let list = offsets_list("raw", &batch, &[0, 3]).unwrap();
         assert_eq!(
             list.find_partition("raw", 0).unwrap().offset(),
             Offset::Offset(15)
         );
         assert_eq!(list.count(), 2);
-        assert_eq!(offsets_list("raw", &batch, &[3]).count(), 1);
-        let stored = stored_offsets_list("raw.offsets", "raw", 3, 1);
+        assert_eq!(offsets_list("raw", &batch, &[3]).unwrap().count(), 1);
+        let stored = stored_offsets_list("raw.offsets", "raw", 3, 1).unwrap();
         let elem = stored.find_partition("raw.offsets", 3).unwrap();
         assert_eq!((elem.offset(), elem.metadata()), (Offset::Offset(1), "raw"));
     }
