@@ -275,28 +275,8 @@ impl Generalization {
                     .trim()
                     .parse()
                     .map_err(|_| Failure::Invalid("an IPv4 or IPv6 address"))?;
-                match ip {
-                    IpAddr::V4(v4) => {
-                        let mask = u32::MAX.checked_shl(32 - u32::from(*bits_v4)).unwrap_or(0);
-                        write!(
-                            scratch,
-                            "{}/{}",
-                            std::net::Ipv4Addr::from(u32::from(v4) & mask),
-                            bits_v4
-                        )
-                    }
-                    IpAddr::V6(v6) => {
-                        let mask = u128::MAX
-                            .checked_shl(128 - u32::from(*bits_v6))
-                            .unwrap_or(0);
-                        write!(
-                            scratch,
-                            "{}/{}",
-                            std::net::Ipv6Addr::from(u128::from(v6) & mask),
-                            bits_v6
-                        )
-                    }
-                }
+                let bits = if ip.is_ipv4() { *bits_v4 } else { *bits_v6 };
+                write!(scratch, "{}/{bits}", network(ip, bits))
             }
             Self::Hour => {
                 let text = value
@@ -357,6 +337,24 @@ fn round(number: Number, step: f64, out: &mut Vec<u8>) -> Result<(), Failure> {
         return Err(Failure::Invalid("a finite number"));
     }
     serde_json::to_writer(out, &rounded).map_err(|_| Failure::Invalid("a finite number"))
+}
+
+/// The network of `ip` with its first `bits` bits (all of them past the address's length).
+pub(crate) fn network(ip: IpAddr, bits: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32u32.saturating_sub(u32::from(bits)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128u32.saturating_sub(u32::from(bits)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
 }
 
 #[cfg(test)]

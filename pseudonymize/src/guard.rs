@@ -219,15 +219,9 @@ fn generalized_ok(generalization: &Generalization, value: Scalar<'_>) -> bool {
             let Some(bits) = bits.parse::<u8>().ok().filter(|bits| *bits > 0) else {
                 return false;
             };
-            match addr.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V4(v4)) => {
-                    bits <= *bits_v4 && u32::from(v4) & !u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0) == 0
-                }
-                Ok(std::net::IpAddr::V6(v6)) => {
-                    bits <= *bits_v6 && u128::from(v6) & !u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0) == 0
-                }
-                Err(_) => false,
-            }
+            addr.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+                bits <= if ip.is_ipv4() { *bits_v4 } else { *bits_v6 } && crate::generalize::network(ip, bits) == ip
+            })
         }),
         Generalization::Hour => {
             text.len() == 20 && text.ends_with(":00:00Z") && time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok()

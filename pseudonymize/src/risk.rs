@@ -34,11 +34,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::generalize::Generalization;
+use crate::generalize::{network, Generalization};
 use crate::policy::{is_valid_tenant, Rule};
 
 /// The `[risk]` table as written.
@@ -173,26 +173,18 @@ impl Hierarchy {
 
 /// The network of `text` (`address/bits`) with [`IP_STEP_BITS`] per step fewer bits
 /// (twice as many for IPv6), while some remain.
-fn coarser_network(text: &str, steps: usize) -> Option<(IpAddr, u32)> {
+fn coarser_network(text: &str, steps: usize) -> Option<(IpAddr, u8)> {
     let (address, bits) = text.split_once('/')?;
-    let bits: u32 = bits.parse().ok()?;
-    let cut = u32::try_from(steps)
-        .ok()?
-        .checked_mul(u32::from(IP_STEP_BITS))?;
-    match address.parse::<IpAddr>().ok()? {
-        IpAddr::V4(v4) => {
-            let kept = bits.checked_sub(cut).filter(|&kept| kept > 0)?;
-            let network = u32::from(v4) & u32::MAX.checked_shl(32 - kept).unwrap_or(0);
-            Some((IpAddr::V4(Ipv4Addr::from(network)), kept))
-        }
-        IpAddr::V6(v6) => {
-            let kept = bits
-                .checked_sub(cut.checked_mul(2)?)
-                .filter(|&kept| kept > 0)?;
-            let network = u128::from(v6) & u128::MAX.checked_shl(128 - kept).unwrap_or(0);
-            Some((IpAddr::V6(Ipv6Addr::from(network)), kept))
-        }
-    }
+    let bits: u8 = bits.parse().ok()?;
+    let ip: IpAddr = address.parse().ok()?;
+    let per_step = if ip.is_ipv4() {
+        IP_STEP_BITS
+    } else {
+        2 * IP_STEP_BITS
+    };
+    let cut = u8::try_from(steps).ok()?.checked_mul(per_step)?;
+    let kept = bits.checked_sub(cut).filter(|&kept| kept > 0)?;
+    Some((network(ip, kept), kept))
 }
 
 /// A policy's quasi-identifiers and the `k` of each tenant, validated.
