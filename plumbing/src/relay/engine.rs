@@ -56,16 +56,22 @@ pub(super) struct Pace {
 /// and by the rebalance callbacks that librdkafka runs inside the consumer's poll: never
 /// contended, and never held across a poll.
 pub(super) trait Strategy: Send + Sized + 'static {
-    /// Partitions are about to be assigned: may set where each starts. `false` leaves
-    /// them untaken (a stage stopping on a fatal error).
+    /// Partitions are about to be assigned: may set where each starts (by default, where
+    /// the group committed). `false` leaves them untaken (a stage stopping on a fatal
+    /// error).
     fn assigning(
         &mut self,
         consumer: &RelayConsumer<Self>,
         partitions: &mut TopicPartitionList,
-    ) -> bool;
+    ) -> bool {
+        let _ = (consumer, partitions);
+        true
+    }
 
     /// Partitions were assigned.
-    fn assigned(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);
+    fn assigned(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
+        let _ = (consumer, partitions);
+    }
 
     /// Partitions are about to be released: settle and commit what can be for them.
     fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);

@@ -233,49 +233,6 @@ impl AtLeastOnce {
             .sum()
     }
 
-    /// Hands one decided record to its producer, or settles it at once when dropped.
-    fn hand_on<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        message: &BorrowedMessage<'_>,
-        decision: &Decision,
-        received: Instant,
-    ) {
-        let partition = message.partition();
-        let route = Route::of(decision);
-        let tag = Tag {
-            route,
-            received,
-            attempts: 0,
-        };
-        let Some(token) = self.hand_out(partition, message.offset(), tag) else {
-            return;
-        };
-        if let Route::Drop(_) = route {
-            // Done at once, in its partition's ring, so that the watermark moves past it
-            // in order with its neighbours.
-            if let Some(assigned) = self.partitions.get_mut(&partition) {
-                assigned.offsets.mark_done(token.ticket);
-            }
-            self.tally.settled(route, received, received);
-            return;
-        }
-        let Some(packed) = token.pack() else {
-            // Past 2^20 partitions or 2^44 records of one partition: never in practice.
-            let error = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidPartitions);
-            self.failed(consumer, token, error, None);
-            return;
-        };
-        let (producer, topic) = self.outputs.of(route);
-        // Enqueued in offset order, so that librdkafka keeps the input order.
-        let sent = producer
-            .send(outgoing(topic, decision, message, self.stage, packed))
-            .map_err(|(error, record)| (error, Outgoing::from_refused(record)));
-        if let Err((error, record)) = sent {
-            self.failed(consumer, token, error, Some(record));
-        }
-    }
-
     /// Puts a consumed record in its partition's ring; reports offsets jumped over.
     fn hand_out(&mut self, partition: i32, offset: i64, tag: Tag) -> Option<Token> {
         let assigned = self.partitions.get_mut(&partition)?;
@@ -708,12 +665,54 @@ fn report_skipped(
 }
 
 impl AtLeastOnce {
-    /// New partitions: fresh rings, and fetching as the current back-pressure says.
-    fn on_assign<C: ConsumerContext>(
+    /// A partition whose commit was refused when it was released (a rebalance already
+    /// under way) and that comes back before anyone committed past it: commits the
+    /// watermark now, under the new generation, so that its records are not delivered
+    /// again. Returns the group's offsets as they stand afterwards.
+    fn commit_refused_watermarks<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        tpl: &TopicPartitionList,
-    ) {
+        partitions: &[TopicPartition],
+        mut committed: Vec<(TopicPartition, i64)>,
+    ) -> Vec<(TopicPartition, i64)> {
+        let refused = self.refused_commits_behind(partitions, &committed);
+        if refused.is_empty() {
+            return committed;
+        }
+        match consumer.commit(&offsets_list(&refused), CommitMode::Sync) {
+            Ok(()) => {
+                info!(stage = self.stage, offsets = %list_offsets(&refused), "Committed the offsets refused when these partitions were released.");
+                self.record_release_commit(&refused, true);
+                committed.retain(|(tp, _)| !refused.iter().any(|(ours, _)| ours == tp));
+                committed.extend(refused);
+            }
+            Err(error) => {
+                debug!(stage = self.stage, %error, offsets = %list_offsets(&refused), "Still cannot commit the offsets refused on release.");
+            }
+        }
+        committed
+    }
+
+    /// A commit that failed on release may have been made good by a later one (or by
+    /// another member): asks the group, so that the report lists only real gaps.
+    fn forget_covered_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let failed = self.uncommitted();
+        if failed.is_empty() {
+            return;
+        }
+        let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
+        match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
+            Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
+            Err(error) => {
+                debug!(stage = self.stage, %error, "Cannot read committed offsets.");
+            }
+        }
+    }
+}
+
+impl Strategy for AtLeastOnce {
+    /// New partitions: fresh rings, and fetching as the current back-pressure says.
+    fn assigned(&mut self, consumer: &RelayConsumer<Self>, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() {
             return;
@@ -775,41 +774,9 @@ impl AtLeastOnce {
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions assigned.");
     }
 
-    /// A partition whose commit was refused when it was released (a rebalance already
-    /// under way) and that comes back before anyone committed past it: commits the
-    /// watermark now, under the new generation, so that its records are not delivered
-    /// again. Returns the group's offsets as they stand afterwards.
-    fn commit_refused_watermarks<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        partitions: &[TopicPartition],
-        mut committed: Vec<(TopicPartition, i64)>,
-    ) -> Vec<(TopicPartition, i64)> {
-        let refused = self.refused_commits_behind(partitions, &committed);
-        if refused.is_empty() {
-            return committed;
-        }
-        match consumer.commit(&offsets_list(&refused), CommitMode::Sync) {
-            Ok(()) => {
-                info!(stage = self.stage, offsets = %list_offsets(&refused), "Committed the offsets refused when these partitions were released.");
-                self.record_release_commit(&refused, true);
-                committed.retain(|(tp, _)| !refused.iter().any(|(ours, _)| ours == tp));
-                committed.extend(refused);
-            }
-            Err(error) => {
-                debug!(stage = self.stage, %error, offsets = %list_offsets(&refused), "Still cannot commit the offsets refused on release.");
-            }
-        }
-        committed
-    }
-
     /// Partitions taken away: stop fetching, wait (bounded) for their deliveries, commit
     /// their watermarks, then let them go.
-    fn on_revoke<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        tpl: &TopicPartitionList,
-    ) {
+    fn revoking(&mut self, consumer: &RelayConsumer<Self>, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() {
             return;
@@ -872,40 +839,6 @@ impl AtLeastOnce {
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions revoked.");
     }
 
-    /// A commit that failed on release may have been made good by a later one (or by
-    /// another member): asks the group, so that the report lists only real gaps.
-    fn forget_covered_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let failed = self.uncommitted();
-        if failed.is_empty() {
-            return;
-        }
-        let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
-        match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
-            Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
-            Err(error) => {
-                debug!(stage = self.stage, %error, "Cannot read committed offsets.");
-            }
-        }
-    }
-}
-
-impl Strategy for AtLeastOnce {
-    fn assigning(
-        &mut self,
-        _consumer: &RelayConsumer<Self>,
-        _partitions: &mut TopicPartitionList,
-    ) -> bool {
-        true // from the group's committed offsets, as librdkafka reads them
-    }
-
-    fn assigned(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
-        self.on_assign(consumer, partitions);
-    }
-
-    fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
-        self.on_revoke(consumer, partitions);
-    }
-
     fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, crate::Error> {
         self.service(consumer);
         if let Some(error) = self.guard_liveness() {
@@ -928,6 +861,7 @@ impl Strategy for AtLeastOnce {
         &mut self.tally
     }
 
+    /// Hands one decided record to its producer, or settles it at once when dropped.
     fn hand_on(
         &mut self,
         consumer: &RelayConsumer<Self>,
@@ -935,7 +869,39 @@ impl Strategy for AtLeastOnce {
         decision: Decision,
         received: Instant,
     ) -> Result<(), crate::Error> {
-        AtLeastOnce::hand_on(self, consumer, message, &decision, received);
+        let partition = message.partition();
+        let route = Route::of(&decision);
+        let tag = Tag {
+            route,
+            received,
+            attempts: 0,
+        };
+        let Some(token) = self.hand_out(partition, message.offset(), tag) else {
+            return Ok(());
+        };
+        if let Route::Drop(_) = route {
+            // Done at once, in its partition's ring, so that the watermark moves past it
+            // in order with its neighbours.
+            if let Some(assigned) = self.partitions.get_mut(&partition) {
+                assigned.offsets.mark_done(token.ticket);
+            }
+            self.tally.settled(route, received, received);
+            return Ok(());
+        }
+        let Some(packed) = token.pack() else {
+            // Past 2^20 partitions or 2^44 records of one partition: never in practice.
+            let error = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidPartitions);
+            self.failed(consumer, token, error, None);
+            return Ok(());
+        };
+        let (producer, topic) = self.outputs.of(route);
+        // Enqueued in offset order, so that librdkafka keeps the input order.
+        let sent = producer
+            .send(outgoing(topic, &decision, message, self.stage, packed))
+            .map_err(|(error, record)| (error, Outgoing::from_refused(record)));
+        if let Err((error, record)) = sent {
+            self.failed(consumer, token, error, Some(record));
+        }
         Ok(())
     }
 

@@ -240,7 +240,7 @@ impl Strategy for ExactlyOnce {
     ) -> bool {
         // A stage that met a fatal error is stopping: taking partitions would start
         // producers that fence their rightful owner.
-        if self.has_failed() {
+        if self.tally.metrics.health.has_failed() {
             debug!(
                 stage = self.stage,
                 "Partitions assigned while stopping on a fatal error: not taken."
@@ -249,12 +249,10 @@ impl Strategy for ExactlyOnce {
         }
         if let Err(error) = self.prepare_assignment(consumer, partitions) {
             error!(stage = self.stage, %error, "Cannot take the assigned partitions.");
-            self.fail(error);
+            self.tally.metrics.health.fail(error);
         }
         true
     }
-
-    fn assigned(&mut self, _consumer: &RelayConsumer<Self>, _partitions: &TopicPartitionList) {}
 
     fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
         self.release(consumer, partitions);
@@ -267,9 +265,6 @@ impl Strategy for ExactlyOnce {
 
     fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error> {
         self.rewound.clear();
-        if let Some(error) = self.take_fatal() {
-            return Err(error);
-        }
         if self.is_due() {
             self.commit(consumer, None)?;
         }

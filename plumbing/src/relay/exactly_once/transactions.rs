@@ -173,8 +173,6 @@ pub(in crate::relay) struct ExactlyOnce {
     pub(super) records: usize,
     started: Option<Instant>,
     pub(super) tally: Tally,
-    /// A fatal error met in a rebalance callback, for the loop to stop on.
-    fatal: Option<Error>,
     /// Whether a transaction committed since the last abort.
     pub(super) clean: bool,
     /// Aborted transactions counted when last looked at.
@@ -259,27 +257,11 @@ impl ExactlyOnce {
             records: 0,
             started: None,
             tally: Tally::new(stage, metrics),
-            fatal: None,
             clean: true,
             aborted_seen: 0,
             refusals: 0,
             rewound: Vec::new(),
         })
-    }
-
-    /// Remembers a fatal error met in a rebalance callback, for the loop to stop on.
-    pub(super) fn fail(&mut self, error: Error) {
-        self.fatal.get_or_insert(error);
-    }
-
-    /// Whether a fatal error met in a rebalance callback waits for the loop.
-    pub(super) fn has_failed(&self) -> bool {
-        self.fatal.is_some()
-    }
-
-    /// A fatal error met in a rebalance callback, once.
-    pub(super) fn take_fatal(&mut self) -> Option<Error> {
-        self.fatal.take()
     }
 
     /// Whether the open transaction is full or old enough to commit.
@@ -300,7 +282,7 @@ impl ExactlyOnce {
         // A rebalance inside the poll that returned `message` may have met a fatal error
         // (and let the failed producers go): that is what stops the stage, not whatever
         // this record would meet next.
-        if let Some(error) = self.take_fatal() {
+        if let Some(error) = self.tally.metrics.health.take_fatal() {
             return Err(error);
         }
         let partition = message.partition();
@@ -380,107 +362,13 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         only: Option<&[i32]>,
     ) -> Outcome {
+        if matches!(&self.producers, Producers::Shared(owned) if !owned.open) {
+            return Outcome::Committed;
+        }
         let deadline = Instant::now() + self.stall_timeout;
-        let outcome = match &mut self.producers {
-            Producers::Shared(owned) => {
-                if !owned.open {
-                    return Outcome::Committed;
-                }
-                let partitions: Vec<i32> = self.batch.keys().copied().collect();
-                let offsets = offsets_list(&self.input_topic, &self.batch, &partitions);
-                let Some(group) = consumer.group_metadata() else {
-                    return Outcome::Fatal(Error::InvalidSettings(
-                        "the consumer has no group metadata: set its `group.id`".to_owned(),
-                    ));
-                };
-                let committed = commit(
-                    &owned.producer,
-                    &offsets,
-                    &group,
-                    self.call_timeout,
-                    deadline,
-                );
-                let outcome = finish(
-                    &owned.producer,
-                    committed,
-                    &partitions,
-                    &self.batch,
-                    self.call_timeout,
-                );
-                owned.open = false;
-                outcome
-            }
-            Producers::PerPartition {
-                owned,
-                offsets_topic,
-                group,
-                quarantine,
-                quarantine_pending,
-                ..
-            } => {
-                let partitions: Vec<i32> = self
-                    .batch
-                    .keys()
-                    .copied()
-                    .filter(|partition| only.is_none_or(|only| only.contains(partition)))
-                    .collect();
-                // A quarantined record must be stored before its offset moves on.
-                let flushed = if *quarantine_pending {
-                    quarantine.flush(remaining(self.call_timeout, deadline))
-                } else {
-                    Ok(())
-                };
-                if flushed.is_ok() {
-                    *quarantine_pending = false;
-                }
-                let mut outcome = Outcome::Committed;
-                for partition in &partitions {
-                    let Some(producer) = owned.get_mut(partition) else {
-                        continue;
-                    };
-                    if !producer.open {
-                        continue;
-                    }
-                    let offsets = stored_offsets_list(
-                        offsets_topic,
-                        &self.input_topic,
-                        *partition,
-                        self.batch[partition].next,
-                    );
-                    let committed = match &flushed {
-                        Ok(()) => commit(
-                            &producer.producer,
-                            &offsets,
-                            group,
-                            self.call_timeout,
-                            deadline,
-                        ),
-                        Err(error) => Err(error.clone()),
-                    };
-                    producer.open = false;
-                    let one = finish(
-                        &producer.producer,
-                        committed,
-                        &[*partition],
-                        &self.batch,
-                        self.call_timeout,
-                    );
-                    outcome = merge(outcome, one);
-                    if matches!(outcome, Outcome::Fatal(_)) {
-                        break;
-                    }
-                }
-                if matches!(outcome, Outcome::Committed) && !partitions.is_empty() {
-                    // The input cluster's group follows as a hint for lag monitoring (and
-                    // the start of a partition the output cluster stores nothing for yet):
-                    // only the partitions whose transaction committed.
-                    let hint = offsets_list(&self.input_topic, &self.batch, &partitions);
-                    if let Err(error) = consumer.commit(&hint, CommitMode::Async) {
-                        debug!(stage = self.stage, %error, "Cannot commit the offsets hint to the input cluster.");
-                    }
-                }
-                outcome
-            }
+        let outcome = match self.commit_each(consumer, only, deadline) {
+            Ok(outcome) => outcome,
+            Err(error) => Outcome::Fatal(error),
         };
         let outcome = self.watch_liveness(outcome, deadline);
         // One producer commits every partition at once; per-partition producers commit `only`.
@@ -490,6 +378,89 @@ impl ExactlyOnce {
         };
         self.account(&outcome, settled);
         outcome
+    }
+
+    /// Commits each open transaction with its offsets: the one shared producer's (every
+    /// partition, with the consumer's group metadata), or each per-partition producer's
+    /// of `only` (stored in the output cluster, after the quarantine is flushed).
+    fn commit_each<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[i32]>,
+        deadline: Instant,
+    ) -> Result<Outcome, Error> {
+        let (timeout, batch, topic) = (self.call_timeout, &self.batch, &self.input_topic);
+        let in_batch = |filter: Option<&[i32]>| -> Vec<i32> {
+            let kept = |partition: &i32| filter.is_none_or(|only| only.contains(partition));
+            batch.keys().copied().filter(kept).collect()
+        };
+        let per_partition = matches!(self.producers, Producers::PerPartition { .. });
+        let consumer_group;
+        let mut flushed = Ok(());
+        let (group, units) = match &mut self.producers {
+            Producers::Shared(owned) => {
+                consumer_group = consumer.group_metadata().ok_or_else(|| {
+                    Error::InvalidSettings(
+                        "the consumer has no group metadata: set its `group.id`".to_owned(),
+                    )
+                })?;
+                let partitions = in_batch(None);
+                let offsets = offsets_list(topic, batch, &partitions)?;
+                (&consumer_group, vec![(owned, partitions, offsets)])
+            }
+            Producers::PerPartition {
+                owned,
+                offsets_topic,
+                group,
+                quarantine,
+                quarantine_pending,
+                ..
+            } => {
+                // A quarantined record must be stored before its offset moves on.
+                if *quarantine_pending {
+                    flushed = quarantine.flush(remaining(timeout, deadline));
+                    *quarantine_pending = flushed.is_err();
+                }
+                let mut units = Vec::new();
+                for (partition, producer) in owned.iter_mut() {
+                    if let Some(records) = batch.get(partition).filter(|_| producer.open) {
+                        if only.is_none_or(|only| only.contains(partition)) {
+                            let offsets = stored_offsets_list(
+                                offsets_topic,
+                                topic,
+                                *partition,
+                                records.next,
+                            )?;
+                            units.push((producer, vec![*partition], offsets));
+                        }
+                    }
+                }
+                (&*group, units)
+            }
+        };
+        let mut outcome = Outcome::Committed;
+        for (owned, partitions, offsets) in units {
+            let committed = flushed
+                .clone()
+                .and_then(|()| commit(&owned.producer, &offsets, group, timeout, deadline));
+            owned.open = false;
+            let one = finish(&owned.producer, committed, &partitions, batch, timeout);
+            outcome = merge(outcome, one);
+            if matches!(outcome, Outcome::Fatal(_)) {
+                break;
+            }
+        }
+        let partitions = in_batch(only);
+        if per_partition && matches!(outcome, Outcome::Committed) && !partitions.is_empty() {
+            // The input cluster's group follows as a hint for lag monitoring (and the start
+            // of a partition the output cluster stores nothing for yet): only the
+            // partitions whose transaction committed.
+            let hint = offsets_list(topic, batch, &partitions)?;
+            if let Err(error) = consumer.commit(&hint, CommitMode::Async) {
+                debug!(stage = self.stage, %error, "Cannot commit the offsets hint to the input cluster.");
+            }
+        }
+        Ok(outcome)
     }
 
     /// The liveness guard of exactly once: a commit that the stall bound (`deadline`)
@@ -730,7 +701,7 @@ impl ExactlyOnce {
             Outcome::Aborted { rewind } => {
                 warn!(stage = self.stage, partitions = ?rewind, "The transaction of revoked partitions was aborted: their next owner consumes those records again.");
             }
-            Outcome::Fatal(error) => self.fail(error),
+            Outcome::Fatal(error) => self.tally.metrics.health.fail(error),
         }
         if let Producers::PerPartition { owned, .. } = &mut self.producers {
             for partition in &partitions {
@@ -826,15 +797,15 @@ fn offsets_list(
     topic: &str,
     batch: &BTreeMap<i32, PartitionBatch>,
     partitions: &[i32],
-) -> TopicPartitionList {
+) -> Result<TopicPartitionList, Error> {
     let mut list = TopicPartitionList::new();
     for partition in partitions {
         if let Some(records) = batch.get(partition) {
             list.add_partition_offset(topic, *partition, Offset::Offset(records.next))
-                .expect("an offset of a consumed record is a valid offset");
+                .map_err(|source| Error::transaction(LISTING_OFFSETS, source))?;
         }
     }
-    list
+    Ok(list)
 }
 
 /// The next `offset` of input partition `partition`, as the offset of the same partition
@@ -844,14 +815,18 @@ fn stored_offsets_list(
     input_topic: &str,
     partition: i32,
     offset: i64,
-) -> TopicPartitionList {
+) -> Result<TopicPartitionList, Error> {
     let mut list = TopicPartitionList::new();
     let mut elem = list.add_partition(offsets_topic, partition);
     elem.set_offset(Offset::Offset(offset))
-        .expect("an offset of a consumed record is a valid offset");
+        .map_err(|source| Error::transaction(LISTING_OFFSETS, source))?;
     elem.set_metadata(input_topic);
-    list
+    Ok(list)
 }
+
+/// What the relay was doing when an offset could not be listed (a negative one: never
+/// the offset of a consumed record).
+const LISTING_OFFSETS: &str = "listing the offsets to commit";
 
 /// What to do after a failed transactional call.
 #[derive(Debug, PartialEq, Eq)]
@@ -1002,14 +977,14 @@ mod tests {
                 },
             ),
         ]);
-        let list = offsets_list("raw", &batch, &[0, 3]);
+        let list = offsets_list("raw", &batch, &[0, 3]).unwrap();
         assert_eq!(
             list.find_partition("raw", 0).unwrap().offset(),
             Offset::Offset(15)
         );
         assert_eq!(list.count(), 2);
-        assert_eq!(offsets_list("raw", &batch, &[3]).count(), 1);
-        let stored = stored_offsets_list("raw.offsets", "raw", 3, 1);
+        assert_eq!(offsets_list("raw", &batch, &[3]).unwrap().count(), 1);
+        let stored = stored_offsets_list("raw.offsets", "raw", 3, 1).unwrap();
         let elem = stored.find_partition("raw.offsets", 3).unwrap();
         assert_eq!((elem.offset(), elem.metadata()), (Offset::Offset(1), "raw"));
     }
