@@ -31,6 +31,7 @@ use rdkafka::ClientConfig;
 use tracing::{debug, info, warn};
 
 use super::delivery::{RelayProducer, Report};
+use super::Outputs;
 use crate::health::{Cluster, Health};
 use crate::metrics::StageMetrics;
 use crate::relay::context::{log_to_tracing, Watched};
@@ -234,40 +235,33 @@ impl Liveness {
         &mut self.watches[index]
     }
 
-    /// A record written by `cluster`'s producer was acknowledged.
+    /// A record written by `cluster`'s producer was acknowledged (or none waits): the
+    /// producer is fine, and a stall it was in is over.
     pub(super) fn acknowledged(&mut self, cluster: Cluster, now: Instant) {
         let watch = self.watch_mut(cluster);
         watch.progress = now;
         watch.silent_since = now;
         watch.replacement = false;
-        if watch.stalled {
-            self.resumed(cluster);
+        if std::mem::take(&mut watch.stalled) {
+            self.metrics
+                .delivery_stalled
+                .with_label_values(&[cluster.label()])
+                .set(0);
+            info!(
+                stage = self.stage,
+                cluster = cluster.label(),
+                "Deliveries go on again: records are acknowledged."
+            );
         }
     }
 
-    fn resumed(&mut self, cluster: Cluster) {
-        let stage = self.stage;
-        let watch = self.watch_mut(cluster);
-        watch.stalled = false;
-        self.metrics
-            .delivery_stalled
-            .with_label_values(&[cluster.label()])
-            .set(0);
-        info!(
-            stage,
-            cluster = cluster.label(),
-            "Deliveries go on again: records are acknowledged."
-        );
-    }
-
-    /// Looks at each producer once a second. `waiting(cluster)` says whether records of
-    /// `cluster`'s producer wait for an acknowledgement; `factory` probes the cluster.
+    /// Looks at each producer of `outputs` once a second. `waiting(cluster)` says whether
+    /// records of `cluster`'s producer wait for an acknowledgement.
     pub(super) fn check(
         &mut self,
         now: Instant,
-        topic_of: impl Fn(Cluster) -> String,
+        outputs: &Outputs,
         waiting: impl Fn(Cluster) -> bool,
-        factory: &ProducerFactory,
     ) -> Verdict {
         if now < self.next_check {
             return Verdict::Fine;
@@ -276,19 +270,13 @@ impl Liveness {
         for index in 0..self.watches.len() {
             let cluster = self.watches[index].cluster;
             if !waiting(cluster) {
-                let watch = &mut self.watches[index];
-                watch.progress = now;
-                watch.silent_since = now;
-                watch.replacement = false;
-                if watch.stalled {
-                    self.resumed(cluster);
-                }
+                self.acknowledged(cluster, now);
                 continue;
             }
             if now.saturating_duration_since(self.watches[index].progress) < self.stall_timeout {
                 continue;
             }
-            let verdict = self.stalled(index, now, &topic_of(cluster), factory);
+            let verdict = self.stalled(index, now, outputs.to(cluster).1, &outputs.factory);
             if !matches!(verdict, Verdict::Fine) {
                 return verdict;
             }
