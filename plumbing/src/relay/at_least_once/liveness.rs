@@ -2,23 +2,16 @@
 //! the stall bound, while its cluster answers, is stuck; it is replaced by a new one,
 //! and if that one does not deliver either, the stage stops.
 //!
-//! librdkafka retries on its own and never says it has given up before
-//! `message.timeout.ms`; after a broker restart an idempotent producer can also stay
-//! without a usable connection although the broker answers everyone else (issue 17,
-//! `docs/operations.md`). So the relay watches what it can see from outside: for each
-//! producer, the last acknowledgement and whether records wait (in librdkafka's queues
-//! or in the relay's retries). Past [`RelaySettings::stall_timeout`](crate::RelaySettings)
-//! without one, it asks the cluster for the output topic's metadata with a client of its
-//! own (the producer's configuration, so TLS and SASL are the same):
-//!
-//! - the cluster does not answer: an outage, not a stuck producer; the stall is exported
-//!   (`pseudopipe_delivery_stalled`, `/readyz`) and the clock starts again;
-//! - it answers: the producer is replaced (its records are purged and sent again through
-//!   the relay's retries); if the new producer stalls as well, the stage stops with
-//!   [`Error::Stalled`] so that its supervisor restarts the process.
-//!
-//! Checked once a second on the relay's thread: a clock read and librdkafka's queue
-//! length per producer; the probe runs only when a stall is suspected.
+//! librdkafka never says it has given up before `message.timeout.ms`, and after a broker
+//! restart an idempotent producer can stay without a usable connection although the
+//! broker answers everyone else (issue 17, ADR 0016). So the guard watches, per producer,
+//! the last acknowledgement and whether records wait (in librdkafka's queues or the
+//! relay's retries); past [`RelaySettings::stall_timeout`](crate::RelaySettings) it asks
+//! the cluster for metadata with a client of its own (same TLS and SASL). No answer: an
+//! outage, exported (`pseudopipe_delivery_stalled`) while the clock starts again. An
+//! answer: the producer is replaced; a replacement that stalls too stops the stage with
+//! [`Error::Stalled`]. Checked once a second: a clock read and a queue length per
+//! producer; the probe runs only when a stall is suspected.
 
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -36,6 +29,7 @@ use crate::health::{Cluster, Health};
 use crate::metrics::StageMetrics;
 use crate::relay::context::{log_to_tracing, Watched};
 use crate::relay::librdkafka_log_level;
+use crate::relay::tally::set_stalled;
 use crate::Error;
 
 /// How often producers are looked at.
@@ -90,11 +84,7 @@ impl ProducerFactory {
         config.set_log_level(librdkafka_log_level());
         Ok(RelayProducer::from_config_and_context(
             &config,
-            Watched {
-                stage: self.stage,
-                watch: self.health.watch(cluster),
-                hooks: self.reports.clone(),
-            },
+            Watched::new(self.stage, &self.health, cluster, self.reports.clone()),
         )?)
     }
 
@@ -216,10 +206,7 @@ impl Liveness {
             watches.push(Watch::new(Cluster::Quarantine, now));
         }
         for watch in &watches {
-            metrics
-                .delivery_stalled
-                .with_label_values(&[watch.cluster.label()])
-                .set(0);
+            set_stalled(&metrics, watch.cluster, false);
         }
         Self {
             stage,
@@ -243,10 +230,7 @@ impl Liveness {
         watch.silent_since = now;
         watch.replacement = false;
         if std::mem::take(&mut watch.stalled) {
-            self.metrics
-                .delivery_stalled
-                .with_label_values(&[cluster.label()])
-                .set(0);
+            set_stalled(&self.metrics, cluster, false);
             info!(
                 stage = self.stage,
                 cluster = cluster.label(),
@@ -297,10 +281,7 @@ impl Liveness {
         let timeout_ms = u64::try_from(self.stall_timeout.as_millis()).unwrap_or(u64::MAX);
         if !self.watches[index].stalled {
             self.watches[index].stalled = true;
-            self.metrics
-                .delivery_stalled
-                .with_label_values(&[cluster.label()])
-                .set(1);
+            set_stalled(&self.metrics, cluster, true);
         }
         // The probe waits at most the bound itself (it is on the relay's thread).
         let answers = factory.answers(cluster, topic, self.stall_timeout.min(PROBE_TIMEOUT));

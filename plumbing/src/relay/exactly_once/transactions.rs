@@ -19,7 +19,7 @@ use crate::health::Cluster;
 use crate::relay::context::Watched;
 use crate::relay::outgoing;
 use crate::relay::partitions::partitions_of_topic;
-use crate::relay::tally::{Route, Tally};
+use crate::relay::tally::{set_stalled, Route, Tally};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
 type TxProducer = ThreadedProducer<Watched<()>>;
@@ -52,18 +52,12 @@ impl Outcome {
     /// This outcome, with `partition` rewound to `offset` at the latest: a refused record
     /// is consumed again whatever became of its partition's transaction.
     pub(super) fn rewinding(self, partition: i32, offset: i64) -> Outcome {
-        match self {
-            Outcome::Committed => Outcome::Aborted {
+        merge(
+            self,
+            Outcome::Aborted {
                 rewind: vec![(partition, offset)],
             },
-            Outcome::Aborted { mut rewind } => {
-                if !rewind.iter().any(|(p, _)| *p == partition) {
-                    rewind.push((partition, offset));
-                }
-                Outcome::Aborted { rewind }
-            }
-            fatal @ Outcome::Fatal(_) => fatal,
-        }
+        )
     }
 }
 
@@ -193,20 +187,13 @@ impl ExactlyOnce {
     ) -> Result<Self, Error> {
         let stage = settings.stage;
         let call_timeout = transactions.call_timeout;
-        metrics
-            .delivery_stalled
-            .with_label_values(&[Cluster::Output.label()])
-            .set(0);
+        set_stalled(&metrics, Cluster::Output, false);
         let producers = match layout {
             Layout::SameCluster {
                 producer,
                 transactional_id,
             } => Producers::Shared(transactional(
-                Watched {
-                    stage,
-                    watch: metrics.health.watch(Cluster::Output),
-                    hooks: (),
-                },
+                Watched::new(stage, &metrics.health, Cluster::Output, ()),
                 &producer,
                 &transactional_id,
                 call_timeout,
@@ -233,11 +220,12 @@ impl ExactlyOnce {
                     offsets_topic,
                     offsets,
                     group,
-                    quarantine: quarantine.create_with_context(Watched {
+                    quarantine: quarantine.create_with_context(Watched::new(
                         stage,
-                        watch: metrics.health.watch(Cluster::Quarantine),
-                        hooks: (),
-                    })?,
+                        &metrics.health,
+                        Cluster::Quarantine,
+                        (),
+                    ))?,
                     quarantine_pending: false,
                 }
             }
@@ -468,42 +456,25 @@ impl ExactlyOnce {
     /// cut short too, before any commit, the stage stops ([`Error::Stalled`]) so that its
     /// supervisor restarts it with new producers.
     fn watch_liveness(&mut self, outcome: Outcome, deadline: Instant) -> Outcome {
-        let stalled = self
-            .tally
-            .metrics
-            .delivery_stalled
-            .with_label_values(&[Cluster::Output.label()]);
+        let (stage, metrics) = (self.stage, &self.tally.metrics);
         match outcome {
-            Outcome::Committed => {
-                if self.stalled_since.take().is_some() {
-                    stalled.set(0);
-                    info!(
-                        stage = self.stage,
-                        "Deliveries go on again: a transaction committed."
-                    );
-                }
+            Outcome::Committed if self.stalled_since.take().is_some() => {
+                set_stalled(metrics, Cluster::Output, false);
+                info!(stage, "Deliveries go on again: a transaction committed.");
                 Outcome::Committed
             }
             Outcome::Aborted { .. } if Instant::now() >= deadline => {
-                stalled.set(1);
-                let began = deadline - self.stall_timeout;
-                match self.stalled_since {
-                    Some(since) => Outcome::Fatal(Error::Stalled {
+                set_stalled(metrics, Cluster::Output, true);
+                if let Some(since) = self.stalled_since {
+                    return Outcome::Fatal(Error::Stalled {
                         cluster: Cluster::Output.label(),
                         stalled_for: since.elapsed(),
-                    }),
-                    None => {
-                        let timeout_ms =
-                            u64::try_from(self.stall_timeout.as_millis()).unwrap_or(u64::MAX);
-                        warn!(
-                            stage = self.stage,
-                            stall_timeout_ms = timeout_ms,
-                            "A transaction could not commit within the stall bound: it was aborted and its records are consumed again."
-                        );
-                        self.stalled_since = Some(began);
-                        outcome
-                    }
+                    });
                 }
+                let stall_timeout_ms = self.stall_timeout.as_millis();
+                warn!(stage, stall_timeout_ms, "A transaction could not commit within the stall bound: it was aborted and its records are consumed again.");
+                self.stalled_since = Some(deadline - self.stall_timeout);
+                outcome
             }
             other => other,
         }
@@ -584,11 +555,7 @@ impl ExactlyOnce {
             owned.insert(
                 *partition,
                 transactional(
-                    Watched {
-                        stage: self.stage,
-                        watch: self.tally.metrics.health.watch(Cluster::Output),
-                        hooks: (),
-                    },
+                    Watched::new(self.stage, &self.tally.metrics.health, Cluster::Output, ()),
                     output,
                     &id,
                     self.call_timeout,
@@ -926,8 +893,13 @@ fn finish(
 fn merge(a: Outcome, b: Outcome) -> Outcome {
     match (a, b) {
         (fatal @ Outcome::Fatal(_), _) | (_, fatal @ Outcome::Fatal(_)) => fatal,
+        // A partition rewound already keeps where its transaction began.
         (Outcome::Aborted { mut rewind }, Outcome::Aborted { rewind: more }) => {
-            rewind.extend(more);
+            for (partition, offset) in more {
+                if !rewind.iter().any(|(rewound, _)| *rewound == partition) {
+                    rewind.push((partition, offset));
+                }
+            }
             Outcome::Aborted { rewind }
         }
         (aborted @ Outcome::Aborted { .. }, Outcome::Committed)
