@@ -443,8 +443,11 @@ impl ExactlyOnce {
             // The input cluster's group follows as a hint for lag monitoring (and the start
             // of a partition the output cluster stores nothing for yet): only the
             // partitions whose transaction committed.
-            let hint = offsets_list(topic, batch, &partitions)?;
-            if let Err(error) = consumer.commit(&hint, CommitMode::Async) {
+            let hint = offsets_list(topic, batch, &partitions).and_then(|hint| {
+                let hinted = consumer.commit(&hint, CommitMode::Async);
+                hinted.map_err(|source| Error::transaction("committing the offsets hint", source))
+            });
+            if let Err(error) = hint {
                 debug!(stage = self.stage, %error, "Cannot commit the offsets hint to the input cluster.");
             }
         }
