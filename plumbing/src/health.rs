@@ -200,6 +200,11 @@ impl Health {
         self.lock().fatal.get_or_insert(error);
     }
 
+    /// Whether an error the stage must stop on waits to be taken.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.lock().fatal.is_some()
+    }
+
     /// The error the stage must stop on, once.
     pub(crate) fn take_fatal(&self) -> Option<Error> {
         self.lock().fatal.take()

@@ -1,10 +1,6 @@
-//! The librdkafka callbacks of every client a relay makes, written once.
-//!
-//! [`Watched`] forwards a client's log lines to `tracing` and its errors and statistics
-//! to the stage's health; what a client adds by its role comes from its hooks: the
-//! consumer's rebalances go to the [`Strategy`], an at-least-once producer's
-//! delivery reports go to the relay's thread (`at_least_once::delivery`), a transactional
-//! producer needs none.
+//! The librdkafka callbacks of every client a relay makes, written once: [`Watched`]
+//! sends log lines to `tracing`, errors and statistics to the stage's health, and what a
+//! client's role adds to its hooks (the consumer's rebalances to the [`Strategy`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +19,8 @@ use tracing::{debug, error, info, warn};
 
 use super::engine::Strategy;
 use super::partitions::partitions_of_topic;
-use crate::health::ClientWatch;
+use super::RelaySettings;
+use crate::health::{ClientWatch, Cluster, Health};
 
 /// A client's callbacks: its window on the stage's health, and its role's `hooks`.
 pub(crate) struct Watched<H> {
@@ -70,14 +67,14 @@ pub(super) struct Locked<D> {
 }
 
 impl<D> Rebalancing<D> {
-    pub(super) fn new(strategy: D, input_topic: String, lag: IntGaugeVec) -> Self {
+    pub(super) fn new(strategy: D, settings: &RelaySettings, lag: IntGaugeVec) -> Self {
         Self {
             relay: Mutex::new(Locked {
                 strategy,
                 assigned: HashMap::new(),
             }),
             generation: AtomicU64::new(0),
-            input_topic,
+            input_topic: settings.input_topic.clone(),
             lag,
         }
     }
@@ -178,6 +175,16 @@ impl<D: Strategy> ConsumerContext for Watched<Rebalancing<D>> {
 }
 
 impl<H> Watched<H> {
+    /// The callbacks of a client of `cluster`, with the hooks of its role.
+    pub(crate) fn new(stage: &'static str, health: &Health, cluster: Cluster, hooks: H) -> Self {
+        let watch = health.watch(cluster);
+        Self {
+            stage,
+            watch,
+            hooks,
+        }
+    }
+
     fn release<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,

@@ -1,13 +1,6 @@
-//! The one relay loop, and the [`Strategy`] seam its two strategies implement.
-//!
-//! The engine owns what both delivery modes do alike: start-up (settings, the consumer,
-//! its subscription), the thread the loop runs on, polling in batches, the registry of
-//! assigned partitions and the rebalance generation (a record polled before a rebalance
-//! that took or gave its partition anew is left out), asking the processor and counting,
-//! stopping on a fatal client error, consumer lag (on a small thread of its own: fetching
-//! watermarks waits for the brokers), shutdown with a bounded close, and the last line.
-//! A [`Strategy`] owns what differs: how decided records reach the output, when input
-//! offsets move, what a rebalance does to both.
+//! The one relay loop, and the [`Strategy`] seam its two strategies implement (ADR 0020
+//! lists what each side owns). Consumer lag is measured on a small thread of its own:
+//! fetching watermarks waits for the brokers.
 
 use std::panic;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -56,16 +49,22 @@ pub(super) struct Pace {
 /// and by the rebalance callbacks that librdkafka runs inside the consumer's poll: never
 /// contended, and never held across a poll.
 pub(super) trait Strategy: Send + Sized + 'static {
-    /// Partitions are about to be assigned: may set where each starts. `false` leaves
-    /// them untaken (a stage stopping on a fatal error).
+    /// Partitions are about to be assigned: may set where each starts (by default, where
+    /// the group committed). `false` leaves them untaken (a stage stopping on a fatal
+    /// error).
     fn assigning(
         &mut self,
         consumer: &RelayConsumer<Self>,
         partitions: &mut TopicPartitionList,
-    ) -> bool;
+    ) -> bool {
+        let _ = (consumer, partitions);
+        true
+    }
 
     /// Partitions were assigned.
-    fn assigned(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);
+    fn assigned(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
+        let _ = (consumer, partitions);
+    }
 
     /// Partitions are about to be released: settle and commit what can be for them.
     fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList);
@@ -127,15 +126,12 @@ pub(super) async fn run<D: Strategy>(
     let relay = move || {
         let strategy = make(&settings)?;
         let consumer: RelayConsumer<D> = consumer
-            .create_with_context(Watched {
-                stage: settings.stage,
-                watch: metrics.health.watch(Cluster::Input),
-                hooks: Rebalancing::new(
-                    strategy,
-                    settings.input_topic.clone(),
-                    metrics.consumer_lag.clone(),
-                ),
-            })
+            .create_with_context(Watched::new(
+                settings.stage,
+                &metrics.health,
+                Cluster::Input,
+                Rebalancing::new(strategy, &settings, metrics.consumer_lag.clone()),
+            ))
             .map_err(Error::create_consumer)?;
         settings.subscribe(&consumer)?;
         info!(
@@ -340,17 +336,13 @@ impl<D: Strategy> Engine<D> {
 /// its absence within its session timeout, as after a crash.
 fn close<D: Strategy>(consumer: Arc<RelayConsumer<D>>, lag: LagProbe, stage: &'static str) {
     let (closed, done) = mpsc::channel::<()>();
-    let closing = thread::Builder::new()
-        .name(format!("{stage}-close"))
-        .spawn(move || {
-            lag.stop();
-            drop(consumer);
-            let _ = closed.send(());
-        });
-    if let Err(error) = closing {
-        // The closure, and the consumer with it, were dropped here: closed unbounded.
-        warn!(stage, %error, "Cannot start the thread that closes the consumer.");
-        return;
+    let closing = spawn(stage, "close", move || {
+        lag.stop();
+        drop(consumer);
+        let _ = closed.send(());
+    });
+    if closing.is_none() {
+        return; // the consumer was dropped with the closure: closed unbounded
     }
     if let Err(RecvTimeoutError::Timeout) = done.recv_timeout(CLOSE_TIMEOUT) {
         warn!(
@@ -359,6 +351,20 @@ fn close<D: Strategy>(consumer: Arc<RelayConsumer<D>>, lag: LagProbe, stage: &'s
             "The consumer did not close in time (a rebalance under way?): stopping without it."
         );
     }
+}
+
+/// Starts `work` on a thread of its own, `{stage}-{name}`; one that cannot start is said.
+fn spawn(
+    stage: &'static str,
+    name: &str,
+    work: impl FnOnce() + Send + 'static,
+) -> Option<JoinHandle<()>> {
+    let spawned = thread::Builder::new()
+        .name(format!("{stage}-{name}"))
+        .spawn(work);
+    spawned
+        .map_err(|error| warn!(stage, %error, thread = name, "Cannot start a thread of the relay."))
+        .ok()
 }
 
 /// Measures consumer lag every `lag_interval` on its own thread.
@@ -375,22 +381,13 @@ impl LagProbe {
         interval: Duration,
     ) -> Self {
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = thread::Builder::new()
-            .name(format!("{stage}-lag"))
-            .spawn(move || loop {
-                measure_lag(consumer.as_ref(), &metrics, stage);
-                match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                }
-            });
-        let thread = match thread {
-            Ok(thread) => Some(thread),
-            Err(error) => {
-                warn!(stage, %error, "Cannot start the thread that measures consumer lag.");
-                None
+        let thread = spawn(stage, "lag", move || loop {
+            measure_lag(consumer.as_ref(), &metrics, stage);
+            match stopped.recv_timeout(interval) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
             }
-        };
+        });
         Self { stop, thread }
     }
 

@@ -1,22 +1,13 @@
 //! The loop both stages run: consume → decide → produce → commit when safe.
 //!
-//! One engine ([`engine`]) consumes the input topic in a consumer group, in batches, on a
-//! thread of its own, and asks a [`Processor`] what to do with each record in offset
-//! order: forward it to the output topic with a new key and payload, quarantine it
-//! unchanged with a reason, or drop it. How decided records reach the output and when
-//! input offsets move is a delivery strategy behind one seam ([`engine::Strategy`]):
-//!
-//! - [`DeliveryMode::AtLeastOnce`] ([`at_least_once`]): acknowledged deliveries, contiguous
-//!   watermarks committed every second, retries, stalled partitions, the liveness guard.
-//! - [`DeliveryMode::ExactlyOnce`] ([`exactly_once`]): Kafka transactions per instance or per
-//!   partition, offsets committed or stored inside them, rewinds after an abort, fencing.
-//!
-//! Written once for both: the engine's loop and partition registry, the counters and
-//! report ([`tally`]), Kafka's partition lists ([`partitions`]) and one client context
-//! ([`context`]: logs, errors, statistics, rebalances). The processor runs on the relay's
-//! thread; a pool of transform threads is not built, as no measurement has shown it
-//! would pay on the 2-core machine the end-to-end bench runs on (ADR 0009). ADR 0020
-//! explains the seam.
+//! One engine ([`engine`]) consumes the input topic in batches on a thread of its own and
+//! asks a [`Processor`] about each record in offset order (forward, quarantine or drop);
+//! a delivery strategy behind one seam ([`engine::Strategy`], ADR 0020) says how decided
+//! records reach their topics and when input offsets move: [`at_least_once`] or
+//! [`exactly_once`]. Both share the counters and report ([`tally`]), Kafka's partition
+//! lists ([`partitions`]) and one client context ([`context`]). The processor runs on the
+//! relay's thread: no measurement has shown that a pool of transform threads would pay on
+//! the 2-core machine the end-to-end bench runs on (ADR 0009).
 
 mod at_least_once;
 mod context;
@@ -555,29 +546,25 @@ fn quarantine_headers(
     }
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
-    for (key, value) in [
+    let found = finding.map(|finding| {
+        [
+            (headers::FIELD, finding.field.as_str()),
+            (headers::DETECTOR, finding.detector),
+        ]
+    });
+    let ours = [
         (headers::REASON, reason.code()),
         (headers::MESSAGE, explanation),
         (headers::SOURCE_TOPIC, message.topic()),
         (headers::SOURCE_PARTITION, partition.as_str()),
         (headers::SOURCE_OFFSET, offset.as_str()),
         (headers::STAGE, stage),
-    ] {
+    ];
+    for (key, value) in ours.into_iter().chain(found.into_iter().flatten()) {
         out = out.insert(Header {
             key,
             value: Some(value),
         });
-    }
-    if let Some(finding) = finding {
-        for (key, value) in [
-            (headers::FIELD, finding.field.as_str()),
-            (headers::DETECTOR, finding.detector),
-        ] {
-            out = out.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
     }
     out
 }

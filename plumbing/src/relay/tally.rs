@@ -13,6 +13,7 @@ use rdkafka::Message;
 use tracing::{error, warn};
 
 use super::{Decision, Finding, Reason, RelayReport, PROCESSOR_PANIC};
+use crate::health::Cluster;
 use crate::log_limit::LogLimiter;
 use crate::metrics::StageMetrics;
 use crate::offsets::TopicPartition;
@@ -37,6 +38,15 @@ impl Route {
             Decision::Drop { reason } => Self::Drop(*reason),
         }
     }
+}
+
+/// Exports whether deliveries through `cluster` stall (`pseudopipe_delivery_stalled`), as
+/// either strategy's liveness bound sees it.
+pub(super) fn set_stalled(metrics: &StageMetrics, cluster: Cluster, stalled: bool) {
+    let gauge = metrics
+        .delivery_stalled
+        .with_label_values(&[cluster.label()]);
+    gauge.set(i64::from(stalled));
 }
 
 /// A relay's counters and the metrics they feed.

@@ -2,23 +2,16 @@
 //! the stall bound, while its cluster answers, is stuck; it is replaced by a new one,
 //! and if that one does not deliver either, the stage stops.
 //!
-//! librdkafka retries on its own and never says it has given up before
-//! `message.timeout.ms`; after a broker restart an idempotent producer can also stay
-//! without a usable connection although the broker answers everyone else (issue 17,
-//! `docs/operations.md`). So the relay watches what it can see from outside: for each
-//! producer, the last acknowledgement and whether records wait (in librdkafka's queues
-//! or in the relay's retries). Past [`RelaySettings::stall_timeout`](crate::RelaySettings)
-//! without one, it asks the cluster for the output topic's metadata with a client of its
-//! own (the producer's configuration, so TLS and SASL are the same):
-//!
-//! - the cluster does not answer: an outage, not a stuck producer; the stall is exported
-//!   (`pseudopipe_delivery_stalled`, `/readyz`) and the clock starts again;
-//! - it answers: the producer is replaced (its records are purged and sent again through
-//!   the relay's retries); if the new producer stalls as well, the stage stops with
-//!   [`Error::Stalled`] so that its supervisor restarts the process.
-//!
-//! Checked once a second on the relay's thread: a clock read and librdkafka's queue
-//! length per producer; the probe runs only when a stall is suspected.
+//! librdkafka never says it has given up before `message.timeout.ms`, and after a broker
+//! restart an idempotent producer can stay without a usable connection although the
+//! broker answers everyone else (issue 17, ADR 0016). So the guard watches, per producer,
+//! the last acknowledgement and whether records wait (in librdkafka's queues or the
+//! relay's retries); past [`RelaySettings::stall_timeout`](crate::RelaySettings) it asks
+//! the cluster for metadata with a client of its own (same TLS and SASL). No answer: an
+//! outage, exported (`pseudopipe_delivery_stalled`) while the clock starts again. An
+//! answer: the producer is replaced; a replacement that stalls too stops the stage with
+//! [`Error::Stalled`]. Checked once a second: a clock read and a queue length per
+//! producer; the probe runs only when a stall is suspected.
 
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -31,10 +24,12 @@ use rdkafka::ClientConfig;
 use tracing::{debug, info, warn};
 
 use super::delivery::{RelayProducer, Report};
+use super::Outputs;
 use crate::health::{Cluster, Health};
 use crate::metrics::StageMetrics;
 use crate::relay::context::{log_to_tracing, Watched};
 use crate::relay::librdkafka_log_level;
+use crate::relay::tally::set_stalled;
 use crate::Error;
 
 /// How often producers are looked at.
@@ -89,11 +84,7 @@ impl ProducerFactory {
         config.set_log_level(librdkafka_log_level());
         Ok(RelayProducer::from_config_and_context(
             &config,
-            Watched {
-                stage: self.stage,
-                watch: self.health.watch(cluster),
-                hooks: self.reports.clone(),
-            },
+            Watched::new(self.stage, &self.health, cluster, self.reports.clone()),
         )?)
     }
 
@@ -215,10 +206,7 @@ impl Liveness {
             watches.push(Watch::new(Cluster::Quarantine, now));
         }
         for watch in &watches {
-            metrics
-                .delivery_stalled
-                .with_label_values(&[watch.cluster.label()])
-                .set(0);
+            set_stalled(&metrics, watch.cluster, false);
         }
         Self {
             stage,
@@ -234,40 +222,30 @@ impl Liveness {
         &mut self.watches[index]
     }
 
-    /// A record written by `cluster`'s producer was acknowledged.
+    /// A record written by `cluster`'s producer was acknowledged (or none waits): the
+    /// producer is fine, and a stall it was in is over.
     pub(super) fn acknowledged(&mut self, cluster: Cluster, now: Instant) {
         let watch = self.watch_mut(cluster);
         watch.progress = now;
         watch.silent_since = now;
         watch.replacement = false;
-        if watch.stalled {
-            self.resumed(cluster);
+        if std::mem::take(&mut watch.stalled) {
+            set_stalled(&self.metrics, cluster, false);
+            info!(
+                stage = self.stage,
+                cluster = cluster.label(),
+                "Deliveries go on again: records are acknowledged."
+            );
         }
     }
 
-    fn resumed(&mut self, cluster: Cluster) {
-        let stage = self.stage;
-        let watch = self.watch_mut(cluster);
-        watch.stalled = false;
-        self.metrics
-            .delivery_stalled
-            .with_label_values(&[cluster.label()])
-            .set(0);
-        info!(
-            stage,
-            cluster = cluster.label(),
-            "Deliveries go on again: records are acknowledged."
-        );
-    }
-
-    /// Looks at each producer once a second. `waiting(cluster)` says whether records of
-    /// `cluster`'s producer wait for an acknowledgement; `factory` probes the cluster.
+    /// Looks at each producer of `outputs` once a second. `waiting(cluster)` says whether
+    /// records of `cluster`'s producer wait for an acknowledgement.
     pub(super) fn check(
         &mut self,
         now: Instant,
-        topic_of: impl Fn(Cluster) -> String,
+        outputs: &Outputs,
         waiting: impl Fn(Cluster) -> bool,
-        factory: &ProducerFactory,
     ) -> Verdict {
         if now < self.next_check {
             return Verdict::Fine;
@@ -276,19 +254,13 @@ impl Liveness {
         for index in 0..self.watches.len() {
             let cluster = self.watches[index].cluster;
             if !waiting(cluster) {
-                let watch = &mut self.watches[index];
-                watch.progress = now;
-                watch.silent_since = now;
-                watch.replacement = false;
-                if watch.stalled {
-                    self.resumed(cluster);
-                }
+                self.acknowledged(cluster, now);
                 continue;
             }
             if now.saturating_duration_since(self.watches[index].progress) < self.stall_timeout {
                 continue;
             }
-            let verdict = self.stalled(index, now, &topic_of(cluster), factory);
+            let verdict = self.stalled(index, now, outputs.to(cluster).1, &outputs.factory);
             if !matches!(verdict, Verdict::Fine) {
                 return verdict;
             }
@@ -309,10 +281,7 @@ impl Liveness {
         let timeout_ms = u64::try_from(self.stall_timeout.as_millis()).unwrap_or(u64::MAX);
         if !self.watches[index].stalled {
             self.watches[index].stalled = true;
-            self.metrics
-                .delivery_stalled
-                .with_label_values(&[cluster.label()])
-                .set(1);
+            set_stalled(&self.metrics, cluster, true);
         }
         // The probe waits at most the bound itself (it is on the relay's thread).
         let answers = factory.answers(cluster, topic, self.stall_timeout.min(PROBE_TIMEOUT));

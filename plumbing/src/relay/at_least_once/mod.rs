@@ -1,27 +1,14 @@
-//! At least once: acknowledged deliveries and contiguous commits.
+//! At least once: acknowledged deliveries and contiguous commits (`docs/architecture.md`).
 //!
-//! Each decided record is handed to a librdkafka producer with a small token as its
-//! delivery opaque ([`delivery`]); the delivery reports that arrived meanwhile are settled
-//! in bulk between two batches. An input offset is committed (every `commit_interval`,
-//! at revocation and at shutdown) only once every record before it in its partition is
-//! delivered (see [`crate::offsets`]: a ring per partition, O(1) per record).
-//!
-//! - Retriable delivery failures are retried with backoff, holding the partition's
-//!   offsets back; a permanent failure stalls the partition (paused, never committed past,
-//!   `pseudopipe_partition_stalled` set to 1, logged without content).
-//! - Consumption pauses above `max_in_flight`, which bounds memory through an outage.
-//! - On revocation the partition's deliveries get a bounded time to finish, then its
-//!   watermark is committed synchronously before the partition is released.
-//! - On shutdown in-flight deliveries get `drain_timeout`, and the watermarks are
-//!   committed synchronously.
-//! - A producer that stops delivering while its cluster answers is replaced
-//!   ([`liveness`]).
-//!
-//! A retried record may land after records that followed it in its input partition;
-//! librdkafka's own retries (idempotent producer) keep order.
-//!
-//! Delivery reports reach the relay's thread through a channel ([`Report`]) and are
-//! settled in bulk, under the engine's one lock.
+//! Each decided record goes to a librdkafka producer with a [`Token`] as its delivery
+//! opaque ([`delivery`]); the reports come back through a channel and are settled in bulk
+//! between two batches, under the engine's one lock. An input offset is committed (every
+//! `commit_interval`, at revocation and at shutdown) only once every record before it in
+//! its partition is delivered ([`crate::offsets`]: a ring per partition). Retriable
+//! failures are retried with backoff, holding the offsets back (a retried record may land
+//! after records that followed it; librdkafka's own retries keep order); a permanent one
+//! stalls the partition. Consumption pauses above `max_in_flight`; a producer that stops
+//! delivering while its cluster answers is replaced ([`liveness`]).
 
 mod delivery;
 mod liveness;
@@ -31,7 +18,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::Producer as _;
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
@@ -83,10 +70,9 @@ struct Retry {
 
 /// The producers and topics a relay writes to, and how to make them anew.
 struct Outputs {
-    output: RelayProducer,
-    quarantine: RelayProducer,
-    output_topic: String,
-    quarantine_topic: String,
+    /// The output's producer and topic, then the quarantine's (the same producer when
+    /// the factory makes one for both).
+    to: [(RelayProducer, String); 2],
     factory: ProducerFactory,
 }
 
@@ -103,20 +89,21 @@ impl Outputs {
         } else {
             factory.create(Cluster::Quarantine)?
         };
-        Ok(Self {
-            output,
-            quarantine,
-            output_topic,
-            quarantine_topic,
-            factory,
-        })
+        let to = [(output, output_topic), (quarantine, quarantine_topic)];
+        Ok(Self { to, factory })
     }
 
+    /// The producer and topic of `cluster` (`Output` or `Quarantine`).
+    fn to(&self, cluster: Cluster) -> (&RelayProducer, &str) {
+        let (producer, topic) = &self.to[usize::from(cluster == Cluster::Quarantine)];
+        (producer, topic)
+    }
+
+    /// The producer and topic of a record of `route` (a dropped record is never produced).
     fn of(&self, route: Route) -> (&RelayProducer, &str) {
         match route {
-            Route::Quarantine(_) => (&self.quarantine, &self.quarantine_topic),
-            // A dropped record is never produced.
-            Route::Forward | Route::Drop(_) => (&self.output, &self.output_topic),
+            Route::Quarantine(_) => self.to(Cluster::Quarantine),
+            Route::Forward | Route::Drop(_) => self.to(Cluster::Output),
         }
     }
 
@@ -132,13 +119,11 @@ impl Outputs {
     /// still holds: those records come back as failed deliveries and are sent again.
     fn replace(&mut self, cluster: Cluster) -> Result<(), crate::Error> {
         let fresh = self.factory.create(cluster)?;
-        if self.factory.shared() {
-            self.quarantine = fresh.clone();
-            self.output = fresh;
-        } else if cluster == Cluster::Quarantine {
-            self.quarantine = fresh;
-        } else {
-            self.output = fresh;
+        let replaced = usize::from(cluster == Cluster::Quarantine);
+        for (index, (producer, _)) in self.to.iter_mut().enumerate() {
+            if self.factory.shared() || index == replaced {
+                *producer = fresh.clone();
+            }
         }
         Ok(())
     }
@@ -233,49 +218,6 @@ impl AtLeastOnce {
             .sum()
     }
 
-    /// Hands one decided record to its producer, or settles it at once when dropped.
-    fn hand_on<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        message: &BorrowedMessage<'_>,
-        decision: &Decision,
-        received: Instant,
-    ) {
-        let partition = message.partition();
-        let route = Route::of(decision);
-        let tag = Tag {
-            route,
-            received,
-            attempts: 0,
-        };
-        let Some(token) = self.hand_out(partition, message.offset(), tag) else {
-            return;
-        };
-        if let Route::Drop(_) = route {
-            // Done at once, in its partition's ring, so that the watermark moves past it
-            // in order with its neighbours.
-            if let Some(assigned) = self.partitions.get_mut(&partition) {
-                assigned.offsets.mark_done(token.ticket);
-            }
-            self.tally.settled(route, received, received);
-            return;
-        }
-        let Some(packed) = token.pack() else {
-            // Past 2^20 partitions or 2^44 records of one partition: never in practice.
-            let error = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidPartitions);
-            self.failed(consumer, token, error, None);
-            return;
-        };
-        let (producer, topic) = self.outputs.of(route);
-        // Enqueued in offset order, so that librdkafka keeps the input order.
-        let sent = producer
-            .send(outgoing(topic, decision, message, self.stage, packed))
-            .map_err(|(error, record)| (error, Outgoing::from_refused(record)));
-        if let Err((error, record)) = sent {
-            self.failed(consumer, token, error, Some(record));
-        }
-    }
-
     /// Puts a consumed record in its partition's ring; reports offsets jumped over.
     fn hand_out(&mut self, partition: i32, offset: i64, tag: Tag) -> Option<Token> {
         let assigned = self.partitions.get_mut(&partition)?;
@@ -306,26 +248,13 @@ impl AtLeastOnce {
     /// [`super::liveness`]). Returns the error the stage must stop on when its
     /// replacement stalled too, or when no new producer can be made.
     fn guard_liveness(&mut self) -> Option<crate::Error> {
-        let outputs = &self.outputs;
-        let retries = &self.retries;
-        let verdict = self.liveness.check(
-            Instant::now(),
-            |cluster| match cluster {
-                Cluster::Quarantine => outputs.quarantine_topic.clone(),
-                _ => outputs.output_topic.clone(),
-            },
-            |cluster| {
-                let producer = match cluster {
-                    Cluster::Quarantine => &outputs.quarantine,
-                    _ => &outputs.output,
-                };
-                producer.in_flight_count() > 0
-                    || retries
-                        .iter()
-                        .any(|retry| outputs.cluster_of(retry.route) == cluster)
-            },
-            &outputs.factory,
-        );
+        let (outputs, retries) = (&self.outputs, &self.retries);
+        let verdict = self.liveness.check(Instant::now(), outputs, |cluster| {
+            outputs.to(cluster).0.in_flight_count() > 0
+                || retries
+                    .iter()
+                    .any(|retry| outputs.cluster_of(retry.route) == cluster)
+        });
         match verdict {
             Verdict::Fine => None,
             Verdict::Stop(error) => Some(error),
@@ -428,11 +357,7 @@ impl AtLeastOnce {
                 assigned.offsets.mark_abandoned(token.ticket);
                 assigned.stalled_at = Some(assigned.stalled_at.map_or(offset, |at| at.min(offset)));
                 let tp = self.tp(token.partition);
-                self.tally
-                    .metrics
-                    .partition_stalled
-                    .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
-                    .set(1);
+                self.stall_gauge(&tp).set(1);
                 if let Err(error) = consumer.pause(&partitions_list([&tp])) {
                     warn!(stage, topic = %tp.topic, partition = tp.partition, %error, "Failed to pause a stalled partition.");
                 }
@@ -542,38 +467,36 @@ impl AtLeastOnce {
     /// partitions) once a quarter of the room is free again. The consumer keeps being
     /// polled meanwhile, so the group membership and rebalances are served.
     fn apply_backpressure<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let max_in_flight = self.max_in_flight;
-        let in_flight = self.in_flight();
-        let resume_below = max_in_flight - max_in_flight / 4;
-        if !self.backpressure && in_flight >= max_in_flight {
-            self.backpressure = true;
-            match consumer.assignment() {
-                Ok(assignment) => {
-                    if let Err(error) = consumer.pause(&assignment) {
-                        warn!(stage = self.stage, %error, "Failed to pause consumption.");
-                    }
-                }
-                Err(error) => warn!(stage = self.stage, %error, "Failed to read the assignment."),
-            }
-            debug!(
-                stage = self.stage,
-                in_flight, "Too many records in flight: consumption paused."
-            );
-        } else if self.backpressure && in_flight < resume_below.max(1) {
-            self.backpressure = false;
-            match consumer.assignment() {
-                Ok(assignment) => {
-                    let partitions = partitions_of(&assignment);
-                    let resumable =
-                        partitions_list(partitions.iter().filter(|tp| !self.is_stalled(tp)));
-                    if let Err(error) = consumer.resume(&resumable) {
-                        warn!(stage = self.stage, %error, "Failed to resume consumption.");
-                    }
-                }
-                Err(error) => warn!(stage = self.stage, %error, "Failed to read the assignment."),
-            }
-            debug!(stage = self.stage, in_flight, "Consumption resumed.");
+        let (max_in_flight, in_flight) = (self.max_in_flight, self.in_flight());
+        let resume_below = (max_in_flight - max_in_flight / 4).max(1);
+        let pause = !self.backpressure && in_flight >= max_in_flight;
+        let resume = self.backpressure && in_flight < resume_below;
+        if !pause && !resume {
+            return;
         }
+        self.backpressure = pause;
+        let changed = consumer.assignment().and_then(|assignment| {
+            if pause {
+                return consumer.pause(&assignment);
+            }
+            let partitions = partitions_of(&assignment);
+            consumer.resume(&partitions_list(
+                partitions.iter().filter(|tp| !self.is_stalled(tp)),
+            ))
+        });
+        if let Err(error) = changed {
+            warn!(stage = self.stage, %error, pause, "Failed to pause or resume consumption.");
+        }
+        debug!(stage = self.stage, in_flight, paused = pause, "Back-pressure: consumption paused above `max_in_flight`, resumed below three quarters of it.");
+    }
+
+    /// `pseudopipe_partition_stalled` of `tp`.
+    fn stall_gauge(&self, tp: &TopicPartition) -> prometheus::IntGauge {
+        let labels = [tp.topic.as_str(), &tp.partition.to_string()];
+        self.tally
+            .metrics
+            .partition_stalled
+            .with_label_values(&labels)
     }
 
     /// Whether `tp` stopped on a permanent failure.
@@ -585,18 +508,13 @@ impl AtLeastOnce {
                 .is_some_and(|assigned| assigned.stalled_at.is_some())
     }
 
-    /// Every partition's watermark as `pick` reads it (past its last commit, or since
-    /// it was assigned), where it has one, sorted.
-    fn watermarks(
-        &self,
-        pick: fn(&PartitionOffsets<Tag>) -> Option<i64>,
-    ) -> Vec<(TopicPartition, i64)> {
+    /// Every partition's offset as `pick` reads it (a watermark past its last commit or
+    /// since it was assigned, where it stalled), where it has one, sorted.
+    fn watermarks(&self, pick: fn(&Partition) -> Option<i64>) -> Vec<(TopicPartition, i64)> {
         let mut ready: Vec<_> = self
             .partitions
             .iter()
-            .filter_map(|(partition, assigned)| {
-                Some((self.tp(*partition), pick(&assigned.offsets)?))
-            })
+            .filter_map(|(partition, assigned)| Some((self.tp(*partition), pick(assigned)?)))
             .collect();
         ready.sort();
         ready
@@ -613,7 +531,7 @@ impl AtLeastOnce {
 
     /// Commits the watermarks that moved, without waiting for the broker.
     fn commit_periodically<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let ready = self.watermarks(PartitionOffsets::committable);
+        let ready = self.watermarks(|assigned| assigned.offsets.committable());
         if ready.is_empty() {
             return;
         }
@@ -637,15 +555,12 @@ impl AtLeastOnce {
     /// Forgets the failed commits that the group's committed offsets cover after all
     /// (a later commit went through).
     fn forget_covered(&mut self, committed: &[(TopicPartition, i64)]) {
-        for (tp, offset) in committed {
-            if self
-                .uncommitted
-                .get(tp)
-                .is_some_and(|failed| failed <= offset)
-            {
-                self.uncommitted.remove(tp);
-            }
-        }
+        let covered = |tp: &TopicPartition, failed: &i64| {
+            committed
+                .iter()
+                .any(|(group, at)| group == tp && failed <= at)
+        };
+        self.uncommitted.retain(|tp, failed| !covered(tp, failed));
     }
 
     /// Watermarks of `partitions` whose commit was refused when they were released and
@@ -677,12 +592,7 @@ impl AtLeastOnce {
 
     /// The report so far.
     fn report(&self) -> RelayReport {
-        let mut stalled: Vec<_> = self
-            .partitions
-            .iter()
-            .filter_map(|(partition, assigned)| Some((self.tp(*partition), assigned.stalled_at?)))
-            .collect();
-        stalled.sort();
+        let stalled = self.watermarks(|assigned| assigned.stalled_at);
         self.tally.report(stalled, self.uncommitted())
     }
 }
@@ -708,12 +618,65 @@ fn report_skipped(
 }
 
 impl AtLeastOnce {
-    /// New partitions: fresh rings, and fetching as the current back-pressure says.
-    fn on_assign<C: ConsumerContext>(
+    /// A partition whose commit was refused when it was released (a rebalance already
+    /// under way) and that comes back before anyone committed past it: commits the
+    /// watermark now, under the new generation, so that its records are not delivered
+    /// again. Returns the group's offsets as they stand afterwards.
+    fn commit_refused_watermarks<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        tpl: &TopicPartitionList,
-    ) {
+        partitions: &[TopicPartition],
+        mut committed: Vec<(TopicPartition, i64)>,
+    ) -> Vec<(TopicPartition, i64)> {
+        let refused = self.refused_commits_behind(partitions, &committed);
+        if refused.is_empty() {
+            return committed;
+        }
+        match self.commit_released(consumer, &refused) {
+            Ok(()) => {
+                info!(stage = self.stage, offsets = %list_offsets(&refused), "Committed the offsets refused when these partitions were released.");
+                committed.retain(|(tp, _)| !refused.iter().any(|(ours, _)| ours == tp));
+                committed.extend(refused);
+            }
+            Err(error) => {
+                debug!(stage = self.stage, %error, offsets = %list_offsets(&refused), "Still cannot commit the offsets refused on release.");
+            }
+        }
+        committed
+    }
+
+    /// Commits `offsets` synchronously as their partitions are released (or come back),
+    /// and remembers whether that went through, for the report.
+    fn commit_released<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &[(TopicPartition, i64)],
+    ) -> KafkaResult<()> {
+        let commit = consumer.commit(&offsets_list(offsets), CommitMode::Sync);
+        self.record_release_commit(offsets, commit.is_ok());
+        commit
+    }
+
+    /// A commit that failed on release may have been made good by a later one (or by
+    /// another member): asks the group, so that the report lists only real gaps.
+    fn forget_covered_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let failed = self.uncommitted();
+        if failed.is_empty() {
+            return;
+        }
+        let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
+        match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
+            Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
+            Err(error) => {
+                debug!(stage = self.stage, %error, "Cannot read committed offsets.");
+            }
+        }
+    }
+}
+
+impl Strategy for AtLeastOnce {
+    /// New partitions: fresh rings, and fetching as the current back-pressure says.
+    fn assigned(&mut self, consumer: &RelayConsumer<Self>, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() {
             return;
@@ -756,11 +719,7 @@ impl AtLeastOnce {
                     stalled_at: None,
                 },
             );
-            self.tally
-                .metrics
-                .partition_stalled
-                .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
-                .set(0);
+            self.stall_gauge(tp).set(0);
         }
         // librdkafka keeps an application pause across assignments: a partition stalled
         // in an earlier assignment would otherwise stay paused.
@@ -775,41 +734,9 @@ impl AtLeastOnce {
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions assigned.");
     }
 
-    /// A partition whose commit was refused when it was released (a rebalance already
-    /// under way) and that comes back before anyone committed past it: commits the
-    /// watermark now, under the new generation, so that its records are not delivered
-    /// again. Returns the group's offsets as they stand afterwards.
-    fn commit_refused_watermarks<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        partitions: &[TopicPartition],
-        mut committed: Vec<(TopicPartition, i64)>,
-    ) -> Vec<(TopicPartition, i64)> {
-        let refused = self.refused_commits_behind(partitions, &committed);
-        if refused.is_empty() {
-            return committed;
-        }
-        match consumer.commit(&offsets_list(&refused), CommitMode::Sync) {
-            Ok(()) => {
-                info!(stage = self.stage, offsets = %list_offsets(&refused), "Committed the offsets refused when these partitions were released.");
-                self.record_release_commit(&refused, true);
-                committed.retain(|(tp, _)| !refused.iter().any(|(ours, _)| ours == tp));
-                committed.extend(refused);
-            }
-            Err(error) => {
-                debug!(stage = self.stage, %error, offsets = %list_offsets(&refused), "Still cannot commit the offsets refused on release.");
-            }
-        }
-        committed
-    }
-
     /// Partitions taken away: stop fetching, wait (bounded) for their deliveries, commit
     /// their watermarks, then let them go.
-    fn on_revoke<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        tpl: &TopicPartitionList,
-    ) {
+    fn revoking(&mut self, consumer: &RelayConsumer<Self>, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() {
             return;
@@ -826,33 +753,26 @@ impl AtLeastOnce {
         if !self.wait_for(consumer, Some(&numbers), deadline) {
             warn!(stage = self.stage, in_flight = self.in_flight_of(&numbers), "Revoked partitions still have deliveries in flight; committing what was delivered.");
         }
-        let ready: Vec<(TopicPartition, i64)> = numbers
-            .iter()
-            .filter_map(|partition| {
-                Some((
-                    self.tp(*partition),
-                    self.partitions.get(partition)?.offsets.progress()?,
-                ))
-            })
+        let ready: Vec<_> = self
+            .watermarks(|assigned| assigned.offsets.progress())
+            .into_iter()
+            .filter(|(tp, _)| numbers.contains(&tp.partition))
             .collect();
-        let committed = if ready.is_empty() {
-            true
-        } else if consumer.assignment_lost() {
-            warn!(stage = self.stage, offsets = %list_offsets(&ready), "Assignment lost: these offsets cannot be committed; records before them will be consumed again.");
-            false
-        } else {
-            match consumer.commit(&offsets_list(&ready), CommitMode::Sync) {
-                Ok(()) => {
-                    debug!(stage = self.stage, offsets = %list_offsets(&ready), "Committed offsets of revoked partitions.");
-                    true
-                }
+        let offsets = list_offsets(&ready);
+        if !ready.is_empty() && consumer.assignment_lost() {
+            warn!(stage = self.stage, %offsets, "Assignment lost: these offsets cannot be committed; records before them will be consumed again.");
+            self.record_release_commit(&ready, false);
+        } else if !ready.is_empty() {
+            match self.commit_released(consumer, &ready) {
+                Ok(()) => debug!(
+                    stage = self.stage,
+                    %offsets, "Committed offsets of revoked partitions."
+                ),
                 Err(error) => {
-                    warn!(stage = self.stage, %error, offsets = %list_offsets(&ready), "Failed to commit offsets of revoked partitions; records before them will be consumed again.");
-                    false
+                    warn!(stage = self.stage, %error, %offsets, "Failed to commit offsets of revoked partitions; records before them will be consumed again.")
                 }
             }
-        };
-        self.record_release_commit(&ready, committed);
+        }
         for partition in &numbers {
             if let Some(assigned) = self.partitions.remove(partition) {
                 self.next_tickets
@@ -870,40 +790,6 @@ impl AtLeastOnce {
         }
         self.export_metrics();
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions revoked.");
-    }
-
-    /// A commit that failed on release may have been made good by a later one (or by
-    /// another member): asks the group, so that the report lists only real gaps.
-    fn forget_covered_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let failed = self.uncommitted();
-        if failed.is_empty() {
-            return;
-        }
-        let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
-        match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
-            Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
-            Err(error) => {
-                debug!(stage = self.stage, %error, "Cannot read committed offsets.");
-            }
-        }
-    }
-}
-
-impl Strategy for AtLeastOnce {
-    fn assigning(
-        &mut self,
-        _consumer: &RelayConsumer<Self>,
-        _partitions: &mut TopicPartitionList,
-    ) -> bool {
-        true // from the group's committed offsets, as librdkafka reads them
-    }
-
-    fn assigned(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
-        self.on_assign(consumer, partitions);
-    }
-
-    fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
-        self.on_revoke(consumer, partitions);
     }
 
     fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, crate::Error> {
@@ -928,6 +814,7 @@ impl Strategy for AtLeastOnce {
         &mut self.tally
     }
 
+    /// Hands one decided record to its producer, or settles it at once when dropped.
     fn hand_on(
         &mut self,
         consumer: &RelayConsumer<Self>,
@@ -935,7 +822,39 @@ impl Strategy for AtLeastOnce {
         decision: Decision,
         received: Instant,
     ) -> Result<(), crate::Error> {
-        AtLeastOnce::hand_on(self, consumer, message, &decision, received);
+        let partition = message.partition();
+        let route = Route::of(&decision);
+        let tag = Tag {
+            route,
+            received,
+            attempts: 0,
+        };
+        let Some(token) = self.hand_out(partition, message.offset(), tag) else {
+            return Ok(());
+        };
+        if let Route::Drop(_) = route {
+            // Done at once, in its partition's ring, so that the watermark moves past it
+            // in order with its neighbours.
+            if let Some(assigned) = self.partitions.get_mut(&partition) {
+                assigned.offsets.mark_done(token.ticket);
+            }
+            self.tally.settled(route, received, received);
+            return Ok(());
+        }
+        let Some(packed) = token.pack() else {
+            // Past 2^20 partitions or 2^44 records of one partition: never in practice.
+            let error = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidPartitions);
+            self.failed(consumer, token, error, None);
+            return Ok(());
+        };
+        let (producer, topic) = self.outputs.of(route);
+        // Enqueued in offset order, so that librdkafka keeps the input order.
+        let sent = producer
+            .send(outgoing(topic, &decision, message, self.stage, packed))
+            .map_err(|(error, record)| (error, Outgoing::from_refused(record)));
+        if let Err((error, record)) = sent {
+            self.failed(consumer, token, error, Some(record));
+        }
         Ok(())
     }
 
@@ -956,11 +875,9 @@ impl Strategy for AtLeastOnce {
             warn!(stage, in_flight = self.in_flight(), "Drain timed out: records not delivered yet will be consumed again after a restart.");
             self.abandon_all();
         }
-        let ready = self.watermarks(PartitionOffsets::progress);
+        let ready = self.watermarks(|assigned| assigned.offsets.progress());
         if !ready.is_empty() {
-            let commit = consumer.commit(&offsets_list(&ready), CommitMode::Sync);
-            self.record_release_commit(&ready, commit.is_ok());
-            match commit {
+            match self.commit_released(consumer, &ready) {
                 Ok(()) => {
                     self.mark_committed(&ready);
                     info!(stage, offsets = %list_offsets(&ready), "Committed final offsets.");

@@ -1,15 +1,11 @@
 //! Exactly once: the forwarded and quarantined records of a batch and the input offsets
 //! past them commit in one Kafka transaction, or not at all (ADR 0007).
 //!
-//! A transaction is cut at [`max_records`](TransactionSettings::max_records) records or
-//! after [`max_duration`](TransactionSettings::max_duration). [`Layout::SameCluster`]
-//! commits the offsets with the consumer's group metadata (KIP-447: a member of an older
-//! generation cannot commit); [`Layout::CrossCluster`] stores them in the output cluster,
-//! in the transaction, as MirrorMaker 2 does (KIP-618), and fences a partition's previous
-//! owner by initializing the partition's `transactional.id` before seeking to the stored
-//! offset. A failed transaction is aborted and its partitions rewound to the stored
-//! offsets; a fatal error (fenced by another instance) stops the relay; on revocation
-//! the open transaction commits before the partitions are released.
+//! [`Layout::SameCluster`] commits the offsets with the consumer's group metadata
+//! (KIP-447); [`Layout::CrossCluster`] stores them in the output cluster as MirrorMaker 2
+//! does (KIP-618) and fences a partition's previous owner with the partition's
+//! `transactional.id`. An aborted transaction rewinds its partitions to the stored
+//! offsets; a revocation commits the open transaction first (`docs/architecture.md`).
 
 mod transactions;
 
@@ -240,7 +236,7 @@ impl Strategy for ExactlyOnce {
     ) -> bool {
         // A stage that met a fatal error is stopping: taking partitions would start
         // producers that fence their rightful owner.
-        if self.has_failed() {
+        if self.tally.metrics.health.has_failed() {
             debug!(
                 stage = self.stage,
                 "Partitions assigned while stopping on a fatal error: not taken."
@@ -249,12 +245,10 @@ impl Strategy for ExactlyOnce {
         }
         if let Err(error) = self.prepare_assignment(consumer, partitions) {
             error!(stage = self.stage, %error, "Cannot take the assigned partitions.");
-            self.fail(error);
+            self.tally.metrics.health.fail(error);
         }
         true
     }
-
-    fn assigned(&mut self, _consumer: &RelayConsumer<Self>, _partitions: &TopicPartitionList) {}
 
     fn revoking(&mut self, consumer: &RelayConsumer<Self>, partitions: &TopicPartitionList) {
         self.release(consumer, partitions);
@@ -267,9 +261,6 @@ impl Strategy for ExactlyOnce {
 
     fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, Error> {
         self.rewound.clear();
-        if let Some(error) = self.take_fatal() {
-            return Err(error);
-        }
         if self.is_due() {
             self.commit(consumer, None)?;
         }

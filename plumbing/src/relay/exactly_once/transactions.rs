@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerGroupMetadata};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -19,7 +19,7 @@ use crate::health::Cluster;
 use crate::relay::context::Watched;
 use crate::relay::outgoing;
 use crate::relay::partitions::partitions_of_topic;
-use crate::relay::tally::{Route, Tally};
+use crate::relay::tally::{set_stalled, Route, Tally};
 use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
 
 type TxProducer = ThreadedProducer<Watched<()>>;
@@ -52,18 +52,12 @@ impl Outcome {
     /// This outcome, with `partition` rewound to `offset` at the latest: a refused record
     /// is consumed again whatever became of its partition's transaction.
     pub(super) fn rewinding(self, partition: i32, offset: i64) -> Outcome {
-        match self {
-            Outcome::Committed => Outcome::Aborted {
+        merge(
+            self,
+            Outcome::Aborted {
                 rewind: vec![(partition, offset)],
             },
-            Outcome::Aborted { mut rewind } => {
-                if !rewind.iter().any(|(p, _)| *p == partition) {
-                    rewind.push((partition, offset));
-                }
-                Outcome::Aborted { rewind }
-            }
-            fatal @ Outcome::Fatal(_) => fatal,
-        }
+        )
     }
 }
 
@@ -173,8 +167,6 @@ pub(in crate::relay) struct ExactlyOnce {
     pub(super) records: usize,
     started: Option<Instant>,
     pub(super) tally: Tally,
-    /// A fatal error met in a rebalance callback, for the loop to stop on.
-    fatal: Option<Error>,
     /// Whether a transaction committed since the last abort.
     pub(super) clean: bool,
     /// Aborted transactions counted when last looked at.
@@ -195,20 +187,13 @@ impl ExactlyOnce {
     ) -> Result<Self, Error> {
         let stage = settings.stage;
         let call_timeout = transactions.call_timeout;
-        metrics
-            .delivery_stalled
-            .with_label_values(&[Cluster::Output.label()])
-            .set(0);
+        set_stalled(&metrics, Cluster::Output, false);
         let producers = match layout {
             Layout::SameCluster {
                 producer,
                 transactional_id,
             } => Producers::Shared(transactional(
-                Watched {
-                    stage,
-                    watch: metrics.health.watch(Cluster::Output),
-                    hooks: (),
-                },
+                Watched::new(stage, &metrics.health, Cluster::Output, ()),
                 &producer,
                 &transactional_id,
                 call_timeout,
@@ -235,11 +220,12 @@ impl ExactlyOnce {
                     offsets_topic,
                     offsets,
                     group,
-                    quarantine: quarantine.create_with_context(Watched {
+                    quarantine: quarantine.create_with_context(Watched::new(
                         stage,
-                        watch: metrics.health.watch(Cluster::Quarantine),
-                        hooks: (),
-                    })?,
+                        &metrics.health,
+                        Cluster::Quarantine,
+                        (),
+                    ))?,
                     quarantine_pending: false,
                 }
             }
@@ -259,27 +245,11 @@ impl ExactlyOnce {
             records: 0,
             started: None,
             tally: Tally::new(stage, metrics),
-            fatal: None,
             clean: true,
             aborted_seen: 0,
             refusals: 0,
             rewound: Vec::new(),
         })
-    }
-
-    /// Remembers a fatal error met in a rebalance callback, for the loop to stop on.
-    pub(super) fn fail(&mut self, error: Error) {
-        self.fatal.get_or_insert(error);
-    }
-
-    /// Whether a fatal error met in a rebalance callback waits for the loop.
-    pub(super) fn has_failed(&self) -> bool {
-        self.fatal.is_some()
-    }
-
-    /// A fatal error met in a rebalance callback, once.
-    pub(super) fn take_fatal(&mut self) -> Option<Error> {
-        self.fatal.take()
     }
 
     /// Whether the open transaction is full or old enough to commit.
@@ -300,7 +270,7 @@ impl ExactlyOnce {
         // A rebalance inside the poll that returned `message` may have met a fatal error
         // (and let the failed producers go): that is what stops the stage, not whatever
         // this record would meet next.
-        if let Some(error) = self.take_fatal() {
+        if let Some(error) = self.tally.metrics.health.take_fatal() {
             return Err(error);
         }
         let partition = message.partition();
@@ -380,113 +350,13 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         only: Option<&[i32]>,
     ) -> Outcome {
+        if matches!(&self.producers, Producers::Shared(owned) if !owned.open) {
+            return Outcome::Committed;
+        }
         let deadline = Instant::now() + self.stall_timeout;
-        let outcome = match &mut self.producers {
-            Producers::Shared(owned) => {
-                if !owned.open {
-                    return Outcome::Committed;
-                }
-                let partitions: Vec<i32> = self.batch.keys().copied().collect();
-                let offsets = offsets_list(&self.input_topic, &self.batch, &partitions);
-                let Some(group) = consumer.group_metadata() else {
-                    return Outcome::Fatal(Error::InvalidSettings(
-                        "the consumer has no group metadata: set its `group.id`".to_owned(),
-                    ));
-                };
-                let committed = offsets.and_then(|offsets| {
-                    commit(
-                        &owned.producer,
-                        &offsets,
-                        &group,
-                        self.call_timeout,
-                        deadline,
-                    )
-                });
-                let outcome = finish(
-                    &owned.producer,
-                    committed,
-                    &partitions,
-                    &self.batch,
-                    self.call_timeout,
-                );
-                owned.open = false;
-                outcome
-            }
-            Producers::PerPartition {
-                owned,
-                offsets_topic,
-                group,
-                quarantine,
-                quarantine_pending,
-                ..
-            } => {
-                let partitions: Vec<i32> = self
-                    .batch
-                    .keys()
-                    .copied()
-                    .filter(|partition| only.is_none_or(|only| only.contains(partition)))
-                    .collect();
-                // A quarantined record must be stored before its offset moves on.
-                let flushed = if *quarantine_pending {
-                    quarantine.flush(remaining(self.call_timeout, deadline))
-                } else {
-                    Ok(())
-                };
-                if flushed.is_ok() {
-                    *quarantine_pending = false;
-                }
-                let mut outcome = Outcome::Committed;
-                for partition in &partitions {
-                    let Some(producer) = owned.get_mut(partition) else {
-                        continue;
-                    };
-                    if !producer.open {
-                        continue;
-                    }
-                    let offsets = stored_offsets_list(
-                        offsets_topic,
-                        &self.input_topic,
-                        *partition,
-                        self.batch[partition].next,
-                    );
-                    let committed = match &flushed {
-                        Ok(()) => offsets.and_then(|offsets| {
-                            commit(
-                                &producer.producer,
-                                &offsets,
-                                group,
-                                self.call_timeout,
-                                deadline,
-                            )
-                        }),
-                        Err(error) => Err(error.clone()),
-                    };
-                    producer.open = false;
-                    let one = finish(
-                        &producer.producer,
-                        committed,
-                        &[*partition],
-                        &self.batch,
-                        self.call_timeout,
-                    );
-                    outcome = merge(outcome, one);
-                    if matches!(outcome, Outcome::Fatal(_)) {
-                        break;
-                    }
-                }
-                if matches!(outcome, Outcome::Committed) && !partitions.is_empty() {
-                    // The input cluster's group follows as a hint for lag monitoring (and
-                    // the start of a partition the output cluster stores nothing for yet):
-                    // only the partitions whose transaction committed.
-                    let hint = offsets_list(&self.input_topic, &self.batch, &partitions);
-                    if let Err(error) =
-                        hint.and_then(|hint| consumer.commit(&hint, CommitMode::Async))
-                    {
-                        debug!(stage = self.stage, %error, "Cannot commit the offsets hint to the input cluster.");
-                    }
-                }
-                outcome
-            }
+        let outcome = match self.commit_each(consumer, only, deadline) {
+            Ok(outcome) => outcome,
+            Err(error) => Outcome::Fatal(error),
         };
         let outcome = self.watch_liveness(outcome, deadline);
         // One producer commits every partition at once; per-partition producers commit `only`.
@@ -498,47 +368,116 @@ impl ExactlyOnce {
         outcome
     }
 
+    /// Commits each open transaction with its offsets: the one shared producer's (every
+    /// partition, with the consumer's group metadata), or each per-partition producer's
+    /// of `only` (stored in the output cluster, after the quarantine is flushed).
+    fn commit_each<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[i32]>,
+        deadline: Instant,
+    ) -> Result<Outcome, Error> {
+        let (timeout, batch, topic) = (self.call_timeout, &self.batch, &self.input_topic);
+        let in_batch = |filter: Option<&[i32]>| -> Vec<i32> {
+            let kept = |partition: &i32| filter.is_none_or(|only| only.contains(partition));
+            batch.keys().copied().filter(kept).collect()
+        };
+        let per_partition = matches!(self.producers, Producers::PerPartition { .. });
+        let consumer_group;
+        let mut flushed = Ok(());
+        let (group, units) = match &mut self.producers {
+            Producers::Shared(owned) => {
+                consumer_group = consumer.group_metadata().ok_or_else(|| {
+                    Error::InvalidSettings(
+                        "the consumer has no group metadata: set its `group.id`".to_owned(),
+                    )
+                })?;
+                let partitions = in_batch(None);
+                let offsets = offsets_list(topic, batch, &partitions)?;
+                (&consumer_group, vec![(owned, partitions, offsets)])
+            }
+            Producers::PerPartition {
+                owned,
+                offsets_topic,
+                group,
+                quarantine,
+                quarantine_pending,
+                ..
+            } => {
+                // A quarantined record must be stored before its offset moves on.
+                if *quarantine_pending {
+                    flushed = quarantine.flush(remaining(timeout, deadline));
+                    *quarantine_pending = flushed.is_err();
+                }
+                let mut units = Vec::new();
+                for (partition, producer) in owned.iter_mut() {
+                    if let Some(records) = batch.get(partition).filter(|_| producer.open) {
+                        if only.is_none_or(|only| only.contains(partition)) {
+                            let offsets = stored_offsets_list(
+                                offsets_topic,
+                                topic,
+                                *partition,
+                                records.next,
+                            )?;
+                            units.push((producer, vec![*partition], offsets));
+                        }
+                    }
+                }
+                (&*group, units)
+            }
+        };
+        let mut outcome = Outcome::Committed;
+        for (owned, partitions, offsets) in units {
+            let committed = flushed
+                .clone()
+                .and_then(|()| commit(&owned.producer, &offsets, group, timeout, deadline));
+            owned.open = false;
+            let one = finish(&owned.producer, committed, &partitions, batch, timeout);
+            outcome = merge(outcome, one);
+            if matches!(outcome, Outcome::Fatal(_)) {
+                break;
+            }
+        }
+        let partitions = in_batch(only);
+        if per_partition && matches!(outcome, Outcome::Committed) && !partitions.is_empty() {
+            // The input cluster's group follows as a hint for lag monitoring (and the start
+            // of a partition the output cluster stores nothing for yet): only the
+            // partitions whose transaction committed.
+            let hint = offsets_list(topic, batch, &partitions).and_then(|hint| {
+                let hinted = consumer.commit(&hint, CommitMode::Async);
+                hinted.map_err(|source| Error::transaction("committing the offsets hint", source))
+            });
+            if let Err(error) = hint {
+                debug!(stage = self.stage, %error, "Cannot commit the offsets hint to the input cluster.");
+            }
+        }
+        Ok(outcome)
+    }
+
     /// The liveness guard of exactly once: a commit that the stall bound (`deadline`)
     /// cut short was aborted and its records will be consumed again; if the next one is
     /// cut short too, before any commit, the stage stops ([`Error::Stalled`]) so that its
     /// supervisor restarts it with new producers.
     fn watch_liveness(&mut self, outcome: Outcome, deadline: Instant) -> Outcome {
-        let stalled = self
-            .tally
-            .metrics
-            .delivery_stalled
-            .with_label_values(&[Cluster::Output.label()]);
+        let (stage, metrics) = (self.stage, &self.tally.metrics);
         match outcome {
-            Outcome::Committed => {
-                if self.stalled_since.take().is_some() {
-                    stalled.set(0);
-                    info!(
-                        stage = self.stage,
-                        "Deliveries go on again: a transaction committed."
-                    );
-                }
+            Outcome::Committed if self.stalled_since.take().is_some() => {
+                set_stalled(metrics, Cluster::Output, false);
+                info!(stage, "Deliveries go on again: a transaction committed.");
                 Outcome::Committed
             }
             Outcome::Aborted { .. } if Instant::now() >= deadline => {
-                stalled.set(1);
-                let began = deadline - self.stall_timeout;
-                match self.stalled_since {
-                    Some(since) => Outcome::Fatal(Error::Stalled {
+                set_stalled(metrics, Cluster::Output, true);
+                if let Some(since) = self.stalled_since {
+                    return Outcome::Fatal(Error::Stalled {
                         cluster: Cluster::Output.label(),
                         stalled_for: since.elapsed(),
-                    }),
-                    None => {
-                        let timeout_ms =
-                            u64::try_from(self.stall_timeout.as_millis()).unwrap_or(u64::MAX);
-                        warn!(
-                            stage = self.stage,
-                            stall_timeout_ms = timeout_ms,
-                            "A transaction could not commit within the stall bound: it was aborted and its records are consumed again."
-                        );
-                        self.stalled_since = Some(began);
-                        outcome
-                    }
+                    });
                 }
+                let stall_timeout_ms = self.stall_timeout.as_millis();
+                warn!(stage, stall_timeout_ms, "A transaction could not commit within the stall bound: it was aborted and its records are consumed again.");
+                self.stalled_since = Some(deadline - self.stall_timeout);
+                outcome
             }
             other => other,
         }
@@ -619,11 +558,7 @@ impl ExactlyOnce {
             owned.insert(
                 *partition,
                 transactional(
-                    Watched {
-                        stage: self.stage,
-                        watch: self.tally.metrics.health.watch(Cluster::Output),
-                        hooks: (),
-                    },
+                    Watched::new(self.stage, &self.tally.metrics.health, Cluster::Output, ()),
                     output,
                     &id,
                     self.call_timeout,
@@ -736,7 +671,7 @@ impl ExactlyOnce {
             Outcome::Aborted { rewind } => {
                 warn!(stage = self.stage, partitions = ?rewind, "The transaction of revoked partitions was aborted: their next owner consumes those records again.");
             }
-            Outcome::Fatal(error) => self.fail(error),
+            Outcome::Fatal(error) => self.tally.metrics.health.fail(error),
         }
         if let Producers::PerPartition { owned, .. } = &mut self.producers {
             for partition in &partitions {
@@ -834,11 +769,12 @@ fn offsets_list(
     topic: &str,
     batch: &BTreeMap<i32, PartitionBatch>,
     partitions: &[i32],
-) -> KafkaResult<TopicPartitionList> {
+) -> Result<TopicPartitionList, Error> {
     let mut list = TopicPartitionList::new();
     for partition in partitions {
         if let Some(records) = batch.get(partition) {
-            list.add_partition_offset(topic, *partition, Offset::Offset(records.next))?;
+            list.add_partition_offset(topic, *partition, Offset::Offset(records.next))
+                .map_err(|source| Error::transaction(LISTING_OFFSETS, source))?;
         }
     }
     Ok(list)
@@ -851,13 +787,18 @@ fn stored_offsets_list(
     input_topic: &str,
     partition: i32,
     offset: i64,
-) -> KafkaResult<TopicPartitionList> {
+) -> Result<TopicPartitionList, Error> {
     let mut list = TopicPartitionList::new();
     let mut elem = list.add_partition(offsets_topic, partition);
-    elem.set_offset(Offset::Offset(offset))?;
+    elem.set_offset(Offset::Offset(offset))
+        .map_err(|source| Error::transaction(LISTING_OFFSETS, source))?;
     elem.set_metadata(input_topic);
     Ok(list)
 }
+
+/// What the relay was doing when an offset could not be listed (a negative one: never
+/// the offset of a consumed record).
+const LISTING_OFFSETS: &str = "listing the offsets to commit";
 
 /// What to do after a failed transactional call.
 #[derive(Debug, PartialEq, Eq)]
@@ -957,8 +898,13 @@ fn finish(
 fn merge(a: Outcome, b: Outcome) -> Outcome {
     match (a, b) {
         (fatal @ Outcome::Fatal(_), _) | (_, fatal @ Outcome::Fatal(_)) => fatal,
+        // A partition rewound already keeps where its transaction began.
         (Outcome::Aborted { mut rewind }, Outcome::Aborted { rewind: more }) => {
-            rewind.extend(more);
+            for (partition, offset) in more {
+                if !rewind.iter().any(|(rewound, _)| *rewound == partition) {
+                    rewind.push((partition, offset));
+                }
+            }
             Outcome::Aborted { rewind }
         }
         (aborted @ Outcome::Aborted { .. }, Outcome::Committed)
