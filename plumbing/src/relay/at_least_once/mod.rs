@@ -645,14 +645,38 @@ impl AtLeastOnce {
         committed
     }
 
-    /// Commits `offsets` synchronously as their partitions are released (or come back),
-    /// and remembers whether that went through, for the report.
+    /// Commits `offsets` as their partitions are released (or come back, or the stage
+    /// stops), and remembers whether that went through, for the report. A synchronous
+    /// commit waits without a bound in librdkafka (seen hanging while a group rebalanced),
+    /// so the commit is sent without waiting and then confirmed by reading the group's
+    /// offsets back, which is bounded: the coordinator answers one connection's requests
+    /// in order. Not confirmed in time counts as refused, which costs at most duplicates.
     fn commit_released<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         offsets: &[(TopicPartition, i64)],
     ) -> KafkaResult<()> {
-        let commit = consumer.commit(&offsets_list(offsets), CommitMode::Sync);
+        let commit = consumer
+            .commit(&offsets_list(offsets), CommitMode::Async)
+            .and_then(|()| {
+                let partitions = partitions_list(offsets.iter().map(|(tp, _)| tp));
+                consumer.committed_offsets(partitions, COMMITTED_TIMEOUT)
+            })
+            .and_then(|committed| {
+                let committed = committed_offsets(&committed);
+                let confirmed = offsets.iter().all(|(tp, offset)| {
+                    committed
+                        .iter()
+                        .any(|(group, at)| group == tp && at >= offset)
+                });
+                if confirmed {
+                    Ok(())
+                } else {
+                    Err(KafkaError::ConsumerCommit(
+                        RDKafkaErrorCode::OperationTimedOut,
+                    ))
+                }
+            });
         self.record_release_commit(offsets, commit.is_ok());
         commit
     }
