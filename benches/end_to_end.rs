@@ -31,6 +31,11 @@
 //!    An event still missing 60 s after the last one was produced counts with the time
 //!    waited, and a percentile that rests on one is printed as a lower bound (`≥`).
 //!
+//! `--repeat N` runs the throughput phase N times, every mode once per round in the order
+//! above, and prints each mode's median with every round's figure: on a shared machine one
+//! run's load decides more than a small change does, and alternating rounds spread it over
+//! the modes being compared.
+//!
 //! The peak RSS (`VmHWM`) of every stage process is read from `/proc` before it is
 //! stopped with SIGTERM; the table shows the larger of the two phases.
 //!
@@ -38,7 +43,7 @@
 //! cargo bench -p pseudopipe --bench end_to_end                   # 200,000 events, 20,000/s for 15 s
 //! cargo bench -p pseudopipe --bench end_to_end -- --events 20000 --rate 20000 --seconds 15
 //! cargo bench -p pseudopipe --bench end_to_end -- --baseline /tmp/pseudopipe-before \
-//!     --baseline-policy /tmp/before/schemas/coupon_redemption.policy.toml
+//!     --baseline-policy /tmp/before/schemas/coupon_redemption.policy.toml --repeat 3
 //! PSEUDOPIPE_BENCH_EVENTS=20000 cargo bench -p pseudopipe --bench end_to_end
 //! # no Kafka: write the simulated events of `pseudopipe bench transform --events N` as JSON lines
 //! cargo bench -p pseudopipe --bench end_to_end -- --write-events events.jsonl --events 200000
@@ -122,10 +127,21 @@ fn main() -> Result<()> {
         .filter(|mode| !mode.is_baseline() || bench.baseline.is_some())
         .collect();
     let mut rows: Vec<Row> = modes.iter().map(|&mode| Row::new(mode)).collect();
+    for round in 1..=options.repeat {
+        for row in &mut rows {
+            eprintln!(
+                "throughput, round {round} of {}: {}...",
+                options.repeat,
+                row.mode.name()
+            );
+            let outcome = bench.throughput(row.mode);
+            if let Some(seconds) = row.settle(outcome) {
+                row.rounds.push(seconds);
+            }
+        }
+    }
     for row in &mut rows {
-        eprintln!("throughput: {}...", row.mode.name());
-        let outcome = bench.throughput(row.mode);
-        row.throughput = row.settle(outcome);
+        row.throughput = Throughput::median(&row.rounds);
     }
     for row in &mut rows {
         eprintln!(
@@ -161,6 +177,8 @@ struct Options {
     /// `--baseline-policy FILE`: the policy the baseline runs with, when it does not read
     /// the current one (an older build refuses tables it does not know).
     baseline_policy: Option<PathBuf>,
+    /// `--repeat N`: rounds of the throughput phase (1).
+    repeat: usize,
 }
 
 impl Options {
@@ -177,6 +195,7 @@ impl Options {
             write_events: None,
             baseline: None,
             baseline_policy: None,
+            repeat: 1,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -191,12 +210,13 @@ impl Options {
                 "--write-events" => options.write_events = Some(value()?.into()),
                 "--baseline" => options.baseline = Some(value()?.into()),
                 "--baseline-policy" => options.baseline_policy = Some(value()?.into()),
+                "--repeat" => options.repeat = number(&arg, &value()?)?,
                 _ => {}
             }
         }
         ensure!(
-            options.rate > 0.0 && options.seconds > 0.0,
-            "`--rate` and `--seconds` must be positive"
+            options.rate > 0.0 && options.seconds > 0.0 && options.repeat > 0,
+            "`--rate`, `--seconds` and `--repeat` must be positive"
         );
         if let Some(baseline) = &options.baseline {
             ensure!(
@@ -320,6 +340,8 @@ impl Mode {
 struct Row {
     mode: Mode,
     throughput: Option<Throughput>,
+    /// Each round's seconds of the throughput phase.
+    rounds: Vec<f64>,
     latency: Option<Latency>,
     /// Peak RSS in KiB of each process of the mode, the larger of the two phases.
     peak_rss: BTreeMap<String, u64>,
@@ -331,6 +353,7 @@ impl Row {
         Row {
             mode,
             throughput: None,
+            rounds: Vec::new(),
             latency: None,
             peak_rss: BTreeMap::new(),
             failed: false,
@@ -359,8 +382,25 @@ impl Row {
 /// `VmHWM` in KiB of each process, by name.
 type PeakRss = Vec<(String, u64)>;
 
+/// The throughput phase's median round.
 struct Throughput {
     seconds: f64,
+}
+
+impl Throughput {
+    /// The median of `rounds` (the mean of the middle two of an even count); none if no
+    /// round succeeded.
+    fn median(rounds: &[f64]) -> Option<Throughput> {
+        let mut sorted = rounds.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let middle = sorted.len() / 2;
+        let seconds = match sorted.len() {
+            0 => return None,
+            n if n % 2 == 1 => sorted[middle],
+            _ => (sorted[middle - 1] + sorted[middle]) / 2.0,
+        };
+        Some(Throughput { seconds })
+    }
 }
 
 struct Latency {
@@ -472,7 +512,7 @@ impl Bench {
     }
 
     /// Runs `mode` over the pre-filled raw topic until the cloud has every valid event.
-    fn throughput(&self, mode: Mode) -> Result<(Throughput, PeakRss)> {
+    fn throughput(&self, mode: Mode) -> Result<(f64, PeakRss)> {
         let cloud_topic = self.brokers.cloud.random_topic("bench.cloud", PARTITIONS);
         let launch = self.launch(mode, "throughput", &self.raw, &cloud_topic)?;
         let counter = Counter::start(&self.brokers.cloud, &cloud_topic, self.expected)?;
@@ -483,12 +523,7 @@ impl Bench {
         let tails = running.log_tails();
         running.stop()?;
         match outcome {
-            Ok(done) => Ok((
-                Throughput {
-                    seconds: (done - started).as_secs_f64(),
-                },
-                peak_rss,
-            )),
+            Ok(done) => Ok(((done - started).as_secs_f64(), peak_rss)),
             Err(error) => Err(anyhow::anyhow!("{error:#}\n{tails}")),
         }
     }
@@ -1317,6 +1352,17 @@ fn print_table(bench: &Bench, options: &Options, rows: &[Row], load: (String, St
                 .join(", ")
         };
         println!("{:<18} {throughput} | {latency} | {rss}", row.mode.name());
+    }
+    if options.repeat > 1 {
+        println!("throughput rounds (events/s, in order; the table shows each mode's median):");
+        for row in rows {
+            let rounds: Vec<String> = row
+                .rounds
+                .iter()
+                .map(|seconds| format!("{:.0}", bench.expected as f64 / seconds))
+                .collect();
+            println!("  {:<18} {}", row.mode.name(), rounds.join(", "));
+        }
     }
     println!(
         "seconds: from the pipeline's start to the last valid event counted on the cloud (read_committed),\n  \

@@ -6,12 +6,12 @@
 # each figure is measured).
 #
 #   scripts/bench-pipeline.sh [--events N] [--rate R] [--seconds S]
-#                             [--baseline BINARY [--baseline-policy FILE]]
+#                             [--baseline BINARY [--baseline-policy FILE]] [--repeat N]
 #
 # --baseline runs another pseudopipe build (e.g. the commit before a change, built with
 # `cargo build --release`) beside this one, each right after this one's run of the same mode;
 # --baseline-policy gives it the policy of its own commit when it predates the current one's
-# tables.
+# tables. --repeat N runs the throughput phase N rounds and prints each mode's median.
 #
 # Installs what is missing first: the Kafka jars and Java (scripts/install-test-deps.sh),
 # and the Python reference's virtual environment (bench/reference/venv.sh).
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 args=()
 while (($#)); do
     case $1 in
-        --events | --rate | --seconds | --baseline | --baseline-policy)
+        --events | --rate | --seconds | --baseline | --baseline-policy | --repeat)
             (($# >= 2)) || { echo "bench-pipeline: $1 needs a value" >&2; exit 2; }
             args+=("$1" "$2")
             shift 2
@@ -33,7 +33,7 @@ while (($#)); do
             exit 0
             ;;
         *)
-            echo "bench-pipeline: unknown argument $1 (expected --events, --rate, --seconds, --baseline, --baseline-policy)" >&2
+            echo "bench-pipeline: unknown argument $1 (expected --events, --rate, --seconds, --baseline, --baseline-policy, --repeat)" >&2
             exit 2
             ;;
     esac
