@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
@@ -400,7 +401,9 @@ impl LagProbe {
     }
 }
 
-/// Lag of every assigned partition that has a position: high watermark - position.
+/// Lag of every assigned partition: high watermark - position, or - the group's committed
+/// offset for a partition nothing was read from since it was assigned (librdkafka has no
+/// position for it, and an idle partition at its end still lags by 0).
 /// Fetching watermarks waits for the brokers: call it off the async workers.
 fn measure_lag<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
@@ -414,28 +417,57 @@ fn measure_lag<C: ConsumerContext>(
             return;
         }
     };
+    let mut unread = TopicPartitionList::new();
     for elem in positions.elements() {
-        let Offset::Offset(position) = elem.offset() else {
-            continue; // nothing consumed yet
-        };
-        match consumer.fetch_watermarks(elem.topic(), elem.partition(), Duration::from_secs(2)) {
-            Ok((_low, high)) => {
-                // Skip partitions revoked meanwhile, so no stale series is left behind.
-                let still_assigned = consumer.assignment().is_ok_and(|assignment| {
-                    assignment
-                        .find_partition(elem.topic(), elem.partition())
-                        .is_some()
-                });
-                if still_assigned {
-                    metrics
-                        .consumer_lag
-                        .with_label_values(&[elem.topic(), &elem.partition().to_string()])
-                        .set((high - position).max(0));
+        match elem.offset() {
+            Offset::Offset(position) => set_lag(consumer, metrics, stage, &elem, position),
+            _ => {
+                unread.add_partition(elem.topic(), elem.partition());
+            }
+        }
+    }
+    if unread.count() == 0 {
+        return;
+    }
+    match consumer.committed_offsets(unread, LAG_CALL_TIMEOUT) {
+        Ok(committed) => {
+            for elem in committed.elements() {
+                if let Offset::Offset(at) = elem.offset() {
+                    set_lag(consumer, metrics, stage, &elem, at);
                 }
             }
-            Err(error) => {
-                debug!(stage, topic = elem.topic(), partition = elem.partition(), %error, "Cannot fetch watermarks to measure lag.")
+        }
+        Err(error) => debug!(stage, %error, "Cannot read committed offsets to measure lag."),
+    }
+}
+
+/// How long one broker call of the lag probe waits.
+const LAG_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sets the lag of `elem`'s partition to its high watermark - `position`, unless it was
+/// revoked meanwhile (no stale series is left behind).
+fn set_lag<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    metrics: &StageMetrics,
+    stage: &'static str,
+    elem: &TopicPartitionListElem<'_>,
+    position: i64,
+) {
+    let (topic, partition) = (elem.topic(), elem.partition());
+    match consumer.fetch_watermarks(topic, partition, LAG_CALL_TIMEOUT) {
+        Ok((_low, high)) => {
+            let still_assigned = consumer
+                .assignment()
+                .is_ok_and(|assignment| assignment.find_partition(topic, partition).is_some());
+            if still_assigned {
+                metrics
+                    .consumer_lag
+                    .with_label_values(&[topic, &partition.to_string()])
+                    .set((high - position).max(0));
             }
+        }
+        Err(error) => {
+            debug!(stage, topic, partition, %error, "Cannot fetch watermarks to measure lag.")
         }
     }
 }

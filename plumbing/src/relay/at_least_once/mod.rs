@@ -152,6 +152,8 @@ pub(super) struct AtLeastOnce {
     uncommitted: BTreeMap<TopicPartition, i64>,
     /// Whether each producer still delivers.
     liveness: Liveness,
+    /// Whether the stage finished: the consumer closes next.
+    closing: bool,
 }
 
 impl AtLeastOnce {
@@ -198,6 +200,7 @@ impl AtLeastOnce {
             retries: Vec::new(),
             backpressure: false,
             uncommitted: BTreeMap::new(),
+            closing: false,
         })
     }
 
@@ -651,13 +654,18 @@ impl AtLeastOnce {
     /// so the commit is sent without waiting and then confirmed by reading the group's
     /// offsets back, which is bounded: the coordinator answers one connection's requests
     /// in order. Not confirmed in time counts as refused, which costs at most duplicates.
+    /// On the revocation of the close, the commit is only sent: librdkafka's close waits
+    /// for it, and reads of the group's offsets wait for a coordinator until they time out.
     fn commit_released<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         offsets: &[(TopicPartition, i64)],
     ) -> KafkaResult<()> {
-        let commit = consumer
-            .commit(&offsets_list(offsets), CommitMode::Async)
+        let sent = consumer.commit(&offsets_list(offsets), CommitMode::Async);
+        if self.closing {
+            return sent;
+        }
+        let commit = sent
             .and_then(|()| {
                 let partitions = partitions_list(offsets.iter().map(|(tp, _)| tp));
                 consumer.committed_offsets(partitions, COMMITTED_TIMEOUT)
@@ -913,6 +921,7 @@ impl Strategy for AtLeastOnce {
             }
         }
         self.forget_covered_commits(consumer);
+        self.closing = true;
         // Before closing: the revocation on close forgets the stalled partitions.
         Ok(self.report())
     }
