@@ -164,12 +164,18 @@ impl AtLeastOnce {
         metrics: StageMetrics,
     ) -> Result<Self, crate::Error> {
         let (reports, settle) = mpsc::channel::<Report>();
+        let (mut output, mut quarantine) = (output, quarantine);
+        for config in [&mut output, &mut quarantine] {
+            if config.get("message.timeout.ms").is_none() {
+                config.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
+            }
+        }
         let factory = ProducerFactory::new(
             settings.stage,
             reports,
             metrics.health.clone(),
-            &with_message_timeout(output),
-            &with_message_timeout(quarantine),
+            &output,
+            &quarantine,
         );
         let outputs = Outputs::new(
             factory,
@@ -222,13 +228,27 @@ impl AtLeastOnce {
     fn hand_out(&mut self, partition: i32, offset: i64, tag: Tag) -> Option<Token> {
         let assigned = self.partitions.get_mut(&partition)?;
         let (ticket, skipped) = assigned.offsets.hand_out(offset, tag);
+        // The broker never delivered `skipped`: counted, and logged unless it is the
+        // single offset a transaction marker takes.
         if let Some(skipped) = skipped {
-            report_skipped(
-                self.stage,
-                &self.tally.metrics,
-                &self.tp(partition),
-                &skipped,
-            );
+            let (stage, topic) = (self.stage, self.input_topic.as_str());
+            let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
+            self.tally
+                .metrics
+                .offsets_skipped
+                .with_label_values(&[topic, &partition.to_string()])
+                .inc_by(count);
+            if count > 1 {
+                warn!(stage, topic = %topic, partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
+            } else {
+                debug!(
+                    stage,
+                    topic = %topic,
+                    partition,
+                    offset = skipped.start,
+                    "One input offset never received (a transaction marker?)."
+                );
+            }
         }
         Some(Token { partition, ticket })
     }
@@ -241,7 +261,7 @@ impl AtLeastOnce {
             self.settle(consumer, report, now);
         }
         self.send_due_retries(consumer, now);
-        self.export_metrics();
+        self.tally.export(self.in_flight());
     }
 
     /// Replaces a producer that stopped delivering while its cluster answers (see
@@ -340,7 +360,14 @@ impl AtLeastOnce {
                     route,
                     record,
                 });
-                self.record_retry(token.partition, offset, &error, pause);
+                let retries = self.tally.retried();
+                let backoff_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+                let (topic, partition) = (self.input_topic.as_str(), token.partition);
+                if let Some(held_back) = self.tally.log.admit("delivery_retry", Instant::now()) {
+                    warn!(stage, topic, partition, offset, %error, backoff_ms, retries, held_back, "Delivery failed, retrying; the partition's offsets wait for it.");
+                } else {
+                    debug!(stage, topic, partition, offset, %error, backoff_ms, "Delivery failed, retrying.");
+                }
             }
             _ => {
                 if let Some(held_back) = self.tally.log.admit("delivery_failed", Instant::now()) {
@@ -362,17 +389,6 @@ impl AtLeastOnce {
                     warn!(stage, topic = %tp.topic, partition = tp.partition, %error, "Failed to pause a stalled partition.");
                 }
             }
-        }
-    }
-
-    fn record_retry(&mut self, partition: i32, offset: i64, error: &KafkaError, backoff: Duration) {
-        let retries = self.tally.retried();
-        let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
-        let topic = self.input_topic.as_str();
-        if let Some(held_back) = self.tally.log.admit("delivery_retry", Instant::now()) {
-            warn!(stage = self.stage, topic, partition, offset, %error, backoff_ms, retries, held_back, "Delivery failed, retrying; the partition's offsets wait for it.");
-        } else {
-            debug!(stage = self.stage, topic, partition, offset, %error, backoff_ms, "Delivery failed, retrying.");
         }
     }
 
@@ -403,21 +419,6 @@ impl AtLeastOnce {
         }
     }
 
-    /// When the next retry is due, if any waits.
-    fn next_retry(&self) -> Option<Instant> {
-        self.retries.iter().map(|retry| retry.due).min()
-    }
-
-    /// Whether anything is under way (deliveries or retries).
-    fn busy(&self) -> bool {
-        !self.retries.is_empty() || self.in_flight() > 0
-    }
-
-    fn export_metrics(&mut self) {
-        let in_flight = self.in_flight();
-        self.tally.export(in_flight);
-    }
-
     /// Settles reports and retries until no delivery of `partitions` (all of them when
     /// `None`) is under way, or `deadline`. Returns whether they all settled.
     fn wait_for<C: ConsumerContext>(
@@ -437,8 +438,8 @@ impl AtLeastOnce {
             if now >= deadline {
                 return false;
             }
-            let wake = self
-                .next_retry()
+            let next_retry = self.retries.iter().map(|retry| retry.due).min();
+            let wake = next_retry
                 .map_or(deadline, |due| due.min(deadline))
                 .min(now + WAIT_STEP);
             match self
@@ -460,7 +461,7 @@ impl AtLeastOnce {
         for assigned in self.partitions.values_mut() {
             assigned.offsets.abandon_all();
         }
-        self.export_metrics();
+        self.tally.export(self.in_flight());
     }
 
     /// Pauses the whole assignment above `max_in_flight`, resumes it (less the stalled
@@ -480,8 +481,15 @@ impl AtLeastOnce {
                 return consumer.pause(&assignment);
             }
             let partitions = partitions_of(&assignment);
+            let stalled = |tp: &TopicPartition| {
+                tp.topic == self.input_topic
+                    && self
+                        .partitions
+                        .get(&tp.partition)
+                        .is_some_and(|assigned| assigned.stalled_at.is_some())
+            };
             consumer.resume(&partitions_list(
-                partitions.iter().filter(|tp| !self.is_stalled(tp)),
+                partitions.iter().filter(|tp| !stalled(tp)),
             ))
         });
         if let Err(error) = changed {
@@ -497,15 +505,6 @@ impl AtLeastOnce {
             .metrics
             .partition_stalled
             .with_label_values(&labels)
-    }
-
-    /// Whether `tp` stopped on a permanent failure.
-    fn is_stalled(&self, tp: &TopicPartition) -> bool {
-        tp.topic == self.input_topic
-            && self
-                .partitions
-                .get(&tp.partition)
-                .is_some_and(|assigned| assigned.stalled_at.is_some())
     }
 
     /// Every partition's offset as `pick` reads it (a watermark past its last commit or
@@ -590,34 +589,6 @@ impl AtLeastOnce {
         }
     }
 
-    /// The report so far.
-    fn report(&self) -> RelayReport {
-        let stalled = self.watermarks(|assigned| assigned.stalled_at);
-        self.tally.report(stalled, self.uncommitted())
-    }
-}
-
-/// The broker never delivered `skipped`: counted, and logged unless it is the single
-/// offset a transaction marker takes.
-fn report_skipped(
-    stage: &'static str,
-    metrics: &StageMetrics,
-    tp: &TopicPartition,
-    skipped: &std::ops::Range<i64>,
-) {
-    let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
-    metrics
-        .offsets_skipped
-        .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
-        .inc_by(count);
-    if count > 1 {
-        warn!(stage, topic = %tp.topic, partition = tp.partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
-    } else {
-        debug!(stage, topic = %tp.topic, partition = tp.partition, offset = skipped.start, "One input offset never received (a transaction marker?).");
-    }
-}
-
-impl AtLeastOnce {
     /// A partition whose commit was refused when it was released (a rebalance already
     /// under way) and that comes back before anyone committed past it: commits the
     /// watermark now, under the new generation, so that its records are not delivered
@@ -679,22 +650,6 @@ impl AtLeastOnce {
             });
         self.record_release_commit(offsets, commit.is_ok());
         commit
-    }
-
-    /// A commit that failed on release may have been made good by a later one (or by
-    /// another member): asks the group, so that the report lists only real gaps.
-    fn forget_covered_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let failed = self.uncommitted();
-        if failed.is_empty() {
-            return;
-        }
-        let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
-        match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
-            Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
-            Err(error) => {
-                debug!(stage = self.stage, %error, "Cannot read committed offsets.");
-            }
-        }
     }
 }
 
@@ -812,7 +767,7 @@ impl Strategy for AtLeastOnce {
                 .partition_stalled
                 .remove_label_values(&labels);
         }
-        self.export_metrics();
+        self.tally.export(self.in_flight());
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions revoked.");
     }
 
@@ -828,7 +783,7 @@ impl Strategy for AtLeastOnce {
         }
         Ok(Pace {
             room: self.max_in_flight.saturating_sub(self.in_flight()),
-            busy: self.busy(),
+            busy: !self.retries.is_empty() || self.in_flight() > 0,
             // Each record is settled for this strategy once handed to its producer.
             settled: true,
         })
@@ -912,9 +867,19 @@ impl Strategy for AtLeastOnce {
                 }
             }
         }
-        self.forget_covered_commits(consumer);
+        // A commit that failed on release may have been made good by a later one (or by
+        // another member): the group is asked, so that the report lists only real gaps.
+        let failed = self.uncommitted();
+        if !failed.is_empty() {
+            let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
+            match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
+                Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
+                Err(error) => debug!(stage, %error, "Cannot read committed offsets."),
+            }
+        }
         // Before closing: the revocation on close forgets the stalled partitions.
-        Ok(self.report())
+        let stalled = self.watermarks(|assigned| assigned.stalled_at);
+        Ok(self.tally.report(stalled, self.uncommitted()))
     }
 }
 
@@ -923,14 +888,6 @@ impl Strategy for AtLeastOnce {
 /// librdkafka's own five would leave a record unaccounted for longer than any alert
 /// waits. The liveness guard ([`RelaySettings::stall_timeout`]) acts well before.
 const MESSAGE_TIMEOUT_MS: &str = "120000";
-
-/// `config` with the relay's `message.timeout.ms` unless it sets its own.
-fn with_message_timeout(mut config: ClientConfig) -> ClientConfig {
-    if config.get("message.timeout.ms").is_none() {
-        config.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
-    }
-    config
-}
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use crate::relay::context::Watched;
 use crate::relay::outgoing;
 use crate::relay::partitions::partitions_of_topic;
 use crate::relay::tally::{set_stalled, Route, Tally};
-use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
+use crate::{Decision, Error, RelaySettings, StageMetrics};
 
 type TxProducer = ThreadedProducer<Watched<()>>;
 
@@ -46,19 +46,6 @@ pub(super) enum Sent {
     /// Refused by its partition's transaction, which failed and must be aborted first;
     /// the record is to be consumed again.
     Refused(Error),
-}
-
-impl Outcome {
-    /// This outcome, with `partition` rewound to `offset` at the latest: a refused record
-    /// is consumed again whatever became of its partition's transaction.
-    pub(super) fn rewinding(self, partition: i32, offset: i64) -> Outcome {
-        merge(
-            self,
-            Outcome::Aborted {
-                rewind: vec![(partition, offset)],
-            },
-        )
-    }
 }
 
 /// The records of one input partition in the open transaction.
@@ -169,8 +156,8 @@ pub(in crate::relay) struct ExactlyOnce {
     pub(super) tally: Tally,
     /// Whether a transaction committed since the last abort.
     pub(super) clean: bool,
-    /// Aborted transactions counted when last looked at.
-    pub(super) aborted_seen: u64,
+    /// Whether a transaction was aborted since the loop last looked.
+    pub(super) aborted: bool,
     /// Records refused by failed transactions since the last commit.
     pub(super) refusals: u32,
     /// Partitions rewound during the current batch: their later records in it are
@@ -205,9 +192,15 @@ impl ExactlyOnce {
                 offsets,
                 quarantine,
             } => {
-                let offsets: BaseConsumer = config_with_read_committed(offsets)
-                    .create()
-                    .map_err(Error::create_consumer)?;
+                let mut offsets = offsets;
+                // Committed offsets are read with require_stable: pending transactional
+                // commits first complete or abort. A side client with rdkafka's default
+                // context, whose statistics nobody watches: that context would log each
+                // report whole, at INFO.
+                offsets
+                    .set("isolation.level", "read_committed")
+                    .set("statistics.interval.ms", "0");
+                let offsets: BaseConsumer = offsets.create().map_err(Error::create_consumer)?;
                 let group = offsets.group_metadata().ok_or_else(|| {
                     Error::InvalidSettings(
                         "the offsets consumer of the output cluster needs a `group.id`".to_owned(),
@@ -246,7 +239,7 @@ impl ExactlyOnce {
             started: None,
             tally: Tally::new(stage, metrics),
             clean: true,
-            aborted_seen: 0,
+            aborted: false,
             refusals: 0,
             rewound: Vec::new(),
         })
@@ -298,18 +291,21 @@ impl ExactlyOnce {
             // The transaction failed (a record timed out, say) and takes no more records
             // until aborted: the abort, not this refusal, tells whether this instance may
             // go on (it may have been fenced meanwhile).
-            if transactional && is_refused_by_failed_transaction(&error) {
+            // librdkafka refuses a record with `State` once its producer's transaction
+            // failed (an abortable error): it may be produced again once that is aborted.
+            let refused = matches!(
+                &error,
+                Error::Transaction {
+                    source: KafkaError::MessageProduction(RDKafkaErrorCode::State),
+                    ..
+                }
+            );
+            if transactional && refused {
                 return Ok(Sent::Refused(error));
             }
             return Err(error);
         }
-
-        self.taken(partition, message.offset(), route, received);
-        Ok(Sent::Taken)
-    }
-
-    /// A record of `partition` at `offset` is in the open transaction.
-    fn taken(&mut self, partition: i32, offset: i64, route: Route, received: Instant) {
+        let offset = message.offset();
         let entry = self
             .batch
             .entry(partition)
@@ -328,6 +324,7 @@ impl ExactlyOnce {
             .metrics
             .in_flight
             .set(i64::try_from(self.records).unwrap_or(i64::MAX));
+        Ok(Sent::Taken)
     }
 
     /// The error that made one of this stage's transactional producers fail fatally, if
@@ -506,6 +503,7 @@ impl ExactlyOnce {
             self.records -= batch.records.len();
             if aborted.contains(&partition) {
                 self.tally.aborted();
+                self.aborted = true;
                 continue;
             }
             for (route, received) in batch.records {
@@ -537,9 +535,6 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
     ) -> Result<(), Error> {
-        if matches!(self.producers, Producers::Shared(_)) {
-            return self.start_at_stored(consumer, assignment).map(drop);
-        }
         let Producers::PerPartition {
             output,
             prefix,
@@ -547,7 +542,7 @@ impl ExactlyOnce {
             ..
         } = &mut self.producers
         else {
-            return Ok(());
+            return self.start_at_stored(consumer, assignment).map(drop);
         };
         let partitions = partitions_of_topic(assignment, &self.input_topic);
         for partition in &partitions {
@@ -609,34 +604,31 @@ impl ExactlyOnce {
         if partitions.is_empty() {
             return Ok(stored);
         }
-        let (list, topic, during) = match &self.producers {
+        let (offsets, topic, during) = match &self.producers {
             Producers::PerPartition {
                 offsets,
                 offsets_topic,
                 ..
-            } => {
-                let mut asked = TopicPartitionList::new();
-                for partition in partitions {
-                    asked.add_partition(offsets_topic, *partition);
-                }
-                let during = crate::error::READING_STORED_OFFSETS;
-                let list = offsets
-                    .committed_offsets(asked, self.call_timeout)
-                    .map_err(|source| Error::transaction(during, source))?;
-                (list, offsets_topic.as_str(), during)
-            }
-            Producers::Shared(_) => {
-                let mut asked = TopicPartitionList::new();
-                for partition in partitions {
-                    asked.add_partition(&self.input_topic, *partition);
-                }
-                let during = "reading the input group's offsets";
-                let list = consumer
-                    .committed_offsets(asked, self.call_timeout)
-                    .map_err(|source| Error::transaction(during, source))?;
-                (list, self.input_topic.as_str(), during)
-            }
+            } => (
+                Some(offsets),
+                offsets_topic.as_str(),
+                crate::error::READING_STORED_OFFSETS,
+            ),
+            Producers::Shared(_) => (
+                None,
+                self.input_topic.as_str(),
+                "reading the input group's offsets",
+            ),
         };
+        let mut asked = TopicPartitionList::new();
+        for partition in partitions {
+            asked.add_partition(topic, *partition);
+        }
+        let list = match offsets {
+            Some(offsets) => offsets.committed_offsets(asked, self.call_timeout),
+            None => consumer.committed_offsets(asked, self.call_timeout),
+        }
+        .map_err(|source| Error::transaction(during, source))?;
         for elem in list.elements_for_topic(topic) {
             let partition = elem.partition();
             if let Err(source) = elem.error() {
@@ -679,11 +671,6 @@ impl ExactlyOnce {
             }
         }
     }
-
-    /// What was committed so far.
-    pub(super) fn report(&self) -> RelayReport {
-        self.tally.report(Vec::new(), Vec::new())
-    }
 }
 
 /// How long the broker lets a transaction stay open before aborting it, unless
@@ -717,16 +704,6 @@ fn transactional(
     })
 }
 
-fn config_with_read_committed(mut config: ClientConfig) -> ClientConfig {
-    // Committed offsets are read with require_stable: pending transactional commits first
-    // complete or abort.
-    config.set("isolation.level", "read_committed");
-    // A side client with rdkafka's default context, whose statistics nobody watches: that
-    // context would log each report whole, at INFO.
-    config.set("statistics.interval.ms", "0");
-    config
-}
-
 /// Hands `record` to librdkafka, waiting while its local queue is full.
 fn send_waiting_for_room(
     producer: &TxProducer,
@@ -748,18 +725,6 @@ fn send_waiting_for_room(
             }
         }
     }
-}
-
-/// Whether `error` is librdkafka refusing a record because its producer's transaction
-/// failed (an abortable error): the record may be produced again once it is aborted.
-fn is_refused_by_failed_transaction(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Transaction {
-            source: KafkaError::MessageProduction(RDKafkaErrorCode::State),
-            ..
-        }
-    )
 }
 
 /// The offsets to commit: one past the batch's last record, for each of `partitions`.
@@ -895,7 +860,8 @@ fn finish(
     Outcome::Aborted { rewind }
 }
 
-fn merge(a: Outcome, b: Outcome) -> Outcome {
+/// Both outcomes together: the worst wins, rewound partitions add up.
+pub(super) fn merge(a: Outcome, b: Outcome) -> Outcome {
     match (a, b) {
         (fatal @ Outcome::Fatal(_), _) | (_, fatal @ Outcome::Fatal(_)) => fatal,
         // A partition rewound already keeps where its transaction began.
