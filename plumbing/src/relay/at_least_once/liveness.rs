@@ -171,18 +171,6 @@ struct Watch {
     replacement: bool,
 }
 
-impl Watch {
-    fn new(cluster: Cluster, now: Instant) -> Self {
-        Self {
-            cluster,
-            progress: now,
-            silent_since: now,
-            stalled: false,
-            replacement: false,
-        }
-    }
-}
-
 /// The guard of a relay's producers.
 pub(super) struct Liveness {
     stage: &'static str,
@@ -201,13 +189,21 @@ impl Liveness {
         metrics: StageMetrics,
     ) -> Self {
         let now = Instant::now();
-        let mut watches = vec![Watch::new(Cluster::Output, now)];
-        if !shared {
-            watches.push(Watch::new(Cluster::Quarantine, now));
-        }
-        for watch in &watches {
-            set_stalled(&metrics, watch.cluster, false);
-        }
+        let clusters = [Cluster::Output, Cluster::Quarantine];
+        let watches = clusters
+            .into_iter()
+            .take(if shared { 1 } else { 2 })
+            .map(|cluster| {
+                set_stalled(&metrics, cluster, false);
+                Watch {
+                    cluster,
+                    progress: now,
+                    silent_since: now,
+                    stalled: false,
+                    replacement: false,
+                }
+            })
+            .collect();
         Self {
             stage,
             stall_timeout,

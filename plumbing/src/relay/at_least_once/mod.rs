@@ -543,14 +543,6 @@ impl AtLeastOnce {
         }
     }
 
-    /// Watermarks whose commit failed on release, to be checked against the group.
-    fn uncommitted(&self) -> Vec<(TopicPartition, i64)> {
-        self.uncommitted
-            .iter()
-            .map(|(tp, offset)| (tp.clone(), *offset))
-            .collect()
-    }
-
     /// Forgets the failed commits that the group's committed offsets cover after all
     /// (a later commit went through).
     fn forget_covered(&mut self, committed: &[(TopicPartition, i64)]) {
@@ -869,9 +861,8 @@ impl Strategy for AtLeastOnce {
         }
         // A commit that failed on release may have been made good by a later one (or by
         // another member): the group is asked, so that the report lists only real gaps.
-        let failed = self.uncommitted();
-        if !failed.is_empty() {
-            let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
+        if !self.uncommitted.is_empty() {
+            let partitions = partitions_list(self.uncommitted.keys());
             match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
                 Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
                 Err(error) => debug!(stage, %error, "Cannot read committed offsets."),
@@ -879,7 +870,8 @@ impl Strategy for AtLeastOnce {
         }
         // Before closing: the revocation on close forgets the stalled partitions.
         let stalled = self.watermarks(|assigned| assigned.stalled_at);
-        Ok(self.tally.report(stalled, self.uncommitted()))
+        let uncommitted = self.uncommitted.clone().into_iter().collect();
+        Ok(self.tally.report(stalled, uncommitted))
     }
 }
 

@@ -151,23 +151,22 @@ impl ExactlyOnce {
                 },
             );
         }
-        let rewound = match &outcome {
-            Outcome::Committed => {
-                self.refusals = 0;
-                self.clean = true;
-                Vec::new()
-            }
-            Outcome::Aborted { rewind } => rewind.iter().map(|(partition, _)| *partition).collect(),
-            Outcome::Fatal(_) => Vec::new(),
-        };
-        self.settle(consumer, outcome)?;
-        Ok(rewound)
+        if let Outcome::Committed = outcome {
+            self.refusals = 0;
+            self.clean = true;
+        }
+        self.settle(consumer, outcome)
     }
 
-    /// Acts on how a commit went: rewinds what was aborted, stops on a fatal error.
-    fn settle(&mut self, consumer: &RelayConsumer<Self>, outcome: Outcome) -> Result<(), Error> {
+    /// Acts on how a commit went: rewinds what was aborted (returns those partitions),
+    /// stops on a fatal error.
+    fn settle(
+        &mut self,
+        consumer: &RelayConsumer<Self>,
+        outcome: Outcome,
+    ) -> Result<Vec<i32>, Error> {
         let rewind = match outcome {
-            Outcome::Committed => return Ok(()),
+            Outcome::Committed => return Ok(Vec::new()),
             Outcome::Fatal(error) => return Err(error),
             Outcome::Aborted { rewind } => rewind,
         };
@@ -226,7 +225,7 @@ impl ExactlyOnce {
                 }
             }
         }
-        Ok(())
+        Ok(partitions)
     }
 }
 
