@@ -1,14 +1,11 @@
-//! At least once: acknowledged deliveries and contiguous commits (`docs/architecture.md`).
+//! At least once: acknowledged deliveries and contiguous commits (`docs/architecture.md`
+//! says what is committed when, and what becomes of failures and of `max_in_flight`).
 //!
 //! Each decided record goes to a librdkafka producer with a [`Token`] as its delivery
 //! opaque ([`delivery`]); the reports come back through a channel and are settled in bulk
-//! between two batches, under the engine's one lock. An input offset is committed (every
-//! `commit_interval`, at revocation and at shutdown) only once every record before it in
-//! its partition is delivered ([`crate::offsets`]: a ring per partition). Retriable
-//! failures are retried with backoff, holding the offsets back (a retried record may land
-//! after records that followed it; librdkafka's own retries keep order); a permanent one
-//! stalls the partition. Consumption pauses above `max_in_flight`; a producer that stops
-//! delivering while its cluster answers is replaced ([`liveness`]).
+//! between two batches, under the engine's one lock, in a ring per partition
+//! ([`crate::offsets`]). A retried record may land after records that followed it
+//! (librdkafka's own retries keep order). A stuck producer is replaced ([`liveness`]).
 
 mod delivery;
 mod liveness;
@@ -25,7 +22,7 @@ use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use self::delivery::{backoff, is_retriable, Outgoing, RelayProducer, Report, Token};
-use self::liveness::{Liveness, ProducerFactory, Verdict};
+use self::liveness::{Liveness, ProducerFactory};
 use super::context::RelayConsumer;
 use super::engine::{Pace, Strategy};
 use super::partitions::{
@@ -132,14 +129,10 @@ impl Outputs {
 /// The at-least-once strategy: its producers, the rings of its partitions, its limits.
 pub(super) struct AtLeastOnce {
     stage: &'static str,
-    input_topic: String,
+    settings: RelaySettings,
     tally: Tally,
     outputs: Outputs,
     reports: Receiver<Report>,
-    max_in_flight: usize,
-    commit_interval: Duration,
-    drain_timeout: Duration,
-    rebalance_drain_timeout: Duration,
     /// When watermarks are committed next.
     next_commit: Instant,
     partitions: HashMap<i32, Partition>,
@@ -190,14 +183,10 @@ impl AtLeastOnce {
                 metrics.clone(),
             ),
             stage: settings.stage,
-            input_topic: settings.input_topic.clone(),
+            settings: settings.clone(),
             tally: Tally::new(settings.stage, metrics),
             outputs,
             reports: settle,
-            max_in_flight: settings.max_in_flight,
-            commit_interval: settings.commit_interval,
-            drain_timeout: settings.drain_timeout,
-            rebalance_drain_timeout: settings.rebalance_drain_timeout,
             next_commit: Instant::now() + settings.commit_interval,
             partitions: HashMap::new(),
             next_tickets: HashMap::new(),
@@ -208,7 +197,7 @@ impl AtLeastOnce {
     }
 
     fn tp(&self, partition: i32) -> TopicPartition {
-        TopicPartition::new(self.input_topic.as_str(), partition)
+        TopicPartition::new(self.settings.input_topic.as_str(), partition)
     }
 
     /// Records consumed whose delivery is not settled yet.
@@ -222,35 +211,6 @@ impl AtLeastOnce {
             .filter_map(|partition| self.partitions.get(partition))
             .map(|partition| partition.offsets.in_flight())
             .sum()
-    }
-
-    /// Puts a consumed record in its partition's ring; reports offsets jumped over.
-    fn hand_out(&mut self, partition: i32, offset: i64, tag: Tag) -> Option<Token> {
-        let assigned = self.partitions.get_mut(&partition)?;
-        let (ticket, skipped) = assigned.offsets.hand_out(offset, tag);
-        // The broker never delivered `skipped`: counted, and logged unless it is the
-        // single offset a transaction marker takes.
-        if let Some(skipped) = skipped {
-            let (stage, topic) = (self.stage, self.input_topic.as_str());
-            let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
-            self.tally
-                .metrics
-                .offsets_skipped
-                .with_label_values(&[topic, &partition.to_string()])
-                .inc_by(count);
-            if count > 1 {
-                warn!(stage, topic = %topic, partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
-            } else {
-                debug!(
-                    stage,
-                    topic = %topic,
-                    partition,
-                    offset = skipped.start,
-                    "One input offset never received (a transaction marker?)."
-                );
-            }
-        }
-        Some(Token { partition, ticket })
     }
 
     /// Settles every delivery report that arrived, sends the retries that are due, and
@@ -267,18 +227,17 @@ impl AtLeastOnce {
     /// Replaces a producer that stopped delivering while its cluster answers (see
     /// [`super::liveness`]). Returns the error the stage must stop on when its
     /// replacement stalled too, or when no new producer can be made.
-    fn guard_liveness(&mut self) -> Option<crate::Error> {
+    fn guard_liveness(&mut self) -> Result<(), crate::Error> {
         let (outputs, retries) = (&self.outputs, &self.retries);
-        let verdict = self.liveness.check(Instant::now(), outputs, |cluster| {
+        let stuck = self.liveness.check(Instant::now(), outputs, |cluster| {
             outputs.to(cluster).0.in_flight_count() > 0
                 || retries
                     .iter()
                     .any(|retry| outputs.cluster_of(retry.route) == cluster)
-        });
-        match verdict {
-            Verdict::Fine => None,
-            Verdict::Stop(error) => Some(error),
-            Verdict::Replace(cluster) => self.outputs.replace(cluster).err(),
+        })?;
+        match stuck {
+            Some(cluster) => self.outputs.replace(cluster),
+            None => Ok(()),
         }
     }
 
@@ -342,7 +301,7 @@ impl AtLeastOnce {
                         error,
                         format!(
                             "delivery of the record at {}/{}@{offset}",
-                            self.input_topic, token.partition
+                            self.settings.input_topic, token.partition
                         ),
                     ),
                 };
@@ -362,7 +321,7 @@ impl AtLeastOnce {
                 });
                 let retries = self.tally.retried();
                 let backoff_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
-                let (topic, partition) = (self.input_topic.as_str(), token.partition);
+                let (topic, partition) = (self.settings.input_topic.as_str(), token.partition);
                 if let Some(held_back) = self.tally.log.admit("delivery_retry", Instant::now()) {
                     warn!(stage, topic, partition, offset, %error, backoff_ms, retries, held_back, "Delivery failed, retrying; the partition's offsets wait for it.");
                 } else {
@@ -373,7 +332,7 @@ impl AtLeastOnce {
                 if let Some(held_back) = self.tally.log.admit("delivery_failed", Instant::now()) {
                     error!(
                         stage,
-                        topic = %self.input_topic,
+                        topic = %self.settings.input_topic,
                         partition = token.partition,
                         offset,
                         %error,
@@ -468,7 +427,7 @@ impl AtLeastOnce {
     /// partitions) once a quarter of the room is free again. The consumer keeps being
     /// polled meanwhile, so the group membership and rebalances are served.
     fn apply_backpressure<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let (max_in_flight, in_flight) = (self.max_in_flight, self.in_flight());
+        let (max_in_flight, in_flight) = (self.settings.max_in_flight, self.in_flight());
         let resume_below = (max_in_flight - max_in_flight / 4).max(1);
         let pause = !self.backpressure && in_flight >= max_in_flight;
         let resume = self.backpressure && in_flight < resume_below;
@@ -482,7 +441,7 @@ impl AtLeastOnce {
             }
             let partitions = partitions_of(&assignment);
             let stalled = |tp: &TopicPartition| {
-                tp.topic == self.input_topic
+                tp.topic == self.settings.input_topic
                     && self
                         .partitions
                         .get(&tp.partition)
@@ -664,7 +623,7 @@ impl Strategy for AtLeastOnce {
         };
         let committed = self.commit_refused_watermarks(consumer, &partitions, committed);
         for tp in &partitions {
-            if tp.topic != self.input_topic {
+            if tp.topic != self.settings.input_topic {
                 continue;
             }
             if !Token::fits(tp.partition) {
@@ -717,10 +676,10 @@ impl Strategy for AtLeastOnce {
         }
         let numbers: Vec<i32> = partitions
             .iter()
-            .filter(|tp| tp.topic == self.input_topic)
+            .filter(|tp| tp.topic == self.settings.input_topic)
             .map(|tp| tp.partition)
             .collect();
-        let deadline = Instant::now() + self.rebalance_drain_timeout;
+        let deadline = Instant::now() + self.settings.rebalance_drain_timeout;
         if !self.wait_for(consumer, Some(&numbers), deadline) {
             warn!(stage = self.stage, in_flight = self.in_flight_of(&numbers), "Revoked partitions still have deliveries in flight; committing what was delivered.");
         }
@@ -751,7 +710,7 @@ impl Strategy for AtLeastOnce {
             }
             self.retries
                 .retain(|retry| retry.token.partition != *partition);
-            let labels = [self.input_topic.as_str(), &partition.to_string()];
+            let labels = [self.settings.input_topic.as_str(), &partition.to_string()];
             // An absent series is fine: the partition never stalled.
             let _ = self
                 .tally
@@ -765,16 +724,14 @@ impl Strategy for AtLeastOnce {
 
     fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, crate::Error> {
         self.service(consumer);
-        if let Some(error) = self.guard_liveness() {
-            return Err(error);
-        }
+        self.guard_liveness()?;
         self.apply_backpressure(consumer);
         if Instant::now() >= self.next_commit {
             self.commit_periodically(consumer);
-            self.next_commit = Instant::now() + self.commit_interval;
+            self.next_commit = Instant::now() + self.settings.commit_interval;
         }
         Ok(Pace {
-            room: self.max_in_flight.saturating_sub(self.in_flight()),
+            room: self.settings.max_in_flight.saturating_sub(self.in_flight()),
             busy: !self.retries.is_empty() || self.in_flight() > 0,
             // Each record is settled for this strategy once handed to its producer.
             settled: true,
@@ -800,9 +757,33 @@ impl Strategy for AtLeastOnce {
             received,
             attempts: 0,
         };
-        let Some(token) = self.hand_out(partition, message.offset(), tag) else {
-            return Ok(());
+        let Some(assigned) = self.partitions.get_mut(&partition) else {
+            return Ok(()); // not taken: its number does not fit a token
         };
+        let (ticket, skipped) = assigned.offsets.hand_out(message.offset(), tag);
+        // The broker never delivered `skipped`: counted, and logged unless it is the
+        // single offset a transaction marker takes.
+        if let Some(skipped) = skipped {
+            let (stage, topic) = (self.stage, self.settings.input_topic.as_str());
+            let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
+            self.tally
+                .metrics
+                .offsets_skipped
+                .with_label_values(&[topic, &partition.to_string()])
+                .inc_by(count);
+            if count > 1 {
+                warn!(stage, topic = %topic, partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
+            } else {
+                debug!(
+                    stage,
+                    topic = %topic,
+                    partition,
+                    offset = skipped.start,
+                    "One input offset never received (a transaction marker?)."
+                );
+            }
+        }
+        let token = Token { partition, ticket };
         if let Route::Drop(_) = route {
             // Done at once, in its partition's ring, so that the watermark moves past it
             // in order with its neighbours.
@@ -841,7 +822,7 @@ impl Strategy for AtLeastOnce {
             in_flight = self.in_flight(),
             "Shutting down: draining in-flight deliveries."
         );
-        let deadline = Instant::now() + self.drain_timeout;
+        let deadline = Instant::now() + self.settings.drain_timeout;
         if !self.wait_for(consumer, None, deadline) {
             warn!(stage, in_flight = self.in_flight(), "Drain timed out: records not delivered yet will be consumed again after a restart.");
             self.abandon_all();

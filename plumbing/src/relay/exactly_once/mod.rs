@@ -193,10 +193,10 @@ impl ExactlyOnce {
                 None => first,
             };
             let sought = consumer.seek(
-                &self.input_topic,
+                &self.settings.input_topic,
                 partition,
                 rdkafka::Offset::Offset(offset),
-                self.call_timeout,
+                self.transactions.call_timeout,
             );
             match sought {
                 Ok(()) => info!(
@@ -210,7 +210,7 @@ impl ExactlyOnce {
                 Err(error)
                     if !consumer.assignment().is_ok_and(|assignment| {
                         assignment
-                            .find_partition(&self.input_topic, partition)
+                            .find_partition(&self.settings.input_topic, partition)
                             .is_some()
                     }) =>
                 {
@@ -272,7 +272,7 @@ impl Strategy for ExactlyOnce {
             self.clean = false;
         }
         Ok(Pace {
-            room: self.max_records.saturating_sub(self.records),
+            room: self.transactions.max_records.saturating_sub(self.records),
             busy: self.records > 0,
             settled: self.clean && self.records == 0,
         })

@@ -134,17 +134,8 @@ impl Producers {
 /// committed so far, and how the loop stands with them.
 pub(in crate::relay) struct ExactlyOnce {
     pub(super) stage: &'static str,
-    pub(super) input_topic: String,
-    output_topic: String,
-    quarantine_topic: String,
-    pub(super) call_timeout: Duration,
-    pub(super) max_records: usize,
-    max_duration: Duration,
-    /// How long one commit (offsets, then the commit itself, retries included) may take:
-    /// the relay settings' `stall_timeout`. A producer that cannot deliver within it is
-    /// stuck or its cluster is gone: the transaction is aborted and its records consumed
-    /// again.
-    stall_timeout: Duration,
+    pub(super) settings: RelaySettings,
+    pub(super) transactions: TransactionSettings,
     /// When the commit began that the liveness bound aborted, while no transaction has
     /// committed since.
     stalled_since: Option<Instant>,
@@ -225,13 +216,8 @@ impl ExactlyOnce {
         };
         Ok(Self {
             stage,
-            input_topic: settings.input_topic.clone(),
-            output_topic: settings.output_topic.clone(),
-            quarantine_topic: settings.quarantine_topic.clone(),
-            call_timeout,
-            max_records: transactions.max_records,
-            max_duration: transactions.max_duration,
-            stall_timeout: settings.stall_timeout,
+            settings: settings.clone(),
+            transactions,
             stalled_since: None,
             producers,
             batch: BTreeMap::new(),
@@ -247,10 +233,10 @@ impl ExactlyOnce {
 
     /// Whether the open transaction is full or old enough to commit.
     pub(super) fn is_due(&self) -> bool {
-        self.records >= self.max_records
+        self.records >= self.transactions.max_records
             || self
                 .started
-                .is_some_and(|started| started.elapsed() >= self.max_duration)
+                .is_some_and(|started| started.elapsed() >= self.transactions.max_duration)
     }
 
     /// Produces what `decision` says about `message` inside the open transaction.
@@ -269,8 +255,8 @@ impl ExactlyOnce {
         let partition = message.partition();
         let route = Route::of(&decision);
         let topic = match route {
-            Route::Forward => &self.output_topic,
-            _ => &self.quarantine_topic,
+            Route::Forward => &self.settings.output_topic,
+            _ => &self.settings.quarantine_topic,
         };
         let (producer, transactional) = self.producers.open_for(partition, route)?;
         let sent = match route {
@@ -350,7 +336,9 @@ impl ExactlyOnce {
         if matches!(&self.producers, Producers::Shared(owned) if !owned.open) {
             return Outcome::Committed;
         }
-        let deadline = Instant::now() + self.stall_timeout;
+        // A producer that cannot commit within the liveness bound (offsets, then the commit,
+        // retries included) is stuck or its cluster is gone.
+        let deadline = Instant::now() + self.settings.stall_timeout;
         let outcome = match self.commit_each(consumer, only, deadline) {
             Ok(outcome) => outcome,
             Err(error) => Outcome::Fatal(error),
@@ -374,7 +362,11 @@ impl ExactlyOnce {
         only: Option<&[i32]>,
         deadline: Instant,
     ) -> Result<Outcome, Error> {
-        let (timeout, batch, topic) = (self.call_timeout, &self.batch, &self.input_topic);
+        let (timeout, batch, topic) = (
+            self.transactions.call_timeout,
+            &self.batch,
+            &self.settings.input_topic,
+        );
         let in_batch = |filter: Option<&[i32]>| -> Vec<i32> {
             let kept = |partition: &i32| filter.is_none_or(|only| only.contains(partition));
             batch.keys().copied().filter(kept).collect()
@@ -471,9 +463,9 @@ impl ExactlyOnce {
                         stalled_for: since.elapsed(),
                     });
                 }
-                let stall_timeout_ms = self.stall_timeout.as_millis();
+                let stall_timeout_ms = self.settings.stall_timeout.as_millis();
                 warn!(stage, stall_timeout_ms, "A transaction could not commit within the stall bound: it was aborted and its records are consumed again.");
-                self.stalled_since = Some(deadline - self.stall_timeout);
+                self.stalled_since = Some(deadline - self.settings.stall_timeout);
                 outcome
             }
             other => other,
@@ -544,26 +536,26 @@ impl ExactlyOnce {
         else {
             return self.start_at_stored(consumer, assignment).map(drop);
         };
-        let partitions = partitions_of_topic(assignment, &self.input_topic);
+        let partitions = partitions_of_topic(assignment, &self.settings.input_topic);
         for partition in &partitions {
             if owned.contains_key(partition) {
                 continue;
             }
-            let id = format!("{prefix}.{}.{partition}", self.input_topic);
+            let id = format!("{prefix}.{}.{partition}", self.settings.input_topic);
             owned.insert(
                 *partition,
                 transactional(
                     Watched::new(self.stage, &self.tally.metrics.health, Cluster::Output, ()),
                     output,
                     &id,
-                    self.call_timeout,
+                    self.transactions.call_timeout,
                 )?,
             );
         }
         let starts = self.start_at_stored(consumer, assignment)?;
         info!(
             stage = self.stage,
-            topic = %self.input_topic,
+            topic = %self.settings.input_topic,
             partitions = ?partitions,
             stored_offsets = %starts.join(","),
             "Partitions assigned: their transactional producers fenced any previous owner; starting from the offsets stored in the output cluster (the input group's where none is stored)."
@@ -580,11 +572,15 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
     ) -> Result<Vec<String>, Error> {
-        let partitions = partitions_of_topic(assignment, &self.input_topic);
+        let partitions = partitions_of_topic(assignment, &self.settings.input_topic);
         let mut starts = Vec::new();
         for (partition, offset) in self.stored_offsets(consumer, &partitions)? {
             assignment
-                .set_partition_offset(&self.input_topic, partition, Offset::Offset(offset))
+                .set_partition_offset(
+                    &self.settings.input_topic,
+                    partition,
+                    Offset::Offset(offset),
+                )
                 .map_err(|source| Error::transaction("setting a starting offset", source))?;
             starts.push(format!("{partition}@{offset}"));
         }
@@ -616,7 +612,7 @@ impl ExactlyOnce {
             ),
             Producers::Shared(_) => (
                 None,
-                self.input_topic.as_str(),
+                self.settings.input_topic.as_str(),
                 "reading the input group's offsets",
             ),
         };
@@ -625,8 +621,8 @@ impl ExactlyOnce {
             asked.add_partition(topic, *partition);
         }
         let list = match offsets {
-            Some(offsets) => offsets.committed_offsets(asked, self.call_timeout),
-            None => consumer.committed_offsets(asked, self.call_timeout),
+            Some(offsets) => offsets.committed_offsets(asked, self.transactions.call_timeout),
+            None => consumer.committed_offsets(asked, self.transactions.call_timeout),
         }
         .map_err(|source| Error::transaction(during, source))?;
         for elem in list.elements_for_topic(topic) {
@@ -638,7 +634,7 @@ impl ExactlyOnce {
                 continue; // none stored yet
             };
             // The offsets topic says which input topic each offset belongs to.
-            if topic != self.input_topic && elem.metadata() != self.input_topic {
+            if topic != self.settings.input_topic && elem.metadata() != self.settings.input_topic {
                 return Err(Error::InvalidSettings(format!(
                     "partition {partition} of the offsets topic `{topic}` holds the offset of another input topic \
                      for this group: give this sink its own `group_id` or offsets topic"
@@ -657,7 +653,7 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
     ) {
-        let partitions = partitions_of_topic(revoked, &self.input_topic);
+        let partitions = partitions_of_topic(revoked, &self.settings.input_topic);
         match self.commit_open(consumer, Some(&partitions)) {
             Outcome::Committed => {}
             Outcome::Aborted { rewind } => {
