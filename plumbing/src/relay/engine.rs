@@ -134,7 +134,10 @@ pub(super) async fn run<D: Strategy>(
                 Rebalancing::new(strategy, &settings, metrics.consumer_lag.clone()),
             ))
             .map_err(Error::create_consumer)?;
-        settings.subscribe(&consumer)?;
+        let topic = settings.input_topic.clone();
+        consumer
+            .subscribe(&[topic.as_str()])
+            .map_err(|source| Error::Subscribe { topic, source })?;
         info!(
             stage = settings.stage,
             input_topic = %settings.input_topic,
@@ -170,7 +173,7 @@ impl<D: Strategy> Engine<D> {
     /// leaves the group and reports (or returns the fatal error).
     fn run(self, shutdown: &Shutdown) -> Result<RelayReport, Error> {
         let stage = self.settings.stage;
-        let lag = LagProbe::start(
+        let stop_lag = measure_lag_every(
             Arc::clone(&self.consumer),
             self.metrics.clone(),
             stage,
@@ -181,7 +184,7 @@ impl<D: Strategy> Engine<D> {
             error!(stage, %error, "The stage stops: what was not committed is consumed again after a restart.");
         }
         let finished = self.lock().strategy.finish(&self.consumer, fatal.as_ref());
-        close(self.consumer, lag, stage);
+        close(self.consumer, stop_lag, stage);
         let report = match (fatal, finished) {
             (Some(error), _) | (None, Err(error)) => {
                 self.processor.stopped();
@@ -335,10 +338,14 @@ impl<D: Strategy> Engine<D> {
 /// librdkafka's close waits for a rebalance under way to end, which can outlast a
 /// supervisor's grace. Past the bound the stage stops all the same; the group notices
 /// its absence within its session timeout, as after a crash.
-fn close<D: Strategy>(consumer: Arc<RelayConsumer<D>>, lag: LagProbe, stage: &'static str) {
+fn close<D: Strategy>(
+    consumer: Arc<RelayConsumer<D>>,
+    stop_lag: impl FnOnce() + Send + 'static,
+    stage: &'static str,
+) {
     let (closed, done) = mpsc::channel::<()>();
     let closing = spawn(stage, "close", move || {
-        lag.stop();
+        stop_lag();
         drop(consumer);
         let _ = closed.send(());
     });
@@ -368,34 +375,25 @@ fn spawn(
         .ok()
 }
 
-/// Measures consumer lag every `lag_interval` on its own thread.
-struct LagProbe {
-    stop: mpsc::Sender<()>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl LagProbe {
-    fn start<D: Strategy>(
-        consumer: Arc<RelayConsumer<D>>,
-        metrics: StageMetrics,
-        stage: &'static str,
-        interval: Duration,
-    ) -> Self {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = spawn(stage, "lag", move || loop {
-            measure_lag(consumer.as_ref(), &metrics, stage);
-            match stopped.recv_timeout(interval) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-            }
-        });
-        Self { stop, thread }
-    }
-
-    /// Stops measuring; returns once the thread let go of the consumer.
-    fn stop(self) {
-        drop(self.stop);
-        if let Some(thread) = self.thread {
+/// Measures consumer lag every `interval` on a thread of its own; returns what stops it,
+/// which returns once the thread let go of the consumer.
+fn measure_lag_every<D: Strategy>(
+    consumer: Arc<RelayConsumer<D>>,
+    metrics: StageMetrics,
+    stage: &'static str,
+    interval: Duration,
+) -> impl FnOnce() + Send + 'static {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread = spawn(stage, "lag", move || loop {
+        measure_lag(consumer.as_ref(), &metrics, stage);
+        match stopped.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    });
+    move || {
+        drop(stop);
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
     }

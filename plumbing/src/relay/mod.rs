@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::util::IntoOpaque;
@@ -269,19 +268,6 @@ impl RelaySettings {
         }
     }
 
-    /// Subscribes `consumer` to the input topic.
-    pub(crate) fn subscribe<C: ConsumerContext>(
-        &self,
-        consumer: &impl Consumer<C>,
-    ) -> Result<(), Error> {
-        consumer
-            .subscribe(&[self.input_topic.as_str()])
-            .map_err(|source| Error::Subscribe {
-                topic: self.input_topic.clone(),
-                source,
-            })
-    }
-
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let invalid = |message: String| Err(Error::InvalidSettings(message));
         for (name, topic) in [
@@ -496,77 +482,57 @@ pub(crate) fn outgoing<'a, O: IntoOpaque>(
     stage: &str,
     opaque: O,
 ) -> BaseRecord<'a, [u8], [u8], O> {
-    let record = BaseRecord::with_opaque_to(topic, opaque);
-    let (key, payload, record) = match decision {
-        Decision::Forward { key, payload } => (key.as_deref(), Some(payload.as_slice()), record),
+    let mut record = BaseRecord::with_opaque_to(topic, opaque);
+    match decision {
+        Decision::Forward { key, payload } => {
+            record.key = key.as_deref();
+            record.payload = Some(payload.as_slice());
+        }
         Decision::Quarantine {
             reason,
             message: explanation,
             finding,
         } => {
-            let headers =
-                quarantine_headers(message, *reason, explanation, finding.as_ref(), stage);
-            let record = record.headers(headers);
-            let record = match message.timestamp().to_millis() {
-                Some(timestamp) => record.timestamp(timestamp),
-                None => record,
-            };
-            (message.key(), message.payload(), record)
-        }
-        Decision::Drop { .. } => (None, None, record),
-    };
-    let record = match key {
-        Some(key) => record.key(key),
-        None => record,
-    };
-    match payload {
-        Some(payload) => record.payload(payload),
-        None => record,
-    }
-}
-
-/// The original headers (less any `pseudopipe-*` of an earlier quarantine), then ours.
-fn quarantine_headers(
-    message: &BorrowedMessage<'_>,
-    reason: Reason,
-    explanation: &str,
-    finding: Option<&Finding>,
-    stage: &str,
-) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
-        for header in original.iter() {
-            if !header.key.starts_with(headers::PREFIX) {
+            // The original headers (less any `pseudopipe-*` of an earlier quarantine), then
+            // ours.
+            let mut out = OwnedHeaders::new();
+            let original = message
+                .headers()
+                .into_iter()
+                .flat_map(|original| original.iter());
+            for header in original.filter(|header| !header.key.starts_with(headers::PREFIX)) {
+                out = out.insert(header);
+            }
+            let partition = message.partition().to_string();
+            let offset = message.offset().to_string();
+            let found = finding.as_ref().map(|finding| {
+                [
+                    (headers::FIELD, finding.field.as_str()),
+                    (headers::DETECTOR, finding.detector),
+                ]
+            });
+            let ours = [
+                (headers::REASON, reason.code()),
+                (headers::MESSAGE, explanation),
+                (headers::SOURCE_TOPIC, message.topic()),
+                (headers::SOURCE_PARTITION, partition.as_str()),
+                (headers::SOURCE_OFFSET, offset.as_str()),
+                (headers::STAGE, stage),
+            ];
+            for (key, value) in ours.into_iter().chain(found.into_iter().flatten()) {
                 out = out.insert(Header {
-                    key: header.key,
-                    value: header.value,
+                    key,
+                    value: Some(value),
                 });
             }
+            record.headers = Some(out);
+            record.timestamp = message.timestamp().to_millis();
+            record.key = message.key();
+            record.payload = message.payload();
         }
+        Decision::Drop { .. } => {}
     }
-    let partition = message.partition().to_string();
-    let offset = message.offset().to_string();
-    let found = finding.map(|finding| {
-        [
-            (headers::FIELD, finding.field.as_str()),
-            (headers::DETECTOR, finding.detector),
-        ]
-    });
-    let ours = [
-        (headers::REASON, reason.code()),
-        (headers::MESSAGE, explanation),
-        (headers::SOURCE_TOPIC, message.topic()),
-        (headers::SOURCE_PARTITION, partition.as_str()),
-        (headers::SOURCE_OFFSET, offset.as_str()),
-        (headers::STAGE, stage),
-    ];
-    for (key, value) in ours.into_iter().chain(found.into_iter().flatten()) {
-        out = out.insert(Header {
-            key,
-            value: Some(value),
-        });
-    }
-    out
+    record
 }
 
 #[cfg(test)]

@@ -110,11 +110,6 @@ impl Tally {
         self.counts.aborted_transactions += 1;
     }
 
-    /// Transactions aborted so far.
-    pub(super) fn aborted_transactions(&self) -> u64 {
-        self.counts.aborted_transactions
-    }
-
     /// Brings the metrics up to date, with `in_flight` records not settled yet.
     pub(super) fn export(&mut self, in_flight: usize) {
         let (counts, exported) = (&self.counts, &mut self.exported);

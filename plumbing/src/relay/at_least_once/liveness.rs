@@ -145,17 +145,6 @@ impl ProducerContext for Probe {
     fn delivery(&self, _report: &rdkafka::message::DeliveryResult<'_>, _opaque: ()) {}
 }
 
-/// What the guard concluded about one producer.
-#[derive(Debug)]
-pub(super) enum Verdict {
-    /// Nothing to do.
-    Fine,
-    /// Stuck while its cluster answers: replace it.
-    Replace(Cluster),
-    /// Its replacement is stuck too: stop the stage.
-    Stop(Error),
-}
-
 /// One producer's watch.
 #[derive(Debug)]
 struct Watch {
@@ -169,18 +158,6 @@ struct Watch {
     stalled: bool,
     /// Whether this producer replaced a stuck one and has delivered nothing yet.
     replacement: bool,
-}
-
-impl Watch {
-    fn new(cluster: Cluster, now: Instant) -> Self {
-        Self {
-            cluster,
-            progress: now,
-            silent_since: now,
-            stalled: false,
-            replacement: false,
-        }
-    }
 }
 
 /// The guard of a relay's producers.
@@ -201,13 +178,21 @@ impl Liveness {
         metrics: StageMetrics,
     ) -> Self {
         let now = Instant::now();
-        let mut watches = vec![Watch::new(Cluster::Output, now)];
-        if !shared {
-            watches.push(Watch::new(Cluster::Quarantine, now));
-        }
-        for watch in &watches {
-            set_stalled(&metrics, watch.cluster, false);
-        }
+        let clusters = [Cluster::Output, Cluster::Quarantine];
+        let watches = clusters
+            .into_iter()
+            .take(if shared { 1 } else { 2 })
+            .map(|cluster| {
+                set_stalled(&metrics, cluster, false);
+                Watch {
+                    cluster,
+                    progress: now,
+                    silent_since: now,
+                    stalled: false,
+                    replacement: false,
+                }
+            })
+            .collect();
         Self {
             stage,
             stall_timeout,
@@ -240,15 +225,17 @@ impl Liveness {
     }
 
     /// Looks at each producer of `outputs` once a second. `waiting(cluster)` says whether
-    /// records of `cluster`'s producer wait for an acknowledgement.
+    /// records of `cluster`'s producer wait for an acknowledgement. Returns the cluster
+    /// whose producer is stuck while the cluster answers (to replace), or the error to
+    /// stop on when a replacement is stuck too.
     pub(super) fn check(
         &mut self,
         now: Instant,
         outputs: &Outputs,
         waiting: impl Fn(Cluster) -> bool,
-    ) -> Verdict {
+    ) -> Result<Option<Cluster>, Error> {
         if now < self.next_check {
-            return Verdict::Fine;
+            return Ok(None);
         }
         self.next_check = now + CHECK_INTERVAL;
         for index in 0..self.watches.len() {
@@ -260,12 +247,12 @@ impl Liveness {
             if now.saturating_duration_since(self.watches[index].progress) < self.stall_timeout {
                 continue;
             }
-            let verdict = self.stalled(index, now, outputs.to(cluster).1, &outputs.factory);
-            if !matches!(verdict, Verdict::Fine) {
-                return verdict;
+            let stuck = self.stalled(index, now, outputs.to(cluster).1, &outputs.factory)?;
+            if stuck.is_some() {
+                return Ok(stuck);
             }
         }
-        Verdict::Fine
+        Ok(None)
     }
 
     /// `watches[index]`'s producer has had nothing acknowledged for the stall bound.
@@ -275,7 +262,7 @@ impl Liveness {
         now: Instant,
         topic: &str,
         factory: &ProducerFactory,
-    ) -> Verdict {
+    ) -> Result<Option<Cluster>, Error> {
         let stage = self.stage;
         let cluster = self.watches[index].cluster;
         let timeout_ms = u64::try_from(self.stall_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -296,10 +283,10 @@ impl Liveness {
                 silent_s = silent.as_secs(),
                 "No record acknowledged within the stall bound, and the cluster does not answer either: waiting for it."
             );
-            return Verdict::Fine;
+            return Ok(None);
         }
         if watch.replacement {
-            return Verdict::Stop(Error::Stalled {
+            return Err(Error::Stalled {
                 cluster: cluster.label(),
                 stalled_for: silent,
             });
@@ -316,7 +303,7 @@ impl Liveness {
             .producer_restarts
             .with_label_values(&[cluster.label()])
             .inc();
-        Verdict::Replace(cluster)
+        Ok(Some(cluster))
     }
 }
 

@@ -1,14 +1,11 @@
-//! At least once: acknowledged deliveries and contiguous commits (`docs/architecture.md`).
+//! At least once: acknowledged deliveries and contiguous commits (`docs/architecture.md`
+//! says what is committed when, and what becomes of failures and of `max_in_flight`).
 //!
 //! Each decided record goes to a librdkafka producer with a [`Token`] as its delivery
 //! opaque ([`delivery`]); the reports come back through a channel and are settled in bulk
-//! between two batches, under the engine's one lock. An input offset is committed (every
-//! `commit_interval`, at revocation and at shutdown) only once every record before it in
-//! its partition is delivered ([`crate::offsets`]: a ring per partition). Retriable
-//! failures are retried with backoff, holding the offsets back (a retried record may land
-//! after records that followed it; librdkafka's own retries keep order); a permanent one
-//! stalls the partition. Consumption pauses above `max_in_flight`; a producer that stops
-//! delivering while its cluster answers is replaced ([`liveness`]).
+//! between two batches, under the engine's one lock, in a ring per partition
+//! ([`crate::offsets`]). A retried record may land after records that followed it
+//! (librdkafka's own retries keep order). A stuck producer is replaced ([`liveness`]).
 
 mod delivery;
 mod liveness;
@@ -25,7 +22,7 @@ use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use self::delivery::{backoff, is_retriable, Outgoing, RelayProducer, Report, Token};
-use self::liveness::{Liveness, ProducerFactory, Verdict};
+use self::liveness::{Liveness, ProducerFactory};
 use super::context::RelayConsumer;
 use super::engine::{Pace, Strategy};
 use super::partitions::{
@@ -132,14 +129,10 @@ impl Outputs {
 /// The at-least-once strategy: its producers, the rings of its partitions, its limits.
 pub(super) struct AtLeastOnce {
     stage: &'static str,
-    input_topic: String,
+    settings: RelaySettings,
     tally: Tally,
     outputs: Outputs,
     reports: Receiver<Report>,
-    max_in_flight: usize,
-    commit_interval: Duration,
-    drain_timeout: Duration,
-    rebalance_drain_timeout: Duration,
     /// When watermarks are committed next.
     next_commit: Instant,
     partitions: HashMap<i32, Partition>,
@@ -166,12 +159,18 @@ impl AtLeastOnce {
         metrics: StageMetrics,
     ) -> Result<Self, crate::Error> {
         let (reports, settle) = mpsc::channel::<Report>();
+        let (mut output, mut quarantine) = (output, quarantine);
+        for config in [&mut output, &mut quarantine] {
+            if config.get("message.timeout.ms").is_none() {
+                config.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
+            }
+        }
         let factory = ProducerFactory::new(
             settings.stage,
             reports,
             metrics.health.clone(),
-            &with_message_timeout(output),
-            &with_message_timeout(quarantine),
+            &output,
+            &quarantine,
         );
         let outputs = Outputs::new(
             factory,
@@ -186,14 +185,10 @@ impl AtLeastOnce {
                 metrics.clone(),
             ),
             stage: settings.stage,
-            input_topic: settings.input_topic.clone(),
+            settings: settings.clone(),
             tally: Tally::new(settings.stage, metrics),
             outputs,
             reports: settle,
-            max_in_flight: settings.max_in_flight,
-            commit_interval: settings.commit_interval,
-            drain_timeout: settings.drain_timeout,
-            rebalance_drain_timeout: settings.rebalance_drain_timeout,
             next_commit: Instant::now() + settings.commit_interval,
             partitions: HashMap::new(),
             next_tickets: HashMap::new(),
@@ -205,7 +200,7 @@ impl AtLeastOnce {
     }
 
     fn tp(&self, partition: i32) -> TopicPartition {
-        TopicPartition::new(self.input_topic.as_str(), partition)
+        TopicPartition::new(self.settings.input_topic.as_str(), partition)
     }
 
     /// Records consumed whose delivery is not settled yet.
@@ -221,21 +216,6 @@ impl AtLeastOnce {
             .sum()
     }
 
-    /// Puts a consumed record in its partition's ring; reports offsets jumped over.
-    fn hand_out(&mut self, partition: i32, offset: i64, tag: Tag) -> Option<Token> {
-        let assigned = self.partitions.get_mut(&partition)?;
-        let (ticket, skipped) = assigned.offsets.hand_out(offset, tag);
-        if let Some(skipped) = skipped {
-            report_skipped(
-                self.stage,
-                &self.tally.metrics,
-                &self.tp(partition),
-                &skipped,
-            );
-        }
-        Some(Token { partition, ticket })
-    }
-
     /// Settles every delivery report that arrived, sends the retries that are due, and
     /// brings the metrics up to date.
     fn service<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
@@ -244,24 +224,23 @@ impl AtLeastOnce {
             self.settle(consumer, report, now);
         }
         self.send_due_retries(consumer, now);
-        self.export_metrics();
+        self.tally.export(self.in_flight());
     }
 
     /// Replaces a producer that stopped delivering while its cluster answers (see
     /// [`super::liveness`]). Returns the error the stage must stop on when its
     /// replacement stalled too, or when no new producer can be made.
-    fn guard_liveness(&mut self) -> Option<crate::Error> {
+    fn guard_liveness(&mut self) -> Result<(), crate::Error> {
         let (outputs, retries) = (&self.outputs, &self.retries);
-        let verdict = self.liveness.check(Instant::now(), outputs, |cluster| {
+        let stuck = self.liveness.check(Instant::now(), outputs, |cluster| {
             outputs.to(cluster).0.in_flight_count() > 0
                 || retries
                     .iter()
                     .any(|retry| outputs.cluster_of(retry.route) == cluster)
-        });
-        match verdict {
-            Verdict::Fine => None,
-            Verdict::Stop(error) => Some(error),
-            Verdict::Replace(cluster) => self.outputs.replace(cluster).err(),
+        })?;
+        match stuck {
+            Some(cluster) => self.outputs.replace(cluster),
+            None => Ok(()),
         }
     }
 
@@ -325,7 +304,7 @@ impl AtLeastOnce {
                         error,
                         format!(
                             "delivery of the record at {}/{}@{offset}",
-                            self.input_topic, token.partition
+                            self.settings.input_topic, token.partition
                         ),
                     ),
                 };
@@ -343,13 +322,20 @@ impl AtLeastOnce {
                     route,
                     record,
                 });
-                self.record_retry(token.partition, offset, &error, pause);
+                let retries = self.tally.retried();
+                let backoff_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+                let (topic, partition) = (self.settings.input_topic.as_str(), token.partition);
+                if let Some(held_back) = self.tally.log.admit("delivery_retry", Instant::now()) {
+                    warn!(stage, topic, partition, offset, %error, backoff_ms, retries, held_back, "Delivery failed, retrying; the partition's offsets wait for it.");
+                } else {
+                    debug!(stage, topic, partition, offset, %error, backoff_ms, "Delivery failed, retrying.");
+                }
             }
             _ => {
                 if let Some(held_back) = self.tally.log.admit("delivery_failed", Instant::now()) {
                     error!(
                         stage,
-                        topic = %self.input_topic,
+                        topic = %self.settings.input_topic,
                         partition = token.partition,
                         offset,
                         %error,
@@ -365,17 +351,6 @@ impl AtLeastOnce {
                     warn!(stage, topic = %tp.topic, partition = tp.partition, %error, "Failed to pause a stalled partition.");
                 }
             }
-        }
-    }
-
-    fn record_retry(&mut self, partition: i32, offset: i64, error: &KafkaError, backoff: Duration) {
-        let retries = self.tally.retried();
-        let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
-        let topic = self.input_topic.as_str();
-        if let Some(held_back) = self.tally.log.admit("delivery_retry", Instant::now()) {
-            warn!(stage = self.stage, topic, partition, offset, %error, backoff_ms, retries, held_back, "Delivery failed, retrying; the partition's offsets wait for it.");
-        } else {
-            debug!(stage = self.stage, topic, partition, offset, %error, backoff_ms, "Delivery failed, retrying.");
         }
     }
 
@@ -406,21 +381,6 @@ impl AtLeastOnce {
         }
     }
 
-    /// When the next retry is due, if any waits.
-    fn next_retry(&self) -> Option<Instant> {
-        self.retries.iter().map(|retry| retry.due).min()
-    }
-
-    /// Whether anything is under way (deliveries or retries).
-    fn busy(&self) -> bool {
-        !self.retries.is_empty() || self.in_flight() > 0
-    }
-
-    fn export_metrics(&mut self) {
-        let in_flight = self.in_flight();
-        self.tally.export(in_flight);
-    }
-
     /// Settles reports and retries until no delivery of `partitions` (all of them when
     /// `None`) is under way, or `deadline`. Returns whether they all settled.
     fn wait_for<C: ConsumerContext>(
@@ -440,8 +400,8 @@ impl AtLeastOnce {
             if now >= deadline {
                 return false;
             }
-            let wake = self
-                .next_retry()
+            let next_retry = self.retries.iter().map(|retry| retry.due).min();
+            let wake = next_retry
                 .map_or(deadline, |due| due.min(deadline))
                 .min(now + WAIT_STEP);
             match self
@@ -463,14 +423,14 @@ impl AtLeastOnce {
         for assigned in self.partitions.values_mut() {
             assigned.offsets.abandon_all();
         }
-        self.export_metrics();
+        self.tally.export(self.in_flight());
     }
 
     /// Pauses the whole assignment above `max_in_flight`, resumes it (less the stalled
     /// partitions) once a quarter of the room is free again. The consumer keeps being
     /// polled meanwhile, so the group membership and rebalances are served.
     fn apply_backpressure<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let (max_in_flight, in_flight) = (self.max_in_flight, self.in_flight());
+        let (max_in_flight, in_flight) = (self.settings.max_in_flight, self.in_flight());
         let resume_below = (max_in_flight - max_in_flight / 4).max(1);
         let pause = !self.backpressure && in_flight >= max_in_flight;
         let resume = self.backpressure && in_flight < resume_below;
@@ -483,8 +443,15 @@ impl AtLeastOnce {
                 return consumer.pause(&assignment);
             }
             let partitions = partitions_of(&assignment);
+            let stalled = |tp: &TopicPartition| {
+                tp.topic == self.settings.input_topic
+                    && self
+                        .partitions
+                        .get(&tp.partition)
+                        .is_some_and(|assigned| assigned.stalled_at.is_some())
+            };
             consumer.resume(&partitions_list(
-                partitions.iter().filter(|tp| !self.is_stalled(tp)),
+                partitions.iter().filter(|tp| !stalled(tp)),
             ))
         });
         if let Err(error) = changed {
@@ -500,15 +467,6 @@ impl AtLeastOnce {
             .metrics
             .partition_stalled
             .with_label_values(&labels)
-    }
-
-    /// Whether `tp` stopped on a permanent failure.
-    fn is_stalled(&self, tp: &TopicPartition) -> bool {
-        tp.topic == self.input_topic
-            && self
-                .partitions
-                .get(&tp.partition)
-                .is_some_and(|assigned| assigned.stalled_at.is_some())
     }
 
     /// Every partition's offset as `pick` reads it (a watermark past its last commit or
@@ -545,14 +503,6 @@ impl AtLeastOnce {
             }
             Err(error) => warn!(stage = self.stage, %error, "Failed to commit offsets."),
         }
-    }
-
-    /// Watermarks whose commit failed on release, to be checked against the group.
-    fn uncommitted(&self) -> Vec<(TopicPartition, i64)> {
-        self.uncommitted
-            .iter()
-            .map(|(tp, offset)| (tp.clone(), *offset))
-            .collect()
     }
 
     /// Forgets the failed commits that the group's committed offsets cover after all
@@ -593,34 +543,6 @@ impl AtLeastOnce {
         }
     }
 
-    /// The report so far.
-    fn report(&self) -> RelayReport {
-        let stalled = self.watermarks(|assigned| assigned.stalled_at);
-        self.tally.report(stalled, self.uncommitted())
-    }
-}
-
-/// The broker never delivered `skipped`: counted, and logged unless it is the single
-/// offset a transaction marker takes.
-fn report_skipped(
-    stage: &'static str,
-    metrics: &StageMetrics,
-    tp: &TopicPartition,
-    skipped: &std::ops::Range<i64>,
-) {
-    let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
-    metrics
-        .offsets_skipped
-        .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
-        .inc_by(count);
-    if count > 1 {
-        warn!(stage, topic = %tp.topic, partition = tp.partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
-    } else {
-        debug!(stage, topic = %tp.topic, partition = tp.partition, offset = skipped.start, "One input offset never received (a transaction marker?).");
-    }
-}
-
-impl AtLeastOnce {
     /// A partition whose commit was refused when it was released (a rebalance already
     /// under way) and that comes back before anyone committed past it: commits the
     /// watermark now, under the new generation, so that its records are not delivered
@@ -688,22 +610,6 @@ impl AtLeastOnce {
         self.record_release_commit(offsets, commit.is_ok());
         commit
     }
-
-    /// A commit that failed on release may have been made good by a later one (or by
-    /// another member): asks the group, so that the report lists only real gaps.
-    fn forget_covered_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let failed = self.uncommitted();
-        if failed.is_empty() {
-            return;
-        }
-        let partitions = partitions_list(failed.iter().map(|(tp, _)| tp));
-        match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
-            Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
-            Err(error) => {
-                debug!(stage = self.stage, %error, "Cannot read committed offsets.");
-            }
-        }
-    }
 }
 
 impl Strategy for AtLeastOnce {
@@ -725,7 +631,7 @@ impl Strategy for AtLeastOnce {
         };
         let committed = self.commit_refused_watermarks(consumer, &partitions, committed);
         for tp in &partitions {
-            if tp.topic != self.input_topic {
+            if tp.topic != self.settings.input_topic {
                 continue;
             }
             if !Token::fits(tp.partition) {
@@ -778,10 +684,10 @@ impl Strategy for AtLeastOnce {
         }
         let numbers: Vec<i32> = partitions
             .iter()
-            .filter(|tp| tp.topic == self.input_topic)
+            .filter(|tp| tp.topic == self.settings.input_topic)
             .map(|tp| tp.partition)
             .collect();
-        let deadline = Instant::now() + self.rebalance_drain_timeout;
+        let deadline = Instant::now() + self.settings.rebalance_drain_timeout;
         if !self.wait_for(consumer, Some(&numbers), deadline) {
             warn!(stage = self.stage, in_flight = self.in_flight_of(&numbers), "Revoked partitions still have deliveries in flight; committing what was delivered.");
         }
@@ -812,7 +718,7 @@ impl Strategy for AtLeastOnce {
             }
             self.retries
                 .retain(|retry| retry.token.partition != *partition);
-            let labels = [self.input_topic.as_str(), &partition.to_string()];
+            let labels = [self.settings.input_topic.as_str(), &partition.to_string()];
             // An absent series is fine: the partition never stalled.
             let _ = self
                 .tally
@@ -820,23 +726,21 @@ impl Strategy for AtLeastOnce {
                 .partition_stalled
                 .remove_label_values(&labels);
         }
-        self.export_metrics();
+        self.tally.export(self.in_flight());
         info!(stage = self.stage, partitions = %list(&partitions), "Partitions revoked.");
     }
 
     fn between(&mut self, consumer: &RelayConsumer<Self>) -> Result<Pace, crate::Error> {
         self.service(consumer);
-        if let Some(error) = self.guard_liveness() {
-            return Err(error);
-        }
+        self.guard_liveness()?;
         self.apply_backpressure(consumer);
         if Instant::now() >= self.next_commit {
             self.commit_periodically(consumer);
-            self.next_commit = Instant::now() + self.commit_interval;
+            self.next_commit = Instant::now() + self.settings.commit_interval;
         }
         Ok(Pace {
-            room: self.max_in_flight.saturating_sub(self.in_flight()),
-            busy: self.busy(),
+            room: self.settings.max_in_flight.saturating_sub(self.in_flight()),
+            busy: !self.retries.is_empty() || self.in_flight() > 0,
             // Each record is settled for this strategy once handed to its producer.
             settled: true,
         })
@@ -861,9 +765,33 @@ impl Strategy for AtLeastOnce {
             received,
             attempts: 0,
         };
-        let Some(token) = self.hand_out(partition, message.offset(), tag) else {
-            return Ok(());
+        let Some(assigned) = self.partitions.get_mut(&partition) else {
+            return Ok(()); // not taken: its number does not fit a token
         };
+        let (ticket, skipped) = assigned.offsets.hand_out(message.offset(), tag);
+        // The broker never delivered `skipped`: counted, and logged unless it is the
+        // single offset a transaction marker takes.
+        if let Some(skipped) = skipped {
+            let (stage, topic) = (self.stage, self.settings.input_topic.as_str());
+            let count = u64::try_from(skipped.end - skipped.start).unwrap_or(0);
+            self.tally
+                .metrics
+                .offsets_skipped
+                .with_label_values(&[topic, &partition.to_string()])
+                .inc_by(count);
+            if count > 1 {
+                warn!(stage, topic = %topic, partition, from = skipped.start, to = skipped.end - 1, count, "Input offsets were jumped over and never received: expired by retention before they were read, compacted away, or a broker fault. Check the input topic; these records did not go through the pipeline.");
+            } else {
+                debug!(
+                    stage,
+                    topic = %topic,
+                    partition,
+                    offset = skipped.start,
+                    "One input offset never received (a transaction marker?)."
+                );
+            }
+        }
+        let token = Token { partition, ticket };
         if let Route::Drop(_) = route {
             // Done at once, in its partition's ring, so that the watermark moves past it
             // in order with its neighbours.
@@ -902,7 +830,7 @@ impl Strategy for AtLeastOnce {
             in_flight = self.in_flight(),
             "Shutting down: draining in-flight deliveries."
         );
-        let deadline = Instant::now() + self.drain_timeout;
+        let deadline = Instant::now() + self.settings.drain_timeout;
         if !self.wait_for(consumer, None, deadline) {
             warn!(stage, in_flight = self.in_flight(), "Drain timed out: records not delivered yet will be consumed again after a restart.");
             self.abandon_all();
@@ -920,10 +848,20 @@ impl Strategy for AtLeastOnce {
                 }
             }
         }
-        self.forget_covered_commits(consumer);
+        // A commit that failed on release may have been made good by a later one (or by
+        // another member): the group is asked, so that the report lists only real gaps.
+        if !self.uncommitted.is_empty() {
+            let partitions = partitions_list(self.uncommitted.keys());
+            match consumer.committed_offsets(partitions, COMMITTED_TIMEOUT) {
+                Ok(committed) => self.forget_covered(&committed_offsets(&committed)),
+                Err(error) => debug!(stage, %error, "Cannot read committed offsets."),
+            }
+        }
         self.closing = true;
         // Before closing: the revocation on close forgets the stalled partitions.
-        Ok(self.report())
+        let stalled = self.watermarks(|assigned| assigned.stalled_at);
+        let uncommitted = self.uncommitted.clone().into_iter().collect();
+        Ok(self.tally.report(stalled, uncommitted))
     }
 }
 
@@ -932,14 +870,6 @@ impl Strategy for AtLeastOnce {
 /// librdkafka's own five would leave a record unaccounted for longer than any alert
 /// waits. The liveness guard ([`RelaySettings::stall_timeout`]) acts well before.
 const MESSAGE_TIMEOUT_MS: &str = "120000";
-
-/// `config` with the relay's `message.timeout.ms` unless it sets its own.
-fn with_message_timeout(mut config: ClientConfig) -> ClientConfig {
-    if config.get("message.timeout.ms").is_none() {
-        config.set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
-    }
-    config
-}
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,7 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 pub(super) use self::transactions::ExactlyOnce;
-use self::transactions::{Outcome, Sent};
+use self::transactions::{merge, Outcome, Sent};
 use super::context::RelayConsumer;
 use super::engine::{Pace, Strategy};
 use super::tally::Tally;
@@ -143,35 +143,30 @@ impl ExactlyOnce {
         refused: Option<(i32, i64)>,
     ) -> Result<Vec<i32>, Error> {
         let mut outcome = self.commit_open(consumer, None);
-        if let Some((partition, offset)) = refused {
-            outcome = outcome.rewinding(partition, offset);
+        if let Some(refused) = refused {
+            outcome = merge(
+                outcome,
+                Outcome::Aborted {
+                    rewind: vec![refused],
+                },
+            );
         }
-        let rewound = match &outcome {
-            Outcome::Committed => {
-                self.refusals = 0;
-                self.clean = true;
-                Vec::new()
-            }
-            Outcome::Aborted { rewind } => rewind.iter().map(|(partition, _)| *partition).collect(),
-            Outcome::Fatal(_) => Vec::new(),
-        };
-        self.settle(consumer, outcome)?;
-        Ok(rewound)
+        if let Outcome::Committed = outcome {
+            self.refusals = 0;
+            self.clean = true;
+        }
+        self.settle(consumer, outcome)
     }
 
-    /// Whether `partition` of the input topic is assigned to this instance.
-    fn is_assigned(&self, consumer: &RelayConsumer<Self>, partition: i32) -> bool {
-        consumer.assignment().is_ok_and(|assignment| {
-            assignment
-                .find_partition(&self.input_topic, partition)
-                .is_some()
-        })
-    }
-
-    /// Acts on how a commit went: rewinds what was aborted, stops on a fatal error.
-    fn settle(&mut self, consumer: &RelayConsumer<Self>, outcome: Outcome) -> Result<(), Error> {
+    /// Acts on how a commit went: rewinds what was aborted (returns those partitions),
+    /// stops on a fatal error.
+    fn settle(
+        &mut self,
+        consumer: &RelayConsumer<Self>,
+        outcome: Outcome,
+    ) -> Result<Vec<i32>, Error> {
         let rewind = match outcome {
-            Outcome::Committed => return Ok(()),
+            Outcome::Committed => return Ok(Vec::new()),
             Outcome::Fatal(error) => return Err(error),
             Outcome::Aborted { rewind } => rewind,
         };
@@ -198,10 +193,10 @@ impl ExactlyOnce {
                 None => first,
             };
             let sought = consumer.seek(
-                &self.input_topic,
+                &self.settings.input_topic,
                 partition,
                 rdkafka::Offset::Offset(offset),
-                self.call_timeout,
+                self.transactions.call_timeout,
             );
             match sought {
                 Ok(()) => info!(
@@ -212,7 +207,13 @@ impl ExactlyOnce {
                     "Rewound to the stored offset after an aborted transaction."
                 ),
                 // Revoked meanwhile: its next owner starts from the committed offset.
-                Err(error) if !self.is_assigned(consumer, partition) => {
+                Err(error)
+                    if !consumer.assignment().is_ok_and(|assignment| {
+                        assignment
+                            .find_partition(&self.settings.input_topic, partition)
+                            .is_some()
+                    }) =>
+                {
                     debug!(stage = self.stage, partition, offset, %error, "Not rewound after an aborted transaction: the partition was revoked.");
                 }
                 // Still ours: consuming on would skip the aborted records.
@@ -224,7 +225,7 @@ impl ExactlyOnce {
                 }
             }
         }
-        Ok(())
+        Ok(partitions)
     }
 }
 
@@ -267,13 +268,11 @@ impl Strategy for ExactlyOnce {
         // The processor may change what it does only between two committed
         // transactions: after an abort, the records consumed again must be decided as
         // they were the first time.
-        let aborted = self.tally.aborted_transactions();
-        if aborted != self.aborted_seen {
-            self.aborted_seen = aborted;
+        if std::mem::take(&mut self.aborted) {
             self.clean = false;
         }
         Ok(Pace {
-            room: self.max_records.saturating_sub(self.records),
+            room: self.transactions.max_records.saturating_sub(self.records),
             busy: self.records > 0,
             settled: self.clean && self.records == 0,
         })
@@ -322,7 +321,7 @@ impl Strategy for ExactlyOnce {
             let outcome = self.commit_open(consumer, None);
             self.settle(consumer, outcome)?;
         }
-        Ok(self.report())
+        Ok(self.tally.report(Vec::new(), Vec::new()))
     }
 }
 #[cfg(test)]

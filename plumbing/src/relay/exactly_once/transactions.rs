@@ -20,7 +20,7 @@ use crate::relay::context::Watched;
 use crate::relay::outgoing;
 use crate::relay::partitions::partitions_of_topic;
 use crate::relay::tally::{set_stalled, Route, Tally};
-use crate::{Decision, Error, RelayReport, RelaySettings, StageMetrics};
+use crate::{Decision, Error, RelaySettings, StageMetrics};
 
 type TxProducer = ThreadedProducer<Watched<()>>;
 
@@ -46,19 +46,6 @@ pub(super) enum Sent {
     /// Refused by its partition's transaction, which failed and must be aborted first;
     /// the record is to be consumed again.
     Refused(Error),
-}
-
-impl Outcome {
-    /// This outcome, with `partition` rewound to `offset` at the latest: a refused record
-    /// is consumed again whatever became of its partition's transaction.
-    pub(super) fn rewinding(self, partition: i32, offset: i64) -> Outcome {
-        merge(
-            self,
-            Outcome::Aborted {
-                rewind: vec![(partition, offset)],
-            },
-        )
-    }
 }
 
 /// The records of one input partition in the open transaction.
@@ -147,17 +134,8 @@ impl Producers {
 /// committed so far, and how the loop stands with them.
 pub(in crate::relay) struct ExactlyOnce {
     pub(super) stage: &'static str,
-    pub(super) input_topic: String,
-    output_topic: String,
-    quarantine_topic: String,
-    pub(super) call_timeout: Duration,
-    pub(super) max_records: usize,
-    max_duration: Duration,
-    /// How long one commit (offsets, then the commit itself, retries included) may take:
-    /// the relay settings' `stall_timeout`. A producer that cannot deliver within it is
-    /// stuck or its cluster is gone: the transaction is aborted and its records consumed
-    /// again.
-    stall_timeout: Duration,
+    pub(super) settings: RelaySettings,
+    pub(super) transactions: TransactionSettings,
     /// When the commit began that the liveness bound aborted, while no transaction has
     /// committed since.
     stalled_since: Option<Instant>,
@@ -169,8 +147,8 @@ pub(in crate::relay) struct ExactlyOnce {
     pub(super) tally: Tally,
     /// Whether a transaction committed since the last abort.
     pub(super) clean: bool,
-    /// Aborted transactions counted when last looked at.
-    pub(super) aborted_seen: u64,
+    /// Whether a transaction was aborted since the loop last looked.
+    pub(super) aborted: bool,
     /// Records refused by failed transactions since the last commit.
     pub(super) refusals: u32,
     /// Partitions rewound during the current batch: their later records in it are
@@ -205,9 +183,15 @@ impl ExactlyOnce {
                 offsets,
                 quarantine,
             } => {
-                let offsets: BaseConsumer = config_with_read_committed(offsets)
-                    .create()
-                    .map_err(Error::create_consumer)?;
+                let mut offsets = offsets;
+                // Committed offsets are read with require_stable: pending transactional
+                // commits first complete or abort. A side client with rdkafka's default
+                // context, whose statistics nobody watches: that context would log each
+                // report whole, at INFO.
+                offsets
+                    .set("isolation.level", "read_committed")
+                    .set("statistics.interval.ms", "0");
+                let offsets: BaseConsumer = offsets.create().map_err(Error::create_consumer)?;
                 let group = offsets.group_metadata().ok_or_else(|| {
                     Error::InvalidSettings(
                         "the offsets consumer of the output cluster needs a `group.id`".to_owned(),
@@ -232,13 +216,8 @@ impl ExactlyOnce {
         };
         Ok(Self {
             stage,
-            input_topic: settings.input_topic.clone(),
-            output_topic: settings.output_topic.clone(),
-            quarantine_topic: settings.quarantine_topic.clone(),
-            call_timeout,
-            max_records: transactions.max_records,
-            max_duration: transactions.max_duration,
-            stall_timeout: settings.stall_timeout,
+            settings: settings.clone(),
+            transactions,
             stalled_since: None,
             producers,
             batch: BTreeMap::new(),
@@ -246,7 +225,7 @@ impl ExactlyOnce {
             started: None,
             tally: Tally::new(stage, metrics),
             clean: true,
-            aborted_seen: 0,
+            aborted: false,
             refusals: 0,
             rewound: Vec::new(),
         })
@@ -254,10 +233,10 @@ impl ExactlyOnce {
 
     /// Whether the open transaction is full or old enough to commit.
     pub(super) fn is_due(&self) -> bool {
-        self.records >= self.max_records
+        self.records >= self.transactions.max_records
             || self
                 .started
-                .is_some_and(|started| started.elapsed() >= self.max_duration)
+                .is_some_and(|started| started.elapsed() >= self.transactions.max_duration)
     }
 
     /// Produces what `decision` says about `message` inside the open transaction.
@@ -276,8 +255,8 @@ impl ExactlyOnce {
         let partition = message.partition();
         let route = Route::of(&decision);
         let topic = match route {
-            Route::Forward => &self.output_topic,
-            _ => &self.quarantine_topic,
+            Route::Forward => &self.settings.output_topic,
+            _ => &self.settings.quarantine_topic,
         };
         let (producer, transactional) = self.producers.open_for(partition, route)?;
         let sent = match route {
@@ -298,18 +277,21 @@ impl ExactlyOnce {
             // The transaction failed (a record timed out, say) and takes no more records
             // until aborted: the abort, not this refusal, tells whether this instance may
             // go on (it may have been fenced meanwhile).
-            if transactional && is_refused_by_failed_transaction(&error) {
+            // librdkafka refuses a record with `State` once its producer's transaction
+            // failed (an abortable error): it may be produced again once that is aborted.
+            let refused = matches!(
+                &error,
+                Error::Transaction {
+                    source: KafkaError::MessageProduction(RDKafkaErrorCode::State),
+                    ..
+                }
+            );
+            if transactional && refused {
                 return Ok(Sent::Refused(error));
             }
             return Err(error);
         }
-
-        self.taken(partition, message.offset(), route, received);
-        Ok(Sent::Taken)
-    }
-
-    /// A record of `partition` at `offset` is in the open transaction.
-    fn taken(&mut self, partition: i32, offset: i64, route: Route, received: Instant) {
+        let offset = message.offset();
         let entry = self
             .batch
             .entry(partition)
@@ -328,6 +310,7 @@ impl ExactlyOnce {
             .metrics
             .in_flight
             .set(i64::try_from(self.records).unwrap_or(i64::MAX));
+        Ok(Sent::Taken)
     }
 
     /// The error that made one of this stage's transactional producers fail fatally, if
@@ -353,7 +336,9 @@ impl ExactlyOnce {
         if matches!(&self.producers, Producers::Shared(owned) if !owned.open) {
             return Outcome::Committed;
         }
-        let deadline = Instant::now() + self.stall_timeout;
+        // A producer that cannot commit within the liveness bound (offsets, then the commit,
+        // retries included) is stuck or its cluster is gone.
+        let deadline = Instant::now() + self.settings.stall_timeout;
         let outcome = match self.commit_each(consumer, only, deadline) {
             Ok(outcome) => outcome,
             Err(error) => Outcome::Fatal(error),
@@ -377,7 +362,11 @@ impl ExactlyOnce {
         only: Option<&[i32]>,
         deadline: Instant,
     ) -> Result<Outcome, Error> {
-        let (timeout, batch, topic) = (self.call_timeout, &self.batch, &self.input_topic);
+        let (timeout, batch, topic) = (
+            self.transactions.call_timeout,
+            &self.batch,
+            &self.settings.input_topic,
+        );
         let in_batch = |filter: Option<&[i32]>| -> Vec<i32> {
             let kept = |partition: &i32| filter.is_none_or(|only| only.contains(partition));
             batch.keys().copied().filter(kept).collect()
@@ -474,9 +463,9 @@ impl ExactlyOnce {
                         stalled_for: since.elapsed(),
                     });
                 }
-                let stall_timeout_ms = self.stall_timeout.as_millis();
+                let stall_timeout_ms = self.settings.stall_timeout.as_millis();
                 warn!(stage, stall_timeout_ms, "A transaction could not commit within the stall bound: it was aborted and its records are consumed again.");
-                self.stalled_since = Some(deadline - self.stall_timeout);
+                self.stalled_since = Some(deadline - self.settings.stall_timeout);
                 outcome
             }
             other => other,
@@ -506,6 +495,7 @@ impl ExactlyOnce {
             self.records -= batch.records.len();
             if aborted.contains(&partition) {
                 self.tally.aborted();
+                self.aborted = true;
                 continue;
             }
             for (route, received) in batch.records {
@@ -537,9 +527,6 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
     ) -> Result<(), Error> {
-        if matches!(self.producers, Producers::Shared(_)) {
-            return self.start_at_stored(consumer, assignment).map(drop);
-        }
         let Producers::PerPartition {
             output,
             prefix,
@@ -547,28 +534,28 @@ impl ExactlyOnce {
             ..
         } = &mut self.producers
         else {
-            return Ok(());
+            return self.start_at_stored(consumer, assignment).map(drop);
         };
-        let partitions = partitions_of_topic(assignment, &self.input_topic);
+        let partitions = partitions_of_topic(assignment, &self.settings.input_topic);
         for partition in &partitions {
             if owned.contains_key(partition) {
                 continue;
             }
-            let id = format!("{prefix}.{}.{partition}", self.input_topic);
+            let id = format!("{prefix}.{}.{partition}", self.settings.input_topic);
             owned.insert(
                 *partition,
                 transactional(
                     Watched::new(self.stage, &self.tally.metrics.health, Cluster::Output, ()),
                     output,
                     &id,
-                    self.call_timeout,
+                    self.transactions.call_timeout,
                 )?,
             );
         }
         let starts = self.start_at_stored(consumer, assignment)?;
         info!(
             stage = self.stage,
-            topic = %self.input_topic,
+            topic = %self.settings.input_topic,
             partitions = ?partitions,
             stored_offsets = %starts.join(","),
             "Partitions assigned: their transactional producers fenced any previous owner; starting from the offsets stored in the output cluster (the input group's where none is stored)."
@@ -585,11 +572,15 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
     ) -> Result<Vec<String>, Error> {
-        let partitions = partitions_of_topic(assignment, &self.input_topic);
+        let partitions = partitions_of_topic(assignment, &self.settings.input_topic);
         let mut starts = Vec::new();
         for (partition, offset) in self.stored_offsets(consumer, &partitions)? {
             assignment
-                .set_partition_offset(&self.input_topic, partition, Offset::Offset(offset))
+                .set_partition_offset(
+                    &self.settings.input_topic,
+                    partition,
+                    Offset::Offset(offset),
+                )
                 .map_err(|source| Error::transaction("setting a starting offset", source))?;
             starts.push(format!("{partition}@{offset}"));
         }
@@ -609,34 +600,31 @@ impl ExactlyOnce {
         if partitions.is_empty() {
             return Ok(stored);
         }
-        let (list, topic, during) = match &self.producers {
+        let (offsets, topic, during) = match &self.producers {
             Producers::PerPartition {
                 offsets,
                 offsets_topic,
                 ..
-            } => {
-                let mut asked = TopicPartitionList::new();
-                for partition in partitions {
-                    asked.add_partition(offsets_topic, *partition);
-                }
-                let during = crate::error::READING_STORED_OFFSETS;
-                let list = offsets
-                    .committed_offsets(asked, self.call_timeout)
-                    .map_err(|source| Error::transaction(during, source))?;
-                (list, offsets_topic.as_str(), during)
-            }
-            Producers::Shared(_) => {
-                let mut asked = TopicPartitionList::new();
-                for partition in partitions {
-                    asked.add_partition(&self.input_topic, *partition);
-                }
-                let during = "reading the input group's offsets";
-                let list = consumer
-                    .committed_offsets(asked, self.call_timeout)
-                    .map_err(|source| Error::transaction(during, source))?;
-                (list, self.input_topic.as_str(), during)
-            }
+            } => (
+                Some(offsets),
+                offsets_topic.as_str(),
+                crate::error::READING_STORED_OFFSETS,
+            ),
+            Producers::Shared(_) => (
+                None,
+                self.settings.input_topic.as_str(),
+                "reading the input group's offsets",
+            ),
         };
+        let mut asked = TopicPartitionList::new();
+        for partition in partitions {
+            asked.add_partition(topic, *partition);
+        }
+        let list = match offsets {
+            Some(offsets) => offsets.committed_offsets(asked, self.transactions.call_timeout),
+            None => consumer.committed_offsets(asked, self.transactions.call_timeout),
+        }
+        .map_err(|source| Error::transaction(during, source))?;
         for elem in list.elements_for_topic(topic) {
             let partition = elem.partition();
             if let Err(source) = elem.error() {
@@ -646,7 +634,7 @@ impl ExactlyOnce {
                 continue; // none stored yet
             };
             // The offsets topic says which input topic each offset belongs to.
-            if topic != self.input_topic && elem.metadata() != self.input_topic {
+            if topic != self.settings.input_topic && elem.metadata() != self.settings.input_topic {
                 return Err(Error::InvalidSettings(format!(
                     "partition {partition} of the offsets topic `{topic}` holds the offset of another input topic \
                      for this group: give this sink its own `group_id` or offsets topic"
@@ -665,7 +653,7 @@ impl ExactlyOnce {
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
     ) {
-        let partitions = partitions_of_topic(revoked, &self.input_topic);
+        let partitions = partitions_of_topic(revoked, &self.settings.input_topic);
         match self.commit_open(consumer, Some(&partitions)) {
             Outcome::Committed => {}
             Outcome::Aborted { rewind } => {
@@ -678,11 +666,6 @@ impl ExactlyOnce {
                 owned.remove(partition);
             }
         }
-    }
-
-    /// What was committed so far.
-    pub(super) fn report(&self) -> RelayReport {
-        self.tally.report(Vec::new(), Vec::new())
     }
 }
 
@@ -717,16 +700,6 @@ fn transactional(
     })
 }
 
-fn config_with_read_committed(mut config: ClientConfig) -> ClientConfig {
-    // Committed offsets are read with require_stable: pending transactional commits first
-    // complete or abort.
-    config.set("isolation.level", "read_committed");
-    // A side client with rdkafka's default context, whose statistics nobody watches: that
-    // context would log each report whole, at INFO.
-    config.set("statistics.interval.ms", "0");
-    config
-}
-
 /// Hands `record` to librdkafka, waiting while its local queue is full.
 fn send_waiting_for_room(
     producer: &TxProducer,
@@ -748,18 +721,6 @@ fn send_waiting_for_room(
             }
         }
     }
-}
-
-/// Whether `error` is librdkafka refusing a record because its producer's transaction
-/// failed (an abortable error): the record may be produced again once it is aborted.
-fn is_refused_by_failed_transaction(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Transaction {
-            source: KafkaError::MessageProduction(RDKafkaErrorCode::State),
-            ..
-        }
-    )
 }
 
 /// The offsets to commit: one past the batch's last record, for each of `partitions`.
@@ -895,7 +856,8 @@ fn finish(
     Outcome::Aborted { rewind }
 }
 
-fn merge(a: Outcome, b: Outcome) -> Outcome {
+/// Both outcomes together: the worst wins, rewound partitions add up.
+pub(super) fn merge(a: Outcome, b: Outcome) -> Outcome {
     match (a, b) {
         (fatal @ Outcome::Fatal(_), _) | (_, fatal @ Outcome::Fatal(_)) => fatal,
         // A partition rewound already keeps where its transaction began.
