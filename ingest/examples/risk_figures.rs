@@ -4,6 +4,8 @@
 //!
 //! ```sh
 //! cargo run --release -p ingest --example risk_figures -- --events 1000000 --customers 100000
+//! # one record path only (k = 5), for a profiler: instruction counts do not depend on the load
+//! valgrind --tool=callgrind target/release/examples/risk_figures --events 20000 --only monitor
 //! ```
 //!
 //! Prints, per k: the share of events in classes below k within their own window before
@@ -26,6 +28,7 @@ fn main() {
     let mut events = 1_000_000usize;
     let mut customers = 100_000usize;
     let mut window = 100_000u64;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -37,6 +40,7 @@ fn main() {
             "--events" => events = value() as usize,
             "--customers" => customers = value() as usize,
             "--window" => window = value(),
+            "--only" => only = args.next(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -47,12 +51,17 @@ fn main() {
     println!(
         "{events} events of {customers} customers, windows of {window} offsets, one partition"
     );
+    if let Some(path) = only {
+        return profile(&payloads, window, &path);
+    }
     for k in [5, 10] {
         figures(&payloads, k, window);
     }
 }
 
-fn figures(payloads: &[Vec<u8>], k: u32, window: u64) {
+/// The record path without the watch, monitoring and enforcing: the default policy with
+/// `k` and `window`, without its `[risk]`, as it is, and with `enforce_k` on.
+fn engines(k: u32, window: u64) -> [Pseudonymizer; 3] {
     let policy_text = POLICY
         .replace("k = 5\n", &format!("k = {k}\n"))
         .replace("window = 100000", &format!("window = {window}"));
@@ -61,14 +70,55 @@ fn figures(payloads: &[Vec<u8>], k: u32, window: u64) {
         let policy = Policy::from_toml(text).expect("the default policy, edited, is valid");
         Pseudonymizer::new(policy, [("brand-a".to_string(), 1, &secret)])
     };
-    let monitoring = engine(&policy_text);
-    let enforcing = engine(&policy_text.replace("enforce_k = false", "enforce_k = true"));
-    let plain = engine(
-        policy_text
-            .split_once("\n[risk]")
-            .map(|(fields, _)| fields)
-            .unwrap_or(&policy_text),
-    );
+    [
+        engine(
+            policy_text
+                .split_once("\n[risk]")
+                .map(|(fields, _)| fields)
+                .unwrap_or(&policy_text),
+        ),
+        engine(&policy_text),
+        engine(&policy_text.replace("enforce_k = false", "enforce_k = true")),
+    ]
+}
+
+/// Runs one record path (`plain`, `monitor` or `enforce`, k = 5) over the events once.
+fn profile(payloads: &[Vec<u8>], window: u64, path: &str) {
+    let [plain, monitoring, enforcing] = engines(5, window);
+    let mut out = Vec::new();
+    let started = on_cpu_ns();
+    if path == "plain" {
+        for payload in payloads {
+            out.clear();
+            let _ = plain.pseudonymize_into(payload, &mut out);
+        }
+    } else {
+        let engine = match path {
+            "monitor" => &monitoring,
+            "enforce" => &enforcing,
+            other => panic!("--only takes plain, monitor or enforce, not {other}"),
+        };
+        let mut watch = RiskWatch::for_policy(engine.policy(), &Registry::new())
+            .expect("metrics register")
+            .expect("[risk]");
+        let mut quasi = QuasiValues::new();
+        for (offset, payload) in payloads.iter().enumerate() {
+            out.clear();
+            if let Ok(outcome) = engine.pseudonymize_observed(payload, &mut out, None, &mut quasi) {
+                let origin = Origin {
+                    partition: 0,
+                    offset: offset as i64,
+                };
+                watch.observe(origin, outcome.tenant, outcome.record_key, &quasi, &mut out);
+            }
+        }
+    }
+    let ns = (on_cpu_ns() - started) as f64 / payloads.len() as f64;
+    println!("{path}: {ns:.0} ns on CPU per event");
+}
+
+fn figures(payloads: &[Vec<u8>], k: u32, window: u64) {
+    let [plain, monitoring, enforcing] = engines(k, window);
     let risk = enforcing.policy().risk().expect("[risk]").clone();
     let qis = risk.quasi_identifiers().len();
 

@@ -186,8 +186,12 @@ struct Window {
 #[derive(Debug, Default)]
 struct Released {
     /// Each class the window counted, with the lowest level it was released at (the last
-    /// level, suppressed, for a class never released): one lookup per event.
+    /// level, suppressed, for a class never released): one lookup per event. Classes it
+    /// did not count join once their level was searched (at most `max_classes` of them),
+    /// so that a class seen again searches no more.
     classes: Map<ClassId, usize>,
+    /// Classes searched and remembered in `classes`.
+    searched: usize,
     /// Per level, the groups released at that level, for an event whose class the window
     /// did not count (new, or past the cap).
     groups: Vec<HashSet<ClassId, foldhash::fast::FixedState>>,
@@ -436,9 +440,9 @@ impl RiskWatch {
         }
         let verdict = if settings.enforce_k && decide {
             let released = if index == windows.index {
-                windows.previous.as_ref()
+                windows.previous.as_mut()
             } else if index + 1 == windows.index {
-                windows.before.as_ref()
+                windows.before.as_mut()
             } else {
                 None
             };
@@ -475,7 +479,7 @@ impl RiskWatch {
 impl Released {
     /// The lowest level at which the event's class (id `id`) was released.
     fn level(
-        &self,
+        &mut self,
         risk: &Risk,
         ids: &ClassIds,
         id: ClassId,
@@ -488,14 +492,21 @@ impl Released {
             return level;
         }
         // A class the window did not count can only join a coarser group it released.
-        (1..=max)
+        let level = (1..=max)
             .find(|&level| {
                 self.groups.get(level).is_some_and(|groups| {
-                    encode(risk, quasi, out, level, key);
-                    groups.contains(&ids.of(key))
+                    !groups.is_empty() && {
+                        encode(risk, quasi, out, level, key);
+                        groups.contains(&ids.of(key))
+                    }
                 })
             })
-            .unwrap_or(max)
+            .unwrap_or(max);
+        if self.searched < risk.max_classes() {
+            self.searched += 1;
+            self.classes.insert(id, level);
+        }
+        level
     }
 }
 
@@ -641,6 +652,7 @@ impl Window {
         let max = risk.max_level();
         let mut released = Released {
             classes: Map::with_capacity_and_hasher(self.counted.len(), Default::default()),
+            searched: 0,
             groups: Vec::with_capacity(max + 1),
         };
         // The classes not released yet, by index.
@@ -651,30 +663,41 @@ impl Window {
         let mut sizes: Vec<usize> = Vec::new();
         let mut subjects: Vec<u64> = Vec::new();
         let mut group_of: Vec<usize> = Vec::with_capacity(residual.len());
-        let mut values: Vec<Option<&[u8]>> = Vec::new();
-        let mut group_key = Vec::new();
+        // Each class's group key at the level before: a level coarsens one quasi-identifier
+        // one step further (`steps_at` counts its turns in the schedule), so only that
+        // value is coarsened again and spliced in.
+        let mut group_keys: Vec<Vec<u8>> = Vec::new();
+        let mut value = Vec::new();
         for level in 0..=max {
             groups.clear();
             sizes.clear();
             subjects.clear();
             group_of.clear();
+            let changed = (level > 0)
+                .then(|| {
+                    (0..risk.quasi_identifiers().len())
+                        .find(|&qi| risk.steps_at(qi, level) != risk.steps_at(qi, level - 1))
+                })
+                .flatten();
+            if level == 1 {
+                group_keys = (0..self.counted.len())
+                    .map(|class| self.key(class).to_vec())
+                    .collect();
+            }
             for &class in &residual {
-                let id = if level == 0 {
-                    self.counted[class].0
-                } else {
-                    values.clear();
-                    values.extend(
-                        self.key(class)
-                            .split(|&b| b == SEPARATOR)
-                            .take(risk.quasi_identifiers().len())
-                            .map(|v| (v != b"null").then_some(v)),
-                    );
-                    group_key.clear();
-                    for (qi, value) in values.iter().enumerate() {
-                        risk.coarsen(qi, *value, risk.steps_at(qi, level), &mut group_key);
-                        group_key.push(SEPARATOR);
+                let id = match changed {
+                    None if level == 0 => self.counted[class].0,
+                    None => ids.of(&group_keys[class]),
+                    Some(qi) => {
+                        let original = &self.key(class)[segment(self.key(class), qi)];
+                        value.clear();
+                        let present = (original != b"null").then_some(original);
+                        risk.coarsen(qi, present, risk.steps_at(qi, level), &mut value);
+                        let key = &mut group_keys[class];
+                        let range = segment(key, qi);
+                        key.splice(range, value.iter().copied());
+                        ids.of(key)
                     }
-                    ids.of(&group_key)
                 };
                 let next = sizes.len();
                 let group = *groups.entry(id).or_insert(next);
@@ -724,6 +747,23 @@ fn encode(risk: &Risk, quasi: &QuasiValues, out: &[u8], level: usize, key: &mut 
         risk.coarsen(qi, quasi.value(qi, out), risk.steps_at(qi, level), key);
         key.push(SEPARATOR);
     }
+}
+
+/// Where quasi-identifier `qi`'s value lies in a class key (values each followed by the
+/// separator).
+fn segment(key: &[u8], qi: usize) -> Range<usize> {
+    let mut start = 0;
+    for _ in 0..qi {
+        start += key[start..]
+            .iter()
+            .position(|&b| b == SEPARATOR)
+            .map_or(key.len() - start, |at| at + 1);
+    }
+    let end = key[start..]
+        .iter()
+        .position(|&b| b == SEPARATOR)
+        .map_or(key.len(), |at| start + at);
+    start..end
 }
 
 /// `out` with each quasi-identifier present rewritten at `level`, into `into`; `spans` is
