@@ -154,12 +154,35 @@ impl Hierarchy {
             Self::Year => match text.parse::<u32>() {
                 Ok(year) if text.len() == 4 => {
                     let decade = year - year % 10;
-                    write!(out, "{decade}-{}", decade + 9).is_ok()
+                    let mut digits = itoa::Buffer::new();
+                    out.extend_from_slice(digits.format(decade).as_bytes());
+                    out.push(b'-');
+                    out.extend_from_slice(digits.format(decade + 9).as_bytes());
+                    true
                 }
                 _ => false,
             },
-            Self::IpNetwork { .. } => coarser_network(text, steps)
-                .is_some_and(|(network, bits)| write!(out, "{network}/{bits}").is_ok()),
+            Self::IpNetwork { .. } => {
+                coarser_network(text, steps).is_some_and(|(network, bits)| {
+                    let mut digits = itoa::Buffer::new();
+                    let written = match network {
+                        // Dotted decimal as `Ipv4Addr` displays it, without core::fmt.
+                        IpAddr::V4(v4) => {
+                            for (i, octet) in v4.octets().into_iter().enumerate() {
+                                if i > 0 {
+                                    out.push(b'.');
+                                }
+                                out.extend_from_slice(digits.format(octet).as_bytes());
+                            }
+                            true
+                        }
+                        IpAddr::V6(v6) => write!(out, "{v6}").is_ok(),
+                    };
+                    out.push(b'/');
+                    out.extend_from_slice(digits.format(bits).as_bytes());
+                    written
+                })
+            }
             Self::Suppress => false,
         };
         if written {
