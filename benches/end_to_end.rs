@@ -32,9 +32,10 @@
 //!    waited, and a percentile that rests on one is printed as a lower bound (`≥`).
 //!
 //! `--repeat N` runs the throughput phase N times, every mode once per round in the order
-//! above, and prints each mode's median with every round's figure: on a shared machine one
-//! run's load decides more than a small change does, and alternating rounds spread it over
-//! the modes being compared.
+//! above except that every other round runs each baseline before its built mode, and prints
+//! each mode's median with every round's figure: on a shared machine one run's load decides
+//! more than a small change does, and brokers warming up over the rounds would favour
+//! whichever side always runs second. An even N balances the two orders.
 //!
 //! The peak RSS (`VmHWM`) of every stage process is read from `/proc` before it is
 //! stopped with SIGTERM; the table shows the larger of the two phases.
@@ -128,7 +129,19 @@ fn main() -> Result<()> {
         .collect();
     let mut rows: Vec<Row> = modes.iter().map(|&mode| Row::new(mode)).collect();
     for round in 1..=options.repeat {
-        for row in &mut rows {
+        // Every other round runs each baseline before the built binary's same mode, so that
+        // a machine warming up (or cooling down) over the rounds favours neither side.
+        let order: Vec<usize> = (0..rows.len())
+            .map(|i| match (round % 2 == 0, rows[i].mode.is_baseline()) {
+                (true, true) => i - 1,
+                (true, false) if rows.get(i + 1).is_some_and(|next| next.mode.is_baseline()) => {
+                    i + 1
+                }
+                _ => i,
+            })
+            .collect();
+        for i in order {
+            let row = &mut rows[i];
             eprintln!(
                 "throughput, round {round} of {}: {}...",
                 options.repeat,
