@@ -12,7 +12,7 @@
 //! - `cloud_down`: once the sink delivers, the cloud broker killed (SIGKILL) for longer
 //!   than the sink's `message.timeout.ms` (10 s), then restarted, with the stages' memory
 //!   sampled;
-//! - `onprem_restart`: the on-prem broker restarted (SIGTERM, start);
+//! - `onprem_restart`: the on-prem broker crashed (SIGKILL) and started again;
 //! - `link_cut`: once the sink delivers, its route to the cloud refused
 //!   ([`testkit::Link`]: new connections refused, open ones reset), then restored.
 //!
@@ -351,7 +351,11 @@ fn cloud_down(delivery: Delivery) {
     chaos.finish().assert_holds();
 }
 
-/// The on-prem broker is restarted (SIGTERM, start on the same ports and data) under load.
+/// The on-prem broker crashes (SIGKILL) and starts again on the same ports and data, under
+/// load. A crash for the reason [`cloud_down`] gives: a lone broker's controlled shutdown
+/// can leave a hanging transaction, here of the exactly-once ingest's offsets in the input
+/// group, which every restarted ingest then waits for (seen under load with SIGTERM,
+/// docs/known-problems.md).
 fn onprem_restart(delivery: Delivery) {
     let onprem = Broker::start("chaos-onprem");
     let p = Pipeline::start(
@@ -361,8 +365,9 @@ fn onprem_restart(delivery: Delivery) {
     let scale = Scale::from_env();
     let mut chaos = Chaos::start("onprem_restart", p, delivery, 1, 1, 501);
     chaos.wait_until(scale.producing().mul_f64(0.3));
-    chaos.say("the on-prem broker restarts");
+    chaos.say("the on-prem broker crashes and starts again");
     let down = Instant::now();
+    chaos.p.own_onprem().kill();
     chaos.p.own_onprem().restart();
     chaos.commit_outage = down.elapsed();
     chaos.outages += 1;
